@@ -1,0 +1,361 @@
+"""Shared machinery of the CUDA kernels: launch configuration, the kernel registry, device scratch,
+block/grid reductions, and the fill and uniform-random kernels the CUDA backend uses.
+
+Every private ``@cuda.jit`` kernel of ``numbanet.kernels.cuda`` is a :class:`Kernel`: the compiled
+dispatcher(s) plus an argument *spec* (one code per argument, see :data:`SPEC_CODES`). The spec does
+three jobs: it coerces Python scalars to one fixed type at launch (so a float hyperparameter never
+triggers a second compilation), it lets the tests check that every launch matches the declared
+types (``config.check_signatures``), and it gives the PTX compiler (:func:`numbanet._cuda.compile_ptx`)
+the exact signature to compile each kernel for, per float dtype and label dtype.
+
+dtype specialization: kernels that need compile-time element types (shared-memory and register
+tiles) are built by a factory ``build(dtype)``, cached per dtype (and tile shape), with the numba
+type frozen into the closure; all other kernels are one lazily-typed dispatcher that numba
+specializes per argument types.
+"""
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+__all__ = []
+
+MAX_THREADS = 256          # compile-time size of the per-block reduction scratch
+ROW_LANES, ROW_ROWS = 32, 8  # row-wise kernels: threads per row x rows per block (product <= MAX_THREADS)
+
+
+class _Config:
+    """Launch knobs. Tests shrink them (monkeypatch) so tiny arrays still span several blocks."""
+
+    threads = 256                       # threads per block of 1-D kernels (power of two, <= MAX_THREADS)
+    max_blocks = 2048                   # grid cap of grid-stride kernels
+    row_block = (ROW_LANES, ROW_ROWS)   # (lanes per row, rows per block) of row-wise kernels
+    gemm_tile = (64, 64, 16, 4, 4)      # BM, BN, BK, TM, TN: block tile and per-thread register tile
+    gemm_min_chunk = 4                  # split-K: at least this many BK steps per split
+    num_sms = None                      # None: ask the device (split-K targets ~2 blocks per SM)
+    check_signatures = False            # check every launch against the kernel's declared spec
+
+
+config = _Config()
+
+
+def cdiv(a, b):
+    return -(-a // b)
+
+
+def grid_1d(n, threads=None):
+    """(blocks, threads) for a grid-stride loop over ``n`` items."""
+    t = threads or config.threads
+    return max(1, min(cdiv(n, t), config.max_blocks)), t
+
+
+def grid_rows(rows):
+    """(grid, block) for a row-wise kernel: ``lanes`` threads per row, ``rpb`` rows per block."""
+    lanes, rpb = config.row_block
+    return max(1, min(cdiv(rows, rpb), config.max_blocks)), (lanes, rpb)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_sms():
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:       # the simulator has no such attribute
+        return 1
+
+
+def num_sms():
+    return config.num_sms or _device_sms()
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel registry
+
+#: argument spec codes -> meaning. ``A<n>``: float array of the call's dtype, ``<n>`` dims, C order;
+#: ``I<n>``: integer label array (int32 or int64); ``q<n>``: int64 array; ``d<n>``: float64 array;
+#: ``n<n>``: int32 array; ``f``: float64 scalar; ``i``: int64 scalar; ``b``: bool; ``t<k>``: tuple of
+#: ``k`` int64.
+SPEC_CODES = "A I q d n f i b t"
+
+KERNELS = []                # every Kernel ever made, in creation order (for PTX compilation)
+
+
+def _numba_type(code, dtype, itype):
+    kind, rest = code[0], code[1:]
+    if kind == "f":
+        return numba.float64
+    if kind == "i":
+        return numba.int64
+    if kind == "b":
+        return numba.boolean
+    if kind == "t":
+        return numba.types.UniTuple(numba.int64, int(rest))
+    el = {"A": dtype, "I": itype, "q": np.int64, "d": np.float64, "n": np.int32}[kind]
+    return numba.types.Array(numba.from_dtype(np.dtype(el)), int(rest), "C")
+
+
+class Kernel:
+    """A private CUDA kernel: ``build(dtype)`` gives the numba dispatcher, ``spec`` its arguments.
+
+    Launch with ``k[grid, block](*args)`` like a numba kernel.
+    """
+
+    def __init__(self, name, spec, build, options=None):
+        self.name = name
+        self.spec = tuple(spec.split())
+        self._build = build
+        self.options = dict(options or {})
+        self.uses_labels = any(c[0] == "I" for c in self.spec)
+        self.dtype_free = not any(c[0] == "A" for c in self.spec)
+        KERNELS.append(self)
+
+    def dispatcher(self, dtype):
+        return self._build(np.dtype(dtype))
+
+    def argtypes(self, dtype, itype=np.int64):
+        return tuple(_numba_type(c, dtype, itype) for c in self.spec)
+
+    def __getitem__(self, launch_config):
+        grid, block = launch_config
+        return functools.partial(self._launch, grid, block)
+
+    def _launch(self, grid, block, *args):
+        if len(args) != len(self.spec):
+            raise TypeError(f"{self.name}: {len(args)} arguments for spec {' '.join(self.spec)}")
+        conv, dtype, itype = [], None, None
+        for code, a in zip(self.spec, args):
+            kind = code[0]
+            if kind == "f":
+                a = float(a)
+            elif kind == "i":
+                a = int(a)
+            elif kind == "b":
+                a = bool(a)
+            elif kind == "t":
+                a = tuple(int(v) for v in a)
+            elif kind == "A" and dtype is None:
+                dtype = np.dtype(a.dtype)
+            elif kind == "I" and itype is None:
+                itype = np.dtype(a.dtype)
+            conv.append(a)
+        if config.check_signatures:
+            self._check(conv, dtype, itype)
+        self.dispatcher(dtype if dtype is not None else np.float64)[grid, block](*conv)
+
+    def _check(self, args, dtype, itype):
+        """Raise TypeError unless the arguments match the spec (what PTX compilation assumes)."""
+        if dtype is not None and dtype not in (np.float32, np.float64):
+            raise TypeError(f"{self.name}: float dtype {dtype}")
+        if itype is not None and itype not in (np.int32, np.int64):
+            raise TypeError(f"{self.name}: label dtype {itype}")
+        for k, (code, a) in enumerate(zip(self.spec, args)):
+            if code[0] in "fibt":
+                if code[0] == "t" and len(a) != int(code[1:]):
+                    raise TypeError(f"{self.name}: argument {k} has {len(a)} items, spec {code}")
+                continue
+            want = _numba_type(code, dtype, itype)
+            if (np.dtype(a.dtype) != np.dtype(str(want.dtype)) or a.ndim != want.ndim
+                    or not a.flags["C_CONTIGUOUS"]):
+                raise TypeError(f"{self.name}: argument {k} is {a.dtype} {a.ndim}-d "
+                                f"(contiguous {a.flags['C_CONTIGUOUS']}), spec {code} wants {want}")
+
+
+def kernel(spec, **options):
+    """Decorator: compile ``fn`` with ``cuda.jit`` (one lazily-typed dispatcher for every dtype)."""
+    def deco(fn):
+        disp = cuda.jit(**options)(fn)
+        return Kernel(f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}", spec,
+                      lambda dtype: disp, options)
+    return deco
+
+
+def device(fn):
+    """A scalar (plain-Python) function as a CUDA device function."""
+    return cuda.jit(device=True)(fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# device scratch: grow-only buffers reused across calls (kernels run in stream order, so a buffer
+# is free again once the launch that used it is queued behind the next one)
+
+_scratch = {}
+
+
+def scratch(tag, n, dtype):
+    """A device array of ``n`` elements of ``dtype`` (contents undefined), cached under ``tag``."""
+    key = (tag, np.dtype(dtype))
+    buf = _scratch.get(key)
+    if buf is None or buf.size < n:
+        buf = cuda.device_array(max(n, 1), dtype=dtype)
+        _scratch[key] = buf
+    return buf[:max(n, 1)]
+
+
+def counter(tag):
+    """A zeroed int32 device counter (kernels that use it reset it to zero when done)."""
+    key = ("counter", tag)
+    c = _scratch.get(key)
+    if c is None:
+        c = cuda.to_device(np.zeros(1, dtype=np.int32))
+        _scratch[key] = c
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions (float64 accumulation, fixed order: deterministic)
+
+@cuda.jit(device=True)
+def block_sum(sh, v):
+    """Sum of ``v`` over all threads of the block (power-of-two size <= MAX_THREADS), returned
+    to every thread. ``sh``: float64 shared array of MAX_THREADS."""
+    nt = cuda.blockDim.x * cuda.blockDim.y
+    t = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    sh[t] = v
+    cuda.syncthreads()
+    s = nt // 2
+    while s > 0:
+        if t < s:
+            sh[t] += sh[t + s]
+        cuda.syncthreads()
+        s //= 2
+    r = sh[0]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True)
+def grid_sum_store(sh, flag, v, partials, count, out, scale):
+    """``out[0] = scale * (sum of v over every thread of the grid)`` in one launch: each block stores
+    its sum in ``partials[block]``; the last block to finish (atomic ticket on ``count``) adds the
+    partials in block order and resets ``count``. ``flag``: int32 shared array of 1."""
+    s = block_sum(sh, v)
+    t = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    nb = cuda.gridDim.x
+    if t == 0:
+        partials[cuda.blockIdx.x] = s
+        cuda.threadfence()
+        ticket = cuda.atomic.add(count, 0, 1)
+        flag[0] = 1 if ticket == nb - 1 else 0
+    cuda.syncthreads()
+    if flag[0] == 1:
+        cuda.threadfence()
+        acc = 0.0
+        for i in range(t, nb, cuda.blockDim.x * cuda.blockDim.y):
+            acc += partials[i]
+        total = block_sum(sh, acc)
+        if t == 0:
+            out[0] = total * scale
+            count[0] = 0
+
+
+def reduction_args(tag, blocks):
+    """(partials, counter) device buffers for a grid_sum_store over ``blocks`` blocks."""
+    return scratch(tag, blocks, np.float64), counter(tag)
+
+
+@cuda.jit(device=True)
+def row_sum(sh, v):
+    """Sum of ``v`` over the threads of one row (threadIdx.x) of a row-wise block, to each of them.
+    ``sh``: float64 shared array (ROW_ROWS, ROW_LANES)."""
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    sh[ty, tx] = v
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if tx < s:
+            sh[ty, tx] += sh[ty, tx + s]
+        cuda.syncthreads()
+        s //= 2
+    r = sh[ty, 0]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True)
+def row_max(sh, v):
+    """Maximum of ``v`` over the threads of one row (see row_sum); NaN propagates."""
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    sh[ty, tx] = v
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if tx < s:
+            a = sh[ty, tx]
+            b = sh[ty, tx + s]
+            if b > a or b != b:
+                sh[ty, tx] = b
+        cuda.syncthreads()
+        s //= 2
+    r = sh[ty, 0]
+    cuda.syncthreads()
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# fill and uniform random numbers (used by numbanet._cuda.CUDABackend)
+
+@kernel("A1 f")
+def _fill(out, value):
+    v = out.dtype.type(value)
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        out[i] = v
+
+
+def fill(out, value):
+    """Set every element of the device array ``out`` to ``value`` (one launch)."""
+    flat = out.reshape(out.size)
+    if flat.size:
+        _fill[grid_1d(flat.size)](flat, value)
+
+
+# Philox4x32-10 (Salmon et al., SC'11): counter = element index, key = seed. Counter-based, so the
+# numbers depend on (seed, index) only, not on the launch shape. 32x32-bit products fit in uint64
+# (no overflow, also in the simulator where these are NumPy scalars).
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_PH_M0 = np.uint64(0xD2511F53)
+_PH_M1 = np.uint64(0xCD9E8D57)
+_PH_W0 = np.uint64(0x9E3779B9)
+_PH_W1 = np.uint64(0xBB67AE85)
+
+
+@cuda.jit(device=True)
+def _philox(c0, c1, k0, k1):
+    """Two 32-bit words of Philox4x32-10 for the counter (c0, c1, 0, 0) and key (k0, k1)."""
+    c2 = np.uint64(0)
+    c3 = np.uint64(0)
+    for _ in range(10):
+        p0 = _PH_M0 * c0
+        p1 = _PH_M1 * c2
+        n0 = ((p1 >> _S32) ^ c1 ^ k0) & _M32
+        n2 = ((p0 >> _S32) ^ c3 ^ k1) & _M32
+        c1 = p1 & _M32
+        c3 = p0 & _M32
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + _PH_W0) & _M32
+        k1 = (k1 + _PH_W1) & _M32
+    return c0, c1
+
+
+@kernel("A1 i i f")
+def _uniform(out, seed, bits, scale):
+    k0 = np.uint64(seed) & _M32
+    k1 = (np.uint64(seed) >> _S32) & _M32
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        u = np.uint64(i)
+        r0, r1 = _philox(u & _M32, u >> _S32, k0, k1)
+        word = (r0 << _S32) | r1                          # 64 random bits
+        out[i] = out.dtype.type(float(word >> np.uint64(64 - bits)) * scale)
+
+
+def uniform(out, seed):
+    """Fill the device array ``out`` with uniform [0, 1) numbers from the 63-bit ``seed``: 24
+    random bits per float32, 53 per float64 (exact in the dtype, so never 1.0)."""
+    flat = out.reshape(out.size)
+    bits = 24 if np.dtype(out.dtype) == np.float32 else 53
+    if flat.size:
+        _uniform[grid_1d(flat.size)](flat, int(seed), bits, math.ldexp(1.0, -bits))

@@ -1,0 +1,64 @@
+"""Dense (fully connected) layer kernels on the GPU: three variants of the shared tiled GEMM
+(kernels/cuda/_gemm.py), each one launch (two when split-K kicks in for a long reduction).
+
+* forward: out = x @ w + b, the bias added in the GEMM epilogue.
+* backward input: grad_in = grad_out @ w.T (w read transposed, no copy).
+* backward weight: grad_w = x.T @ grad_out, and grad_b = column sums of grad_out from the same
+  GEMM: A gets one extra row of ones (row I), whose output row is the bias gradient.
+"""
+from numba import cuda
+
+from ._gemm import gemm, ld_rows, ld_transposed
+
+_NOGEO = (0,)
+
+
+@cuda.jit(device=True)
+def _store_bias(out, b, geo, m, n, v):
+    out[m, n] = v + b[n]
+
+
+@cuda.jit(device=True)
+def _store_plain(out, unused, geo, m, n, v):
+    out[m, n] = v
+
+
+@cuda.jit(device=True)
+def _ld_xt_ones(x, geo, m, k):
+    """A = [x.T; ones]: (I + 1) x N."""
+    if m == x.shape[1]:
+        return x.dtype.type(1)
+    return x[k, m]
+
+
+@cuda.jit(device=True)
+def _store_w_b(grad_w, grad_b, geo, m, n, v):
+    if m == grad_w.shape[0]:
+        grad_b[n] = v
+    else:
+        grad_w[m, n] = v
+
+
+_fwd = gemm("dense._fwd", 2, 2, 2, 1, 1, ld_rows, ld_rows, _store_bias, a_kfast=True, b_kfast=False)
+_bwd_in = gemm("dense._bwd_in", 2, 2, 2, 2, 1, ld_rows, ld_transposed, _store_plain,
+               a_kfast=True, b_kfast=True)
+_bwd_w = gemm("dense._bwd_w", 2, 2, 2, 1, 1, _ld_xt_ones, ld_rows, _store_w_b,
+              a_kfast=False, b_kfast=False)
+
+
+def dense_forward(x, w, b, out):
+    """out (N, U) = x (N, I) @ w (I, U) + b (U,)."""
+    n, i = x.shape
+    _fwd(x, w, out, b, n, w.shape[1], i, _NOGEO)
+
+
+def dense_backward_input(grad_out, w, grad_in):
+    """grad_in (N, I) = grad_out (N, U) @ w.T."""
+    n, u = grad_out.shape
+    _bwd_in(grad_out, w, grad_in, grad_in, n, w.shape[0], u, _NOGEO)
+
+
+def dense_backward_weight(x, grad_out, grad_w, grad_b):
+    """grad_w (I, U) = x.T @ grad_out; grad_b (U,) = grad_out summed over the batch."""
+    n, i = x.shape
+    _bwd_w(x, grad_out, grad_w, grad_b, i + 1, grad_out.shape[1], n, _NOGEO)

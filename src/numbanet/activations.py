@@ -1,0 +1,66 @@
+"""Activation functions by name, dispatched to the ``<name>_forward``/``<name>_backward`` kernels."""
+# name -> (kernel name, default alpha)
+ACTIVATIONS = {
+    "linear": ("linear", 0.0),
+    "relu": ("relu", 0.0),
+    "leaky_relu": ("leaky_relu", 0.2),
+    "elu": ("elu", 1.0),
+    "gelu": ("gelu", 0.0),
+    "gelu_tanh": ("gelu_tanh", 0.0),
+    "sigmoid": ("sigmoid", 0.0),
+    "tanh": ("tanh", 0.0),
+    "softplus": ("softplus", 0.0),
+    "softmax": ("softmax", 0.0),
+}
+
+
+def check_name(name, where="activation"):
+    """Validate an activation name (None means linear) and return the canonical name."""
+    if name is None:
+        return "linear"
+    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
+        raise ValueError(f"{where}: unknown activation {name!r}; valid names are "
+                         f"{', '.join(sorted(ACTIVATIONS))}")
+    return name.lower()
+
+
+class ActivationOp:
+    """One activation applied through the backend's kernels; keeps what backward needs.
+
+    Elementwise activations run on the flattened array; softmax runs row-wise over the last axis.
+    """
+
+    def __init__(self, name, alpha=None):
+        self.name = check_name(name)
+        kernel, default = ACTIVATIONS[self.name]
+        self.alpha = float(default if alpha is None else alpha)
+        self.kernel = kernel
+        self.x = self.y = None
+
+    @property
+    def is_identity(self):
+        return self.name == "linear"
+
+    def _view(self, a):
+        return a.reshape(-1, a.shape[-1]) if self.name == "softmax" else a.reshape(-1)
+
+    def forward(self, backend, x, out=None):
+        """Apply to ``x``; writes into ``out`` (may be ``x`` itself unless backward needs ``x``)."""
+        if self.is_identity:
+            self.x = self.y = x
+            return x
+        if out is None:
+            out = backend.empty(x.shape, x.dtype)
+        getattr(backend, self.kernel + "_forward")(self._view(x), self.alpha, self._view(out))
+        self.x, self.y = x, out
+        return out
+
+    def backward(self, backend, grad_out):
+        """d loss / d x from d loss / d y (uses the last forward's x and y)."""
+        if self.is_identity:
+            return grad_out
+        grad_in = backend.empty(grad_out.shape, grad_out.dtype)
+        getattr(backend, self.kernel + "_backward")(
+            self._view(self.x), self._view(self.y), self._view(grad_out), self.alpha,
+            self._view(grad_in))
+        return grad_in

@@ -1,0 +1,106 @@
+"""The backend: where arrays live and which kernels run on them.
+
+A backend owns allocation, host/device transfer and kernel dispatch: every public kernel of
+``numbanet.kernels.<target>.<module>`` is bound as an attribute (``backend.conv2d_forward(...)``).
+Layers hold a backend and never import numba themselves.
+"""
+import importlib
+
+import numpy as np
+
+KERNEL_MODULES = ("dense", "conv2d", "pool", "activations", "losses", "optim", "elementwise")
+DEVICES = ("cpu", "cuda")
+
+
+def kernel_names(module):
+    """Public kernel names of a kernel module: the functions it defines, not what it imports."""
+    return sorted(n for n, f in vars(module).items()
+                  if not n.startswith("_") and callable(f)
+                  and getattr(f, "__module__", None) == module.__name__
+                  and not isinstance(f, type))
+
+
+class Backend:
+    """Binds the kernels of one target and the array operations that go with them."""
+
+    name = None
+
+    def __init__(self, target):
+        self.kernels = {}
+        for mod in KERNEL_MODULES:
+            try:
+                m = importlib.import_module(f"numbanet.kernels.{target}.{mod}")
+            except ModuleNotFoundError as e:
+                if e.name != f"numbanet.kernels.{target}.{mod}":
+                    raise
+                continue
+            for n in kernel_names(m):
+                self.kernels[n] = getattr(m, n)
+        self.__dict__.update(self.kernels)
+
+    def __repr__(self):
+        return f"<numbanet backend {self.name!r}>"
+
+
+class CPUBackend(Backend):
+    """NumPy arrays and ``@njit`` kernels."""
+
+    name = "cpu"
+    is_device = False
+
+    def __init__(self):
+        super().__init__("cpu")
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    def full(self, shape, value, dtype):
+        return np.full(shape, value, dtype=dtype)
+
+    def asarray(self, a, dtype=None):
+        """A host array (C-contiguous, of ``dtype`` when given) -> an array of this backend."""
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def copy_(self, dst, src):
+        """Copy ``src`` (host or backend array) into ``dst`` in place."""
+        dst[...] = np.asarray(src).reshape(dst.shape)
+
+    def uniform(self, shape, dtype, rng):
+        """Uniform [0, 1) numbers of ``dtype`` from the numpy Generator ``rng``."""
+        return rng.random(shape, dtype=dtype)
+
+    def synchronize(self):
+        pass
+
+
+_backends = {}
+
+
+def get_backend(device="cpu"):
+    """The backend object for ``"cpu"`` or ``"cuda"`` (created once)."""
+    if isinstance(device, Backend):
+        return device
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    if device not in _backends:
+        if device == "cpu":
+            _backends[device] = CPUBackend()
+        else:
+            from . import _cuda
+            _backends[device] = _cuda.CUDABackend()
+    return _backends[device]
+
+
+def cuda_available():
+    """True when a CUDA GPU can be used (numba-cuda installed, a driver and a device present)."""
+    try:
+        from . import _cuda
+    except ImportError:
+        return False
+    return _cuda.is_available()

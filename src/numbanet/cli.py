@@ -1,0 +1,84 @@
+"""The ``numbanet`` command: ``numbanet train`` (the main job) and ``numbanet compare``."""
+import argparse
+import sys
+import time
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
+
+
+def build_digits_cnn(device="cpu"):
+    """The small CNN ``numbanet train`` fits on the 8x8 digits."""
+    import numbanet as nb
+    L = nb.layers
+    return nb.Sequential([
+        L.Conv2D(32, 3, padding="same", activation="relu"),
+        L.MaxPool2D(2),
+        L.Conv2D(64, 3, padding="same", activation="relu"),
+        L.MaxPool2D(2),
+        L.Flatten(),
+        L.Dense(128, activation="relu"),
+        L.Dense(10, activation="softmax"),
+    ], input_shape=(1, 8, 8), device=device)
+
+
+def train(args):
+    import numbanet as nb
+    nb.seed(args.seed)
+    x, y = nb.datasets.load_digits()
+    x_train, x_test, y_train, y_test = nb.data.train_test_split(
+        x, y, test_size=0.2, seed=args.seed, stratify=y)
+    model = build_digits_cnn(args.device)
+    optimizer = nb.optimizers.get(args.optimizer)
+    optimizer.learning_rate = args.learning_rate
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    if args.verbose:
+        model.summary()
+    t0 = time.perf_counter()
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+              validation_split=0.1, seed=args.seed, verbose=args.verbose)
+    seconds = time.perf_counter() - t0
+    if model.stop_reason:
+        print(f"training stopped: {model.stop_reason}", file=sys.stderr)
+        return 1
+    result = model.evaluate(x_test, y_test)
+    model.save(args.output)
+    print(f"test accuracy: {result['accuracy']:.4f}  test loss: {result['loss']:.4f}  "
+          f"({len(x_test)} test images, {seconds:.1f}s training on {model.device})")
+    print(f"model saved to {args.output}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="numbanet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a small CNN on the 8x8 digits and save it")
+    t.add_argument("--epochs", type=_positive(int), default=15)
+    t.add_argument("--batch-size", type=_positive(int), default=32)
+    t.add_argument("--learning-rate", type=_positive(float), default=1e-3)
+    t.add_argument("--optimizer", default="adam")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--output", default="numbanet-digits.npz")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    t.set_defaults(func=train)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as e:
+        print(f"numbanet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Layers (Keras names, PyTorch's NCHW image layout)."""
+from .base import Layer
+from .conv import AveragePooling2D, AvgPool2D, Conv2D, MaxPool2D, MaxPooling2D
+from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape,
+                   Sigmoid, Softmax, Softplus, Tanh)
+
+LAYERS = {cls.__name__: cls for cls in (
+    Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Dropout, Activation, ReLU, LeakyReLU,
+    ELU, GELU, Sigmoid, Tanh, Softplus, Softmax)}
+
+
+def get(name):
+    """A layer class by its name (used when loading a saved model)."""
+    if name not in LAYERS:
+        raise ValueError(f"unknown layer {name!r}; valid names are {', '.join(sorted(LAYERS))}")
+    return LAYERS[name]
+
+
+def register(cls):
+    """Make a layer class known to ``load_model``."""
+    LAYERS[cls.__name__] = cls
+    return cls

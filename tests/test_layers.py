@@ -1,0 +1,165 @@
+"""Layers: gradients by finite differences, PyTorch agreement, shapes, dtypes and bad input."""
+import numpy as np
+import pytest
+
+import numbanet as nb
+from numbanet.testing import gradcheck
+
+L = nb.layers
+ACTS = ["linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh", "softplus",
+        "softmax"]
+
+
+def _away_from_kinks(rng, shape):
+    """Inputs not too close to 0, where relu-like activations have a kink."""
+    x = rng.standard_normal(shape)
+    return np.where(np.abs(x) < 0.05, 0.3, x)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_dense_gradcheck(rng, activation):
+    layer = L.Dense(4, activation=activation, bias_initializer="glorot_uniform")
+    x = _away_from_kinks(rng, (3, 5))
+    assert gradcheck(layer, x)
+    assert layer.params["kernel"].shape == (5, 4) and layer.params["bias"].shape == (4,)
+    assert layer.params["kernel"].dtype == np.float64
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(filters=3, kernel_size=3, padding="same"),
+    dict(filters=2, kernel_size=(2, 3), strides=2, padding="valid"),
+    dict(filters=2, kernel_size=3, strides=(2, 1), padding=1, dilation_rate=2),
+    dict(filters=1, kernel_size=2, padding="same", strides=2, use_bias=False, activation="tanh"),
+])
+def test_conv2d_gradcheck(rng, kwargs):
+    layer = L.Conv2D(**kwargs)
+    x = rng.standard_normal((2, 2, 7, 6))
+    assert gradcheck(layer, x)
+
+
+@pytest.mark.parametrize("layer_fn", [
+    lambda: L.MaxPool2D(2), lambda: L.MaxPool2D(3, strides=2, padding="same"),
+    lambda: L.AvgPool2D(2), lambda: L.AvgPool2D((2, 3), strides=1, padding=1),
+    lambda: L.Flatten(), lambda: L.Reshape((-1, 6)), lambda: L.Dropout(0.4, seed=3),
+    lambda: L.ReLU(), lambda: L.LeakyReLU(negative_slope=0.1), lambda: L.ELU(alpha=0.7),
+    lambda: L.GELU(), lambda: L.GELU(approximate=True), lambda: L.Sigmoid(), lambda: L.Tanh(),
+    lambda: L.Softplus(), lambda: L.Softmax(), lambda: L.Activation("elu"),
+])
+def test_other_layers_gradcheck(rng, layer_fn):
+    # Distinct values so max pooling has a unique winner in each window.
+    x = rng.permutation(np.linspace(-2, 2, 2 * 3 * 6 * 6)).reshape(2, 3, 6, 6)
+    x = np.where(np.abs(x) < 0.05, 0.5, x)
+    assert gradcheck(layer_fn(), x)
+
+
+def test_dropout_is_inverted_seeded_and_off_at_inference(rng):
+    x = np.ones((50, 40), np.float32)
+    d1, d2 = L.Dropout(0.25, seed=7), L.Dropout(0.25, seed=7)
+    y1, y2 = d1.forward(x, training=True), d2.forward(x, training=True)
+    np.testing.assert_array_equal(y1, y2)
+    kept = y1 != 0
+    assert 0.65 < kept.mean() < 0.85
+    np.testing.assert_allclose(y1[kept], 1 / 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(d1.forward(x, training=False), x)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    mask = d1.forward(x, training=True) != 0
+    np.testing.assert_allclose(d1.backward(g), np.where(mask, g / 0.75, 0), rtol=1e-6)
+
+
+def test_dtype_follows_first_input():
+    layer = L.Dense(3)
+    assert layer.forward(np.ones((2, 4))).dtype == np.float64
+    layer32 = L.Dense(3)
+    assert layer32.forward(np.ones((2, 4), np.float32)).dtype == np.float32
+    assert L.Dense(3).forward(np.ones((2, 4), np.int64)).dtype == np.float32
+    forced = L.Dense(3, dtype="float64")
+    assert forced.forward(np.ones((2, 4), np.float32)).dtype == np.float64
+
+
+def test_shape_mismatch_names_layer_and_shapes():
+    layer = L.Dense(3, name="head")
+    layer.forward(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"head.*\(None, 4\).*\(2, 5\)"):
+        layer.forward(np.ones((2, 5), np.float32))
+    with pytest.raises(ValueError, match="Flatten"):
+        L.Dense(3).forward(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="4-D"):
+        L.Conv2D(2, 3).forward(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="does not fit"):
+        L.Conv2D(2, 5).forward(np.ones((1, 1, 3, 3), np.float32))
+    with pytest.raises(TypeError, match="numeric"):
+        L.Dense(3).forward(np.array([["a", "b"]]))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: L.Dense(0), "units must be a positive integer, got 0"),
+    (lambda: L.Dense(-3), "got -3"),
+    (lambda: L.Dense(2.5), "got 2.5"),
+    (lambda: L.Dense(3, activation="relux"), "unknown activation 'relux'.*relu"),
+    (lambda: L.Dense(3, kernel_initializer="nope"), "unknown initializer 'nope'.*glorot_uniform"),
+    (lambda: L.Conv2D(4, 0), "kernel_size.*got 0"),
+    (lambda: L.Conv2D(4, 3, strides=-1), "strides.*got -1"),
+    (lambda: L.Conv2D(4, 3, padding="full"), "padding.*'full'"),
+    (lambda: L.MaxPool2D(0), "pool_size.*got 0"),
+    (lambda: L.Dropout(1.0), r"rate must be a float in \[0, 1\), got 1.0"),
+    (lambda: L.Dropout(-0.1), "got -0.1"),
+    (lambda: L.Reshape((2, -1, -1)), "at most one -1"),
+    (lambda: L.Dense(3, dtype="int32"), "float32 or float64, got 'int32'"),
+    (lambda: L.LeakyReLU(negative_slope=float("nan")), "negative_slope"),
+])
+def test_bad_arguments_raise_clear_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_reshape_that_does_not_fit():
+    with pytest.raises(ValueError, match="cannot reshape"):
+        L.Reshape((5, 5)).forward(np.ones((2, 12), np.float32))
+
+
+def test_same_padding_follows_keras():
+    # Keras 'same': ceil(size / stride) outputs with the extra padding at the bottom/right.
+    layer = L.Conv2D(1, 2, strides=2, padding="same")
+    out = layer.forward(np.ones((1, 1, 5, 5), np.float32))
+    assert out.shape == (1, 1, 3, 3)
+    assert layer.pads == (0, 0)
+    assert L.MaxPool2D(2, padding="same").forward(np.ones((1, 2, 5, 7), np.float32)).shape == \
+        (1, 2, 3, 4)
+
+
+def test_config_round_trip():
+    for layer in [L.Dense(3, activation="gelu", use_bias=False), L.Conv2D(2, (3, 1), strides=2,
+                  padding=(1, 0), dilation_rate=1), L.MaxPool2D(3, strides=1, padding="same"),
+                  L.LeakyReLU(negative_slope=0.2), L.GELU(approximate=True), L.Dropout(0.3, seed=1),
+                  L.Reshape((2, -1)), L.Softmax()]:
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+def test_dense_and_conv_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = rng.standard_normal((4, 3, 9, 8))
+    conv = L.Conv2D(5, 3, strides=2, padding=1, dilation_rate=1, activation="relu")
+    y = conv.forward(x, training=True)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(conv.params["kernel"], requires_grad=True)
+    tb = torch.tensor(conv.params["bias"], requires_grad=True)
+    ty = F.relu(F.conv2d(tx, tw, tb, stride=2, padding=1))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(conv.backward(g), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(conv.grads["kernel"], tw.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(conv.grads["bias"], tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+    x2 = rng.standard_normal((6, 7)).astype(np.float32)
+    dense = L.Dense(4, activation="softmax")
+    y2 = dense.forward(x2)
+    tx2 = torch.tensor(x2, requires_grad=True)
+    ty2 = F.softmax(F.linear(tx2, torch.tensor(dense.params["kernel"].T),
+                             torch.tensor(dense.params["bias"])), dim=1)
+    np.testing.assert_allclose(y2, ty2.detach().numpy(), rtol=1e-5, atol=1e-6)
+    g2 = rng.standard_normal(y2.shape).astype(np.float32)
+    ty2.backward(torch.tensor(g2))
+    np.testing.assert_allclose(dense.backward(g2), tx2.grad.numpy(), rtol=1e-4, atol=1e-6)

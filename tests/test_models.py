@@ -1,0 +1,287 @@
+"""Sequential: training on digits, save/load, reproducibility, progress output and bad input."""
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import numbanet as nb
+
+L = nb.layers
+
+
+def small_cnn(**kwargs):
+    return nb.Sequential([
+        L.Conv2D(8, 3, padding="same", activation="relu"),
+        L.MaxPool2D(2),
+        L.Flatten(),
+        L.Dropout(0.1),
+        L.Dense(10, activation="softmax"),
+    ], input_shape=(1, 8, 8), **kwargs)
+
+
+def mlp(units=16, out=3, act="softmax", inputs=5, **kwargs):
+    return nb.Sequential([L.Dense(units, activation="tanh"), L.Dense(out, activation=act)],
+                         input_shape=(inputs,), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = nb.datasets.load_digits()
+    return nb.data.train_test_split(x, y, test_size=0.2, seed=0, stratify=y)
+
+
+def test_digits_cnn_reaches_95_percent(digits):
+    x_train, x_test, y_train, y_test = digits
+    nb.seed(0)
+    model = small_cnn()
+    model.compile(optimizer=nb.optimizers.Adam(learning_rate=3e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=8, batch_size=32, validation_split=0.1, seed=0,
+                        verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(history.history["loss"]) == 8
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    result = model.evaluate(x_test, y_test)
+    assert set(result) == {"loss", "accuracy"}
+    assert result["accuracy"] >= 0.95, result
+    pred = model.predict(x_test)
+    assert pred.shape == (len(x_test), 10) and pred.dtype == np.float32
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.mean(pred.argmax(1) == y_test) == pytest.approx(result["accuracy"])
+
+
+def test_fused_softmax_crossentropy_matches_logits_path(rng):
+    x = rng.standard_normal((16, 5))
+    y = rng.integers(0, 3, 16)
+    fused = mlp(dtype="float64")
+    plain = nb.Sequential([L.Dense(16, activation="tanh"), L.Dense(3)], input_shape=(5,),
+                          dtype="float64")
+    plain.set_weights(fused.get_weights())
+    fused.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    plain.compile(nb.optimizers.SGD(0.1),
+                  nb.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert fused._fused() and not plain._fused()
+    for _ in range(3):
+        assert fused.train_step(x, y) == pytest.approx(plain.train_step(x, y), rel=1e-12)
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_model_gradients_match_finite_differences(rng):
+    model = nb.Sequential([L.Conv2D(2, 3, padding="same", activation="tanh"), L.AvgPool2D(2),
+                           L.Flatten(), L.Dense(3, activation="softmax")],
+                          input_shape=(1, 4, 4), dtype="float64")
+    model.compile(nb.optimizers.SGD(1.0), "categorical_crossentropy")
+    x = rng.standard_normal((3, 1, 4, 4))
+    y = nb.data.one_hot(rng.integers(0, 3, 3), 3, dtype=np.float64)
+    weights = model.get_weights()
+    model.train_step(x, y)           # SGD with lr 1: new = old - grad
+    analytic = [w0 - w1 for w0, w1 in zip(weights, model.get_weights())]
+    model.set_weights(weights)
+
+    def loss():
+        return model.loss(y, model.predict(x))
+    for w, g in zip(model._param_items(), analytic):
+        p = w[2]
+        nb.testing.assert_gradients_close(g, nb.testing.numeric_gradient(loss, p), w[1])
+
+
+def test_save_load_round_trip_and_resume(tmp_path, rng, digits):
+    x_train, x_test, y_train, _ = digits
+    nb.seed(1)
+    model = small_cnn()
+    model.compile(nb.optimizers.Adam(1e-3, amsgrad=True), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x_train[:256], y_train[:256], epochs=1, verbose=0, seed=0)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = nb.load_model(path)
+    np.testing.assert_array_equal(model.predict(x_test), loaded.predict(x_test))
+    assert loaded.get_config() == model.get_config()
+    assert type(loaded.optimizer) is nb.optimizers.Adam and loaded.optimizer.amsgrad
+    assert [m.name for m in loaded.metrics] == ["accuracy"]
+    # Resuming continues exactly where the original stops (dropout off: training=True uses masks,
+    # so compare on a model without randomness in the step).
+    for m in (model, loaded):
+        m.layers[3].rate = 0.0
+    xb, yb = x_train[256:288], y_train[256:288]
+    for _ in range(3):
+        assert model.train_step(xb, yb) == loaded.train_step(xb, yb)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
+    model = mlp()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    path = tmp_path / "m.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", broken)
+    model.set_weights([w + 1 for w in model.get_weights()])
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_load_model_rejects_bad_files(tmp_path):
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        nb.load_model(missing)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip file")
+    with pytest.raises(ValueError, match="not a numbanet model file"):
+        nb.load_model(corrupt)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a numbanet model file"):
+        nb.load_model(text)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.ones(3))
+    with pytest.raises(ValueError, match="not a valid numbanet model file"):
+        nb.load_model(foreign)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, config=np.array(json.dumps({"format": "numbanet-model", "version": 1,
+                                                "model": {"layers": [{"class_name": "Nope"}]}})))
+    with pytest.raises(ValueError, match="not a valid numbanet model file"):
+        nb.load_model(wrong)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, config=np.array([{"format": "numbanet-model"}], dtype=object))
+    with pytest.raises(ValueError, match="numbanet model file"):
+        nb.load_model(pickled)
+
+
+def test_seed_makes_everything_reproducible(digits):
+    x_train, _, y_train, _ = digits
+    runs = []
+    for _ in range(2):
+        nb.seed(5)
+        model = small_cnn()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x_train[:200], y_train[:200], epochs=2, batch_size=16, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_training_naming_epoch_and_step(rng):
+    model = mlp(act="linear")
+    model.compile(nb.optimizers.SGD(1e30), "mse")
+    x = rng.standard_normal((64, 5)).astype(np.float32) * 100
+    y = rng.standard_normal((64, 3)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match=r"loss became (nan|inf) at epoch \d+, step \d+"):
+        history = model.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    assert model.stop_reason and "epoch" in model.stop_reason
+    assert len(history.history.get("loss", [])) <= 5
+
+
+def test_progress_output(rng, capsys):
+    x = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    tty = Tty()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=1,
+              callbacks=[nb.callbacks.ProgbarLogger(stream=tty)])
+    out = tty.getvalue()
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "\r3/5 [" in out and "ETA" in out and "loss:" in out and "accuracy:" in out
+    capsys.readouterr()
+    model.fit(x, y, epochs=3, batch_size=8, verbose=1)     # captured stdout is not a terminal
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3") and "loss:" in lines[0]
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_summary_weights_and_counts(capsys):
+    model = small_cnn()
+    model.summary()
+    out = capsys.readouterr().out
+    assert "conv2d" in out and "(None, 8, 8, 8)" in out and "Total params: 1,370" in out
+    weights = model.get_weights()
+    assert [w.shape for w in weights] == [(8, 1, 3, 3), (8,), (128, 10), (10,)]
+    model.set_weights([np.zeros_like(w) for w in weights])
+    assert all(not w.any() for w in model.get_weights())
+    with pytest.raises(ValueError, match="has 4 weight arrays, got 3"):
+        model.set_weights(weights[:3])
+    with pytest.raises(ValueError, match=r"kernel has shape \(8, 1, 3, 3\), got \(8, 1, 3\)"):
+        model.set_weights([np.zeros((8, 1, 3))] + weights[1:])
+
+
+def test_bad_input_gets_clear_errors(rng):
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = rng.standard_normal((10, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 10)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got 7 at index 2"):
+        model.fit(x, np.array([0, 1, 7, 0, 0, 0, 0, 0, 0, 0]), verbose=0)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got -1"):
+        model.fit(x, -np.ones(10, int), verbose=0)
+    with pytest.raises(ValueError, match=r"expected samples of shape \(5,\).*\(10, 4\)"):
+        model.fit(x[:, :4], y, verbose=0)
+    with pytest.raises(ValueError, match="different numbers of samples: 10 and 9"):
+        model.fit(x, y[:9], verbose=0)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.fit(np.where(x > 1, np.nan, x), y, verbose=0)
+    with pytest.raises(TypeError, match="numeric"):
+        model.predict(np.array([["a"] * 5]))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        model.fit(x, y, batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer, got -1"):
+        model.fit(x, y, epochs=-1, verbose=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(x, y, validation_split=1.5, verbose=0)
+    with pytest.raises(ValueError, match="unknown loss 'crossentropy'.*mse"):
+        model.compile("adam", "crossentropy")
+    with pytest.raises(ValueError, match="unknown optimizer 'adamm'.*adam"):
+        model.compile("adamm", "mse")
+    with pytest.raises(ValueError, match="unknown metric 'acuracy'.*accuracy"):
+        model.compile("adam", "mse", metrics=["acuracy"])
+    with pytest.raises(ValueError, match="targets of shape"):
+        m = mlp()
+        m.compile("adam", "categorical_crossentropy")
+        m.fit(x, nb.data.one_hot(y, 4), verbose=0)
+    with pytest.raises(RuntimeError, match="compile"):
+        mlp().fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        mlp(device="tpu")
+
+
+def test_binary_and_regression_losses_train(rng):
+    x = rng.standard_normal((256, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.float32)
+    nb.seed(3)
+    model = nb.Sequential([L.Dense(8, activation="relu"), L.Dense(1, activation="sigmoid")],
+                          input_shape=(4,))
+    model.compile(nb.optimizers.Adam(0.02), "binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    assert model.evaluate(x, y)["accuracy"] > 0.9
+    target = x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32)
+    for loss in ("mse", "mae", nb.losses.Huber(0.5)):
+        reg = nb.Sequential([L.Dense(1)], input_shape=(4,))
+        reg.compile(nb.optimizers.SGD(0.05, momentum=0.9), loss)
+        h = reg.fit(x, target[:, None], epochs=20, batch_size=32, verbose=0)
+        assert h.history["loss"][-1] < 0.1 * h.history["loss"][0]
+
+
+def test_cli_train(tmp_path, capsys):
+    from numbanet.cli import main
+    out = tmp_path / "digits.npz"
+    assert main(["train", "--epochs", "1", "--output", str(out), "--verbose", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy:" in text and os.path.exists(out)
+    assert nb.load_model(out).predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
+    assert main(["train", "--optimizer", "nope", "--epochs", "1", "--verbose", "0",
+                 "--output", str(out)]) == 2
+    assert "unknown optimizer 'nope'" in capsys.readouterr().err
