@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import numbanet as nb
 import numbanet.random as nbr
 from numbanet.data import Standardizer, batches, one_hot, train_test_split
 
@@ -307,3 +308,60 @@ def test_batches_validates_eagerly():
         batches(x, shuffle=True, seed=-2)
     with pytest.raises(ValueError, match="scalar"):
         batches(np.float32(3))
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+def test_kfold_partitions_every_sample_once():
+    x = np.arange(23)
+    folds = list(nb.data.KFold(5).split(x))
+    assert len(folds) == 5
+    tests = [t for _, t in folds]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(23))
+    assert [len(t) for t in tests] == [5, 5, 5, 4, 4]
+    for train, test in folds:
+        assert not set(train) & set(test) and len(train) + len(test) == 23
+    shuffled = [t for _, t in nb.data.KFold(5, shuffle=True, seed=1).split(x)]
+    again = [t for _, t in nb.data.KFold(5, shuffle=True, seed=1).split(x)]
+    assert all(np.array_equal(a, b) for a, b in zip(shuffled, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(shuffled, tests))
+
+
+def test_stratified_kfold_keeps_class_shares():
+    y = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    for train, test in nb.data.StratifiedKFold(5, shuffle=True, seed=0).split(np.zeros(60), y):
+        assert np.bincount(y[test], minlength=3).tolist() == [6, 2, 4]
+    onehot = nb.data.one_hot(y, 3)
+    for _, test in nb.data.StratifiedKFold(2).split(np.zeros(60), onehot):
+        assert np.bincount(y[test], minlength=3).tolist() == [15, 5, 10]
+
+
+def test_kfold_errors():
+    with pytest.raises(ValueError, match="n_splits must be an integer >= 2, got 1"):
+        nb.data.KFold(1)
+    with pytest.raises(ValueError, match="cannot make 5 folds from 3 samples"):
+        list(nb.data.KFold(5).split(np.zeros(3)))
+    with pytest.raises(ValueError, match="y .* is required"):
+        list(nb.data.StratifiedKFold(2).split(np.zeros(4)))
+    with pytest.raises(ValueError, match="more than the number of samples in every class"):
+        list(nb.data.StratifiedKFold(5).split(np.zeros(6), np.array([0, 0, 0, 1, 1, 1])))
+    with pytest.raises(ValueError, match="same number of samples"):
+        list(nb.data.KFold(2).split(np.zeros(4), np.zeros(5)))
+
+
+def test_cross_validate_returns_per_fold_scores():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def build():
+        model = nb.Sequential([nb.layers.Dense(2, activation="softmax")], input_shape=(4,))
+        model.compile(nb.optimizers.Adam(0.05), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+    nb.seed(0)
+    scores = nb.data.cross_validate(build, x, y, k=3, fit_kwargs={"epochs": 40, "batch_size": 8})
+    assert set(scores) == {"loss", "accuracy"} and len(scores["accuracy"]) == 3
+    assert np.mean(scores["accuracy"]) > 0.8
+    with pytest.raises(TypeError, match="build_model must be a callable"):
+        nb.data.cross_validate(None, x, y)

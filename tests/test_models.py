@@ -33,10 +33,12 @@ def digits():
 
 
 def test_digits_cnn_reaches_95_percent(digits):
+    """The main job's CNN, as ``numbanet train`` builds it."""
+    from numbanet.cli import build_digits_cnn
     x_train, x_test, y_train, y_test = digits
     nb.seed(0)
-    model = small_cnn()
-    model.compile(optimizer=nb.optimizers.Adam(learning_rate=3e-3),
+    model = build_digits_cnn()
+    model.compile(optimizer=nb.optimizers.Adam(learning_rate=2e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x_train, y_train, epochs=8, batch_size=32, validation_split=0.1, seed=0,
                         verbose=0)
@@ -285,3 +287,34 @@ def test_cli_train(tmp_path, capsys):
     assert main(["train", "--optimizer", "nope", "--epochs", "1", "--verbose", "0",
                  "--output", str(out)]) == 2
     assert "unknown optimizer 'nope'" in capsys.readouterr().err
+
+
+def test_kernel_regularizer_adds_to_loss_and_gradient(rng):
+    x = rng.standard_normal((8, 5))
+    y = rng.standard_normal((8, 2))
+    reg = nb.regularizers.L1L2(l1=0.01, l2=0.02)
+    model = nb.Sequential([L.Dense(2, kernel_regularizer=reg)], input_shape=(5,), dtype="float64")
+    plain = nb.Sequential([L.Dense(2)], input_shape=(5,), dtype="float64")
+    plain.set_weights(model.get_weights())
+    for m in (model, plain):
+        m.compile(nb.optimizers.SGD(1.0), "mse")
+    w = model.get_weights()[0]
+    penalty = 0.01 * np.abs(w).sum() + 0.02 * (w ** 2).sum()
+    assert model.evaluate(x, y)["loss"] == pytest.approx(plain.evaluate(x, y)["loss"] + penalty)
+    assert model.train_step(x, y) == pytest.approx(plain.train_step(x, y) + penalty)
+    step_reg = w - model.get_weights()[0]
+    step_plain = w - plain.get_weights()[0]
+    np.testing.assert_allclose(step_reg - step_plain, 0.01 * np.sign(w) + 0.04 * w, rtol=1e-10)
+    clone = L.Dense.from_config(model.layers[0].get_config())
+    assert clone.kernel_regularizer.get_config() == reg.get_config()
+
+
+def test_gradient_norms_per_layer(rng):
+    model = mlp(dtype="float64")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.train_step(rng.standard_normal((6, 5)), rng.integers(0, 3, 6))
+    norms = model.gradient_norms()
+    assert list(norms) == [l.name for l in model.layers]
+    for layer in model.layers:
+        expected = np.sqrt(sum((g ** 2).sum() for g in layer.grads.values()))
+        assert norms[layer.name] == pytest.approx(expected, rel=1e-12)

@@ -5,7 +5,11 @@
 the others. The scalar maths lives in ``kernels/scalar.py`` (shared with the CUDA kernels).
 
 Each kernel has a serial loop for small arrays and a ``prange`` loop (2 threads here) for large
-ones; the threshold is set from measurements (see ``_PAR_MIN``).
+ones; the threshold is set from measurements (see ``_PAR_MIN``). ``error_model="numpy"``: IEEE
+division (no per-division zero check, 10-40% faster loops; nothing here divides by zero anyway).
+
+Note: ``cache=True`` does not notice edits to ``scalar.py`` (Numba only checks this file's own
+timestamp): delete ``kernels/cpu/__pycache__`` after changing it.
 """
 import math
 
@@ -41,7 +45,7 @@ _softplus_grad = njit(inline="always")(scalar.softplus_grad)
 
 
 # ------------------------------------------------------------------------------------- linear
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def linear_forward(x, alpha, out):
     """out = x."""
     n = x.size
@@ -53,7 +57,7 @@ def linear_forward(x, alpha, out):
             out[i] = _linear(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def linear_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out."""
     n = x.size
@@ -66,7 +70,7 @@ def linear_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- relu
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def relu_forward(x, alpha, out):
     """out = max(x, 0)."""
     n = x.size
@@ -78,7 +82,7 @@ def relu_forward(x, alpha, out):
             out[i] = _relu(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def relu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out where x > 0, else 0."""
     n = x.size
@@ -91,7 +95,7 @@ def relu_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- leaky_relu
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def leaky_relu_forward(x, alpha, out):
     """out = x for x >= 0, alpha * x below."""
     n = x.size
@@ -103,7 +107,7 @@ def leaky_relu_forward(x, alpha, out):
             out[i] = _leaky_relu(x[i], alpha)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def leaky_relu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out for x > 0, alpha * grad_out otherwise."""
     n = x.size
@@ -116,7 +120,7 @@ def leaky_relu_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- elu
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def elu_forward(x, alpha, out):
     """out = x for x >= 0, alpha * expm1(x) below."""
     n = x.size
@@ -128,7 +132,7 @@ def elu_forward(x, alpha, out):
             out[i] = _elu(x[i], alpha)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def elu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out for x > 0, grad_out * alpha * exp(x) otherwise."""
     n = x.size
@@ -141,7 +145,7 @@ def elu_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- gelu
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def gelu_forward(x, alpha, out):
     """Exact GELU: out = x * Phi(x) (normal CDF through erfc)."""
     n = x.size
@@ -153,7 +157,7 @@ def gelu_forward(x, alpha, out):
             out[i] = _gelu(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def gelu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * (Phi(x) + x phi(x))."""
     n = x.size
@@ -166,7 +170,7 @@ def gelu_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- gelu_tanh
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def gelu_tanh_forward(x, alpha, out):
     """tanh-approximate GELU: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     n = x.size
@@ -178,7 +182,7 @@ def gelu_tanh_forward(x, alpha, out):
             out[i] = _gelu_tanh(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def gelu_tanh_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * d gelu_tanh / dx."""
     n = x.size
@@ -191,7 +195,7 @@ def gelu_tanh_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- sigmoid
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sigmoid_forward(x, alpha, out):
     """out = 1 / (1 + exp(-x)), stable for large |x|."""
     n = x.size
@@ -203,7 +207,7 @@ def sigmoid_forward(x, alpha, out):
             out[i] = _sigmoid(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sigmoid_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * sigmoid(x) (1 - sigmoid(x)), computed from x without cancellation."""
     n = x.size
@@ -216,7 +220,7 @@ def sigmoid_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- tanh
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def tanh_forward(x, alpha, out):
     """out = tanh(x)."""
     n = x.size
@@ -228,7 +232,7 @@ def tanh_forward(x, alpha, out):
             out[i] = _tanh(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def tanh_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * (1 - tanh(x)^2), computed from x without cancellation."""
     n = x.size
@@ -241,7 +245,7 @@ def tanh_backward(x, y, grad_out, alpha, grad_in):
 
 
 # ------------------------------------------------------------------------------------- softplus
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def softplus_forward(x, alpha, out):
     """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
     n = x.size
@@ -253,7 +257,7 @@ def softplus_forward(x, alpha, out):
             out[i] = _softplus(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def softplus_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * sigmoid(x)."""
     n = x.size
@@ -297,7 +301,7 @@ def _softmax_backward_row(y, grad_out, grad_in, r):
         grad_in[r, j] = y[r, j] * (grad_out[r, j] - dot)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def softmax_forward(x, alpha, out):
     """Row-wise softmax of x (rows, cols), stable (row max subtracted)."""
     rows = x.shape[0]
@@ -309,7 +313,7 @@ def softmax_forward(x, alpha, out):
             _softmax_row(x, out, r)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def softmax_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = y * (grad_out - sum_row(grad_out * y)), row-wise."""
     rows = y.shape[0]

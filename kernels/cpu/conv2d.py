@@ -223,130 +223,201 @@ def _fold(grad_out, parallel):
 
 # ---------------------------------------------------------------------------------------------
 # direct kernels (small C*KH*KW)
+#
+# Each image is first copied into a zero-padded scratch ``xp`` (C, Hp, Wp) that covers exactly the
+# cells the output reads (Hp = (OH-1)*sh + (KH-1)*dh + 1, likewise Wp), so no loop below tests
+# bounds. With unit strides output cell (oh, ow) reads xp[c, oh + i*dh, ow + j*dw], i.e. flat
+# index q + i*dh*Wp + j*dw with q = oh*Wp + ow: a whole plane is then one long contiguous loop per
+# kernel tap, on a "wide" (OH, Wp) output whose Wp - OW extra columns per row are discarded.
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _direct_forward_image(x, w, b, n, sh, sw, ph, dh, lo, hi, off, out):
-    C, H = x.shape[1], x.shape[2]
-    K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
-    OH, OW = out.shape[2], out.shape[3]
-    for k in range(K):
-        o = out[n, k]
-        bk = b[k]
-        for oh in range(OH):
-            for ow in range(OW):
-                o[oh, ow] = bk
-        for c in range(C):
-            for i in range(KH):
-                for oh in range(OH):
-                    h = oh * sh - ph + i * dh
-                    if h < 0 or h >= H:
-                        continue
-                    xr = x[n, c, h]
-                    orow = o[oh]
-                    for j in range(KW):
-                        wv = w[k, c, i, j]
-                        a, z, f = lo[j], hi[j], off[j]
-                        if sw == 1:
-                            for ow in range(a, z):
-                                orow[ow] += wv * xr[ow + f]
-                        else:
-                            for ow in range(a, z):
-                                orow[ow] += wv * xr[ow * sw + f]
-
-
-@njit(cache=True, parallel=True)
-def _direct_forward_par(x, w, b, sh, sw, ph, dh, lo, hi, off, out):
-    for n in prange(x.shape[0]):
-        _direct_forward_image(x, w, b, n, sh, sw, ph, dh, lo, hi, off, out)
+@njit(cache=True)
+def _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw):
+    return (OH - 1) * sh + (KH - 1) * dh + 1, (OW - 1) * sw + (KW - 1) * dw + 1
 
 
 @njit(cache=True)
-def _direct_forward_ser(x, w, b, sh, sw, ph, dh, lo, hi, off, out):
-    for n in range(x.shape[0]):
-        _direct_forward_image(x, w, b, n, sh, sw, ph, dh, lo, hi, off, out)
+def _pad_image(x, n, ph, pw, xp):
+    """xp = zeros with image n of x at offset (ph, pw), cropped to xp's extent."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Hp, Wp = xp.shape[1], xp.shape[2]
+    xp[:] = 0.0
+    h0, h1 = max(0, -ph), min(H, Hp - ph)
+    w0, w1 = max(0, -pw), min(W, Wp - pw)
+    for c in range(C):
+        for h in range(h0, h1):
+            src = x[n, c, h]
+            dst = xp[c, h + ph]
+            for w in range(w0, w1):
+                dst[w + pw] = src[w]
+
+
+@njit(cache=True)
+def _wide_grad(g, n, k, Wp, gw):
+    """gw (flat (OH-1)*Wp + OW) = g[n, k] laid out with row stride Wp, zeros in between rows."""
+    OH, OW = g.shape[2], g.shape[3]
+    for oh in range(OH):
+        src = g[n, k, oh]
+        base = oh * Wp
+        for ow in range(OW):
+            gw[base + ow] = src[ow]
+        if oh < OH - 1:
+            for ow in range(OW, Wp):
+                gw[base + ow] = 0.0
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _direct_backward_input_image(grad_out, w, n, sh, sw, ph, dh, lo, hi, off, grad_in):
+def _direct_forward_image(x, w, b, n, sh, sw, ph, pw, dh, dw, out):
+    K, C, KH, KW = w.shape
+    OH, OW = out.shape[2], out.shape[3]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    xp = np.empty((C, Hp, Wp), x.dtype)
+    _pad_image(x, n, ph, pw, xp)
+    if sh == 1 and sw == 1:
+        L = (OH - 1) * Wp + OW
+        xf = xp.reshape(C, Hp * Wp)
+        acc = np.empty(L, x.dtype)
+        for k in range(K):
+            bk = b[k]
+            for q in range(L):
+                acc[q] = bk
+            for c in range(C):
+                xr = xf[c]
+                for i in range(KH):
+                    for j in range(KW):
+                        wv = w[k, c, i, j]
+                        o = i * dh * Wp + j * dw
+                        for q in range(L):
+                            acc[q] += wv * xr[q + o]
+            for oh in range(OH):
+                dst = out[n, k, oh]
+                base = oh * Wp
+                for ow in range(OW):
+                    dst[ow] = acc[base + ow]
+    else:
+        for k in range(K):
+            bk = b[k]
+            for oh in range(OH):
+                orow = out[n, k, oh]
+                for ow in range(OW):
+                    orow[ow] = bk
+                for c in range(C):
+                    for i in range(KH):
+                        xr = xp[c, oh * sh + i * dh]
+                        for j in range(KW):
+                            wv = w[k, c, i, j]
+                            o = j * dw
+                            for ow in range(OW):
+                                orow[ow] += wv * xr[ow * sw + o]
+
+
+@njit(cache=True, parallel=True)
+def _direct_forward_par(x, w, b, sh, sw, ph, pw, dh, dw, out):
+    for n in prange(x.shape[0]):
+        _direct_forward_image(x, w, b, n, sh, sw, ph, pw, dh, dw, out)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _direct_backward_input_image(grad_out, w, n, sh, sw, ph, pw, dh, dw, grad_in):
     C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
-    OH = grad_out.shape[2]
-    g = grad_in[n]
-    for c in range(C):
-        for h in range(H):
-            for ww in range(W):
-                g[c, h, ww] = 0.0
-    for k in range(K):
-        go = grad_out[n, k]
-        for c in range(C):
-            for i in range(KH):
-                for oh in range(OH):
-                    h = oh * sh - ph + i * dh
-                    if h < 0 or h >= H:
-                        continue
-                    gr = g[c, h]
-                    orow = go[oh]
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    dxp = np.zeros((C, Hp, Wp), grad_in.dtype)
+    if sh == 1 and sw == 1:
+        L = (OH - 1) * Wp + OW
+        dxf = dxp.reshape(C, Hp * Wp)
+        gw = np.empty(L, grad_in.dtype)
+        for k in range(K):
+            _wide_grad(grad_out, n, k, Wp, gw)
+            for c in range(C):
+                dr = dxf[c]
+                for i in range(KH):
                     for j in range(KW):
                         wv = w[k, c, i, j]
-                        a, z, f = lo[j], hi[j], off[j]
-                        if sw == 1:
-                            for ow in range(a, z):
-                                gr[ow + f] += wv * orow[ow]
-                        else:
-                            for ow in range(a, z):
-                                gr[ow * sw + f] += wv * orow[ow]
+                        o = i * dh * Wp + j * dw
+                        for q in range(L):
+                            dr[q + o] += wv * gw[q]
+    else:
+        for k in range(K):
+            for oh in range(OH):
+                gr = grad_out[n, k, oh]
+                for c in range(C):
+                    for i in range(KH):
+                        dr = dxp[c, oh * sh + i * dh]
+                        for j in range(KW):
+                            wv = w[k, c, i, j]
+                            o = j * dw
+                            for ow in range(OW):
+                                dr[ow * sw + o] += wv * gr[ow]
+    for c in range(C):
+        for h in range(H):
+            dst = grad_in[n, c, h]
+            hp = h + ph
+            if hp < 0 or hp >= Hp:
+                for ww in range(W):
+                    dst[ww] = 0.0
+                continue
+            src = dxp[c, hp]
+            for ww in range(W):
+                wp = ww + pw
+                dst[ww] = src[wp] if 0 <= wp < Wp else 0.0
 
 
 @njit(cache=True, parallel=True)
-def _direct_backward_input_par(grad_out, w, sh, sw, ph, dh, lo, hi, off, grad_in):
+def _direct_backward_input_par(grad_out, w, sh, sw, ph, pw, dh, dw, grad_in):
     for n in prange(grad_in.shape[0]):
-        _direct_backward_input_image(grad_out, w, n, sh, sw, ph, dh, lo, hi, off, grad_in)
-
-
-@njit(cache=True)
-def _direct_backward_input_ser(grad_out, w, sh, sw, ph, dh, lo, hi, off, grad_in):
-    for n in range(grad_in.shape[0]):
-        _direct_backward_input_image(grad_out, w, n, sh, sw, ph, dh, lo, hi, off, grad_in)
+        _direct_backward_input_image(grad_out, w, n, sh, sw, ph, pw, dh, dw, grad_in)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _direct_backward_weight_images(x, grad_out, n0, n1, sh, sw, ph, dh, lo, hi, off, acc):
-    """acc (K, C, KH, KW) += the weight gradient of images n0..n1-1 (float64 accumulation)."""
-    C, H = x.shape[1], x.shape[2]
+def _direct_backward_weight_images(x, grad_out, n0, n1, sh, sw, ph, pw, dh, dw, acc):
+    """acc (K, C, KH, KW) float64 += the weight gradient of images n0..n1-1."""
+    C = x.shape[1]
     K, KH, KW = acc.shape[0], acc.shape[2], acc.shape[3]
-    OH = grad_out.shape[2]
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    xp = np.empty((C, Hp, Wp), x.dtype)
+    xf = xp.reshape(C, Hp * Wp)
+    L = (OH - 1) * Wp + OW
+    gw = np.empty(L, x.dtype)
+    zero = np.zeros(1, x.dtype)[0]          # per-dot sums in the input dtype (vectorize fully)
     for n in range(n0, n1):
+        _pad_image(x, n, ph, pw, xp)
         for k in range(K):
-            go = grad_out[n, k]
-            for c in range(C):
-                for i in range(KH):
-                    for oh in range(OH):
-                        h = oh * sh - ph + i * dh
-                        if h < 0 or h >= H:
-                            continue
-                        xr = x[n, c, h]
-                        orow = go[oh]
+            if sh == 1 and sw == 1:
+                _wide_grad(grad_out, n, k, Wp, gw)
+                for c in range(C):
+                    xr = xf[c]
+                    for i in range(KH):
                         for j in range(KW):
-                            a, z, f = lo[j], hi[j], off[j]
-                            s = 0.0
-                            if sw == 1:
-                                for ow in range(a, z):
-                                    s += orow[ow] * xr[ow + f]
-                            else:
-                                for ow in range(a, z):
-                                    s += orow[ow] * xr[ow * sw + f]
+                            o = i * dh * Wp + j * dw
+                            s = zero
+                            for q in range(L):
+                                s += gw[q] * xr[q + o]
+                            acc[k, c, i, j] += s
+            else:
+                for c in range(C):
+                    for i in range(KH):
+                        for j in range(KW):
+                            o = j * dw
+                            s = zero
+                            for oh in range(OH):
+                                gr = grad_out[n, k, oh]
+                                xr = xp[c, oh * sh + i * dh]
+                                for ow in range(OW):
+                                    s += gr[ow] * xr[ow * sw + o]
                             acc[k, c, i, j] += s
 
 
 @njit(cache=True, parallel=True)
-def _direct_backward_weight_par(x, grad_out, sh, sw, ph, dh, lo, hi, off, partial):
+def _direct_backward_weight_par(x, grad_out, sh, sw, ph, pw, dh, dw, partial):
     """partial[t] accumulates the gradient of the t-th contiguous chunk of images."""
     T = partial.shape[0]
     N = x.shape[0]
     for t in prange(T):
         _direct_backward_weight_images(x, grad_out, t * N // T, (t + 1) * N // T,
-                                       sh, sw, ph, dh, lo, hi, off, partial[t])
+                                       sh, sw, ph, pw, dh, dw, partial[t])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,11 +433,11 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
     CKK = C * KH * KW
     parallel = N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
     if CKK <= _DIRECT_MAX_CKK:
-        lo, hi, off = _col_ranges(KW, OW, W, stride_w, pad_w, dil_w)
         if parallel:
-            _direct_forward_par(x, w, b, stride_h, stride_w, pad_h, dil_h, lo, hi, off, out)
+            _direct_forward_par(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
         else:
-            _direct_forward_ser(x, w, b, stride_h, stride_w, pad_h, dil_h, lo, hi, off, out)
+            for n in range(N):
+                _direct_forward_image(x, w, b, n, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
         return
     col = _im2col(x, KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, OH, OW, parallel)
     res = np.dot(w.reshape(K, CKK), col)
@@ -385,13 +456,15 @@ def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, 
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     CKK = C * KH * KW
     parallel = N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
-    lo, hi, off = _col_ranges(KW, OW, W, stride_w, pad_w, dil_w)
     if CKK <= _DIRECT_MAX_CKK:
         if parallel:
-            _direct_backward_input_par(grad_out, w, stride_h, stride_w, pad_h, dil_h, lo, hi, off, grad_in)
+            _direct_backward_input_par(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in)
         else:
-            _direct_backward_input_ser(grad_out, w, stride_h, stride_w, pad_h, dil_h, lo, hi, off, grad_in)
+            for n in range(N):
+                _direct_backward_input_image(grad_out, w, n, stride_h, stride_w, pad_h, pad_w,
+                                             dil_h, dil_w, grad_in)
         return
+    lo, hi, off = _col_ranges(KW, OW, W, stride_w, pad_w, dil_w)
     gT = _fold(grad_out, parallel)
     dcol = np.dot(w.reshape(K, CKK).T, gT)
     if parallel:
@@ -409,14 +482,13 @@ def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h,
     CKK = C * KH * KW
     parallel = N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
     if CKK <= _DIRECT_MAX_CKK:
-        lo, hi, off = _col_ranges(KW, OW, W, stride_w, pad_w, dil_w)
         T = min(N, _WEIGHT_CHUNKS) if parallel else 1
         partial = np.zeros((T, K, C, KH, KW), np.float64)
         if parallel:
-            _direct_backward_weight_par(x, grad_out, stride_h, stride_w, pad_h, dil_h, lo, hi, off, partial)
+            _direct_backward_weight_par(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, partial)
         else:
-            _direct_backward_weight_images(x, grad_out, 0, N, stride_h, stride_w, pad_h, dil_h,
-                                           lo, hi, off, partial[0])
+            _direct_backward_weight_images(x, grad_out, 0, N, stride_h, stride_w, pad_h, pad_w,
+                                           dil_h, dil_w, partial[0])
         for k in range(K):
             for c in range(C):
                 for i in range(KH):

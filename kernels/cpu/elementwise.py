@@ -14,7 +14,7 @@ def _dropout_one(x, u, keep_scale, rate, out, mask, i):
     out[i] = xi * mask[i]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def dropout_forward(x, u, rate, out, mask):
     """mask = (u >= rate) / (1 - rate) (0 everywhere when rate >= 1); out = x * mask."""
     n = x.size
@@ -27,7 +27,7 @@ def dropout_forward(x, u, rate, out, mask):
             _dropout_one(x, u, keep_scale, rate, out, mask, i)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def dropout_backward(grad_out, mask, grad_in):
     """grad_in = grad_out * mask."""
     n = grad_out.size
@@ -39,7 +39,7 @@ def dropout_backward(grad_out, mask, grad_in):
             grad_in[i] = grad_out[i] * mask[i]
 
 
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def sum_squares(x, out):
     """out[0] = sum(x * x), accumulated in float64 (gradient norms, clipping)."""
     n = x.size
@@ -55,7 +55,7 @@ def sum_squares(x, out):
     out[0] = total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def scale(x, factor, out):
     """out = x * factor."""
     n = x.size

@@ -8,7 +8,9 @@ their row sum), with the exact gradient of that clipped expression (zero where c
 Logit versions use log-sum-exp / log1p(exp(-|z|)) and stay finite for any finite logits.
 
 Reductions use ``fastmath`` reassociation only (so the float64 sums vectorize); large inputs run a
-``prange`` path, small ones a serial loop.
+``prange`` path, small ones a serial loop. ``error_model="numpy"``: IEEE division, so an empty
+batch gives NaN rather than an exception. ``cache=True`` does not notice edits to ``scalar.py``:
+delete ``kernels/cpu/__pycache__`` after changing it.
 """
 import math
 
@@ -43,7 +45,7 @@ def _flat(a):
 
 
 # ------------------------------------------------------------------------------- mean squared error
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def mse_forward(y_true, y_pred, out):
     """out[0] = mean((y_pred - y_true)^2)."""
     t, p = _flat(y_true), _flat(y_pred)
@@ -58,7 +60,7 @@ def mse_forward(y_true, y_pred, out):
     out[0] = total / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def mse_backward(y_true, y_pred, grad):
     """grad = 2 (y_pred - y_true) / (N D)."""
     t, p, g = _flat(y_true), _flat(y_pred), _flat(grad)
@@ -73,7 +75,7 @@ def mse_backward(y_true, y_pred, grad):
 
 
 # ------------------------------------------------------------------------------- mean absolute error
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def mae_forward(y_true, y_pred, out):
     """out[0] = mean(|y_pred - y_true|)."""
     t, p = _flat(y_true), _flat(y_pred)
@@ -88,7 +90,7 @@ def mae_forward(y_true, y_pred, out):
     out[0] = total / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def mae_backward(y_true, y_pred, grad):
     """grad = sign(y_pred - y_true) / (N D), 0 where they are equal."""
     t, p, g = _flat(y_true), _flat(y_pred), _flat(grad)
@@ -103,7 +105,7 @@ def mae_backward(y_true, y_pred, grad):
 
 
 # ------------------------------------------------------------------------------- huber
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def huber_forward(y_true, y_pred, delta, out):
     """out[0] = mean(0.5 e^2 if |e| <= delta else delta (|e| - delta/2)), e = y_pred - y_true."""
     t, p = _flat(y_true), _flat(y_pred)
@@ -118,7 +120,7 @@ def huber_forward(y_true, y_pred, delta, out):
     out[0] = total / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def huber_backward(y_true, y_pred, delta, grad):
     """grad = clip(y_pred - y_true, -delta, delta) / (N D)."""
     t, p, g = _flat(y_true), _flat(y_pred), _flat(grad)
@@ -133,7 +135,7 @@ def huber_backward(y_true, y_pred, delta, grad):
 
 
 # ------------------------------------------------------------------------------- binary crossentropy
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def binary_crossentropy_forward(y_true, y_pred, eps, out):
     """out[0] = mean(-(t log q + (1 - t) log(1 - q))), q = y_pred clipped to [eps, 1 - eps]."""
     t, p = _flat(y_true), _flat(y_pred)
@@ -148,7 +150,7 @@ def binary_crossentropy_forward(y_true, y_pred, eps, out):
     out[0] = total / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def binary_crossentropy_backward(y_true, y_pred, eps, grad):
     """grad = ((1 - t) / (1 - p) - t / p) / (N D) inside [eps, 1 - eps], 0 where clipped."""
     t, p, g = _flat(y_true), _flat(y_pred), _flat(grad)
@@ -162,7 +164,7 @@ def binary_crossentropy_backward(y_true, y_pred, eps, grad):
             g[i] = _bce_grad(t[i], p[i], eps) * inv
 
 
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def binary_crossentropy_logits_forward(y_true, logits, out):
     """out[0] = mean(max(z, 0) - t z + log1p(exp(-|z|))) (BCE of sigmoid(z), stable)."""
     t, z = _flat(y_true), _flat(logits)
@@ -177,7 +179,7 @@ def binary_crossentropy_logits_forward(y_true, logits, out):
     out[0] = total / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def binary_crossentropy_logits_backward(y_true, logits, grad):
     """grad = (sigmoid(z) - t) / (N D)."""
     t, z, g = _flat(y_true), _flat(logits), _flat(grad)
@@ -306,7 +308,7 @@ def _check_labels(labels, classes):
 
 
 # ------------------------------------------------------------------------------- categorical
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def categorical_crossentropy_forward(y_true, y_pred, eps, out):
     """Keras: p = y_pred / row sum, clipped to [eps, 1 - eps]; out[0] = mean_n(-sum_c y log p)."""
     rows = y_pred.shape[0]
@@ -320,7 +322,7 @@ def categorical_crossentropy_forward(y_true, y_pred, eps, out):
     out[0] = total / rows
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def categorical_crossentropy_backward(y_true, y_pred, eps, grad):
     """Exact gradient of the forward expression through the row normalisation and the clip."""
     rows = y_pred.shape[0]
@@ -333,7 +335,7 @@ def categorical_crossentropy_backward(y_true, y_pred, eps, grad):
             _cce_grad_row(y_true, y_pred, eps, inv_n, grad, r)
 
 
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def categorical_crossentropy_logits_forward(y_true, logits, out):
     """out[0] = mean_n(-sum_c y log softmax(z)), log-softmax through a stable log-sum-exp."""
     rows = logits.shape[0]
@@ -347,7 +349,7 @@ def categorical_crossentropy_logits_forward(y_true, logits, out):
     out[0] = total / rows
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def categorical_crossentropy_logits_backward(y_true, logits, grad):
     """grad = (softmax(z) * sum_row(y) - y) / N."""
     rows = logits.shape[0]
@@ -361,7 +363,7 @@ def categorical_crossentropy_logits_backward(y_true, logits, grad):
 
 
 # ------------------------------------------------------------------------------- sparse categorical
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def sparse_categorical_crossentropy_forward(labels, y_pred, eps, out):
     """Categorical crossentropy (Keras semantics) with integer labels (N,) instead of one-hot."""
     rows = y_pred.shape[0]
@@ -376,7 +378,7 @@ def sparse_categorical_crossentropy_forward(labels, y_pred, eps, out):
     out[0] = total / rows
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sparse_categorical_crossentropy_backward(labels, y_pred, eps, grad):
     """Exact gradient of the sparse forward expression (normalisation and clip included)."""
     rows = y_pred.shape[0]
@@ -390,7 +392,7 @@ def sparse_categorical_crossentropy_backward(labels, y_pred, eps, grad):
             _sparse_grad_row(labels, y_pred, eps, inv_n, grad, r)
 
 
-@njit(cache=True, parallel=True, fastmath=_FM)
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def sparse_categorical_crossentropy_logits_forward(labels, logits, out):
     """out[0] = mean_n(logsumexp(z_n) - z_n[label_n])."""
     rows = logits.shape[0]
@@ -405,7 +407,7 @@ def sparse_categorical_crossentropy_logits_forward(labels, logits, out):
     out[0] = total / rows
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sparse_categorical_crossentropy_logits_backward(labels, logits, grad):
     """grad = (softmax(z) - onehot(label)) / N."""
     rows = logits.shape[0]

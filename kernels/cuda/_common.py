@@ -79,6 +79,7 @@ def num_sms():
 SPEC_CODES = "A I q d n f i b t"
 
 KERNELS = []                # every Kernel ever made, in creation order (for PTX compilation)
+LAUNCHED = set()            # names of the kernels launched while check_signatures was on
 
 
 def _numba_type(code, dtype, itype):
@@ -141,6 +142,7 @@ class Kernel:
             conv.append(a)
         if config.check_signatures:
             self._check(conv, dtype, itype)
+            LAUNCHED.add(self.name)
         self.dispatcher(dtype if dtype is not None else np.float64)[grid, block](*conv)
 
     def _check(self, args, dtype, itype):

@@ -62,11 +62,12 @@ def _make_gemm(dtype, tile, load_a, load_b, store, a_kfast, b_kfast):
     """The tile kernel of one variant for one dtype and tile shape."""
     BM, BN, BK, TM, TN, TX, TY, NT, LA, LB = _tile_shape(tile)
     PA, PB = BM + 1, BN + 1         # padded shared rows: transposed stores hit distinct banks
+    SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
 
     def gemm_tile(A, B, C, D, P, M, N, K, kchunk, geo):
-        As = cuda.shared.array((BK, PA), nbt)
-        Bs = cuda.shared.array((BK, PB), nbt)
+        As = cuda.shared.array(SA, nbt)     # As[k * PA + m] = A[m0 + m, kt + k]
+        Bs = cuda.shared.array(SB, nbt)     # Bs[k * PB + n] = B[kt + k, n0 + n]
         acc = cuda.local.array((TM, TN), nbt)
         ra = cuda.local.array(LA, nbt)
         rb = cuda.local.array(LB, nbt)
@@ -105,15 +106,15 @@ def _make_gemm(dtype, tile, load_a, load_b, store, a_kfast, b_kfast):
             for l in range(LA):
                 e = tid + l * NT
                 if a_kfast:
-                    As[e % BK, e // BK] = ra[l]
+                    As[(e % BK) * PA + e // BK] = ra[l]
                 else:
-                    As[e // BM, e % BM] = ra[l]
+                    As[(e // BM) * PA + e % BM] = ra[l]
             for l in range(LB):
                 e = tid + l * NT
                 if b_kfast:
-                    Bs[e % BK, e // BK] = rb[l]
+                    Bs[(e % BK) * PB + e // BK] = rb[l]
                 else:
-                    Bs[e // BN, e % BN] = rb[l]
+                    Bs[(e // BN) * PB + e % BN] = rb[l]
             cuda.syncthreads()
             # next tiles -> registers, in flight while this one is multiplied
             kn = kt + BK
@@ -134,14 +135,18 @@ def _make_gemm(dtype, tile, load_a, load_b, store, a_kfast, b_kfast):
                         nn, kk = e % BN, e // BN
                     n, k = n0 + nn, kn + kk
                     rb[l] = load_b(B, geo, k, n) if (n < N and k < k1) else zero
-            for kk in range(BK):
+            kk = np.uint32(0)
+            while kk < np.uint32(BK):
+                ra0 = kk * np.uint32(PA) + np.uint32(ty)
+                rb0 = kk * np.uint32(PB) + np.uint32(tx)
                 for i in range(TM):
-                    av[i] = As[kk, ty + i * TY]
+                    av[i] = As[ra0 + np.uint32(i * TY)]
                 for j in range(TN):
-                    bv[j] = Bs[kk, tx + j * TX]
+                    bv[j] = Bs[rb0 + np.uint32(j * TX)]
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += av[i] * bv[j]
+                kk += np.uint32(1)
             cuda.syncthreads()
         split = cuda.gridDim.z > 1
         z = cuda.blockIdx.z

@@ -8,7 +8,8 @@ import importlib
 
 import numpy as np
 
-KERNEL_MODULES = ("dense", "conv2d", "pool", "activations", "losses", "optim", "elementwise")
+KERNEL_MODULES = ("dense", "conv2d", "pool", "activations", "losses", "optim", "elementwise",
+                  "normalization", "regularization", "augmentation")
 DEVICES = ("cpu", "cuda")
 
 

@@ -1,4 +1,20 @@
-"""Callbacks with Keras' hooks, the training history and the progress bar."""
+"""Callbacks with Keras' hooks: the training history, the progress bar, stopping on NaN, early
+stopping, checkpoints, learning-rate control and a CSV log.
+
+``fit`` calls, in list order, ``on_train_begin``, then per epoch ``on_epoch_begin``,
+``on_train_batch_begin``/``on_train_batch_end`` per step and ``on_epoch_end(epoch, logs)`` with
+the epoch's ``loss``, metrics and ``val_`` counterparts, and ``on_train_end`` however training
+ends (epochs run out, ``model.stop_training`` set by a callback, NaN loss). Callbacks that
+watch a quantity (``monitor``) warn with a RuntimeWarning, naming the available keys, when it is
+missing from the logs, and carry on. In ``mode="auto"`` a quantity whose name contains "acc",
+"precision", "recall", "f1" or "auc" is maximized, anything else minimized.
+"""
+import csv
+import inspect
+import math
+import numbers
+import os
+import string
 import sys
 import time
 import warnings
@@ -27,8 +43,12 @@ class Callback:
     def on_train_batch_end(self, batch, logs=None): pass
     def on_test_begin(self, logs=None): pass
     def on_test_end(self, logs=None): pass
+    def on_test_batch_begin(self, batch, logs=None): pass
+    def on_test_batch_end(self, batch, logs=None): pass
     def on_predict_begin(self, logs=None): pass
     def on_predict_end(self, logs=None): pass
+    def on_predict_batch_begin(self, batch, logs=None): pass
+    def on_predict_batch_end(self, batch, logs=None): pass
 
 
 class CallbackList(Callback):
@@ -159,3 +179,378 @@ class ProgbarLogger(Callback):
             self._out().write(f"Epoch {epoch + 1}/{self.params.get('epochs')} - "
                               f"{_fmt_time(elapsed)} - {values}\n")
         self._out().flush()
+
+
+# -- argument checks and monitoring shared by the callbacks below ------------------------------
+_MAXIMIZED = ("acc", "precision", "recall", "f1", "auc")
+
+
+def _bad(owner, name, value, rule):
+    return ValueError(f"{owner}: `{name}` must be {rule}; received {name}={value!r}")
+
+
+def _int_arg(owner, name, value, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise _bad(owner, name, value, f"an integer >= {minimum}")
+    return int(value)
+
+
+def _real_arg(owner, name, value, ok, rule):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or not ok(float(value))):
+        raise _bad(owner, name, value, rule)
+    return float(value)
+
+
+def _bool_arg(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise _bad(owner, name, value, "True or False")
+    return bool(value)
+
+
+def _verbose_arg(owner, value):
+    if isinstance(value, bool) or value not in (0, 1):
+        raise _bad(owner, "verbose", value, "0 or 1")
+    return int(value)
+
+
+def _path_arg(owner, name, value):
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise _bad(owner, name, value, "a non-empty path (str or os.PathLike)")
+    return os.fspath(value)
+
+
+def _mode_for(monitor, mode):
+    """'min' or 'max' for ``monitor`` in ``mode`` ("auto" guesses from the name)."""
+    if mode != "auto":
+        return mode
+    return "max" if any(word in monitor.lower() for word in _MAXIMIZED) else "min"
+
+
+class _Monitor(Callback):
+    """A callback watching one logged quantity: argument checks, the improvement test and the
+    missing-key warning (once per training run)."""
+
+    def __init__(self, monitor, mode, min_delta):
+        super().__init__()
+        owner = type(self).__name__
+        if not isinstance(monitor, str) or not monitor:
+            raise _bad(owner, "monitor", monitor, "a non-empty string naming a logged quantity")
+        if mode not in ("auto", "min", "max"):
+            raise _bad(owner, "mode", mode, "'auto', 'min' or 'max'")
+        self.monitor, self.mode = monitor, mode
+        self.min_delta = _real_arg(owner, "min_delta", min_delta, lambda v: v >= 0,
+                                   "a finite number >= 0")
+        self._direction = _mode_for(monitor, mode)
+        self._warned = False
+
+    def _initial_best(self):
+        return math.inf if self._direction == "min" else -math.inf
+
+    def _improved(self, current, reference):
+        """``current`` beats ``reference`` by more than ``min_delta`` (NaN never does)."""
+        if not math.isfinite(current):
+            return False
+        if self._direction == "min":
+            return current < reference - self.min_delta
+        return current > reference + self.min_delta
+
+    def _current(self, logs):
+        """The monitored value as a float, or None (with a warning) when it is not logged. An
+        epoch cut short by a NaN loss (``model.stop_reason`` set) logs no validation values,
+        and that is not worth a second warning."""
+        logs = logs or {}
+        if self.monitor in logs:
+            return float(logs[self.monitor])
+        if not self._warned and not getattr(self.model, "stop_reason", None):
+            self._warned = True
+            available = ", ".join(repr(k) for k in logs) or "none"
+            hint = (" (validation values need validation_data or validation_split in fit)"
+                    if self.monitor.startswith("val_") else "")
+            warnings.warn(f"{type(self).__name__}: the monitored quantity {self.monitor!r} is "
+                          f"not in the logs; available keys: {available}{hint}. It is skipped "
+                          f"for this epoch.", RuntimeWarning, stacklevel=3)
+        return None
+
+
+class EarlyStopping(_Monitor):
+    """Stops training when ``monitor`` has not improved for ``patience`` epochs.
+
+    An improvement is a change by more than ``min_delta`` in the right direction (``mode``).
+    Training stops at the end of the epoch that makes ``max(patience, 1)`` epochs in a row without
+    improvement (so 0 and 1 both stop at the first epoch that does not improve, as Keras). With a
+    ``baseline``, an epoch only resets the count when it also beats the baseline. Epochs before
+    ``start_from_epoch`` are not watched. With ``restore_best_weights`` the model gets back the
+    weights of the end of its best watched epoch when training ends, however it ends (this
+    callback stopping it, epochs running out, a NaN loss). ``stopped_epoch`` and ``best_epoch``
+    are 0-based epoch indices (``stopped_epoch`` is None when this callback did not stop it).
+    """
+
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0, mode="auto",
+                 restore_best_weights=False, baseline=None, start_from_epoch=0, verbose=0):
+        super().__init__(monitor, mode, min_delta)
+        owner = type(self).__name__
+        self.patience = _int_arg(owner, "patience", patience)
+        self.restore_best_weights = _bool_arg(owner, "restore_best_weights", restore_best_weights)
+        self.baseline = None if baseline is None else _real_arg(
+            owner, "baseline", baseline, lambda v: True, "None or a finite number")
+        self.start_from_epoch = _int_arg(owner, "start_from_epoch", start_from_epoch)
+        self.verbose = _verbose_arg(owner, verbose)
+        self._reset()
+
+    def _reset(self):
+        self.wait, self.stopped_epoch = 0, None
+        self.best, self.best_epoch, self.best_weights = self._initial_best(), None, None
+        self._warned = False
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_from_epoch:
+            return
+        current = self._current(logs)
+        if current is None:
+            return
+        self.wait += 1
+        if self._improved(current, self.best):
+            self.best, self.best_epoch = current, epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._improved(current, self.baseline):
+                self.wait = 0
+        if self.wait >= max(self.patience, 1):
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: early stopping ({self.monitor} did not improve for "
+                      f"{self.wait} epochs; best {self.best:.6g} at epoch "
+                      f"{'-' if self.best_epoch is None else self.best_epoch + 1})")
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"Restoring the model weights from the end of the best epoch "
+                      f"({self.best_epoch + 1})")
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Saves the model (``model.save``: architecture, weights, optimizer state; atomic) at the
+    end of every epoch, or with ``save_best_only`` only when ``monitor`` improves on the best
+    value seen by this callback.
+
+    ``filepath`` may hold format fields filled from the epoch (1-based) and the logs, e.g.
+    ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; missing folders are created. An epoch cut short
+    by a NaN loss (``model.stop_reason`` set) is not saved, so a good checkpoint is never
+    replaced by NaN weights.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
+                 verbose=0):
+        super().__init__(monitor, mode, 0.0)
+        owner = type(self).__name__
+        self.filepath = _path_arg(owner, "filepath", filepath)
+        try:
+            self._fields = [f for _, f, _, _ in string.Formatter().parse(self.filepath)
+                            if f is not None]
+        except ValueError as e:
+            raise _bad(owner, "filepath", filepath, f"a path with valid format fields ({e})") from None
+        if any(f == "" or f.isdigit() for f in self._fields):
+            raise _bad(owner, "filepath", filepath,
+                       "a path whose format fields are named, like {epoch} or {val_loss:.2f}")
+        self.save_best_only = _bool_arg(owner, "save_best_only", save_best_only)
+        self.verbose = _verbose_arg(owner, verbose)
+        self.best = self._initial_best()
+
+    def on_train_begin(self, logs=None):
+        self._warned = False
+
+    def _path(self, epoch, logs):
+        values = {**logs, "epoch": epoch + 1}
+        try:
+            return self.filepath.format(**values)
+        except KeyError as e:
+            raise KeyError(f"ModelCheckpoint: filepath {self.filepath!r} names the field {e}, "
+                           f"which is not in the logs; available: "
+                           f"{', '.join(values)}") from None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if getattr(self.model, "stop_reason", None):
+            return
+        if self.save_best_only:
+            current = self._current(logs)
+            if current is None:
+                return
+            if not self._improved(current, self.best):
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5g}")
+                return
+            previous, self.best = self.best, current
+        path = self._path(epoch, logs)
+        if self.verbose:
+            why = (f"{self.monitor} improved from {previous:.5g} to {current:.5g}, "
+                   if self.save_best_only else "")
+            print(f"Epoch {epoch + 1}: {why}saving model to {path}")
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.model.save(path)
+
+
+def _float_learning_rate(callback):
+    """The optimizer's learning rate; TypeError when it is a schedule (the two would fight)."""
+    optimizer = getattr(callback.model, "optimizer", None)
+    if optimizer is None:
+        raise RuntimeError(f"{type(callback).__name__}: the model has no optimizer; compile it first")
+    lr = optimizer.learning_rate
+    if callable(lr):
+        raise TypeError(f"{type(callback).__name__} sets the optimizer's learning_rate, but it is "
+                        f"a schedule ({lr!r}) that already sets the rate at every step; give the "
+                        f"optimizer a float learning_rate or drop the callback")
+    return float(lr)
+
+
+class LearningRateScheduler(Callback):
+    """Sets ``model.optimizer.learning_rate = schedule(epoch, lr)`` at the start of each epoch
+    (``epoch`` 0-based, ``lr`` the current rate; a one-argument ``schedule(epoch)`` works too, so
+    a ``numbanet.schedules`` object can be used per epoch). The rate used is logged as
+    ``learning_rate``. TypeError at the start of training when the optimizer's learning rate is
+    itself a schedule.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        owner = type(self).__name__
+        if not callable(schedule):
+            raise _bad(owner, "schedule", schedule, "a callable schedule(epoch, lr) -> lr")
+        self.schedule = schedule
+        self.verbose = _verbose_arg(owner, verbose)
+        self._nargs = self._count_args(schedule)
+
+    @staticmethod
+    def _count_args(fn):
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):          # builtins without a signature
+            return 2
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            return 2
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if not positional:
+            raise _bad("LearningRateScheduler", "schedule", fn,
+                       "a callable taking (epoch, lr) or (epoch)")
+        return 1 if len(positional) == 1 else 2
+
+    def on_train_begin(self, logs=None):
+        _float_learning_rate(self)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = _float_learning_rate(self)
+        new = self.schedule(epoch, lr) if self._nargs == 2 else self.schedule(epoch)
+        if (isinstance(new, (bool, np.bool_)) or not isinstance(new, (numbers.Real, np.floating))
+                or not math.isfinite(new) or not new > 0):
+            raise ValueError(f"LearningRateScheduler: the schedule returned {new!r} at epoch "
+                             f"{epoch}; expected a finite number > 0")
+        self.model.optimizer.learning_rate = float(new)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting the learning rate to "
+                  f"{float(new):.6g}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiplies the learning rate by ``factor`` when ``monitor`` has not improved (by more than
+    ``min_delta``) for ``patience`` epochs in a row (Keras semantics: 0 and 1 both reduce at the
+    first epoch without improvement), never below ``min_lr``. The ``cooldown`` epochs after a
+    reduction do not count as epochs without improvement (as torch, and as Keras documents it;
+    Keras' code counts the last of them). The rate used in each epoch is logged as
+    ``learning_rate``. TypeError at the start of training when the optimizer's learning rate is
+    a schedule.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0, verbose=0):
+        super().__init__(monitor, mode, min_delta)
+        owner = type(self).__name__
+        self.factor = _real_arg(owner, "factor", factor, lambda v: 0 < v < 1,
+                                "a number in (0, 1)")
+        self.patience = _int_arg(owner, "patience", patience)
+        self.cooldown = _int_arg(owner, "cooldown", cooldown)
+        self.min_lr = _real_arg(owner, "min_lr", min_lr, lambda v: v >= 0, "a finite number >= 0")
+        self.verbose = _verbose_arg(owner, verbose)
+        self._reset()
+
+    def _reset(self):
+        self.wait = self.cooldown_counter = 0
+        self.best = self._initial_best()
+        self._warned = False
+
+    def on_train_begin(self, logs=None):
+        _float_learning_rate(self)
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = _float_learning_rate(self)
+        if logs is not None:
+            logs["learning_rate"] = lr
+        current = self._current(logs)
+        if current is None:
+            return
+        if self._improved(current, self.best):
+            self.best, self.wait = current, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+        elif self.wait >= max(self.patience, 1) and lr > self.min_lr:
+            new = max(lr * self.factor, self.min_lr)
+            self.model.optimizer.learning_rate = new
+            self.cooldown_counter, self.wait = self.cooldown, 0
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing the learning rate to {new:.6g}")
+
+
+class CSVLogger(Callback):
+    """Writes one CSV row per epoch: ``epoch`` (0-based, as Keras) and the epoch's logs.
+
+    The columns are those of the first epoch's logs (a value missing later is written as "NA");
+    the file is written and flushed row by row, so it survives a crash. With ``append`` the rows
+    go after an existing file's, under its header (none is written again).
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        owner = type(self).__name__
+        self.filename = _path_arg(owner, "filename", filename)
+        if not isinstance(separator, str) or len(separator) != 1 or separator in "\r\n\"":
+            raise _bad(owner, "separator", separator,
+                       "a single character other than a quote or a line break")
+        self.separator = separator
+        self.append = _bool_arg(owner, "append", append)
+        self.keys = None
+
+    def on_train_begin(self, logs=None):
+        self.keys, self._header = None, True
+        if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.separator), [])
+            self.keys, self._header = [k for k in header if k != "epoch"], False
+        elif not self.append:
+            open(self.filename, "w").close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = list(logs)
+        with open(self.filename, "a", newline="") as f:
+            writer = csv.writer(f, delimiter=self.separator, lineterminator="\n")
+            if self._header:
+                writer.writerow(["epoch"] + self.keys)
+                self._header = False
+            writer.writerow([epoch] + [repr(float(logs[k])) if k in logs else "NA"
+                                       for k in self.keys])

@@ -13,7 +13,8 @@ import numpy as np
 
 from . import random as _random
 
-__all__ = ["one_hot", "Standardizer", "train_test_split", "batches"]
+__all__ = ["one_hot", "Standardizer", "train_test_split", "batches", "KFold", "StratifiedKFold",
+           "cross_validate"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -393,3 +394,107 @@ def _iterate(x, y, batch_size, order, drop_last):
             yield x[sl]
         else:
             yield x[sl], y[sl]
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+class KFold:
+    """Split sample indices into ``n_splits`` folds; each fold is the test part once.
+
+    ``split(x)`` yields ``(train_index, test_index)``; fold sizes differ by at most one (the
+    first ``n % n_splits`` folds get one more), as in scikit-learn.
+    """
+
+    def __init__(self, n_splits=5, shuffle=False, seed=None):
+        if not _is_int(n_splits) or n_splits < 2:
+            raise ValueError(f"{type(self).__name__}: n_splits must be an integer >= 2, got "
+                             f"{n_splits!r}")
+        self.n_splits = int(n_splits)
+        self.shuffle = _check_bool(type(self).__name__, "shuffle", shuffle)
+        if seed is not None:
+            _rng_from(type(self).__name__, seed)      # validates it
+        self.seed = seed
+
+    def _check_n(self, n):
+        if n < self.n_splits:
+            raise ValueError(f"{type(self).__name__}: cannot make {self.n_splits} folds from "
+                             f"{n} samples")
+
+    def _folds(self, n, y):
+        order = _rng_from("KFold", self.seed).permutation(n) if self.shuffle else np.arange(n)
+        sizes = np.full(self.n_splits, n // self.n_splits)
+        sizes[:n % self.n_splits] += 1
+        return np.split(order, np.cumsum(sizes)[:-1])
+
+    def split(self, x, y=None):
+        x = _as_array(type(self).__name__ + ".split", "x", x)
+        _check_same_length(type(self).__name__ + ".split", x, y)
+        n = len(x)
+        self._check_n(n)
+        folds = self._folds(n, y)
+        for k in range(self.n_splits):
+            test = np.sort(folds[k])
+            train = np.sort(np.concatenate([f for j, f in enumerate(folds) if j != k]))
+            yield train, test
+
+
+class StratifiedKFold(KFold):
+    """KFold that keeps each class's share the same in every fold (labels or one-hot rows)."""
+
+    def _folds(self, n, y):
+        if y is None:
+            raise ValueError("StratifiedKFold.split: y (the class labels) is required")
+        y = np.asarray(y)
+        labels = np.argmax(y.reshape(len(y), -1), axis=1) if y.ndim > 1 else y
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        if counts.max() < self.n_splits:
+            raise ValueError(f"StratifiedKFold: n_splits={self.n_splits} is more than the "
+                             f"number of samples in every class (largest {counts.max()})")
+        rng = _rng_from("StratifiedKFold", self.seed)
+        folds = [[] for _ in range(self.n_splits)]
+        start = 0
+        # Deal each class's samples round-robin over the folds, continuing where the last class
+        # stopped, so fold sizes stay within one of each other.
+        for k in range(len(classes)):
+            idx = np.flatnonzero(inverse == k)
+            if self.shuffle:
+                idx = rng.permutation(idx)
+            for j, i in enumerate(idx):
+                folds[(start + j) % self.n_splits].append(i)
+            start += len(idx)
+        return [np.array(f, dtype=np.int64) for f in folds]
+
+
+def cross_validate(build_model, x, y, k=5, stratified=None, shuffle=True, seed=None,
+                   fit_kwargs=None):
+    """Train a fresh model on each of ``k`` folds and score it on the held-out fold.
+
+    ``build_model()`` returns a compiled model. Returns ``{"loss": [...], "<metric>": [...]}``
+    with one score per fold (from ``model.evaluate``). Stratified folds are used by default when
+    the model's loss takes class labels or one-hot targets.
+    """
+    if not callable(build_model):
+        raise TypeError(f"cross_validate: build_model must be a callable returning a compiled "
+                        f"model, got {type(build_model).__name__}")
+    x = _as_array("cross_validate", "x", x)
+    y = _as_array("cross_validate", "y", y)
+    _check_same_length("cross_validate", x, y)
+    fit_kwargs = dict(fit_kwargs or {})
+    fit_kwargs.setdefault("verbose", 0)
+    scores = {}
+    for train, test in _splitter(k, stratified, shuffle, seed, y).split(x, y):
+        model = build_model()
+        if getattr(model, "loss", None) is None:
+            raise ValueError("cross_validate: build_model must return a compiled model")
+        model.fit(x[train], y[train], **fit_kwargs)
+        for name, value in model.evaluate(x[test], y[test]).items():
+            scores.setdefault(name, []).append(value)
+    return scores
+
+
+def _splitter(k, stratified, shuffle, seed, y):
+    if stratified is None:
+        stratified = y.dtype.kind in "iub" or (y.ndim == 2 and y.shape[1] > 1)
+    cls = StratifiedKFold if stratified else KFold
+    return cls(k, shuffle=shuffle, seed=seed if seed is not None else
+               int(_random.get_rng().integers(0, 2**31 - 1)))

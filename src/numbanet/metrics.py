@@ -1,11 +1,36 @@
-"""Metrics, accumulated over batches on the host (``update``, ``result``, ``reset``)."""
+"""Metrics, accumulated over batches on the host (``update``, ``result``, ``reset``).
+
+``fit``/``evaluate`` hand every metric the batch's targets and the model's outputs as NumPy
+arrays; ``result()`` is the value over everything seen since the last ``reset()``. By name in
+``compile(metrics=[...])``: "accuracy" ("acc"), "binary_accuracy", "top_k_accuracy",
+"precision", "recall", "f1" ("f1_score"), "mse", "mae" (and their long Keras names). A metric
+made from a name logs under that name ("mse" -> ``history["mse"]``, ``history["val_mse"]``).
+
+Classification metrics read the model's outputs in one of two ways:
+
+- one output unit: binary, ``y_pred > threshold`` is the positive class (threshold 0.5 for
+  probabilities; ``compile`` uses 0 when the loss works on logits); targets 0/1.
+- several output units: multi-class, the predicted class is the argmax; targets are integer
+  labels or one-hot rows. Multi-label targets are not supported.
+
+``confusion_matrix`` gives the per-class counts behind precision and recall.
+"""
+import inspect
+import math
+import numbers
+
 import numpy as np
 
 
 class Metric:
+    """Base class: ``update(y_true, y_pred)`` accumulates, ``result()`` reads, ``reset()``
+    clears. The default state is a running mean ``total / count``."""
     name = None
 
     def __init__(self, name=None):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{type(self).__name__}: `name` must be a non-empty string; "
+                             f"received name={name!r}")
         self.name = name or self.name or type(self).__name__.lower()
         self.reset()
 
@@ -18,6 +43,64 @@ class Metric:
     def get_config(self):
         return {"name": self.name}
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _threshold(owner, value):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)):
+        raise ValueError(f"{owner}: `threshold` must be a finite number; received "
+                         f"threshold={value!r}")
+    return float(value)
+
+
+def _scores(y_pred):
+    """Model outputs as a (batch, units) array (an empty batch is allowed and counts nothing)."""
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim == 0:
+        raise ValueError(f"y_pred must have a batch axis, got a scalar {y_pred!r}")
+    return y_pred.reshape(len(y_pred), int(np.prod(y_pred.shape[1:])))
+
+
+def _class_labels(y, num_classes, what="y_true"):
+    """Integer labels from integer labels (batch,) or one-hot rows (batch, classes), checked to
+    lie in [0, num_classes) when ``num_classes`` is given."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        if num_classes is not None and y.shape[1] != num_classes:
+            raise ValueError(f"{what}: one-hot rows have {y.shape[1]} columns but there are "
+                             f"{num_classes} classes")
+        return np.argmax(y, axis=1)
+    y = y.reshape(-1) if y.ndim == 2 else y
+    if y.ndim != 1:
+        raise ValueError(f"{what}: expected labels of shape (batch,) or one-hot rows of shape "
+                         f"(batch, classes), got shape {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(f"{what}: labels must be integers, got non-integer values")
+    elif y.dtype.kind not in "iub":
+        raise TypeError(f"{what}: labels must be integers, got dtype {y.dtype}")
+    labels = y.astype(np.int64)
+    bad = labels < 0 if num_classes is None else (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        allowed = ">= 0" if num_classes is None else f"in [0, {num_classes})"
+        raise ValueError(f"{what}: labels must be {allowed}, got {labels[bad][0]}")
+    return labels
+
+
+def _same_size(y_true, y_pred, owner):
+    y_true = np.asarray(y_true)
+    if y_true.size != y_pred.size:
+        raise ValueError(f"{owner}: y_true has shape {y_true.shape} but y_pred has shape "
+                         f"{y_pred.shape}; they must hold the same number of values")
+    return y_true.reshape(y_pred.shape)
+
 
 class Accuracy(Metric):
     """Fraction of correct predictions; picks sparse, one-hot or binary comparison from shapes.
@@ -28,11 +111,11 @@ class Accuracy(Metric):
     name = "accuracy"
 
     def __init__(self, name=None, threshold=0.5):
-        self.threshold = float(threshold)
+        self.threshold = _threshold(type(self).__name__, threshold)
         super().__init__(name)
 
     def update(self, y_true, y_pred):
-        y_pred = np.asarray(y_pred).reshape(len(y_pred), -1)
+        y_pred = _scores(y_pred)
         y_true = np.asarray(y_true)
         if y_pred.shape[1] == 1:
             correct = (y_pred[:, 0] > self.threshold) == (y_true.reshape(-1) > 0.5)
@@ -47,24 +130,262 @@ class Accuracy(Metric):
         return {"name": self.name, "threshold": self.threshold}
 
 
-METRICS = {"accuracy": Accuracy, "acc": Accuracy}
-CLASSES = {"Accuracy": Accuracy}
+class BinaryAccuracy(Metric):
+    """Fraction of output values on the right side of ``threshold``: ``y_pred > threshold``
+    against ``y_true > 0.5``, over every output unit (so several sigmoid units count as several
+    binary decisions)."""
+    name = "binary_accuracy"
+
+    def __init__(self, threshold=0.5, name=None):
+        self.threshold = _threshold(type(self).__name__, threshold)
+        super().__init__(name)
+
+    def update(self, y_true, y_pred):
+        y_pred = _scores(y_pred)
+        y_true = _same_size(y_true, y_pred, type(self).__name__)
+        correct = (y_pred > self.threshold) == (y_true > 0.5)
+        self.total += float(np.count_nonzero(correct))
+        self.count += correct.size
+
+    def get_config(self):
+        return {"threshold": self.threshold, "name": self.name}
+
+
+class TopKAccuracy(Metric):
+    """Fraction of samples whose true class is among the ``k`` highest scores.
+
+    Targets are integer labels or one-hot rows. Ties count in the sample's favour: it is correct
+    when fewer than ``k`` classes score strictly higher than the true class (TensorFlow's
+    ``in_top_k``). A NaN score for the true class counts as wrong.
+    """
+    name = "top_k_accuracy"
+
+    def __init__(self, k=5, name=None):
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"{type(self).__name__}: `k` must be an integer >= 1; received k={k!r}")
+        self.k = int(k)
+        super().__init__(name)
+
+    def update(self, y_true, y_pred):
+        y_pred = _scores(y_pred)
+        if y_pred.shape[1] < 2:
+            raise ValueError(f"{type(self).__name__}: needs one score per class (at least 2 "
+                             f"output units), got y_pred of shape {y_pred.shape}")
+        labels = _class_labels(y_true, y_pred.shape[1])
+        if len(labels) != len(y_pred):
+            raise ValueError(f"{type(self).__name__}: {len(labels)} targets for {len(y_pred)} "
+                             f"predictions")
+        true_score = y_pred[np.arange(len(labels)), labels]
+        higher = np.count_nonzero(y_pred > true_score[:, None], axis=1)
+        correct = (higher < self.k) & ~np.isnan(true_score)
+        self.total += float(np.count_nonzero(correct))
+        self.count += len(correct)
+
+    def get_config(self):
+        return {"k": self.k, "name": self.name}
+
+
+class _ClassCounts(Metric):
+    """Base of Precision, Recall and F1Score: true positives, false positives and false
+    negatives per class, accumulated over batches; each subclass defines ``_score(tp, fp, fn)``.
+
+    One output unit: binary, the positive class's score (scikit-learn's ``average="binary"``);
+    ``average`` is not used. Several units: per-class scores from the argmax, combined by
+    ``average``: "macro" (unweighted mean over the classes present in the targets or the
+    predictions seen, as scikit-learn), "micro" (from the summed counts; equals accuracy for
+    single-label data) or "weighted" (mean weighted by each class's number of true samples).
+    A score whose denominator is 0 is 0 (scikit-learn's ``zero_division=0``).
+    """
+    AVERAGES = ("macro", "micro", "weighted")
+
+    def __init__(self, threshold=0.5, average="macro", name=None):
+        owner = type(self).__name__
+        self.threshold = _threshold(owner, threshold)
+        if average not in self.AVERAGES:
+            raise ValueError(f"{owner}: `average` must be one of {', '.join(map(repr, self.AVERAGES))}; "
+                             f"received average={average!r}")
+        self.average = average
+        super().__init__(name)
+
+    def reset(self):
+        self.tp = self.fp = self.fn = None
+        self.binary = None
+
+    def update(self, y_true, y_pred):
+        y_pred = _scores(y_pred)
+        n, units = y_pred.shape
+        if units == 1:
+            predicted = y_pred[:, 0] > self.threshold
+            actual = _same_size(y_true, y_pred, type(self).__name__)[:, 0] > 0.5
+            tp = np.array([np.count_nonzero(predicted & actual)])
+            fp = np.array([np.count_nonzero(predicted & ~actual)])
+            fn = np.array([np.count_nonzero(~predicted & actual)])
+        else:
+            labels = _class_labels(y_true, units)
+            if len(labels) != n:
+                raise ValueError(f"{type(self).__name__}: {len(labels)} targets for {n} "
+                                 f"predictions")
+            cm = confusion_matrix(labels, y_pred, num_classes=units)
+            tp = np.diag(cm)
+            fp, fn = cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
+        if self.tp is None:
+            self.tp, self.fp, self.fn = (np.zeros(len(tp), np.int64) for _ in range(3))
+            self.binary = units == 1
+        elif len(tp) != len(self.tp) or self.binary != (units == 1):
+            raise ValueError(f"{type(self).__name__}: y_pred has {units} output units but earlier "
+                             f"batches had {1 if self.binary else len(self.tp)}; call reset() "
+                             f"between different models")
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+
+    def result(self):
+        if self.tp is None:
+            return 0.0
+        tp, fp, fn = (a.astype(np.float64) for a in (self.tp, self.fp, self.fn))
+        if self.binary:
+            return float(self._score(tp, fp, fn)[0])
+        if self.average == "micro":
+            return float(self._score(tp.sum(keepdims=True), fp.sum(keepdims=True),
+                                     fn.sum(keepdims=True))[0])
+        per_class = self._score(tp, fp, fn)
+        if self.average == "weighted":
+            support = tp + fn
+            return float(np.sum(per_class * support) / support.sum()) if support.sum() else 0.0
+        present = (tp + fp + fn) > 0
+        return float(per_class[present].mean()) if present.any() else 0.0
+
+    def get_config(self):
+        return {"threshold": self.threshold, "average": self.average, "name": self.name}
+
+
+def _ratio(num, den):
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+class Precision(_ClassCounts):
+    """tp / (tp + fp): of the samples predicted as a class, the fraction that are."""
+    name = "precision"
+
+    @staticmethod
+    def _score(tp, fp, fn):
+        return _ratio(tp, tp + fp)
+
+
+class Recall(_ClassCounts):
+    """tp / (tp + fn): of the samples of a class, the fraction predicted as it."""
+    name = "recall"
+
+    @staticmethod
+    def _score(tp, fp, fn):
+        return _ratio(tp, tp + fn)
+
+
+class F1Score(_ClassCounts):
+    """Harmonic mean of precision and recall, 2 tp / (2 tp + fp + fn), per class; the macro
+    average is the mean of the per-class F1 scores (not the F1 of the mean precision and
+    recall), as scikit-learn and Keras' ``F1Score``."""
+    name = "f1_score"
+
+    def __init__(self, average="macro", threshold=0.5, name=None):
+        super().__init__(threshold=threshold, average=average, name=name)
+
+    @staticmethod
+    def _score(tp, fp, fn):
+        return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+class MeanSquaredError(Metric):
+    """Mean of (y_true - y_pred)**2 over every output value seen."""
+    name = "mean_squared_error"
+
+    def _errors(self, y_true, y_pred):
+        y_pred = _scores(y_pred).astype(np.float64)
+        return _same_size(y_true, y_pred, type(self).__name__).astype(np.float64) - y_pred
+
+    def update(self, y_true, y_pred):
+        d = self._errors(y_true, y_pred)
+        self.total += float(np.sum(d * d))
+        self.count += d.size
+
+
+class MeanAbsoluteError(MeanSquaredError):
+    """Mean of |y_true - y_pred| over every output value seen."""
+    name = "mean_absolute_error"
+
+    def update(self, y_true, y_pred):
+        d = self._errors(y_true, y_pred)
+        self.total += float(np.sum(np.abs(d)))
+        self.count += d.size
+
+
+def confusion_matrix(y_true, y_pred, num_classes=None):
+    """Counts ``cm[i, j]`` of samples of true class ``i`` predicted as class ``j`` (rows: truth,
+    columns: prediction, as scikit-learn), an int64 array of shape (classes, classes).
+
+    ``y_true``: integer labels or one-hot rows. ``y_pred``: integer labels, or scores of shape
+    (batch, classes) (probabilities or logits: the argmax is the prediction), or one binary
+    probability per sample of shape (batch, 1) (class 1 when > 0.5). ``num_classes`` defaults
+    to the number of score columns, else to the largest label + 1.
+    """
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
+            num_classes, numbers.Integral) or num_classes < 1):
+        raise ValueError(f"confusion_matrix: `num_classes` must be None or an integer >= 1; "
+                         f"received num_classes={num_classes!r}")
+    pred = np.asarray(y_pred)
+    if pred.ndim == 2 and pred.shape[1] == 1:
+        pred = (pred[:, 0] > 0.5).astype(np.int64)
+    elif pred.ndim == 2:
+        if num_classes is None:
+            num_classes = pred.shape[1]
+        elif pred.shape[1] != num_classes:
+            raise ValueError(f"confusion_matrix: y_pred has {pred.shape[1]} score columns but "
+                             f"num_classes={num_classes}")
+        pred = np.argmax(pred, axis=1)
+    pred = _class_labels(pred, num_classes, "y_pred")
+    true = _class_labels(y_true, num_classes, "y_true")
+    if len(true) != len(pred):
+        raise ValueError(f"confusion_matrix: {len(true)} targets for {len(pred)} predictions")
+    if num_classes is None:
+        num_classes = int(max(true.max(initial=0), pred.max(initial=0))) + 1
+    num_classes = int(num_classes)
+    flat = np.bincount(true * num_classes + pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes).astype(np.int64)
+
+
+METRICS = {
+    "accuracy": Accuracy, "acc": Accuracy,
+    "binary_accuracy": BinaryAccuracy,
+    "top_k_accuracy": TopKAccuracy, "top_k_categorical_accuracy": TopKAccuracy,
+    "sparse_top_k_categorical_accuracy": TopKAccuracy,
+    "precision": Precision, "recall": Recall, "f1": F1Score, "f1_score": F1Score,
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+}
+CLASSES = {cls.__name__: cls for cls in set(METRICS.values())}
+_CANONICAL = {"acc": "accuracy"}
 
 
 def get(metric, loss=None):
-    """A metric instance from a name or an instance (``loss`` lets 'accuracy' pick its threshold)."""
+    """A metric instance from a name (case-insensitive) or an instance (returned as is).
+
+    The metric logs under the given name ("acc" logs as "accuracy"). Metrics with a
+    ``threshold`` get 0 instead of 0.5 when ``loss`` works on logits.
+    """
     if isinstance(metric, Metric):
         return metric
     if isinstance(metric, str) and metric.lower() in METRICS:
-        cls = METRICS[metric.lower()]
-        if cls is Accuracy and getattr(loss, "from_logits", False):
-            return Accuracy(name=metric.lower() if metric.lower() != "acc" else "accuracy",
-                            threshold=0.0)
-        return cls()
+        key = metric.lower()
+        cls = METRICS[key]
+        kwargs = {"name": _CANONICAL.get(key, key)}
+        if getattr(loss, "from_logits", False) and "threshold" in inspect.signature(cls).parameters:
+            kwargs["threshold"] = 0.0
+        return cls(**kwargs)
     raise ValueError(f"unknown metric {metric!r}; valid names are {', '.join(sorted(METRICS))}")
 
 
 def register(cls, *names):
+    """Make a metric class known to ``load_model`` and, by each of ``names``, to ``compile``."""
     CLASSES[cls.__name__] = cls
     for n in names:
         METRICS[n] = cls

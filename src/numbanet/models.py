@@ -182,6 +182,24 @@ class Sequential:
         """Every parameter as a NumPy array, in layer order (kernel before bias)."""
         return [self.backend.to_numpy(p).copy() for _, _, p in self._param_items()]
 
+    def gradient_norms(self):
+        """L2 norm of each layer's parameter gradients after the last step: ``{name: norm}``.
+
+        Norms shrinking towards the first layers point to vanishing gradients, growing ones to
+        exploding gradients.
+        """
+        self._require_built("gradient_norms")
+        be, norms = self.backend, {}
+        for layer in self.layers:
+            if layer.grads:
+                total = 0.0
+                for g in layer.grads.values():
+                    out = be.empty((1,), self.dtype)
+                    be.sum_squares(g.reshape(-1), out)
+                    total += float(be.to_numpy(out)[0])
+                norms[layer.name] = float(np.sqrt(total))
+        return norms
+
     def set_weights(self, weights):
         """Set every parameter from a list shaped like ``get_weights()``."""
         self._require_built("set_weights")
@@ -262,7 +280,23 @@ class Sequential:
             rest = self.layers[::-1]
         for layer in rest:
             grad = layer.backward(grad)
-        return loss
+        return [loss] + self._regularize(gradients=True)
+
+    def _regularize(self, gradients):
+        """Penalties of the layers' kernel regularizers (backend (1,) arrays); with
+        ``gradients`` their gradients are added to the layers' kernel gradients."""
+        penalties = []
+        for layer in self.layers:
+            reg = getattr(layer, "kernel_regularizer", None)
+            if reg is not None:
+                penalties.append(reg.penalty(self.backend, layer.params["kernel"]))
+                if gradients:
+                    reg.add_gradient(self.backend, layer.params["kernel"], layer.grads["kernel"])
+        return penalties
+
+    def _value(self, losses):
+        """The reported loss: the data term plus every regularization penalty, as a float."""
+        return float(sum(float(self.backend.to_numpy(v)[0]) for v in losses))
 
     def _optimizer_lists(self):
         if getattr(self.optimizer, "clipnorm", None) is not None:
@@ -272,10 +306,10 @@ class Sequential:
 
     def _step(self, xb, yb):
         y_pred = self._forward(xb, True)
-        loss = self._loss_and_backward(yb, y_pred)
+        losses = self._loss_and_backward(yb, y_pred)
         self.optimizer.backend = self.backend
         self.optimizer.step(*self._optimizer_lists())
-        return loss, y_pred
+        return self._value(losses), y_pred
 
     def train_step(self, xb, yb):
         """One optimizer step on one batch; returns the batch's loss."""
@@ -283,7 +317,7 @@ class Sequential:
         xb, yb = self._check_xy(xb, yb)
         be = self.backend
         loss, _ = self._step(be.asarray(xb, self.dtype), be.asarray(yb))
-        return float(be.to_numpy(loss)[0])
+        return loss
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0):
@@ -338,8 +372,7 @@ class Sequential:
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 cb.on_train_batch_begin(step)
                 yb_host = y[idx]
-                loss, y_pred = self._step(be.asarray(x[idx], self.dtype), be.asarray(yb_host))
-                value = float(be.to_numpy(loss)[0])
+                value, y_pred = self._step(be.asarray(x[idx], self.dtype), be.asarray(yb_host))
                 total += value * len(idx)
                 seen += len(idx)
                 logs = {"loss": total / seen}
@@ -380,7 +413,8 @@ class Sequential:
                 pred = be.to_numpy(y_pred)
                 for m in self.metrics:
                     m.update(yb, pred)
-        return {"loss": total / len(x), **{m.name: m.result() for m in self.metrics}}
+        penalty = self._value(self._regularize(gradients=False))
+        return {"loss": total / len(x) + penalty, **{m.name: m.result() for m in self.metrics}}
 
     def evaluate(self, x, y, batch_size=32, verbose=0):
         """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``."""

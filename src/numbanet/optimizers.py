@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from . import schedules
 from .backend import get_backend
 
 OPTIMIZERS = {}
@@ -60,6 +61,11 @@ def _flag(name, value):
     return bool(value)
 
 
+def _move(backend, array):
+    """``array`` (host or device) as an array of ``backend``, same shape (0-d stays 0-d)."""
+    return backend.asarray(array).reshape(array.shape)
+
+
 class _Slots(dict):
     """One parameter's state arrays; a slot its configuration does not use reads as ``empty``."""
 
@@ -97,11 +103,16 @@ class Optimizer:
     # ------------------------------------------------------------------ hyperparameters
     @property
     def learning_rate(self):
-        """A float > 0, or a callable ``f(iterations) -> float`` evaluated at every step."""
+        """A float > 0, or a callable ``f(iterations) -> float`` evaluated at every step.
+
+        Setting a ``schedules.serialize`` dict builds that schedule (as ``from_config`` does).
+        """
         return self._learning_rate
 
     @learning_rate.setter
     def learning_rate(self, value):
+        if isinstance(value, dict):
+            value = schedules.deserialize(value)
         self._learning_rate = value if callable(value) else _positive("learning_rate", value)
 
     def _current_learning_rate(self):
@@ -122,9 +133,9 @@ class Optimizer:
         new, old = get_backend(backend), self._backend
         if new is not old:
             for slots in self._state:
-                slots.empty = new.asarray(old.to_numpy(slots.empty))
+                slots.empty = _move(new, old.to_numpy(slots.empty))
                 for name in slots:
-                    slots[name] = new.asarray(old.to_numpy(slots[name]))
+                    slots[name] = _move(new, old.to_numpy(slots[name]))
         self._backend = new
 
     def _slots(self):
@@ -148,8 +159,10 @@ class Optimizer:
             if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype:
                 raise ValueError(f"grads[{i}] has shape {tuple(g.shape)} and dtype {g.dtype}; expected "
                                  f"shape {tuple(p.shape)} and dtype {p.dtype} (those of params[{i}])")
-            if not p.flags["C_CONTIGUOUS"]:
-                raise ValueError(f"params[{i}] must be C-contiguous to be updated in place")
+            if (isinstance(p, np.generic) or not p.flags["C_CONTIGUOUS"]
+                    or (isinstance(p, np.ndarray) and not p.flags.writeable)):
+                raise ValueError(f"params[{i}] must be a writeable C-contiguous array "
+                                 f"(it is updated in place)")
         if not self._state:
             self._state = [self._new_slots(p) for p in params]
         for i, p in enumerate(params):
@@ -213,14 +226,18 @@ class Optimizer:
 
     # ------------------------------------------------------------------ config and state
     def get_config(self):
-        """The constructor arguments (JSON-serializable): ``type(opt).from_config(config)`` rebuilds it."""
-        if callable(self._learning_rate):
-            raise TypeError(f"{type(self).__name__}.get_config: learning_rate is a callable schedule "
-                            f"({self._learning_rate!r}), which cannot be serialized")
+        """The constructor arguments (JSON-serializable): ``type(opt).from_config(config)`` rebuilds it.
+
+        A schedule is saved as ``schedules.serialize(schedule)``; a plain function cannot be saved
+        (TypeError).
+        """
         names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
                  if n != "self" and p.kind is not p.VAR_KEYWORD]
         names += ["clipnorm", "clipvalue", "global_clipnorm"]
-        return {n: getattr(self, n) for n in dict.fromkeys(names)}
+        config = {n: getattr(self, n) for n in dict.fromkeys(names)}
+        if callable(self._learning_rate):
+            config["learning_rate"] = schedules.serialize(self._learning_rate)
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -258,7 +275,7 @@ class Optimizer:
             arrays = per_param[i]
             slots = _Slots(b.zeros((0,), arrays[names[0]].dtype))
             for name in names:
-                slots[name] = b.asarray(arrays[name])
+                slots[name] = _move(b, arrays[name])
             new_state.append(slots)
         self._state, self.iterations = new_state, int(iterations)
 

@@ -1,9 +1,8 @@
 """Conv2D and 2-D pooling layers (NCHW inputs, OIHW kernels)."""
 import numpy as np
 
-from .. import initializers
 from .base import Layer, check_pair, check_positive_int
-from .core import _WithActivation
+from .core import _Affine
 
 
 def _padding_spec(padding, where):
@@ -14,6 +13,10 @@ def _padding_spec(padding, where):
                              f"got {padding!r}")
         return padding.lower()
     return check_pair(padding, "padding", where, allow_zero=True)
+
+
+def _padding_config(padding):
+    return padding if isinstance(padding, str) else list(padding)
 
 
 def _output_and_pad(size, k, stride, dilation, padding, axis):
@@ -49,7 +52,7 @@ def _spatial_output(layer, input_shape, kernel, strides, dilation, padding):
     return tuple(dims), tuple(pads)
 
 
-class Conv2D(_WithActivation):
+class Conv2D(_Affine):
     """2-D convolution (cross-correlation, as in Keras and PyTorch) over NCHW input.
 
     ``kernel`` has shape (filters, in_channels, kh, kw); ``padding`` is "valid", "same" (Keras:
@@ -57,8 +60,7 @@ class Conv2D(_WithActivation):
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+                 activation=None, **kwargs):
         super().__init__(activation=activation, **kwargs)
         where = f"Conv2D {self.name!r}"
         self.filters = check_positive_int(filters, "filters", where)
@@ -66,10 +68,6 @@ class Conv2D(_WithActivation):
         self.strides = check_pair(strides, "strides", where)
         self.dilation_rate = check_pair(dilation_rate, "dilation_rate", where)
         self.padding = _padding_spec(padding, where)
-        self.use_bias = bool(use_bias)
-        initializers.get(kernel_initializer, f"{where} kernel_initializer")
-        initializers.get(bias_initializer, f"{where} bias_initializer")
-        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 
     def compute_output_shape(self, input_shape):
         (oh, ow), self.pads = _spatial_output(self, input_shape, self.kernel_size, self.strides,
@@ -77,19 +75,9 @@ class Conv2D(_WithActivation):
         return (self.filters, oh, ow)
 
     def create_params(self, input_shape):
-        c = input_shape[0]
-        kh, kw = self.kernel_size
-        fan_in, fan_out = c * kh * kw, self.filters * kh * kw
-        self.add_param("kernel", (self.filters, c, kh, kw), self.kernel_initializer, fan_in, fan_out)
-        if self.use_bias:
-            self.add_param("bias", (self.filters,), self.bias_initializer, fan_in, fan_out)
-        else:
-            self._zero_bias = self.backend.zeros((self.filters,), self.dtype)
-
-    def set_backend(self, backend):
-        super().set_backend(backend)
-        if not self.use_bias and self.built:
-            self._zero_bias = backend.zeros((self.filters,), self.dtype)
+        c, (kh, kw) = input_shape[0], self.kernel_size
+        self.create_affine((self.filters, c, kh, kw), self.filters, c * kh * kw,
+                           self.filters * kh * kw)
 
     def _geometry(self):
         return (*self.strides, *self.pads, *self.dilation_rate)
@@ -97,8 +85,7 @@ class Conv2D(_WithActivation):
     def call(self, x, training):
         be = self.backend
         z = be.empty((x.shape[0],) + self.output_shape, self.dtype)
-        bias = self.params["bias"] if self.use_bias else self._zero_bias
-        be.conv2d_forward(x, self.params["kernel"], bias, *self._geometry(), z)
+        be.conv2d_forward(x, self.params["kernel"], self.bias, *self._geometry(), z)
         self.x = x
         return self.activate(z)
 
@@ -106,8 +93,7 @@ class Conv2D(_WithActivation):
         be = self.backend
         g = self.activation_grad(grad_out, pre_activation)
         be.conv2d_backward_weight(self.x, g, *self._geometry(), self.grads["kernel"])
-        if self.use_bias:
-            be.conv2d_backward_bias(g, self.grads["bias"])
+        be.conv2d_backward_bias(g, self.bias_grad())
         if not self.needs_input_grad:
             return None
         grad_in = be.empty(self.x.shape, self.dtype)
@@ -115,12 +101,9 @@ class Conv2D(_WithActivation):
         return grad_in
 
     def get_config(self):
-        pad = self.padding if isinstance(self.padding, str) else list(self.padding)
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": pad, "dilation_rate": list(self.dilation_rate),
-                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
+                "padding": _padding_config(self.padding), "dilation_rate": list(self.dilation_rate)}
 
 
 class _Pool2D(Layer):
@@ -144,9 +127,8 @@ class _Pool2D(Layer):
         return (*self.pool_size, *self.strides, *self.pads)
 
     def get_config(self):
-        pad = self.padding if isinstance(self.padding, str) else list(self.padding)
         return {**super().get_config(), "pool_size": list(self.pool_size),
-                "strides": list(self.strides), "padding": pad}
+                "strides": list(self.strides), "padding": _padding_config(self.padding)}
 
 
 class MaxPool2D(_Pool2D):

@@ -6,17 +6,49 @@ from .. import random as _random
 from .base import Layer, check_positive_int
 
 
-class _WithActivation(Layer):
-    """A layer whose output may go through an activation (``activation=``).
+class _Affine(Layer):
+    """Shared by Dense and Conv2D: a kernel, an optional bias and an optional activation.
 
     ``backward(g, pre_activation=True)`` takes the gradient with respect to the pre-activation
     output, which lets the model fuse softmax with cross-entropy (gradient ``p - y``).
     """
 
-    def __init__(self, activation=None, **kwargs):
+    def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.activation = activations.check_name(activation, f"{type(self).__name__} {self.name!r}")
+        where = f"{type(self).__name__} {self.name!r}"
+        self.activation = activations.check_name(activation, where)
         self.act = activations.ActivationOp(self.activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer, f"{where} kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, f"{where} bias_initializer")
+        self._init_specs = (kernel_initializer, bias_initializer)
+        self.kernel_regularizer = None
+        if kernel_regularizer is not None:
+            from .. import regularizers
+            self.kernel_regularizer = regularizers.get(kernel_regularizer)
+
+    def create_affine(self, kernel_shape, bias_size, fan_in, fan_out):
+        self.add_param("kernel", kernel_shape, self.kernel_initializer, fan_in, fan_out)
+        if self.use_bias:
+            self.add_param("bias", (bias_size,), self.bias_initializer, fan_in, fan_out)
+        self.bias_size = bias_size
+        self.set_backend(self.backend)
+
+    def set_backend(self, backend):
+        super().set_backend(backend)
+        if not self.use_bias and hasattr(self, "bias_size"):
+            self._zero_bias = backend.zeros((self.bias_size,), self.dtype)
+
+    @property
+    def bias(self):
+        """The bias, or zeros when ``use_bias=False`` (the kernels always add one)."""
+        return self.params["bias"] if self.use_bias else self._zero_bias
+
+    def bias_grad(self):
+        """Where the bias gradient goes (scratch when there is no bias)."""
+        return self.grads["bias"] if self.use_bias else \
+            self.backend.empty((self.bias_size,), self.dtype)
 
     @property
     def logits(self):
@@ -30,21 +62,24 @@ class _WithActivation(Layer):
         return grad_out if pre_activation else self.act.backward(self.backend, grad_out)
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
+        return {**super().get_config(), "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self._init_specs[0]),
+                "bias_initializer": initializers.serialize(self._init_specs[1]),
+                "kernel_regularizer": self._regularizer_config()}
+
+    def _regularizer_config(self):
+        if self.kernel_regularizer is None:
+            return None
+        from .. import regularizers
+        return regularizers.serialize(self.kernel_regularizer)
 
 
-class Dense(_WithActivation):
+class Dense(_Affine):
     """Fully connected layer: ``activation(x @ kernel + bias)``; kernel is (in_features, units)."""
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+    def __init__(self, units, activation=None, **kwargs):
         super().__init__(activation=activation, **kwargs)
-        where = f"Dense {self.name!r}"
-        self.units = check_positive_int(units, "units", where)
-        self.use_bias = bool(use_bias)
-        initializers.get(kernel_initializer, f"{where} kernel_initializer")
-        initializers.get(bias_initializer, f"{where} bias_initializer")
-        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+        self.units = check_positive_int(units, "units", f"Dense {self.name!r}")
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -53,33 +88,19 @@ class Dense(_WithActivation):
         return (self.units,)
 
     def create_params(self, input_shape):
-        fan_in = input_shape[0]
-        self.add_param("kernel", (fan_in, self.units), self.kernel_initializer, fan_in, self.units)
-        if self.use_bias:
-            self.add_param("bias", (self.units,), self.bias_initializer, fan_in, self.units)
-        else:
-            self._zero_bias = self.backend.zeros((self.units,), self.dtype)
-
-    def _bias(self):
-        return self.params["bias"] if self.use_bias else self._zero_bias
-
-    def set_backend(self, backend):
-        super().set_backend(backend)
-        if not self.use_bias and self.built:
-            self._zero_bias = backend.zeros((self.units,), self.dtype)
+        self.create_affine((input_shape[0], self.units), self.units, input_shape[0], self.units)
 
     def call(self, x, training):
         be = self.backend
         z = be.empty((x.shape[0], self.units), self.dtype)
-        be.dense_forward(x, self.params["kernel"], self._bias(), z)
+        be.dense_forward(x, self.params["kernel"], self.bias, z)
         self.x = x
         return self.activate(z)
 
     def backward(self, grad_out, pre_activation=False):
         be = self.backend
         g = self.activation_grad(grad_out, pre_activation)
-        grad_b = self.grads["bias"] if self.use_bias else be.empty((self.units,), self.dtype)
-        be.dense_backward_weight(self.x, g, self.grads["kernel"], grad_b)
+        be.dense_backward_weight(self.x, g, self.grads["kernel"], self.bias_grad())
         if not self.needs_input_grad:
             return None
         grad_in = be.empty(self.x.shape, self.dtype)
@@ -87,9 +108,7 @@ class Dense(_WithActivation):
         return grad_in
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
+        return {**super().get_config(), "units": self.units}
 
 
 class Flatten(Layer):

@@ -1,0 +1,91 @@
+"""2-D convolution kernels (NCHW input, OIHW weight), forward and backward."""
+from . import common
+
+# shape name -> (N, C, H, W, K filters, kernel size, stride, padding); dilation 1
+SHAPES = {
+    "small": (8, 3, 16, 16, 8, 3, 1, 1),
+    "medium": (32, 32, 14, 14, 64, 3, 1, 1),       # LeNet's second convolution
+    "large": (32, 64, 28, 28, 64, 3, 1, 1),
+}
+
+
+def out_size(size, k, stride, pad):
+    return (size + 2 * pad - k) // stride + 1
+
+
+class Conv2D:
+    """conv2d_forward, conv2d_backward_input, conv2d_backward_weight (+ conv2d_backward_bias)."""
+
+    params = [common.BACKENDS, common.SHAPES, common.DTYPES]
+    param_names = ["backend", "shape", "dtype"]
+
+    def setup(self, backend, shape, dtype):
+        def build():
+            be = common.backend(backend)
+            common.require(be, "conv2d_forward", "conv2d_backward_input",
+                           "conv2d_backward_weight", "conv2d_backward_bias")
+            n, c, h, w, k, ks, st, pad = SHAPES[shape]
+            oh, ow = out_size(h, ks, st, pad), out_size(w, ks, st, pad)
+            s = dict(be=be, geometry=(st, st, pad, pad, 1, 1))
+            s["x"], s["w"], s["b"], s["g"] = common.on(
+                be, common.normal((n, c, h, w), dtype, 1),
+                common.normal((k, c, ks, ks), dtype, 2, (c * ks * ks) ** -0.5),
+                common.normal((k,), dtype, 3), common.normal((n, k, oh, ow), dtype, 4))
+            s["out"] = be.empty((n, k, oh, ow), dtype)
+            s["grad_in"] = be.empty((n, c, h, w), dtype)
+            s["grad_w"], s["grad_b"] = be.empty((k, c, ks, ks), dtype), be.empty((k,), dtype)
+            vars(self).update(s)
+            self.time_forward()
+            self.time_backward_input()
+            self.time_backward_weight()
+            return s
+        common.prepare(self, (backend, shape, dtype), build)
+
+    def time_forward(self, *params):
+        self.be.conv2d_forward(self.x, self.w, self.b, *self.geometry, self.out)
+        self.be.synchronize()
+
+    def time_backward_input(self, *params):
+        self.be.conv2d_backward_input(self.g, self.w, *self.geometry, self.grad_in)
+        self.be.synchronize()
+
+    def time_backward_weight(self, *params):
+        """Weight and bias gradients (what a layer's backward computes besides the input's)."""
+        self.be.conv2d_backward_weight(self.x, self.g, *self.geometry, self.grad_w)
+        self.be.conv2d_backward_bias(self.g, self.grad_b)
+        self.be.synchronize()
+
+
+class Conv2DTorchRatio:
+    """numbanet / PyTorch throughput of a convolution's forward + full backward on the CPU,
+    timed alternately in one process (> 1: numbanet is faster)."""
+
+    params = [common.SHAPES]
+    param_names = ["shape"]
+    unit = "ratio"
+    timeout = 300
+
+    def setup(self, shape):
+        self.torch = common.import_torch()
+        self.conv = Conv2D()
+        self.conv.setup("cpu", shape, "float32")
+
+    def track_fwd_bwd(self, shape):
+        torch, cv = self.torch, self.conv
+        st, _, pad, _, _, _ = cv.geometry
+
+        def ours():
+            cv.time_forward()
+            cv.time_backward_input()
+            cv.time_backward_weight()
+
+        x = torch.from_numpy(cv.x.copy()).requires_grad_()
+        w = torch.from_numpy(cv.w.copy()).requires_grad_()
+        b = torch.from_numpy(cv.b.copy()).requires_grad_()
+        g = torch.from_numpy(cv.g.copy())
+
+        def theirs():
+            x.grad = w.grad = b.grad = None
+            torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad).backward(g)
+
+        return common.throughput_ratio(ours, theirs)

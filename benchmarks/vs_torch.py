@@ -1,0 +1,161 @@
+"""numbanet against PyTorch on the CPU, side by side in one process.
+
+Each case builds a numbanet closure and a PyTorch closure doing the same work, warms both up
+(JIT compile excluded), then times them interleaved -- numbanet, torch, numbanet, torch... -- and
+reports the median time per call and the throughput ratio numbanet/torch (higher is better).
+Run: ``python benchmarks/vs_torch.py [--repeats N] [--cases dense,conv,train]``.
+Its work sits under ``__main__`` so asv's discovery never runs it.
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def _timeit(fn, min_time=0.05):
+    """Seconds per call of ``fn``: enough calls to fill ``min_time``."""
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / n
+
+
+def compare(nb_fn, torch_fn, repeats):
+    for _ in range(3):
+        nb_fn()
+        torch_fn()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_timeit(nb_fn))
+        b.append(_timeit(torch_fn))
+    return statistics.median(a), statistics.median(b)
+
+
+def dense_case(n, i, u):
+    import torch
+    import numbanet as nb
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, i)).astype(np.float32)
+    g = rng.standard_normal((n, u)).astype(np.float32)
+    layer = nb.layers.Dense(u)
+    layer.build((i,))
+
+    def nb_fn():
+        layer.forward(x, training=True)
+        layer.backward(g)
+    lin = torch.nn.Linear(i, u)
+    tx, tg = torch.from_numpy(x).requires_grad_(), torch.from_numpy(g)
+
+    def torch_fn():
+        lin.zero_grad(set_to_none=True)
+        tx.grad = None
+        lin(tx).backward(tg)
+    return nb_fn, torch_fn
+
+
+def conv_case(n, c, hw, k, first_layer=False):
+    import torch
+    import numbanet as nb
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    layer = nb.layers.Conv2D(k, 3, padding=1)
+    layer.build((c, hw, hw))
+    layer.needs_input_grad = not first_layer
+    g = rng.standard_normal((n, k, hw, hw)).astype(np.float32)
+
+    def nb_fn():
+        layer.forward(x, training=True)
+        layer.backward(g)
+    conv = torch.nn.Conv2d(c, k, 3, padding=1)
+    tx, tg = torch.from_numpy(x).requires_grad_(not first_layer), torch.from_numpy(g)
+
+    def torch_fn():
+        conv.zero_grad(set_to_none=True)
+        tx.grad = None
+        conv(tx).backward(tg)
+    return nb_fn, torch_fn
+
+
+def _train_pair(nb_model, torch_model, x, y, lr=1e-3):
+    import torch
+    nb_model.compile(optimizer=__import__("numbanet").optimizers.Adam(lr),
+                     loss="sparse_categorical_crossentropy")
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(torch_model.parameters(), lr=lr)
+
+    def nb_fn():
+        nb_model.train_step(x, y)
+
+    def torch_fn():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(torch_model(tx), ty).backward()
+        opt.step()
+    return nb_fn, torch_fn
+
+
+def lenet_case(batch=128):
+    import torch
+    import numbanet as nb
+    L, T = nb.layers, torch.nn
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = nb.Sequential([
+        L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+        L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax"),
+    ], input_shape=(1, 28, 28))
+    tmodel = T.Sequential(T.Conv2d(1, 32, 3, padding=1), T.ReLU(), T.MaxPool2d(2),
+                          T.Conv2d(32, 64, 3, padding=1), T.ReLU(), T.MaxPool2d(2), T.Flatten(),
+                          T.Linear(64 * 7 * 7, 128), T.ReLU(), T.Linear(128, 10))
+    return _train_pair(model, tmodel, x, y)
+
+
+def mlp_case(batch=32):
+    import torch
+    import numbanet as nb
+    L, T = nb.layers, torch.nn
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 64), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = nb.Sequential([L.Dense(128, activation="relu"), L.Dense(10, activation="softmax")],
+                          input_shape=(64,))
+    tmodel = T.Sequential(T.Linear(64, 128), T.ReLU(), T.Linear(128, 10))
+    return _train_pair(model, tmodel, x, y)
+
+
+CASES = {
+    "dense": [("dense fwd+bwd 128x784->256", 0.9, lambda: dense_case(128, 784, 256)),
+              ("dense fwd+bwd 1024x1024->1024", 0.9, lambda: dense_case(1024, 1024, 1024))],
+    "conv": [("conv2d fwd+bwd N128 C32 14x14 K64 3x3", 0.5, lambda: conv_case(128, 32, 14, 64)),
+             ("conv2d fwd+bwd N128 C1 28x28 K32 3x3", 1.0, lambda: conv_case(128, 1, 28, 32)),
+             ("  same, first layer (no input grad)", 1.0,
+              lambda: conv_case(128, 1, 28, 32, first_layer=True))],
+    "train": [("LeNet train step, Adam, batch 128", 0.7, lenet_case),
+              ("MLP 64-128-10 train step, Adam, batch 32", 1.0, mlp_case)],
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cases", default="dense,conv,train")
+    args = parser.parse_args()
+    import torch
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'case':<44} {'numbanet':>10} {'torch':>10} {'ratio':>7} {'target':>7}")
+    for group in args.cases.split(","):
+        for name, target, make in CASES[group]:
+            nb_fn, torch_fn = make()
+            t_nb, t_torch = compare(nb_fn, torch_fn, args.repeats)
+            ratio = t_torch / t_nb
+            print(f"{name:<44} {t_nb * 1e3:>8.3f}ms {t_torch * 1e3:>8.3f}ms {ratio:>7.2f} "
+                  f"{target:>7.1f}{'' if ratio >= target else '  (below target)'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""BatchNormalization and LayerNormalization (kernels: numbanet.kernels.<device>.normalization)."""
+import numpy as np
+
+from .. import initializers
+from .base import Layer
+
+
+def _check_bool(value, name, where):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_float(value, name, where, lo, hi, lo_open=False):
+    """A finite float in [lo, hi] ((lo, hi] with ``lo_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)) \
+            or not np.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+        span = f"{'(' if lo_open else '['}{lo}, {hi}]"
+        raise ValueError(f"{where}: {name} must be a finite float in {span}, got {value!r}")
+    return float(value)
+
+
+def _check_initializer(init, name, where):
+    initializers.get(init, f"{where} {name}")
+    return init
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+class _Normalization(Layer):
+    """Shared parts: epsilon, center/scale, gamma/beta as parameters or constants."""
+
+    def __init__(self, epsilon, center, scale, gamma_initializer, beta_initializer, **kwargs):
+        super().__init__(**kwargs)
+        where = f"{type(self).__name__} {self.name!r}"
+        self.epsilon = _check_float(epsilon, "epsilon", where, 0.0, np.inf, lo_open=True)
+        self.center = _check_bool(center, "center", where)
+        self.scale = _check_bool(scale, "scale", where)
+        self.gamma_initializer = _check_initializer(gamma_initializer, "gamma_initializer", where)
+        self.beta_initializer = _check_initializer(beta_initializer, "beta_initializer", where)
+
+    def _create_affine(self, shape):
+        """Parameters gamma and beta of ``shape`` (those enabled), constants for the others."""
+        if self.scale:
+            self.add_param("gamma", shape, self.gamma_initializer)
+        if self.center:
+            self.add_param("beta", shape, self.beta_initializer)
+        self._constants()
+
+    def _constants(self):
+        """gamma = 1 / beta = 0 as backend arrays when they are not parameters."""
+        size = int(np.prod(self.param_shape))
+        self._ones = None if self.scale else self.backend.full((size,), 1.0, self.dtype)
+        self._zeros = None if self.center else self.backend.zeros((size,), self.dtype)
+
+    def set_backend(self, backend):
+        super().set_backend(backend)
+        if self.built:
+            self._constants()
+
+    def _flat(self, a):
+        return a.reshape((int(np.prod(self.param_shape)),))
+
+    def _gamma(self):
+        return self._flat(self.params["gamma"]) if self.scale else self._ones
+
+    def _beta(self):
+        return self._flat(self.params["beta"]) if self.center else self._zeros
+
+    def _param_grads(self):
+        """(grad_gamma, grad_beta) flat output buffers: the layer's grads or scratch."""
+        size = int(np.prod(self.param_shape))
+        be = self.backend
+        gg = self._flat(self.grads["gamma"]) if self.scale else be.empty((size,), self.dtype)
+        gb = self._flat(self.grads["beta"]) if self.center else be.empty((size,), self.dtype)
+        return gg, gb
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale,
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "beta_initializer": initializers.serialize(self.beta_initializer)}
+
+
+class BatchNormalization(_Normalization):
+    """Batch normalization over every axis but ``axis`` (Ioffe & Szegedy, 2015).
+
+    ``axis=1`` is the channel axis of NCHW images and the feature axis of (N, F) inputs; any other
+    single non-batch axis works too. ``training=True`` normalizes with the batch mean and biased
+    variance and updates the moving statistics, Keras-style:
+    ``moving = momentum * moving + (1 - momentum) * batch`` (PyTorch's momentum is
+    ``1 - momentum``), the moving variance taking the unbiased batch variance as PyTorch does.
+    ``training=False`` normalizes with the moving statistics; its backward pass is the gradient
+    of that per-channel affine map. Parameters ``gamma``/``beta`` (when ``scale``/``center``),
+    buffers ``moving_mean``/``moving_variance`` (saved with the model, not trained).
+    """
+
+    def __init__(self, axis=1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 gamma_initializer="ones", beta_initializer="zeros",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
+        super().__init__(epsilon, center, scale, gamma_initializer, beta_initializer, **kwargs)
+        where = f"BatchNormalization {self.name!r}"
+        if not _is_int(axis) or axis == 0:
+            raise ValueError(f"{where}: axis must be a non-zero int (axis 0 is the batch axis), "
+                             f"got {axis!r}")
+        self.axis = int(axis)
+        self.momentum = _check_float(momentum, "momentum", where, 0.0, 1.0)
+        self.moving_mean_initializer = _check_initializer(moving_mean_initializer,
+                                                          "moving_mean_initializer", where)
+        self.moving_variance_initializer = _check_initializer(moving_variance_initializer,
+                                                              "moving_variance_initializer", where)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise ValueError(f"{self!r}: axis {self.axis} is not a non-batch axis of input shape "
+                             f"{(None,) + tuple(input_shape)}")
+        a = self.axis % rank
+        self._view = (int(np.prod(input_shape[:a - 1])), input_shape[a - 1],
+                      int(np.prod(input_shape[a:])))
+        self.param_shape = (input_shape[a - 1],)
+        return input_shape
+
+    def create_params(self, input_shape):
+        self._create_affine(self.param_shape)
+        c = self.param_shape[0]
+        for key, init in (("moving_mean", self.moving_mean_initializer),
+                          ("moving_variance", self.moving_variance_initializer)):
+            value = initializers.initialize(init, (c,), c, c, self.dtype)
+            self.buffers[key] = self.backend.asarray(value, dtype=self.dtype)
+
+    def _x3(self, a):
+        pre, c, post = self._view
+        return a.reshape((a.shape[0] * pre, c, post))
+
+    def call(self, x, training):
+        be = self.backend
+        x3 = self._x3(x)
+        out = be.empty(x.shape, self.dtype)
+        out3 = self._x3(out)
+        rm, rv = self.buffers["moving_mean"], self.buffers["moving_variance"]
+        if training:
+            c = self.param_shape[0]
+            mean, invstd = be.empty((c,), self.dtype), be.empty((c,), self.dtype)
+            be.batchnorm_forward_train(x3, self._gamma(), self._beta(), self.epsilon, out3, mean,
+                                       invstd)
+            be.batchnorm_update_running(rm, rv, mean, invstd, self.epsilon, self.momentum,
+                                        x3.shape[0] * x3.shape[2])
+            self._cache = (x, True, mean, invstd)
+        else:
+            be.batchnorm_forward_infer(x3, self._gamma(), self._beta(), rm, rv, self.epsilon, out3)
+            self._cache = (x, False, None, None)
+        return out
+
+    def backward(self, grad_out):
+        be = self.backend
+        x, training, mean, invstd = self._cache
+        x3, g3 = self._x3(x), self._x3(grad_out)
+        grad_in = be.empty(x.shape, self.dtype)
+        gg, gb = self._param_grads()
+        if training:
+            be.batchnorm_backward(x3, g3, self._gamma(), mean, invstd, self._x3(grad_in), gg, gb)
+        else:
+            be.batchnorm_backward_infer(x3, g3, self._gamma(), self.buffers["moving_mean"],
+                                        self.buffers["moving_variance"], self.epsilon,
+                                        self._x3(grad_in), gg, gb)
+        return grad_in if self.needs_input_grad else None
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+                "moving_variance_initializer":
+                    initializers.serialize(self.moving_variance_initializer)}
+
+
+class LayerNormalization(_Normalization):
+    """Layer normalization (Ba et al., 2016): each sample normalized over ``axis``, with
+    per-feature ``gamma``/``beta`` of the normalized axes' shape. Same in training and inference.
+
+    ``axis=-1`` (Keras' default) normalizes over the last axis; a tuple of the trailing axes,
+    e.g. ``axis=(1, 2, 3)`` on NCHW images, normalizes over all of them like
+    ``torch.nn.LayerNorm((C, H, W))``. The normalized axes must be the trailing ones.
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, gamma_initializer="ones",
+                 beta_initializer="zeros", **kwargs):
+        super().__init__(epsilon, center, scale, gamma_initializer, beta_initializer, **kwargs)
+        where = f"LayerNormalization {self.name!r}"
+        axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        if not axes or not all(_is_int(a) for a in axes) or 0 in axes:
+            raise ValueError(f"{where}: axis must be a non-zero int or a tuple of them (axis 0 is "
+                             f"the batch axis), got {axis!r}")
+        self.axis = int(axes[0]) if not isinstance(axis, (tuple, list)) else tuple(int(a)
+                                                                                   for a in axes)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        axes = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+        if any(not -rank <= a < rank for a in axes):
+            raise ValueError(f"{self!r}: axis {self.axis} out of range for input shape "
+                             f"{(None,) + tuple(input_shape)}")
+        resolved = sorted({a % rank for a in axes})
+        if 0 in resolved or resolved != list(range(rank - len(resolved), rank)):
+            raise ValueError(f"{self!r}: axis {self.axis} must name the trailing non-batch axes "
+                             f"of input shape {(None,) + tuple(input_shape)} (e.g. -1, or (1, 2, 3) "
+                             f"for NCHW)")
+        self.param_shape = tuple(input_shape[a - 1] for a in resolved)
+        return input_shape
+
+    def create_params(self, input_shape):
+        self._create_affine(self.param_shape)
+
+    def _x2(self, a):
+        d = int(np.prod(self.param_shape))
+        return a.reshape((a.size // d, d))
+
+    def call(self, x, training):
+        be = self.backend
+        x2 = self._x2(x)
+        out = be.empty(x.shape, self.dtype)
+        mean, invstd = be.empty((x2.shape[0],), self.dtype), be.empty((x2.shape[0],), self.dtype)
+        be.layernorm_forward(x2, self._gamma(), self._beta(), self.epsilon, self._x2(out), mean,
+                             invstd)
+        self._cache = (x, mean, invstd)
+        return out
+
+    def backward(self, grad_out):
+        be = self.backend
+        x, mean, invstd = self._cache
+        grad_in = be.empty(x.shape, self.dtype)
+        gg, gb = self._param_grads()
+        be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd,
+                              self._x2(grad_in), gg, gb)
+        return grad_in if self.needs_input_grad else None
+
+    def get_config(self):
+        axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis
+        return {**super().get_config(), "axis": axis}

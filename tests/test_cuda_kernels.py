@@ -1,0 +1,440 @@
+"""CUDA kernels (kernels/cuda) against the CPU kernels of the same name and the float64 references.
+
+Runs in Numba's CUDA simulator by default (conftest sets NUMBA_ENABLE_CUDASIM=1), or on a GPU with
+NUMBANET_TEST_REAL_CUDA=1. Launch knobs are shrunk (32 threads per block, at most 3 blocks, 8x8
+GEMM tiles of 2x2 per thread, 4-lane rows) so tiny arrays still cross block and tile edges, run
+grid-stride loops more than once and take the split-K path. Every launch is checked against the
+kernel's declared argument spec (what tests/test_cuda_ptx.py compiles), and the last test checks
+that every registered CUDA kernel was launched.
+"""
+import importlib
+
+import numpy as np
+import pytest
+from conftest import poisoned
+
+import reference as ref
+from numbanet import _cuda
+from numbanet.backend import KERNEL_MODULES, kernel_names
+
+if _cuda.cuda is None or not (_cuda.is_simulator() or _cuda.is_available()):
+    pytest.skip(f"CUDA kernels cannot run here: {_cuda.unavailable_reason()}",
+                allow_module_level=True)
+
+from numba import cuda  # noqa: E402
+
+from numbanet.kernels.cuda import _common  # noqa: E402
+
+DTYPES = [np.float32, np.float64]
+LABEL_DTYPES = [np.int32, np.int64]
+EPS = 1e-7
+
+
+@pytest.fixture(autouse=True)
+def small_launches(monkeypatch):
+    """Tiny blocks and grids, spec checks on; CUDA usable in the simulator for these tests."""
+    monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
+    c = _common.config
+    for name, value in (("threads", 32), ("max_blocks", 3), ("row_block", (4, 2)),
+                        ("gemm_tile", (8, 8, 4, 2, 2)), ("gemm_min_chunk", 4), ("num_sms", 4),
+                        ("check_signatures", True)):
+        monkeypatch.setattr(c, name, value)
+
+
+def cpu_mod(mod):
+    return importlib.import_module(f"numbanet.kernels.cpu.{mod}")
+
+
+def gpu_mod(mod):
+    return importlib.import_module(f"numbanet.kernels.cuda.{mod}")
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def blank(shape, dtype):
+    """A poisoned output: NaN for floats, -7 for integers."""
+    if np.issubdtype(dtype, np.integer):
+        return np.full(shape, -7, dtype=dtype)
+    return poisoned(shape, dtype)
+
+
+def run_pair(mod, name, args, outs):
+    """Run kernels.cpu.<mod>.<name> and kernels.cuda.<mod>.<name> on the same inputs ``args``
+    (arrays or scalars, in order) with fresh poisoned outputs ``outs`` [(shape, dtype)] appended;
+    returns (cpu outputs, cuda outputs) as host arrays."""
+    c_outs = [blank(s, d) for s, d in outs]
+    getattr(cpu_mod(mod), name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args],
+                                *c_outs)
+    g_outs = [dev(blank(s, d)) for s, d in outs]
+    getattr(gpu_mod(mod), name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args],
+                                *g_outs)
+    return c_outs, [g.copy_to_host() for g in g_outs]
+
+
+def assert_close(got, want, dtype, what=""):
+    """Relative to the magnitude of ``want``: float64 ~1e-10, float32 ~1e-5."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, what
+    assert not np.isnan(got).any() or np.array_equal(np.isnan(got), np.isnan(want)), \
+        f"{what}: unwritten (NaN) elements"
+    big = max(1.0, float(np.max(np.abs(want[np.isfinite(want)]), initial=0.0)))
+    rtol, atol = (1e-10, 1e-12 * big) if dtype == np.float64 else (2e-5, 2e-6 * big)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+
+
+def test_same_public_names_as_cpu():
+    for mod in KERNEL_MODULES:
+        try:
+            c = cpu_mod(mod)
+        except ModuleNotFoundError:
+            continue
+        assert kernel_names(gpu_mod(mod)) == kernel_names(c), mod
+
+
+# ------------------------------------------------------------------------------------------ dense
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,sms", [((13, 37, 11), 1), ((9, 70, 17), 64), ((1, 1, 1), 1)])
+def test_dense(dtype, shape, sms, rng, monkeypatch):
+    """sms=1: one K chunk; sms=64: the grids are small, so every pass splits K (partials +
+    finish kernel)."""
+    monkeypatch.setattr(_common.config, "num_sms", sms)
+    monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
+    n, i, u = shape
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (i, u), (u,)))
+    g = rng.standard_normal((n, u)).astype(dtype)
+    (c,), (o,) = run_pair("dense", "dense_forward", [x, w, b], [((n, u), dtype)])
+    assert_close(o, ref.dense_forward(x, w, b), dtype, "forward")
+    assert_close(o, c, dtype, "forward vs cpu")
+    (c,), (o,) = run_pair("dense", "dense_backward_input", [g, w], [((n, i), dtype)])
+    assert_close(o, g.astype(np.float64) @ w.T.astype(np.float64), dtype, "backward input")
+    assert_close(o, c, dtype, "backward input vs cpu")
+    cs, gs = run_pair("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)])
+    assert_close(gs[0], x.T.astype(np.float64) @ g.astype(np.float64), dtype, "grad_w")
+    assert_close(gs[1], g.astype(np.float64).sum(0), dtype, "grad_b")
+    assert_close(gs[0], cs[0], dtype, "grad_w vs cpu")
+
+
+# ------------------------------------------------------------------------------------------ conv2d
+CONV_CASES = [
+    # N, C, H, W, K, KH, KW, stride, pad, dil, SMs (64: every pass splits K)
+    (2, 3, 7, 6, 5, 3, 2, (2, 1), (1, 0), (1, 2), 64),
+    (1, 2, 5, 5, 3, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (3, 1, 4, 3, 2, 1, 1, (1, 2), (0, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d(dtype, case, rng, monkeypatch):
+    N, C, H, W, K, KH, KW, stride, pad, dil, sms = case
+    monkeypatch.setattr(_common.config, "num_sms", sms)
+    monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
+    OH, OW = ref._conv_out_hw((H, W), (KH, KW), stride, pad, dil, None)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    g = rng.standard_normal((N, K, OH, OW)).astype(dtype)
+    geo = (*stride, *pad, *dil)
+    (c,), (o,) = run_pair("conv2d", "conv2d_forward", [x, w, b, *geo], [((N, K, OH, OW), dtype)])
+    assert_close(o, ref.conv2d_forward(x, w, b, stride, pad, dil), dtype, "forward")
+    assert_close(o, c, dtype, "forward vs cpu")
+    (c,), (o,) = run_pair("conv2d", "conv2d_backward_input", [g, w, *geo], [(x.shape, dtype)])
+    assert_close(o, ref.conv2d_backward_input(g, w, x.shape, stride, pad, dil), dtype, "grad_in")
+    assert_close(o, c, dtype, "grad_in vs cpu")
+    (c,), (o,) = run_pair("conv2d", "conv2d_backward_weight", [x, g, *geo], [(w.shape, dtype)])
+    assert_close(o, ref.conv2d_backward_weight(x, g, w.shape, stride, pad, dil), dtype, "grad_w")
+    assert_close(o, c, dtype, "grad_w vs cpu")
+    (c,), (o,) = run_pair("conv2d", "conv2d_backward_bias", [g], [((K,), dtype)])
+    assert_close(o, ref.conv2d_backward_bias(g), dtype, "grad_b")
+    assert_close(o, c, dtype, "grad_b vs cpu")
+
+
+# ------------------------------------------------------------------------------------------ pool
+POOL_CASES = [
+    # x shape, pool, stride, pad
+    ((2, 3, 7, 6), (3, 2), (2, 1), (1, 1)),      # overlapping windows, padding
+    ((1, 2, 6, 8), (2, 2), (2, 2), (0, 0)),
+    ((1, 1, 3, 4), (1, 1), (1, 1), (1, 1)),      # border windows entirely in the padding
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pool(dtype, case, rng):
+    shape, pool, stride, pad = case
+    OH, OW = ref._conv_out_hw(shape[2:], pool, stride, pad, (1, 1), None)
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal((shape[0], shape[1], OH, OW)).astype(dtype)
+    args = [x, *pool, *stride, *pad]
+    cs, gs = run_pair("pool", "max_pool2d_forward", args,
+                      [((shape[0], shape[1], OH, OW), dtype), ((shape[0], shape[1], OH, OW), np.int64)])
+    want, warg = ref.max_pool2d_forward(x, pool, stride, pad)
+    np.testing.assert_array_equal(gs[0], want.astype(dtype))
+    np.testing.assert_array_equal(gs[1], warg)
+    np.testing.assert_array_equal(gs[1], cs[1])
+    (c,), (o,) = run_pair("pool", "max_pool2d_backward", [g, warg], [(shape, dtype)])
+    assert_close(o, ref.max_pool2d_backward(g, warg, shape), dtype, "max backward")
+    assert_close(o, c, dtype, "max backward vs cpu")
+    (c,), (o,) = run_pair("pool", "avg_pool2d_forward", args, [(g.shape, dtype)])
+    assert_close(o, ref.avg_pool2d_forward(x, pool, stride, pad), dtype, "avg forward")
+    assert_close(o, c, dtype, "avg forward vs cpu")
+    (c,), (o,) = run_pair("pool", "avg_pool2d_backward", [g, *pool, *stride, *pad], [(shape, dtype)])
+    assert_close(o, ref.avg_pool2d_backward(g, shape, pool, stride, pad), dtype, "avg backward")
+    assert_close(o, c, dtype, "avg backward vs cpu")
+
+
+# ------------------------------------------------------------------------------------------ activations
+ACTIVATIONS = ["linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
+               "softplus"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS + ["softmax"])
+def test_activation(name, dtype, rng):
+    shape = (7, 13) if name == "softmax" else (257,)
+    x = (3.0 * rng.standard_normal(shape)).astype(dtype)
+    if name != "softmax":
+        x[:3] = (-40.0, 40.0, 0.5)              # saturated tails
+    g = rng.standard_normal(shape).astype(dtype)
+    alpha = 0.3
+    (c,), (y,) = run_pair("activations", f"{name}_forward", [x, alpha], [(shape, dtype)])
+    assert_close(y, getattr(ref, f"{name}_forward")(x, alpha), dtype, "forward")
+    assert_close(y, c, dtype, "forward vs cpu")
+    y = y.astype(dtype)
+    (c,), (gi,) = run_pair("activations", f"{name}_backward", [x, y, g, alpha], [(shape, dtype)])
+    assert_close(gi, getattr(ref, f"{name}_backward")(x, y, g, alpha), dtype, "backward")
+    assert_close(gi, c, dtype, "backward vs cpu")
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softmax"])
+def test_activation_in_place(name, rng):
+    shape = (5, 9) if name == "softmax" else (100,)
+    x = rng.standard_normal(shape)
+    d = dev(x)
+    getattr(gpu_mod("activations"), f"{name}_forward")(d, 0.0, d)
+    assert_close(d.copy_to_host(), getattr(ref, f"{name}_forward")(x, 0.0), np.float64)
+
+
+# ------------------------------------------------------------------------------------------ losses
+LOSSES = {
+    "mse": ((), "real", "real"),
+    "mae": ((), "real", "real"),
+    "huber": ((0.7,), "real", "real"),
+    "binary_crossentropy": ((EPS,), "unit", "prob"),
+    "binary_crossentropy_logits": ((), "unit", "real"),
+    "categorical_crossentropy": ((EPS,), "dist", "prob"),
+    "categorical_crossentropy_logits": ((), "dist", "real"),
+    "sparse_categorical_crossentropy": ((EPS,), "labels", "prob"),
+    "sparse_categorical_crossentropy_logits": ((), "labels", "real"),
+}
+
+
+def loss_inputs(name, shape, dtype, rng, label_dtype):
+    _, tkind, pkind = LOSSES[name]
+    n, c = shape
+    if tkind == "real":
+        t = rng.standard_normal(shape)
+    elif tkind == "unit":
+        t = rng.random(shape)
+    elif tkind == "dist":
+        t = rng.random(shape)
+        t /= t.sum(axis=1, keepdims=True)
+    else:
+        t = rng.integers(0, c, size=n).astype(label_dtype)
+    p = 2.0 * rng.standard_normal(shape) if pkind == "real" else rng.uniform(0.02, 0.98, shape)
+    if name == "binary_crossentropy":
+        p.flat[:2] = (0.0, 1.0)                  # clipped: zero gradient there
+    return (t if tkind == "labels" else t.astype(dtype)), p.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("shape", [(9, 5), (1, 1)])
+def test_loss(name, dtype, shape, rng):
+    label_dtype = LABEL_DTYPES[rng.integers(2)]
+    t, p = loss_inputs(name, shape, dtype, rng, label_dtype)
+    params = list(LOSSES[name][0])
+    (c,), (o,) = run_pair("losses", f"{name}_forward", [t, p, *params], [((1,), dtype)])
+    assert_close(o[0], getattr(ref, f"{name}_forward")(t, p, *params), dtype, "forward")
+    assert_close(o, c, dtype, "forward vs cpu")
+    (c,), (g,) = run_pair("losses", f"{name}_backward", [t, p, *params], [(shape, dtype)])
+    assert_close(g, getattr(ref, f"{name}_backward")(t, p, *params), dtype, "backward")
+    assert_close(g, c, dtype, "backward vs cpu")
+
+
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
+@pytest.mark.parametrize("name", ["sparse_categorical_crossentropy",
+                                  "sparse_categorical_crossentropy_logits"])
+def test_sparse_loss_labels_and_aliasing(name, label_dtype, rng):
+    """Both label dtypes; grad written over y_pred; a label out of range gives NaN, no crash."""
+    t, p = loss_inputs(name, (6, 4), np.float64, rng, label_dtype)
+    params = list(LOSSES[name][0])
+    d = dev(p)
+    getattr(gpu_mod("losses"), f"{name}_backward")(dev(t), d, *params, d)
+    assert_close(d.copy_to_host(), getattr(ref, f"{name}_backward")(t, p, *params), np.float64)
+    t[2] = 4
+    out = dev(poisoned((1,), np.float64))
+    getattr(gpu_mod("losses"), f"{name}_forward")(dev(t), dev(p), *params, out)
+    assert np.isnan(out.copy_to_host()[0])
+
+
+def test_loss_reduction_is_repeatable(rng):
+    """The grid reduction's block counter is reset: the same call twice gives the same bits."""
+    t, p = rng.standard_normal((40, 7)), rng.standard_normal((40, 7))
+    outs = []
+    for _ in range(2):
+        out = dev(poisoned((1,), np.float64))
+        gpu_mod("losses").mse_forward(dev(t), dev(p), out)
+        outs.append(out.copy_to_host()[0])
+    assert outs[0] == outs[1]
+    assert_close(outs[0], ref.mse_forward(t, p), np.float64)
+
+
+# ------------------------------------------------------------------------------------------ optim
+OPTIM_CASES = [
+    ("sgd_update", 1, dict(lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False)),
+    ("sgd_update", 1, dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=False)),
+    ("sgd_update", 1, dict(lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=True)),
+    ("adagrad_update", 1, dict(lr=0.1, eps=1e-10, weight_decay=0.01)),
+    ("rmsprop_update", 3, dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                               centered=False)),
+    ("rmsprop_update", 3, dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.01, momentum=0.9,
+                               centered=True)),
+    ("adam_update", 3, dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                            amsgrad=False, step=1)),
+    ("adam_update", 3, dict(lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01,
+                            amsgrad=True, step=7)),
+    ("adamw_update", 3, dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                             amsgrad=True, step=3)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,nstate,hyper", OPTIM_CASES)
+def test_optimizer(name, nstate, hyper, dtype, rng):
+    n = 257
+    param = rng.standard_normal(n).astype(dtype)
+    grad = rng.standard_normal(n).astype(dtype)
+    state = [np.abs(rng.standard_normal(n)) for _ in range(nstate)]
+    if name == "rmsprop_update":            # a reachable state: square_avg >= grad_avg^2
+        state[1] = 0.5 * rng.standard_normal(n)
+        state[0] += state[1] ** 2
+    state = [s.astype(dtype) for s in state]
+    cpu_args = [param.copy(), grad.copy(), *[s.copy() for s in state]]
+    getattr(cpu_mod("optim"), name)(*cpu_args, *hyper.values())
+    gpu_args = [dev(a) for a in (param, grad, *state)]
+    getattr(gpu_mod("optim"), name)(*gpu_args, *hyper.values())
+    want = getattr(ref, name)(param, grad, *state, *hyper.values())
+    got = [a.copy_to_host() for a in gpu_args]
+    assert_close(got[0], want[0], dtype, "param")
+    for k in range(nstate):
+        if not (name == "rmsprop_update" and not hyper["centered"] and k == 1):
+            assert_close(got[2 + k], want[1 + k], dtype, f"state {k}")
+    for k, (g, c) in enumerate(zip(got, cpu_args)):
+        assert_close(g, c, dtype, f"buffer {k} vs cpu")
+    np.testing.assert_array_equal(got[1], grad)
+
+
+def test_optimizer_unused_state_may_be_empty(rng):
+    p, g = rng.standard_normal(50), rng.standard_normal(50)
+    d = dev(p)
+    gpu_mod("optim").sgd_update(d, dev(g), cuda.device_array(0), 0.1, 0.0, 0.0, False)
+    assert_close(d.copy_to_host(), p - 0.1 * g, np.float64)
+    with pytest.raises(ValueError):
+        gpu_mod("optim").adagrad_update(d, dev(g), cuda.device_array(3), 0.1, 1e-10, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ elementwise
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise(dtype, rng):
+    n = 257
+    x = rng.standard_normal(n).astype(dtype)
+    u = rng.random(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    cs, gs = run_pair("elementwise", "dropout_forward", [x, u, 0.3], [((n,), dtype)] * 2)
+    want_out, want_mask = ref.dropout_forward(x, u, 0.3)
+    assert_close(gs[0], want_out, dtype, "dropout out")
+    assert_close(gs[1], want_mask, dtype, "dropout mask")
+    assert_close(gs[0], cs[0], dtype, "dropout vs cpu")
+    (c,), (o,) = run_pair("elementwise", "dropout_backward", [g, gs[1]], [((n,), dtype)])
+    assert_close(o, ref.dropout_backward(g, gs[1]), dtype, "dropout backward")
+    (c,), (o,) = run_pair("elementwise", "sum_squares", [x], [((1,), dtype)])
+    assert_close(o[0], ref.sum_squares(x), dtype, "sum_squares")
+    assert_close(o, c, dtype, "sum_squares vs cpu")
+    (c,), (o,) = run_pair("elementwise", "scale", [x, -1.7], [((n,), dtype)])
+    assert_close(o, ref.scale(x, -1.7), dtype, "scale")
+    d = dev(x)
+    gpu_mod("elementwise").scale(d, 2.0, d)                 # in place
+    assert_close(d.copy_to_host(), 2.0 * x.astype(np.float64), dtype, "scale in place")
+
+
+def test_dropout_rate_one(rng):
+    x, u = rng.standard_normal(40), rng.random(40)
+    out, mask = dev(poisoned(40, np.float64)), dev(poisoned(40, np.float64))
+    gpu_mod("elementwise").dropout_forward(dev(x), dev(u), 1.0, out, mask)
+    assert not out.copy_to_host().any() and not mask.copy_to_host().any()
+
+
+# ------------------------------------------------------------------------------------------ backend
+def test_backend_arrays(rng):
+    be = _cuda.CUDABackend()
+    assert be.name == "cuda" and be.is_device
+    assert "dense_forward" in be.kernels and callable(be.adam_update)
+    z = be.zeros((3, 45), np.float32)
+    assert z.dtype == np.float32 and not be.to_numpy(z).any()
+    f = be.full((70,), 2.5, np.float64)
+    np.testing.assert_array_equal(be.to_numpy(f), np.full(70, 2.5))
+    a = rng.standard_normal((4, 5))
+    d = be.asarray(a, np.float32)
+    assert d.dtype == np.float32 and d.shape == (4, 5)
+    np.testing.assert_array_equal(be.to_numpy(d), a.astype(np.float32))
+    assert be.asarray(d) is d
+    np.testing.assert_array_equal(be.to_numpy(be.asarray(d, np.float64)), a.astype(np.float32))
+    e = be.empty((20,), np.float32)
+    be.copy_(e, a.ravel())                                   # host -> device
+    np.testing.assert_array_equal(be.to_numpy(e), a.ravel().astype(np.float32))
+    e2 = be.empty((4, 5), np.float32)
+    be.copy_(e2, e)                                          # device -> device, reshaped
+    np.testing.assert_array_equal(be.to_numpy(e2), a.astype(np.float32))
+    be.synchronize()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backend_uniform(dtype):
+    be = _cuda.CUDABackend()
+    u1 = be.to_numpy(be.uniform((3, 400), dtype, np.random.default_rng(5)))
+    u2 = be.to_numpy(be.uniform((3, 400), dtype, np.random.default_rng(5)))
+    u3 = be.to_numpy(be.uniform((3, 400), dtype, np.random.default_rng(6)))
+    assert u1.dtype == dtype and u1.shape == (3, 400)
+    np.testing.assert_array_equal(u1, u2)
+    assert not np.array_equal(u1, u3)
+    assert u1.min() >= 0.0 and u1.max() < 1.0
+    assert abs(u1.mean() - 0.5) < 0.03 and abs(u1.var() - 1 / 12) < 0.01
+    assert len(np.unique(u1)) > 1190
+    # counter-based: the numbers do not depend on the launch shape
+    _common.config.max_blocks = 1
+    u4 = be.to_numpy(be.uniform((3, 400), dtype, np.random.default_rng(5)))
+    np.testing.assert_array_equal(u1, u4)
+
+
+def test_unavailable_without_permission(monkeypatch):
+    if not _cuda.is_simulator():
+        pytest.skip("only meaningful under the simulator")
+    monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "0")
+    assert not _cuda.is_available()
+    assert "simulator" in _cuda.unavailable_reason()
+    with pytest.raises(RuntimeError, match="simulator"):
+        _cuda.CUDABackend()
+
+
+# ------------------------------------------------------------------------------------------ coverage
+def test_every_kernel_was_launched(request):
+    """Runs last: every registered CUDA kernel ran at least once in this module."""
+    if request.config.getoption("keyword") or request.config.getoption("markexpr"):
+        pytest.skip("a -k/-m selection ran only part of the module")
+    mine = {"dense", "conv2d", "pool", "activations", "losses", "optim", "elementwise", "_common"}
+    names = {k.name for k in _common.KERNELS if k.name.split(".")[0] in mine}
+    missing = sorted(names - _common.LAUNCHED)
+    assert not missing, f"never launched: {missing}"

@@ -1,0 +1,179 @@
+"""CPU conv2d kernels: float64 reference, finite differences, PyTorch; both code paths
+(direct for small C*KH*KW, im2col + GEMM otherwise), serial and parallel."""
+import numpy as np
+import pytest
+from conftest import poisoned
+
+import reference as ref
+from numbanet.kernels.cpu import conv2d as K2
+from numbanet.testing import gradcheck
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 2e-5, np.float64: 1e-11}
+
+# (N, C, H, W, K, KH, KW, stride, pad, dil, out_hw); out_hw None = symmetric padding, otherwise
+# the output shape fixes the bottom/right padding (smaller or larger than the top/left one).
+CASES = [
+    (2, 3, 7, 9, 4, 3, 3, (1, 1), (1, 1), (1, 1), None),      # "same" 3x3, odd sizes
+    (2, 3, 8, 8, 5, 3, 3, (2, 2), (1, 1), (1, 1), None),      # stride 2, kernel > stride
+    (1, 4, 9, 7, 3, 2, 3, (2, 1), (0, 1), (2, 1), None),      # non-square kernel, dilation, N=1
+    (3, 5, 9, 8, 2, 3, 3, (1, 2), (1, 0), (2, 2), None),      # dilation 2 both ways
+    (2, 4, 6, 6, 3, 3, 3, (2, 2), (1, 1), (1, 1), (3, 2)),    # bottom/right pad 0 (shorter out)
+    (2, 4, 6, 6, 3, 3, 3, (1, 1), (0, 1), (1, 1), (5, 6)),    # bottom pad 1, right pad 0/1 asym
+    (2, 3, 5, 5, 2, 3, 3, (1, 1), (2, 2), (1, 1), None),      # pad 2 = kernel - 1
+    (2, 2, 4, 4, 3, 1, 1, (1, 1), (1, 1), (1, 1), None),      # 1x1 pad 1: border is pure bias
+    (2, 20, 3, 4, 2, 1, 1, (1, 1), (1, 1), (1, 1), None),     # the same on the GEMM path
+    (2, 6, 5, 6, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # 1x1, K=1
+    (2, 20, 4, 5, 3, 1, 1, (2, 2), (0, 0), (1, 1), None),     # 1x1 stride 2, GEMM path
+    (2, 1, 9, 8, 4, 3, 3, (1, 1), (1, 1), (1, 1), None),      # C=1 (first layer): direct path
+    (2, 1, 9, 9, 3, 3, 3, (2, 2), (0, 0), (1, 1), None),      # C=1 stride 2 direct
+    (1, 2, 7, 6, 3, 2, 2, (1, 1), (1, 0), (2, 1), (8, 5)),    # direct, dilation, asym pad
+    (2, 2, 4, 4, 3, 5, 5, (1, 1), (2, 2), (1, 1), None),      # kernel bigger than the image
+    (1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # everything 1
+]
+# big enough for the parallel paths: (direct, GEMM)
+PAR_CASES = [
+    (16, 1, 32, 32, 16, 3, 3, (1, 1), (1, 1), (1, 1), None),
+    (8, 8, 16, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1), None),
+    (8, 8, 23, 21, 16, 3, 3, (2, 2), (1, 1), (1, 1), None),
+]
+
+
+def case_id(c):
+    N, C, H, W, K, KH, KW, st, pd, dl, ohw = c
+    return f"N{N}C{C}{H}x{W}K{K}k{KH}x{KW}s{st[0]}{st[1]}p{pd[0]}{pd[1]}d{dl[0]}{dl[1]}" + (
+        f"o{ohw[0]}x{ohw[1]}" if ohw else "")
+
+
+def out_hw(c):
+    N, C, H, W, K, KH, KW, st, pd, dl, ohw = c
+    if ohw is not None:
+        return ohw
+    return ((H + 2 * pd[0] - dl[0] * (KH - 1) - 1) // st[0] + 1,
+            (W + 2 * pd[1] - dl[1] * (KW - 1) - 1) // st[1] + 1)
+
+
+def make(c, dtype, rng):
+    N, C, H, W, K, KH, KW, st, pd, dl, _ = c
+    OH, OW = out_hw(c)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    g = rng.standard_normal((N, K, OH, OW)).astype(dtype)
+    return x, w, b, g, (*st, *pd, *dl)
+
+
+def assert_close(actual, expected, dtype):
+    """Relative to each element and to the magnitude of the whole array."""
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = float(np.max(np.abs(expected))) if expected.size else 1.0
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * max(scale, 1e-300))
+
+
+def run_all(x, w, b, g, geo):
+    """All four kernels on poisoned outputs."""
+    out = poisoned(g.shape, x.dtype)
+    K2.conv2d_forward(x, w, b, *geo, out)
+    gi = poisoned(x.shape, x.dtype)
+    K2.conv2d_backward_input(g, w, *geo, gi)
+    gw = poisoned(w.shape, x.dtype)
+    K2.conv2d_backward_weight(x, g, *geo, gw)
+    gb = poisoned(b.shape, x.dtype)
+    K2.conv2d_backward_bias(g, gb)
+    return out, gi, gw, gb
+
+
+def check_against_reference(c, dtype, rng):
+    x, w, b, g, geo = make(c, dtype, rng)
+    st, pd, dl = c[7], c[8], c[9]
+    out, gi, gw, gb = run_all(x, w, b, g, geo)
+    assert_close(out, ref.conv2d_forward(x, w, b, st, pd, dl, out_hw(c)), dtype)
+    assert_close(gi, ref.conv2d_backward_input(g, w, x.shape, st, pd, dl), dtype)
+    assert_close(gw, ref.conv2d_backward_weight(x, g, w.shape, st, pd, dl), dtype)
+    assert_close(gb, ref.conv2d_backward_bias(g), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", CASES, ids=case_id)
+def test_against_reference(c, dtype, rng):
+    check_against_reference(c, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", PAR_CASES, ids=case_id)
+def test_parallel_paths_against_reference(c, dtype, rng):
+    check_against_reference(c, dtype, rng)
+
+
+def test_cases_cover_both_paths_serial_and_parallel():
+    """The shapes above exercise every branch of the dispatch (guards against retuned limits)."""
+    def ckk(c):
+        return c[1] * c[5] * c[6]
+
+    def work(c):
+        OH, OW = out_hw(c)
+        return c[0] * c[4] * OH * OW * ckk(c)
+    small = [c for c in CASES if work(c) < K2._PARALLEL_MIN_WORK]
+    big = [c for c in PAR_CASES if work(c) >= K2._PARALLEL_MIN_WORK and c[0] > 1]
+    for cases in (small, big):
+        assert any(ckk(c) <= K2._DIRECT_MAX_CKK for c in cases)
+        assert any(ckk(c) > K2._DIRECT_MAX_CKK for c in cases)
+    assert len(small) == len(CASES) and len(big) == len(PAR_CASES)
+
+
+GRAD_CASES = [
+    (2, 2, 5, 4, 3, 3, 3, (1, 1), (1, 1), (1, 1), None),
+    (1, 3, 6, 5, 2, 3, 2, (2, 1), (1, 0), (1, 2), (3, 3)),
+    (2, 1, 5, 5, 2, 2, 2, (2, 2), (1, 1), (2, 1), None),
+    (1, 9, 4, 4, 2, 2, 2, (1, 1), (0, 0), (1, 1), None),
+]
+
+
+@pytest.mark.parametrize("c", GRAD_CASES, ids=case_id)
+def test_backward_finite_differences(c, rng):
+    """Gradients of sum(conv(x, w, b) * g) w.r.t. x, w and b (float64 central differences)."""
+    x, w, b, g, geo = make(c, np.float64, rng)
+
+    def f(x, w, b):
+        out = poisoned(g.shape, np.float64)
+        K2.conv2d_forward(x, w, b, *geo, out)
+        return np.sum(out * g)
+
+    def grad_f(x, w, b):
+        _, gi, gw, gb = run_all(x, w, b, g, geo)
+        return gi, gw, gb
+    gradcheck((f, grad_f), x, w, b, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", CASES[:6] + CASES[11:14] + PAR_CASES[:2], ids=case_id)
+def test_against_torch(c, dtype, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, b, g, geo = make(c, dtype, rng)
+    N, C, H, W, K, KH, KW, st, pd, dl, _ = c
+    OH, OW = out_hw(c)
+    # torch pads symmetrically: pad explicitly (negative = crop) to get this output shape
+    extra_h = (OH - 1) * st[0] + dl[0] * (KH - 1) + 1 - H - pd[0]
+    extra_w = (OW - 1) * st[1] + dl[1] * (KW - 1) + 1 - W - pd[1]
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    tb = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(F.pad(tx, (pd[1], extra_w, pd[0], extra_h)), tw, tb, stride=st, dilation=dl)
+    y.backward(torch.tensor(g, dtype=torch.float64))
+    out, gi, gw, gb = run_all(x, w, b, g, geo)
+    assert_close(out, y.detach().numpy(), dtype)
+    assert_close(gi, tx.grad.numpy(), dtype)
+    assert_close(gw, tw.grad.numpy(), dtype)
+    assert_close(gb, tb.grad.numpy(), dtype)
+
+
+def test_float32_accumulation_is_accurate(rng):
+    """Long reductions (weight and bias gradients over batch x positions) stay accurate in float32."""
+    c = (8, 1, 40, 40, 4, 3, 3, (1, 1), (1, 1), (1, 1), None)
+    x, w, b, g, geo = make(c, np.float32, rng)
+    g += 3.0                                   # a large common offset stresses the bias sum
+    _, _, gw, gb = run_all(x, w, b, g, geo)
+    assert_close(gw, ref.conv2d_backward_weight(x, g, w.shape, (1, 1), (1, 1), (1, 1)), np.float32)
+    assert_close(gb, ref.conv2d_backward_bias(g), np.float32)

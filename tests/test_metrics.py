@@ -1,0 +1,224 @@
+"""Metrics against hand computations (scikit-learn's formulas worked out by hand), batching,
+names in compile, saving and the confusion matrix."""
+import numpy as np
+import pytest
+
+import numbanet as nb
+
+M = nb.metrics
+
+# 3 classes, 7 samples. By hand:           predicted 0  1  2
+Y_TRUE = np.array([0, 1, 2, 2, 1, 0, 2])  # true 0   [2, 0, 0]
+Y_PRED = np.array([0, 2, 2, 1, 1, 0, 0])  # true 1   [0, 1, 1]
+CM = np.array([[2, 0, 0], [0, 1, 1], [1, 1, 1]])  # true 2   [1, 1, 1]
+# tp = [2, 1, 1], fp = [1, 1, 1], fn = [0, 1, 2], support = [2, 2, 3]
+PRECISION = [2 / 3, 1 / 2, 1 / 2]
+RECALL = [1, 1 / 2, 1 / 3]
+F1 = [4 / 5, 2 / 4, 2 / 5]                 # 2tp / (2tp + fp + fn)
+SUPPORT = np.array([2, 2, 3])
+
+
+def scores_for(labels, classes, rng, noise=0.3):
+    """Softmax-like rows whose argmax is ``labels``."""
+    s = rng.uniform(0, noise, (len(labels), classes))
+    s[np.arange(len(labels)), labels] = 1.0
+    return s / s.sum(axis=1, keepdims=True)
+
+
+def run(metric, y_true, y_pred, splits=(3,)):
+    """Update in batches split at ``splits`` (accumulation must not depend on the batching)."""
+    metric.reset()
+    for t, p in zip(np.split(y_true, splits), np.split(y_pred, splits)):
+        metric.update(t, p)
+    return metric.result()
+
+
+def test_confusion_matrix_by_hand(rng):
+    np.testing.assert_array_equal(M.confusion_matrix(Y_TRUE, Y_PRED), CM)
+    probs = scores_for(Y_PRED, 3, rng)
+    np.testing.assert_array_equal(M.confusion_matrix(Y_TRUE, probs), CM)
+    one_hot = np.eye(3)[Y_TRUE]
+    np.testing.assert_array_equal(M.confusion_matrix(one_hot, probs), CM)
+    big = M.confusion_matrix(Y_TRUE, Y_PRED, num_classes=5)
+    assert big.shape == (5, 5) and big.dtype == np.int64
+    np.testing.assert_array_equal(big[:3, :3], CM)
+    assert big[3:].sum() == 0 and big[:, 3:].sum() == 0
+    binary = M.confusion_matrix([1, 0, 1, 1], np.array([[0.9], [0.6], [0.2], [0.51]]))
+    np.testing.assert_array_equal(binary, [[0, 1], [1, 2]])
+    assert M.confusion_matrix([0.0, 2.0], [2, 2]).tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 1]]
+
+
+def test_confusion_matrix_errors():
+    with pytest.raises(ValueError, match=r"y_true: labels must be in \[0, 3\), got 3"):
+        M.confusion_matrix([0, 3], [0, 1], num_classes=3)
+    with pytest.raises(ValueError, match="y_pred has 3 score columns but num_classes=4"):
+        M.confusion_matrix([0, 1], np.eye(3)[:2], num_classes=4)
+    with pytest.raises(ValueError, match="2 targets for 3 predictions"):
+        M.confusion_matrix([0, 1], [0, 1, 1])
+    with pytest.raises(ValueError, match="non-integer"):
+        M.confusion_matrix([0.5, 1], [0, 1])
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        M.confusion_matrix([-1, 1], [0, 1])
+    with pytest.raises(ValueError, match="num_classes"):
+        M.confusion_matrix([0, 1], [0, 1], num_classes=0)
+
+
+@pytest.mark.parametrize("cls, per_class", [(M.Precision, PRECISION), (M.Recall, RECALL),
+                                            (M.F1Score, F1)])
+def test_precision_recall_f1_multiclass_by_hand(cls, per_class, rng):
+    probs = scores_for(Y_PRED, 3, rng)
+    expected = {"macro": np.mean(per_class), "micro": 4 / 7,
+                "weighted": np.sum(np.array(per_class) * SUPPORT) / SUPPORT.sum()}
+    for average, value in expected.items():
+        for targets in (Y_TRUE, np.eye(3)[Y_TRUE]):
+            assert run(cls(average=average), targets, probs) == pytest.approx(value, rel=1e-12)
+            assert run(cls(average=average), targets, probs, (1, 2, 6)) == pytest.approx(
+                value, rel=1e-12)
+    assert expected["macro"] == pytest.approx({M.Precision: 5 / 9, M.Recall: 11 / 18,
+                                               M.F1Score: 1.7 / 3}[cls])
+
+
+def test_macro_average_skips_classes_never_seen_and_counts_mispredicted_ones(rng):
+    # 5 output units; classes 3 and 4 never appear in the targets or predictions: same as 3 units
+    probs5 = np.zeros((7, 5))
+    probs5[:, :3] = scores_for(Y_PRED, 3, rng)
+    assert run(M.F1Score(), Y_TRUE, probs5) == pytest.approx(np.mean(F1), rel=1e-12)
+    # predicting class 3 once (true 0) adds a class with F1 0; class 0: tp 1, fp 1, fn 1
+    pred = Y_PRED.copy()
+    pred[0] = 3
+    per_class = [2 / 4, 2 / 4, 2 / 5, 0.0]
+    assert run(M.F1Score(), Y_TRUE, np.eye(5)[pred]) == pytest.approx(np.mean(per_class))
+
+
+def test_binary_precision_recall_f1_by_hand():
+    y = np.array([1, 0, 1, 1, 0, 0])
+    p = np.array([0.9, 0.6, 0.4, 0.7, 0.2, 0.55]).reshape(-1, 1)
+    # threshold 0.5: predicted [1, 1, 0, 1, 0, 1] -> tp 2, fp 2, fn 1
+    assert run(M.Precision(), y, p) == pytest.approx(2 / 4)
+    assert run(M.Recall(), y, p) == pytest.approx(2 / 3)
+    assert run(M.F1Score(), y, p) == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    # threshold 0.65: predicted [1, 0, 0, 1, 0, 0] -> tp 2, fp 0, fn 1
+    assert run(M.Precision(threshold=0.65), y, p) == pytest.approx(1.0)
+    assert run(M.F1Score(threshold=0.65), y, p) == pytest.approx(0.8)
+    # nothing predicted positive: 0/0 -> 0 (scikit-learn's zero_division=0)
+    assert run(M.Precision(), y, np.zeros((6, 1))) == 0.0
+    assert run(M.F1Score(), np.zeros(6), np.zeros((6, 1))) == 0.0
+    assert M.Recall().result() == 0.0
+
+
+def test_top_k_accuracy_by_hand():
+    scores = np.array([[0.1, 0.5, 0.3, 0.1],      # true 2: 1 class higher
+                       [0.4, 0.3, 0.2, 0.1],      # true 3: 3 higher
+                       [0.25, 0.25, 0.25, 0.25],  # true 0: a tie, none strictly higher
+                       [0.1, 0.2, 0.3, 0.4],      # true 1: 2 higher
+                       [0.7, 0.1, 0.1, 0.1]])     # true 0: 0 higher
+    labels = np.array([2, 3, 0, 1, 0])
+    for k, expected in [(1, 2 / 5), (2, 3 / 5), (3, 4 / 5), (4, 1.0), (9, 1.0)]:
+        assert run(M.TopKAccuracy(k), labels, scores) == pytest.approx(expected)
+        assert run(M.TopKAccuracy(k), np.eye(4)[labels], scores, (2,)) == pytest.approx(expected)
+    nan_row = scores.copy()
+    nan_row[0, 2] = np.nan
+    assert run(M.TopKAccuracy(4), labels, nan_row) == pytest.approx(4 / 5)
+    with pytest.raises(ValueError, match="at least 2 output units"):
+        M.TopKAccuracy().update([1, 0], [[0.7], [0.1]])
+
+
+def test_top1_equals_accuracy_on_untied_scores(rng):
+    scores = rng.standard_normal((50, 6))
+    labels = rng.integers(0, 6, 50)
+    acc = run(M.Accuracy(), labels, scores)
+    assert run(M.TopKAccuracy(1), labels, scores, (17, 30)) == acc
+    assert run(M.Precision(average="micro"), labels, scores) == pytest.approx(acc)
+
+
+def test_binary_accuracy_mse_mae_by_hand(rng):
+    y = np.array([[1, 0], [0, 0], [1, 1]])
+    p = np.array([[0.8, 0.6], [0.3, 0.5], [0.51, 0.2]])
+    # > 0.5: [[1, 1], [0, 0], [1, 0]] -> 4 of 6 right
+    assert run(M.BinaryAccuracy(), y, p, (1,)) == pytest.approx(4 / 6)
+    assert run(M.BinaryAccuracy(threshold=0.55), y, p) == pytest.approx(3 / 6)  # empty 2nd batch
+    t, q = rng.standard_normal((9, 2)), rng.standard_normal((9, 2))
+    assert run(M.MeanSquaredError(), t, q, (4,)) == pytest.approx(np.mean((t - q) ** 2), rel=1e-12)
+    assert run(M.MeanAbsoluteError(), t, q, (4,)) == pytest.approx(np.mean(np.abs(t - q)), rel=1e-12)
+    assert run(M.MeanSquaredError(), t[:, 0], q[:, :1], (4,)) == pytest.approx(
+        np.mean((t[:, 0] - q[:, 0]) ** 2), rel=1e-12)          # (n,) targets against (n, 1)
+    with pytest.raises(ValueError, match="same number of values"):
+        M.MeanSquaredError().update(t, q[:, :1])
+
+
+def test_names_logits_threshold_and_get():
+    names = ["accuracy", "acc", "binary_accuracy", "top_k_accuracy", "precision", "recall", "f1",
+             "f1_score", "mse", "mae", "mean_squared_error", "MAE"]
+    metrics = [M.get(n) for n in names]
+    assert [m.name for m in metrics] == ["accuracy", "accuracy", "binary_accuracy",
+                                         "top_k_accuracy", "precision", "recall", "f1",
+                                         "f1_score", "mse", "mae", "mean_squared_error", "mae"]
+    assert isinstance(metrics[6], M.F1Score) and metrics[6].average == "macro"
+    logits = nb.losses.BinaryCrossentropy(from_logits=True)
+    assert M.get("precision", logits).threshold == 0.0
+    assert M.get("binary_accuracy", logits).threshold == 0.0
+    assert M.get("precision").threshold == 0.5
+    with pytest.raises(ValueError, match="unknown metric 'f2'.*f1_score"):
+        M.get("f2")
+
+
+@pytest.mark.parametrize("make, arg", [
+    (lambda: M.TopKAccuracy(0), "k"), (lambda: M.TopKAccuracy(2.0), "k"),
+    (lambda: M.F1Score(average=None), "average"), (lambda: M.Precision(average="binary"), "average"),
+    (lambda: M.Recall(threshold="0.5"), "threshold"),
+    (lambda: M.BinaryAccuracy(threshold=float("nan")), "threshold"),
+    (lambda: M.MeanSquaredError(name=""), "name"),
+])
+def test_bad_arguments(make, arg):
+    with pytest.raises(ValueError, match=rf"`{arg}` must be .*received {arg}="):
+        make()
+
+
+def test_metrics_in_fit_evaluate_and_save_load(tmp_path, rng):
+    nb.seed(0)
+    model = nb.Sequential([nb.layers.Dense(8, activation="tanh"),
+                           nb.layers.Dense(3, activation="softmax")], input_shape=(4,),
+                          dtype="float64")
+    names = ["accuracy", "top_k_accuracy", "precision", "recall", "f1", "mse"]
+    model.compile(nb.optimizers.Adam(0.05), "categorical_crossentropy",
+                  metrics=names[:5] + [M.F1Score(average="micro", name="f1_micro")])
+    x = rng.standard_normal((60, 4))
+    labels = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+    y = np.eye(3)[labels]
+    history = model.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, verbose=0, seed=0)
+    keys = names[:5] + ["f1_micro"]
+    assert list(history.history) == ["loss"] + keys + ["val_loss"] + [f"val_{k}" for k in keys]
+    # the last validation values are those of the final weights, by hand from predict
+    xv, yv = x[45:], labels[45:]
+    cm = M.confusion_matrix(yv, model.predict(xv), num_classes=3)
+    tp, predicted, actual = np.diag(cm), cm.sum(0), cm.sum(1)
+    present = (predicted + actual) > 0
+    per_p = np.divide(tp, predicted, out=np.zeros(3), where=predicted > 0)
+    per_r = np.divide(tp, actual, out=np.zeros(3), where=actual > 0)
+    per_f = np.divide(2 * tp, predicted + actual, out=np.zeros(3), where=present)
+    last = {k: v[-1] for k, v in history.history.items()}
+    assert last["val_accuracy"] == pytest.approx(tp.sum() / len(yv))
+    assert last["val_f1_micro"] == pytest.approx(tp.sum() / len(yv))
+    assert last["val_precision"] == pytest.approx(per_p[present].mean())
+    assert last["val_recall"] == pytest.approx(per_r[present].mean())
+    assert last["val_f1"] == pytest.approx(per_f[present].mean())
+    assert last["val_top_k_accuracy"] == 1.0                      # k=5 >= 3 classes
+    result = model.evaluate(xv, np.eye(3)[yv])
+    assert result["f1"] == pytest.approx(last["val_f1"])
+    model.save(tmp_path / "m.npz")
+    loaded = nb.load_model(tmp_path / "m.npz")
+    assert [m.get_config() for m in loaded.metrics] == [m.get_config() for m in model.metrics]
+    assert [type(m) for m in loaded.metrics] == [type(m) for m in model.metrics]
+    assert loaded.evaluate(xv, np.eye(3)[yv]) == pytest.approx(result)
+
+
+def test_regression_metrics_in_fit(rng):
+    nb.seed(0)
+    model = nb.Sequential([nb.layers.Dense(2)], input_shape=(3,), dtype="float64")
+    model.compile(nb.optimizers.SGD(0.05), "mse", metrics=["mse", "mae"])
+    x, y = rng.standard_normal((20, 3)), rng.standard_normal((20, 2))
+    history = model.fit(x, y, epochs=2, batch_size=5, validation_data=(x, y), verbose=0)
+    pred = model.predict(x)
+    assert history.history["val_mse"][-1] == pytest.approx(np.mean((pred - y) ** 2), rel=1e-10)
+    assert history.history["val_mae"][-1] == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-10)
+    assert history.history["val_mse"][-1] == pytest.approx(history.history["val_loss"][-1])
