@@ -2,8 +2,9 @@
 
 Plain Python functions of floats using only ``math`` functions that both Numba targets compile;
 ``kernels/cpu`` wraps them with ``njit(inline="always")``, ``kernels/cuda`` with
-``cuda.jit(device=True)``. The constants are Python floats, so float32 arguments are computed in
-float64 and rounded once when the kernel stores the result.
+``cuda.jit(device=True)``. The constants are Python floats, so most arithmetic on float32
+arguments happens in float64 (a ``math`` function of a float32 value runs in float32, as Numba
+types it by its argument); results are within a few float32 ulps once the kernel stores them.
 
 Activations: ``NAME(x[, alpha])`` is the forward value and ``NAME_grad(x, y[, alpha])`` the local
 derivative dy/dx, given the forward input ``x`` and output ``y`` (a kernel multiplies it by the
@@ -132,15 +133,6 @@ def softplus_grad(x, y):
 
 
 # ----------------------------------------------------------------------------------- losses
-def clip(v, lo, hi):
-    """v limited to [lo, hi]."""
-    if v < lo:
-        return lo
-    if v > hi:
-        return hi
-    return v
-
-
 def squared_error(t, p):
     e = p - t
     return e * e

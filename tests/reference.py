@@ -481,3 +481,77 @@ def avg_pool2d_backward(grad_out, x_shape, pool, stride, pad):
         for h, w in cells:
             gin[:, :, h, w] += g[:, :, oh, ow] / len(cells)
     return gin
+
+
+# ---- regularization, augmentation (kernels/cpu/{regularization,augmentation}.py) ---------------
+def l1l2_penalty(w, l1, l2):
+    w = np.asarray(w, np.float64)
+    return l1 * np.sum(np.abs(w)) + l2 * np.sum(w * w)
+
+
+def l1l2_penalty_backward(w, l1, l2, grad):
+    """The new gradient: grad + d penalty / d w."""
+    w = np.asarray(w, np.float64)
+    return np.asarray(grad, np.float64) + l1 * np.sign(w) + 2.0 * l2 * w
+
+
+def spatial_dropout2d_forward(x, u, rate):
+    """(out, mask): mask (N, C) = (u >= rate) / (1 - rate), broadcast over each H x W plane."""
+    mask = (np.asarray(u, np.float64) >= rate) / (1.0 - rate)
+    return np.asarray(x, np.float64) * mask[:, :, None, None], mask
+
+
+def spatial_dropout2d_backward(grad_out, mask):
+    return np.asarray(grad_out, np.float64) * np.asarray(mask, np.float64)[:, :, None, None]
+
+
+def flip_forward(x, flip_h, flip_w):
+    out = np.array(x, np.float64)
+    for n in range(out.shape[0]):
+        if flip_h[n]:
+            out[n] = out[n, :, ::-1, :]
+        if flip_w[n]:
+            out[n] = out[n, :, :, ::-1]
+    return out
+
+
+def flip_backward(grad_out, flip_h, flip_w):
+    return flip_forward(grad_out, flip_h, flip_w)
+
+
+def translate_forward(x, dy, dx):
+    """out[n, c, h, w] = x[n, c, h - dy[n], w - dx[n]], zero outside the image."""
+    x = np.asarray(x, np.float64)
+    N, C, H, W = x.shape
+    out = np.zeros_like(x)
+    for n in range(N):
+        for h in range(H):
+            for w in range(W):
+                sh, sw = h - int(dy[n]), w - int(dx[n])
+                if 0 <= sh < H and 0 <= sw < W:
+                    out[n, :, h, w] = x[n, :, sh, sw]
+    return out
+
+
+def translate_backward(grad_out, dy, dx):
+    """The transpose of translate_forward: each output gradient goes back to its source pixel."""
+    g = np.asarray(grad_out, np.float64)
+    N, C, H, W = g.shape
+    gin = np.zeros_like(g)
+    for n in range(N):
+        for h in range(H):
+            for w in range(W):
+                sh, sw = h - int(dy[n]), w - int(dx[n])
+                if 0 <= sh < H and 0 <= sw < W:
+                    gin[n, :, sh, sw] += g[n, :, h, w]
+    return gin
+
+
+def gaussian_noise_forward(x, noise, stddev):
+    return np.asarray(x, np.float64) + stddev * np.asarray(noise, np.float64)
+
+
+def box_muller(u):
+    u = np.asarray(u, np.float64)
+    n = u.size // 2
+    return np.sqrt(-2.0 * np.log(1.0 - u[:n])) * np.cos(2.0 * np.pi * u[n:])

@@ -250,8 +250,8 @@ def test_reduce_lr_on_plateau_after_patience(data):
     assert [logs["learning_rate"] for logs in rec.logs] == pytest.approx(rec.rates[::3])
     # cooldown=1: the epoch after a reduction is not counted
     model, rec = tiny(lr=0.1), Recorder()
-    fit(model, data, [Inject(scores), C.ReduceLROnPlateau("score", factor=0.5, patience=2,
-                                                          min_delta=0.0, cooldown=1), rec], epochs=8)
+    plateau = C.ReduceLROnPlateau("score", factor=0.5, patience=2, min_delta=0.0, cooldown=1)
+    fit(model, data, [Inject(scores), plateau, rec], epochs=8)
     assert rec.rates[::3] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
 
 

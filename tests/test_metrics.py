@@ -139,7 +139,8 @@ def test_binary_accuracy_mse_mae_by_hand(rng):
     assert run(M.BinaryAccuracy(threshold=0.55), y, p) == pytest.approx(3 / 6)  # empty 2nd batch
     t, q = rng.standard_normal((9, 2)), rng.standard_normal((9, 2))
     assert run(M.MeanSquaredError(), t, q, (4,)) == pytest.approx(np.mean((t - q) ** 2), rel=1e-12)
-    assert run(M.MeanAbsoluteError(), t, q, (4,)) == pytest.approx(np.mean(np.abs(t - q)), rel=1e-12)
+    assert run(M.MeanAbsoluteError(), t, q, (4,)) == pytest.approx(np.mean(np.abs(t - q)),
+                                                                   rel=1e-12)
     assert run(M.MeanSquaredError(), t[:, 0], q[:, :1], (4,)) == pytest.approx(
         np.mean((t[:, 0] - q[:, 0]) ** 2), rel=1e-12)          # (n,) targets against (n, 1)
     with pytest.raises(ValueError, match="same number of values"):
@@ -164,7 +165,8 @@ def test_names_logits_threshold_and_get():
 
 @pytest.mark.parametrize("make, arg", [
     (lambda: M.TopKAccuracy(0), "k"), (lambda: M.TopKAccuracy(2.0), "k"),
-    (lambda: M.F1Score(average=None), "average"), (lambda: M.Precision(average="binary"), "average"),
+    (lambda: M.F1Score(average=None), "average"),
+    (lambda: M.Precision(average="binary"), "average"),
     (lambda: M.Recall(threshold="0.5"), "threshold"),
     (lambda: M.BinaryAccuracy(threshold=float("nan")), "threshold"),
     (lambda: M.MeanSquaredError(name=""), "name"),

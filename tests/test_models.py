@@ -283,6 +283,11 @@ def test_cli_train(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--output", str(out), "--verbose", "0"]) == 0
     text = capsys.readouterr().out
     assert "test accuracy:" in text and os.path.exists(out)
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except ImportError:
+        assert not (tmp_path / "digits.png").exists()
     assert nb.load_model(out).predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
     assert main(["train", "--optimizer", "nope", "--epochs", "1", "--verbose", "0",
                  "--output", str(out)]) == 2

@@ -1,7 +1,7 @@
 """Normalization: CPU kernels against float64 references and finite differences; the layers
 (gradcheck, PyTorch, training vs inference, moving statistics, config, bad arguments); a tiny model
 that trains and round-trips its moving statistics through save/load; the CUDA kernels in Numba's
-simulator against the CPU kernels; and PTX compilation of the CUDA kernels for sm_90."""
+simulator against the CPU kernels (tests/test_cuda_ptx.py compiles them to PTX for sm_90)."""
 import json
 
 import numpy as np
@@ -517,24 +517,3 @@ def test_layers_on_the_cuda_backend_match_cpu(gpu, monkeypatch, rng):
             for k in host.buffers:
                 assert_close(be.to_numpy(dev.buffers[k]), host.buffers[k], np.float64)
 
-
-def test_cuda_kernels_compile_to_ptx_for_sm90():
-    """Every private CUDA kernel of this module, float32 and float64, in a subprocess with the
-    simulator off (needs libNVVM, not a GPU); no errors and, with ptxas, no register spills."""
-    pytest.importorskip("numba.cuda")
-    from numbanet import _cuda
-    from numbanet.kernels.cuda import _common
-    from numbanet.kernels.cuda import normalization as G  # noqa: F401  (registers the kernels)
-    names = [k.name for k in _common.KERNELS if k.name.startswith("normalization.")]
-    assert len(names) == 8
-    result = _cuda.kernel_resources(names=names)
-    if "skip" in result:
-        pytest.skip(result["skip"])
-    rows = result["rows"]
-    assert sorted((r["kernel"], r["dtype"]) for r in rows) == \
-        sorted((n, dt) for n in names for dt in ("float32", "float64"))
-    for row in rows:
-        assert "error" not in row and "ptxas_error" not in row, row
-        assert row["ptx_lines"] > 0
-        if result["ptxas"]:
-            assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import numbanet as nb
-from numbanet.plot import _quantities, plot_history
+from numbanet.plot import _quantities, plot_history, require_matplotlib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -89,3 +89,6 @@ def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ImportError, match=r"pip install numbanet\[plot\]"):
         plot_history({"loss": [1.0]}, tmp_path / "x.png")
+    with pytest.raises(ImportError, match=r"pip install numbanet\[plot\]"):
+        require_matplotlib()
+    assert not (tmp_path / "x.png").exists()

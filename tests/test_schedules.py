@@ -41,7 +41,8 @@ def test_cosine_decay_formula_and_clamp():
         t = min(step, 10)
         expected = 0.3 * (0.9 * 0.5 * (1 + math.cos(math.pi * t / 10)) + 0.1)
         assert s(step) == pytest.approx(expected, rel=1e-14)
-    assert s(0) == pytest.approx(0.3) and s(10) == pytest.approx(0.03) and s(50) == pytest.approx(0.03)
+    assert s(0) == pytest.approx(0.3)
+    assert s(10) == pytest.approx(0.03) and s(50) == pytest.approx(0.03)
     assert S.CosineDecay(1.0, 4)(2) == pytest.approx(0.5, rel=1e-14)
 
 

@@ -1,16 +1,20 @@
 """2-D convolution kernels (NCHW input, OIHW weight), CPU.
 
-Two strategies, picked per call from the problem shape:
+Every image is first copied into a zero-padded scratch ``xp`` (C, Hp, Wp) covering exactly the
+cells the output reads (Hp = (OH-1)*sh + (KH-1)*dh + 1, likewise Wp; top/left padding pad_h/pad_w,
+bottom/right padding whatever the output shape implies, possibly a crop), so no inner loop tests
+bounds. Then one of two strategies, picked from the shape:
 
-* GEMM: im2col of the whole batch into ``col`` (C*KH*KW, N*OH*OW) (parallel over images), one
-  BLAS GEMM through ``np.dot``, and a parallel scatter back to NCHW. Used when the reduction
-  C*KH*KW is wide enough for BLAS to pay for the im2col copy.
-* direct: for few input channels (a first layer: C*KH*KW tiny) a GEMM is a thin, memory-bound
-  product, so each output plane is accumulated in place from shifted input rows instead; the
-  innermost loop runs along a contiguous row and vectorizes.
+* GEMM (C*KH*KW > _DIRECT_MAX_CKK): im2col of a chunk of images into ``col`` (C*KH*KW, n*OH*OW)
+  (parallel over images), one BLAS GEMM through ``np.dot``, and a parallel scatter back to NCHW.
+  Chunks keep ``col`` a few MB (cache-resident, no huge allocations).
+* direct (few input channels, e.g. a first layer): a GEMM would be thin and memory-bound, so each
+  output plane is accumulated tap by tap. With unit strides output cell (oh, ow) reads flat index
+  q + i*dh*Wp + j*dw of a padded plane, q = oh*Wp + ow, so a plane is one long contiguous loop per
+  kernel tap over a "wide" (OH, Wp) output whose extra Wp - OW columns per row are dropped.
 
-Padding: ``pad_h``/``pad_w`` are the top/left padding; the bottom/right padding is whatever the
-output shape implies. Input positions outside the image read as zero.
+Inner loops read through slices (``row[o:o + L]``) rather than ``row[q + o]``: a possibly negative
+index makes Numba emit a wraparound test per element, which blocks vectorization.
 """
 import numpy as np
 from numba import njit, prange
@@ -21,218 +25,20 @@ _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _PARALLEL_MIN_WORK = 1 << 20
 # C*KH*KW at or below which the direct kernels beat im2col + GEMM.
 _DIRECT_MAX_CKK = 16
+# Bytes of im2col matrix per chunk of images on the GEMM path.
+_CHUNK_BYTES = 8 << 20
 # Image chunks the direct weight gradient is split into (fixed, so results do not depend on the
 # thread count); each chunk sums into its own float64 partial gradient.
 _WEIGHT_CHUNKS = 16
 
 
 # ---------------------------------------------------------------------------------------------
-# index helpers
-# ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _valid_range(n_out, n_in, stride, off):
-    """[lo, hi): the output positions o with 0 <= o*stride + off < n_in, clipped to [0, n_out)."""
-    lo = 0 if off >= 0 else (stride - 1 - off) // stride
-    hi = (n_in - off + stride - 1) // stride if n_in - off > 0 else 0
-    lo = min(lo, n_out)
-    hi = max(lo, min(hi, n_out))
-    return lo, hi
-
-
-@njit(cache=True)
-def _col_ranges(KW, OW, W, sw, pw, dw):
-    """Valid output-column range [lo[j], hi[j]) and input offset off[j] for each kernel column j."""
-    lo = np.empty(KW, np.int64)
-    hi = np.empty(KW, np.int64)
-    off = np.empty(KW, np.int64)
-    for j in range(KW):
-        off[j] = j * dw - pw
-        lo[j], hi[j] = _valid_range(OW, W, sw, off[j])
-    return lo, hi, off
-
-
-# ---------------------------------------------------------------------------------------------
-# im2col / col2im
-# ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _im2col_image(x, n, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col, c0):
-    """col[(c*KH+i)*KW+j, c0 + oh*OW + ow] = x[n, c, oh*sh-ph+i*dh, ow*sw+off[j]] (0 outside)."""
-    C, H = x.shape[1], x.shape[2]
-    for c in range(C):
-        for i in range(KH):
-            for j in range(KW):
-                r = (c * KH + i) * KW + j
-                row = col[r]
-                a, z, o = lo[j], hi[j], off[j]
-                for oh in range(OH):
-                    h = oh * sh - ph + i * dh
-                    base = c0 + oh * OW
-                    if h < 0 or h >= H:
-                        for ow in range(OW):
-                            row[base + ow] = 0.0
-                        continue
-                    xr = x[n, c, h]
-                    for ow in range(a):
-                        row[base + ow] = 0.0
-                    if sw == 1:
-                        for ow in range(a, z):
-                            row[base + ow] = xr[ow + o]
-                    else:
-                        for ow in range(a, z):
-                            row[base + ow] = xr[ow * sw + o]
-                    for ow in range(z, OW):
-                        row[base + ow] = 0.0
-
-
-@njit(cache=True, parallel=True)
-def _im2col_par(x, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col):
-    P = OH * OW
-    for n in prange(x.shape[0]):
-        _im2col_image(x, n, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col, n * P)
-
-
-@njit(cache=True)
-def _im2col_ser(x, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col):
-    P = OH * OW
-    for n in range(x.shape[0]):
-        _im2col_image(x, n, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col, n * P)
-
-
-@njit(cache=True)
-def _im2col(x, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, parallel):
-    """The (C*KH*KW, N*OH*OW) im2col matrix of the whole batch."""
-    N, C, H, W = x.shape
-    lo, hi, off = _col_ranges(KW, OW, W, sw, pw, dw)
-    col = np.empty((C * KH * KW, N * OH * OW), x.dtype)
-    if parallel:
-        _im2col_par(x, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col)
-    else:
-        _im2col_ser(x, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, col)
-    return col
-
-
-@njit(cache=True)
-def _col2im_image(col, c0, n, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, grad_in):
-    """grad_in[n] = sum of col entries over the input cells they were gathered from."""
-    C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
-    g = grad_in[n]
-    for c in range(C):
-        for h in range(H):
-            for w in range(W):
-                g[c, h, w] = 0.0
-    for c in range(C):
-        for i in range(KH):
-            for j in range(KW):
-                row = col[(c * KH + i) * KW + j]
-                a, z, o = lo[j], hi[j], off[j]
-                for oh in range(OH):
-                    h = oh * sh - ph + i * dh
-                    if h < 0 or h >= H:
-                        continue
-                    gr = g[c, h]
-                    base = c0 + oh * OW
-                    if sw == 1:
-                        for ow in range(a, z):
-                            gr[ow + o] += row[base + ow]
-                    else:
-                        for ow in range(a, z):
-                            gr[ow * sw + o] += row[base + ow]
-
-
-@njit(cache=True, parallel=True)
-def _col2im_par(col, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, grad_in):
-    P = OH * OW
-    for n in prange(grad_in.shape[0]):
-        _col2im_image(col, n * P, n, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, grad_in)
-
-
-@njit(cache=True)
-def _col2im_ser(col, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, grad_in):
-    P = OH * OW
-    for n in range(grad_in.shape[0]):
-        _col2im_image(col, n * P, n, KH, KW, sh, sw, ph, dh, OH, OW, lo, hi, off, grad_in)
-
-
-# ---------------------------------------------------------------------------------------------
-# (K, N*P) <-> (N, K, P) layout changes
-# ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _unfold_image(res, b, n, out3):
-    """out3[n, k, :] = res[k, n*P:(n+1)*P] + b[k]."""
-    K, P = out3.shape[1], out3.shape[2]
-    c0 = n * P
-    for k in range(K):
-        bk = b[k]
-        src = res[k]
-        dst = out3[n, k]
-        for p in range(P):
-            dst[p] = src[c0 + p] + bk
-
-
-@njit(cache=True, parallel=True)
-def _unfold_par(res, b, out3):
-    for n in prange(out3.shape[0]):
-        _unfold_image(res, b, n, out3)
-
-
-@njit(cache=True)
-def _unfold_ser(res, b, out3):
-    for n in range(out3.shape[0]):
-        _unfold_image(res, b, n, out3)
-
-
-@njit(cache=True)
-def _fold_image(g3, n, gT):
-    """gT[k, n*P:(n+1)*P] = g3[n, k, :]."""
-    K, P = g3.shape[1], g3.shape[2]
-    c0 = n * P
-    for k in range(K):
-        src = g3[n, k]
-        dst = gT[k]
-        for p in range(P):
-            dst[c0 + p] = src[p]
-
-
-@njit(cache=True, parallel=True)
-def _fold_par(g3, gT):
-    for n in prange(g3.shape[0]):
-        _fold_image(g3, n, gT)
-
-
-@njit(cache=True)
-def _fold_ser(g3, gT):
-    for n in range(g3.shape[0]):
-        _fold_image(g3, n, gT)
-
-
-@njit(cache=True)
-def _fold(grad_out, parallel):
-    """grad_out (N, K, OH, OW) as a (K, N*OH*OW) matrix."""
-    N, K, OH, OW = grad_out.shape
-    g3 = grad_out.reshape(N, K, OH * OW)
-    gT = np.empty((K, N * OH * OW), grad_out.dtype)
-    if parallel:
-        _fold_par(g3, gT)
-    else:
-        _fold_ser(g3, gT)
-    return gT
-
-
-# ---------------------------------------------------------------------------------------------
-# direct kernels (small C*KH*KW)
-#
-# Each image is first copied into a zero-padded scratch ``xp`` (C, Hp, Wp) that covers exactly the
-# cells the output reads (Hp = (OH-1)*sh + (KH-1)*dh + 1, likewise Wp), so no loop below tests
-# bounds. With unit strides output cell (oh, ow) reads xp[c, oh + i*dh, ow + j*dw], i.e. flat
-# index q + i*dh*Wp + j*dw with q = oh*Wp + ow: a whole plane is then one long contiguous loop per
-# kernel tap, on a "wide" (OH, Wp) output whose Wp - OW extra columns per row are discarded.
+# padded images
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
 def _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw):
+    """(Hp, Wp): the padded-input extent the output reads."""
     return (OH - 1) * sh + (KH - 1) * dh + 1, (OW - 1) * sw + (KW - 1) * dw + 1
 
 
@@ -246,24 +52,169 @@ def _pad_image(x, n, ph, pw, xp):
     w0, w1 = max(0, -pw), min(W, Wp - pw)
     for c in range(C):
         for h in range(h0, h1):
-            src = x[n, c, h]
-            dst = xp[c, h + ph]
-            for w in range(w0, w1):
-                dst[w + pw] = src[w]
+            src = x[n, c, h, w0:w1]
+            dst = xp[c, h + ph, w0 + pw:w1 + pw]
+            for t in range(w1 - w0):
+                dst[t] = src[t]
 
 
 @njit(cache=True)
+def _crop_image(dxp, n, ph, pw, grad_in):
+    """grad_in[n] = the image part of the padded gradient dxp (zero where dxp does not reach)."""
+    C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
+    Hp, Wp = dxp.shape[1], dxp.shape[2]
+    w0, w1 = max(0, -pw), max(max(0, -pw), min(W, Wp - pw))
+    for c in range(C):
+        for h in range(H):
+            dst = grad_in[n, c, h]
+            for t in range(W):
+                dst[t] = 0.0
+            hp = h + ph
+            if 0 <= hp < Hp:
+                src = dxp[c, hp, w0 + pw:w1 + pw]
+                d2 = dst[w0:w1]
+                for t in range(w1 - w0):
+                    d2[t] = src[t]
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMM path: im2col / col2im over a chunk of images, (K, n*P) <-> (n, K, P) layout changes
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, c0):
+    """col[(c*KH+i)*KW+j, c0 + oh*OW + ow] = padded x[n, c, oh*sh + i*dh, ow*sw + j*dw]."""
+    C = x.shape[1]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    xp = np.empty((C, Hp, Wp), x.dtype)
+    _pad_image(x, n, ph, pw, xp)
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                row = col[(c * KH + i) * KW + j]
+                for oh in range(OH):
+                    dst = row[c0 + oh * OW:c0 + (oh + 1) * OW]
+                    if sw == 1:
+                        src = xp[c, oh * sh + i * dh, j * dw:]
+                        for ow in range(OW):
+                            dst[ow] = src[ow]
+                    else:
+                        srcs = xp[c, oh * sh + i * dh, j * dw::sw]
+                        for ow in range(OW):
+                            dst[ow] = srcs[ow]
+
+
+@njit(cache=True)
+def _col2im_image(col, c0, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in):
+    """grad_in[n] = the sum of the col entries over the input cells they were gathered from."""
+    C = grad_in.shape[1]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    dxp = np.zeros((C, Hp, Wp), grad_in.dtype)
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                row = col[(c * KH + i) * KW + j]
+                for oh in range(OH):
+                    src = row[c0 + oh * OW:c0 + (oh + 1) * OW]
+                    if sw == 1:
+                        dst = dxp[c, oh * sh + i * dh, j * dw:]
+                        for ow in range(OW):
+                            dst[ow] += src[ow]
+                    else:
+                        dsts = dxp[c, oh * sh + i * dh, j * dw::sw]
+                        for ow in range(OW):
+                            dsts[ow] += src[ow]
+    _crop_image(dxp, n, ph, pw, grad_in)
+
+
+@njit(cache=True)
+def _unfold_image(res, b, n, i, out3):
+    """out3[n, k, :] = res[k, i*P:(i+1)*P] + b[k] (image n is the i-th of its chunk)."""
+    K, P = out3.shape[1], out3.shape[2]
+    for k in range(K):
+        bk = b[k]
+        src = res[k, i * P:(i + 1) * P]
+        dst = out3[n, k]
+        for p in range(P):
+            dst[p] = src[p] + bk
+
+
+@njit(cache=True)
+def _fold_image(g3, n, i, gT):
+    """gT[k, i*P:(i+1)*P] = g3[n, k, :]."""
+    K, P = g3.shape[1], g3.shape[2]
+    for k in range(K):
+        src = g3[n, k]
+        dst = gT[k, i * P:(i + 1) * P]
+        for p in range(P):
+            dst[p] = src[p]
+
+
+@njit(cache=True, parallel=True)
+def _im2col_fold_par(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT):
+    """im2col of images n0..n1-1 (when col has rows) and fold of their gradient (when gT has)."""
+    P = OH * OW
+    for n in prange(n0, n1):
+        if col.shape[0] > 0:
+            _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, (n - n0) * P)
+        if gT.shape[0] > 0:
+            _fold_image(g3, n, n - n0, gT)
+
+
+@njit(cache=True)
+def _im2col_fold_ser(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT):
+    P = OH * OW
+    for n in range(n0, n1):
+        if col.shape[0] > 0:
+            _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, (n - n0) * P)
+        if gT.shape[0] > 0:
+            _fold_image(g3, n, n - n0, gT)
+
+
+@njit(cache=True)
+def _im2col_fold(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT, parallel):
+    if parallel:
+        _im2col_fold_par(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT)
+    else:
+        _im2col_fold_ser(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT)
+
+
+@njit(cache=True, parallel=True)
+def _unfold_par(res, b, n0, n1, out3):
+    for n in prange(n0, n1):
+        _unfold_image(res, b, n, n - n0, out3)
+
+
+@njit(cache=True, parallel=True)
+def _col2im_par(dcol, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in):
+    P = OH * OW
+    for n in prange(n0, n1):
+        _col2im_image(dcol, (n - n0) * P, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in)
+
+
+@njit(cache=True)
+def _chunk(N, per_image):
+    """Images per chunk so that a chunk's im2col matrix stays near _CHUNK_BYTES."""
+    return max(1, min(N, _CHUNK_BYTES // max(per_image, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# direct path (small C*KH*KW)
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
 def _wide_grad(g, n, k, Wp, gw):
-    """gw (flat (OH-1)*Wp + OW) = g[n, k] laid out with row stride Wp, zeros in between rows."""
+    """gw (flat, (OH-1)*Wp + OW) = g[n, k] laid out with row stride Wp, zeros between rows."""
     OH, OW = g.shape[2], g.shape[3]
     for oh in range(OH):
         src = g[n, k, oh]
-        base = oh * Wp
+        dst = gw[oh * Wp:oh * Wp + OW]
         for ow in range(OW):
-            gw[base + ow] = src[ow]
+            dst[ow] = src[ow]
         if oh < OH - 1:
-            for ow in range(OW, Wp):
-                gw[base + ow] = 0.0
+            gap = gw[oh * Wp + OW:(oh + 1) * Wp]
+            for t in range(Wp - OW):
+                gap[t] = 0.0
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -282,18 +233,18 @@ def _direct_forward_image(x, w, b, n, sh, sw, ph, pw, dh, dw, out):
             for q in range(L):
                 acc[q] = bk
             for c in range(C):
-                xr = xf[c]
                 for i in range(KH):
                     for j in range(KW):
                         wv = w[k, c, i, j]
                         o = i * dh * Wp + j * dw
+                        xs = xf[c, o:o + L]
                         for q in range(L):
-                            acc[q] += wv * xr[q + o]
+                            acc[q] += wv * xs[q]
             for oh in range(OH):
                 dst = out[n, k, oh]
-                base = oh * Wp
+                src = acc[oh * Wp:oh * Wp + OW]
                 for ow in range(OW):
-                    dst[ow] = acc[base + ow]
+                    dst[ow] = src[ow]
     else:
         for k in range(K):
             bk = b[k]
@@ -303,12 +254,11 @@ def _direct_forward_image(x, w, b, n, sh, sw, ph, pw, dh, dw, out):
                     orow[ow] = bk
                 for c in range(C):
                     for i in range(KH):
-                        xr = xp[c, oh * sh + i * dh]
                         for j in range(KW):
                             wv = w[k, c, i, j]
-                            o = j * dw
+                            xs = xp[c, oh * sh + i * dh, j * dw::sw]
                             for ow in range(OW):
-                                orow[ow] += wv * xr[ow * sw + o]
+                                orow[ow] += wv * xs[ow]
 
 
 @njit(cache=True, parallel=True)
@@ -319,7 +269,7 @@ def _direct_forward_par(x, w, b, sh, sw, ph, pw, dh, dw, out):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _direct_backward_input_image(grad_out, w, n, sh, sw, ph, pw, dh, dw, grad_in):
-    C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
+    C = grad_in.shape[1]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
@@ -331,37 +281,25 @@ def _direct_backward_input_image(grad_out, w, n, sh, sw, ph, pw, dh, dw, grad_in
         for k in range(K):
             _wide_grad(grad_out, n, k, Wp, gw)
             for c in range(C):
-                dr = dxf[c]
                 for i in range(KH):
                     for j in range(KW):
                         wv = w[k, c, i, j]
                         o = i * dh * Wp + j * dw
+                        ds = dxf[c, o:o + L]
                         for q in range(L):
-                            dr[q + o] += wv * gw[q]
+                            ds[q] += wv * gw[q]
     else:
         for k in range(K):
             for oh in range(OH):
                 gr = grad_out[n, k, oh]
                 for c in range(C):
                     for i in range(KH):
-                        dr = dxp[c, oh * sh + i * dh]
                         for j in range(KW):
                             wv = w[k, c, i, j]
-                            o = j * dw
+                            ds = dxp[c, oh * sh + i * dh, j * dw::sw]
                             for ow in range(OW):
-                                dr[ow * sw + o] += wv * gr[ow]
-    for c in range(C):
-        for h in range(H):
-            dst = grad_in[n, c, h]
-            hp = h + ph
-            if hp < 0 or hp >= Hp:
-                for ww in range(W):
-                    dst[ww] = 0.0
-                continue
-            src = dxp[c, hp]
-            for ww in range(W):
-                wp = ww + pw
-                dst[ww] = src[wp] if 0 <= wp < Wp else 0.0
+                                ds[ow] += wv * gr[ow]
+    _crop_image(dxp, n, ph, pw, grad_in)
 
 
 @njit(cache=True, parallel=True)
@@ -381,32 +319,31 @@ def _direct_backward_weight_images(x, grad_out, n0, n1, sh, sw, ph, pw, dh, dw, 
     xf = xp.reshape(C, Hp * Wp)
     L = (OH - 1) * Wp + OW
     gw = np.empty(L, x.dtype)
-    zero = np.zeros(1, x.dtype)[0]          # per-dot sums in the input dtype (vectorize fully)
+    zero = np.zeros(1, x.dtype)[0]          # per-plane sums in the input dtype vectorize fully
     for n in range(n0, n1):
         _pad_image(x, n, ph, pw, xp)
         for k in range(K):
             if sh == 1 and sw == 1:
                 _wide_grad(grad_out, n, k, Wp, gw)
                 for c in range(C):
-                    xr = xf[c]
                     for i in range(KH):
                         for j in range(KW):
                             o = i * dh * Wp + j * dw
+                            xs = xf[c, o:o + L]
                             s = zero
                             for q in range(L):
-                                s += gw[q] * xr[q + o]
+                                s += gw[q] * xs[q]
                             acc[k, c, i, j] += s
             else:
                 for c in range(C):
                     for i in range(KH):
                         for j in range(KW):
-                            o = j * dw
                             s = zero
                             for oh in range(OH):
                                 gr = grad_out[n, k, oh]
-                                xr = xp[c, oh * sh + i * dh]
+                                xs = xp[c, oh * sh + i * dh, j * dw::sw]
                                 for ow in range(OW):
-                                    s += gr[ow] * xr[ow * sw + o]
+                                    s += gr[ow] * xs[ow]
                             acc[k, c, i, j] += s
 
 
@@ -421,97 +358,20 @@ def _direct_backward_weight_par(x, grad_out, sh, sw, ph, pw, dh, dw, partial):
 
 
 # ---------------------------------------------------------------------------------------------
-# public kernels
+# bias gradient
 # ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
-    """out = conv(x, w) + b: x (N,C,H,W), w (K,C,KH,KW), b (K,), out (N,K,OH,OW)."""
-    N, C, H, W = x.shape
-    K, _, KH, KW = w.shape
-    OH, OW = out.shape[2], out.shape[3]
-    CKK = C * KH * KW
-    parallel = N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
-    if CKK <= _DIRECT_MAX_CKK:
-        if parallel:
-            _direct_forward_par(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
-        else:
-            for n in range(N):
-                _direct_forward_image(x, w, b, n, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
-        return
-    col = _im2col(x, KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, OH, OW, parallel)
-    res = np.dot(w.reshape(K, CKK), col)
-    out3 = out.reshape(N, K, OH * OW)
-    if parallel:
-        _unfold_par(res, b, out3)
-    else:
-        _unfold_ser(res, b, out3)
-
-
-@njit(cache=True)
-def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in):
-    """grad_in = d(sum(out * grad_out)) / dx, written in full."""
-    N, C, H, W = grad_in.shape
-    K, _, KH, KW = w.shape
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    CKK = C * KH * KW
-    parallel = N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
-    if CKK <= _DIRECT_MAX_CKK:
-        if parallel:
-            _direct_backward_input_par(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in)
-        else:
-            for n in range(N):
-                _direct_backward_input_image(grad_out, w, n, stride_h, stride_w, pad_h, pad_w,
-                                             dil_h, dil_w, grad_in)
-        return
-    lo, hi, off = _col_ranges(KW, OW, W, stride_w, pad_w, dil_w)
-    gT = _fold(grad_out, parallel)
-    dcol = np.dot(w.reshape(K, CKK).T, gT)
-    if parallel:
-        _col2im_par(dcol, KH, KW, stride_h, stride_w, pad_h, dil_h, OH, OW, lo, hi, off, grad_in)
-    else:
-        _col2im_ser(dcol, KH, KW, stride_h, stride_w, pad_h, dil_h, OH, OW, lo, hi, off, grad_in)
-
-
-@njit(cache=True)
-def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w):
-    """grad_w = d(sum(out * grad_out)) / dw."""
-    N, C, H, W = x.shape
-    K, _, KH, KW = grad_w.shape
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    CKK = C * KH * KW
-    parallel = N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
-    if CKK <= _DIRECT_MAX_CKK:
-        T = min(N, _WEIGHT_CHUNKS) if parallel else 1
-        partial = np.zeros((T, K, C, KH, KW), np.float64)
-        if parallel:
-            _direct_backward_weight_par(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, partial)
-        else:
-            _direct_backward_weight_images(x, grad_out, 0, N, stride_h, stride_w, pad_h, pad_w,
-                                           dil_h, dil_w, partial[0])
-        for k in range(K):
-            for c in range(C):
-                for i in range(KH):
-                    for j in range(KW):
-                        s = 0.0
-                        for t in range(T):
-                            s += partial[t, k, c, i, j]
-                        grad_w[k, c, i, j] = s
-        return
-    col = _im2col(x, KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, OH, OW, parallel)
-    gT = _fold(grad_out, parallel)
-    gw = np.dot(gT, col.T)
-    grad_w.reshape(K, CKK)[:, :] = gw
-
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _bias_sum(g3, k):
-    """sum of g3[:, k, :] (float64 accumulation)."""
+    """sum of g3[:, k, :]: per-plane sums in the input dtype, accumulated in float64."""
     s = 0.0
+    zero = np.zeros(1, g3.dtype)[0]
     for n in range(g3.shape[0]):
         row = g3[n, k]
+        t = zero
         for p in range(g3.shape[2]):
-            s += row[p]
+            t += row[p]
+        s += t
     return s
 
 
@@ -519,6 +379,123 @@ def _bias_sum(g3, k):
 def _bias_par(g3, grad_b):
     for k in prange(g3.shape[1]):
         grad_b[k] = _bias_sum(g3, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# public kernels
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _use_parallel(N, K, OH, OW, CKK):
+    return N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
+
+
+@njit(cache=True)
+def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
+    """out = conv(x, w) + b: x (N,C,H,W), w (K,C,KH,KW), b (K,), out (N,K,OH,OW)."""
+    N, C = x.shape[0], x.shape[1]
+    K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
+    OH, OW = out.shape[2], out.shape[3]
+    CKK, P = C * KH * KW, OH * OW
+    parallel = _use_parallel(N, K, OH, OW, CKK)
+    geo = (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    if CKK <= _DIRECT_MAX_CKK:
+        if parallel:
+            _direct_forward_par(x, w, b, *geo, out)
+        else:
+            for n in range(N):
+                _direct_forward_image(x, w, b, n, *geo, out)
+        return
+    wm = w.reshape(K, CKK)
+    out3 = out.reshape(N, K, P)
+    nb = _chunk(N, CKK * P * x.itemsize)
+    colbuf = np.empty(CKK * nb * P, x.dtype)
+    resbuf = np.empty(K * nb * P, x.dtype)
+    nogT = np.empty((0, 1), x.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        m = (n1 - n0) * P
+        col = colbuf[:CKK * m].reshape(CKK, m)
+        res = resbuf[:K * m].reshape(K, m)
+        _im2col_fold(x, out3, n0, n1, KH, KW, *geo, OH, OW, col, nogT, parallel)
+        np.dot(wm, col, res)
+        if parallel:
+            _unfold_par(res, b, n0, n1, out3)
+        else:
+            for n in range(n0, n1):
+                _unfold_image(res, b, n, n - n0, out3)
+
+
+@njit(cache=True)
+def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in):
+    """grad_in = d(sum(out * grad_out)) / dx, written in full."""
+    N, C = grad_in.shape[0], grad_in.shape[1]
+    K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    CKK, P = C * KH * KW, OH * OW
+    parallel = _use_parallel(N, K, OH, OW, CKK)
+    geo = (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    if CKK <= _DIRECT_MAX_CKK:
+        if parallel:
+            _direct_backward_input_par(grad_out, w, *geo, grad_in)
+        else:
+            for n in range(N):
+                _direct_backward_input_image(grad_out, w, n, *geo, grad_in)
+        return
+    wmT = np.ascontiguousarray(w.reshape(K, CKK).T)
+    g3 = grad_out.reshape(N, K, P)
+    nb = _chunk(N, CKK * P * grad_in.itemsize)
+    gTbuf = np.empty(K * nb * P, grad_in.dtype)
+    dcolbuf = np.empty(CKK * nb * P, grad_in.dtype)
+    nocol = np.empty((0, 1), grad_in.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        m = (n1 - n0) * P
+        gT = gTbuf[:K * m].reshape(K, m)
+        dcol = dcolbuf[:CKK * m].reshape(CKK, m)
+        _im2col_fold(grad_in, g3, n0, n1, KH, KW, *geo, OH, OW, nocol, gT, parallel)
+        np.dot(wmT, gT, dcol)
+        if parallel:
+            _col2im_par(dcol, n0, n1, KH, KW, *geo, OH, OW, grad_in)
+        else:
+            for n in range(n0, n1):
+                _col2im_image(dcol, (n - n0) * P, n, KH, KW, *geo, OH, OW, grad_in)
+
+
+@njit(cache=True)
+def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w):
+    """grad_w = d(sum(out * grad_out)) / dw."""
+    N, C = x.shape[0], x.shape[1]
+    K, KH, KW = grad_w.shape[0], grad_w.shape[2], grad_w.shape[3]
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    CKK, P = C * KH * KW, OH * OW
+    parallel = _use_parallel(N, K, OH, OW, CKK)
+    geo = (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    gw2 = grad_w.reshape(K, CKK)
+    if CKK <= _DIRECT_MAX_CKK:
+        T = min(N, _WEIGHT_CHUNKS) if parallel else 1
+        partial = np.zeros((T, K, C, KH, KW), np.float64)
+        if parallel:
+            _direct_backward_weight_par(x, grad_out, *geo, partial)
+        else:
+            _direct_backward_weight_images(x, grad_out, 0, N, *geo, partial[0])
+        acc = partial.sum(axis=0).reshape(K, CKK)
+    else:
+        g3 = grad_out.reshape(N, K, P)
+        nb = _chunk(N, CKK * P * x.itemsize)
+        colbuf = np.empty(CKK * nb * P, x.dtype)
+        gTbuf = np.empty(K * nb * P, x.dtype)
+        acc = np.zeros((K, CKK), np.float64)
+        for n0 in range(0, N, nb):
+            n1 = min(N, n0 + nb)
+            m = (n1 - n0) * P
+            col = colbuf[:CKK * m].reshape(CKK, m)
+            gT = gTbuf[:K * m].reshape(K, m)
+            _im2col_fold(x, g3, n0, n1, KH, KW, *geo, OH, OW, col, gT, parallel)
+            acc += np.dot(gT, col.T)
+    for k in range(K):
+        for r in range(CKK):
+            gw2[k, r] = acc[k, r]
 
 
 @njit(cache=True)

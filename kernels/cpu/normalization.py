@@ -47,8 +47,8 @@ from numba import njit, prange
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-# Elements at or above which the prange paths run (thread start-up costs a few us; these
-# passes move ~1-2 ns an element serially).
+# Elements at or above which the prange paths run: thread start-up costs a few us, and a serial
+# pass takes ~0.3-1 ns an element here, so smaller arrays are done before threads would start.
 _PAR_MIN = 1 << 15
 # Fixed number of row chunks of a reduction over the batch (deterministic partial sums).
 _CHUNKS = 16
@@ -59,81 +59,56 @@ _CHUNKS = 16
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _bn_chunk_sums(x, g, center, use_g, squared, lo, hi, part):
-    """part[c] = sum over n in [lo, hi) and s of v, float64, where v is (x - center[c]) squared
-    when ``squared``, times g when ``use_g``, else (x - center[c]); g is grad_out (N, C, S)."""
+def _bn_chunk(x, g, center, mode, lo, hi, part):
+    """Float64 sums over images n in [lo, hi) and positions s, per channel c, into part (2, C):
+    mode 0: part[0] = sum (x - center); mode 1: part[0] = sum (x - center)**2;
+    mode 2: part[0] = sum g and part[1] = sum g * (x - center) (g: grad_out, one pass)."""
     nc, ns = x.shape[1], x.shape[2]
     for c in range(nc):
-        part[c] = 0.0
+        part[0, c] = 0.0
+        part[1, c] = 0.0
     for n in range(lo, hi):
         for c in range(nc):
             m = center[c]
-            acc = 0.0
-            if use_g:
+            a = 0.0
+            b = 0.0
+            if mode == 0:
                 for s in range(ns):
-                    acc += g[n, c, s] * (x[n, c, s] - m)
-            elif squared:
+                    a += x[n, c, s] - m
+            elif mode == 1:
                 for s in range(ns):
                     d = x[n, c, s] - m
-                    acc += d * d
+                    a += d * d
             else:
                 for s in range(ns):
-                    acc += x[n, c, s] - m
-            part[c] += acc
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _bn_chunk_gsums(g, lo, hi, part):
-    """part[c] = sum over n in [lo, hi) and s of g[n, c, s], float64."""
-    nc, ns = g.shape[1], g.shape[2]
-    for c in range(nc):
-        part[c] = 0.0
-    for n in range(lo, hi):
-        for c in range(nc):
-            acc = 0.0
-            for s in range(ns):
-                acc += g[n, c, s]
-            part[c] += acc
+                    gv = g[n, c, s]
+                    a += gv
+                    b += gv * (x[n, c, s] - m)
+            part[0, c] += a
+            part[1, c] += b
 
 
 @njit(cache=True, parallel=True)
-def _bn_channel_sums(x, g, center, use_g, squared, parallel, out):
-    """out[c] = sum over (n, s) of the value _bn_chunk_sums describes, in fixed row chunks."""
+def _bn_sums(x, g, center, mode, out):
+    """out (2, C): the _bn_chunk sums over the whole batch, from a fixed set of row chunks
+    added in order (the same result whatever the thread count)."""
     n = x.shape[0]
     nch = min(n, _CHUNKS)
-    part = np.empty((nch, x.shape[1]))
-    if parallel:
-        for k in prange(nch):
-            _bn_chunk_sums(x, g, center, use_g, squared, k * n // nch, (k + 1) * n // nch,
-                           part[k])
-    else:
+    part = np.empty((nch, 2, x.shape[1]))
+    if x.size < _PAR_MIN:
         for k in range(nch):
-            _bn_chunk_sums(x, g, center, use_g, squared, k * n // nch, (k + 1) * n // nch,
-                           part[k])
+            _bn_chunk(x, g, center, mode, k * n // nch, (k + 1) * n // nch, part[k])
+    else:
+        for k in prange(nch):
+            _bn_chunk(x, g, center, mode, k * n // nch, (k + 1) * n // nch, part[k])
     for c in range(x.shape[1]):
-        acc = 0.0
+        a = 0.0
+        b = 0.0
         for k in range(nch):
-            acc += part[k, c]
-        out[c] = acc
-
-
-@njit(cache=True, parallel=True)
-def _bn_channel_gsums(g, parallel, out):
-    """out[c] = sum over (n, s) of g[n, c, s], in fixed row chunks."""
-    n = g.shape[0]
-    nch = min(n, _CHUNKS)
-    part = np.empty((nch, g.shape[1]))
-    if parallel:
-        for k in prange(nch):
-            _bn_chunk_gsums(g, k * n // nch, (k + 1) * n // nch, part[k])
-    else:
-        for k in range(nch):
-            _bn_chunk_gsums(g, k * n // nch, (k + 1) * n // nch, part[k])
-    for c in range(g.shape[1]):
-        acc = 0.0
-        for k in range(nch):
-            acc += part[k, c]
-        out[c] = acc
+            a += part[k, 0, c]
+            b += part[k, 1, c]
+        out[0, c] = a
+        out[1, c] = b
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -181,18 +156,15 @@ def batchnorm_forward_train(x3, gamma, beta, eps, out, mean, invstd):
     out = (x - mean) * invstd * gamma + beta; writes mean (C,) and invstd (C,)."""
     nc = x3.shape[1]
     count = x3.shape[0] * x3.shape[2]
-    par = x3.size >= _PAR_MIN
+    sums = np.empty((2, nc))
     zero = np.zeros(nc)
-    mu = np.empty(nc)
-    _bn_channel_sums(x3, x3, zero, False, False, par, mu)
-    for c in range(nc):
-        mu[c] /= count
-    var = np.empty(nc)
-    _bn_channel_sums(x3, x3, mu, False, True, par, var)
+    _bn_sums(x3, x3, zero, 0, sums)
+    mu = sums[0] / count
+    _bn_sums(x3, x3, mu, 1, sums)
     scale = np.empty(nc)
     shift = np.empty(nc)
     for c in range(nc):
-        inv = 1.0 / math.sqrt(var[c] / count + eps)
+        inv = 1.0 / math.sqrt(sums[0, c] / count + eps)
         mean[c] = mu[c]
         invstd[c] = inv
         scale[c] = gamma[c] * inv
@@ -215,32 +187,36 @@ def batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out
 
 
 @njit(cache=True)
+def _bn_backward(x3, grad_out3, gamma, center, invstd, train, grad_in3, grad_gamma, grad_beta):
+    """Both backward passes, with xhat = (x - center) * invstd and M = N*S:
+    grad_beta = sum g, grad_gamma = sum g * xhat, and grad_in = gamma * invstd * g, minus
+    gamma * invstd * (grad_beta + xhat * grad_gamma) / M in training mode."""
+    nc = x3.shape[1]
+    count = x3.shape[0] * x3.shape[2]
+    sums = np.empty((2, nc))
+    _bn_sums(x3, grad_out3, center, 2, sums)
+    a = np.empty(nc)
+    k = np.zeros(nc)
+    b = np.zeros(nc)
+    for c in range(nc):
+        inv = invstd[c]
+        gi = gamma[c] * inv
+        grad_beta[c] = sums[0, c]
+        grad_gamma[c] = sums[1, c] * inv
+        a[c] = gi
+        if train:
+            k[c] = -gi * inv * inv * sums[1, c] / count
+            b[c] = -gi * sums[0, c] / count
+    _bn_apply(x3, grad_out3, center, a, b, k, grad_in3)
+
+
+@njit(cache=True)
 def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, grad_in3, grad_gamma, grad_beta):
     """Gradient of the training-mode forward, with xhat = (x - mean) * invstd, M = N*S:
     grad_beta = sum g, grad_gamma = sum g * xhat,
     grad_in = gamma * invstd * (g - grad_beta / M - xhat * grad_gamma / M)."""
-    nc = x3.shape[1]
-    count = x3.shape[0] * x3.shape[2]
-    par = x3.size >= _PAR_MIN
-    mu = np.empty(nc)
-    for c in range(nc):
-        mu[c] = mean[c]
-    sg = np.empty(nc)
-    sgx = np.empty(nc)
-    _bn_channel_gsums(grad_out3, par, sg)
-    _bn_channel_sums(x3, grad_out3, mu, True, False, par, sgx)
-    a = np.empty(nc)
-    k = np.empty(nc)
-    b = np.empty(nc)
-    for c in range(nc):
-        inv = np.float64(invstd[c])
-        gi = gamma[c] * inv
-        grad_beta[c] = sg[c]
-        grad_gamma[c] = sgx[c] * inv
-        a[c] = gi
-        k[c] = -gi * inv * inv * sgx[c] / count
-        b[c] = -gi * sg[c] / count
-    _bn_apply(x3, grad_out3, mu, a, b, k, grad_in3)
+    _bn_backward(x3, grad_out3, gamma, mean.astype(np.float64), invstd.astype(np.float64), True,
+                 grad_in3, grad_gamma, grad_beta)
 
 
 @njit(cache=True)
@@ -249,23 +225,9 @@ def batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, ep
     """Gradient of the inference-mode forward (statistics fixed): with
     invstd = 1/sqrt(running_var + eps), grad_in = g * gamma * invstd,
     grad_gamma = sum g * (x - running_mean) * invstd, grad_beta = sum g."""
-    nc = x3.shape[1]
-    par = x3.size >= _PAR_MIN
-    mu = np.empty(nc)
-    for c in range(nc):
-        mu[c] = running_mean[c]
-    sg = np.empty(nc)
-    sgx = np.empty(nc)
-    _bn_channel_gsums(grad_out3, par, sg)
-    _bn_channel_sums(x3, grad_out3, mu, True, False, par, sgx)
-    a = np.empty(nc)
-    zero = np.zeros(nc)
-    for c in range(nc):
-        inv = 1.0 / math.sqrt(running_var[c] + eps)
-        grad_beta[c] = sg[c]
-        grad_gamma[c] = sgx[c] * inv
-        a[c] = gamma[c] * inv
-    _bn_apply(x3, grad_out3, mu, a, zero, zero, grad_in3)
+    invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    _bn_backward(x3, grad_out3, gamma, running_mean.astype(np.float64), invstd, False, grad_in3,
+                 grad_gamma, grad_beta)
 
 
 @njit(cache=True)

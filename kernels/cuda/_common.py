@@ -14,6 +14,7 @@ type frozen into the closure; all other kernels are one lazily-typed dispatcher 
 specializes per argument types.
 """
 import functools
+import inspect
 import math
 
 import numba
@@ -163,13 +164,29 @@ class Kernel:
                                 f"(contiguous {a.flags['C_CONTIGUOUS']}), spec {code} wants {want}")
 
 
+def jit(fn, **options):
+    """``cuda.jit(fn, **options)``, dropping options the simulator's jit does not take."""
+    params = inspect.signature(cuda.jit).parameters
+    return cuda.jit(**{k: v for k, v in options.items() if k in params})(fn)
+
+
 def kernel(spec, **options):
     """Decorator: compile ``fn`` with ``cuda.jit`` (one lazily-typed dispatcher for every dtype)."""
     def deco(fn):
-        disp = cuda.jit(**options)(fn)
+        disp = jit(fn, **options)
         return Kernel(f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}", spec,
                       lambda dtype: disp, options)
     return deco
+
+
+def launcher(fn):
+    """Decorator of the public launchers: array arguments that only expose
+    ``__cuda_array_interface__`` (CuPy, PyTorch...) are wrapped as numba device arrays."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*[cuda.as_cuda_array(a) if hasattr(a, "__cuda_array_interface__")
+                    and not hasattr(a, "copy_to_host") else a for a in args])
+    return wrapper
 
 
 def device(fn):

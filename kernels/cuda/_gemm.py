@@ -3,15 +3,21 @@ read and the result written through *index functions*, so dense layers (plain or
 operands) and convolutions (implicit GEMM: the im2col matrix is never formed) share the same tile
 loop.
 
-A GEMM variant is made by :func:`gemm` from three ``cuda.jit(device=True)`` functions:
+A GEMM variant is made by :func:`gemm` from ``cuda.jit(device=True)`` index functions:
 
-* ``load_a(A, geo, m, k)`` -> A[m, k]   (called only for m < M, k < K)
-* ``load_b(B, geo, k, n)`` -> B[k, n]   (called only for k < K, n < N)
+* ``load_a(A, geo, T, m, k, c0, c1, c2)`` -> A[m, k]   (called only for m < M, k < K)
+* ``load_b(B, geo, T, k, n, c0, c1, c2)`` -> B[k, n]   (called only for k < K, n < N)
 * ``store(C, D, geo, m, n, v)``: write the result v of C[m, n] (the epilogue: bias add, layout)
+* optional ``a_ctx(A, geo, m)`` / ``b_ctx(B, geo, n)`` -> (c0, c1, c2): the part of an address
+  that depends on the row of A / column of B only. A thread keeps loading the same rows of A and
+  columns of B as it walks along K, so these run once per kernel, not once per element (a
+  convolution decomposes its output index into image and position there, out of the K loop).
 
-``geo`` is a tuple of int64 the variant interprets (convolution geometry); ``D`` an auxiliary array
-(bias, or a second output). ``a_kfast`` / ``b_kfast`` say which index of the operand is contiguous
-in memory, so that consecutive threads load consecutive addresses (coalescing).
+``geo`` is a tuple of int64 the variant interprets (convolution geometry); ``T`` an int64 table
+the launcher may pass, indexed by k (a convolution's precomputed offsets of the K index, so the
+loop has no integer divisions); ``D`` an auxiliary array (bias, or a second output).
+``a_kfast`` / ``b_kfast`` say which index of the operand is contiguous in memory, so that
+consecutive threads load consecutive addresses (coalescing).
 
 Tiling (``config.gemm_tile = (BM, BN, BK, TM, TN)``, default 64, 64, 16, 4, 4): a block of
 (BN/TN) x (BM/TM) threads computes a BM x BN tile of C; each thread a TM x TN register tile at rows
@@ -34,17 +40,23 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._common import Kernel, cdiv, config, grid_1d, num_sms, scratch
+from ._common import Kernel, cdiv, config, grid_1d, jit, num_sms, scratch
 
 
 @cuda.jit(device=True)
-def ld_rows(X, geo, r, c):
+def no_ctx(X, geo, i):
+    """No per-row / per-column precomputation."""
+    return 0, 0, 0
+
+
+@cuda.jit(device=True)
+def ld_rows(X, geo, T, r, c, c0, c1, c2):
     """Operand stored as is: X[r, c]."""
     return X[r, c]
 
 
 @cuda.jit(device=True)
-def ld_transposed(X, geo, r, c):
+def ld_transposed(X, geo, T, r, c, c0, c1, c2):
     """Operand stored transposed: X[c, r]."""
     return X[c, r]
 
@@ -58,19 +70,22 @@ def _tile_shape(tile):
     return bm, bn, bk, tm, tn, tx, ty, nt, bm * bk // nt, bk * bn // nt
 
 
-def _make_gemm(dtype, tile, load_a, load_b, store, a_kfast, b_kfast):
-    """The tile kernel of one variant for one dtype and tile shape."""
+def _make_gemm(dtype, tile, ops):
+    """The tile kernel of one variant (``ops``) for one dtype and tile shape."""
+    a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast = ops
     BM, BN, BK, TM, TN, TX, TY, NT, LA, LB = _tile_shape(tile)
     PA, PB = BM + 1, BN + 1         # padded shared rows: transposed stores hit distinct banks
     SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
 
-    def gemm_tile(A, B, C, D, P, M, N, K, kchunk, geo):
+    def gemm_tile(A, B, C, D, P, T, M, N, K, kchunk, geo):
         As = cuda.shared.array(SA, nbt)     # As[k * PA + m] = A[m0 + m, kt + k]
         Bs = cuda.shared.array(SB, nbt)     # Bs[k * PB + n] = B[kt + k, n0 + n]
         acc = cuda.local.array((TM, TN), nbt)
-        ra = cuda.local.array(LA, nbt)
+        ra = cuda.local.array(LA, nbt)      # the next A / B elements this thread stages
         rb = cuda.local.array(LB, nbt)
+        ca = cuda.local.array((LA, 3), numba.int64)     # row contexts of those A elements
+        cb = cuda.local.array((LB, 3), numba.int64)     # column contexts of those B elements
         av = cuda.local.array(TM, nbt)
         bv = cuda.local.array(TN, nbt)
         zero = C.dtype.type(0)
@@ -84,70 +99,69 @@ def _make_gemm(dtype, tile, load_a, load_b, store, a_kfast, b_kfast):
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = zero
-        # first tiles -> registers
+        # element l of a staging step: A[m0 + am(l), kt + ak(l)], B[kt + bk(l), n0 + bn(l)]; the
+        # row / column part of its address does not change along K: computed once here
         for l in range(LA):
             e = tid + l * NT
-            if a_kfast:
-                kk, mm = e % BK, e // BK
-            else:
-                mm, kk = e % BM, e // BM
-            m, k = m0 + mm, k0 + kk
-            ra[l] = load_a(A, geo, m, k) if (m < M and k < k1) else zero
+            m = m0 + (e // BK if a_kfast else e % BM)
+            c0, c1, c2 = a_ctx(A, geo, m) if m < M else (0, 0, 0)
+            ca[l, 0], ca[l, 1], ca[l, 2] = c0, c1, c2
         for l in range(LB):
             e = tid + l * NT
-            if b_kfast:
-                kk, nn = e % BK, e // BK
-            else:
-                nn, kk = e % BN, e // BN
-            n, k = n0 + nn, k0 + kk
-            rb[l] = load_b(B, geo, k, n) if (n < N and k < k1) else zero
-        for kt in range(k0, k1, BK):
-            # registers -> shared
-            for l in range(LA):
-                e = tid + l * NT
-                if a_kfast:
-                    As[(e % BK) * PA + e // BK] = ra[l]
-                else:
-                    As[(e // BM) * PA + e % BM] = ra[l]
-            for l in range(LB):
-                e = tid + l * NT
-                if b_kfast:
-                    Bs[(e % BK) * PB + e // BK] = rb[l]
-                else:
-                    Bs[(e // BN) * PB + e % BN] = rb[l]
-            cuda.syncthreads()
-            # next tiles -> registers, in flight while this one is multiplied
-            kn = kt + BK
-            if kn < k1:
+            n = n0 + (e // BK if b_kfast else e % BN)
+            c0, c1, c2 = b_ctx(B, geo, n) if n < N else (0, 0, 0)
+            cb[l, 0], cb[l, 1], cb[l, 2] = c0, c1, c2
+        steps = (k1 - k0 + BK - 1) // BK if k1 > k0 else 0
+        for step in range(steps + 1):
+            if step > 0:
+                # staged elements of step - 1: registers -> shared
                 for l in range(LA):
                     e = tid + l * NT
                     if a_kfast:
-                        kk, mm = e % BK, e // BK
+                        As[(e % BK) * PA + e // BK] = ra[l]
                     else:
-                        mm, kk = e % BM, e // BM
-                    m, k = m0 + mm, kn + kk
-                    ra[l] = load_a(A, geo, m, k) if (m < M and k < k1) else zero
+                        As[(e // BM) * PA + e % BM] = ra[l]
                 for l in range(LB):
                     e = tid + l * NT
                     if b_kfast:
-                        kk, nn = e % BK, e // BK
+                        Bs[(e % BK) * PB + e // BK] = rb[l]
                     else:
-                        nn, kk = e % BN, e // BN
-                    n, k = n0 + nn, kn + kk
-                    rb[l] = load_b(B, geo, k, n) if (n < N and k < k1) else zero
-            kk = np.uint32(0)
-            while kk < np.uint32(BK):
-                ra0 = kk * np.uint32(PA) + np.uint32(ty)
-                rb0 = kk * np.uint32(PB) + np.uint32(tx)
-                for i in range(TM):
-                    av[i] = As[ra0 + np.uint32(i * TY)]
-                for j in range(TN):
-                    bv[j] = Bs[rb0 + np.uint32(j * TX)]
-                for i in range(TM):
+                        Bs[(e // BN) * PB + e % BN] = rb[l]
+                cuda.syncthreads()
+            kt = k0 + step * BK
+            if kt < k1:
+                # step's elements -> registers (in flight during the multiply below)
+                for l in range(LA):
+                    e = tid + l * NT
+                    if a_kfast:
+                        m, k = m0 + e // BK, kt + e % BK
+                    else:
+                        m, k = m0 + e % BM, kt + e // BM
+                    ra[l] = (load_a(A, geo, T, m, k, ca[l, 0], ca[l, 1], ca[l, 2])
+                             if (m < M and k < k1) else zero)
+                for l in range(LB):
+                    e = tid + l * NT
+                    if b_kfast:
+                        n, k = n0 + e // BK, kt + e % BK
+                    else:
+                        n, k = n0 + e % BN, kt + e // BN
+                    rb[l] = (load_b(B, geo, T, k, n, cb[l, 0], cb[l, 1], cb[l, 2])
+                             if (n < N and k < k1) else zero)
+            if step > 0:
+                # multiply the shared tiles: unsigned offsets, constant trip count (unrolled)
+                kk = np.uint32(0)
+                while kk < np.uint32(BK):
+                    ra0 = kk * np.uint32(PA) + np.uint32(ty)
+                    rb0 = kk * np.uint32(PB) + np.uint32(tx)
+                    for i in range(TM):
+                        av[i] = As[ra0 + np.uint32(i * TY)]
                     for j in range(TN):
-                        acc[i, j] += av[i] * bv[j]
-                kk += np.uint32(1)
-            cuda.syncthreads()
+                        bv[j] = Bs[rb0 + np.uint32(j * TX)]
+                    for i in range(TM):
+                        for j in range(TN):
+                            acc[i, j] += av[i] * bv[j]
+                    kk += np.uint32(1)
+                cuda.syncthreads()
         split = cuda.gridDim.z > 1
         z = cuda.blockIdx.z
         for i in range(TM):
@@ -161,7 +175,8 @@ def _make_gemm(dtype, tile, load_a, load_b, store, a_kfast, b_kfast):
                         else:
                             store(C, D, geo, m, n, acc[i, j])
 
-    return cuda.jit(gemm_tile)
+    # float32 tiles fit in 128 registers: ask for two resident blocks per SM
+    return jit(gemm_tile, launch_bounds=(NT, 2) if nbt == numba.float32 else NT)
 
 
 def _make_finish(store):
@@ -182,23 +197,21 @@ def _make_finish(store):
 class Gemm:
     """One GEMM variant: its tile kernel and split-K finish kernel, and the launcher of both."""
 
-    def __init__(self, name, a_dims, b_dims, c_dims, d_dims, ngeo,
-                 load_a, load_b, store, a_kfast, b_kfast):
-        ops = (load_a, load_b, store, a_kfast, b_kfast)
-        build = functools.lru_cache(maxsize=None)(
-            lambda dtype, tile: _make_gemm(dtype, tile, *ops))
-        finish = _make_finish(store)
-        arrays = f"A{a_dims} A{b_dims} A{c_dims} A{d_dims}"
-        self.tile = Kernel(f"{name}_tile", f"{arrays} A3 i i i i t{ngeo}",
+    def __init__(self, name, dims, ngeo, ops):
+        build = functools.lru_cache(maxsize=None)(lambda dtype, tile: _make_gemm(dtype, tile, ops))
+        finish = _make_finish(ops[4])
+        a, b, c, d = dims
+        self.tile = Kernel(f"{name}_tile", f"A{a} A{b} A{c} A{d} A3 q2 i i i i t{ngeo}",
                            lambda dtype: build(dtype, tuple(config.gemm_tile)))
-        self.finish = Kernel(f"{name}_finish", f"A3 A{c_dims} A{d_dims} i i t{ngeo}",
-                             lambda dtype: finish)
+        self.finish = Kernel(f"{name}_finish", f"A3 A{c} A{d} i i t{ngeo}", lambda dtype: finish)
 
-    def __call__(self, A, B, C, D, M, N, K, geo):
+    def __call__(self, A, B, C, D, M, N, K, geo, table=None):
         """Launch C = A @ B (through the index functions) for an M x N x K problem."""
         if M == 0 or N == 0:
             return
         BM, BN, BK, TM, TN, TX, TY = _tile_shape(config.gemm_tile)[:7]
+        if table is None:
+            table = scratch("gemm_no_table", 1, np.int64).reshape(1, 1)
         gm, gn = cdiv(M, BM), cdiv(N, BN)
         splits = _splits(gm * gn, K, BK)
         if splits > 1:
@@ -206,11 +219,11 @@ class Gemm:
             splits = cdiv(K, kchunk)
         if splits > 1:
             P = scratch("gemm", splits * M * N, C.dtype).reshape(splits, M, N)
-            self.tile[(gn, gm, splits), (TX, TY)](A, B, C, D, P, M, N, K, kchunk, geo)
+            self.tile[(gn, gm, splits), (TX, TY)](A, B, C, D, P, table, M, N, K, kchunk, geo)
             self.finish[grid_1d(M * N)](P, C, D, M, N, geo)
         else:
             P = scratch("gemm", 1, C.dtype).reshape(1, 1, 1)
-            self.tile[(gn, gm, 1), (TX, TY)](A, B, C, D, P, M, N, K, max(K, 1), geo)
+            self.tile[(gn, gm, 1), (TX, TY)](A, B, C, D, P, table, M, N, K, max(K, 1), geo)
 
 
 def _splits(blocks, K, BK):
@@ -222,7 +235,8 @@ def _splits(blocks, K, BK):
     return max(1, min(cdiv(2 * sms, blocks), by_work, 64))
 
 
-def gemm(name, a_dims, b_dims, c_dims, d_dims, ngeo, load_a, load_b, store,
-         a_kfast=True, b_kfast=False):
-    """Make a GEMM variant (see the module docstring). ``*_dims``: ranks of A, B, C, D."""
-    return Gemm(name, a_dims, b_dims, c_dims, d_dims, ngeo, load_a, load_b, store, a_kfast, b_kfast)
+def gemm(name, dims, ngeo, load_a, load_b, store, a_kfast=True, b_kfast=False,
+         a_ctx=no_ctx, b_ctx=no_ctx):
+    """Make a GEMM variant (see the module docstring). ``dims``: ranks of A, B, C, D; ``ngeo``:
+    length of the geometry tuple."""
+    return Gemm(name, dims, ngeo, (a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast))

@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import (ROW_LANES, ROW_ROWS, Kernel, device, grid_1d, grid_rows,
+from ._common import (ROW_LANES, ROW_ROWS, Kernel, device, grid_1d, grid_rows, launcher,
                       row_max, row_sum)
 
 
@@ -57,91 +57,109 @@ def _bwd(name, x, y, grad_out, alpha, grad_in):
         _K[name][1][grid_1d(x.size)](x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def linear_forward(x, alpha, out):
     """out = x."""
     _fwd("linear", x, alpha, out)
 
 
+@launcher
 def linear_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out."""
     _bwd("linear", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def relu_forward(x, alpha, out):
     """out = max(x, 0)."""
     _fwd("relu", x, alpha, out)
 
 
+@launcher
 def relu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * relu'(x)."""
     _bwd("relu", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def leaky_relu_forward(x, alpha, out):
     """out = x for x >= 0, alpha * x below."""
     _fwd("leaky_relu", x, alpha, out)
 
 
+@launcher
 def leaky_relu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out for x > 0, alpha * grad_out otherwise."""
     _bwd("leaky_relu", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def elu_forward(x, alpha, out):
     """out = x for x >= 0, alpha * expm1(x) below."""
     _fwd("elu", x, alpha, out)
 
 
+@launcher
 def elu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out for x > 0, grad_out * alpha * exp(x) otherwise."""
     _bwd("elu", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def gelu_forward(x, alpha, out):
     """Exact GELU: out = x * Phi(x)."""
     _fwd("gelu", x, alpha, out)
 
 
+@launcher
 def gelu_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * (Phi(x) + x phi(x))."""
     _bwd("gelu", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def gelu_tanh_forward(x, alpha, out):
     """tanh-approximate GELU."""
     _fwd("gelu_tanh", x, alpha, out)
 
 
+@launcher
 def gelu_tanh_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * d gelu_tanh / dx."""
     _bwd("gelu_tanh", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def sigmoid_forward(x, alpha, out):
     """out = 1 / (1 + exp(-x)), stable."""
     _fwd("sigmoid", x, alpha, out)
 
 
+@launcher
 def sigmoid_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * sigmoid'(x)."""
     _bwd("sigmoid", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def tanh_forward(x, alpha, out):
     """out = tanh(x)."""
     _fwd("tanh", x, alpha, out)
 
 
+@launcher
 def tanh_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * (1 - tanh(x)^2)."""
     _bwd("tanh", x, y, grad_out, alpha, grad_in)
 
 
+@launcher
 def softplus_forward(x, alpha, out):
     """out = log(1 + exp(x)), stable."""
     _fwd("softplus", x, alpha, out)
 
 
+@launcher
 def softplus_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = grad_out * sigmoid(x)."""
     _bwd("softplus", x, y, grad_out, alpha, grad_in)
@@ -200,12 +218,14 @@ _softmax_backward = Kernel("activations._softmax_backward", "A2 A2 A2 f A2",
                            lambda dtype, k=cuda.jit(_softmax_bwd): k)
 
 
+@launcher
 def softmax_forward(x, alpha, out):
     """Row-wise softmax of x (rows, cols), stable (row max subtracted)."""
     if x.size:
         _softmax_forward[grid_rows(x.shape[0])](x, alpha, out)
 
 
+@launcher
 def softmax_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = y * (grad_out - sum_row(grad_out * y)), row-wise."""
     if y.size:

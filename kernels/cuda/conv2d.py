@@ -12,150 +12,241 @@ im2col matrix on the fly (the matrix is never stored; positions outside the imag
   N = C*KH*KW, K = batch*OH*OW: a long reduction, so split-K (deterministic) usually applies.
 * backward bias: one block per output channel, a shared-memory block sum.
 
-``geo`` = (C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w).
+No integer division in the K loop: the GEMM's row/column contexts decompose the M and N indices
+once per thread, and a small int64 table (built on the host, cached per geometry on the device)
+holds the offsets of each K index. Operands are passed flat (1-D) and addressed with them.
+
+``geo`` = (C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K).
 """
+from collections import OrderedDict
+
 import numpy as np
 from numba import cuda
 
-from ._common import MAX_THREADS, block_sum, config, kernel
+from ._common import MAX_THREADS, block_sum, config, kernel, launcher
 from ._gemm import gemm, ld_rows
 
+_NGEO = 14
 
+
+# ---------------------------------------------------------------------------------- forward
 @cuda.jit(device=True)
-def _ld_col(x, geo, r, j):
-    """im2col[r, j] of the input x: r = (c, kh, kw), j = (n, oh, ow); 0 outside the image."""
-    C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = geo
+def _fwd_col(x, geo, j):
+    """Column j = (n, oh, ow) of im2col: (offset of x[n, 0, ih0, iw0], ih0, iw0)."""
+    C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K = geo
     P = OH * OW
     n = j // P
     p = j - n * P
     oh = p // OW
-    ow = p - oh * OW
-    KK = KH * KW
-    c = r // KK
-    q = r - c * KK
-    kh = q // KW
-    kw = q - kh * KW
-    ih = oh * sh - ph + kh * dh
-    iw = ow * sw - pw + kw * dw
-    if ih >= 0 and ih < H and iw >= 0 and iw < W:
-        return x[n, c, ih, iw]
+    ih0 = oh * sh - ph
+    iw0 = (p - oh * OW) * sw - pw
+    return n * C * H * W + ih0 * W + iw0, ih0, iw0
+
+
+@cuda.jit(device=True)
+def _fwd_ld_x(x, geo, T, r, j, base, ih0, iw0):
+    """im2col[r, j]: T[r] = (offset of tap r = (c, kh, kw), kh*dh, kw*dw); 0 outside the image."""
+    ih = ih0 + T[r, 1]
+    iw = iw0 + T[r, 2]
+    if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
+        return x[base + T[r, 0]]
     return x.dtype.type(0)
 
 
 @cuda.jit(device=True)
-def _store_out(out, b, geo, k, j, v):
+def _fwd_store(out, b, geo, k, j, v):
     """out[n, k, p] = v + b[k] with j = (n, p); out viewed as (N, K, OH*OW)."""
     P = geo[5] * geo[6]
     n = j // P
     out[n, k, j - n * P] = v + b[k]
 
 
+# ---------------------------------------------------------------------------------- backward input
 @cuda.jit(device=True)
-def _ld_w_ct(w, geo, c, r):
-    """A of backward input: w[k, c, kh, kw] with r = (k, kh, kw)."""
-    KK = geo[3] * geo[4]
-    k = r // KK
-    q = r - k * KK
-    kh = q // geo[4]
-    return w[k, c, kh, q - kh * geo[4]]
+def _bin_row(w, geo, c):
+    return c * geo[3] * geo[4], 0, 0
 
 
 @cuda.jit(device=True)
-def _ld_gout_at_input(g, geo, r, j):
-    """B of backward input: grad_out[n, k, oh, ow] with r = (k, kh, kw), j = (n, ih, iw) and
-    (oh, ow) the output whose tap (kh, kw) reads input (ih, iw); 0 when there is none."""
-    C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = geo
+def _bin_ld_w(w, geo, T, c, r, c_off, u1, u2):
+    """A[c, r] = w[k, c, kh, kw], r = (k, kh, kw): T[r, 0] = offset of w[k, 0, kh, kw]."""
+    return w[T[r, 0] + c_off]
+
+
+@cuda.jit(device=True)
+def _bin_col(g, geo, j):
+    """Column j = (n, ih, iw): (offset of grad_out[n], ih + pad_h, iw + pad_w)."""
+    C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K = geo
     HW = H * W
     n = j // HW
     q = j - n * HW
     ih = q // W
-    iw = q - ih * W
-    KK = KH * KW
-    k = r // KK
-    t = r - k * KK
-    kh = t // KW
-    kw = t - kh * KW
-    th = ih + ph - kh * dh
-    tw = iw + pw - kw * dw
+    return n * K * OH * OW, ih + ph, q - ih * W + pw
+
+
+@cuda.jit(device=True)
+def _bin_ld_g(g, geo, T, r, j, base, th0, tw0):
+    """grad_out[n, k, oh, ow] for the output (oh, ow) whose tap (kh, kw) reads input (ih, iw);
+    0 when there is none. T[r] = (_, offset of grad_out[0, k], kh*dh, kw*dw)."""
+    sh, sw, OH, OW = geo[7], geo[8], geo[5], geo[6]
+    th = th0 - T[r, 2]
+    tw = tw0 - T[r, 3]
     if th < 0 or tw < 0:
         return g.dtype.type(0)
-    oh = th // sh
-    ow = tw // sw
-    if oh * sh != th or ow * sw != tw or oh >= OH or ow >= OW:
+    oh, ow = th, tw
+    if sh != 1 or sw != 1:
+        oh = th // sh
+        ow = tw // sw
+        if oh * sh != th or ow * sw != tw:
+            return g.dtype.type(0)
+    if oh >= OH or ow >= OW:
         return g.dtype.type(0)
-    return g[n, k, oh, ow]
+    return g[base + T[r, 1] + oh * OW + ow]
 
 
 @cuda.jit(device=True)
-def _store_plain3(out, unused, geo, c, j, v):
-    """out[n, c, q] = v with j = (n, q); out viewed as (N, C, H*W)."""
+def _bin_store(gi, unused, geo, c, j, v):
+    """grad_in[n, c, q] = v with j = (n, q); grad_in viewed as (N, C, H*W)."""
     HW = geo[1] * geo[2]
     n = j // HW
-    out[n, c, j - n * HW] = v
+    gi[n, c, j - n * HW] = v
+
+
+# ---------------------------------------------------------------------------------- backward weight
+@cuda.jit(device=True)
+def _bw_row(g, geo, k):
+    return k * geo[5] * geo[6], 0, 0
 
 
 @cuda.jit(device=True)
-def _ld_gout_rows(g, geo, k, r):
-    """A of backward weight: grad_out[n, k, p] with r = (n, p); g viewed as (N, K, OH*OW)."""
-    P = geo[5] * geo[6]
-    n = r // P
-    return g[n, k, r - n * P]
+def _bw_ld_g(g, geo, T, k, r, k_off, u1, u2):
+    """A[k, r] = grad_out[n, k, p], r = (n, p): T[r, 3] = offset of grad_out[n, 0, p]."""
+    return g[T[r, 3] + k_off]
 
 
 @cuda.jit(device=True)
-def _ld_col_t(x, geo, r, j):
-    """B of backward weight: im2col transposed, B[r, j] = col[j, r]."""
-    return _ld_col(x, geo, j, r)
+def _bw_col(x, geo, j):
+    """Column j = (c, kh, kw): (offset of x[0, c, kh*dh, kw*dw], kh*dh, kw*dw)."""
+    C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K = geo
+    KK = KH * KW
+    c = j // KK
+    q = j - c * KK
+    kh = q // KW
+    kw = q - kh * KW
+    return c * H * W + kh * dh * W + kw * dw, kh * dh, kw * dw
 
 
 @cuda.jit(device=True)
-def _store_rows(out, unused, geo, m, j, v):
-    out[m, j] = v
+def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
+    """im2col[j, r], r = (n, oh, ow): T[r] = (offset of x[n, 0, ih0, iw0], ih0, iw0, _)."""
+    ih = T[r, 1] + dkh
+    iw = T[r, 2] + dkw
+    if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
+        return x[T[r, 0] + off]
+    return x.dtype.type(0)
 
 
-_fwd = gemm("conv2d._fwd", 2, 4, 3, 1, 13, ld_rows, _ld_col, _store_out,
-            a_kfast=True, b_kfast=False)
-_bwd_in = gemm("conv2d._bwd_in", 4, 4, 3, 3, 13, _ld_w_ct, _ld_gout_at_input, _store_plain3,
-               a_kfast=True, b_kfast=False)
-_bwd_w = gemm("conv2d._bwd_w", 3, 4, 2, 2, 13, _ld_gout_rows, _ld_col_t, _store_rows,
-              a_kfast=True, b_kfast=True)
+@cuda.jit(device=True)
+def _bw_store(gw, unused, geo, k, j, v):
+    gw[k, j] = v
 
 
-def _geo(x_shape, w_shape, o_shape, sh, sw, ph, pw, dh, dw):
-    _, C, H, W = x_shape
-    _, _, KH, KW = w_shape
-    return (C, H, W, KH, KW, o_shape[2], o_shape[3], sh, sw, ph, pw, dh, dw)
+_fwd = gemm("conv2d._fwd", (2, 1, 3, 1), _NGEO, ld_rows, _fwd_ld_x, _fwd_store,
+            a_kfast=True, b_kfast=False, b_ctx=_fwd_col)
+_bwd_in = gemm("conv2d._bwd_in", (1, 1, 3, 3), _NGEO, _bin_ld_w, _bin_ld_g, _bin_store,
+               a_kfast=True, b_kfast=False, a_ctx=_bin_row, b_ctx=_bin_col)
+_bwd_w = gemm("conv2d._bwd_w", (1, 1, 2, 2), _NGEO, _bw_ld_g, _bw_ld_x, _bw_store,
+              a_kfast=True, b_kfast=True, a_ctx=_bw_row, b_ctx=_bw_col)
 
 
+# ---------------------------------------------------------------------------------- K-index tables
+_tables = OrderedDict()
+
+
+def _table(kind, *key):
+    """The int64 offset table of one pass and geometry, on the device (small LRU cache)."""
+    k = (kind, *key)
+    t = _tables.get(k)
+    if t is None:
+        t = cuda.to_device(_TABLE_BUILDERS[kind](*key))
+        _tables[k] = t
+        if len(_tables) > 32:
+            _tables.popitem(last=False)
+    else:
+        _tables.move_to_end(k)
+    return t
+
+
+def _taps(C, KH, KW, dh, dw):
+    c, kh, kw = (a.ravel() for a in np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW),
+                                               indexing="ij"))
+    return c, kh * dh, kw * dw
+
+
+def _fwd_table(C, H, W, KH, KW, dh, dw):
+    """r = (c, kh, kw) -> (offset of x[0, c, kh*dh, kw*dw], kh*dh, kw*dw)."""
+    c, dkh, dkw = _taps(C, KH, KW, dh, dw)
+    return np.stack([c * H * W + dkh * W + dkw, dkh, dkw], axis=1).astype(np.int64)
+
+
+def _bin_table(K, C, KH, KW, OH, OW, dh, dw):
+    """r = (k, kh, kw) -> (offset of w[k, 0, kh, kw], offset of grad_out[0, k], kh*dh, kw*dw)."""
+    k, dkh, dkw = _taps(K, KH, KW, dh, dw)
+    kh, kw = dkh // max(dh, 1), dkw // max(dw, 1)
+    return np.stack([k * C * KH * KW + kh * KW + kw, k * OH * OW, dkh, dkw],
+                    axis=1).astype(np.int64)
+
+
+def _bw_table(N, C, H, W, K, OH, OW, sh, sw, ph, pw):
+    """r = (n, oh, ow) -> (offset of x[n, 0, ih0, iw0], ih0, iw0, offset of grad_out[n, 0, p])."""
+    n, oh, ow = (a.ravel() for a in np.meshgrid(np.arange(N), np.arange(OH), np.arange(OW),
+                                               indexing="ij"))
+    ih0, iw0 = oh * sh - ph, ow * sw - pw
+    return np.stack([n * C * H * W + ih0 * W + iw0, ih0, iw0, n * K * OH * OW + oh * OW + ow],
+                    axis=1).astype(np.int64)
+
+
+_TABLE_BUILDERS = {"fwd": _fwd_table, "bin": _bin_table, "bw": _bw_table}
+
+
+def _geo(C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K):
+    return tuple(int(v) for v in (C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K))
+
+
+@launcher
 def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
     """out (N,K,OH,OW) = conv(x (N,C,H,W), w (K,C,KH,KW)) + b (K,)."""
     N, C, H, W = x.shape
     K, _, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
-    geo = _geo(x.shape, w.shape, out.shape, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    _fwd(w.reshape(K, C * KH * KW), x, out.reshape(N, K, OH * OW), b,
-         K, N * OH * OW, C * KH * KW, geo)
+    geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
+    _fwd(w.reshape(K, C * KH * KW), x.reshape(x.size), out.reshape(N, K, OH * OW), b,
+         K, N * OH * OW, C * KH * KW, geo, _table("fwd", C, H, W, KH, KW, dil_h, dil_w))
 
 
+@launcher
 def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in):
     """grad_in (N,C,H,W) = d(sum(out * grad_out)) / dx, every element written."""
     N, C, H, W = grad_in.shape
     K, _, KH, KW = w.shape
-    geo = _geo(grad_in.shape, w.shape, grad_out.shape, stride_h, stride_w, pad_h, pad_w,
-               dil_h, dil_w)
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
     gi3 = grad_in.reshape(N, C, H * W)
-    _bwd_in(w, grad_out, gi3, gi3, C, N * H * W, K * KH * KW, geo)
+    _bwd_in(w.reshape(w.size), grad_out.reshape(grad_out.size), gi3, gi3, C, N * H * W,
+            K * KH * KW, geo, _table("bin", K, C, KH, KW, OH, OW, dil_h, dil_w))
 
 
+@launcher
 def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w):
     """grad_w (K,C,KH,KW) = d(sum(out * grad_out)) / dw."""
     N, C, H, W = x.shape
     K, _, KH, KW = grad_w.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    geo = _geo(x.shape, grad_w.shape, grad_out.shape, stride_h, stride_w, pad_h, pad_w,
-               dil_h, dil_w)
+    geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
     gw2 = grad_w.reshape(K, C * KH * KW)
-    _bwd_w(grad_out.reshape(N, K, OH * OW), x, gw2, gw2, K, C * KH * KW, N * OH * OW, geo)
+    _bwd_w(grad_out.reshape(grad_out.size), x.reshape(x.size), gw2, gw2, K, C * KH * KW,
+           N * OH * OW, geo,
+           _table("bw", N, C, H, W, K, OH, OW, stride_h, stride_w, pad_h, pad_w))
 
 
 @kernel("A3 A1")
@@ -175,6 +266,7 @@ def _bias_grad(g3, grad_b):
             grad_b[k] = total
 
 
+@launcher
 def conv2d_backward_bias(grad_out, grad_b):
     """grad_b[k] = sum of grad_out[:, k] over the batch and positions."""
     N, K, OH, OW = grad_out.shape

@@ -8,6 +8,7 @@
 """
 from numba import cuda
 
+from ._common import launcher
 from ._gemm import gemm, ld_rows, ld_transposed
 
 _NOGEO = (0,)
@@ -24,7 +25,7 @@ def _store_plain(out, unused, geo, m, n, v):
 
 
 @cuda.jit(device=True)
-def _ld_xt_ones(x, geo, m, k):
+def _ld_xt_ones(x, geo, T, m, k, c0, c1, c2):
     """A = [x.T; ones]: (I + 1) x N."""
     if m == x.shape[1]:
         return x.dtype.type(1)
@@ -39,25 +40,29 @@ def _store_w_b(grad_w, grad_b, geo, m, n, v):
         grad_w[m, n] = v
 
 
-_fwd = gemm("dense._fwd", 2, 2, 2, 1, 1, ld_rows, ld_rows, _store_bias, a_kfast=True, b_kfast=False)
-_bwd_in = gemm("dense._bwd_in", 2, 2, 2, 2, 1, ld_rows, ld_transposed, _store_plain,
+_fwd = gemm("dense._fwd", (2, 2, 2, 1), 1, ld_rows, ld_rows, _store_bias,
+            a_kfast=True, b_kfast=False)
+_bwd_in = gemm("dense._bwd_in", (2, 2, 2, 2), 1, ld_rows, ld_transposed, _store_plain,
                a_kfast=True, b_kfast=True)
-_bwd_w = gemm("dense._bwd_w", 2, 2, 2, 1, 1, _ld_xt_ones, ld_rows, _store_w_b,
+_bwd_w = gemm("dense._bwd_w", (2, 2, 2, 1), 1, _ld_xt_ones, ld_rows, _store_w_b,
               a_kfast=False, b_kfast=False)
 
 
+@launcher
 def dense_forward(x, w, b, out):
     """out (N, U) = x (N, I) @ w (I, U) + b (U,)."""
     n, i = x.shape
     _fwd(x, w, out, b, n, w.shape[1], i, _NOGEO)
 
 
+@launcher
 def dense_backward_input(grad_out, w, grad_in):
     """grad_in (N, I) = grad_out (N, U) @ w.T."""
     n, u = grad_out.shape
     _bwd_in(grad_out, w, grad_in, grad_in, n, w.shape[0], u, _NOGEO)
 
 
+@launcher
 def dense_backward_weight(x, grad_out, grad_w, grad_b):
     """grad_w (I, U) = x.T @ grad_out; grad_b (U,) = grad_out summed over the batch."""
     n, i = x.shape

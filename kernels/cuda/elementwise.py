@@ -4,7 +4,7 @@ one-launch grid reduction (float64 partials, the last block adds them in order).
 import numpy as np
 from numba import cuda
 
-from ._common import MAX_THREADS, grid_1d, grid_sum_store, kernel, reduction_args
+from ._common import MAX_THREADS, grid_1d, grid_sum_store, kernel, launcher, reduction_args
 
 
 @kernel("A1 A1 f f A1 A1")
@@ -16,6 +16,7 @@ def _dropout_fwd(x, u, rate, keep_scale, out, mask):
         out[i] = xi * m
 
 
+@launcher
 def dropout_forward(x, u, rate, out, mask):
     """mask = (u >= rate) / (1 - rate) (0 everywhere when rate >= 1); out = x * mask."""
     keep_scale = 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
@@ -29,6 +30,7 @@ def _dropout_bwd(grad_out, mask, grad_in):
         grad_in[i] = grad_out[i] * mask[i]
 
 
+@launcher
 def dropout_backward(grad_out, mask, grad_in):
     """grad_in = grad_out * mask."""
     if grad_out.size:
@@ -46,6 +48,7 @@ def _sum_squares(x, out, partials, count):
     grid_sum_store(sh, flag, acc, partials, count, out, 1.0)
 
 
+@launcher
 def sum_squares(x, out):
     """out[0] = sum(x * x), accumulated in float64."""
     grid = grid_1d(x.size)
@@ -58,6 +61,7 @@ def _scale(x, factor, out):
         out[i] = x[i] * factor
 
 
+@launcher
 def scale(x, factor, out):
     """out = x * factor."""
     if x.size:

@@ -20,7 +20,7 @@ from numba import cuda
 
 from .. import scalar
 from ._common import (MAX_THREADS, ROW_LANES, ROW_ROWS, Kernel, device, grid_1d, grid_rows,
-                      grid_sum_store, reduction_args, row_max, row_sum)
+                      grid_sum_store, launcher, reduction_args, row_max, row_sum)
 
 _log_clipped = device(scalar.log_clipped)
 _neg_log_clipped_grad = device(scalar.neg_log_clipped_grad)
@@ -87,51 +87,61 @@ def _pw_backward(name, y_true, y_pred, param, grad):
         _P[name][1][grid_1d(p.size)](_flat(y_true), p, param, _flat(grad))
 
 
+@launcher
 def mse_forward(y_true, y_pred, out):
     """out[0] = mean((y_pred - y_true)^2)."""
     _pw_forward("mse", y_true, y_pred, 0.0, out)
 
 
+@launcher
 def mse_backward(y_true, y_pred, grad):
     """grad = 2 (y_pred - y_true) / (N D)."""
     _pw_backward("mse", y_true, y_pred, 0.0, grad)
 
 
+@launcher
 def mae_forward(y_true, y_pred, out):
     """out[0] = mean(|y_pred - y_true|)."""
     _pw_forward("mae", y_true, y_pred, 0.0, out)
 
 
+@launcher
 def mae_backward(y_true, y_pred, grad):
     """grad = sign(y_pred - y_true) / (N D), 0 where they are equal."""
     _pw_backward("mae", y_true, y_pred, 0.0, grad)
 
 
+@launcher
 def huber_forward(y_true, y_pred, delta, out):
     """out[0] = mean Huber loss with threshold delta."""
     _pw_forward("huber", y_true, y_pred, delta, out)
 
 
+@launcher
 def huber_backward(y_true, y_pred, delta, grad):
     """grad = clip(y_pred - y_true, -delta, delta) / (N D)."""
     _pw_backward("huber", y_true, y_pred, delta, grad)
 
 
+@launcher
 def binary_crossentropy_forward(y_true, y_pred, eps, out):
     """out[0] = mean BCE of y_pred clipped to [eps, 1 - eps]."""
     _pw_forward("bce", y_true, y_pred, eps, out)
 
 
+@launcher
 def binary_crossentropy_backward(y_true, y_pred, eps, grad):
     """Gradient of the clipped BCE (0 where clipping binds) / (N D)."""
     _pw_backward("bce", y_true, y_pred, eps, grad)
 
 
+@launcher
 def binary_crossentropy_logits_forward(y_true, logits, out):
     """out[0] = mean BCE of sigmoid(logits), stable."""
     _pw_forward("bce_logits", y_true, logits, 0.0, out)
 
 
+@launcher
 def binary_crossentropy_logits_backward(y_true, logits, grad):
     """grad = (sigmoid(z) - t) / (N D)."""
     _pw_backward("bce_logits", y_true, logits, 0.0, grad)
@@ -385,41 +395,49 @@ def _row_backward(k, a, b, extra, grad):
         k[grid_rows(b.shape[0])](a, b, *extra, 1.0 / b.shape[0], grad)
 
 
+@launcher
 def categorical_crossentropy_forward(y_true, y_pred, eps, out):
     """Keras: p = y_pred / row sum, clipped to [eps, 1 - eps]; out[0] = mean_n(-sum_c y log p)."""
     _row_forward(_cce_forward, y_true, y_pred, (eps,), out)
 
 
+@launcher
 def categorical_crossentropy_backward(y_true, y_pred, eps, grad):
     """Exact gradient of the forward expression through the row normalisation and the clip."""
     _row_backward(_cce_backward, y_true, y_pred, (eps,), grad)
 
 
+@launcher
 def categorical_crossentropy_logits_forward(y_true, logits, out):
     """out[0] = mean_n(-sum_c y log softmax(z)), stable log-sum-exp."""
     _row_forward(_cce_logits_forward, y_true, logits, (), out)
 
 
+@launcher
 def categorical_crossentropy_logits_backward(y_true, logits, grad):
     """grad = (softmax(z) * sum_row(y) - y) / N."""
     _row_backward(_cce_logits_backward, y_true, logits, (), grad)
 
 
+@launcher
 def sparse_categorical_crossentropy_forward(labels, y_pred, eps, out):
     """Categorical crossentropy (Keras semantics) with integer labels (N,)."""
     _row_forward(_sparse_forward, labels, y_pred, (eps,), out)
 
 
+@launcher
 def sparse_categorical_crossentropy_backward(labels, y_pred, eps, grad):
     """Exact gradient of the sparse forward expression."""
     _row_backward(_sparse_backward, labels, y_pred, (eps,), grad)
 
 
+@launcher
 def sparse_categorical_crossentropy_logits_forward(labels, logits, out):
     """out[0] = mean_n(logsumexp(z_n) - z_n[label_n])."""
     _row_forward(_sparse_logits_forward, labels, logits, (), out)
 
 
+@launcher
 def sparse_categorical_crossentropy_logits_backward(labels, logits, grad):
     """grad = (softmax(z) - onehot(label)) / N."""
     _row_backward(_sparse_logits_backward, labels, logits, (), grad)

@@ -9,7 +9,7 @@ import math
 
 from numba import cuda
 
-from ._common import grid_1d, kernel
+from ._common import grid_1d, kernel, launcher
 
 
 def _check(name, n, *buffers):
@@ -29,6 +29,7 @@ def _sgd(param, grad, velocity, lr, momentum, weight_decay, nesterov):
         param[i] -= lr * g
 
 
+@launcher
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay, in place."""
     n = param.size
@@ -46,6 +47,7 @@ def _adagrad(param, grad, accum, lr, eps, weight_decay):
         param[i] -= lr * g / (math.sqrt(s) + eps)
 
 
+@launcher
 def adagrad_update(param, grad, accum, lr, eps, weight_decay):
     """Adagrad: accum += g^2; param -= lr * g / (sqrt(accum) + eps)."""
     n = param.size
@@ -75,6 +77,7 @@ def _rmsprop(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, we
             param[i] -= lr * g / avg
 
 
+@launcher
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
                    momentum, centered):
     """RMSprop (torch): optional centering, momentum and L2 weight decay, eps outside the sqrt."""
@@ -111,12 +114,14 @@ def _adam_launch(name, param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay
                           step_size, bc2_sqrt)
 
 
+@launcher
 def adam_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, amsgrad, step):
     """Adam (torch) with L2 weight decay added to the gradient; ``step`` is 1-based."""
     _adam_launch("adam_update", param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay,
                  1.0, amsgrad, step)
 
 
+@launcher
 def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, amsgrad, step):
     """AdamW (torch): param *= 1 - lr * weight_decay, then the Adam step; ``step`` is 1-based."""
     _adam_launch("adamw_update", param, grad, m, v, vmax, lr, beta1, beta2, eps, 0.0,

@@ -15,7 +15,7 @@ import math
 
 from numba import cuda
 
-from ._common import config, grid_1d, kernel
+from ._common import config, grid_1d, kernel, launcher
 
 
 @kernel("A4 i i i i i i A4 q4")
@@ -48,6 +48,7 @@ def _max_fwd(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax):
         argmax[n, c, oh, ow] = a
 
 
+@launcher
 def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax):
     """out = max over each window; argmax = h*W + w of the (first) winner in its plane."""
     if out.size:
@@ -73,6 +74,7 @@ def _max_bwd(g2, a2, gi2):
         cuda.syncthreads()
 
 
+@launcher
 def max_pool2d_backward(grad_out, argmax, grad_in):
     """grad_in = zeros, plus each grad_out element added at its argmax position."""
     N, C, H, W = grad_in.shape
@@ -107,6 +109,7 @@ def _avg_fwd(x, pool_h, pool_w, sh, sw, ph, pw, out):
         out[n, c, oh, ow] = s / cnt if cnt > 0 else 0.0
 
 
+@launcher
 def avg_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out):
     """out = mean of the in-image cells of each window (padding not counted)."""
     if out.size:
@@ -141,6 +144,7 @@ def _avg_bwd(grad_out, pool_h, pool_w, sh, sw, ph, pw, grad_in):
         grad_in[n, c, h, w] = s
 
 
+@launcher
 def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, grad_in):
     """grad_in = each grad_out element spread evenly over the in-image cells of its window."""
     if grad_in.size:

@@ -6,11 +6,13 @@
 """
 __version__ = "0.1.0"
 
-from . import callbacks, data, datasets, initializers, layers, losses, metrics, optimizers, testing
+from . import (callbacks, data, datasets, initializers, layers, losses, metrics, optimizers,
+               regularizers, schedules, testing)
 from .backend import cuda_available, get_backend
 from .models import Sequential, load_model
+from .plot import plot_history
 from .random import seed
 
 __all__ = ["Sequential", "load_model", "seed", "cuda_available", "get_backend", "layers",
            "optimizers", "losses", "metrics", "callbacks", "data", "datasets", "initializers",
-           "testing"]
+           "regularizers", "schedules", "plot_history", "testing"]

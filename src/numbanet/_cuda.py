@@ -31,7 +31,7 @@ except Exception as e:      # numba-cuda missing, or its CUDA bindings
 
 
 def _one_line(e):
-    return " ".join(str(e).split()).rstrip(":")
+    return " ".join(str(e).split()).rstrip(": ")
 
 
 def is_simulator():
@@ -205,22 +205,25 @@ def kernel_variants(dtypes=("float32", "float64"), itypes=("int32", "int64")):
                 yield k, np.dtype(dt), (np.dtype(it) if it else None)
 
 
-def compile_ptx(dtypes=("float32", "float64"), cc=(9, 0), names=None):
+def compile_ptx(dtypes=("float32", "float64"), cc=(9, 0), names=None, shard=(0, 1)):
     """Compile every CUDA kernel to PTX for compute capability ``cc``; list of dicts with
-    kernel, dtype, itype and ptx (or error). Needs NVVM, not a GPU; not under the simulator."""
+    kernel, dtype, itype and ptx (or error). Needs NVVM, not a GPU; not under the simulator.
+    ``names``: only these kernels; ``shard=(i, n)``: only every n-th variant from the i-th."""
     reason = nvvm_unavailable_reason()
     if reason:
         raise RuntimeError(f"cannot compile PTX: {reason}")
     rows = []
     with _assume_device(cc):
-        for k, dt, it in kernel_variants(dtypes):
-            if names and k.name not in names:
+        for v, (k, dt, it) in enumerate(kernel_variants(dtypes)):
+            if (names and k.name not in names) or v % shard[1] != shard[0]:
                 continue
             row = {"kernel": k.name, "dtype": dt.name, "itype": it.name if it else None}
             try:
-                opts = {o: v for o, v in k.options.items() if o in _JIT_OPTIONS_FOR_PTX}
-                ptx, _ = cuda.compile_ptx(k.dispatcher(dt).py_func,
-                                          k.argtypes(dt, it or np.int64), cc=tuple(cc), **opts)
+                disp = k.dispatcher(dt)
+                opts = {o: v for o, v in getattr(disp, "targetoptions", {}).items()
+                        if o in _JIT_OPTIONS_FOR_PTX and v is not None}
+                ptx, _ = cuda.compile_ptx(disp.py_func, k.argtypes(dt, it or np.int64),
+                                          cc=tuple(cc), **opts)
                 row["ptx"] = ptx
             except Exception as e:          # reported per kernel; the caller decides
                 row["error"] = f"{type(e).__name__}: {_one_line(e)}"[:2000]
@@ -266,11 +269,12 @@ def _ptxas(ptx, cc, ptxas):
     return stats, None
 
 
-def resources_here(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names=None):
+def resources_here(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names=None,
+                   shard=(0, 1)):
     """compile_ptx + ptxas in this process: one row per kernel variant (no PTX text)."""
     ptxas = ptxas or shutil.which("ptxas")
     rows = []
-    for row in compile_ptx(dtypes, cc, names):
+    for row in compile_ptx(dtypes, cc, names, shard):
         ptx = row.pop("ptx", None)
         if ptx is not None:
             row["ptx_lines"] = ptx.count("\n")
@@ -284,26 +288,38 @@ def resources_here(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names=N
 
 
 def kernel_resources(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names=None,
-                     timeout=900):
+                     jobs=None, timeout=900):
     """Per-kernel PTX compilation results and ptxas resource usage, for every CUDA kernel.
 
-    Runs in a subprocess with the simulator off (works without a GPU, whatever this process
-    uses). Returns ``{"skip": reason}`` when NVVM is missing, else ``{"rows": [...], "ptxas":
-    path or None}``; a row has kernel, dtype, itype, and either error or ptx_lines plus (with
-    ptxas) registers, barriers, shared_bytes, stack_bytes, spill_stores, spill_loads, or
-    ptxas_error.
+    Runs ``jobs`` subprocesses (default: CPU count, at most 8) with the simulator off, so it
+    works without a GPU whatever this process uses. Returns ``{"skip": reason}`` when NVVM is
+    missing, else ``{"rows": [...], "ptxas": path or None}``; a row has kernel, dtype, itype, and
+    either error, or ptx_lines plus (with ptxas) registers, barriers, shared_bytes, stack_bytes,
+    spill_stores, spill_loads (or ptxas_error).
     """
+    jobs = jobs or min(os.cpu_count() or 1, 8)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    cmd = [sys.executable, "-m", "numbanet._cuda", "--resources", "--dtypes", ",".join(dtypes),
-           "--cc", f"{cc[0]}{cc[1]}"]
+    base = [sys.executable, "-m", "numbanet._cuda", "--resources", "--dtypes", ",".join(dtypes),
+            "--cc", f"{cc[0]}{cc[1]}"]
     if ptxas:
-        cmd += ["--ptxas", ptxas]
+        base += ["--ptxas", ptxas]
     if names:
-        cmd += ["--names", ",".join(names)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if p.returncode != 0:
-        raise RuntimeError(f"PTX compilation subprocess failed:\n{p.stderr[-4000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        base += ["--names", ",".join(names)]
+    procs = [subprocess.Popen(base + ["--shard", f"{i}/{jobs}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(jobs)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"PTX compilation subprocess failed:\n{err[-4000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    if any("skip" in r for r in results):
+        return next(r for r in results if "skip" in r)
+    order = {(k.name, dt.name, it.name if it else None): i
+             for i, (k, dt, it) in enumerate(kernel_variants(dtypes))} if cuda else {}
+    rows = sorted((row for r in results for row in r["rows"]),
+                  key=lambda r: order.get((r["kernel"], r["dtype"], r["itype"]), len(order)))
+    return {"rows": rows, "ptxas": results[0]["ptxas"]}
 
 
 def format_resources(rows):
@@ -333,7 +349,9 @@ def _main(argv=None):
     ap.add_argument("--cc", default="90", help="compute capability, e.g. 90")
     ap.add_argument("--ptxas", default=None)
     ap.add_argument("--names", default=None, help="comma-separated kernel names (default: all)")
+    ap.add_argument("--shard", default="0/1", help="i/n: compile every n-th kernel from the i-th")
     args = ap.parse_args(argv)
+    shard = tuple(int(v) for v in args.shard.split("/"))
     cc = (int(args.cc[:-1]), int(args.cc[-1]))
     names = set(args.names.split(",")) if args.names else None
     reason = nvvm_unavailable_reason()
@@ -341,7 +359,7 @@ def _main(argv=None):
         result = {"skip": reason}
     else:
         ptxas = args.ptxas or shutil.which("ptxas")
-        result = {"rows": resources_here(tuple(args.dtypes.split(",")), cc, ptxas, names),
+        result = {"rows": resources_here(tuple(args.dtypes.split(",")), cc, ptxas, names, shard),
                   "ptxas": ptxas}
     if args.resources:
         print(json.dumps(result))

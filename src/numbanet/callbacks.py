@@ -355,7 +355,8 @@ class ModelCheckpoint(_Monitor):
             self._fields = [f for _, f, _, _ in string.Formatter().parse(self.filepath)
                             if f is not None]
         except ValueError as e:
-            raise _bad(owner, "filepath", filepath, f"a path with valid format fields ({e})") from None
+            raise _bad(owner, "filepath", filepath,
+                       f"a path with valid format fields ({e})") from None
         if any(f == "" or f.isdigit() for f in self._fields):
             raise _bad(owner, "filepath", filepath,
                        "a path whose format fields are named, like {epoch} or {val_loss:.2f}")
@@ -403,7 +404,8 @@ def _float_learning_rate(callback):
     """The optimizer's learning rate; TypeError when it is a schedule (the two would fight)."""
     optimizer = getattr(callback.model, "optimizer", None)
     if optimizer is None:
-        raise RuntimeError(f"{type(callback).__name__}: the model has no optimizer; compile it first")
+        raise RuntimeError(f"{type(callback).__name__}: the model has no optimizer; "
+                           f"compile it first")
     lr = optimizer.learning_rate
     if callable(lr):
         raise TypeError(f"{type(callback).__name__} sets the optimizer's learning_rate, but it is "
@@ -512,7 +514,8 @@ class ReduceLROnPlateau(_Monitor):
             self.model.optimizer.learning_rate = new
             self.cooldown_counter, self.wait = self.cooldown, 0
             if self.verbose:
-                print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing the learning rate to {new:.6g}")
+                print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing the learning rate to "
+                      f"{new:.6g}")
 
 
 class CSVLogger(Callback):

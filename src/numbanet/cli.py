@@ -1,5 +1,6 @@
 """The ``numbanet`` command: ``numbanet train`` (the main job) and ``numbanet compare``."""
 import argparse
+import os
 import sys
 import time
 
@@ -33,6 +34,16 @@ def build_digits_cnn(device="cpu"):
 
 def train(args):
     import numbanet as nb
+    if args.plot is None:          # by default the curves go next to the model, when possible
+        try:
+            nb.plot.require_matplotlib()
+            args.plot = os.path.splitext(args.output)[0] + ".png"
+        except ImportError:
+            args.plot = ""
+            print("note: matplotlib is not installed, so no training-curve PNG is written "
+                  "(pip install numbanet[plot])", file=sys.stderr)
+    elif args.plot:
+        nb.plot.require_matplotlib()        # fail before training, not after it
     nb.seed(args.seed)
     x, y = nb.datasets.load_digits()
     x_train, x_test, y_train, y_test = nb.data.train_test_split(
@@ -45,9 +56,12 @@ def train(args):
     if args.verbose:
         model.summary()
     t0 = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              validation_split=0.1, seed=args.seed, verbose=args.verbose)
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=0.1, seed=args.seed, verbose=args.verbose)
     seconds = time.perf_counter() - t0
+    if args.plot:
+        nb.plot_history(history, args.plot, title="numbanet train: 8x8 digits CNN")
+        print(f"training curves saved to {args.plot}")
     if model.stop_reason:
         print(f"training stopped: {model.stop_reason}", file=sys.stderr)
         return 1
@@ -71,11 +85,15 @@ def main(argv=None):
     t.add_argument("--output", default="numbanet-digits.npz")
     t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    t.add_argument("--plot", metavar="PNG", default=None,
+                   help="where to draw the loss and accuracy curves (default: next to the model, "
+                        "OUTPUT with .png; needs matplotlib: pip install numbanet[plot]); "
+                        "--plot '' draws none")
     t.set_defaults(func=train)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, ImportError) as e:
         print(f"numbanet {args.command}: error: {e}", file=sys.stderr)
         return 2
 

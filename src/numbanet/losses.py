@@ -167,7 +167,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         classes = output_shape[0]
         bad = np.flatnonzero((y < 0) | (y >= classes))
         if bad.size:
-            raise ValueError(f"{self.name}: labels must be in [0, {classes}), got {y[bad[0]]!r} "
+            raise ValueError(f"{self.name}: labels must be in [0, {classes}), got {y[bad[0]].item()!r} "
                              f"at index {bad[0]}")
         return np.ascontiguousarray(y, dtype=np.int64)
 

@@ -162,7 +162,8 @@ class TopKAccuracy(Metric):
 
     def __init__(self, k=5, name=None):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"{type(self).__name__}: `k` must be an integer >= 1; received k={k!r}")
+            raise ValueError(f"{type(self).__name__}: `k` must be an integer >= 1; "
+                             f"received k={k!r}")
         self.k = int(k)
         super().__init__(name)
 
@@ -202,7 +203,8 @@ class _ClassCounts(Metric):
         owner = type(self).__name__
         self.threshold = _threshold(owner, threshold)
         if average not in self.AVERAGES:
-            raise ValueError(f"{owner}: `average` must be one of {', '.join(map(repr, self.AVERAGES))}; "
+            allowed = ", ".join(map(repr, self.AVERAGES))
+            raise ValueError(f"{owner}: `average` must be one of {allowed}; "
                              f"received average={average!r}")
         self.average = average
         super().__init__(name)

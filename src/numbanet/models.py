@@ -356,7 +356,7 @@ class Sequential:
         if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
             cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
         steps = -(-len(x) // batch_size)
-        cb = callbacks_module.CallbackList([history] + cbs, self,
+        cb = callbacks_module.CallbackList(cbs + [history], self,
                                            {"epochs": epochs, "steps": steps, "verbose": verbose})
         self.history = history
         self.stop_training, self.stop_reason = False, None

@@ -6,6 +6,15 @@ import tempfile
 _INSTALL = "plot_history needs matplotlib; install it with: pip install numbanet[plot]"
 
 
+def require_matplotlib():
+    """Raise ImportError saying how to install the ``plot`` extra when matplotlib is missing
+    (lets a command check before a long training run rather than after it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise ImportError(_INSTALL) from e
+
+
 def _series(history):
     """``(epochs, {key: values})`` from a History callback or its ``history`` dict."""
     epochs = None
@@ -56,11 +65,9 @@ def plot_history(history, path, title=None, dpi=100):
     title says so); every panel spans all the epochs. A positive ``learning_rate`` spanning more
     than a factor of 10 is drawn on a log scale.
     """
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError as e:
-        raise ImportError(_INSTALL) from e
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"plot_history: `path` must be a non-empty path; received path={path!r}")
     epochs, data = _series(history)

@@ -1,12 +1,15 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
+from .augmentation import GaussianNoise, RandomFlip, RandomTranslation, SpatialDropout2D
 from .base import Layer
 from .conv import AveragePooling2D, AvgPool2D, Conv2D, MaxPool2D, MaxPooling2D
 from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape,
                    Sigmoid, Softmax, Softplus, Tanh)
+from .normalization import BatchNormalization, LayerNormalization
 
 LAYERS = {cls.__name__: cls for cls in (
     Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Dropout, Activation, ReLU, LeakyReLU,
-    ELU, GELU, Sigmoid, Tanh, Softplus, Softmax)}
+    ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization, LayerNormalization,
+    SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise)}
 
 
 def get(name):

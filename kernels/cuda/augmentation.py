@@ -1,0 +1,153 @@
+"""Augmentation and spatial-dropout kernels on the GPU: same public launchers, arguments and
+semantics as kernels/cpu/augmentation.py (see its docstring for the contract).
+
+Every kernel is a grid-stride loop over the output elements (coalesced writes). Spatial dropout
+runs on flat views with the plane size ``H*W`` as a parameter; flips and translations index the
+(N, C, H, W) arrays, the backward passes reuse the forward kernels (a flip is its own inverse, a
+translation's adjoint is the opposite shift). The per-sample flag/shift arrays are int32 or int64
+(both of one call the same type).
+"""
+import math
+
+from numba import cuda
+
+from ._common import grid_1d, kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# spatial dropout (flat views: x, out of N*C*H*W; u, mask of N*C)
+
+@kernel("A1 A1 i f f A1 A1")
+def _sdrop_fwd(x, u, hw, rate, keep_scale, out, mask):
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for p in range(start, u.size, stride):
+        mask[p] = keep_scale if u[p] >= rate else 0.0
+    for i in range(start, x.size, stride):
+        p = i // hw
+        m = keep_scale if u[p] >= rate else 0.0
+        out[i] = x[i] * m
+
+
+def spatial_dropout2d_forward(x, u, rate, out, mask):
+    """mask[n, c] = (u[n, c] >= rate) / (1 - rate) (0 when rate >= 1); out = x * mask over each
+    whole (n, c) plane. x, out: (N, C, H, W); u, mask: (N, C)."""
+    keep_scale = 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
+    if x.size:
+        hw = x.shape[2] * x.shape[3]
+        _sdrop_fwd[grid_1d(x.size)](x.reshape(x.size), u.reshape(u.size), hw, rate, keep_scale,
+                                    out.reshape(out.size), mask.reshape(mask.size))
+
+
+@kernel("A1 A1 i A1")
+def _sdrop_bwd(grad_out, mask, hw, grad_in):
+    for i in range(cuda.grid(1), grad_out.size, cuda.gridsize(1)):
+        grad_in[i] = grad_out[i] * mask[i // hw]
+
+
+def spatial_dropout2d_backward(grad_out, mask, grad_in):
+    """grad_in = grad_out * mask[n, c] over each (n, c) plane."""
+    if grad_out.size:
+        hw = grad_out.shape[2] * grad_out.shape[3]
+        _sdrop_bwd[grid_1d(grad_out.size)](grad_out.reshape(grad_out.size),
+                                           mask.reshape(mask.size), hw,
+                                           grad_in.reshape(grad_in.size))
+
+
+# ---------------------------------------------------------------------------------------------
+# flips
+
+@kernel("A4 I1 I1 A4")
+def _flip(x, flip_h, flip_w, out):
+    nc = x.shape[1]
+    hh = x.shape[2]
+    ww = x.shape[3]
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        w = i % ww
+        t = i // ww
+        h = t % hh
+        t = t // hh
+        c = t % nc
+        n = t // nc
+        sh = hh - 1 - h if flip_h[n] != 0 else h
+        sw = ww - 1 - w if flip_w[n] != 0 else w
+        out[n, c, h, w] = x[n, c, sh, sw]
+
+
+def flip_forward(x, flip_h, flip_w, out):
+    """Per-sample flips: flip_h[n] != 0 reverses the H axis of sample n (vertical flip),
+    flip_w[n] != 0 the W axis (horizontal flip). ``out`` must not alias ``x``."""
+    if x.size:
+        _flip[grid_1d(x.size)](x, flip_h, flip_w, out)
+
+
+def flip_backward(grad_out, flip_h, flip_w, grad_in):
+    """The gradient of flip_forward: the same flips applied to ``grad_out``."""
+    if grad_out.size:
+        _flip[grid_1d(grad_out.size)](grad_out, flip_h, flip_w, grad_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# translations
+
+@kernel("A4 I1 I1 i A4")
+def _translate(x, dy, dx, sign, out):
+    nc = x.shape[1]
+    hh = x.shape[2]
+    ww = x.shape[3]
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        w = i % ww
+        t = i // ww
+        h = t % hh
+        t = t // hh
+        c = t % nc
+        n = t // nc
+        sh = h - sign * dy[n]
+        sw = w - sign * dx[n]
+        if sh >= 0 and sh < hh and sw >= 0 and sw < ww:
+            out[n, c, h, w] = x[n, c, sh, sw]
+        else:
+            out[n, c, h, w] = 0.0
+
+
+def translate_forward(x, dy, dx, out):
+    """out[n, c, h, w] = x[n, c, h - dy[n], w - dx[n]], zero outside the image (whole pixels).
+    ``out`` must not alias ``x``."""
+    if x.size:
+        _translate[grid_1d(x.size)](x, dy, dx, 1, out)
+
+
+def translate_backward(grad_out, dy, dx, grad_in):
+    """The gradient of translate_forward: grad_out shifted back by (-dy, -dx), zero-filled."""
+    if grad_out.size:
+        _translate[grid_1d(grad_out.size)](grad_out, dy, dx, -1, grad_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussian noise (flat 1-D)
+
+@kernel("A1 A1 f A1")
+def _gaussian_noise(x, noise, stddev, out):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        out[i] = x[i] + stddev * noise[i]
+
+
+def gaussian_noise_forward(x, noise, stddev, out):
+    """out = x + stddev * noise (out may alias x)."""
+    if x.size:
+        _gaussian_noise[grid_1d(x.size)](x, noise, stddev, out)
+
+
+@kernel("A1 A1")
+def _box_muller(u, out):
+    n = out.size
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        r = math.sqrt(-2.0 * math.log(1.0 - float(u[i])))
+        out[i] = r * math.cos(2.0 * math.pi * float(u[n + i]))
+
+
+def box_muller(u, out):
+    """Standard normal numbers from uniform [0, 1) ones: out[i] = sqrt(-2 log(1 - u[i])) *
+    cos(2 pi u[n + i]), n = out.size, u.size = 2n."""
+    if out.size:
+        _box_muller[grid_1d(out.size)](u, out)
