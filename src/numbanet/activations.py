@@ -1,4 +1,6 @@
 """Activation functions by name, dispatched to the ``<name>_forward``/``<name>_backward`` kernels."""
+import numpy as np
+
 # name -> (kernel name, default alpha)
 ACTIVATIONS = {
     "linear": ("linear", 0.0),
@@ -42,7 +44,9 @@ class ActivationOp:
         return self.name == "linear"
 
     def _view(self, a):
-        return a.reshape(-1, a.shape[-1]) if self.name == "softmax" else a.reshape(-1)
+        shape = tuple(a.shape)      # device arrays' shapes may not index from the end
+        size = int(np.prod(shape))
+        return a.reshape(size // shape[-1], shape[-1]) if self.name == "softmax" else a.reshape(size)
 
     def forward(self, backend, x, out=None):
         """Apply to ``x``; writes into ``out`` (may be ``x`` itself unless backward needs ``x``)."""

@@ -73,6 +73,11 @@ def train(args):
     return 0
 
 
+def _compare(args):
+    from .compare import main as compare_main
+    return compare_main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="numbanet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +95,17 @@ def main(argv=None):
                         "OUTPUT with .png; needs matplotlib: pip install numbanet[plot]); "
                         "--plot '' draws none")
     t.set_defaults(func=train)
+    c = sub.add_parser("compare", help="time every CPU kernel beside its CUDA twin and check "
+                                       "both against float64")
+    c.add_argument("--ops", default=None,
+                   help="comma-separated ops (dense,conv2d,pool,activations,...) or kernel names")
+    c.add_argument("--size", default="medium", choices=("small", "medium", "large"))
+    c.add_argument("--repeat", type=_positive(int), default=5)
+    c.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.add_argument("--resources", action="store_true",
+                   help="registers, spills and shared memory of every CUDA kernel (ptxas)")
+    c.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

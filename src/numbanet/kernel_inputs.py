@@ -1,0 +1,237 @@
+"""Valid, seeded inputs for every kernel of a backend, at a few sizes.
+
+``kernel_calls(backend, dtype, size)`` gives (kernel name, arguments) for each kernel the backend
+binds: structured shapes (dense, conv, pooling, normalization, augmentation) come from a table,
+the rest (activations, losses, optimizer updates, elementwise) from the kernels' parameter names.
+``numbanet compare`` and the asv suite both build their calls here.
+"""
+import functools
+import inspect
+
+import numpy as np
+
+SEED = 20240601
+
+# Dimensions per size: batch, channels in/out, image side, features, flat buffer length, classes.
+SIZES = {
+    "small": dict(n=2, c=2, k=3, hw=6, feat=4, flat=8, classes=4),
+    "medium": dict(n=32, c=16, k=32, hw=16, feat=256, flat=1 << 16, classes=10),
+    "large": dict(n=128, c=32, k=64, hw=28, feat=1024, flat=1 << 20, classes=10),
+}
+
+# Typical values of the scalar hyperparameters, by the kernels' parameter names.
+SCALARS = {
+    "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "eps": 1e-7,
+    "alpha": 0.5, "beta": 0.5, "beta1": 0.9, "beta2": 0.999, "gamma": 2.0, "rho": 0.9,
+    "centered": False, "amsgrad": False, "amsbound": False, "step": 10, "mu": 0.9,
+    "mu_next": 0.9, "mu_product": 0.81, "final_lr": 0.1, "factor": 0.5, "a": 0.5, "l1": 0.01,
+    "l2": 0.01, "rate": 0.5, "stddev": 0.1, "delta": 1.0, "smooth": 1.0, "margin": 1.0,
+    "p": 2.0, "apply_class_balancing": False,
+}
+
+
+def _rng(salt, shape):
+    return np.random.default_rng([SEED, salt, *shape])
+
+
+def _frozen(a):
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=None)
+def normal(shape, dtype, salt=0, scale=1.0):
+    """Standard normal numbers (times ``scale``); cached, read-only (``on`` gives a copy)."""
+    return _frozen((_rng(salt, shape).standard_normal(shape) * scale).astype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def uniform(shape, dtype, low=0.0, high=1.0, salt=0):
+    return _frozen(_rng(salt, shape).uniform(low, high, shape).astype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def labels(n, classes, salt=0):
+    """int64 class labels in [0, classes)."""
+    return _frozen(_rng(salt, (n, classes)).integers(0, classes, n).astype(np.int64))
+
+
+@functools.lru_cache(maxsize=None)
+def onehot(n, classes, dtype, salt=0):
+    return _frozen(np.eye(classes, dtype=dtype)[labels(n, classes, salt)])
+
+
+@functools.lru_cache(maxsize=None)
+def probabilities(shape, dtype, salt=0):
+    """Rows of positive numbers summing to 1 (softmax of normal numbers)."""
+    z = normal(shape, "float64", salt).astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return _frozen((e / e.sum(axis=1, keepdims=True)).astype(dtype))
+
+
+def on(be, *hosts):
+    """Fresh writable backend copies of host arrays (one array, or a tuple for several)."""
+    arrays = tuple(be.asarray(np.array(h)) for h in hosts)
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def kernel_params(fn):
+    """Parameter names of a kernel (an @njit dispatcher or a CUDA launcher)."""
+    return list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
+
+
+def kernel_module(fn):
+    """The kernel module (``"losses"``, ...) a kernel is defined in."""
+    return getattr(fn, "py_func", fn).__module__.rsplit(".", 1)[-1]
+
+
+def flat_args(be, fn, n, dtype):
+    """Arguments of a kernel over flat buffers (optimizers, elementwise, regularization): every
+    array parameter a length-``n`` vector (``u`` uniform, state buffers zero), scalars typical."""
+    args = []
+    for i, name in enumerate(kernel_params(fn)):
+        if name in SCALARS:
+            args.append(SCALARS[name])
+        elif name == "u":
+            args.append(on(be, uniform((n,), dtype, salt=i)))
+        elif i < 2 or name in ("x", "y", "slow", "fast", "noise", "w", "grad_out", "mask"):
+            args.append(on(be, normal((n,), dtype, salt=i, scale=0.1)))
+        else:
+            args.append(be.zeros((n,), dtype))
+    return tuple(args)
+
+
+def loss_args(be, fn, n, d, dtype):
+    """Arguments of a loss kernel for ``n`` samples of ``d`` values: targets and predictions of
+    the kinds the loss takes (labels, one-hot rows, 0/1, +-1, probabilities, logits), unit
+    sample weights, typical scalars, then the output(s)."""
+    name = getattr(fn, "py_func", fn).__name__
+    binary = any(k in name for k in ("binary", "dice", "jaccard", "tversky"))
+    categorical = "categorical" in name or "kl_divergence" in name
+    if "hinge" in name:
+        y_true = (2.0 * (normal((n, d), dtype, 1) > 0) - 1.0).astype(dtype)
+    elif binary:
+        y_true = (uniform((n, d), dtype, salt=1) > 0.5).astype(dtype)
+    elif categorical:
+        y_true = onehot(n, d, dtype, 1)
+    else:
+        y_true = normal((n, d), dtype, 1)
+    if "logits" in name:
+        y_pred = normal((n, d), dtype, 2, 3.0)
+    elif categorical:
+        y_pred = probabilities((n, d), dtype, 2)
+    elif binary or "msle" in name:
+        y_pred = uniform((n, d), dtype, 0.01, 0.99, salt=2)
+    else:
+        y_pred = normal((n, d), dtype, 2)
+    args = []
+    for i, p in enumerate(kernel_params(fn)):
+        if p in SCALARS:
+            args.append(SCALARS[p])
+        elif p == "labels":
+            args.append(on(be, labels(n, d, 1)))
+        elif p == "y_true":
+            args.append(on(be, y_true))
+        elif p in ("y_pred", "logits"):
+            args.append(on(be, y_pred))
+        elif p == "y":                               # pair labels of the contrastive loss
+            args.append(on(be, (uniform((n,), dtype, salt=3) > 0.5).astype(dtype)))
+        elif p == "weights":
+            args.append(on(be, np.ones(n, dtype)))
+        elif p == "out":
+            args.append(be.empty((1,), dtype))
+        elif p.startswith("grad"):
+            args.append(be.empty((n, d), dtype))
+        elif p in ("x1", "x2", "anchor", "positive", "negative"):
+            args.append(on(be, normal((n, d), dtype, 10 + i)))
+        else:
+            raise KeyError(f"{name}: no input for parameter {p!r}")
+    return tuple(args)
+
+
+def _pool_argmax(n, c, hw):
+    """Argmax of a 2x2/2 max pool: the top-left cell h*W + w of each window."""
+    o = hw // 2
+    hh, ww = np.meshgrid(np.arange(o) * 2, np.arange(o) * 2, indexing="ij")
+    return np.broadcast_to(hh * hw + ww, (n, c, o, o)).astype(np.int64)
+
+
+def _structured_calls(be, dt, n, c, k, hw, feat, **_):
+    """Calls of the kernels whose arrays have structured shapes."""
+    f = lambda *shape: on(be, normal(shape, dt, salt=len(shape)))          # noqa: E731
+    pos = lambda *shape: on(be, uniform(shape, dt, 0.5, 1.5, len(shape)))  # noqa: E731
+    e = lambda *shape: be.empty(shape, dt)                                 # noqa: E731
+    i64 = lambda values: on(be, np.asarray(values, dtype=np.int64))       # noqa: E731
+    o, s = hw // 2, hw * hw
+    x3, g3, x2, g2 = f(n, c, s), f(n, c, s), f(n, feat), f(n, feat)
+    flips = i64(np.arange(n) % 2)
+    shifts = i64((np.arange(n) % 3) - 1)
+    return {
+        "dense_forward": (f(n, feat), f(feat, feat), f(feat), e(n, feat)),
+        "dense_backward_input": (f(n, feat), f(feat, feat), e(n, feat)),
+        "dense_backward_weight": (f(n, feat), f(n, feat), e(feat, feat), e(feat)),
+        "conv2d_forward": (f(n, c, hw, hw), f(k, c, 3, 3), f(k), 1, 1, 1, 1, 1, 1,
+                           e(n, k, hw, hw)),
+        "conv2d_backward_input": (f(n, k, hw, hw), f(k, c, 3, 3), 1, 1, 1, 1, 1, 1,
+                                  e(n, c, hw, hw)),
+        "conv2d_backward_weight": (f(n, c, hw, hw), f(n, k, hw, hw), 1, 1, 1, 1, 1, 1,
+                                   e(k, c, 3, 3)),
+        "conv2d_backward_bias": (f(n, k, hw, hw), e(k)),
+        "max_pool2d_forward": (f(n, c, hw, hw), 2, 2, 2, 2, 0, 0, e(n, c, o, o),
+                               be.empty((n, c, o, o), np.int64)),
+        "max_pool2d_backward": (f(n, c, o, o), on(be, _pool_argmax(n, c, hw)), e(n, c, hw, hw)),
+        "avg_pool2d_forward": (f(n, c, hw, hw), 2, 2, 2, 2, 0, 0, e(n, c, o, o)),
+        "avg_pool2d_backward": (f(n, c, o, o), 2, 2, 2, 2, 0, 0, e(n, c, hw, hw)),
+        "batchnorm_forward_train": (x3, f(c), f(c), 1e-5, e(n, c, s), e(c), e(c)),
+        "batchnorm_forward_infer": (x3, f(c), f(c), f(c), pos(c), 1e-5, e(n, c, s)),
+        "batchnorm_backward": (x3, g3, f(c), f(c), pos(c), e(n, c, s), e(c), e(c)),
+        "batchnorm_backward_infer": (x3, g3, f(c), f(c), pos(c), 1e-5, e(n, c, s), e(c), e(c)),
+        "batchnorm_update_running": (f(c), pos(c), f(c), pos(c), 1e-5, 0.99, n * s),
+        "layernorm_forward": (x2, f(feat), f(feat), 1e-5, e(n, feat), e(n), e(n)),
+        "layernorm_backward": (x2, g2, f(feat), f(n), pos(n), e(n, feat), e(feat), e(feat)),
+        "spatial_dropout2d_forward": (f(n, c, hw, hw), on(be, uniform((n, c), dt)), 0.5,
+                                      e(n, c, hw, hw), e(n, c)),
+        "spatial_dropout2d_backward": (f(n, c, hw, hw), pos(n, c), e(n, c, hw, hw)),
+        "flip_forward": (f(n, c, hw, hw), flips, flips, e(n, c, hw, hw)),
+        "flip_backward": (f(n, c, hw, hw), flips, flips, e(n, c, hw, hw)),
+        "translate_forward": (f(n, c, hw, hw), shifts, shifts, e(n, c, hw, hw)),
+        "translate_backward": (f(n, c, hw, hw), shifts, shifts, e(n, c, hw, hw)),
+        "box_muller": (on(be, uniform((2 * n * feat,), dt)), e(n * feat)),
+    }
+
+
+def kernel_calls(be, dtype="float32", size="small", names=None):
+    """``(calls, uncovered)``: ``calls`` lists (kernel name, arguments) for every kernel of ``be``
+    (or those in ``names``) at ``size``; ``uncovered`` names kernels no inputs could be made for."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    dims = SIZES[size]
+    dt = np.dtype(dtype)
+    structured = _structured_calls(be, dt, **dims)
+    calls, uncovered = [], []
+    for name, fn in sorted(be.kernels.items()):
+        if names is not None and name not in names:
+            continue
+        module = kernel_module(fn)
+        try:
+            if name in structured:
+                args = structured[name]
+            elif module == "activations":
+                shape = (dims["n"], dims["feat"]) if name.startswith("softmax") else \
+                    (dims["n"] * dims["feat"],)
+                x = on(be, normal(shape, dt, 1))
+                args = ((x, 0.1, be.empty(shape, dt)) if name.endswith("_forward") else
+                        (x, x, on(be, normal(shape, dt, 2)), 0.1, be.empty(shape, dt)))
+            elif module == "losses":
+                args = loss_args(be, fn, dims["n"], dims["classes"], dt)
+            elif module in ("optim", "elementwise", "regularization", "augmentation"):
+                args = flat_args(be, fn, dims["flat"], dt)
+            else:
+                raise KeyError(name)
+            if len(args) != len(kernel_params(fn)):
+                raise KeyError(name)
+        except KeyError:
+            uncovered.append(name)
+            continue
+        calls.append((name, args))
+    return calls, uncovered

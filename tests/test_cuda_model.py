@@ -1,0 +1,78 @@
+"""A whole model on the CUDA backend (Numba's simulator here, a real GPU with
+NUMBANET_TEST_REAL_CUDA=1): device placement, training that agrees with the CPU, save/load across
+devices, and the error when no GPU can be used."""
+import os
+
+import numpy as np
+import pytest
+
+import numbanet as nb
+from numbanet import _cuda
+
+L = nb.layers
+
+
+@pytest.fixture
+def allow_sim(monkeypatch):
+    if _cuda.is_simulator():
+        monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
+    if not _cuda.is_available():
+        pytest.skip(_cuda.unavailable_reason())
+
+
+def tiny_cnn(device, dtype="float64"):
+    return nb.Sequential([
+        L.Conv2D(3, 3, padding="same", activation="relu"), L.BatchNormalization(),
+        L.MaxPool2D(2), L.Flatten(), L.Dropout(0.2, seed=1),
+        L.Dense(5, activation="tanh"), L.Dense(3, activation="softmax"),
+    ], input_shape=(2, 4, 4), device=device, dtype=dtype)
+
+
+def test_cuda_training_matches_cpu(allow_sim, rng):
+    x = rng.standard_normal((6, 2, 4, 4))
+    y = rng.integers(0, 3, 6)
+    nb.seed(0)
+    cpu = tiny_cnn("cpu")
+    gpu = tiny_cnn("cpu").to("cuda")
+    gpu.set_weights(cpu.get_weights())
+    assert gpu.device == "cuda" and gpu.layers[0].params["kernel"].__class__ is not np.ndarray
+    for m in (cpu, gpu):
+        m.layers[4].rate = 0.0          # the two devices draw different dropout masks
+        m.compile(nb.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    for _ in range(2):
+        assert gpu.train_step(x, y) == pytest.approx(cpu.train_step(x, y), rel=1e-9)
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-9, atol=1e-12)
+    assert gpu.evaluate(x, y)["loss"] == pytest.approx(cpu.evaluate(x, y)["loss"], rel=1e-9)
+
+
+def test_fit_save_load_across_devices(allow_sim, rng, tmp_path):
+    x = rng.standard_normal((8, 2, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    nb.seed(1)
+    model = tiny_cnn("cuda", dtype="float32")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    path = tmp_path / "gpu.npz"
+    model.save(path)
+    on_cpu = nb.load_model(path, device="cpu")
+    assert on_cpu.device == "cpu"
+    np.testing.assert_allclose(on_cpu.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+    back = on_cpu.to("cuda").to("cpu")
+    np.testing.assert_allclose(back.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_unavailable_is_a_clear_error(monkeypatch):
+    if not _cuda.is_simulator():
+        pytest.skip("needs the simulator (a real GPU is available)")
+    monkeypatch.delenv("NUMBANET_ALLOW_CUDASIM", raising=False)
+    assert not nb.cuda_available()
+    from numbanet import backend
+    monkeypatch.setattr(backend, "_backends", {})
+    with pytest.raises(RuntimeError, match="simulator"):
+        nb.Sequential([L.Dense(2)], input_shape=(3,), device="cuda")
+    assert "NUMBANET_ALLOW_CUDASIM" in _cuda.unavailable_reason()
+    assert os.environ.get("NUMBANET_ALLOW_CUDASIM") is None
