@@ -323,3 +323,44 @@ def test_gradient_norms_per_layer(rng):
     for layer in model.layers:
         expected = np.sqrt(sum((g ** 2).sum() for g in layer.grads.values()))
         assert norms[layer.name] == pytest.approx(expected, rel=1e-12)
+
+
+def test_sample_and_class_weights_scale_each_samples_loss(rng):
+    x = rng.standard_normal((12, 5))
+    y = rng.integers(0, 3, 12)
+    base = mlp(dtype="float64")
+    base.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    per_sample = np.array([-np.log(p[c]) for p, c in zip(base.predict(x), y)])
+    w = rng.uniform(0.5, 2.0, 12)
+    assert base.evaluate(x, y)["loss"] == pytest.approx(per_sample.mean(), rel=1e-10)
+    assert base.evaluate(x, y, sample_weight=w)["loss"] == \
+        pytest.approx((w * per_sample).mean(), rel=1e-10)
+    # class_weight is a sample weight per class; both routes train identically.
+    cw = {0: 2.0, 1: 0.5, 2: 1.0}
+    a, b = mlp(dtype="float64"), mlp(dtype="float64")
+    b.set_weights(a.get_weights())
+    for m in (a, b):
+        m.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    ha = a.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0, class_weight=cw)
+    hb = b.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0,
+               sample_weight=np.array([cw[c] for c in y]))
+    assert ha.history["loss"] == pytest.approx(hb.history["loss"], rel=1e-12)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-12)
+    # A zero weight removes a sample from training entirely.
+    c, d = mlp(dtype="float64"), mlp(dtype="float64")
+    d.set_weights(c.get_weights())
+    for m in (c, d):
+        m.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    keep = np.ones(12)
+    keep[5] = 0.0
+    c.train_step(x, y, sample_weight=keep)
+    d.train_step(np.delete(x, 5, 0), np.delete(y, 5), sample_weight=np.full(11, 11 / 12))
+    for wc, wd in zip(c.get_weights(), d.get_weights()):
+        np.testing.assert_allclose(wc, wd, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(12,\)"):
+        a.fit(x, y, sample_weight=np.ones(5), verbose=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        a.fit(x, y, sample_weight=-np.ones(12), verbose=0)
+    with pytest.raises(TypeError, match="class_weight must be a dict"):
+        a.fit(x, y, class_weight=[1, 2], verbose=0)

@@ -259,24 +259,68 @@ class Sequential:
         y = self.loss.prepare_targets(y, self.output_shape, self.dtype)
         return x, y
 
+    def _sample_weights(self, y, sample_weight, class_weight, where):
+        """Per-sample weights (float64, (N,)) from ``sample_weight``, ``class_weight`` and the
+        loss's own class weights, or None when every weight is 1."""
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.shape != (len(y),):
+                raise ValueError(f"{where}: sample_weight must have shape ({len(y)},), got "
+                                 f"{w.shape}")
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(f"{where}: sample_weight must be finite and non-negative")
+        if class_weight is not None:
+            if not isinstance(class_weight, dict):
+                raise TypeError(f"{where}: class_weight must be a dict {{class index: weight}}, "
+                                f"got {type(class_weight).__name__}")
+            for k, v in class_weight.items():
+                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or \
+                        isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                        not np.isfinite(v) or v < 0:
+                    raise ValueError(f"{where}: class_weight needs non-negative int classes and "
+                                     f"finite non-negative weights, got {k!r}: {v!r}")
+            classes = self._class_indices(y)
+            table = np.ones(max([int(classes.max()) + 1] + [int(k) + 1 for k in class_weight]))
+            for k, v in class_weight.items():
+                table[int(k)] = v
+            cw = table[classes]
+            w = cw if w is None else w * cw
+        lw = self.loss.sample_weights(y)
+        if lw is not None:
+            w = lw if w is None else w * lw
+        return w
+
+    @staticmethod
+    def _class_indices(y):
+        """Class index of each target: labels, argmax of one-hot rows, or 0/1 for one unit."""
+        y = np.asarray(y)
+        if y.ndim == 1:
+            return y.astype(np.int64) if y.dtype.kind in "iub" else np.rint(y).astype(np.int64)
+        flat = y.reshape(len(y), -1)
+        if flat.shape[1] == 1:
+            return (flat[:, 0] > 0.5).astype(np.int64)
+        return np.argmax(flat, axis=1)
+
     def _forward(self, xb, training):
         out = xb
         for layer in self.layers:
             out = layer.forward(out, training=training)
         return out
 
-    def _loss_and_backward(self, yb, y_pred):
-        """Loss (a (1,) backend array) and the backward pass into the flat gradient buffer."""
+    def _loss_and_backward(self, yb, y_pred, wb=None):
+        """Losses (backend (1,) arrays: the data term, then regularization penalties) and the
+        backward pass into the flat gradient buffer; ``wb`` holds per-sample weights."""
         be, last = self.backend, self.layers[-1]
         if self._fused():
             logits = last.logits
-            loss = self.loss.forward(be, yb, logits, logits=True)
-            grad = self.loss.backward(be, yb, logits, logits=True)
+            loss = self.loss.forward(be, yb, logits, wb, logits=True)
+            grad = self.loss.backward(be, yb, logits, wb, logits=True)
             grad = last.backward(grad, pre_activation=True)
             rest = self.layers[-2::-1]
         else:
-            loss = self.loss.forward(be, yb, y_pred)
-            grad = self.loss.backward(be, yb, y_pred)
+            loss = self.loss.forward(be, yb, y_pred, wb)
+            grad = self.loss.backward(be, yb, y_pred, wb)
             rest = self.layers[::-1]
         for layer in rest:
             grad = layer.backward(grad)
@@ -304,25 +348,32 @@ class Sequential:
                     [l.grads[k] for l, k, _ in self._param_items()])
         return [self._flat_params], [self._flat_grads]
 
-    def _step(self, xb, yb):
+    def _step(self, xb, yb, wb=None):
         y_pred = self._forward(xb, True)
-        losses = self._loss_and_backward(yb, y_pred)
+        losses = self._loss_and_backward(yb, y_pred, wb)
         self.optimizer.backend = self.backend
         self.optimizer.step(*self._optimizer_lists())
         return self._value(losses), y_pred
 
-    def train_step(self, xb, yb):
+    def train_step(self, xb, yb, sample_weight=None):
         """One optimizer step on one batch; returns the batch's loss."""
         self._require_compiled("train_step")
         xb, yb = self._check_xy(xb, yb)
         be = self.backend
-        loss, _ = self._step(be.asarray(xb, self.dtype), be.asarray(yb))
+        w = self._sample_weights(yb, sample_weight, None, "train_step")
+        wb = None if w is None else be.asarray(w, self.dtype)
+        loss, _ = self._step(be.asarray(xb, self.dtype), be.asarray(yb), wb)
         return loss
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0):
+            shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0,
+            class_weight=None, sample_weight=None):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``history`` dict holds the
-        per-epoch ``loss``, metrics and their ``val_`` counterparts."""
+        per-epoch ``loss``, metrics and their ``val_`` counterparts.
+
+        ``sample_weight`` (one weight per sample) and ``class_weight`` ({class index: weight})
+        scale each sample's loss, Keras-style: the batch loss is sum(w * loss) / batch size.
+        """
         self._require_compiled("fit")
         epochs = check_positive_int(epochs, "epochs", "fit", allow_zero=True)
         batch_size = check_positive_int(batch_size, "batch_size", "fit")
@@ -333,6 +384,9 @@ class Sequential:
         if verbose not in (0, 1, 2, "auto"):
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         x, y = self._check_xy(x, y)
+        if sample_weight is not None and np.shape(sample_weight) != (len(x),):
+            raise ValueError(f"fit: sample_weight must have shape ({len(x)},), got "
+                             f"{np.shape(sample_weight)}")
         if validation_data is None and validation_split > 0:
             n_val = int(len(x) * validation_split)
             if n_val < 1 or n_val >= len(x):
@@ -340,10 +394,15 @@ class Sequential:
                                  f"{len(x) - n_val} training and {n_val} validation samples of "
                                  f"{len(x)}")
             x, y, validation_data = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+            if sample_weight is not None:
+                sample_weight = np.asarray(sample_weight)[:-n_val]
+        self.loss.adapt(y)
+        weights = self._sample_weights(y, sample_weight, class_weight, "fit")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
             validation_data = self._check_xy(*validation_data, name="validation_data x")
+            validation_data += (self._sample_weights(validation_data[1], None, None, "fit"),)
         rng = np.random.default_rng(seed) if seed is not None else _random.spawn()
         if seed is not None:
             for layer in self.layers:
@@ -372,7 +431,8 @@ class Sequential:
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 cb.on_train_batch_begin(step)
                 yb_host = y[idx]
-                value, y_pred = self._step(be.asarray(x[idx], self.dtype), be.asarray(yb_host))
+                wb = None if weights is None else be.asarray(weights[idx], self.dtype)
+                value, y_pred = self._step(be.asarray(x[idx], self.dtype), be.asarray(yb_host), wb)
                 total += value * len(idx)
                 seen += len(idx)
                 logs = {"loss": total / seen}
@@ -387,7 +447,7 @@ class Sequential:
                     break
             logs = {"loss": total / max(seen, 1), **{m.name: m.result() for m in self.metrics}}
             if validation_data is not None and not self.stop_reason:
-                val = self._evaluate(*validation_data, batch_size)
+                val = self._evaluate(*validation_data[:2], batch_size, validation_data[2])
                 logs.update({f"val_{k}": v for k, v in val.items()})
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -395,19 +455,21 @@ class Sequential:
         cb.on_train_end()
         return history
 
-    def _evaluate(self, x, y, batch_size):
+    def _evaluate(self, x, y, batch_size, weights=None):
         be = self.backend
         for m in self.metrics:
             m.reset()
         total = 0.0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            wb = None if weights is None else be.asarray(weights[start:start + batch_size],
+                                                         self.dtype)
             y_pred = self._forward(be.asarray(xb, self.dtype), False)
             ybd = be.asarray(yb)
             if self._fused():
-                loss = self.loss.forward(be, ybd, self.layers[-1].logits, logits=True)
+                loss = self.loss.forward(be, ybd, self.layers[-1].logits, wb, logits=True)
             else:
-                loss = self.loss.forward(be, ybd, y_pred)
+                loss = self.loss.forward(be, ybd, y_pred, wb)
             total += float(be.to_numpy(loss)[0]) * len(xb)
             if self.metrics:
                 pred = be.to_numpy(y_pred)
@@ -416,12 +478,13 @@ class Sequential:
         penalty = self._value(self._regularize(gradients=False))
         return {"loss": total / len(x) + penalty, **{m.name: m.result() for m in self.metrics}}
 
-    def evaluate(self, x, y, batch_size=32, verbose=0):
+    def evaluate(self, x, y, batch_size=32, verbose=0, sample_weight=None):
         """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled("evaluate")
         batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
         x, y = self._check_xy(x, y)
-        result = self._evaluate(x, y, batch_size)
+        weights = self._sample_weights(y, sample_weight, None, "evaluate")
+        result = self._evaluate(x, y, batch_size, weights)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
         return result
