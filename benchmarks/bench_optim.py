@@ -1,12 +1,13 @@
 """Optimizer update kernels: one in-place update of a flat parameter buffer."""
 from . import common
 
-# shape name -> number of parameters (LeNet above has ~0.42 M)
+# shape name -> number of parameters (the LeNet of bench_training has ~0.42 M)
 SIZES = {"small": 1 << 14, "medium": 1 << 18, "large": 1 << 22}
 
 
 class Update:
-    """<optimizer>_update(param, grad, state..., hyperparameters) over the whole buffer."""
+    """<optimizer>_update(param, grad, state..., hyperparameters) over the whole buffer; typical
+    hyperparameters (common.SCALARS: SGD momentum 0.9, Adam at step 10, ...), state zeroed."""
 
     params = [common.BACKENDS, common.OPTIMIZERS, common.SHAPES, common.DTYPES]
     param_names = ["backend", "optimizer", "shape", "dtype"]
@@ -15,11 +16,9 @@ class Update:
         def build():
             be = common.backend(backend)
             common.require(be, f"{optimizer}_update")
-            n = SIZES[shape]
-            param, grad = common.on(be, common.normal((n,), dtype, 1, 0.1),
-                                    common.normal((n,), dtype, 2, 0.01))
-            s = dict(be=be, update=be.kernels[f"{optimizer}_update"],
-                     args=common.optimizer_args(be, optimizer, param, grad))
+            update = be.kernels[f"{optimizer}_update"]
+            s = dict(be=be, update=update,
+                     args=common.flat_args(be, update, SIZES[shape], dtype))
             vars(self).update(s)
             self.time_update()
             return s

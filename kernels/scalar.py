@@ -217,3 +217,238 @@ def neg_log_clipped_grad(p, eps):
     if p < eps or p > 1.0 - eps:
         return 0.0
     return -1.0 / p
+
+
+# ----------------------------------------------------------------------------------- more losses
+# Per-element terms of the losses added with sample weights (kernels/cpu/losses.py and
+# kernels/cuda/losses.py sum them per sample, weight the sample and divide by the batch size).
+
+def log_cosh(t, p):
+    """log(cosh(e)), e = p - t: log1p(2 sinh^2(|e|/2)) below 1 (no cancellation for tiny e),
+    |e| + log1p(exp(-2|e|)) - log 2 above (no overflow)."""
+    a = math.fabs(p - t)
+    if a < 1.0:
+        s = math.sinh(0.5 * a)
+        return math.log1p(2.0 * s * s)
+    return a + math.log1p(math.exp(-2.0 * a)) - 0.6931471805599453
+
+
+def log_cosh_grad(t, p):
+    """tanh(p - t)."""
+    return math.tanh(p - t)
+
+
+def squared_log_error(t, p, eps):
+    """(log(1 + max(p, eps)) - log(1 + max(t, eps)))^2 (Keras msle, log1p for accuracy)."""
+    a = math.log1p(p if p > eps else eps)
+    b = math.log1p(t if t > eps else eps)
+    d = a - b
+    return d * d
+
+
+def squared_log_error_grad(t, p, eps):
+    """2 (log1p(p) - log1p(max(t, eps))) / (1 + p) for p >= eps, 0 below (max binds)."""
+    if p < eps:
+        return 0.0
+    d = math.log1p(p) - math.log1p(t if t > eps else eps)
+    return 2.0 * d / (1.0 + p)
+
+
+def hinge(t, p):
+    """max(1 - t p, 0) (targets -1/1)."""
+    m = 1.0 - t * p
+    return m if m > 0.0 else 0.0
+
+
+def hinge_grad(t, p):
+    """-t where 1 - t p > 0, else 0."""
+    return -t if 1.0 - t * p > 0.0 else 0.0
+
+
+def squared_hinge(t, p):
+    """max(1 - t p, 0)^2."""
+    m = 1.0 - t * p
+    return m * m if m > 0.0 else 0.0
+
+
+def squared_hinge_grad(t, p):
+    """-2 t max(1 - t p, 0)."""
+    m = 1.0 - t * p
+    return -2.0 * t * m if m > 0.0 else 0.0
+
+
+def kl_divergence(t, p, eps):
+    """tc log(tc / pc), tc and pc = t and p clipped to [eps, 1] (Keras)."""
+    tc = eps if t < eps else (1.0 if t > 1.0 else t)
+    pc = eps if p < eps else (1.0 if p > 1.0 else p)
+    return tc * math.log(tc / pc)
+
+
+def kl_divergence_grad(t, p, eps):
+    """-tc / p inside [eps, 1], 0 where the clip of p binds."""
+    if p < eps or p > 1.0:
+        return 0.0
+    tc = eps if t < eps else (1.0 if t > 1.0 else t)
+    return -tc / p
+
+
+def binary_focal(t, p, gamma, alpha1, alpha0, eps):
+    """Keras binary focal crossentropy of one element: (t alpha1 + (1 - t) alpha0) u^gamma bce,
+    u = 1 - p_t = t (1 - p) + (1 - t) p with p unclipped, bce of p clipped to [eps, 1 - eps]."""
+    q = eps if p < eps else (1.0 - eps if p > 1.0 - eps else p)
+    bce = -(t * math.log(q) + (1.0 - t) * math.log(1.0 - q))
+    u = t * (1.0 - p) + (1.0 - t) * p
+    if u > 0.0:
+        f = math.pow(u, gamma)
+    else:
+        f = 1.0 if gamma == 0.0 else 0.0
+    return (t * alpha1 + (1.0 - t) * alpha0) * f * bce
+
+
+def binary_focal_grad(t, p, gamma, alpha1, alpha0, eps):
+    """d/dp of binary_focal: weight (gamma u^(gamma-1) (1 - 2t) bce + u^gamma dbce/dp), dbce = 0
+    where the clip binds; at u = 0 the focal factor's derivative is taken as its limit from u > 0
+    (0 for gamma > 1, 1 - 2t for gamma == 1, 0 for gamma < 1 by convention)."""
+    q = eps if p < eps else (1.0 - eps if p > 1.0 - eps else p)
+    bce = -(t * math.log(q) + (1.0 - t) * math.log(1.0 - q))
+    dbce = 0.0 if (p < eps or p > 1.0 - eps) else (1.0 - t) / (1.0 - p) - t / p
+    u = t * (1.0 - p) + (1.0 - t) * p
+    if u > 0.0:
+        f = math.pow(u, gamma)
+        df = gamma * f / u * (1.0 - 2.0 * t)
+    else:
+        f = 1.0 if gamma == 0.0 else 0.0
+        df = 1.0 - 2.0 * t if gamma == 1.0 else 0.0
+    return (t * alpha1 + (1.0 - t) * alpha0) * (df * bce + f * dbce)
+
+
+def binary_focal_logits(t, z, gamma, alpha1, alpha0):
+    """binary_focal of sigmoid(z), unclipped and stable: bce = max(z, 0) - t z + log1p(exp(-|z|)),
+    u = t sigmoid(-z) + (1 - t) sigmoid(z)."""
+    e = math.exp(-math.fabs(z))
+    if z >= 0.0:
+        s, sn = 1.0 / (1.0 + e), e / (1.0 + e)
+    else:
+        s, sn = e / (1.0 + e), 1.0 / (1.0 + e)
+    bce = (z if z > 0.0 else 0.0) + math.log1p(e) - t * z
+    u = t * sn + (1.0 - t) * s
+    if u > 0.0:
+        f = math.pow(u, gamma)
+    else:
+        f = 1.0 if gamma == 0.0 else 0.0
+    return (t * alpha1 + (1.0 - t) * alpha0) * f * bce
+
+
+def binary_focal_logits_grad(t, z, gamma, alpha1, alpha0):
+    """d/dz: weight (gamma u^(gamma-1) (1 - 2t) s (1 - s) bce + u^gamma (s - t)), s = sigmoid(z);
+    where u underflows to 0 the first term's limit is 0."""
+    e = math.exp(-math.fabs(z))
+    if z >= 0.0:
+        s, sn = 1.0 / (1.0 + e), e / (1.0 + e)
+    else:
+        s, sn = e / (1.0 + e), 1.0 / (1.0 + e)
+    bce = (z if z > 0.0 else 0.0) + math.log1p(e) - t * z
+    u = t * sn + (1.0 - t) * s
+    if u > 0.0:
+        f = math.pow(u, gamma)
+        df = gamma * f / u * (1.0 - 2.0 * t) * s * sn
+    else:
+        f = 1.0 if gamma == 0.0 else 0.0
+        df = 0.0
+    return (t * alpha1 + (1.0 - t) * alpha0) * (df * bce + f * (s - t))
+
+
+def categorical_focal(t, q, gamma, eps):
+    """-t (1 - qc)^gamma log qc for a normalised probability q clipped to qc in [eps, 1 - eps]
+    (Keras; the alpha factor is applied by the kernel)."""
+    qc = eps if q < eps else (1.0 - eps if q > 1.0 - eps else q)
+    return -t * math.pow(1.0 - qc, gamma) * math.log(qc)
+
+
+def categorical_focal_grad(t, q, gamma, eps):
+    """d/dq of categorical_focal: t (gamma (1 - q)^(gamma-1) log q - (1 - q)^gamma / q) inside
+    [eps, 1 - eps], 0 where the clip binds."""
+    if q < eps or q > 1.0 - eps:
+        return 0.0
+    om = 1.0 - q
+    f = math.pow(om, gamma)
+    return t * (gamma * f / om * math.log(q) - f / q)
+
+
+def categorical_focal_logits(t, logq, gamma):
+    """-t (1 - q)^gamma log q from log q = log softmax (1 - q = -expm1(log q), accurate near 1)."""
+    om = -math.expm1(logq)
+    if om > 0.0:
+        f = math.pow(om, gamma)
+    else:
+        f = 1.0 if gamma == 0.0 else 0.0
+    return -t * f * logq
+
+
+def categorical_focal_logits_grad(t, logq, gamma):
+    """q d/dq of categorical_focal_logits: t (gamma (1 - q)^(gamma-1) q log q - (1 - q)^gamma),
+    finite for every q (its limit where 1 - q rounds to 0). A kernel turns these b_c into the
+    logit gradient b_k - q_k sum_c b_c."""
+    om = -math.expm1(logq)
+    if om > 0.0:
+        f = math.pow(om, gamma)
+        return t * (gamma * f / om * math.exp(logq) * logq - f)
+    return -t if gamma == 0.0 else 0.0
+
+
+def tversky_score(a, b, c, k, m, wc, wb, smooth):
+    """(k A + s) / (m A + wc C + wb B + s) of the row sums A = sum t p, B = sum t, C = sum p:
+    Dice (k, m, wc, wb) = (2, 0, 1, 1), Jaccard (1, -1, 1, 1), Tversky (1, 1 - al - be, al, be)."""
+    return (k * a + smooth) / (m * a + wc * c + wb * b + smooth)
+
+
+def tversky_score_grad(t, a, b, c, k, m, wc, wb, smooth):
+    """d tversky_score / d p_j for the element with target t."""
+    num = k * a + smooth
+    den = m * a + wc * c + wb * b + smooth
+    return (k * t * den - num * (m * t + wc)) / (den * den)
+
+
+def contrastive(d2, y, margin):
+    """y d^2 + (1 - y) max(margin - d, 0)^2 of a squared distance d2 (y = 1: similar pair)."""
+    h = margin - math.sqrt(d2)
+    h = h if h > 0.0 else 0.0
+    return y * d2 + (1.0 - y) * h * h
+
+
+def contrastive_grad(d2, y, margin):
+    """c with d loss / d x1_j = c (x1_j - x2_j + eps): 2y - 2 (1 - y) max(margin - d, 0) / d
+    (the hinge part taken as 0 where d = 0)."""
+    d = math.sqrt(d2)
+    c = 2.0 * y
+    if d > 0.0 and margin - d > 0.0:
+        c -= 2.0 * (1.0 - y) * (margin - d) / d
+    return c
+
+
+def pnorm_power(v, p):
+    """|v|^p (the summand of a p-norm)."""
+    if p == 2.0:
+        return v * v
+    if p == 1.0:
+        return math.fabs(v)
+    return math.pow(math.fabs(v), p)
+
+
+def pnorm_root(s, p):
+    """s^(1/p): the p-norm from its sum of powers."""
+    if p == 2.0:
+        return math.sqrt(s)
+    if p == 1.0:
+        return s
+    return math.pow(s, 1.0 / p)
+
+
+def pnorm_grad(v, norm, p):
+    """d ||x||_p / d x_j = sign(v) (|v| / norm)^(p - 1) with v = x_j; 0 where the norm is 0."""
+    if norm == 0.0 or v == 0.0:
+        return 0.0
+    if p == 2.0:
+        return v / norm
+    g = 1.0 if p == 1.0 else math.pow(math.fabs(v) / norm, p - 1.0)
+    return g if v > 0.0 else -g

@@ -555,3 +555,448 @@ def box_muller(u):
     u = np.asarray(u, np.float64)
     n = u.size // 2
     return np.sqrt(-2.0 * np.log(1.0 - u[:n])) * np.cos(2.0 * np.pi * u[n:])
+
+
+# ---- more optimizers and the L-BFGS vector helpers (kernels/cpu/optim.py) ------------------------
+def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+    """Returns (param, square_avg, acc_delta) after one torch Adadelta step."""
+    p, g, sa, ad = (np.asarray(a, dtype=np.float64) for a in (param, grad, square_avg, acc_delta))
+    g = g + weight_decay * p
+    sa = rho * sa + (1 - rho) * g * g
+    delta = np.sqrt(ad + eps) / np.sqrt(sa + eps) * g
+    ad = rho * ad + (1 - rho) * delta * delta
+    return p - lr * delta, sa, ad
+
+
+def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_next, mu_product,
+                 step):
+    """Returns (param, m, v) after one torch NAdam step; mu_product includes this step's mu."""
+    p, g, m, v = (np.asarray(a, dtype=np.float64) for a in (param, grad, m, v))
+    g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    denom = np.sqrt(v / (1 - beta2 ** step)) + eps
+    p = p - lr * (1 - mu) / (1 - mu_product) * g / denom
+    p = p - lr * mu_next / (1 - mu_product * mu_next) * m / denom
+    return p, m, v
+
+
+def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
+    """Returns (param, m, u) after one torch Adamax step."""
+    p, g, m, u = (np.asarray(a, dtype=np.float64) for a in (param, grad, m, u))
+    g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    u = np.maximum(beta2 * u, np.abs(g) + eps)
+    return p - lr / (1 - beta1 ** step) * m / u, m, u
+
+
+def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """Returns (param, m, v) after one torch RAdam step."""
+    p, g, m, v = (np.asarray(a, dtype=np.float64) for a in (param, grad, m, v))
+    g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    mhat = m / (1 - beta1 ** step)
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * beta2 ** step / (1 - beta2 ** step)
+    if rho_t <= 5:
+        return p - lr * mhat, m, v
+    rect = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    vhat = v / (1 - beta2 ** step)
+    return p - lr * rect * mhat / (np.sqrt(vhat) + eps / np.sqrt(1 - beta2 ** step)), m, v
+
+
+def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, final_lr, gamma,
+                    amsbound, step):
+    """Returns (param, m, v, vmax) after one AdaBound/AMSBound step (Luo et al.'s reference code:
+    eps added to sqrt(v) before the bias corrections, the rate clipped, then times m)."""
+    p, g, m, v, vmax = (np.asarray(a, dtype=np.float64) for a in (param, grad, m, v, vmax))
+    g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    if amsbound:
+        vmax = np.maximum(vmax, v)
+    denom = np.sqrt(vmax if amsbound else v) + eps
+    rate = lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step) / denom
+    lower = final_lr * (1 - 1 / (gamma * step + 1))
+    upper = final_lr * (1 + 1 / (gamma * step))
+    return p - np.clip(rate, lower, upper) * m, m, v, vmax
+
+
+def lookahead_update(slow, fast, alpha):
+    """Returns (slow, fast) after the synchronisation: both become slow + alpha (fast - slow)."""
+    s, f = np.asarray(slow, np.float64), np.asarray(fast, np.float64)
+    s = s + alpha * (f - s)
+    return s, s.copy()
+
+
+def dot(x, y):
+    return np.array([np.dot(np.asarray(x, np.float64), np.asarray(y, np.float64))])
+
+
+def axpy(a, x, y):
+    return np.asarray(y, np.float64) + a * np.asarray(x, np.float64)
+
+
+def abs_sum(x):
+    return np.array([np.abs(np.asarray(x, np.float64)).sum()])
+
+
+def abs_max(x):
+    x = np.asarray(x, np.float64)
+    return np.array([np.abs(x).max() if x.size else 0.0])
+
+
+# ---- losses with per-sample weights (kernels/cpu/losses.py since sample weights) ---------------
+# <loss>_forward(y_true, y_pred, *hyper, weights=None) = sum_i w_i l_i / N (weights None: ones)
+# and <loss>_backward(...) its gradient with respect to y_pred. These supersede the unweighted
+# loss references above (same names; called without weights they give the same numbers).
+
+def _loss_w(weights, n):
+    return np.ones(n) if weights is None else _f64(weights).reshape(n)
+
+
+def _loss_reduce(per_sample, weights):
+    """sum_i w_i l_i / N."""
+    l = _f64(per_sample)
+    return float(np.sum(_loss_w(weights, len(l)) * l) / len(l))
+
+
+def _loss_rows(grad, weights):
+    """The gradient of sum_i l_i (rows) -> that of sum_i w_i l_i / N."""
+    n = grad.shape[0]
+    return grad * _loss_w(weights, n)[:, None] / n
+
+
+def _pair(y_true, y_pred):
+    p = _f64(y_pred)
+    p = p.reshape(len(p), -1)
+    return _f64(y_true).reshape(p.shape), p
+
+
+def mse_forward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_reduce(np.mean((p - t) ** 2, axis=1), weights)
+
+
+def mse_backward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows(2.0 * (p - t) / p.shape[1], weights)
+
+
+def mae_forward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_reduce(np.mean(np.abs(p - t), axis=1), weights)
+
+
+def mae_backward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows(np.sign(p - t) / p.shape[1], weights)
+
+
+def huber_forward(y_true, y_pred, delta, weights=None):
+    t, p = _pair(y_true, y_pred)
+    a = np.abs(p - t)
+    return _loss_reduce(np.mean(np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta)),
+                                axis=1), weights)
+
+
+def huber_backward(y_true, y_pred, delta, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows(np.clip(p - t, -delta, delta) / p.shape[1], weights)
+
+
+def log_cosh_forward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    e = p - t
+    return _loss_reduce(np.mean(np.logaddexp(e, -e) - np.log(2.0), axis=1), weights)
+
+
+def log_cosh_backward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows(np.tanh(p - t) / p.shape[1], weights)
+
+
+def msle_forward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    d = np.log(np.maximum(p, eps) + 1.0) - np.log(np.maximum(t, eps) + 1.0)
+    return _loss_reduce(np.mean(d * d, axis=1), weights)
+
+
+def msle_backward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    d = np.log(np.maximum(p, eps) + 1.0) - np.log(np.maximum(t, eps) + 1.0)
+    return _loss_rows(np.where(p >= eps, 2.0 * d / (1.0 + p), 0.0) / p.shape[1], weights)
+
+
+def hinge_forward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_reduce(np.mean(np.maximum(1.0 - t * p, 0.0), axis=1), weights)
+
+
+def hinge_backward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows(np.where(1.0 - t * p > 0.0, -t, 0.0) / p.shape[1], weights)
+
+
+def squared_hinge_forward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_reduce(np.mean(np.maximum(1.0 - t * p, 0.0) ** 2, axis=1), weights)
+
+
+def squared_hinge_backward(y_true, y_pred, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows(-2.0 * t * np.maximum(1.0 - t * p, 0.0) / p.shape[1], weights)
+
+
+def kl_divergence_forward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    tc, pc = np.clip(t, eps, 1.0), np.clip(p, eps, 1.0)
+    return _loss_reduce(np.sum(tc * np.log(tc / pc), axis=1), weights)
+
+
+def kl_divergence_backward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    inside = (p >= eps) & (p <= 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.where(inside, -np.clip(t, eps, 1.0) / p, 0.0)
+    return _loss_rows(g, weights)
+
+
+def binary_crossentropy_forward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    q = np.clip(p, eps, 1.0 - eps)
+    return _loss_reduce(np.mean(-(t * np.log(q) + (1.0 - t) * np.log(1.0 - q)), axis=1), weights)
+
+
+def binary_crossentropy_backward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    inside = (p >= eps) & (p <= 1.0 - eps)
+    q = np.clip(p, eps, 1.0 - eps)
+    return _loss_rows(np.where(inside, -t / q + (1.0 - t) / (1.0 - q), 0.0) / p.shape[1], weights)
+
+
+def binary_crossentropy_logits_forward(y_true, logits, weights=None):
+    t, z = _pair(y_true, logits)
+    return _loss_reduce(np.mean(np.logaddexp(0.0, z) - t * z, axis=1), weights)
+
+
+def binary_crossentropy_logits_backward(y_true, logits, weights=None):
+    t, z = _pair(y_true, logits)
+    return _loss_rows((_special.expit(z) - t) / z.shape[1], weights)
+
+
+def _focal_weight(t, alpha, apply_class_balancing):
+    return t * alpha + (1.0 - t) * (1.0 - alpha) if apply_class_balancing else np.ones_like(t)
+
+
+def binary_focal_crossentropy_forward(y_true, y_pred, gamma, alpha, apply_class_balancing, eps,
+                                      weights=None):
+    """Keras: bce of the clipped p times (1 - p_t)^gamma, p_t = t p + (1 - t)(1 - p) unclipped."""
+    t, p = _pair(y_true, y_pred)
+    q = np.clip(p, eps, 1.0 - eps)
+    bce = -(t * np.log(q) + (1.0 - t) * np.log(1.0 - q))
+    p_t = t * p + (1.0 - t) * (1.0 - p)
+    l = _focal_weight(t, alpha, apply_class_balancing) * (1.0 - p_t) ** gamma * bce
+    return _loss_reduce(np.mean(l, axis=1), weights)
+
+
+def binary_focal_crossentropy_backward(y_true, y_pred, gamma, alpha, apply_class_balancing, eps,
+                                       weights=None):
+    t, p = _pair(y_true, y_pred)
+    inside = (p >= eps) & (p <= 1.0 - eps)
+    q = np.clip(p, eps, 1.0 - eps)
+    bce = -(t * np.log(q) + (1.0 - t) * np.log(1.0 - q))
+    dbce = np.where(inside, -t / q + (1.0 - t) / (1.0 - q), 0.0)
+    u = 1.0 - (t * p + (1.0 - t) * (1.0 - p))         # d u / d p = 1 - 2t
+    g = gamma * u ** (gamma - 1.0) * (1.0 - 2.0 * t) * bce + u ** gamma * dbce
+    return _loss_rows(_focal_weight(t, alpha, apply_class_balancing) * g / p.shape[1], weights)
+
+
+def binary_focal_crossentropy_logits_forward(y_true, logits, gamma, alpha, apply_class_balancing,
+                                             weights=None):
+    t, z = _pair(y_true, logits)
+    s = _special.expit(z)
+    bce = np.logaddexp(0.0, z) - t * z
+    u = t * (1.0 - s) + (1.0 - t) * s
+    l = _focal_weight(t, alpha, apply_class_balancing) * u ** gamma * bce
+    return _loss_reduce(np.mean(l, axis=1), weights)
+
+
+def binary_focal_crossentropy_logits_backward(y_true, logits, gamma, alpha, apply_class_balancing,
+                                              weights=None):
+    t, z = _pair(y_true, logits)
+    s = _special.expit(z)
+    bce = np.logaddexp(0.0, z) - t * z
+    u = t * (1.0 - s) + (1.0 - t) * s                  # d u / d z = (1 - 2t) s (1 - s)
+    g = gamma * u ** (gamma - 1.0) * (1.0 - 2.0 * t) * s * (1.0 - s) * bce + u ** gamma * (s - t)
+    return _loss_rows(_focal_weight(t, alpha, apply_class_balancing) * g / z.shape[1], weights)
+
+
+def categorical_crossentropy_forward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    q = np.clip(p / p.sum(axis=1, keepdims=True), eps, 1.0 - eps)
+    return _loss_reduce(-np.sum(t * np.log(q), axis=1), weights)
+
+
+def categorical_crossentropy_backward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    s = p.sum(axis=1, keepdims=True)
+    q = p / s
+    a = np.where((q >= eps) & (q <= 1.0 - eps), -t / q, 0.0)              # dL/dq
+    return _loss_rows((a - np.sum(a * q, axis=1, keepdims=True)) / s, weights)
+
+
+def categorical_crossentropy_logits_forward(y_true, logits, weights=None):
+    t, z = _pair(y_true, logits)
+    logp = z - _special.logsumexp(z, axis=1, keepdims=True)
+    return _loss_reduce(-np.sum(t * logp, axis=1), weights)
+
+
+def categorical_crossentropy_logits_backward(y_true, logits, weights=None):
+    t, z = _pair(y_true, logits)
+    s = _special.softmax(z, axis=1)
+    return _loss_rows(s * t.sum(axis=1, keepdims=True) - t, weights)
+
+
+def sparse_categorical_crossentropy_forward(labels, y_pred, eps, weights=None):
+    return categorical_crossentropy_forward(_one_hot(labels, y_pred.shape[1]), y_pred, eps, weights)
+
+
+def sparse_categorical_crossentropy_backward(labels, y_pred, eps, weights=None):
+    return categorical_crossentropy_backward(_one_hot(labels, y_pred.shape[1]), y_pred, eps,
+                                             weights)
+
+
+def sparse_categorical_crossentropy_logits_forward(labels, logits, weights=None):
+    return categorical_crossentropy_logits_forward(_one_hot(labels, logits.shape[1]), logits,
+                                                   weights)
+
+
+def sparse_categorical_crossentropy_logits_backward(labels, logits, weights=None):
+    return categorical_crossentropy_logits_backward(_one_hot(labels, logits.shape[1]), logits,
+                                                    weights)
+
+
+def categorical_focal_crossentropy_forward(y_true, y_pred, gamma, alpha, eps, weights=None):
+    """Keras: q = clip(p / row sum, eps, 1 - eps); l = -alpha sum_c y (1 - q)^gamma log q."""
+    t, p = _pair(y_true, y_pred)
+    q = np.clip(p / p.sum(axis=1, keepdims=True), eps, 1.0 - eps)
+    return _loss_reduce(-alpha * np.sum(t * (1.0 - q) ** gamma * np.log(q), axis=1), weights)
+
+
+def categorical_focal_crossentropy_backward(y_true, y_pred, gamma, alpha, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    s = p.sum(axis=1, keepdims=True)
+    q = p / s
+    inside = (q >= eps) & (q <= 1.0 - eps)
+    qc = np.clip(q, eps, 1.0 - eps)
+    a = np.where(inside, -alpha * t * (-gamma * (1.0 - qc) ** (gamma - 1.0) * np.log(qc)
+                                       + (1.0 - qc) ** gamma / qc), 0.0)   # dL/dq
+    return _loss_rows((a - np.sum(a * q, axis=1, keepdims=True)) / s, weights)
+
+
+def categorical_focal_crossentropy_logits_forward(y_true, logits, gamma, alpha, weights=None):
+    t, z = _pair(y_true, logits)
+    logq = z - _special.logsumexp(z, axis=1, keepdims=True)
+    q = np.exp(logq)
+    return _loss_reduce(-alpha * np.sum(t * (1.0 - q) ** gamma * logq, axis=1), weights)
+
+
+def categorical_focal_crossentropy_logits_backward(y_true, logits, gamma, alpha, weights=None):
+    t, z = _pair(y_true, logits)
+    logq = z - _special.logsumexp(z, axis=1, keepdims=True)
+    q = np.exp(logq)
+    dl_dq = -alpha * t * (-gamma * (1.0 - q) ** (gamma - 1.0) * logq + (1.0 - q) ** gamma / q)
+    b = dl_dq * q                                     # softmax Jacobian: q_k (delta - q_c)
+    return _loss_rows(b - q * np.sum(b, axis=1, keepdims=True), weights)
+
+
+def _overlap(y_true, y_pred):
+    t, p = _pair(y_true, y_pred)
+    return t, p, np.sum(t * p, axis=1), np.sum(t, axis=1), np.sum(p, axis=1)
+
+
+def tversky_forward(y_true, y_pred, alpha, beta, smooth, weights=None):
+    """1 - (TP + s) / (TP + alpha FP + beta FN + s) per sample (soft counts over its elements)."""
+    t, p, tp, st, sp = _overlap(y_true, y_pred)
+    fp, fn = sp - tp, st - tp
+    return _loss_reduce(1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth), weights)
+
+
+def tversky_backward(y_true, y_pred, alpha, beta, smooth, weights=None):
+    t, p, tp, st, sp = _overlap(y_true, y_pred)
+    num = (tp + smooth)[:, None]
+    den = (tp + alpha * (sp - tp) + beta * (st - tp) + smooth)[:, None]
+    dnum = t                                           # d TP / d p_j
+    dden = t + alpha * (1.0 - t) - beta * t            # d (TP + alpha FP + beta FN) / d p_j
+    return _loss_rows(-(dnum * den - num * dden) / den ** 2, weights)
+
+
+def dice_forward(y_true, y_pred, smooth, weights=None):
+    """1 - (2 sum t p + s) / (sum t + sum p + s) per sample."""
+    t, p, tp, st, sp = _overlap(y_true, y_pred)
+    return _loss_reduce(1.0 - (2.0 * tp + smooth) / (st + sp + smooth), weights)
+
+
+def dice_backward(y_true, y_pred, smooth, weights=None):
+    t, p, tp, st, sp = _overlap(y_true, y_pred)
+    num, den = (2.0 * tp + smooth)[:, None], (st + sp + smooth)[:, None]
+    return _loss_rows(-(2.0 * t * den - num) / den ** 2, weights)
+
+
+def jaccard_forward(y_true, y_pred, smooth, weights=None):
+    """1 - (sum t p + s) / (sum t + sum p - sum t p + s) per sample (soft IoU)."""
+    t, p, tp, st, sp = _overlap(y_true, y_pred)
+    return _loss_reduce(1.0 - (tp + smooth) / (st + sp - tp + smooth), weights)
+
+
+def jaccard_backward(y_true, y_pred, smooth, weights=None):
+    t, p, tp, st, sp = _overlap(y_true, y_pred)
+    num, den = (tp + smooth)[:, None], (st + sp - tp + smooth)[:, None]
+    return _loss_rows(-(t * den - num * (1.0 - t)) / den ** 2, weights)
+
+
+def contrastive_forward(x1, x2, y, margin, eps, weights=None):
+    """y d^2 + (1 - y) max(margin - d, 0)^2, d = ||x1 - x2 + eps||_2 (y = 1: similar pair)."""
+    a, b = _pair(x1, x2)
+    y = _f64(y)
+    d = np.sqrt(np.sum((a - b + eps) ** 2, axis=1))
+    return _loss_reduce(y * d ** 2 + (1.0 - y) * np.maximum(margin - d, 0.0) ** 2, weights)
+
+
+def contrastive_backward(x1, x2, y, margin, eps, weights=None):
+    """(d/dx1, d/dx2)."""
+    a, b = _pair(x1, x2)
+    y = _f64(y)
+    v = a - b + eps
+    d = np.sqrt(np.sum(v * v, axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hinge = np.where((d > 0) & (margin > d), 2.0 * (1.0 - y) * (margin - d) / d, 0.0)
+    g = _loss_rows((2.0 * y - hinge)[:, None] * v, weights)
+    return g, -g
+
+
+def _pnorm(v, p):
+    return np.sum(np.abs(v) ** p, axis=1) ** (1.0 / p)
+
+
+def triplet_margin_forward(anchor, positive, negative, margin, p, eps, weights=None):
+    """max(||a - pos + eps||_p - ||a - neg + eps||_p + margin, 0) (torch.nn.TripletMarginLoss)."""
+    a, b = _pair(anchor, positive)
+    c = _f64(negative).reshape(a.shape)
+    l = np.maximum(_pnorm(a - b + eps, p) - _pnorm(a - c + eps, p) + margin, 0.0)
+    return _loss_reduce(l, weights)
+
+
+def triplet_margin_backward(anchor, positive, negative, margin, p, eps, weights=None):
+    """(d/d anchor, d/d positive, d/d negative)."""
+    a, b = _pair(anchor, positive)
+    c = _f64(negative).reshape(a.shape)
+    u, v = a - b + eps, a - c + eps
+    du, dv = _pnorm(u, p)[:, None], _pnorm(v, p)[:, None]
+    live = (du - dv + margin > 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gu = np.where(live & (du > 0), np.sign(u) * (np.abs(u) / du) ** (p - 1.0), 0.0)
+        gv = np.where(live & (dv > 0), np.sign(v) * (np.abs(v) / dv) ** (p - 1.0), 0.0)
+    return _loss_rows(gu - gv, weights), _loss_rows(-gu, weights), _loss_rows(gv, weights)

@@ -47,7 +47,7 @@ def test_public_names():
     assert kernel_names(K) == PUBLIC
 
 
-# ------------------------------------------------------------------------------------------ CPU kernels
+# -------------------------------------------------------------------------------------- CPU kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_spatial_dropout_kernels(shape, dtype, rng):

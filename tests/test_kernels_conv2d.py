@@ -1,5 +1,5 @@
-"""CPU conv2d kernels: float64 reference, finite differences, PyTorch; both code paths
-(direct for small C*KH*KW, im2col + GEMM otherwise), serial and parallel."""
+"""CPU conv2d kernels: float64 reference, finite differences, PyTorch; both code paths (direct
+for unit strides and small C*KH*KW, im2col + GEMM otherwise), serial and parallel."""
 import numpy as np
 import pytest
 from conftest import poisoned
@@ -26,8 +26,10 @@ CASES = [
     (2, 6, 5, 6, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # 1x1, K=1
     (2, 20, 4, 5, 3, 1, 1, (2, 2), (0, 0), (1, 1), None),     # 1x1 stride 2, GEMM path
     (2, 1, 9, 8, 4, 3, 3, (1, 1), (1, 1), (1, 1), None),      # C=1 (first layer): direct path
-    (2, 1, 9, 9, 3, 3, 3, (2, 2), (0, 0), (1, 1), None),      # C=1 stride 2 direct
+    (2, 1, 9, 9, 3, 3, 3, (2, 2), (0, 0), (1, 1), None),      # C=1 stride 2: GEMM path
     (1, 2, 7, 6, 3, 2, 2, (1, 1), (1, 0), (2, 1), (8, 5)),    # direct, dilation, asym pad
+    (2, 1, 7, 8, 2, 3, 4, (1, 1), (1, 2), (1, 1), None),      # direct, KW=4: 3 taps + 1
+    (1, 1, 9, 10, 2, 3, 3, (1, 1), (2, 2), (2, 2), None),     # direct, dilation 2
     (2, 2, 4, 4, 3, 5, 5, (1, 1), (2, 2), (1, 1), None),      # kernel bigger than the image
     (1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # everything 1
 ]
@@ -108,18 +110,15 @@ def test_parallel_paths_against_reference(c, dtype, rng):
 
 def test_cases_cover_both_paths_serial_and_parallel():
     """The shapes above exercise every branch of the dispatch (guards against retuned limits)."""
-    def ckk(c):
-        return c[1] * c[5] * c[6]
+    def direct(c):
+        return c[1] * c[5] * c[6] <= K2._DIRECT_MAX_CKK and c[7] == (1, 1)
 
-    def work(c):
+    def parallel(c):
         OH, OW = out_hw(c)
-        return c[0] * c[4] * OH * OW * ckk(c)
-    small = [c for c in CASES if work(c) < K2._PARALLEL_MIN_WORK]
-    big = [c for c in PAR_CASES if work(c) >= K2._PARALLEL_MIN_WORK and c[0] > 1]
-    for cases in (small, big):
-        assert any(ckk(c) <= K2._DIRECT_MAX_CKK for c in cases)
-        assert any(ckk(c) > K2._DIRECT_MAX_CKK for c in cases)
-    assert len(small) == len(CASES) and len(big) == len(PAR_CASES)
+        return c[0] > 1 and c[0] * c[4] * OH * OW * c[1] * c[5] * c[6] >= K2._PARALLEL_MIN_WORK
+    assert not any(parallel(c) for c in CASES) and all(parallel(c) for c in PAR_CASES)
+    for cases in (CASES, PAR_CASES):
+        assert any(direct(c) for c in cases) and not all(direct(c) for c in cases)
 
 
 GRAD_CASES = [
@@ -147,7 +146,7 @@ def test_backward_finite_differences(c, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c", CASES[:6] + CASES[11:14] + PAR_CASES[:2], ids=case_id)
+@pytest.mark.parametrize("c", CASES[:6] + CASES[11:16] + PAR_CASES[:2], ids=case_id)
 def test_against_torch(c, dtype, rng):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional

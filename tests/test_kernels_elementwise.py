@@ -119,3 +119,12 @@ def test_scale_matches_reference_and_in_place(size, dtype, rng):
     xa = x.copy()
     E.scale(xa, -0.37, xa)
     np.testing.assert_array_equal(xa, out)
+
+
+def test_sum_squares_squares_in_float64():
+    """float32 inputs are widened before squaring (numba keeps float(x) of a float32 in float32)."""
+    from numbanet.kernels.cpu.elementwise import sum_squares
+    x = np.full(3, 1.0000001, np.float32)
+    out = np.zeros(1, np.float64)
+    sum_squares(x, out)
+    assert out[0] == 3 * np.float64(x[0]) ** 2

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+from conftest import poisoned
 from numbanet.kernels.cpu import optim
 
 SIZES = (1, 7, 1000, optim._PAR_MIN + 3)
@@ -125,3 +126,170 @@ def test_centered_rmsprop_never_takes_sqrt_of_negative():
     for _ in range(2000):
         optim.rmsprop_update(p, g, sa, ga, buf, 1e-3, 0.5, 1e-7, 0.0, 0.0, True)
     assert np.isfinite(p).all()
+
+
+# ------------------------------------------------------------------------------ newer optimizers
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_adadelta_update(rng, n, dtype, weight_decay):
+    p, g, sa, ad = _arrays(rng, n, dtype, 2)
+    for step in range(3):
+        g = rng.standard_normal(n).astype(dtype)
+        want = ref.adadelta_update(p, g, sa, ad, 0.5, 0.9, 1e-6, weight_decay)
+        optim.adadelta_update(p, g, sa, ad, 0.5, 0.9, 1e-6, weight_decay)
+        for got, w, what in zip((p, sa, ad), want, ("param", "square_avg", "acc_delta")):
+            _close(got, w, dtype, f"{what} at call {step}")
+            got[...] = w
+
+
+def _nadam_schedule(beta1, momentum_decay, steps):
+    """(step, mu, mu_next, mu_product) as torch's NAdam computes them."""
+    mu_product = 1.0
+    for step in range(1, steps + 1):
+        mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+        mu_product *= mu
+        yield step, mu, beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay)), mu_product
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_nadam_update(rng, n, dtype, weight_decay):
+    p, g, m, v = _arrays(rng, n, dtype, 2)
+    for step, mu, mu_next, mu_product in _nadam_schedule(0.9, 4e-3, 3):
+        g = rng.standard_normal(n).astype(dtype)
+        args = (1e-2, 0.9, 0.999, 1e-7, weight_decay, mu, mu_next, mu_product, step)
+        want = ref.nadam_update(p, g, m, v, *args)
+        optim.nadam_update(p, g, m, v, *args)
+        for got, w, what in zip((p, m, v), want, ("param", "m", "v")):
+            _close(got, w, dtype, f"{what} at step {step}")
+            got[...] = w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamax_update(rng, n, dtype, weight_decay):
+    p, g, m, u = _arrays(rng, n, dtype, 2)
+    for step in (1, 2, 10):
+        g = rng.standard_normal(n).astype(dtype)
+        g[: n // 3] *= 1e-3                         # some |g| + eps below beta2 * u, some above
+        want = ref.adamax_update(p, g, m, u, 1e-2, 0.9, 0.999, 1e-7, weight_decay, step)
+        optim.adamax_update(p, g, m, u, 1e-2, 0.9, 0.999, 1e-7, weight_decay, step)
+        for got, w, what in zip((p, m, u), want, ("param", "m", "u")):
+            _close(got, w, dtype, f"{what} at step {step}")
+            got[...] = w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_radam_update(rng, n, dtype, weight_decay):
+    """Steps 1-5 take the unrectified branch (rho_t <= 5 for beta2 = 0.999), later ones the other."""
+    p, g, m, v = _arrays(rng, n, dtype, 2)
+    for step in (1, 5, 6, 7, 100):
+        g = rng.standard_normal(n).astype(dtype)
+        want = ref.radam_update(p, g, m, v, 1e-2, 0.9, 0.999, 1e-7, weight_decay, step)
+        optim.radam_update(p, g, m, v, 1e-2, 0.9, 0.999, 1e-7, weight_decay, step)
+        for got, w, what in zip((p, m, v), want, ("param", "m", "v")):
+            _close(got, w, dtype, f"{what} at step {step}")
+            got[...] = w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("amsbound,weight_decay", [(False, 0.0), (True, 0.0), (True, 0.1)])
+def test_adabound_update(rng, n, dtype, amsbound, weight_decay):
+    p, g, m, v, vmax = _arrays(rng, n, dtype, 3)
+    v *= 1e-4                                        # rates on both sides of the bounds
+    for step in (1, 2, 50, 5000):
+        g = rng.standard_normal(n).astype(dtype)
+        args = (1e-2, 0.9, 0.999, 1e-8, weight_decay, 0.1, 1e-3, amsbound, step)
+        want = ref.adabound_update(p, g, m, v, vmax, *args)
+        optim.adabound_update(p, g, m, v, vmax, *args)
+        for got, w, what in zip((p, m, v, vmax), want, ("param", "m", "v", "vmax")):
+            _close(got, w, dtype, f"{what} at step {step}")
+            got[...] = w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_lookahead_update(rng, n, dtype):
+    slow, fast = _arrays(rng, n, dtype, 0)
+    want_slow, want_fast = ref.lookahead_update(slow, fast, 0.3)
+    optim.lookahead_update(slow, fast, 0.3)
+    _close(slow, want_slow, dtype, "slow")
+    _close(fast, want_fast, dtype, "fast")
+    np.testing.assert_array_equal(slow, fast)
+
+
+# ------------------------------------------------------------------------------ L-BFGS vector helpers
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", (0,) + SIZES)
+def test_vector_helpers(rng, n, dtype):
+    x, y = _arrays(rng, n, dtype, 0)
+    for name, args in (("dot", (x, y)), ("abs_sum", (x,)), ("abs_max", (x,))):
+        out = poisoned((1,), dtype)
+        getattr(optim, name)(*args, out)
+        want = getattr(ref, name)(*args)
+        err = abs(float(out[0]) - want[0]) / max(abs(want[0]), 1e-30)
+        assert err <= RTOL[dtype] or (n == 0 and out[0] == 0), f"{name}: {out[0]} vs {want[0]}"
+    want = ref.axpy(-0.7, x, y)
+    optim.axpy(-0.7, x, y)
+    if n:
+        _close(y, want, dtype, "axpy")
+
+
+@pytest.mark.parametrize("n", [9, optim._PAR_MIN + 5])
+def test_abs_max_nan_and_sign(n):
+    x = -np.arange(n, dtype=np.float64)             # the largest magnitude is negative
+    out = np.zeros(1)
+    optim.abs_max(x, out)
+    assert out[0] == n - 1
+    for where in (0, n // 2, n - 1):
+        z = x.copy()
+        z[where] = np.nan
+        optim.abs_max(z, out)
+        assert np.isnan(out[0]), where
+
+
+def test_new_kernels_size_checks_and_unused_vmax():
+    p, short, nan = np.zeros(4), np.zeros(3), np.full(4, np.nan)
+    with pytest.raises(ValueError, match="adadelta_update"):
+        optim.adadelta_update(p, p.copy(), short, p.copy(), 1.0, 0.9, 1e-6, 0.0)
+    with pytest.raises(ValueError, match="nadam_update"):
+        optim.nadam_update(p, p.copy(), p.copy(), short, 1e-3, 0.9, 0.999, 1e-7, 0.0, 0.5, 0.5, 0.5, 1)
+    with pytest.raises(ValueError, match="adamax_update"):
+        optim.adamax_update(p, short, p.copy(), p.copy(), 1e-3, 0.9, 0.999, 1e-7, 0.0, 1)
+    with pytest.raises(ValueError, match="radam_update"):
+        optim.radam_update(p, p.copy(), short, p.copy(), 1e-3, 0.9, 0.999, 1e-7, 0.0, 1)
+    with pytest.raises(ValueError, match="adabound_update"):
+        optim.adabound_update(p, p.copy(), p.copy(), p.copy(), short, 1e-3, 0.9, 0.999, 1e-8, 0.0,
+                              0.1, 1e-3, True, 1)
+    with pytest.raises(ValueError, match="lookahead_update"):
+        optim.lookahead_update(p, short, 0.5)
+    with pytest.raises(ValueError, match="dot"):
+        optim.dot(p, short, np.zeros(1))
+    with pytest.raises(ValueError, match="axpy"):
+        optim.axpy(1.0, p, short)
+    # AdaBound without amsbound never touches vmax (and accepts an empty one)
+    q = np.ones(4)
+    optim.adabound_update(q, np.ones(4), np.zeros(4), np.zeros(4), nan, 1e-3, 0.9, 0.999, 1e-8,
+                          0.0, 0.1, 1e-3, False, 1)
+    assert np.isfinite(q).all() and np.isnan(nan).all()
+    optim.adabound_update(q, np.ones(4), np.zeros(4), np.zeros(4), np.zeros(0), 1e-3, 0.9, 0.999,
+                          1e-8, 0.0, 0.1, 1e-3, False, 1)
+
+
+@pytest.mark.parametrize("n", [1000, optim._PAR_MIN + 7])
+def test_reductions_of_float32_accumulate_in_float64(rng, n):
+    """Products and sums of float32 inputs in float64 (checked through a float64 ``out``, which
+    the CPU kernels accept): as exact as the float64 reference, not float32 products."""
+    x, y = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    out = np.zeros(1)
+    optim.dot(x, y, out)
+    exact = np.dot(x.astype(np.float64), y.astype(np.float64))
+    assert abs(out[0] - exact) <= 1e-13 * np.abs(x.astype(np.float64) * y).sum()
+    optim.abs_sum(x, out)
+    assert abs(out[0] - np.abs(x.astype(np.float64)).sum()) <= 1e-13 * out[0]

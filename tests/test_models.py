@@ -364,3 +364,49 @@ def test_sample_and_class_weights_scale_each_samples_loss(rng):
         a.fit(x, y, sample_weight=-np.ones(12), verbose=0)
     with pytest.raises(TypeError, match="class_weight must be a dict"):
         a.fit(x, y, class_weight=[1, 2], verbose=0)
+
+
+def test_dropout_batchnorm_cnn_on_digits(digits):
+    """The training toolkit's layers reach the core issue's accuracy (0.95) on digits."""
+    x_train, x_test, y_train, y_test = digits
+    nb.seed(0)
+    model = nb.Sequential([
+        L.Conv2D(32, 3, padding="same", use_bias=False), L.BatchNormalization(momentum=0.9),
+        L.ReLU(),
+        L.MaxPool2D(2), L.SpatialDropout2D(0.1),
+        L.Conv2D(64, 3, padding="same", use_bias=False), L.BatchNormalization(momentum=0.9),
+        L.ReLU(),
+        L.MaxPool2D(2), L.Flatten(), L.Dropout(0.3),
+        L.Dense(10, activation="softmax"),
+    ], input_shape=(1, 8, 8))
+    model.compile(nb.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=8, batch_size=32, seed=0, verbose=0)
+    assert model.evaluate(x_test, y_test)["accuracy"] >= 0.95
+
+
+def test_fit_with_lbfgs_full_batch(rng):
+    x = rng.standard_normal((40, 5))
+    y = (x[:, 0] - x[:, 1] > 0).astype(np.int64)
+    nb.seed(0)
+    model = mlp(out=2, dtype="float64")
+    model.compile(nb.optimizers.LBFGS(line_search_fn="strong_wolfe"),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=5, batch_size=40, shuffle=False, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert model.evaluate(x, y)["accuracy"] > 0.9
+
+
+def test_cli_optimizers_tour(tmp_path, capsys, monkeypatch):
+    from numbanet import optimizer_tour
+    from numbanet.cli import main
+    calls = {}
+
+    def fake(**kwargs):                      # the tour itself is tested in test_optimizer_tour
+        calls.update(kwargs)
+        return {"SGD": [1.0], "Adam": [0.5]}
+    monkeypatch.setattr(optimizer_tour, "compare_optimizers", fake)
+    png = tmp_path / "o.png"
+    assert main(["optimizers", "--epochs", "2", "--plot", str(png)]) == 0
+    assert calls["epochs"] == 2 and calls["plot"] == str(png)
+    assert "2 optimizers" in capsys.readouterr().out

@@ -6,14 +6,17 @@
   forward loops on the gradient. Translations are whole pixels (nearest, no interpolation) and
   fill with zeros (Keras ``fill_mode="constant"``, ``fill_value=0``). Outputs must not alias
   inputs in the flip and translation kernels (they read other positions than they write).
-* Gaussian noise is elementwise on flat arrays: ``out = x + stddev * noise``; ``box_muller`` turns
-  uniforms (from the backend's ``uniform``) into the standard normal ``noise`` on either device.
+* Gaussian noise is elementwise on flat arrays: ``out = x + stddev * noise``. ``box_muller`` turns
+  uniforms into standard normal numbers; the GaussianNoise layer uses it on a device (with the
+  backend's ``uniform``), while on the CPU numpy's ``standard_normal`` is faster (this twin,
+  float64 libm calls without SVML, runs at ~35 ns an element here).
 
 Loops run over the N*C image planes, the innermost over a contiguous row; ``prange`` over the
 planes when the array is large (``_PAR_MIN`` elements), serially otherwise.
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
 _PAR_MIN = 1 << 18
@@ -130,21 +133,17 @@ def _translate_plane(x, dy, dx, sign, out, p, nc):
     ww = x.shape[3]
     sy = sign * dy[n]
     sx = sign * dx[n]
-    # output columns [w0, w1) read input column w - sx; the rest are zero
-    w0 = min(max(sx, 0), ww)
-    w1 = max(min(ww + sx, ww), w0)
     for h in range(hh):
         src = h - sy
         if src < 0 or src >= hh:
             for w in range(ww):
                 out[n, c, h, w] = 0.0
         else:
-            for w in range(w0):
-                out[n, c, h, w] = 0.0
-            for w in range(w0, w1):
-                out[n, c, h, w] = x[n, c, src, w - sx]
-            for w in range(w1, ww):
-                out[n, c, h, w] = 0.0
+            # one select per element vectorizes; splitting the row into zero / copy / zero
+            # loops did not (measured ~20x slower)
+            for w in range(ww):
+                s = w - sx
+                out[n, c, h, w] = x[n, c, src, s] if s >= 0 and s < ww else 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -191,8 +190,8 @@ def gaussian_noise_forward(x, noise, stddev, out):
 
 @njit(inline="always")
 def _box_muller_one(u, n, out, i):
-    r = math.sqrt(-2.0 * math.log(1.0 - float(u[i])))
-    out[i] = r * math.cos(2.0 * math.pi * float(u[n + i]))
+    r = math.sqrt(-2.0 * math.log(1.0 - np.float64(u[i])))
+    out[i] = r * math.cos(2.0 * math.pi * np.float64(u[n + i]))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

@@ -1,10 +1,13 @@
-"""Optimizer update kernels: one in-place pass over flat 1-D buffers (PyTorch torch.optim formulas).
+"""Optimizer update kernels: one in-place pass over flat 1-D buffers (PyTorch torch.optim formulas;
+AdaBound/AMSBound after Luo et al.'s reference implementation, Lookahead after Zhang et al.), and
+the few vector operations L-BFGS needs (dot, axpy, abs_sum, abs_max).
 
 Each kernel updates ``param`` and its state buffers element by element; ``grad`` is only read.
-Scalar hyperparameters (and Adam's bias corrections) are turned into per-call constants before
-the loop. State buffers a configuration does not use (``velocity`` without momentum, ``vmax``
-without amsgrad, ``grad_avg`` when not centered, ``momentum_buf`` without momentum) are never
-touched and may be empty arrays.
+Scalar hyperparameters (bias corrections, RAdam's rectification, AdaBound's bounds) are turned
+into per-call constants before the loop; NAdam's momentum schedule comes from the caller. State
+buffers a configuration does not use (``velocity`` without momentum, ``vmax`` without amsgrad or
+amsbound, ``grad_avg`` when not centered, ``momentum_buf`` without momentum) are never touched
+and may be empty arrays.
 
 The per-element maths is an inlined helper, run by a serial loop for small buffers and a ``prange``
 loop for large ones. ``error_model="numpy"`` drops Python's division-by-zero check, which otherwise
@@ -12,6 +15,7 @@ keeps LLVM from vectorizing the loop (measured 4x slower for Adam).
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -154,3 +158,266 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
     """AdamW (torch): param *= 1 - lr * weight_decay, then the Adam step; ``step`` is 1-based."""
     _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, 0.0, 1.0 - lr * weight_decay,
                amsgrad, step)
+
+
+@njit(**_INLINE)
+def _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+    g = grad[i] + weight_decay * param[i]
+    sa = rho * square_avg[i] + (1.0 - rho) * g * g
+    square_avg[i] = sa
+    delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(sa + eps) * g
+    acc_delta[i] = rho * acc_delta[i] + (1.0 - rho) * delta * delta
+    param[i] -= lr * delta
+
+
+@njit(**_OPTS)
+def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+    """Adadelta (torch): the step is g * sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
+    n = param.size
+    if grad.size != n or square_avg.size != n or acc_delta.size != n:
+        raise ValueError("adadelta_update: buffer sizes differ from param")
+    if n < _PAR_MIN:
+        for i in range(n):
+            _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
+    else:
+        for i in prange(n):
+            _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
+
+
+@njit(**_INLINE)
+def _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m):
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    denom = math.sqrt(vi / bc2) + eps
+    p = param[i] + c_grad * g / denom
+    param[i] = p + c_m * mi / denom
+
+
+@njit(**_OPTS)
+def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_next, mu_product,
+                 step):
+    """NAdam (torch): ``mu``/``mu_next`` are this and the next step's momentum coefficients and
+    ``mu_product`` the product of all of them up to this step (the host keeps that schedule)."""
+    n = param.size
+    if grad.size != n or m.size != n or v.size != n:
+        raise ValueError("nadam_update: buffer sizes differ from param")
+    bc2 = 1.0 - beta2 ** step
+    c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
+    c_m = -lr * mu_next / (1.0 - mu_product * mu_next)
+    if n < _PAR_MIN:
+        for i in range(n):
+            _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
+    else:
+        for i in prange(n):
+            _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
+
+
+@njit(**_INLINE)
+def _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr):
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    ui = max(beta2 * u[i], abs(g) + eps)
+    m[i] = mi
+    u[i] = ui
+    param[i] -= clr * mi / ui
+
+
+@njit(**_OPTS)
+def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
+    """Adamax (torch): u = max(beta2 * u, |g| + eps); param -= lr / (1 - beta1^step) * m / u."""
+    n = param.size
+    if grad.size != n or m.size != n or u.size != n:
+        raise ValueError("adamax_update: buffer sizes differ from param")
+    clr = lr / (1.0 - beta1 ** step)
+    if n < _PAR_MIN:
+        for i in range(n):
+            _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
+    else:
+        for i in prange(n):
+            _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
+
+
+@njit(**_INLINE)
+def _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect,
+              rectify):
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    if rectify:
+        param[i] -= mi / bc1 * lr * (bc2_sqrt / (math.sqrt(vi) + eps)) * rect
+    else:
+        param[i] -= mi / bc1 * lr
+
+
+@njit(cache=True)
+def _radam_rect(beta2, step):
+    """RAdam's variance rectification: (rect, rectify) with rectify = rho_t > 5."""
+    bc2 = 1.0 - beta2 ** step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2 ** step / bc2
+    if rho_t <= 5.0:
+        return 1.0, False
+    return math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)), True
+
+
+@njit(**_OPTS)
+def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """RAdam (torch): the Adam step times the rectification term once the approximated SMA
+    length rho_t exceeds 5, plain bias-corrected momentum SGD before that."""
+    n = param.size
+    if grad.size != n or m.size != n or v.size != n:
+        raise ValueError("radam_update: buffer sizes differ from param")
+    bc1 = 1.0 - beta1 ** step
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    rect, rectify = _radam_rect(beta2, step)
+    if n < _PAR_MIN:
+        for i in range(n):
+            _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt,
+                      rect, rectify)
+    else:
+        for i in prange(n):
+            _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt,
+                      rect, rectify)
+
+
+@njit(**_INLINE)
+def _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound, step_size,
+                 lower, upper):
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    if amsbound:
+        vi = max(vmax[i], vi)
+        vmax[i] = vi
+    rate = min(max(step_size / (math.sqrt(vi) + eps), lower), upper)
+    param[i] -= rate * mi
+
+
+@njit(**_OPTS)
+def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, final_lr, gamma,
+                    amsbound, step):
+    """AdaBound / AMSBound (Luo et al. 2019, reference implementation): Adam's per-coordinate
+    rate lr * sqrt(1 - beta2^t) / (1 - beta1^t) / (sqrt(v) + eps) clipped to
+    [final_lr * (1 - 1 / (gamma t + 1)), final_lr * (1 + 1 / (gamma t))], times m. ``amsbound``
+    uses the running maximum of v (``vmax``), as AMSGrad."""
+    n = param.size
+    if grad.size != n or m.size != n or v.size != n or (amsbound and vmax.size != n):
+        raise ValueError("adabound_update: buffer sizes differ from param")
+    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    lower = final_lr * (1.0 - 1.0 / (gamma * step + 1.0))
+    upper = final_lr * (1.0 + 1.0 / (gamma * step))
+    if n < _PAR_MIN:
+        for i in range(n):
+            _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
+                         step_size, lower, upper)
+    else:
+        for i in prange(n):
+            _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
+                         step_size, lower, upper)
+
+
+@njit(**_OPTS)
+def lookahead_update(slow, fast, alpha):
+    """Lookahead's synchronisation (Zhang et al. 2019): slow += alpha * (fast - slow); fast = slow."""
+    n = slow.size
+    if fast.size != n:
+        raise ValueError("lookahead_update: slow and fast differ in size")
+    if n < _PAR_MIN:
+        for i in range(n):
+            s = slow[i] + alpha * (fast[i] - slow[i])
+            slow[i] = s
+            fast[i] = s
+    else:
+        for i in prange(n):
+            s = slow[i] + alpha * (fast[i] - slow[i])
+            slow[i] = s
+            fast[i] = s
+
+
+# ---- vector helpers for L-BFGS (two-loop recursion, line search) on flat buffers -----------------
+# Reductions accumulate in float64; reassociation (fastmath) lets the sums vectorize.
+
+@njit(**_OPTS)
+def dot(x, y, out):
+    """out[0] = sum(x * y), accumulated in float64."""
+    n = x.size
+    if y.size != n:
+        raise ValueError("dot: x and y differ in size")
+    total = 0.0
+    if n < _PAR_MIN:
+        for i in range(n):
+            total += np.float64(x[i]) * np.float64(y[i])
+    else:
+        for i in prange(n):
+            total += np.float64(x[i]) * np.float64(y[i])
+    out[0] = total
+
+
+@njit(**_OPTS)
+def axpy(a, x, y):
+    """y += a * x, in place."""
+    n = x.size
+    if y.size != n:
+        raise ValueError("axpy: x and y differ in size")
+    if n < _PAR_MIN:
+        for i in range(n):
+            y[i] += a * x[i]
+    else:
+        for i in prange(n):
+            y[i] += a * x[i]
+
+
+@njit(**_OPTS)
+def abs_sum(x, out):
+    """out[0] = sum(|x|) (the L1 norm), accumulated in float64."""
+    n = x.size
+    total = 0.0
+    if n < _PAR_MIN:
+        for i in range(n):
+            total += abs(np.float64(x[i]))
+    else:
+        for i in prange(n):
+            total += abs(np.float64(x[i]))
+    out[0] = total
+
+
+@njit(cache=True, error_model="numpy")
+def _abs_max_range(x, start, stop):
+    """max |x[start:stop]|; NaN wins (as torch's max), 0 for an empty range."""
+    m = 0.0
+    for i in range(start, stop):
+        v = abs(np.float64(x[i]))
+        if v > m or v != v:
+            m = v
+            if v != v:
+                break
+    return m
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def abs_max(x, out):
+    """out[0] = max(|x|) (the infinity norm; 0 for an empty x); a NaN in x gives NaN."""
+    n = x.size
+    if n < _PAR_MIN:
+        out[0] = _abs_max_range(x, 0, n)
+        return
+    chunks = 16
+    part = np.empty(chunks)
+    for c in prange(chunks):
+        part[c] = _abs_max_range(x, c * n // chunks, (c + 1) * n // chunks)
+    m = 0.0
+    for c in range(chunks):
+        v = part[c]
+        if v > m or v != v:
+            m = v
+            if v != v:
+                break
+    out[0] = m

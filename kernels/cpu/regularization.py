@@ -4,6 +4,7 @@ Keras semantics: penalty = l1 * sum|w| + l2 * sum(w^2) (no factor 1/2 on the L2 
 gradient is l1 * sign(w) + 2 * l2 * w. Memory-bound loops: serial below ``_PAR_MIN``, ``prange``
 above.
 """
+import numpy as np
 from numba import njit, prange
 
 _PAR_MIN = 1 << 18
@@ -28,12 +29,12 @@ def l1l2_penalty(w, l1, l2, out):
     s2 = 0.0
     if n < _PAR_MIN:
         for i in range(n):
-            v = float(w[i])
+            v = np.float64(w[i])
             s1 += abs(v)
             s2 += v * v
     else:
         for i in prange(n):
-            v = float(w[i])
+            v = np.float64(w[i])
             s1 += abs(v)
             s2 += v * v
     out[0] = l1 * s1 + l2 * s2
@@ -41,7 +42,7 @@ def l1l2_penalty(w, l1, l2, out):
 
 @njit(inline="always")
 def _penalty_grad_one(w, l1, two_l2, grad, i):
-    v = float(w[i])
+    v = np.float64(w[i])
     grad[i] += l1 * _sign(v) + two_l2 * v
 
 

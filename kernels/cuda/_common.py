@@ -1,12 +1,13 @@
 """Shared machinery of the CUDA kernels: launch configuration, the kernel registry, device scratch,
 block/grid reductions, and the fill and uniform-random kernels the CUDA backend uses.
 
-Every private ``@cuda.jit`` kernel of ``numbanet.kernels.cuda`` is a :class:`Kernel`: the compiled
-dispatcher(s) plus an argument *spec* (one code per argument, see :data:`SPEC_CODES`). The spec does
-three jobs: it coerces Python scalars to one fixed type at launch (so a float hyperparameter never
-triggers a second compilation), it lets the tests check that every launch matches the declared
-types (``config.check_signatures``), and it gives the PTX compiler (:func:`numbanet._cuda.compile_ptx`)
-the exact signature to compile each kernel for, per float dtype and label dtype.
+Every private ``@cuda.jit`` kernel of ``numbanet.kernels.cuda`` is a :class:`Kernel`: the
+compiled dispatcher(s) plus an argument *spec* (one code per argument, see :data:`SPEC_CODES`).
+The spec does three jobs: it coerces Python scalars to one fixed type at launch (so a float
+hyperparameter never triggers a second compilation), it lets the tests check that every launch
+matches the declared types (``config.check_signatures``), and it gives the PTX compiler
+(:func:`numbanet._cuda.compile_ptx`) the exact signature to compile each kernel for, per float
+dtype and label dtype.
 
 dtype specialization: kernels that need compile-time element types (shared-memory and register
 tiles) are built by a factory ``build(dtype)``, cached per dtype (and tile shape), with the numba
@@ -23,17 +24,17 @@ from numba import cuda
 
 __all__ = []
 
-MAX_THREADS = 256          # compile-time size of the per-block reduction scratch
-ROW_LANES, ROW_ROWS = 32, 8  # row-wise kernels: threads per row x rows per block (product <= MAX_THREADS)
+MAX_THREADS = 256           # compile-time size of the per-block reduction scratch
+ROW_LANES, ROW_ROWS = 32, 8  # row-wise kernels: threads per row, rows per block (product <= 256)
 
 
 class _Config:
     """Launch knobs. Tests shrink them (monkeypatch) so tiny arrays still span several blocks."""
 
-    threads = 256                       # threads per block of 1-D kernels (power of two, <= MAX_THREADS)
+    threads = 256                       # threads per block of 1-D kernels (2^k <= MAX_THREADS)
     max_blocks = 2048                   # grid cap of grid-stride kernels
     row_block = (ROW_LANES, ROW_ROWS)   # (lanes per row, rows per block) of row-wise kernels
-    gemm_tile = (64, 64, 16, 4, 4)      # BM, BN, BK, TM, TN: block tile and per-thread register tile
+    gemm_tile = (64, 64, 16, 4, 4)      # BM, BN, BK, TM, TN: block tile, per-thread register tile
     gemm_min_chunk = 4                  # split-K: at least this many BK steps per split
     num_sms = None                      # None: ask the device (split-K targets ~2 blocks per SM)
     check_signatures = False            # check every launch against the kernel's declared spec
@@ -73,10 +74,10 @@ def num_sms():
 # ---------------------------------------------------------------------------------------------
 # kernel registry
 
-#: argument spec codes -> meaning. ``A<n>``: float array of the call's dtype, ``<n>`` dims, C order;
-#: ``I<n>``: integer label array (int32 or int64); ``q<n>``: int64 array; ``d<n>``: float64 array;
-#: ``n<n>``: int32 array; ``f``: float64 scalar; ``i``: int64 scalar; ``b``: bool; ``t<k>``: tuple of
-#: ``k`` int64.
+#: argument spec codes. ``A<n>``: float array of the call's dtype, ``<n>`` dims, C order;
+#: ``I<n>``: integer label array (int32 or int64); ``q<n>``: int64 array; ``d<n>``: float64
+#: array; ``n<n>``: int32 array; ``f``: float64 scalar; ``i``: int64 scalar; ``b``: bool;
+#: ``t<k>``: tuple of ``k`` int64.
 SPEC_CODES = "A I q d n f i b t"
 
 KERNELS = []                # every Kernel ever made, in creation order (for PTX compilation)
@@ -245,9 +246,9 @@ def block_sum(sh, v):
 
 @cuda.jit(device=True)
 def grid_sum_store(sh, flag, v, partials, count, out, scale):
-    """``out[0] = scale * (sum of v over every thread of the grid)`` in one launch: each block stores
-    its sum in ``partials[block]``; the last block to finish (atomic ticket on ``count``) adds the
-    partials in block order and resets ``count``. ``flag``: int32 shared array of 1."""
+    """``out[0] = scale * (sum of v over every thread of the grid)`` in one launch: each block
+    stores its sum in ``partials[block]``; the last block to finish (atomic ticket on ``count``)
+    adds the partials in block order and resets ``count``. ``flag``: int32 shared array of 1."""
     s = block_sum(sh, v)
     t = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
     nb = cuda.gridDim.x

@@ -9,6 +9,7 @@ translation's adjoint is the opposite shift). The per-sample flag/shift arrays a
 """
 import math
 
+import numpy as np
 from numba import cuda
 
 from ._common import grid_1d, kernel
@@ -142,8 +143,8 @@ def gaussian_noise_forward(x, noise, stddev, out):
 def _box_muller(u, out):
     n = out.size
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        r = math.sqrt(-2.0 * math.log(1.0 - float(u[i])))
-        out[i] = r * math.cos(2.0 * math.pi * float(u[n + i]))
+        r = math.sqrt(-2.0 * math.log(1.0 - np.float64(u[i])))
+        out[i] = r * math.cos(2.0 * math.pi * np.float64(u[n + i]))
 
 
 def box_muller(u, out):

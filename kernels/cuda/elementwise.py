@@ -43,7 +43,7 @@ def _sum_squares(x, out, partials, count):
     flag = cuda.shared.array(1, np.int32)
     acc = 0.0
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = float(x[i])
+        v = np.float64(x[i])
         acc += v * v
     grid_sum_store(sh, flag, acc, partials, count, out, 1.0)
 

@@ -14,7 +14,7 @@ def _l1l2_penalty(w, l1, l2, out, partials, count):
     flag = cuda.shared.array(1, np.int32)
     acc = 0.0
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        v = float(w[i])
+        v = np.float64(w[i])
         acc += l1 * abs(v) + l2 * (v * v)
     grid_sum_store(sh, flag, acc, partials, count, out, 1.0)
 
@@ -28,7 +28,7 @@ def l1l2_penalty(w, l1, l2, out):
 @kernel("A1 f f A1")
 def _l1l2_penalty_bwd(w, l1, two_l2, grad):
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        v = float(w[i])
+        v = np.float64(w[i])
         s = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else v * 0.0)
         grad[i] += l1 * s + two_l2 * v
 

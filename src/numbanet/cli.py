@@ -73,6 +73,15 @@ def train(args):
     return 0
 
 
+def _optimizers(args):
+    from .optimizer_tour import compare_optimizers
+    losses = compare_optimizers(epochs=args.epochs, seed=args.seed, plot=args.plot or None,
+                                device=args.device, verbose=True)
+    if args.plot:
+        print(f"loss curves of {len(losses)} optimizers saved to {args.plot}")
+    return 0
+
+
 def _compare(args):
     from .compare import main as compare_main
     return compare_main(args)
@@ -95,6 +104,13 @@ def main(argv=None):
                         "OUTPUT with .png; needs matplotlib: pip install numbanet[plot]); "
                         "--plot '' draws none")
     t.set_defaults(func=train)
+    o = sub.add_parser("optimizers", help="train the same small model on the digits with each "
+                                          "optimizer and plot the loss curves side by side")
+    o.add_argument("--epochs", type=_positive(int), default=10)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--plot", metavar="PNG", default="numbanet-optimizers.png")
+    o.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    o.set_defaults(func=_optimizers)
     c = sub.add_parser("compare", help="time every CPU kernel beside its CUDA twin and check "
                                        "both against float64")
     c.add_argument("--ops", default=None,

@@ -1,8 +1,27 @@
-"""Losses (Keras names and semantics: probabilities by default, mean over the batch).
+"""Losses (Keras names and semantics: probabilities by default; Keras' "sum_over_batch_size"
+reduction: each sample's loss times its weight, summed, divided by the batch size N).
 
-``loss(y_true, y_pred) -> float`` and ``loss.gradient(y_true, y_pred)`` work on NumPy arrays;
-the model calls ``forward``/``backward`` with its backend so the arithmetic stays on the device.
+Three ways in:
+
+* ``loss(y_true, y_pred, sample_weight=None) -> float`` and ``loss.gradient(y_true, y_pred,
+  sample_weight=None)`` on NumPy arrays (CPU kernels); class weights are included.
+* ``loss.forward(backend, y_true, y_pred, weights=None, logits=False)`` (a (1,) backend array) and
+  ``loss.backward(...)`` (the gradient, shaped like ``y_pred``): the model's path, arrays stay on
+  the backend. ``weights`` is a backend (N,) array of ``y_pred``'s dtype holding every per-sample
+  factor (sample weights times class weights), or None for all ones. ``logits=True`` reads
+  ``y_pred`` as the pre-activation of the output layer (the model's fused softmax / sigmoid path).
+* ``loss.sample_weights(y_true) -> (N,) float64 array or None``: each sample's class weight (None
+  without ``class_weight``); the model multiplies it into its per-sample weights.
+  ``loss.adapt(y_train)`` learns ``class_weight="balanced"`` once (the model calls it in ``fit``);
+  without it, "balanced" is computed from the targets of each call.
+
+Per-sample losses: the mean over the sample's elements for elementwise losses (MSE, MAE, Huber,
+LogCosh, MSLE, hinges, binary crossentropy and binary focal), the sum over classes for
+crossentropies, categorical focal and KL divergence, one soft score per sample for Dice, Jaccard
+and Tversky.
 """
+import numbers
+
 import numpy as np
 
 from .backend import get_backend
@@ -10,25 +29,103 @@ from .backend import get_backend
 EPSILON = 1e-7
 
 
+def _number(value, what, owner, low=None, high=None, open_low=False):
+    """``value`` as a float, or ValueError naming ``what`` and the value."""
+    ok = (isinstance(value, (numbers.Real, np.floating, np.integer))
+          and not isinstance(value, (bool, np.bool_)) and np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = ("" if low is None else (f" > {low}" if open_low else f" >= {low}")) + \
+              ("" if high is None else f" and <= {high}")
+        raise ValueError(f"{owner}: {what} must be a finite number{rng}, got {value!r}")
+    return float(value)
+
+
+def _flag(value, what, owner):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: {what} must be True or False, got {value!r}")
+    return bool(value)
+
+
 class Loss:
     """Base class: binds ``<kernel>_forward``/``<kernel>_backward`` (``_logits`` when asked)."""
 
     kernel = None
     fuses_with = None          # the output activation whose gradient this loss can absorb
-    sparse = False
+    sparse = False             # integer class labels instead of targets shaped like y_pred
+    has_logits = False         # a <kernel>_logits kernel pair exists (from_logits=True works)
 
     def __init__(self, from_logits=False, name=None):
+        owner = name or type(self).__name__
+        if not isinstance(from_logits, (bool, np.bool_, int, np.integer)):
+            raise ValueError(f"{owner}: from_logits must be True or False, got {from_logits!r}")
+        if from_logits and not self.has_logits:
+            raise ValueError(f"{owner}: has no logits form, got from_logits={from_logits!r}")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"{owner}: name must be a string, got {name!r}")
         self.from_logits = bool(from_logits)
         self.name = name or type(self).__name__
 
+    # -- kernels --------------------------------------------------------------------------------
     def _args(self):
+        """Hyperparameters of the probability kernel (before the weights)."""
+        return ()
+
+    def _logits_args(self):
+        """Hyperparameters of the logits kernel (before the weights)."""
         return ()
 
     def _kernel(self, logits):
         if logits:
-            return self.kernel + "_logits", ()
+            if not self.has_logits:
+                raise ValueError(f"{self.name}: has no logits form")
+            return self.kernel + "_logits", self._logits_args()
         return self.kernel, self._args()
 
+    def _2d(self, a):
+        return a.reshape(a.shape[0], -1)
+
+    def _targets(self, y_true):
+        return y_true if self.sparse else self._2d(y_true)
+
+    def _weights(self, backend, weights, n, dtype):
+        """The (N,) backend weights of ``dtype``: ``weights`` checked, or ones (cached per
+        backend, N and dtype) when None."""
+        if weights is None:
+            cache = self.__dict__.setdefault("_ones", {})
+            key = (backend.name, int(n), np.dtype(dtype).str)
+            if key not in cache:
+                cache[key] = backend.full((int(n),), 1.0, dtype)
+            return cache[key]
+        shape = tuple(weights.shape)
+        if shape not in ((n,), (n, 1)):
+            raise ValueError(f"{self.name}: weights must have shape ({n},) (one per sample), got "
+                             f"{shape}")
+        return backend.asarray(weights.reshape(n), dtype)
+
+    def forward(self, backend, y_true, y_pred, weights=None, logits=False):
+        """sum_i w_i l_i / N as a backend array of shape (1,)."""
+        name, args = self._kernel(logits or self.from_logits)
+        p = self._2d(y_pred)
+        w = self._weights(backend, weights, p.shape[0], y_pred.dtype)
+        out = backend.empty((1,), y_pred.dtype)
+        getattr(backend, name + "_forward")(self._targets(y_true), p, *args, w, out)
+        return out
+
+    def backward(self, backend, y_true, y_pred, weights=None, logits=False):
+        """Its gradient with respect to ``y_pred`` (or the logits) as a backend array shaped
+        like ``y_pred``."""
+        name, args = self._kernel(logits or self.from_logits)
+        p = self._2d(y_pred)
+        w = self._weights(backend, weights, p.shape[0], y_pred.dtype)
+        grad = backend.empty(y_pred.shape, y_pred.dtype)
+        getattr(backend, name + "_backward")(self._targets(y_true), p, *args, w, self._2d(grad))
+        return grad
+
+    # -- targets and weights --------------------------------------------------------------------
     def prepare_targets(self, y_true, output_shape, dtype):
         """Check ``y_true`` against the model's per-sample ``output_shape``; return a C-contiguous
         host array of the dtype the kernels take."""
@@ -41,22 +138,13 @@ class Loss:
                              f"output shape {(None,) + expected}")
         return np.ascontiguousarray(y.reshape((len(y),) + expected), dtype=dtype)
 
-    def forward(self, backend, y_true, y_pred, logits=False):
-        """Mean loss as a backend array of shape (1,)."""
-        name, args = self._kernel(logits or self.from_logits)
-        out = backend.empty((1,), y_pred.dtype)
-        getattr(backend, name + "_forward")(y_true, self._2d(y_pred), *args, out)
-        return out
+    def sample_weights(self, y_true):
+        """Each sample's class weight as a (N,) float64 array, or None (no class weights)."""
+        return None
 
-    def backward(self, backend, y_true, y_pred, logits=False):
-        """d(mean loss)/d(y_pred) (or d/d(logits)) as a backend array shaped like ``y_pred``."""
-        name, args = self._kernel(logits or self.from_logits)
-        grad = backend.empty(y_pred.shape, y_pred.dtype)
-        getattr(backend, name + "_backward")(y_true, self._2d(y_pred), *args, self._2d(grad))
-        return grad
-
-    def _2d(self, a):
-        return a.reshape(a.shape[0], -1)
+    def adapt(self, y_train):
+        """Learn what the loss needs from the training targets (class_weight="balanced")."""
+        return self
 
     def _host(self, y_true, y_pred):
         y_pred = np.asarray(y_pred)
@@ -76,35 +164,56 @@ class Loss:
     def _target_dtype(self, dtype):
         return dtype
 
-    def __call__(self, y_true, y_pred):
-        y_true, y_pred = self._host(y_true, y_pred)
-        return float(self.forward(get_backend("cpu"), y_true, y_pred)[0])
+    def _host_weights(self, y_true, sample_weight, n, dtype):
+        """Class weights of ``y_true`` times ``sample_weight`` as a (N,) array, or None."""
+        w = self.sample_weights(y_true)
+        if sample_weight is not None:
+            try:
+                sw = np.asarray(sample_weight, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name}: sample_weight must be numeric, got "
+                                 f"{sample_weight!r}") from None
+            if sw.ndim == 2 and sw.shape[1] == 1:
+                sw = sw[:, 0]
+            if sw.shape != (n,):
+                raise ValueError(f"{self.name}: sample_weight must have shape ({n},), got "
+                                 f"{sw.shape}")
+            if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+                raise ValueError(f"{self.name}: sample_weight must be finite and >= 0, got "
+                                 f"{sample_weight!r}")
+            w = sw if w is None else w * sw
+        return None if w is None else np.ascontiguousarray(w, dtype=dtype)
 
-    def gradient(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = self._host(y_true, y_pred)
+        w = self._host_weights(y_true, sample_weight, len(y_pred), y_pred.dtype)
+        return float(self.forward(get_backend("cpu"), y_true, y_pred, w)[0])
+
+    def gradient(self, y_true, y_pred, sample_weight=None):
+        """d loss(y_true, y_pred, sample_weight) / d y_pred, shaped like ``y_pred``."""
         shape = np.shape(y_pred)
         y_true, y_pred = self._host(y_true, y_pred)
-        return self.backward(get_backend("cpu"), y_true, y_pred).reshape(shape)
+        w = self._host_weights(y_true, sample_weight, len(y_pred), y_pred.dtype)
+        return self.backward(get_backend("cpu"), y_true, y_pred, w).reshape(shape)
 
     def get_config(self):
-        return {"from_logits": self.from_logits, "name": self.name}
+        config = {"name": self.name}
+        if self.has_logits:
+            config["from_logits"] = self.from_logits
+        return config
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
 
 
+# --------------------------------------------------------------------------------------- regression
 class MeanSquaredError(Loss):
     """mean((y_pred - y_true)^2)."""
     kernel = "mse"
 
     def __init__(self, name=None):
         super().__init__(False, name)
-
-    def _kernel(self, logits):
-        return self.kernel, ()
-
-    def get_config(self):
-        return {"name": self.name}
 
 
 class MeanAbsoluteError(MeanSquaredError):
@@ -118,37 +227,194 @@ class Huber(MeanSquaredError):
 
     def __init__(self, delta=1.0, name=None):
         super().__init__(name)
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0 \
-                or not np.isfinite(delta):
-            raise ValueError(f"Huber: delta must be a positive finite float, got {delta!r}")
-        self.delta = float(delta)
+        self.delta = _number(delta, "delta", self.name, low=0.0, open_low=True)
 
-    def _kernel(self, logits):
-        return self.kernel, (self.delta,)
+    def _args(self):
+        return (self.delta,)
 
     def get_config(self):
         return {**super().get_config(), "delta": self.delta}
 
 
-class BinaryCrossentropy(Loss):
-    """Binary crossentropy on probabilities (clipped to [1e-7, 1 - 1e-7]) or logits."""
-    kernel = "binary_crossentropy"
-    fuses_with = "sigmoid"
+class LogCosh(MeanSquaredError):
+    """mean(log(cosh(y_pred - y_true))): quadratic near 0, linear far out; stable for any error."""
+    kernel = "log_cosh"
+
+
+class MeanSquaredLogarithmicError(MeanSquaredError):
+    """mean((log(1 + max(y_pred, eps)) - log(1 + max(y_true, eps)))^2), eps = 1e-7 (Keras)."""
+    kernel = "msle"
 
     def _args(self):
         return (EPSILON,)
 
 
+class Hinge(MeanSquaredError):
+    """mean(max(1 - y_true * y_pred, 0)) with -1/1 targets; targets that are all 0 or 1 are
+    converted to -1/1 first (as Keras does)."""
+    kernel = "hinge"
+
+    def prepare_targets(self, y_true, output_shape, dtype):
+        y = super().prepare_targets(y_true, output_shape, dtype)
+        if np.all((y == 0) | (y == 1)):
+            y = 2 * y - 1
+        return y
+
+
+class SquaredHinge(Hinge):
+    """mean(max(1 - y_true * y_pred, 0)^2), -1/1 targets (0/1 converted)."""
+    kernel = "squared_hinge"
+
+
+class KLDivergence(MeanSquaredError):
+    """sum over the last axis of y_true log(y_true / y_pred), both clipped to [1e-7, 1] (Keras)."""
+    kernel = "kl_divergence"
+
+    def _args(self):
+        return (EPSILON,)
+
+
+# ------------------------------------------------------------------------------------ class weights
+def _check_class_weight(class_weight, owner, binary):
+    """None, "balanced" or {class index: weight >= 0} (keys may be digit strings, as JSON gives)."""
+    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
+        return class_weight
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"{owner}: class_weight must be None, 'balanced' or a dict "
+                         f"{{class index: weight}}, got {class_weight!r}")
+    out = {}
+    for k, v in class_weight.items():
+        key = None
+        if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+            key = int(k)
+        elif isinstance(k, str) and k.strip().isdigit():
+            key = int(k)
+        if key is None or key < 0 or (binary and key > 1):
+            raise ValueError(f"{owner}: class_weight keys must be class indices "
+                             f"{'0 and 1' if binary else '>= 0'}, got {k!r}")
+        out[key] = _number(v, f"class_weight[{key}]", owner, low=0.0)
+    return out
+
+
+def _balanced(counts, n):
+    """scikit-learn's "balanced": n / (classes present * count), 1 for absent classes."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    w = np.ones_like(counts)
+    w[present] = n / (present.sum() * counts[present])
+    return w
+
+
+class _ClassWeighted:
+    """``class_weight=`` on the crossentropies: a dict {class index: weight} (missing classes
+    weigh 1) or "balanced". ``target_kind``: "binary" (each element a 0/1 target: a sample
+    weighs the mean over its elements of y w1 + (1 - y) w0), "categorical" (one-hot or soft
+    targets: sum_c y_c w_c) or "sparse" (integer labels: w_label)."""
+
+    target_kind = None
+
+    def _init_class_weight(self, class_weight):
+        self.class_weight = _check_class_weight(class_weight, self.name,
+                                                self.target_kind == "binary")
+        self._balanced_table = None
+
+    def _class_targets(self, y):
+        """Targets as float64 (N, D) (binary, categorical) or int64 (N,) labels (sparse)."""
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) == 0:
+            raise ValueError(f"{self.name}: expected a non-empty batch of targets, got shape "
+                             f"{y.shape}")
+        if self.target_kind != "sparse":
+            return y.reshape(len(y), -1).astype(np.float64)
+        if y.ndim > 1 and y.size == len(y):
+            y = y.reshape(len(y))
+        if y.ndim != 1 or y.dtype.kind not in "fiub" or np.any(y < 0) or np.any(y != np.round(y)):
+            raise ValueError(f"{self.name}: class weights need integer labels >= 0 of shape "
+                             f"(batch,), got {y.shape} {y.dtype}")
+        return y.astype(np.int64)
+
+    def _counts(self, y):
+        """(class counts, number of samples) of prepared targets."""
+        if self.target_kind == "binary":
+            pos = float(y.sum())
+            return np.array([y.size - pos, pos]), y.size
+        if self.target_kind == "categorical":
+            return y.sum(axis=0), len(y)
+        return np.bincount(y), len(y)
+
+    def _table(self, y):
+        """Weights per class index for prepared targets ``y``."""
+        if self.class_weight == "balanced":
+            if self._balanced_table is not None:
+                return self._balanced_table
+            return _balanced(*self._counts(y))
+        size = 2 if self.target_kind == "binary" else (
+            y.shape[1] if self.target_kind == "categorical" else int(y.max()) + 1)
+        table = np.ones(max([size] + [k + 1 for k in self.class_weight]))
+        for k, v in self.class_weight.items():
+            table[k] = v
+        return table
+
+    def adapt(self, y_train):
+        """class_weight="balanced": learn the class weights from the training targets."""
+        if self.class_weight == "balanced":
+            self._balanced_table = _balanced(*self._counts(self._class_targets(y_train)))
+        return self
+
+    def sample_weights(self, y_true):
+        if self.class_weight is None:
+            return None
+        y = self._class_targets(y_true)
+        table = self._table(y)
+        if self.target_kind == "binary":
+            return np.mean(y * table[1] + (1.0 - y) * table[0], axis=1)
+        if self.target_kind == "categorical":
+            cols = y.shape[1]
+            if len(table) < cols:
+                table = np.concatenate([table, np.ones(cols - len(table))])
+            return y @ table[:cols]
+        out = np.ones(len(y))
+        known = y < len(table)
+        out[known] = table[y[known]]
+        return out
+
+    def _class_weight_config(self):
+        cw = self.class_weight
+        return {"class_weight": dict(cw) if isinstance(cw, dict) else cw}
+
+
+# ------------------------------------------------------------------------------------- crossentropy
+class BinaryCrossentropy(_ClassWeighted, Loss):
+    """Binary crossentropy on probabilities (clipped to [1e-7, 1 - 1e-7]) or logits."""
+    kernel = "binary_crossentropy"
+    fuses_with = "sigmoid"
+    has_logits = True
+    target_kind = "binary"
+
+    def __init__(self, from_logits=False, class_weight=None, name=None):
+        super().__init__(from_logits, name)
+        self._init_class_weight(class_weight)
+
+    def _args(self):
+        return (EPSILON,)
+
+    def get_config(self):
+        return {**super().get_config(), **self._class_weight_config()}
+
+
 class CategoricalCrossentropy(BinaryCrossentropy):
-    """Crossentropy against one-hot (or soft) targets; the softmax output's gradient fuses to p - y."""
+    """Crossentropy against one-hot (or soft) targets; the softmax output's gradient fuses to
+    p - y."""
     kernel = "categorical_crossentropy"
     fuses_with = "softmax"
+    target_kind = "categorical"
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Crossentropy against integer class labels."""
     kernel = "sparse_categorical_crossentropy"
     sparse = True
+    target_kind = "sparse"
 
     def prepare_targets(self, y_true, output_shape, dtype):
         y = np.asarray(y_true)
@@ -167,20 +433,241 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         classes = output_shape[0]
         bad = np.flatnonzero((y < 0) | (y >= classes))
         if bad.size:
-            raise ValueError(f"{self.name}: labels must be in [0, {classes}), got {y[bad[0]].item()!r} "
-                             f"at index {bad[0]}")
+            raise ValueError(f"{self.name}: labels must be in [0, {classes}), got "
+                             f"{y[bad[0]].item()!r} at index {bad[0]}")
         return np.ascontiguousarray(y, dtype=np.int64)
 
 
-LOSSES = {
-    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
-    "huber": Huber,
-    "binary_crossentropy": BinaryCrossentropy,
-    "categorical_crossentropy": CategoricalCrossentropy,
-    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-}
-CLASSES = {cls.__name__: cls for cls in set(LOSSES.values())}
+class BinaryFocalCrossentropy(BinaryCrossentropy):
+    """Keras 3 binary focal loss: per element (1 - p_t)^gamma * bce, p_t = y p + (1 - y)(1 - p);
+    with ``apply_class_balancing`` also times alpha for y = 1 and 1 - alpha for y = 0. On
+    probabilities the bce uses p clipped to [1e-7, 1 - 1e-7]; the logits form is unclipped and
+    stable."""
+    kernel = "binary_focal_crossentropy"
+
+    def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
+                 class_weight=None, name=None):
+        super().__init__(from_logits, class_weight, name)
+        self.apply_class_balancing = _flag(apply_class_balancing, "apply_class_balancing",
+                                           self.name)
+        self.alpha = _number(alpha, "alpha", self.name, low=0.0, high=1.0)
+        self.gamma = _number(gamma, "gamma", self.name, low=0.0)
+
+    def _args(self):
+        return (self.gamma, self.alpha, self.apply_class_balancing, EPSILON)
+
+    def _logits_args(self):
+        return (self.gamma, self.alpha, self.apply_class_balancing)
+
+    def get_config(self):
+        return {**super().get_config(), "apply_class_balancing": self.apply_class_balancing,
+                "alpha": self.alpha, "gamma": self.gamma}
+
+
+class CategoricalFocalCrossentropy(CategoricalCrossentropy):
+    """Keras 3 categorical focal loss: -alpha sum_c y_c (1 - p_c)^gamma log p_c, p = y_pred over
+    its row sum, clipped to [1e-7, 1 - 1e-7] (logits: softmax, unclipped and stable)."""
+    kernel = "categorical_focal_crossentropy"
+
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, class_weight=None, name=None):
+        super().__init__(from_logits, class_weight, name)
+        self.alpha = _number(alpha, "alpha", self.name, low=0.0)
+        self.gamma = _number(gamma, "gamma", self.name, low=0.0)
+
+    def _args(self):
+        return (self.gamma, self.alpha, EPSILON)
+
+    def _logits_args(self):
+        return (self.gamma, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+
+
+# ------------------------------------------------------------------------------------- segmentation
+class Dice(MeanSquaredError):
+    """Soft Dice loss per sample over its flattened elements: 1 - (2 sum(y p) + s) /
+    (sum(y) + sum(p) + s). The smoothing term ``smooth`` (> 0) sits in numerator and denominator,
+    so an empty target predicted empty scores 1 (loss 0) and the loss never divides by zero."""
+    kernel = "dice"
+
+    def __init__(self, smooth=EPSILON, name=None):
+        super().__init__(name)
+        self.smooth = _number(smooth, "smooth", self.name, low=0.0, open_low=True)
+
+    def _args(self):
+        return (self.smooth,)
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth}
+
+
+class Jaccard(Dice):
+    """Soft Jaccard (IoU) loss per sample: 1 - (sum(y p) + s) / (sum(y) + sum(p) - sum(y p) + s)."""
+    kernel = "jaccard"
+
+
+class Tversky(Dice):
+    """Tversky loss per sample: 1 - (TP + s) / (TP + alpha FP + beta FN + s) with the soft counts
+    TP = sum(y p), FP = sum((1 - y) p), FN = sum(y (1 - p)) (Keras: alpha weighs false
+    positives, beta false negatives; alpha = beta = 0.5 is Dice, 1 and 1 is Jaccard)."""
+    kernel = "tversky"
+
+    def __init__(self, alpha=0.5, beta=0.5, smooth=EPSILON, name=None):
+        super().__init__(smooth, name)
+        self.alpha = _number(alpha, "alpha", self.name, low=0.0)
+        self.beta = _number(beta, "beta", self.name, low=0.0)
+
+    def _args(self):
+        return (self.alpha, self.beta, self.smooth)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+# --------------------------------------------------------------------------------------- embeddings
+class _EmbeddingLoss(Loss):
+    """A loss of several embedding batches (N, ...) and no y_true/y_pred: called with its own
+    inputs, ``gradient`` returns one gradient per embedding input."""
+
+    inputs = ()            # names of the embedding inputs
+
+    def prepare_targets(self, y_true, output_shape, dtype):
+        raise TypeError(f"{self.name}: takes ({', '.join(self._signature())}) and cannot be the "
+                        f"loss of a model that maps x to y")
+
+    def _signature(self):
+        return self.inputs
+
+    def _embeddings(self, arrays):
+        arrays = [np.asarray(a) for a in arrays]
+        for nm, a in zip(self.inputs, arrays):
+            if a.dtype.kind not in "fiub" or a.ndim < 1 or len(a) < 1:
+                raise ValueError(f"{self.name}: {nm} must be a numeric non-empty batch, got "
+                                 f"shape {a.shape} dtype {a.dtype}")
+            if a.shape != arrays[0].shape:
+                raise ValueError(f"{self.name}: {nm} has shape {a.shape}, {self.inputs[0]} "
+                                 f"{arrays[0].shape}")
+        dtype = arrays[0].dtype if arrays[0].dtype in (np.float32, np.float64) else np.float64
+        return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+    def _host_w(self, sample_weight, n, dtype):
+        return Loss._host_weights(self, None, sample_weight, n, dtype)
+
+    def sample_weights(self, y_true):
+        return None
+
+
+class ContrastiveLoss(_EmbeddingLoss):
+    """Contrastive loss on pairs of embeddings (Hadsell et al. 2006, the form of TensorFlow
+    Addons): ``loss(x1, x2, y)`` with y = 1 for a similar pair, 0 for a dissimilar one:
+    l = y d^2 + (1 - y) max(margin - d, 0)^2, d = ||x1 - x2 + eps||_2 (as
+    torch.nn.functional.pairwise_distance), averaged over the batch (times sample weights).
+    ``gradient(x1, x2, y)`` returns (d/dx1, d/dx2)."""
+    kernel = "contrastive"
+    inputs = ("x1", "x2")
+
+    def __init__(self, margin=1.0, eps=1e-6, name=None):
+        super().__init__(False, name)
+        self.margin = _number(margin, "margin", self.name, low=0.0)
+        self.eps = _number(eps, "eps", self.name, low=0.0)
+
+    def _signature(self):
+        return ("x1", "x2", "y")
+
+    def _args(self):
+        return (self.margin, self.eps)
+
+    def _labels(self, y, n, dtype):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.shape != (n,) or y.dtype.kind not in "fiub" or not np.all(np.isfinite(y)):
+            raise ValueError(f"{self.name}: y must be {n} finite labels (1 similar, 0 "
+                             f"dissimilar), got shape {y.shape}")
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def forward(self, backend, x1, x2, y, weights=None):
+        """sum_i w_i l_i / N as a (1,) backend array (x1, x2 (N, ...), y (N,) backend arrays)."""
+        a, b = self._2d(x1), self._2d(x2)
+        w = self._weights(backend, weights, a.shape[0], x1.dtype)
+        out = backend.empty((1,), x1.dtype)
+        backend.contrastive_forward(a, b, y, *self._args(), w, out)
+        return out
+
+    def backward(self, backend, x1, x2, y, weights=None):
+        """(d/dx1, d/dx2) as backend arrays shaped like x1."""
+        a, b = self._2d(x1), self._2d(x2)
+        w = self._weights(backend, weights, a.shape[0], x1.dtype)
+        g1, g2 = backend.empty(x1.shape, x1.dtype), backend.empty(x1.shape, x1.dtype)
+        backend.contrastive_backward(a, b, y, *self._args(), w, self._2d(g1), self._2d(g2))
+        return g1, g2
+
+    def __call__(self, x1, x2, y, sample_weight=None):
+        x1, x2 = self._embeddings((x1, x2))
+        y = self._labels(y, len(x1), x1.dtype)
+        w = self._host_w(sample_weight, len(x1), x1.dtype)
+        return float(self.forward(get_backend("cpu"), x1, x2, y, w)[0])
+
+    def gradient(self, x1, x2, y, sample_weight=None):
+        x1, x2 = self._embeddings((x1, x2))
+        y = self._labels(y, len(x1), x1.dtype)
+        w = self._host_w(sample_weight, len(x1), x1.dtype)
+        return self.backward(get_backend("cpu"), x1, x2, y, w)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "eps": self.eps}
+
+
+class TripletMarginLoss(_EmbeddingLoss):
+    """torch.nn.TripletMarginLoss: ``loss(anchor, positive, negative)`` =
+    mean(max(d(a, pos) - d(a, neg) + margin, 0)) with d(x, y) = ||x - y + eps||_p (p >= 1), times
+    sample weights. ``gradient(...)`` returns (d/d anchor, d/d positive, d/d negative)."""
+    kernel = "triplet_margin"
+    inputs = ("anchor", "positive", "negative")
+
+    def __init__(self, margin=1.0, p=2.0, eps=1e-6, name=None):
+        super().__init__(False, name)
+        self.margin = _number(margin, "margin", self.name, low=0.0)
+        self.p = _number(p, "p", self.name, low=1.0)
+        self.eps = _number(eps, "eps", self.name, low=0.0)
+
+    def _args(self):
+        return (self.margin, self.p, self.eps)
+
+    def forward(self, backend, anchor, positive, negative, weights=None):
+        """sum_i w_i l_i / N as a (1,) backend array."""
+        a, p, n = self._2d(anchor), self._2d(positive), self._2d(negative)
+        w = self._weights(backend, weights, a.shape[0], anchor.dtype)
+        out = backend.empty((1,), anchor.dtype)
+        backend.triplet_margin_forward(a, p, n, *self._args(), w, out)
+        return out
+
+    def backward(self, backend, anchor, positive, negative, weights=None):
+        """(d/d anchor, d/d positive, d/d negative) as backend arrays shaped like anchor."""
+        a, p, n = self._2d(anchor), self._2d(positive), self._2d(negative)
+        w = self._weights(backend, weights, a.shape[0], anchor.dtype)
+        grads = [backend.empty(anchor.shape, anchor.dtype) for _ in range(3)]
+        backend.triplet_margin_backward(a, p, n, *self._args(), w, *[self._2d(g) for g in grads])
+        return tuple(grads)
+
+    def __call__(self, anchor, positive, negative, sample_weight=None):
+        a, p, n = self._embeddings((anchor, positive, negative))
+        w = self._host_w(sample_weight, len(a), a.dtype)
+        return float(self.forward(get_backend("cpu"), a, p, n, w)[0])
+
+    def gradient(self, anchor, positive, negative, sample_weight=None):
+        a, p, n = self._embeddings((anchor, positive, negative))
+        w = self._host_w(sample_weight, len(a), a.dtype)
+        return self.backward(get_backend("cpu"), a, p, n, w)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "p": self.p, "eps": self.eps}
+
+
+# ----------------------------------------------------------------------------------------- registry
+LOSSES = {}
+CLASSES = {}
 
 
 def get(loss):
@@ -193,8 +680,28 @@ def get(loss):
 
 
 def register(cls, *names):
-    """Make a loss class known by name and to ``load_model``."""
+    """Make a loss class known by name (for ``get`` and ``compile``) and to ``load_model``."""
     CLASSES[cls.__name__] = cls
     for n in names:
         LOSSES[n] = cls
     return cls
+
+
+register(MeanSquaredError, "mse", "mean_squared_error")
+register(MeanAbsoluteError, "mae", "mean_absolute_error")
+register(Huber, "huber")
+register(LogCosh, "log_cosh", "logcosh")
+register(MeanSquaredLogarithmicError, "msle", "mean_squared_logarithmic_error")
+register(Hinge, "hinge")
+register(SquaredHinge, "squared_hinge")
+register(KLDivergence, "kl_divergence", "kld", "kullback_leibler_divergence")
+register(BinaryCrossentropy, "binary_crossentropy")
+register(CategoricalCrossentropy, "categorical_crossentropy")
+register(SparseCategoricalCrossentropy, "sparse_categorical_crossentropy")
+register(BinaryFocalCrossentropy, "binary_focal_crossentropy")
+register(CategoricalFocalCrossentropy, "categorical_focal_crossentropy")
+register(Dice, "dice")
+register(Jaccard, "jaccard", "iou")
+register(Tversky, "tversky")
+register(ContrastiveLoss)          # embedding losses: called directly, not a model's loss
+register(TripletMarginLoss)

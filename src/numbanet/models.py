@@ -349,9 +349,14 @@ class Sequential:
         return [self._flat_params], [self._flat_grads]
 
     def _step(self, xb, yb, wb=None):
+        self.optimizer.backend = self.backend
+        if getattr(self.optimizer, "needs_closure", False):     # L-BFGS re-evaluates the batch
+            def closure():
+                return self._value(self._loss_and_backward(yb, self._forward(xb, True), wb))
+            value = self.optimizer.step(*self._optimizer_lists(), closure)
+            return value, self._forward(xb, False)
         y_pred = self._forward(xb, True)
         losses = self._loss_and_backward(yb, y_pred, wb)
-        self.optimizer.backend = self.backend
         self.optimizer.step(*self._optimizer_lists())
         return self._value(losses), y_pred
 

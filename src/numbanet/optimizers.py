@@ -6,6 +6,13 @@ created at the first step, keyed by position in the list. Gradient clipping (``c
 ``clipvalue`` or ``global_clipnorm``, Keras semantics) rescales ``grads`` in place first.
 ``get_state``/``set_state`` save and restore everything a resumed run needs; ``get`` maps names
 ("adam", "sgd"...) to instances.
+
+In order of increasing complexity: SGD (momentum, Nesterov), Adagrad, Adadelta, RMSprop, Adam
+(``amsgrad=True`` is AMSGrad, also reachable as ``get("amsgrad")``), AdamW, Nadam, Adamax, RAdam
+(all torch.optim formulas), AdaBound and AMSBound (Luo et al. 2019, as their reference
+implementation), Lookahead (Zhang et al. 2019, wrapping any of those) and L-BFGS
+(torch.optim.LBFGS: full batch, ``step(params, grads, closure)``; ``model_closure`` builds the
+closure for a compiled model).
 """
 import inspect
 import math
@@ -18,6 +25,9 @@ from .backend import get_backend
 
 OPTIMIZERS = {}
 
+#: names that build a configured instance of a registered class: name -> (class name, kwargs)
+ALIASES = {"amsgrad": ("adam", {"amsgrad": True})}
+
 
 def register(cls):
     """Class decorator: make ``get(cls.__name__.lower())`` return a new ``cls()``."""
@@ -29,10 +39,19 @@ def get(identifier):
     """An optimizer instance from a registered name (case-insensitive) or an instance (returned as is)."""
     if isinstance(identifier, Optimizer):
         return identifier
-    if isinstance(identifier, str) and identifier.lower() in OPTIMIZERS:
-        return OPTIMIZERS[identifier.lower()]()
+    if isinstance(identifier, str):
+        name = identifier.lower()
+        if name in ALIASES:
+            cls_name, kwargs = ALIASES[name]
+            return OPTIMIZERS[cls_name](**kwargs)
+        if name in OPTIMIZERS:
+            cls = OPTIMIZERS[name]
+            if getattr(cls, "_name_error", None):
+                raise ValueError(f"optimizer {identifier!r}: {cls._name_error}")
+            return cls()
+    names = [n for n, c in OPTIMIZERS.items() if not getattr(c, "_name_error", None)]
     raise ValueError(f"unknown optimizer {identifier!r}; expected an Optimizer instance or one of: "
-                     f"{', '.join(sorted(OPTIMIZERS))}")
+                     f"{', '.join(sorted(names + list(ALIASES)))}")
 
 
 def _number(name, value, ok, rule):
@@ -55,6 +74,12 @@ def _unit(name, value):
     return _number(name, value, lambda x: 0 <= x < 1, "a number in [0, 1)")
 
 
+def _positive_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}")
+    return int(value)
+
+
 def _flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"`{name}` must be True or False; received {name}={value!r}")
@@ -64,6 +89,13 @@ def _flag(name, value):
 def _move(backend, array):
     """``array`` (host or device) as an array of ``backend``, same shape (0-d stays 0-d)."""
     return backend.asarray(array).reshape(array.shape)
+
+
+def _copy(backend, flat):
+    """A new 1-D backend array equal to the 1-D backend array ``flat`` (copied by a kernel)."""
+    out = backend.empty((flat.size,), flat.dtype)
+    backend.scale(flat, 1.0, out)
+    return out
 
 
 class _Slots(dict):
@@ -149,11 +181,28 @@ class Optimizer:
     # ------------------------------------------------------------------ the step
     def step(self, params, grads):
         """Clip ``grads`` (in place) and update every array of ``params`` in place; one iteration."""
+        params, grads = self._check_step_args(params, grads, len(self._state))
+        if not self._state:
+            self._state = [self._new_slots(p) for p in params]
+        for i, p in enumerate(params):
+            self._check_slots(i, p)
+        lr = self._current_learning_rate()
+        flat_grads = [g.reshape(-1) for g in grads]
+        self._clip(flat_grads)
+        step = self.iterations + 1
+        self._begin_step(lr, step)
+        for p, g, slots in zip(params, flat_grads, self._state):
+            self._update(p.reshape(-1), g, slots, lr, step)
+        self.iterations = step
+
+    def _check_step_args(self, params, grads, held=0):
+        """``(params, grads)`` as lists after checking them (ValueError naming the culprit);
+        ``held``: how many parameters the optimizer holds state for (0: none yet)."""
         params, grads = list(params), list(grads)
         if len(params) != len(grads):
             raise ValueError(f"step got {len(params)} params but {len(grads)} grads")
-        if self._state and len(self._state) != len(params):
-            raise ValueError(f"{type(self).__name__} holds state for {len(self._state)} parameters "
+        if held and held != len(params):
+            raise ValueError(f"{type(self).__name__} holds state for {held} parameters "
                              f"but step got {len(params)}")
         for i, (p, g) in enumerate(zip(params, grads)):
             if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype:
@@ -163,17 +212,11 @@ class Optimizer:
                     or (isinstance(p, np.ndarray) and not p.flags.writeable)):
                 raise ValueError(f"params[{i}] must be a writeable C-contiguous array "
                                  f"(it is updated in place)")
-        if not self._state:
-            self._state = [self._new_slots(p) for p in params]
-        for i, p in enumerate(params):
-            self._check_slots(i, p)
-        lr = self._current_learning_rate()
-        flat_grads = [g.reshape(-1) for g in grads]
-        self._clip(flat_grads)
-        step = self.iterations + 1
-        for p, g, slots in zip(params, flat_grads, self._state):
-            self._update(p.reshape(-1), g, slots, lr, step)
-        self.iterations = step
+        return params, grads
+
+    def _begin_step(self, lr, step):
+        """Hook run once per step, after the checks and before the per-array updates (per-step
+        schedules shared by every array: NAdam's momentum product, AdaBound's bounds)."""
 
     def _new_slots(self, p):
         b = self._backend
@@ -380,3 +423,723 @@ class AdamW(Adam):
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-7, amsgrad=False, **kwargs):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, **kwargs)
+
+
+def _scalar(state, key, owner):
+    """A 0-d float entry of a saved state as a Python float (ValueError when missing or bad)."""
+    if key not in state:
+        raise ValueError(f"{owner} state lacks {key!r}")
+    value = np.asarray(state[key])
+    if value.shape != () or value.dtype.kind != "f":
+        raise ValueError(f"{owner} state entry {key!r} must be a float scalar; received {value!r}")
+    return float(value)
+
+
+def _count(state, key, owner):
+    """A 0-d integer entry >= 0 of a saved state as an int."""
+    if key not in state:
+        raise ValueError(f"{owner} state lacks {key!r}")
+    value = np.asarray(state[key])
+    if value.shape != () or value.dtype.kind not in "iu" or value < 0:
+        raise ValueError(f"{owner} state entry {key!r} must be an integer >= 0; received {value!r}")
+    return int(value)
+
+
+@register
+class Adadelta(Optimizer):
+    """Adadelta (torch.optim.Adadelta formula) with Keras' defaults (torch's are lr=1, rho=0.9,
+    eps=1e-6): ``learning_rate`` scales the unit-free Adadelta step."""
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=0.0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.rho = _unit("rho", rho)
+        # acc_delta starts at 0, so epsilon alone sets the size of the first steps: it must be > 0
+        self.epsilon = _positive("epsilon", epsilon)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+
+    def _slots(self):
+        return ("square_avg", "acc_delta")
+
+    def _update(self, param, grad, slots, lr, step):
+        self._backend.adadelta_update(param, grad, slots["square_avg"].reshape(-1),
+                                      slots["acc_delta"].reshape(-1), lr, self.rho, self.epsilon,
+                                      self.weight_decay)
+
+
+@register
+class Nadam(Optimizer):
+    """Adam with Nesterov momentum, torch.optim.NAdam's formula: the momentum coefficient follows
+    the schedule mu_t = beta_1 (1 - 0.5 * 0.96^(t * momentum_decay)), and the update mixes the
+    gradient and the first moment with bias corrections built from the running product of the
+    mu_t. (Keras' Nadam uses the same schedule with 0.96^(0.004 t) but bias-corrects the moment
+    slightly differently, so the two trajectories differ in the last digits.) L2 weight decay.
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 momentum_decay=0.004, weight_decay=0.0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1 = _unit("beta_1", beta_1)
+        self.beta_2 = _unit("beta_2", beta_2)
+        self.epsilon = _nonnegative("epsilon", epsilon)
+        self.momentum_decay = _nonnegative("momentum_decay", momentum_decay)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self._mu_product = 1.0                     # product of mu_1 .. mu_iterations
+
+    def _mu(self, step):
+        return self.beta_1 * (1.0 - 0.5 * 0.96 ** (step * self.momentum_decay))
+
+    def _slots(self):
+        return ("m", "v")
+
+    def _begin_step(self, lr, step):
+        self._mu_t, self._mu_next = self._mu(step), self._mu(step + 1)
+        self._mu_product *= self._mu_t
+
+    def _update(self, param, grad, slots, lr, step):
+        self._backend.nadam_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1), lr,
+                                   self.beta_1, self.beta_2, self.epsilon, self.weight_decay,
+                                   self._mu_t, self._mu_next, self._mu_product, step)
+
+    def get_state(self):
+        return {**super().get_state(), "mu_product": np.array(self._mu_product, dtype=np.float64)}
+
+    def set_state(self, state):
+        state = dict(state)
+        mu_product = _scalar(state, "mu_product", type(self).__name__)
+        del state["mu_product"]
+        super().set_state(state)
+        self._mu_product = mu_product
+
+
+@register
+class Adamax(Optimizer):
+    """Adamax (torch.optim.Adamax): Adam with the infinity norm, u = max(beta_2 u, |g| + eps)."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=0.0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1 = _unit("beta_1", beta_1)
+        self.beta_2 = _unit("beta_2", beta_2)
+        self.epsilon = _nonnegative("epsilon", epsilon)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+
+    def _slots(self):
+        return ("m", "u")
+
+    def _update(self, param, grad, slots, lr, step):
+        self._backend.adamax_update(param, grad, slots["m"].reshape(-1), slots["u"].reshape(-1),
+                                    lr, self.beta_1, self.beta_2, self.epsilon, self.weight_decay,
+                                    step)
+
+
+@register
+class RAdam(Optimizer):
+    """Rectified Adam (torch.optim.RAdam): momentum SGD while the variance estimate is unreliable
+    (approximated SMA length rho_t <= 5), then Adam times the rectification term. L2 decay."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=0.0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1 = _unit("beta_1", beta_1)
+        self.beta_2 = _unit("beta_2", beta_2)
+        self.epsilon = _nonnegative("epsilon", epsilon)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+
+    def _slots(self):
+        return ("m", "v")
+
+    def _update(self, param, grad, slots, lr, step):
+        self._backend.radam_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1), lr,
+                                   self.beta_1, self.beta_2, self.epsilon, self.weight_decay, step)
+
+
+@register
+class AdaBound(Optimizer):
+    """AdaBound (Luo et al., ICLR 2019), as the authors' reference implementation: Adam whose
+    per-coordinate rate lr sqrt(1 - beta_2^t) / (1 - beta_1^t) / (sqrt(v) + eps) is clipped to
+    [final_lr (1 - 1/(gamma t + 1)), final_lr (1 + 1/(gamma t))], bounds that close in on
+    ``final_lr`` (SGD's rate) as t grows. With a learning-rate schedule ``final_lr`` follows it:
+    final_lr * lr_t / lr_0, as the reference scales it. L2 weight decay; the defaults are the
+    reference's (eps 1e-8).
+    """
+
+    def __init__(self, learning_rate=0.001, final_lr=0.1, beta_1=0.9, beta_2=0.999, gamma=1e-3,
+                 epsilon=1e-8, weight_decay=0.0, amsbound=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.final_lr = _positive("final_lr", final_lr)
+        self.beta_1 = _unit("beta_1", beta_1)
+        self.beta_2 = _unit("beta_2", beta_2)
+        self.gamma = _number("gamma", gamma, lambda x: 0 < x < 1, "a number in (0, 1)")
+        self.epsilon = _nonnegative("epsilon", epsilon)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self.amsbound = _flag("amsbound", amsbound)
+        # the rate final_lr belongs to: the learning rate at construction (a schedule's at
+        # iteration 0), kept when a callback later changes learning_rate, as the reference's
+        # base_lrs; saved with the state
+        lr = self._learning_rate
+        self._base_lr = float(lr(0)) if callable(lr) else lr
+
+    def _slots(self):
+        return ("m", "v", "vmax") if self.amsbound else ("m", "v")
+
+    def _begin_step(self, lr, step):
+        if self._base_lr > 0:
+            self._final_lr_t = self.final_lr * lr / self._base_lr
+        else:                                   # a schedule starting at 0: nothing to scale by
+            self._final_lr_t = self.final_lr
+
+    def _update(self, param, grad, slots, lr, step):
+        self._backend.adabound_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1),
+                                      slots["vmax"].reshape(-1), lr, self.beta_1, self.beta_2,
+                                      self.epsilon, self.weight_decay, self._final_lr_t,
+                                      self.gamma, self.amsbound, step)
+
+    def get_state(self):
+        return {**super().get_state(), "base_lr": np.array(self._base_lr, dtype=np.float64)}
+
+    def set_state(self, state):
+        state = dict(state)
+        base_lr = _scalar(state, "base_lr", type(self).__name__)
+        del state["base_lr"]
+        super().set_state(state)
+        self._base_lr = base_lr
+
+
+@register
+class AMSBound(AdaBound):
+    """AdaBound on AMSGrad's running maximum of the second moment (Luo et al. 2019)."""
+
+    def __init__(self, learning_rate=0.001, final_lr=0.1, beta_1=0.9, beta_2=0.999, gamma=1e-3,
+                 epsilon=1e-8, weight_decay=0.0, **kwargs):
+        super().__init__(learning_rate, final_lr, beta_1, beta_2, gamma, epsilon, weight_decay,
+                         amsbound=True, **kwargs)
+
+
+@register
+class Lookahead(Optimizer):
+    """Lookahead (Zhang et al., NeurIPS 2019) around any optimizer: the inner ("fast") optimizer
+    steps as usual; every ``k`` steps the slow weights move ``alpha`` of the way to the fast ones,
+    slow += alpha (fast - slow), and the fast weights restart from there. The slow weights are
+    the parameters' values at the first step.
+
+    Learning rate and clipping are the inner optimizer's (``learning_rate`` reads and sets it);
+    the state holds the slow weights and the inner state under ``inner/``; ``get_config`` nests the
+    inner optimizer's config. Not available by name alone (``get("lookahead")``), as it needs the
+    optimizer to wrap: ``Lookahead(Adam(...))`` or ``Lookahead("adam")``.
+    """
+
+    _name_error = ("Lookahead wraps another optimizer, so it cannot be made from a name alone; "
+                   "use Lookahead(optimizer) with an optimizer instance or name, e.g. "
+                   "Lookahead(Adam(learning_rate=1e-3), k=5, alpha=0.5) or Lookahead('adam')")
+
+    def __init__(self, optimizer, k=5, alpha=0.5):
+        if isinstance(optimizer, dict):
+            optimizer = deserialize(optimizer)
+        if isinstance(optimizer, str) and optimizer.lower() == "lookahead":
+            raise ValueError(f"`optimizer` must be the optimizer to wrap; received "
+                             f"optimizer={optimizer!r}")
+        try:
+            inner = get(optimizer)
+        except ValueError as e:
+            raise ValueError(f"`optimizer` must be an Optimizer or an optimizer name; received "
+                             f"optimizer={optimizer!r} ({e})") from None
+        if isinstance(inner, LBFGS):
+            raise ValueError(f"Lookahead cannot wrap LBFGS (a full-batch method with its own line "
+                             f"search); received optimizer={optimizer!r}")
+        self.optimizer = inner
+        self.k = _positive_int("k", k)
+        self.alpha = _number("alpha", alpha, lambda x: 0 < x <= 1, "a number in (0, 1]")
+        self.iterations = 0
+        self._backend = inner.backend
+        self._slow = []                                     # one flat array per parameter
+
+    # the inner optimizer's hyperparameters
+    @property
+    def learning_rate(self):
+        return self.optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.optimizer.learning_rate = value
+
+    clipnorm = property(lambda self: self.optimizer.clipnorm)
+    clipvalue = property(lambda self: self.optimizer.clipvalue)
+    global_clipnorm = property(lambda self: self.optimizer.global_clipnorm)
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend):
+        new, old = get_backend(backend), self._backend
+        self.optimizer.backend = new
+        if new is not old:
+            self._slow = [_move(new, old.to_numpy(s)) for s in self._slow]
+        self._backend = new
+
+    def step(self, params, grads):
+        """One inner step; every ``k``-th step also the slow/fast synchronisation."""
+        params, grads = self._check_step_args(params, grads, len(self._slow))
+        b, fresh = self._backend, not self._slow
+        if fresh:
+            self._slow = [_copy(b, p.reshape(-1)) for p in params]
+        for i, (p, s) in enumerate(zip(params, self._slow)):
+            if s.size != p.size or s.dtype != p.dtype:
+                raise ValueError(f"Lookahead slow weights {i} have {s.size} elements of {s.dtype} "
+                                 f"but params[{i}] has {p.size} of {p.dtype}")
+        try:
+            self.optimizer.step(params, grads)
+        except Exception:
+            if fresh:
+                self._slow = []
+            raise
+        self.iterations += 1
+        if self.iterations % self.k == 0:
+            for p, s in zip(params, self._slow):
+                b.lookahead_update(s, p.reshape(-1), self.alpha)
+
+    def get_config(self):
+        return {"optimizer": serialize(self.optimizer), "k": self.k, "alpha": self.alpha}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def get_state(self):
+        """``iterations``, ``slow/<i>`` (the slow weights, flat) and ``inner/<key>`` for every
+        entry of the inner optimizer's state."""
+        state = {"iterations": np.array(self.iterations, dtype=np.int64)}
+        for i, s in enumerate(self._slow):
+            state[f"slow/{i}"] = np.array(self._backend.to_numpy(s), copy=True)
+        for key, value in self.optimizer.get_state().items():
+            state[f"inner/{key}"] = value
+        return state
+
+    def set_state(self, state):
+        state = dict(state)
+        iterations = _count(state, "iterations", "Lookahead")
+        slow, inner = {}, {}
+        for key, value in state.items():
+            if key.startswith("inner/"):
+                inner[key[len("inner/"):]] = value
+            elif key.startswith("slow/") and key[5:].isdigit():
+                slow[int(key[5:])] = np.array(value, copy=True).reshape(-1)
+            elif key != "iterations":
+                raise ValueError(f"unexpected key {key!r} in Lookahead state; expected "
+                                 f"'iterations', 'slow/<index>' and 'inner/<key>'")
+        if sorted(slow) != list(range(len(slow))):
+            raise ValueError(f"Lookahead state has slow weights {sorted(slow)}; expected "
+                             f"0 .. {len(slow) - 1}")
+        self.optimizer.set_state(inner)
+        self._slow = [_move(self._backend, slow[i]) for i in range(len(slow))]
+        self.iterations = iterations
+
+
+def serialize(optimizer):
+    """``{"class_name": ..., "config": ...}`` of an optimizer (JSON-serializable)."""
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+def deserialize(config):
+    """The optimizer ``serialize`` described (a registered class, by class name)."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(f"expected {{'class_name': ..., 'config': ...}}; received {config!r}")
+    classes = {c.__name__: c for c in OPTIMIZERS.values()}
+    if config["class_name"] not in classes:
+        raise ValueError(f"unknown optimizer class {config['class_name']!r}; known: "
+                         f"{', '.join(sorted(classes))}")
+    return classes[config["class_name"]].from_config(config.get("config", {}))
+
+
+def _cubic_minimum(x1, f1, g1, x2, f2, g2, bounds=None):
+    """Minimizer of the cubic through (x1, f1) and (x2, f2) with slopes g1, g2, clamped to
+    ``bounds`` (default: the interval between x1 and x2); its midpoint when the cubic has no real
+    minimizer."""
+    lo, hi = bounds if bounds is not None else (min(x1, x2), max(x1, x2))
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    disc = d1 * d1 - g1 * g2
+    if not disc >= 0:
+        return (lo + hi) / 2.0
+    d2 = math.sqrt(disc)
+    if x1 <= x2:
+        x = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+    else:
+        x = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    return min(max(x, lo), hi)
+
+
+@register
+class LBFGS(Optimizer):
+    """Limited-memory BFGS for full-batch training of small models, torch.optim.LBFGS semantics.
+
+    ``step(params, grads, closure)`` runs up to ``max_iter`` iterations (at most ``max_eval``
+    evaluations of ``closure``) and returns the loss at the starting point. ``closure()`` must
+    recompute the loss at the current ``params``, write the gradients into ``grads`` in place and
+    return the loss as a float; ``model_closure(model, x, y)`` builds one for a compiled model.
+    Directions come from the two-loop recursion over the last ``history_size`` curvature pairs;
+    the step is ``learning_rate`` times it (the first one scaled by min(1, 1/|g|_1)), or found by a
+    strong-Wolfe line search (cubic interpolation) with ``line_search_fn="strong_wolfe"``. An
+    iteration stops early when max|g| <= ``tolerance_grad``, or when the step or the loss change
+    falls below ``tolerance_change``. The vector work runs through the backend's kernels (dot, axpy,
+    scale, abs_sum, abs_max), so it works on either device; the history and search state save and
+    restore with ``get_state``/``set_state``.
+
+    No gradient clipping: the line search and the curvature pairs need the true gradient.
+    """
+
+    _CLIPS = ("clipnorm", "clipvalue", "global_clipnorm")
+    needs_closure = True            # step(params, grads, closure): a training loop must pass one
+
+    def __init__(self, learning_rate=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+                 tolerance_change=1e-9, history_size=100, line_search_fn=None, **kwargs):
+        clips = {k: v for k, v in kwargs.items() if k in self._CLIPS and v is not None}
+        if clips:
+            k, v = next(iter(clips.items()))
+            raise ValueError(f"LBFGS does not clip gradients (its line search and curvature pairs "
+                             f"need the true gradient); received {k}={v!r}")
+        super().__init__(learning_rate, **kwargs)
+        self.max_iter = _positive_int("max_iter", max_iter)
+        self.max_eval = (self.max_iter * 5 // 4 if max_eval is None
+                         else _positive_int("max_eval", max_eval))
+        self.tolerance_grad = _nonnegative("tolerance_grad", tolerance_grad)
+        self.tolerance_change = _nonnegative("tolerance_change", tolerance_change)
+        self.history_size = _positive_int("history_size", history_size)
+        if line_search_fn not in (None, "strong_wolfe"):
+            raise ValueError(f"`line_search_fn` must be None or 'strong_wolfe'; received "
+                             f"line_search_fn={line_search_fn!r}")
+        self.line_search_fn = line_search_fn
+        self._lb = {"func_evals": 0, "n_iter": 0}       # the algorithm's state (torch's names)
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend):
+        new, old = get_backend(backend), self._backend
+        if new is not old:
+            lb = self._lb
+            for key in ("d", "prev_flat_grad"):
+                if key in lb:
+                    lb[key] = _move(new, old.to_numpy(lb[key]))
+            for key in ("old_dirs", "old_stps"):
+                if key in lb:
+                    lb[key] = [_move(new, old.to_numpy(a)) for a in lb[key]]
+        self._backend = new
+
+    # ------------------------------------------------------------------ vector helpers (kernels)
+    def _reduce(self, kernel, *arrays):
+        getattr(self._backend, kernel)(*arrays, self._out)
+        return float(self._backend.to_numpy(self._out)[0])
+
+    def _dot(self, x, y):
+        return self._reduce("dot", x, y)
+
+    def _abs_max(self, x):
+        return self._reduce("abs_max", x)
+
+    def _scaled(self, x, factor):
+        out = self._backend.empty((x.size,), x.dtype)
+        self._backend.scale(x, factor, out)
+        return out
+
+    def _gather(self):
+        """The gradients as one new flat array."""
+        b, flat = self._backend, self._backend.empty((self._n,), self._dtype)
+        for g, (start, size) in zip(self._grads, self._spans):
+            b.scale(g.reshape(-1), 1.0, flat[start:start + size])
+        return flat
+
+    def _add_step(self, t, d):
+        """params += t * d."""
+        for p, (start, size) in zip(self._params, self._spans):
+            self._backend.axpy(t, d[start:start + size], p.reshape(-1))
+
+    def _evaluate(self, closure):
+        loss = closure()
+        try:
+            return float(loss)
+        except (TypeError, ValueError):
+            raise TypeError(f"LBFGS: the closure must return the loss as a float; it returned "
+                            f"{loss!r}") from None
+
+    # ------------------------------------------------------------------ the step
+    def step(self, params, grads, closure=None):
+        """Up to ``max_iter`` L-BFGS iterations; returns the loss at the starting point."""
+        if closure is None or not callable(closure):
+            raise ValueError("LBFGS.step needs a closure that recomputes the loss and the "
+                             "gradients: step(params, grads, closure); for a model use "
+                             "closure = optimizers.model_closure(model, x, y) and "
+                             "step(closure.params, closure.grads, closure)")
+        params, grads = self._check_step_args(params, grads)
+        if len({p.dtype for p in params}) > 1:
+            raise ValueError(f"LBFGS needs one dtype for all params; got "
+                             f"{sorted({str(p.dtype) for p in params})}")
+        self._params, self._grads = params, grads
+        self._dtype = params[0].dtype if params else np.dtype(np.float64)
+        self._spans, start = [], 0
+        for p in params:
+            self._spans.append((start, p.size))
+            start += p.size
+        self._n = start
+        self._out = self._backend.empty((1,), self._dtype)
+        if "d" in self._lb and self._lb["d"].size != self._n:
+            raise ValueError(f"LBFGS holds a search state for {self._lb['d'].size} parameters "
+                             f"but step got {self._n}")
+        lr = self._current_learning_rate()
+        try:
+            loss = self._iterate(closure, lr)
+        finally:
+            self._params = self._grads = None
+        self.iterations += 1
+        return loss
+
+    def _iterate(self, closure, lr):
+        b, lb = self._backend, self._lb
+        max_iter, max_eval = self.max_iter, self.max_eval
+        tol_grad, tol_change = self.tolerance_grad, self.tolerance_change
+
+        orig_loss = loss = self._evaluate(closure)
+        evals = 1
+        lb["func_evals"] += 1
+        flat_grad = self._gather()
+        if self._abs_max(flat_grad) <= tol_grad:
+            return orig_loss
+
+        d, t = lb.get("d"), lb.get("t")
+        old_dirs, old_stps, ro = lb.get("old_dirs"), lb.get("old_stps"), lb.get("ro")
+        h_diag, prev_flat_grad = lb.get("H_diag"), lb.get("prev_flat_grad")
+        prev_loss = lb.get("prev_loss")
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            lb["n_iter"] += 1
+            # ---- direction: steepest descent first, then the two-loop recursion
+            if lb["n_iter"] == 1:
+                d = self._scaled(flat_grad, -1.0)
+                old_dirs, old_stps, ro, h_diag = [], [], [], 1.0
+            else:
+                y = self._scaled(flat_grad, 1.0)
+                b.axpy(-1.0, prev_flat_grad, y)                       # y = g - g_prev
+                s = self._scaled(d, t)                                # s = t d
+                ys = self._dot(y, s)
+                if ys > 1e-10:                                        # keep the pair (curvature > 0)
+                    if len(old_dirs) == self.history_size:
+                        old_dirs.pop(0)
+                        old_stps.pop(0)
+                        ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    h_diag = ys / self._dot(y, y)
+                q = self._scaled(flat_grad, -1.0)
+                al = [0.0] * len(old_dirs)
+                for i in range(len(old_dirs) - 1, -1, -1):
+                    al[i] = self._dot(old_stps[i], q) * ro[i]
+                    b.axpy(-al[i], old_dirs[i], q)
+                d = self._scaled(q, h_diag)                           # r = H0 q, updated in place
+                for i in range(len(old_dirs)):
+                    be_i = self._dot(old_dirs[i], d) * ro[i]
+                    b.axpy(al[i] - be_i, old_stps[i], d)
+            if prev_flat_grad is None:
+                prev_flat_grad = self._scaled(flat_grad, 1.0)
+            else:
+                b.scale(flat_grad, 1.0, prev_flat_grad)
+            prev_loss = loss
+
+            # ---- step length
+            if lb["n_iter"] == 1:
+                l1 = self._reduce("abs_sum", flat_grad)
+                t = min(1.0, 1.0 / l1 if l1 > 0 else math.inf) * lr
+            else:
+                t = lr
+            gtd = self._dot(flat_grad, d)                             # directional derivative
+            if gtd > -tol_change:
+                break
+            ls_evals = 0
+            if self.line_search_fn == "strong_wolfe":
+                x_init = [_copy(b, p.reshape(-1)) for p in self._params]
+                loss, flat_grad, t, ls_evals = self._strong_wolfe(
+                    closure, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - evals)
+                self._add_step(t, d)
+                done = self._abs_max(flat_grad) <= tol_grad
+            else:
+                self._add_step(t, d)
+                done = False
+                if n_iter != max_iter:                                # no evaluation after the last
+                    loss = self._evaluate(closure)
+                    flat_grad = self._gather()
+                    done = self._abs_max(flat_grad) <= tol_grad
+                    ls_evals = 1
+            evals += ls_evals
+            lb["func_evals"] += ls_evals
+
+            # ---- stopping tests
+            if n_iter == max_iter or evals >= max_eval or done:
+                break
+            if abs(t) * self._abs_max(d) <= tol_change:                # max |t d|: no progress
+                break
+            if abs(loss - prev_loss) < tol_change:
+                break
+
+        lb.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=h_diag,
+                  prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
+        return orig_loss
+
+    def _strong_wolfe(self, closure, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9,
+                      max_ls=25):
+        """Line search along ``d`` from the params ``x`` (flat copies) for a step ``t`` meeting the
+        strong Wolfe conditions (sufficient decrease c1, curvature c2): bracket, then zoom by
+        cubic interpolation (torch's ``_strong_wolfe``, after minFunc). Returns
+        (loss, flat gradient, t, evaluations); the params are left at ``x``."""
+
+        def phi(t):
+            self._add_step(t, d)
+            loss = self._evaluate(closure)
+            grad = self._gather()
+            for p, xi in zip(self._params, x):
+                self._backend.scale(xi, 1.0, p.reshape(-1))
+            return loss, grad, self._dot(grad, d)
+
+        d_norm = self._abs_max(d)
+        f_new, g_new, gtd_new = phi(t)
+        evals, ls_iter = 1, 0
+        t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
+        done = False
+        while ls_iter < max_ls:                                       # bracketing phase
+            if f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev):
+                pts = [[t_prev, f_prev, g_prev, gtd_prev], [t, f_new, g_new, gtd_new]]
+                break
+            if abs(gtd_new) <= -c2 * gtd:
+                pts, done = [[t, f_new, g_new, gtd_new]], True
+                break
+            if gtd_new >= 0:
+                pts = [[t_prev, f_prev, g_prev, gtd_prev], [t, f_new, g_new, gtd_new]]
+                break
+            t_next = _cubic_minimum(t_prev, f_prev, gtd_prev, t, f_new, gtd_new,
+                                    bounds=(t + 0.01 * (t - t_prev), t * 10))
+            t_prev, f_prev, g_prev, gtd_prev = t, f_new, g_new, gtd_new
+            t = t_next
+            f_new, g_new, gtd_new = phi(t)
+            evals += 1
+            ls_iter += 1
+        if ls_iter == max_ls:
+            pts = [[0.0, f, g, None], [t, f_new, g_new, None]]
+
+        # zoom phase: shrink the bracket [pts[0], pts[1]] around a point meeting the conditions
+        low, high = (0, 1) if pts[0][1] <= pts[-1][1] else (1, 0)
+        insufficient = False
+        while not done and ls_iter < max_ls:
+            a, b_ = pts[0][0], pts[1][0]
+            if abs(b_ - a) * d_norm < tolerance_change:
+                break
+            t = _cubic_minimum(a, pts[0][1], pts[0][3], b_, pts[1][1], pts[1][3])
+            top, bottom = max(a, b_), min(a, b_)
+            eps = 0.1 * (top - bottom)
+            if min(top - t, t - bottom) < eps:                        # too close to an end
+                if insufficient or t >= top or t <= bottom:
+                    t = top - eps if abs(t - top) < abs(t - bottom) else bottom + eps
+                    insufficient = False
+                else:
+                    insufficient = True
+            else:
+                insufficient = False
+            f_new, g_new, gtd_new = phi(t)
+            evals += 1
+            ls_iter += 1
+            if f_new > f + c1 * t * gtd or f_new >= pts[low][1]:
+                pts[high] = [t, f_new, g_new, gtd_new]
+                low, high = (0, 1) if pts[0][1] <= pts[1][1] else (1, 0)
+            else:
+                if abs(gtd_new) <= -c2 * gtd:
+                    done = True
+                elif gtd_new * (pts[high][0] - pts[low][0]) >= 0:
+                    pts[high] = pts[low]
+                pts[low] = [t, f_new, g_new, gtd_new]
+        t, f_new, g_new, _ = pts[low]
+        return f_new, g_new, t, evals
+
+    # ------------------------------------------------------------------ state
+    def get_state(self):
+        """``iterations`` (step calls), ``n_iter``/``func_evals`` (totals), and after the first
+        iteration the search state: ``d``, ``t``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``,
+        ``ro`` and the curvature pairs ``old_dirs/<j>``, ``old_stps/<j>`` (oldest first)."""
+        b, lb = self._backend, self._lb
+        state = {"iterations": np.array(self.iterations, dtype=np.int64),
+                 "n_iter": np.array(lb["n_iter"], dtype=np.int64),
+                 "func_evals": np.array(lb["func_evals"], dtype=np.int64)}
+        if "d" in lb:
+            for key in ("t", "H_diag", "prev_loss"):
+                state[key] = np.array(lb[key], dtype=np.float64)
+            state["ro"] = np.array(lb["ro"], dtype=np.float64).reshape(-1)
+            for key in ("d", "prev_flat_grad"):
+                state[key] = np.array(b.to_numpy(lb[key]), copy=True)
+            for key in ("old_dirs", "old_stps"):
+                for j, a in enumerate(lb[key]):
+                    state[f"{key}/{j}"] = np.array(b.to_numpy(a), copy=True)
+        return state
+
+    def set_state(self, state):
+        state, owner = dict(state), "LBFGS"
+        lb = {"n_iter": _count(state, "n_iter", owner),
+              "func_evals": _count(state, "func_evals", owner)}
+        iterations = _count(state, "iterations", owner)
+        known = {"iterations", "n_iter", "func_evals"}
+        if "d" in state:
+            for key in ("t", "H_diag", "prev_loss"):
+                lb[key] = _scalar(state, key, owner)
+            for key in ("d", "prev_flat_grad", "ro"):
+                if key not in state:
+                    raise ValueError(f"LBFGS state lacks {key!r}")
+            ro = np.asarray(state["ro"], dtype=np.float64).reshape(-1)
+            lb["ro"] = [float(r) for r in ro]
+            d = np.asarray(state["d"]).reshape(-1)
+            for key in ("d", "prev_flat_grad"):
+                a = np.array(state[key], copy=True).reshape(-1)
+                if a.shape != d.shape or a.dtype != d.dtype or a.dtype.kind != "f":
+                    raise ValueError(f"LBFGS state entry {key!r} has {a.size} elements of "
+                                     f"{a.dtype}; expected {d.size} of {d.dtype}")
+                lb[key] = _move(self._backend, a)
+            for key in ("old_dirs", "old_stps"):
+                arrays = []
+                for j in range(len(ro)):
+                    a = np.array(state.get(f"{key}/{j}", np.zeros(0)), copy=True).reshape(-1)
+                    if a.shape != d.shape or a.dtype != d.dtype:
+                        raise ValueError(f"LBFGS state lacks {key}/{j} (or it does not match 'd')")
+                    arrays.append(_move(self._backend, a))
+                    known.add(f"{key}/{j}")
+                lb[key] = arrays
+            known |= {"t", "H_diag", "prev_loss", "ro", "d", "prev_flat_grad"}
+        unexpected = sorted(set(state) - known)
+        if unexpected:
+            raise ValueError(f"unexpected key {unexpected[0]!r} in LBFGS state")
+        self._lb, self.iterations = lb, iterations
+
+
+def model_closure(model, x, y):
+    """A closure for ``LBFGS.step`` over a compiled, built ``Sequential`` and the whole data set
+    ``(x, y)`` (full batch, moved to the model's device once): each call runs the forward pass (in
+    training mode), the loss and the backward pass into the model's flat gradient buffer, and
+    returns the loss (regularization penalties included) as a float. ``closure.params`` and
+    ``closure.grads`` are the model's flat parameter and gradient buffers:
+
+        opt = LBFGS(line_search_fn="strong_wolfe")
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        closure = model_closure(model, x, y)
+        for epoch in range(10):
+            loss = opt.step(closure.params, closure.grads, closure)
+
+    Build it after any ``model.to(device)``: it holds that device's buffers.
+    """
+    if model.loss is None:
+        raise RuntimeError("model_closure: compile the model first (it needs the loss)")
+    x, y = model._check_xy(x, y)
+    be = model.backend
+    xb, yb = be.asarray(x, model.dtype), be.asarray(y)
+
+    def closure():
+        return model._value(model._loss_and_backward(yb, model._forward(xb, True)))
+
+    closure.params, closure.grads = [model._flat_params], [model._flat_grads]
+    return closure
