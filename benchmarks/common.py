@@ -1,8 +1,7 @@
 """Shared pieces of the asv suite: parameter axes, backends, seeded cached inputs, the models of
 the training benchmarks, the subprocess probes (cold compile, warm start) and the PyTorch ratio.
 
-This file imports only the standard library and NumPy at the top (numbanet lazily), uses no
-relative imports, and is imported as a top-level module by the probe subprocesses too.
+It uses no relative imports: the probe subprocesses import it as a top-level module too.
 """
 import functools
 import inspect
@@ -26,6 +25,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 # Alternating numbanet/torch samples per ratio track and the least time a sample lasts.
 RATIO_REPEATS = 7
 RATIO_MIN_TIME = 0.05
+RATIO_SETTLE = 0.1           # seconds of idling before each sample (see throughput_ratio)
 
 
 # asv imports the suite once in its fork server and forks a process per benchmark: importing
@@ -457,6 +457,10 @@ def throughput_ratio(ours, theirs, repeats=None, min_time=None):
         calls.append(max(1, math.ceil(min_time / max(once, 1e-9))))
     t_ours, t_theirs = [], []
     for _ in range(repeats):
-        t_ours.append(_seconds_per_call(ours, calls[0]))
-        t_theirs.append(_seconds_per_call(theirs, calls[1]))
+        for fn, n, times in ((ours, calls[0], t_ours), (theirs, calls[1], t_theirs)):
+            # Let the other library's worker threads stop spinning first: OpenBLAS (numba's
+            # np.dot) and OpenMP pools busy-wait for a while after each call, and on 2 cores
+            # they would otherwise take the CPUs the next sample needs.
+            time.sleep(RATIO_SETTLE)
+            times.append(_seconds_per_call(fn, n))
     return statistics.median(t_theirs) / statistics.median(t_ours)

@@ -30,7 +30,11 @@ def compare(nb_fn, torch_fn, repeats):
         torch_fn()
     a, b = [], []
     for _ in range(repeats):
+        # Let the other library's worker threads stop spinning first: OpenBLAS (numba's np.dot)
+        # and OpenMP pools busy-wait after each call and would take the 2 cores from the next.
+        time.sleep(0.1)
         a.append(_timeit(nb_fn))
+        time.sleep(0.1)
         b.append(_timeit(torch_fn))
     return statistics.median(a), statistics.median(b)
 

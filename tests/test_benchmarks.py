@@ -51,6 +51,7 @@ def _cases():
 def fast_ratios(monkeypatch):
     monkeypatch.setattr(common, "RATIO_REPEATS", 1)
     monkeypatch.setattr(common, "RATIO_MIN_TIME", 0.0)
+    monkeypatch.setattr(common, "RATIO_SETTLE", 0.0)
 
 
 @pytest.mark.parametrize("cls, params, methods", list(_cases()))

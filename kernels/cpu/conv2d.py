@@ -26,7 +26,7 @@ _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # Multiply-adds below which a call runs serially (thread start-up would cost more than it saves).
 _PARALLEL_MIN_WORK = 1 << 20
 # C*KH*KW at or below which the direct kernels (unit strides) beat im2col + GEMM.
-_DIRECT_MAX_CKK = 16
+_DIRECT_MAX_CKK = 32
 # Bytes of im2col matrix per chunk of images on the GEMM path.
 _CHUNK_BYTES = 8 << 20
 # Image chunks the direct weight gradient is split into (fixed, so results do not depend on the
