@@ -6,8 +6,9 @@ SIZES = {"small": 1 << 14, "medium": 1 << 18, "large": 1 << 22}
 
 
 class Update:
-    """<optimizer>_update(param, grad, state..., hyperparameters) over the whole buffer; typical
-    hyperparameters (common.SCALARS: SGD momentum 0.9, Adam at step 10, ...), state zeroed."""
+    """<optimizer>_update(param, grad, state..., hyperparameters) over the whole buffer, state
+    zeroed; typical hyperparameters (numbanet.kernel_inputs.SCALARS: SGD momentum 0.9, Adam at
+    step 10, ...)."""
 
     params = [common.BACKENDS, common.OPTIMIZERS, common.SHAPES, common.DTYPES]
     param_names = ["backend", "optimizer", "shape", "dtype"]

@@ -4,7 +4,6 @@ the training benchmarks, the subprocess probes (cold compile, warm start) and th
 It uses no relative imports: the probe subprocesses import it as a top-level module too.
 """
 import functools
-import inspect
 import json
 import math
 import os
@@ -187,166 +186,28 @@ def torch_model(torch, name):
                          nn.Linear(128, CLASSES))
 
 
-# -- kernel arguments, by parameter name -------------------------------------------------------
-# Typical values of the scalar hyperparameters, by the kernels' parameter names.
-SCALARS = {
-    "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "eps": 1e-7,
-    "alpha": 0.5, "beta": 0.5, "beta1": 0.9, "beta2": 0.999, "gamma": 2.0, "rho": 0.9,
-    "centered": False, "amsgrad": False, "amsbound": False, "step": 10, "mu": 0.9,
-    "mu_next": 0.9, "mu_product": 0.81, "final_lr": 0.1, "factor": 0.5, "a": 0.5, "l1": 0.01,
-    "l2": 0.01, "rate": 0.5, "stddev": 0.1, "delta": 1.0, "smooth": 1.0, "margin": 1.0,
-    "p": 2.0, "apply_class_balancing": False,
-}
-
-
-def kernel_params(fn):
-    """Parameter names of a kernel (an @njit dispatcher or a CUDA launcher)."""
-    return list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
-
-
-def kernel_module(fn):
-    """The kernel module (``"losses"``, ...) a kernel is defined in."""
-    return getattr(fn, "py_func", fn).__module__.rsplit(".", 1)[-1]
+# -- kernel arguments: numbanet.kernel_inputs builds them (also behind `numbanet compare`) ------
+def _kernel_inputs():
+    """numbanet.kernel_inputs; NotImplementedError (asv: skipped) for the commits before it, which
+    ``asv run <range>`` may build."""
+    try:
+        from numbanet import kernel_inputs
+    except ImportError:
+        raise NotImplementedError("this numbanet has no numbanet.kernel_inputs") from None
+    return kernel_inputs
 
 
 def flat_args(be, fn, n, dtype):
-    """Arguments of a kernel over flat buffers (optimizers, elementwise, regularization): every
-    array parameter a length-``n`` vector (``u`` uniform, state buffers zero), scalars typical."""
-    names = kernel_params(fn)
-    args = []
-    for i, name in enumerate(names):
-        if name in SCALARS:
-            args.append(SCALARS[name])
-        elif name == "u":
-            args.append(on(be, uniform((n,), dtype, salt=i)))
-        elif i < 2 or name in ("x", "y", "slow", "fast", "noise", "w", "grad_out", "mask"):
-            args.append(on(be, normal((n,), dtype, salt=i, scale=0.1)))
-        else:
-            args.append(be.zeros((n,), dtype))
-    return tuple(args)
+    return _kernel_inputs().flat_args(be, fn, n, dtype)
 
 
 def loss_args(be, fn, n, d, dtype):
-    """Arguments of a loss kernel for a batch of ``n`` samples of ``d`` values: targets and
-    predictions of the kinds the loss takes (labels, one-hot rows, 0/1, +-1, probabilities,
-    logits), unit sample weights, scalars typical, then the output(s)."""
-    name = getattr(fn, "py_func", fn).__name__
-    names = kernel_params(fn)
-    binary = any(k in name for k in ("binary", "dice", "jaccard", "tversky"))
-    categorical = "categorical" in name or "kl_divergence" in name
-    if "hinge" in name:
-        y_true = normal((n, d), dtype, 1) > 0
-        y_true = (2.0 * y_true - 1.0).astype(dtype)
-    elif binary:
-        y_true = (uniform((n, d), dtype, salt=1) > 0.5).astype(dtype)
-    elif categorical:
-        y_true = onehot(n, d, dtype, 1)
-    else:
-        y_true = normal((n, d), dtype, 1)
-    if "logits" in name:
-        y_pred = normal((n, d), dtype, 2, 3.0)
-    elif categorical:
-        y_pred = probabilities((n, d), dtype, 2)
-    elif binary or "msle" in name:
-        y_pred = uniform((n, d), dtype, 0.01, 0.99, salt=2)
-    else:
-        y_pred = normal((n, d), dtype, 2)
-    args = []
-    for i, p in enumerate(names):
-        if p in SCALARS:
-            args.append(SCALARS[p])
-        elif p == "labels":
-            args.append(on(be, labels(n, d, 1)))
-        elif p == "y_true":
-            args.append(on(be, y_true))
-        elif p in ("y_pred", "logits"):
-            args.append(on(be, y_pred))
-        elif p == "y":                               # pair labels of the contrastive loss
-            args.append(on(be, (uniform((n,), dtype, salt=3) > 0.5).astype(dtype)))
-        elif p == "weights":
-            args.append(on(be, np.ones(n, dtype)))
-        elif p == "out":
-            args.append(be.empty((1,), dtype))
-        elif p.startswith("grad"):
-            args.append(be.empty((n, d), dtype))
-        elif p in ("x1", "x2", "anchor", "positive", "negative"):
-            args.append(on(be, normal((n, d), dtype, 10 + i)))
-        else:
-            raise KeyError(f"{name}: no benchmark input for parameter {p!r}")
-    return tuple(args)
-
-
-def _structured_calls(be, dt):
-    """Tiny-input calls of the kernels whose arrays have structured shapes."""
-    f = lambda *shape: on(be, normal(shape, dt, salt=len(shape)))     # noqa: E731
-    pos = lambda *shape: on(be, uniform(shape, dt, 0.5, 1.5, len(shape)))  # noqa: E731
-    e = lambda *shape: be.empty(shape, dt)                             # noqa: E731
-    i64 = lambda values: on(be, np.asarray(values, dtype=np.int64))   # noqa: E731
-    x3, g3, x2, g2 = f(2, 3, 4), f(2, 3, 4), f(3, 4), f(3, 4)
-    # argmax of a 2x2/2 max pool of 4x4 planes: the top-left cell h*W + w of each window
-    amax = on(be, np.tile(np.array([[0, 2], [8, 10]], dtype=np.int64), (2, 2, 1, 1)))
-    return {
-        "dense_forward": (f(2, 3), f(3, 4), f(4), e(2, 4)),
-        "dense_backward_input": (f(2, 4), f(3, 4), e(2, 3)),
-        "dense_backward_weight": (f(2, 3), f(2, 4), e(3, 4), e(4)),
-        "conv2d_forward": (f(2, 2, 5, 5), f(3, 2, 3, 3), f(3), 1, 1, 1, 1, 1, 1, e(2, 3, 5, 5)),
-        "conv2d_backward_input": (f(2, 3, 5, 5), f(3, 2, 3, 3), 1, 1, 1, 1, 1, 1, e(2, 2, 5, 5)),
-        "conv2d_backward_weight": (f(2, 2, 5, 5), f(2, 3, 5, 5), 1, 1, 1, 1, 1, 1,
-                                   e(3, 2, 3, 3)),
-        "conv2d_backward_bias": (f(2, 3, 5, 5), e(3)),
-        "max_pool2d_forward": (f(2, 2, 4, 4), 2, 2, 2, 2, 0, 0, e(2, 2, 2, 2),
-                               be.empty((2, 2, 2, 2), np.int64)),
-        "max_pool2d_backward": (f(2, 2, 2, 2), amax, e(2, 2, 4, 4)),
-        "avg_pool2d_forward": (f(2, 2, 4, 4), 2, 2, 2, 2, 0, 0, e(2, 2, 2, 2)),
-        "avg_pool2d_backward": (f(2, 2, 2, 2), 2, 2, 2, 2, 0, 0, e(2, 2, 4, 4)),
-        "batchnorm_forward_train": (x3, f(3), f(3), 1e-5, e(2, 3, 4), e(3), e(3)),
-        "batchnorm_forward_infer": (x3, f(3), f(3), f(3), pos(3), 1e-5, e(2, 3, 4)),
-        "batchnorm_backward": (x3, g3, f(3), f(3), pos(3), e(2, 3, 4), e(3), e(3)),
-        "batchnorm_backward_infer": (x3, g3, f(3), f(3), pos(3), 1e-5, e(2, 3, 4), e(3), e(3)),
-        "batchnorm_update_running": (f(3), pos(3), f(3), pos(3), 1e-5, 0.99, 8),
-        "layernorm_forward": (x2, f(4), f(4), 1e-5, e(3, 4), e(3), e(3)),
-        "layernorm_backward": (x2, g2, f(4), f(3), pos(3), e(3, 4), e(4), e(4)),
-        "spatial_dropout2d_forward": (f(2, 2, 4, 4), on(be, uniform((2, 2), dt)), 0.5,
-                                      e(2, 2, 4, 4), e(2, 2)),
-        "spatial_dropout2d_backward": (f(2, 2, 4, 4), pos(2, 2), e(2, 2, 4, 4)),
-        "flip_forward": (f(2, 2, 4, 4), i64([1, 0]), i64([0, 1]), e(2, 2, 4, 4)),
-        "flip_backward": (f(2, 2, 4, 4), i64([1, 0]), i64([0, 1]), e(2, 2, 4, 4)),
-        "translate_forward": (f(2, 2, 4, 4), i64([1, -1]), i64([0, 2]), e(2, 2, 4, 4)),
-        "translate_backward": (f(2, 2, 4, 4), i64([1, -1]), i64([0, 2]), e(2, 2, 4, 4)),
-        "box_muller": (on(be, uniform((16,), dt)), e(8)),
-    }
+    return _kernel_inputs().loss_args(be, fn, n, d, dtype)
 
 
 def kernel_calls(be, dtype="float32"):
-    """``(calls, uncovered)``: ``calls`` lists (kernel name, arguments) of every kernel of ``be``
-    on tiny inputs (structured shapes from a table, the rest from their parameter names);
-    ``uncovered`` names the kernels no inputs could be made for."""
-    dt = np.dtype(dtype)
-    structured = _structured_calls(be, dt)
-    calls, uncovered = [], []
-    for name, fn in sorted(be.kernels.items()):
-        module = kernel_module(fn)
-        try:
-            if name in structured:
-                args = structured[name]
-            elif module == "activations":
-                shape = (2, 4) if name.startswith("softmax") else (8,)
-                x = on(be, normal(shape, dt, 1))
-                args = ((x, 0.1, be.empty(shape, dt)) if name.endswith("_forward") else
-                        (x, x, on(be, normal(shape, dt, 2)), 0.1, be.empty(shape, dt)))
-            elif module == "losses":
-                args = loss_args(be, fn, 3, 4, dt)
-            elif module in ("optim", "elementwise", "regularization", "augmentation"):
-                args = flat_args(be, fn, 8, dt)
-            else:
-                raise KeyError(name)
-            if len(args) != len(kernel_params(fn)):
-                raise KeyError(name)
-        except KeyError:
-            uncovered.append(name)
-            continue
-        calls.append((name, args))
-    return calls, uncovered
+    """(calls, uncovered): every kernel of ``be`` on tiny inputs (see numbanet.kernel_inputs)."""
+    return _kernel_inputs().kernel_calls(be, dtype, "small")
 
 
 # Loss and optimizer kernels benchmarked per family (bench_losses, bench_optim).

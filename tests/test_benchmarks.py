@@ -84,7 +84,7 @@ def test_kernel_calls_cover_the_cpu_backend():
     be = get_backend("cpu")
     calls, uncovered = common.kernel_calls(be, "float32")
     assert uncovered == [], ("no benchmark inputs for these kernels: teach benchmarks/common.py "
-                             "(SCALARS, _structured_calls) so the cold-compile track covers them")
+                             "(numbanet.kernel_inputs) so the cold-compile track covers them")
     assert len(calls) == len(be.kernels)
 
 
