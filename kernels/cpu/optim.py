@@ -147,13 +147,14 @@ def _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay, amsgra
                      step_size, bc2_sqrt)
 
 
-@njit(cache=True)
+# adam_update/adamw_update call the shared parallel loop from Python: a cached @njit caller
+# embedding a cached parallel callee crashed (numba 0.68) once the callee's cache entry was made by
+# the other caller's process.
 def adam_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, amsgrad, step):
     """Adam (torch) with L2 weight decay added to the gradient; ``step`` is 1-based."""
     _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, 1.0, amsgrad, step)
 
 
-@njit(cache=True)
 def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, amsgrad, step):
     """AdamW (torch): param *= 1 - lr * weight_decay, then the Adam step; ``step`` is 1-based."""
     _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, 0.0, 1.0 - lr * weight_decay,
