@@ -410,3 +410,11 @@ def test_cli_optimizers_tour(tmp_path, capsys, monkeypatch):
     assert main(["optimizers", "--epochs", "2", "--plot", str(png)]) == 0
     assert calls["epochs"] == 2 and calls["plot"] == str(png)
     assert "2 optimizers" in capsys.readouterr().out
+
+
+def test_saved_file_gets_ordinary_permissions(tmp_path):
+    model = mlp()
+    model.save(tmp_path / "m.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o666 & ~umask

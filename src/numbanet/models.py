@@ -6,12 +6,13 @@ A batch is moved to the device once and stays there through forward, loss, backw
 """
 import json
 import os
-import tempfile
+
 import zipfile
 
 import numpy as np
 
 from . import callbacks as callbacks_module
+from ._files import atomic_write
 from . import layers as layers_module
 from . import losses as losses_module
 from . import metrics as metrics_module
@@ -532,17 +533,7 @@ class Sequential:
             arrays.update({f"optimizer/{k}": np.asarray(v)
                            for k, v in self.optimizer.get_state().items()})
         arrays["config"] = np.array(json.dumps(config))
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".numbanet-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _from_config(registry, entry, what):

@@ -28,7 +28,7 @@ command line.
 """
 import math
 import os
-import tempfile
+
 import time
 
 import numpy as np
@@ -36,6 +36,7 @@ import numpy as np
 from . import callbacks, datasets, layers
 from . import optimizers as _opt
 from . import random as _random
+from ._files import atomic_write
 from .models import Sequential
 from .plot import require_matplotlib
 
@@ -262,15 +263,4 @@ def plot_losses(results, path, initial_loss=None, optimizers=None, title=None, d
         ax.set_visible(False)
     fig.suptitle(title or "Same network, same start, same batches: training loss on the 8x8 "
                           "digits (grey: the other optimizers)")
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".numbanet-plot-", suffix=".png",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))

@@ -1,7 +1,8 @@
 """Training curves to a PNG (needs matplotlib: ``pip install numbanet[plot]``)."""
 import math
 import os
-import tempfile
+
+from ._files import atomic_write
 
 _INSTALL = "plot_history needs matplotlib; install it with: pip install numbanet[plot]"
 
@@ -103,15 +104,4 @@ def plot_history(history, path, title=None, dpi=100):
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".numbanet-plot-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
