@@ -14,7 +14,7 @@ RTOL = {np.float32: 2e-5, np.float64: 1e-11}
 # (N, C, H, W, K, KH, KW, stride, pad, dil, out_hw); out_hw None = symmetric padding, otherwise
 # the output shape fixes the bottom/right padding (smaller or larger than the top/left one).
 CASES = [
-    (2, 3, 7, 9, 4, 3, 3, (1, 1), (1, 1), (1, 1), None),      # "same" 3x3, odd sizes
+    (2, 3, 7, 9, 4, 3, 3, (1, 1), (1, 1), (1, 1), None),      # "same" 3x3, odd sizes (RGB: direct)
     (2, 3, 8, 8, 5, 3, 3, (2, 2), (1, 1), (1, 1), None),      # stride 2, kernel > stride
     (1, 4, 9, 7, 3, 2, 3, (2, 1), (0, 1), (2, 1), None),      # non-square kernel, dilation, N=1
     (3, 5, 9, 8, 2, 3, 3, (1, 2), (1, 0), (2, 2), None),      # dilation 2 both ways
@@ -22,7 +22,7 @@ CASES = [
     (2, 4, 6, 6, 3, 3, 3, (1, 1), (0, 1), (1, 1), (5, 6)),    # bottom pad 1, right pad 0/1 asym
     (2, 3, 5, 5, 2, 3, 3, (1, 1), (2, 2), (1, 1), None),      # pad 2 = kernel - 1
     (2, 2, 4, 4, 3, 1, 1, (1, 1), (1, 1), (1, 1), None),      # 1x1 pad 1: border is pure bias
-    (2, 20, 3, 4, 2, 1, 1, (1, 1), (1, 1), (1, 1), None),     # the same on the GEMM path
+    (2, 40, 3, 4, 2, 1, 1, (1, 1), (1, 1), (1, 1), None),     # the same on the GEMM path
     (2, 6, 5, 6, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # 1x1, K=1
     (2, 20, 4, 5, 3, 1, 1, (2, 2), (0, 0), (1, 1), None),     # 1x1 stride 2, GEMM path
     (2, 1, 9, 8, 4, 3, 3, (1, 1), (1, 1), (1, 1), None),      # C=1 (first layer): direct path
@@ -33,11 +33,14 @@ CASES = [
     (2, 2, 4, 4, 3, 5, 5, (1, 1), (2, 2), (1, 1), None),      # kernel bigger than the image
     (1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # everything 1
 ]
-# big enough for the parallel paths: (direct, GEMM)
+# big enough for the parallel paths: direct, GEMM in bands of rows, GEMM of whole images
 PAR_CASES = [
     (16, 1, 32, 32, 16, 3, 3, (1, 1), (1, 1), (1, 1), None),
     (8, 8, 16, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1), None),
     (8, 8, 23, 21, 16, 3, 3, (2, 2), (1, 1), (1, 1), None),
+    (2, 32, 20, 30, 32, 3, 3, (1, 1), (1, 1), (1, 1), None),
+    (4, 8, 17, 15, 16, 3, 3, (1, 1), (2, 2), (2, 2), None),
+    (16, 1, 20, 20, 32, 3, 3, (1, 1), (1, 1), (1, 1), (21, 19)),
 ]
 
 
@@ -116,9 +119,15 @@ def test_cases_cover_both_paths_serial_and_parallel():
     def parallel(c):
         OH, OW = out_hw(c)
         return c[0] > 1 and c[0] * c[4] * OH * OW * c[1] * c[5] * c[6] >= K2._PARALLEL_MIN_WORK
+
+    def banded(c):
+        OH, OW = out_hw(c)
+        return K2._band_rows(c[4], c[1] * c[5] * c[6], OH, OW) > 0
     assert not any(parallel(c) for c in CASES) and all(parallel(c) for c in PAR_CASES)
     for cases in (CASES, PAR_CASES):
         assert any(direct(c) for c in cases) and not all(direct(c) for c in cases)
+    gemm = [c for c in PAR_CASES if not direct(c)]
+    assert any(banded(c) for c in gemm) and not all(banded(c) for c in gemm)
 
 
 GRAD_CASES = [
@@ -169,7 +178,8 @@ def test_against_torch(c, dtype, rng):
 
 
 def test_float32_accumulation_is_accurate(rng):
-    """Long reductions (weight and bias gradients over batch x positions) stay accurate in float32."""
+    """Long reductions (weight and bias gradients over batch x positions) stay accurate in
+    float32."""
     c = (8, 1, 40, 40, 4, 3, 3, (1, 1), (1, 1), (1, 1), None)
     x, w, b, g, geo = make(c, np.float32, rng)
     g += 3.0                                   # a large common offset stresses the bias sum

@@ -1,4 +1,5 @@
-"""CPU max/avg pooling kernels: float64 reference, finite differences, PyTorch, serial and parallel."""
+"""CPU max/avg pooling kernels: float64 reference, finite differences, PyTorch; serial and
+parallel paths."""
 import numpy as np
 import pytest
 from conftest import poisoned

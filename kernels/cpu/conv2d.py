@@ -5,9 +5,11 @@ cells the output reads (Hp = (OH-1)*sh + (KH-1)*dh + 1, likewise Wp; top/left pa
 bottom/right padding whatever the output shape implies, possibly a crop), so no inner loop tests
 bounds. Then one of two strategies, picked from the shape:
 
-* GEMM (the general path): im2col of a chunk of images into ``col`` (C*KH*KW, n*OH*OW) (parallel
-  over images), one BLAS GEMM through ``np.dot``, and a parallel scatter back to NCHW. Chunks keep
-  ``col`` a few MB (cache-resident, no huge allocations).
+* GEMM (the general path): per image, im2col of a band of output rows into ``col``
+  (C*KH*KW, rows*OW), one BLAS GEMM through ``np.dot`` (bands sized so that BLAS runs it on the
+  calling thread), and a copy back to NCHW (plus bias). Images run in parallel (prange); the
+  data of one band stays in cache from im2col through the GEMM to the scatter. Layers too large
+  for such bands go to BLAS one whole image at a time (BLAS then threads each GEMM itself).
 * direct (unit strides and C*KH*KW <= _DIRECT_MAX_CKK, e.g. a first layer): a GEMM would be thin
   and memory-bound, so each output plane is accumulated tap by tap. Output cell (oh, ow) reads
   flat index q + i*dh*Wp + j*dw of a padded plane, q = oh*Wp + ow, so a plane is one long
@@ -27,9 +29,11 @@ _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _PARALLEL_MIN_WORK = 1 << 20
 # C*KH*KW at or below which the direct kernels (unit strides) beat im2col + GEMM.
 _DIRECT_MAX_CKK = 32
-# Bytes of im2col matrix per chunk of images on the GEMM path.
-_CHUNK_BYTES = 8 << 20
-# Image chunks the direct weight gradient is split into (fixed, so results do not depend on the
+# GEMM path: largest M*N*K of one BLAS call made from a parallel loop. OpenBLAS runs calls up to
+# 65536*4 single-threaded, so the images run in parallel on Numba's threads and BLAS never starts
+# threads of its own inside them (two thread pools taking turns cost more than they gain).
+_BAND_MNK = 1 << 18
+# Image chunks a parallel weight gradient is split into (fixed, so results do not depend on the
 # thread count); each chunk sums into its own float64 partial gradient.
 _WEIGHT_CHUNKS = 16
 
@@ -88,29 +92,32 @@ def _crop_image(dxp, n, ph, pw, grad_in):
 
 
 # ---------------------------------------------------------------------------------------------
-# GEMM path: im2col / col2im over a chunk of images, (K, n*P) <-> (n, K, P) layout changes
+# GEMM path: per image, im2col of a band of output rows, one np.dot, scatter back
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, c0):
-    """col[(c*KH+i)*KW+j, c0 + oh*OW + ow] = padded x[n, c, oh*sh + i*dh, ow*sw + j*dw].
+def _band_rows(K, CKK, OH, OW):
+    """Output rows per band, so that one band's GEMM has K*CKK*rows*OW <= _BAND_MNK (0 when even
+    one row is larger: then whole images go to BLAS one at a time and BLAS threads them)."""
+    return min(OH, _BAND_MNK // max(K * CKK * OW, 1))
+
+
+@njit(cache=True)
+def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col):
+    """col[(c*KH+i)*KW+j, (oh-oh0)*OW + ow] = xp[c, oh*sh + i*dh, ow*sw + j*dw], oh0 <= oh < oh1.
 
     The runs copied are short (OW), so they index flat views with unsigned offsets: no slice
     set-up per run and no wraparound test per element."""
-    C = x.shape[1]
-    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
-    xp = np.empty((C, Hp, Wp), x.dtype)
-    _pad_image(x, n, ph, pw, xp)
-    xf = xp.reshape(-1)
-    cf = col.reshape(-1)
+    C, Hp, Wp = xp.shape
+    xf, cf = xp.reshape(-1), col.reshape(-1)
     M = col.shape[1]
     OWu, swu = np.uint64(OW), np.uint64(sw)
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
                 r = (c * KH + i) * KW + j
-                for oh in range(OH):
-                    d0 = np.uint64(r * M + c0 + oh * OW)
+                for oh in range(oh0, oh1):
+                    d0 = np.uint64(r * M + (oh - oh0) * OW)
                     s0 = np.uint64((c * Hp + oh * sh + i * dh) * Wp + j * dw)
                     if sw == 1:
                         for t in range(OWu):
@@ -121,21 +128,19 @@ def _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, c0):
 
 
 @njit(cache=True)
-def _col2im_image(col, c0, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in):
-    """grad_in[n] = the sum of the col entries over the input cells they were gathered from."""
-    C = grad_in.shape[1]
-    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
-    dxp = np.zeros((C, Hp, Wp), grad_in.dtype)
-    df = dxp.reshape(-1)
-    cf = col.reshape(-1)
+def _col2im_rows(col, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
+    """dxp[c, oh*sh + i*dh, ow*sw + j*dw] += col[(c*KH+i)*KW+j, (oh-oh0)*OW + ow]: the adjoint
+    of _im2col_rows."""
+    C, Hp, Wp = dxp.shape
+    df, cf = dxp.reshape(-1), col.reshape(-1)
     M = col.shape[1]
     OWu, swu = np.uint64(OW), np.uint64(sw)
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
                 r = (c * KH + i) * KW + j
-                for oh in range(OH):
-                    s0 = np.uint64(r * M + c0 + oh * OW)
+                for oh in range(oh0, oh1):
+                    s0 = np.uint64(r * M + (oh - oh0) * OW)
                     d0 = np.uint64((c * Hp + oh * sh + i * dh) * Wp + j * dw)
                     if sw == 1:
                         for t in range(OWu):
@@ -143,78 +148,108 @@ def _col2im_image(col, c0, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in):
                     else:
                         for t in range(OWu):
                             df[d0 + t * swu] += cf[s0 + t]
+
+
+@njit(cache=True)
+def _gemm_forward_image(x, wm, b, n, KH, KW, sh, sw, ph, pw, dh, dw, band, out):
+    """out[n] = wm @ im2col(x[n]) + b, one band of output rows at a time."""
+    C = x.shape[1]
+    K, CKK = wm.shape
+    OH, OW = out.shape[2], out.shape[3]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    xp = np.empty((C, Hp, Wp), x.dtype)
+    _pad_image(x, n, ph, pw, xp)
+    colbuf = np.empty(CKK * band * OW, x.dtype)
+    resbuf = np.empty(K * band * OW, x.dtype)
+    o3 = out.reshape(out.shape[0], K, OH * OW)
+    for oh0 in range(0, OH, band):
+        oh1 = min(OH, oh0 + band)
+        m = (oh1 - oh0) * OW
+        col = colbuf[:CKK * m].reshape(CKK, m)
+        res = resbuf[:K * m].reshape(K, m)
+        _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col)
+        np.dot(wm, col, res)
+        for k in range(K):
+            bk = b[k]
+            src = res[k]
+            dst = o3[n, k, oh0 * OW:oh1 * OW]
+            for q in range(m):
+                dst[q] = src[q] + bk
+
+
+@njit(cache=True)
+def _gemm_backward_input_image(grad_out, wmT, n, KH, KW, sh, sw, ph, pw, dh, dw, band, grad_in):
+    """grad_in[n] = col2im(wm.T @ grad_out[n]), one band of output rows at a time."""
+    C = grad_in.shape[1]
+    CKK, K = wmT.shape
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    dxp = np.zeros((C, Hp, Wp), grad_in.dtype)
+    gbuf = np.empty(K * band * OW, grad_in.dtype)
+    dbuf = np.empty(CKK * band * OW, grad_in.dtype)
+    g3 = grad_out.reshape(grad_out.shape[0], K, OH * OW)
+    for oh0 in range(0, OH, band):
+        oh1 = min(OH, oh0 + band)
+        m = (oh1 - oh0) * OW
+        gt = gbuf[:K * m].reshape(K, m)
+        for k in range(K):
+            src = g3[n, k, oh0 * OW:oh1 * OW]
+            dst = gt[k]
+            for q in range(m):
+                dst[q] = src[q]
+        dcol = dbuf[:CKK * m].reshape(CKK, m)
+        np.dot(wmT, gt, dcol)
+        _col2im_rows(dcol, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp)
     _crop_image(dxp, n, ph, pw, grad_in)
 
 
 @njit(cache=True)
-def _unfold_image(res, b, n, i, out3):
-    """out3[n, k, :] = res[k, i*P:(i+1)*P] + b[k] (image n is the i-th of its chunk)."""
-    K, P = out3.shape[1], out3.shape[2]
-    for k in range(K):
-        bk = b[k]
-        src = res[k, i * P:(i + 1) * P]
-        dst = out3[n, k]
-        for p in range(P):
-            dst[p] = src[p] + bk
+def _weight_blocks(K, CKK, OH, OW):
+    """(band, rb) for the weight gradient: bands of ``band`` output rows (the GEMM's reduction,
+    kept long) times blocks of ``rb`` im2col rows, so that K*rb*band*OW <= _BAND_MNK; (0, 0) when
+    even one output row of the gradient is too large for that."""
+    band = min(OH, _BAND_MNK // max(K * 8 * OW, 1))
+    if band == 0:
+        band = 1 if K * OW <= _BAND_MNK else 0
+    if band == 0:
+        return 0, 0
+    return band, max(1, min(CKK, _BAND_MNK // (K * band * OW)))
 
 
 @njit(cache=True)
-def _fold_image(g3, n, i, gT):
-    """gT[k, i*P:(i+1)*P] = g3[n, k, :]."""
-    K, P = g3.shape[1], g3.shape[2]
-    for k in range(K):
-        src = g3[n, k]
-        dst = gT[k, i * P:(i + 1) * P]
-        for p in range(P):
-            dst[p] = src[p]
-
-
-@njit(cache=True, parallel=True)
-def _im2col_fold_par(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT):
-    """im2col of images n0..n1-1 (when col has rows) and fold of their gradient (when gT has)."""
-    P = OH * OW
-    for n in prange(n0, n1):
-        if col.shape[0] > 0:
-            _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, (n - n0) * P)
-        if gT.shape[0] > 0:
-            _fold_image(g3, n, n - n0, gT)
-
-
-@njit(cache=True)
-def _im2col_fold_ser(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT):
-    P = OH * OW
+def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, band, rb,
+                                 acc):
+    """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]).T, per
+    band of output rows and block of rb im2col rows (one GEMM each, reducing over the band)."""
+    C = x.shape[1]
+    K, CKK = acc.shape
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
+    xp = np.empty((C, Hp, Wp), x.dtype)
+    colbuf = np.empty(CKK * band * OW, x.dtype)
+    gbuf = np.empty(K * band * OW, x.dtype)
+    tmpbuf = np.empty(K * rb, x.dtype)
+    g3 = grad_out.reshape(grad_out.shape[0], K, OH * OW)
     for n in range(n0, n1):
-        if col.shape[0] > 0:
-            _im2col_image(x, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, (n - n0) * P)
-        if gT.shape[0] > 0:
-            _fold_image(g3, n, n - n0, gT)
-
-
-@njit(cache=True)
-def _im2col_fold(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT, parallel):
-    if parallel:
-        _im2col_fold_par(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT)
-    else:
-        _im2col_fold_ser(x, g3, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, col, gT)
-
-
-@njit(cache=True, parallel=True)
-def _unfold_par(res, b, n0, n1, out3):
-    for n in prange(n0, n1):
-        _unfold_image(res, b, n, n - n0, out3)
-
-
-@njit(cache=True, parallel=True)
-def _col2im_par(dcol, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in):
-    P = OH * OW
-    for n in prange(n0, n1):
-        _col2im_image(dcol, (n - n0) * P, n, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, grad_in)
-
-
-@njit(cache=True)
-def _chunk(N, per_image):
-    """Images per chunk so that a chunk's im2col matrix stays near _CHUNK_BYTES."""
-    return max(1, min(N, _CHUNK_BYTES // max(per_image, 1)))
+        _pad_image(x, n, ph, pw, xp)
+        for oh0 in range(0, OH, band):
+            oh1 = min(OH, oh0 + band)
+            m = (oh1 - oh0) * OW
+            col = colbuf[:CKK * m].reshape(CKK, m)
+            _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col)
+            gt = gbuf[:K * m].reshape(K, m)
+            for k in range(K):
+                src = g3[n, k, oh0 * OW:oh1 * OW]
+                dst = gt[k]
+                for q in range(m):
+                    dst[q] = src[q]
+            for r0 in range(0, CKK, rb):
+                r1 = min(CKK, r0 + rb)
+                tmp = tmpbuf[:K * (r1 - r0)].reshape(K, r1 - r0)
+                np.dot(gt, col[r0:r1].T, tmp)
+                for k in range(K):
+                    for r in range(r1 - r0):
+                        acc[k, r0 + r] += tmp[k, r]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,12 +301,6 @@ def _direct_forward_image(x, w, b, n, ph, pw, dh, dw, out):
         _copy_block(acc, 0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
 
 
-@njit(cache=True, parallel=True)
-def _direct_forward_par(x, w, b, ph, pw, dh, dw, out):
-    for n in prange(x.shape[0]):
-        _direct_forward_image(x, w, b, n, ph, pw, dh, dw, out)
-
-
 @njit(cache=True, fastmath=_FASTMATH)
 def _direct_backward_input_image(grad_out, w, n, ph, pw, dh, dw, grad_in):
     """grad_in[n] for unit strides: each kernel tap scatters a whole (wide) gradient plane."""
@@ -294,12 +323,6 @@ def _direct_backward_input_image(grad_out, w, n, ph, pw, dh, dw, grad_in):
                     for q in range(L):
                         ds[q] += wv * gw[q]
     _crop_image(dxp, n, ph, pw, grad_in)
-
-
-@njit(cache=True, parallel=True)
-def _direct_backward_input_par(grad_out, w, ph, pw, dh, dw, grad_in):
-    for n in prange(grad_in.shape[0]):
-        _direct_backward_input_image(grad_out, w, n, ph, pw, dh, dw, grad_in)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -347,14 +370,42 @@ def _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw, acc):
                         j += 1
 
 
+# ---------------------------------------------------------------------------------------------
+# parallel drivers: one prange over images (or image chunks) per kernel call, either path inside
+# ---------------------------------------------------------------------------------------------
+
 @njit(cache=True, parallel=True)
-def _direct_backward_weight_par(x, grad_out, ph, pw, dh, dw, partial):
-    """partial[t] accumulates the gradient of the t-th contiguous chunk of images."""
-    T = partial.shape[0]
-    N = x.shape[0]
+def _forward_par(x, w, wm, b, KH, KW, sh, sw, ph, pw, dh, dw, band, direct, out):
+    for n in prange(x.shape[0]):
+        if direct:
+            _direct_forward_image(x, w, b, n, ph, pw, dh, dw, out)
+        else:
+            _gemm_forward_image(x, wm, b, n, KH, KW, sh, sw, ph, pw, dh, dw, band, out)
+
+
+@njit(cache=True, parallel=True)
+def _backward_input_par(grad_out, w, wmT, KH, KW, sh, sw, ph, pw, dh, dw, band, direct, grad_in):
+    for n in prange(grad_in.shape[0]):
+        if direct:
+            _direct_backward_input_image(grad_out, w, n, ph, pw, dh, dw, grad_in)
+        else:
+            _gemm_backward_input_image(grad_out, wmT, n, KH, KW, sh, sw, ph, pw, dh, dw, band,
+                                       grad_in)
+
+
+@njit(cache=True, parallel=True)
+def _backward_weight_par(x, grad_out, KH, KW, sh, sw, ph, pw, dh, dw, band, rb, direct, partial):
+    """partial[t] (K, C*KH*KW) accumulates the gradient of the t-th contiguous chunk of images."""
+    T, K = partial.shape[0], partial.shape[1]
+    N, C = x.shape[0], x.shape[1]
     for t in prange(T):
-        _direct_backward_weight_images(x, grad_out, t * N // T, (t + 1) * N // T,
-                                       ph, pw, dh, dw, partial[t])
+        n0, n1 = t * N // T, (t + 1) * N // T
+        if direct:
+            _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw,
+                                           partial[t].reshape(K, C, KH, KW))
+        else:
+            _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw,
+                                         band, rb, partial[t])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,34 +452,19 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
     N, C = x.shape[0], x.shape[1]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = out.shape[2], out.shape[3]
-    CKK, P = C * KH * KW, OH * OW
-    parallel = _use_parallel(N, K, OH, OW, CKK)
-    geo = (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    if _use_direct(CKK, stride_h, stride_w):
-        if parallel:
-            _direct_forward_par(x, w, b, pad_h, pad_w, dil_h, dil_w, out)
-        else:
-            for n in range(N):
-                _direct_forward_image(x, w, b, n, pad_h, pad_w, dil_h, dil_w, out)
-        return
+    CKK = C * KH * KW
+    direct = _use_direct(CKK, stride_h, stride_w)
+    band = _band_rows(K, CKK, OH, OW)
     wm = w.reshape(K, CKK)
-    out3 = out.reshape(N, K, P)
-    nb = _chunk(N, CKK * P * x.itemsize)
-    colbuf = np.empty(CKK * nb * P, x.dtype)
-    resbuf = np.empty(K * nb * P, x.dtype)
-    nogT = np.empty((0, 1), x.dtype)
-    for n0 in range(0, N, nb):
-        n1 = min(N, n0 + nb)
-        m = (n1 - n0) * P
-        col = colbuf[:CKK * m].reshape(CKK, m)
-        res = resbuf[:K * m].reshape(K, m)
-        _im2col_fold(x, out3, n0, n1, KH, KW, *geo, OH, OW, col, nogT, parallel)
-        np.dot(wm, col, res)
-        if parallel:
-            _unfold_par(res, b, n0, n1, out3)
-        else:
-            for n in range(n0, n1):
-                _unfold_image(res, b, n, n - n0, out3)
+    geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    if _use_parallel(N, K, OH, OW, CKK) and (direct or band > 0):
+        _forward_par(x, w, wm, b, *geo, band, direct, out)
+    elif direct:
+        for n in range(N):
+            _direct_forward_image(x, w, b, n, pad_h, pad_w, dil_h, dil_w, out)
+    else:
+        for n in range(N):
+            _gemm_forward_image(x, wm, b, n, *geo, OH, out)
 
 
 @njit(cache=True)
@@ -437,34 +473,19 @@ def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, 
     N, C = grad_in.shape[0], grad_in.shape[1]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    CKK, P = C * KH * KW, OH * OW
-    parallel = _use_parallel(N, K, OH, OW, CKK)
-    geo = (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    if _use_direct(CKK, stride_h, stride_w):
-        if parallel:
-            _direct_backward_input_par(grad_out, w, pad_h, pad_w, dil_h, dil_w, grad_in)
-        else:
-            for n in range(N):
-                _direct_backward_input_image(grad_out, w, n, pad_h, pad_w, dil_h, dil_w, grad_in)
-        return
+    CKK = C * KH * KW
+    direct = _use_direct(CKK, stride_h, stride_w)
+    band = _band_rows(K, CKK, OH, OW)
     wmT = np.ascontiguousarray(w.reshape(K, CKK).T)
-    g3 = grad_out.reshape(N, K, P)
-    nb = _chunk(N, CKK * P * grad_in.itemsize)
-    gTbuf = np.empty(K * nb * P, grad_in.dtype)
-    dcolbuf = np.empty(CKK * nb * P, grad_in.dtype)
-    nocol = np.empty((0, 1), grad_in.dtype)
-    for n0 in range(0, N, nb):
-        n1 = min(N, n0 + nb)
-        m = (n1 - n0) * P
-        gT = gTbuf[:K * m].reshape(K, m)
-        dcol = dcolbuf[:CKK * m].reshape(CKK, m)
-        _im2col_fold(grad_in, g3, n0, n1, KH, KW, *geo, OH, OW, nocol, gT, parallel)
-        np.dot(wmT, gT, dcol)
-        if parallel:
-            _col2im_par(dcol, n0, n1, KH, KW, *geo, OH, OW, grad_in)
-        else:
-            for n in range(n0, n1):
-                _col2im_image(dcol, (n - n0) * P, n, KH, KW, *geo, OH, OW, grad_in)
+    geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    if _use_parallel(N, K, OH, OW, CKK) and (direct or band > 0):
+        _backward_input_par(grad_out, w, wmT, *geo, band, direct, grad_in)
+    elif direct:
+        for n in range(N):
+            _direct_backward_input_image(grad_out, w, n, pad_h, pad_w, dil_h, dil_w, grad_in)
+    else:
+        for n in range(N):
+            _gemm_backward_input_image(grad_out, wmT, n, *geo, OH, grad_in)
 
 
 @njit(cache=True)
@@ -473,37 +494,27 @@ def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h,
     N, C = x.shape[0], x.shape[1]
     K, KH, KW = grad_w.shape[0], grad_w.shape[2], grad_w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    CKK, P = C * KH * KW, OH * OW
-    parallel = _use_parallel(N, K, OH, OW, CKK)
-    geo = (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    gw2 = grad_w.reshape(K, CKK)
-    if _use_direct(CKK, stride_h, stride_w):
-        T = min(N, _WEIGHT_CHUNKS) if parallel else 1
-        partial = np.zeros((T, K, C, KH, KW), np.float64)
-        if parallel:
-            _direct_backward_weight_par(x, grad_out, pad_h, pad_w, dil_h, dil_w, partial)
-        else:
-            _direct_backward_weight_images(x, grad_out, 0, N, pad_h, pad_w, dil_h, dil_w, partial[0])
-        part2 = partial.reshape(T, K, CKK)
-        acc = part2[0].copy()
-        for t in range(1, T):
-            acc += part2[t]
+    CKK = C * KH * KW
+    direct = _use_direct(CKK, stride_h, stride_w)
+    band, rb = _weight_blocks(K, CKK, OH, OW)
+    geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    if _use_parallel(N, K, OH, OW, CKK) and (direct or band > 0):
+        partial = np.zeros((min(N, _WEIGHT_CHUNKS), K, CKK), np.float64)
+        _backward_weight_par(x, grad_out, *geo, band, rb, direct, partial)
     else:
-        g3 = grad_out.reshape(N, K, P)
-        nb = _chunk(N, CKK * P * x.itemsize)
-        colbuf = np.empty(CKK * nb * P, x.dtype)
-        gTbuf = np.empty(K * nb * P, x.dtype)
-        acc = np.zeros((K, CKK), np.float64)
-        for n0 in range(0, N, nb):
-            n1 = min(N, n0 + nb)
-            m = (n1 - n0) * P
-            col = colbuf[:CKK * m].reshape(CKK, m)
-            gT = gTbuf[:K * m].reshape(K, m)
-            _im2col_fold(x, g3, n0, n1, KH, KW, *geo, OH, OW, col, gT, parallel)
-            acc += np.dot(gT, col.T)
+        partial = np.zeros((1, K, CKK), np.float64)
+        if direct:
+            _direct_backward_weight_images(x, grad_out, 0, N, pad_h, pad_w, dil_h, dil_w,
+                                           partial[0].reshape(K, C, KH, KW))
+        else:
+            _gemm_backward_weight_images(x, grad_out, 0, N, *geo, OH, CKK, partial[0])
+    gw2 = grad_w.reshape(K, CKK)
     for k in range(K):
         for r in range(CKK):
-            gw2[k, r] = acc[k, r]
+            s = 0.0
+            for t in range(partial.shape[0]):
+                s += partial[t, k, r]
+            gw2[k, r] = s
 
 
 @njit(cache=True)

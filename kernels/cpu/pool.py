@@ -71,7 +71,8 @@ def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out,
     else:
         for n in range(N):
             for c in range(C):
-                _max_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out[n, c], argmax[n, c])
+                _max_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out[n, c],
+                           argmax[n, c])
 
 
 @njit(cache=True)
@@ -185,4 +186,5 @@ def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad
     else:
         for n in range(N):
             for c in range(C):
-                _avg_back_plane(grad_out[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, grad_in[n, c])
+                _avg_back_plane(grad_out[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
+                                grad_in[n, c])
