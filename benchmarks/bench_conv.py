@@ -14,7 +14,7 @@ def out_size(size, k, stride, pad):
 
 
 class Conv2D:
-    """conv2d_forward, conv2d_backward_input, conv2d_backward_weight (+ conv2d_backward_bias)."""
+    """conv2d_forward, conv2d_backward_input, conv2d_backward_params (weight + bias)."""
 
     params = [common.BACKENDS, common.SHAPES, common.DTYPES]
     param_names = ["backend", "shape", "dtype"]
@@ -23,7 +23,7 @@ class Conv2D:
         def build():
             be = common.backend(backend)
             common.require(be, "conv2d_forward", "conv2d_backward_input",
-                           "conv2d_backward_weight", "conv2d_backward_bias")
+                           "conv2d_backward_params")
             n, c, h, w, k, ks, st, pad = SHAPES[shape]
             oh, ow = out_size(h, ks, st, pad), out_size(w, ks, st, pad)
             s = dict(be=be, geometry=(st, st, pad, pad, 1, 1))
@@ -51,8 +51,7 @@ class Conv2D:
 
     def time_backward_weight(self, *params):
         """Weight and bias gradients (what a layer's backward computes besides the input's)."""
-        self.be.conv2d_backward_weight(self.x, self.g, *self.geometry, self.grad_w)
-        self.be.conv2d_backward_bias(self.g, self.grad_b)
+        self.be.conv2d_backward_params(self.x, self.g, *self.geometry, self.grad_w, self.grad_b)
         self.be.synchronize()
 
 

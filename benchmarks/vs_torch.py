@@ -1,9 +1,10 @@
-"""numbanet against PyTorch on the CPU, side by side in one process.
+"""numbanet against PyTorch, side by side in one process, on the CPU or on an NVIDIA GPU.
 
 Each case builds a numbanet closure and a PyTorch closure doing the same work, warms both up
 (JIT compile excluded), then times them interleaved -- numbanet, torch, numbanet, torch... -- and
 reports the median time per call and the throughput ratio numbanet/torch (higher is better).
-Run: ``python benchmarks/vs_torch.py [--repeats N] [--cases dense,conv,train]``.
+On the GPU both libraries are synchronized before the clock stops, and TF32 is off (FP32 both).
+Run: ``python benchmarks/vs_torch.py [--device cpu|cuda] [--repeats N] [--cases ...]``.
 Its work sits under ``__main__`` so asv's discovery never runs it.
 """
 import argparse
@@ -13,18 +14,26 @@ import time
 import numpy as np
 
 
-def _timeit(fn, min_time=0.05):
-    """Seconds per call of ``fn``: enough calls to fill ``min_time``."""
+def _no_sync():
+    pass
+
+
+def _timeit(fn, sync=_no_sync, min_time=0.05):
+    """Seconds per call of ``fn`` (``sync`` waits for queued GPU work): enough calls to fill
+    ``min_time``."""
+    sync()
     n, start = 0, time.perf_counter()
     while True:
         fn()
         n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return elapsed / n
+        if n & (n - 1) == 0 or n % 16 == 0:
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time:
+                return elapsed / n
 
 
-def compare(nb_fn, torch_fn, repeats):
+def compare(nb_fn, torch_fn, repeats, syncs=(_no_sync, _no_sync)):
     for _ in range(3):
         nb_fn()
         torch_fn()
@@ -33,9 +42,9 @@ def compare(nb_fn, torch_fn, repeats):
         # Let the other library's worker threads stop spinning first: OpenBLAS (numba's np.dot)
         # and OpenMP pools busy-wait after each call and would take the 2 cores from the next.
         time.sleep(0.1)
-        a.append(_timeit(nb_fn))
+        a.append(_timeit(nb_fn, syncs[0]))
         time.sleep(0.1)
-        b.append(_timeit(torch_fn))
+        b.append(_timeit(torch_fn, syncs[1]))
     return statistics.median(a), statistics.median(b)
 
 
@@ -132,6 +141,103 @@ def mlp_case(batch=32):
     return _train_pair(model, tmodel, x, y)
 
 
+def _cuda_setup():
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+
+
+def sgemm_case(n):
+    """The dense forward kernel at n x n x n (bias in the epilogue) against torch.addmm."""
+    import torch
+    from numba import cuda
+    from numbanet.kernels.cuda.dense import dense_forward
+    rng = np.random.default_rng(0)
+    x, w = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    b = rng.standard_normal(n, dtype=np.float32)
+    dx, dw, db = cuda.to_device(x), cuda.to_device(w), cuda.to_device(b)
+    dout = cuda.device_array((n, n), np.float32)
+    tx, tw, tb = (torch.from_numpy(a).cuda() for a in (x, w, b))
+    tout = torch.empty((n, n), device="cuda")
+
+    def nb_fn():
+        dense_forward(dx, dw, db, dout)
+
+    def torch_fn():
+        torch.addmm(tb, tx, tw, out=tout)
+    return nb_fn, torch_fn
+
+
+def cuda_conv_case(n, c, hw, k):
+    import torch
+    import numbanet as nb
+    from numba import cuda
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
+    g = rng.standard_normal((n, k, hw, hw), dtype=np.float32)
+    layer = nb.layers.Conv2D(k, 3, padding=1)
+    layer.set_backend(nb.backend.get_backend("cuda"))
+    layer.build((c, hw, hw))
+    dx, dg = cuda.to_device(x), cuda.to_device(g)
+
+    def nb_fn():
+        layer.forward(dx, training=True)
+        layer.backward(dg)
+    conv = torch.nn.Conv2d(c, k, 3, padding=1).cuda()
+    tx = torch.from_numpy(x).cuda().requires_grad_()
+    tg = torch.from_numpy(g).cuda()
+
+    def torch_fn():
+        conv.zero_grad(set_to_none=True)
+        tx.grad = None
+        conv(tx).backward(tg)
+    return nb_fn, torch_fn
+
+
+def cuda_lenet_case(batch=128):
+    """One training step from host batches: numbanet's train_step (batch in, loss out) against
+    torch's step with the same copy in and ``loss.item()`` out."""
+    import torch
+    import numbanet as nb
+    L, T = nb.layers, torch.nn
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = nb.Sequential([
+        L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+        L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax"),
+    ], input_shape=(1, 28, 28), device="cuda")
+    model.compile(optimizer=nb.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    tmodel = T.Sequential(T.Conv2d(1, 32, 3, padding=1), T.ReLU(), T.MaxPool2d(2),
+                          T.Conv2d(32, 64, 3, padding=1), T.ReLU(), T.MaxPool2d(2), T.Flatten(),
+                          T.Linear(64 * 7 * 7, 128), T.ReLU(), T.Linear(128, 10)).cuda()
+    opt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def nb_fn():
+        model.train_step(x, y)
+
+    def torch_fn():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(tmodel(tx.cuda()), ty.cuda())
+        loss.backward()
+        opt.step()
+        loss.item()
+    return nb_fn, torch_fn
+
+
+CUDA_CASES = {
+    "dense": [("SGEMM dense forward 4096x4096x4096", 0.5, lambda: sgemm_case(4096)),
+              ("SGEMM dense forward 1024x1024x1024", None, lambda: sgemm_case(1024))],
+    "conv": [("conv2d fwd+bwd N64 C64 56x56 K64 3x3", 0.3,
+              lambda: cuda_conv_case(64, 64, 56, 64)),
+             ("conv2d fwd+bwd N128 C32 14x14 K64 3x3", None,
+              lambda: cuda_conv_case(128, 32, 14, 64))],
+    "train": [("LeNet train step, Adam, batch 128", 0.5, cuda_lenet_case)],
+}
+
 CASES = {
     "dense": [("dense fwd+bwd 128x784->256", 0.9, lambda: dense_case(128, 784, 256)),
               ("dense fwd+bwd 1024x1024->1024", 0.9, lambda: dense_case(1024, 1024, 1024))],
@@ -146,19 +252,32 @@ CASES = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--cases", default="dense,conv,train")
     args = parser.parse_args()
     import torch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    cases, syncs = CASES, (_no_sync, _no_sync)
+    if args.device == "cuda":
+        import numbanet as nb
+        if not nb.cuda_available():     # also installs numbanet's caching device allocator
+            from numbanet._cuda import unavailable_reason
+            raise SystemExit(f"no usable GPU: {unavailable_reason()}")
+        from numba import cuda
+        _cuda_setup()
+        cases, syncs = CUDA_CASES, (cuda.synchronize, torch.cuda.synchronize)
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, FP32 (TF32 off)")
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'case':<44} {'numbanet':>10} {'torch':>10} {'ratio':>7} {'target':>7}")
     for group in args.cases.split(","):
-        for name, target, make in CASES[group]:
+        for name, target, make in cases[group]:
             nb_fn, torch_fn = make()
-            t_nb, t_torch = compare(nb_fn, torch_fn, args.repeats)
+            t_nb, t_torch = compare(nb_fn, torch_fn, args.repeats, syncs)
             ratio = t_torch / t_nb
+            verdict = "" if target is None or ratio >= target else "  (below target)"
             print(f"{name:<44} {t_nb * 1e3:>8.3f}ms {t_torch * 1e3:>8.3f}ms {ratio:>7.2f} "
-                  f"{target:>7.1f}{'' if ratio >= target else '  (below target)'}", flush=True)
+                  f"{'-' if target is None else target:>7}{verdict}", flush=True)
 
 
 if __name__ == "__main__":

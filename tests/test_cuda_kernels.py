@@ -95,8 +95,9 @@ def test_same_public_names_as_cpu():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,sms", [((13, 37, 11), 1), ((9, 38, 17), 64), ((1, 1, 1), 1)])
 def test_dense(dtype, shape, sms, rng, monkeypatch):
-    """sms=1: one K chunk; sms=64: the grids are small, so every pass splits K (partials +
-    finish kernel)."""
+    """sms=1: one K chunk; sms=64: the grids are small, so every pass splits K (partial tiles,
+    summed by the last block of each tile; the passes share the tile counters, so a counter
+    left unreset would break the next pass)."""
     monkeypatch.setattr(_common.config, "num_sms", sms)
     monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
     n, i, u = shape
@@ -147,6 +148,13 @@ def test_conv2d(dtype, case, rng, monkeypatch):
     (c,), (o,) = run_pair("conv2d", "conv2d_backward_bias", [g], [((K,), dtype)])
     assert_close(o, ref.conv2d_backward_bias(g), dtype, "grad_b")
     assert_close(o, c, dtype, "grad_b vs cpu")
+    cs, gs = run_pair("conv2d", "conv2d_backward_params", [x, g, *geo],
+                      [(w.shape, dtype), ((K,), dtype)])
+    assert_close(gs[0], ref.conv2d_backward_weight(x, g, w.shape, stride, pad, dil), dtype,
+                 "params: grad_w")
+    assert_close(gs[1], ref.conv2d_backward_bias(g), dtype, "params: grad_b")
+    assert_close(gs[0], cs[0], dtype, "params: grad_w vs cpu")
+    assert_close(gs[1], cs[1], dtype, "params: grad_b vs cpu")
 
 
 # -------------------------------------------------------------------------------------------- pool

@@ -97,6 +97,10 @@ def check_against_reference(c, dtype, rng):
     assert_close(gi, ref.conv2d_backward_input(g, w, x.shape, st, pd, dl), dtype)
     assert_close(gw, ref.conv2d_backward_weight(x, g, w.shape, st, pd, dl), dtype)
     assert_close(gb, ref.conv2d_backward_bias(g), dtype)
+    gw2, gb2 = poisoned(w.shape, dtype), poisoned(b.shape, dtype)
+    K2.conv2d_backward_params(x, g, *geo, gw2, gb2)
+    np.testing.assert_array_equal(gw2, gw)
+    np.testing.assert_array_equal(gb2, gb)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -517,6 +517,13 @@ def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h,
             gw2[k, r] = s
 
 
+def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w,
+                           grad_b):
+    """grad_w and grad_b of one layer in one call (the CUDA twin computes both in one launch)."""
+    conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w)
+    conv2d_backward_bias(grad_out, grad_b)
+
+
 @njit(cache=True)
 def conv2d_backward_bias(grad_out, grad_b):
     """grad_b[k] = sum of grad_out[:, k] over batch and positions."""

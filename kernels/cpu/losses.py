@@ -111,7 +111,9 @@ def _row_sum(a, r):
     return s
 
 
-@njit(inline="always")
+# Not inlined at the Numba IR level (LLVM still inlines it): inside a prange reduction, Numba's
+# parfor pass on Python 3.12 fails on this loop-carried maximum ("unexpected cycle in lookup()").
+@njit
 def _row_max(a, r):
     m = a[r, 0]
     for j in range(1, a.shape[1]):

@@ -14,6 +14,7 @@ tiles) are built by a factory ``build(dtype)``, cached per dtype (and tile shape
 type frozen into the closure; all other kernels are one lazily-typed dispatcher that numba
 specializes per argument types.
 """
+import ctypes
 import functools
 import inspect
 import math
@@ -21,6 +22,11 @@ import math
 import numba
 import numpy as np
 from numba import cuda
+
+try:
+    from numba.cuda.core.config import ENABLE_CUDASIM as _SIMULATOR
+except ImportError:
+    from numba.config import ENABLE_CUDASIM as _SIMULATOR
 
 __all__ = []
 
@@ -34,7 +40,7 @@ class _Config:
     threads = 256                       # threads per block of 1-D kernels (2^k <= MAX_THREADS)
     max_blocks = 2048                   # grid cap of grid-stride kernels
     row_block = (ROW_LANES, ROW_ROWS)   # (lanes per row, rows per block) of row-wise kernels
-    gemm_tile = (64, 64, 16, 4, 4)      # BM, BN, BK, TM, TN: block tile, per-thread register tile
+    gemm_tile = (64, 128, 8, 4, 8)      # BM, BN, BK, TM, TN: block tile, per-thread register tile
     gemm_min_chunk = 4                  # split-K: at least this many BK steps per split
     num_sms = None                      # None: ask the device (split-K targets ~2 blocks per SM)
     check_signatures = False            # check every launch against the kernel's declared spec
@@ -111,6 +117,7 @@ class Kernel:
         self.options = dict(options or {})
         self.uses_labels = any(c[0] == "I" for c in self.spec)
         self.dtype_free = not any(c[0] == "A" for c in self.spec)
+        self._compiled = {}
         KERNELS.append(self)
 
     def dispatcher(self, dtype):
@@ -127,25 +134,48 @@ class Kernel:
         if len(args) != len(self.spec):
             raise TypeError(f"{self.name}: {len(args)} arguments for spec {' '.join(self.spec)}")
         conv, dtype, itype = [], None, None
+        packed = [] if _direct.usable() else None
         for code, a in zip(self.spec, args):
             kind = code[0]
             if kind == "f":
                 a = float(a)
+                scalars = (ctypes.c_double(a),)
             elif kind == "i":
                 a = int(a)
+                scalars = (ctypes.c_int64(a),)
             elif kind == "b":
                 a = bool(a)
+                scalars = (a,)
             elif kind == "t":
                 a = tuple(int(v) for v in a)
-            elif kind == "A" and dtype is None:
-                dtype = np.dtype(a.dtype)
-            elif kind == "I" and itype is None:
-                itype = np.dtype(a.dtype)
+                scalars = tuple(ctypes.c_int64(v) for v in a)
+            else:
+                scalars = None
+                if kind == "A" and dtype is None:
+                    dtype = np.dtype(a.dtype)
+                elif kind == "I" and itype is None:
+                    itype = np.dtype(a.dtype)
+                if packed is not None:
+                    packed = _pack_array(a, packed)
+            if scalars is not None and packed is not None:
+                packed.extend(scalars)
             conv.append(a)
+        dtype = np.float64 if dtype is None else dtype
+        if config.check_signatures or packed is None:
+            conv = [a.materialize() if type(a) is View else a for a in conv]
         if config.check_signatures:
             self._check(conv, dtype, itype)
             LAUNCHED.add(self.name)
-        self.dispatcher(dtype if dtype is not None else np.float64)[grid, block](*conv)
+        if packed is None:
+            self.dispatcher(dtype)[grid, block](*conv)
+            return
+        key = (dtype, itype)
+        handle = self._compiled.get(key)
+        if handle is None:
+            compiled = self.dispatcher(dtype).compile(
+                self.argtypes(dtype, np.int64 if itype is None else itype))
+            handle = self._compiled[key] = _direct.handle(compiled)
+        _direct.launch(handle, grid, block, packed)
 
     def _check(self, args, dtype, itype):
         """Raise TypeError unless the arguments match the spec (what PTX compilation assumes)."""
@@ -163,6 +193,119 @@ class Kernel:
                     or not a.flags["C_CONTIGUOUS"]):
                 raise TypeError(f"{self.name}: argument {k} is {a.dtype} {a.ndim}-d "
                                 f"(contiguous {a.flags['C_CONTIGUOUS']}), spec {code} wants {want}")
+
+
+# ---------------------------------------------------------------------------------------------
+# direct launches: a launch through numba's dispatcher types every argument, searches the
+# overloads and converts each array again (~50 us per launch from Python). Kernel argument types
+# are known from the spec, so each overload is compiled once and launched through cuda.core with
+# arguments packed as numba's kernel ABI lays them out (an array: meminfo, parent, size,
+# itemsize, data pointer, shape, strides). A self-test at first use falls back to the dispatcher
+# if this numba-cuda lays them out differently; the simulator always uses the dispatcher.
+
+class View:
+    """A C-contiguous device array seen with another shape, as a kernel argument only. Numba's
+    ``reshape`` builds a new device-array object (tens of microseconds, several per launch);
+    a direct launch packs the base array's pointer with this shape instead, and other launches
+    reshape for real (:meth:`materialize`)."""
+
+    __slots__ = ("base", "shape", "size", "dtype", "ndim")
+
+    def __init__(self, base, shape):
+        self.base = base.base if isinstance(base, View) else base
+        self.shape = tuple(int(d) for d in shape)
+        self.size = self.base.size
+        self.dtype = self.base.dtype
+        self.ndim = len(self.shape)
+        if math.prod(self.shape) != self.size:
+            raise ValueError(f"cannot view {self.size} elements as {self.shape}")
+
+    def materialize(self):
+        return self.base.reshape(self.shape)
+
+
+def view(a, *shape):
+    """``a`` (a C-contiguous device array, or a View) as a kernel argument of ``shape``."""
+    return View(a, shape)
+
+
+def flat(a):
+    """``a`` as a 1-D kernel argument."""
+    return View(a, (a.size,))
+
+
+def _pack_array(a, packed):
+    """Append device array ``a``'s kernel arguments; None when ``a`` is not a numba device array
+    (a host array, which numba must copy)."""
+    if type(a) is View:
+        shape, a = a.shape, a.base
+        if not hasattr(a, "gpu_data"):
+            return None
+        item = a.dtype.itemsize
+        strides, step = [], item
+        for d in reversed(shape):
+            strides.append(step)
+            step *= d
+        strides.reverse()
+    elif hasattr(a, "gpu_data"):
+        shape, strides, item = a.shape, a.strides, a.dtype.itemsize
+    else:
+        return None
+    packed.extend((0, 0, a.size, item, a.device_ctypes_pointer.value or 0))
+    packed.extend(shape)
+    packed.extend(strides)
+    return packed
+
+
+class _Direct:
+    def __init__(self):
+        self.state = False if _SIMULATOR else None  # None: not tried yet; then True / False
+        self.configs = {}
+
+    def usable(self):
+        if self.state is None:
+            self.state = False
+            try:
+                self._setup()
+                self.state = self._self_test()
+            except Exception:   # any mismatch with this numba-cuda: use its dispatcher
+                self.state = False
+        return self.state
+
+    def _setup(self):
+        from numba.cuda import dispatcher as nd
+        from numba.cuda.cudadrv.driver import _to_core_stream
+        self._launch = nd.launch
+        self._config_kw = {"is_cooperative" if nd.CUDA_CORE_GE_1_0 else "cooperative_launch":
+                           False}
+        self._config_cls = nd.LaunchConfig
+        self._normalize = nd.normalize_kernel_dimensions
+        self.stream = _to_core_stream(0)
+
+    def _self_test(self):
+        out = cuda.device_array(37, np.float32)
+        out[:] = 0
+        disp = _fill.dispatcher(np.float32)
+        handle = self.handle(disp.compile(_fill.argtypes(np.float32)))
+        self.launch(handle, 1, 64, _pack_array(out, []) + [ctypes.c_double(2.5)])
+        return bool(np.all(out.copy_to_host() == np.float32(2.5)))
+
+    def handle(self, compiled):
+        if compiled.cooperative or compiled.debug:
+            raise TypeError("direct launches take plain kernels only")
+        return compiled._codelibrary.get_cufunc().kernel
+
+    def launch(self, handle, grid, block, packed):
+        key = (grid, block)
+        cfg = self.configs.get(key)
+        if cfg is None:
+            g, b = self._normalize(grid, block)
+            cfg = self.configs[key] = self._config_cls(grid=g, block=b, shmem_size=0,
+                                                       **self._config_kw)
+        self._launch(self.stream, cfg, handle, *packed)
+
+
+_direct = _Direct()
 
 
 def jit(fn, **options):
@@ -199,27 +342,46 @@ def device(fn):
 # device scratch: grow-only buffers reused across calls (kernels run in stream order, so a buffer
 # is free again once the launch that used it is queued behind the next one)
 
-_scratch = {}
+_scratch = {}    # key -> (buffer, {(n, shape): view of it})
 
 
-def scratch(tag, n, dtype):
-    """A device array of ``n`` elements of ``dtype`` (contents undefined), cached under ``tag``."""
-    key = (tag, np.dtype(dtype))
-    buf = _scratch.get(key)
-    if buf is None or buf.size < n:
-        buf = cuda.device_array(max(n, 1), dtype=dtype)
-        _scratch[key] = buf
-    return buf[:max(n, 1)]
+def _cached_view(key, n, shape, make):
+    """View ``(n, shape)`` of the buffer cached under ``key`` (``make(size)`` makes a buffer when
+    there is none or it is too small). Views are cached too: making a device-array view costs
+    tens of microseconds, and kernels ask for the same few every step."""
+    n = max(n, 1)
+    entry = _scratch.get(key)
+    if entry is None or entry[0].size < n:
+        entry = _scratch[key] = (make(n), {})
+    views = entry[1]
+    vkey = (n, shape)
+    view = views.get(vkey)
+    if view is None:
+        if len(views) > 256:
+            views.clear()
+        view = entry[0][:n]
+        if shape is not None:
+            view = view.reshape(shape)
+        views[vkey] = view
+    return view
+
+
+def scratch(tag, n, dtype, shape=None):
+    """A device array of ``n`` elements of ``dtype`` (contents undefined), cached under ``tag``;
+    reshaped to ``shape`` if given."""
+    dtype = np.dtype(dtype)
+    return _cached_view((tag, dtype), n, shape, lambda size: cuda.device_array(size, dtype))
+
+
+def counters(tag, n):
+    """``n`` zeroed int32 device counters (kernels that use one reset it to zero when done)."""
+    return _cached_view(("counter", tag), n, None,
+                        lambda size: cuda.to_device(np.zeros(size, dtype=np.int32)))
 
 
 def counter(tag):
     """A zeroed int32 device counter (kernels that use it reset it to zero when done)."""
-    key = ("counter", tag)
-    c = _scratch.get(key)
-    if c is None:
-        c = cuda.to_device(np.zeros(1, dtype=np.int32))
-        _scratch[key] = c
-    return c
+    return counters(tag, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,9 +488,8 @@ def _fill(out, value):
 
 def fill(out, value):
     """Set every element of the device array ``out`` to ``value`` (one launch)."""
-    flat = out.reshape(out.size)
-    if flat.size:
-        _fill[grid_1d(flat.size)](flat, value)
+    if out.size:
+        _fill[grid_1d(out.size)](flat(out), value)
 
 
 # Philox4x32-10 (Salmon et al., SC'11): counter = element index, key = seed. Counter-based, so the
@@ -375,7 +536,6 @@ def _uniform(out, seed, bits, scale):
 def uniform(out, seed):
     """Fill the device array ``out`` with uniform [0, 1) numbers from the 63-bit ``seed``: 24
     random bits per float32, 53 per float64 (exact in the dtype, so never 1.0)."""
-    flat = out.reshape(out.size)
     bits = 24 if np.dtype(out.dtype) == np.float32 else 53
-    if flat.size:
-        _uniform[grid_1d(flat.size)](flat, int(seed), bits, math.ldexp(1.0, -bits))
+    if out.size:
+        _uniform[grid_1d(out.size)](flat(out), int(seed), bits, math.ldexp(1.0, -bits))

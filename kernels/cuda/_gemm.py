@@ -19,7 +19,7 @@ loop has no integer divisions); ``D`` an auxiliary array (bias, or a second outp
 ``a_kfast`` / ``b_kfast`` say which index of the operand is contiguous in memory, so that
 consecutive threads load consecutive addresses (coalescing).
 
-Tiling (``config.gemm_tile = (BM, BN, BK, TM, TN)``, default 64, 64, 16, 4, 4): a block of
+Tiling (``config.gemm_tile = (BM, BN, BK, TM, TN)``, default 64, 128, 8, 4, 8): a block of
 (BN/TN) x (BM/TM) threads computes a BM x BN tile of C; each thread a TM x TN register tile at rows
 ``ty + i*BM/TM`` and columns ``tx + j*BN/TN`` (strided, so stores coalesce and shared-memory reads
 are conflict-free). Per BK step the block stages an A tile (BK x BM, transposed) and a B tile
@@ -27,8 +27,10 @@ are conflict-free). Per BK step the block stages an A tile (BK x BM, transposed)
 one is multiplied (software pipelining). Out-of-range elements load as zero (ragged edges).
 
 Split-K: when the grid has fewer blocks than ~2 per SM and K is long (weight gradients, small
-layers), ``gridDim.z`` blocks each reduce a K chunk into a device scratch of partial tiles, and a
-second kernel adds the partials in a fixed order and applies ``store`` (deterministic).
+layers), ``gridDim.z`` blocks each reduce a K chunk into a device scratch of partial tiles. Each
+takes a ticket from its output tile's counter once its partial is written; the block with the
+last ticket adds the partials in split order and applies ``store`` (deterministic, and no second
+launch), then resets the counter.
 
 The element type of the shared and register tiles must be known at compile time: each variant is
 compiled per dtype (and tile shape) by a cached factory that freezes ``numba.from_dtype(dtype)``
@@ -40,7 +42,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._common import Kernel, cdiv, config, grid_1d, jit, num_sms, scratch
+from ._common import Kernel, cdiv, config, counters, jit, num_sms, scratch
 
 
 @cuda.jit(device=True)
@@ -78,7 +80,7 @@ def _make_gemm(dtype, tile, ops):
     SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
 
-    def gemm_tile(A, B, C, D, P, T, M, N, K, kchunk, geo):
+    def gemm_tile(A, B, C, D, P, tickets, T, M, N, K, kchunk, geo):
         As = cuda.shared.array(SA, nbt)     # As[k * PA + m] = A[m0 + m, kt + k]
         Bs = cuda.shared.array(SB, nbt)     # Bs[k * PB + n] = B[kt + k, n0 + n]
         acc = cuda.local.array((TM, TN), nbt)
@@ -162,48 +164,61 @@ def _make_gemm(dtype, tile, ops):
                             acc[i, j] += av[i] * bv[j]
                     kk += np.uint32(1)
                 cuda.syncthreads()
-        split = cuda.gridDim.z > 1
-        z = cuda.blockIdx.z
+        S = cuda.gridDim.z
+        if S == 1:
+            for i in range(TM):
+                m = m0 + ty + i * TY
+                if m < M:
+                    for j in range(TN):
+                        n = n0 + tx + j * TX
+                        if n < N:
+                            store(C, D, geo, m, n, acc[i, j])
+            return
+        # split-K: publish this block's partial tile, then take a ticket
         for i in range(TM):
             m = m0 + ty + i * TY
             if m < M:
                 for j in range(TN):
                     n = n0 + tx + j * TX
                     if n < N:
-                        if split:
-                            P[z, m, n] = acc[i, j]
-                        else:
-                            store(C, D, geo, m, n, acc[i, j])
+                        P[cuda.blockIdx.z, m, n] = acc[i, j]
+        cuda.threadfence()
+        cuda.syncthreads()
+        last = cuda.shared.array(1, numba.int32)
+        tile = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
+        if tid == 0:
+            last[0] = 1 if cuda.atomic.add(tickets, tile, 1) == S - 1 else 0
+        cuda.syncthreads()
+        if last[0] == 0:
+            return
+        cuda.threadfence()
+        for i in range(TM):
+            m = m0 + ty + i * TY
+            if m < M:
+                for j in range(TN):
+                    n = n0 + tx + j * TX
+                    if n < N:
+                        v = P[0, m, n]
+                        for z in range(1, S):
+                            v += P[z, m, n]
+                        store(C, D, geo, m, n, v)
+        if tid == 0:
+            tickets[tile] = 0
 
-    # float32 tiles fit in 128 registers: ask for two resident blocks per SM
-    return jit(gemm_tile, launch_bounds=(NT, 2) if nbt == numba.float32 else NT)
-
-
-def _make_finish(store):
-    """Split-K second pass: C[m, n] = store(sum over splits of P[:, m, n]), in split order."""
-    def gemm_finish(P, C, D, M, N, geo):
-        S = P.shape[0]
-        for idx in range(cuda.grid(1), M * N, cuda.gridsize(1)):
-            m = idx // N
-            n = idx - m * N
-            s = P[0, m, n]
-            for z in range(1, S):
-                s += P[z, m, n]
-            store(C, D, geo, m, n, s)
-
-    return cuda.jit(gemm_finish)
+    # float32 4x4 register tiles fit in 128 registers: ask for two resident blocks per SM; larger
+    # register tiles need more registers than that
+    two = nbt == numba.float32 and TM * TN <= 16
+    return jit(gemm_tile, launch_bounds=(NT, 2) if two else NT)
 
 
 class Gemm:
-    """One GEMM variant: its tile kernel and split-K finish kernel, and the launcher of both."""
+    """One GEMM variant: its tile kernel, and the launcher."""
 
     def __init__(self, name, dims, ngeo, ops):
         build = functools.lru_cache(maxsize=None)(lambda dtype, tile: _make_gemm(dtype, tile, ops))
-        finish = _make_finish(ops[4])
         a, b, c, d = dims
-        self.tile = Kernel(f"{name}_tile", f"A{a} A{b} A{c} A{d} A3 q2 i i i i t{ngeo}",
+        self.tile = Kernel(f"{name}_tile", f"A{a} A{b} A{c} A{d} A3 n1 q2 i i i i t{ngeo}",
                            lambda dtype: build(dtype, tuple(config.gemm_tile)))
-        self.finish = Kernel(f"{name}_finish", f"A3 A{c} A{d} i i t{ngeo}", lambda dtype: finish)
 
     def __call__(self, A, B, C, D, M, N, K, geo, table=None):
         """Launch C = A @ B (through the index functions) for an M x N x K problem."""
@@ -211,19 +226,19 @@ class Gemm:
             return
         BM, BN, BK, TM, TN, TX, TY = _tile_shape(config.gemm_tile)[:7]
         if table is None:
-            table = scratch("gemm_no_table", 1, np.int64).reshape(1, 1)
+            table = scratch("gemm_no_table", 1, np.int64, (1, 1))
         gm, gn = cdiv(M, BM), cdiv(N, BN)
         splits = _splits(gm * gn, K, BK)
         if splits > 1:
             kchunk = cdiv(cdiv(K, splits), BK) * BK
             splits = cdiv(K, kchunk)
         if splits > 1:
-            P = scratch("gemm", splits * M * N, C.dtype).reshape(splits, M, N)
-            self.tile[(gn, gm, splits), (TX, TY)](A, B, C, D, P, table, M, N, K, kchunk, geo)
-            self.finish[grid_1d(M * N)](P, C, D, M, N, geo)
+            P = scratch("gemm", splits * M * N, C.dtype, (splits, M, N))
         else:
-            P = scratch("gemm", 1, C.dtype).reshape(1, 1, 1)
-            self.tile[(gn, gm, 1), (TX, TY)](A, B, C, D, P, table, M, N, K, max(K, 1), geo)
+            P, kchunk = scratch("gemm", 1, C.dtype, (1, 1, 1)), max(K, 1)
+        tickets = counters("gemm", gm * gn)
+        self.tile[(gn, gm, splits), (TX, TY)](A, B, C, D, P, tickets, table, M, N, K, kchunk,
+                                              geo)
 
 
 def _splits(blocks, K, BK):
@@ -232,7 +247,7 @@ def _splits(blocks, K, BK):
     if blocks >= sms:
         return 1
     by_work = K // (BK * config.gemm_min_chunk)
-    return max(1, min(cdiv(2 * sms, blocks), by_work, 64))
+    return max(1, min(cdiv(2 * sms, blocks), by_work, 128))
 
 
 def gemm(name, dims, ngeo, load_a, load_b, store, a_kfast=True, b_kfast=False,

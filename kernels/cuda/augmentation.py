@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._common import grid_1d, kernel
+from ._common import flat, grid_1d, kernel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,8 +36,8 @@ def spatial_dropout2d_forward(x, u, rate, out, mask):
     keep_scale = 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
     if x.size:
         hw = x.shape[2] * x.shape[3]
-        _sdrop_fwd[grid_1d(x.size)](x.reshape(x.size), u.reshape(u.size), hw, rate, keep_scale,
-                                    out.reshape(out.size), mask.reshape(mask.size))
+        _sdrop_fwd[grid_1d(x.size)](flat(x), flat(u), hw, rate, keep_scale,
+                                    flat(out), flat(mask))
 
 
 @kernel("A1 A1 i A1")
@@ -50,9 +50,9 @@ def spatial_dropout2d_backward(grad_out, mask, grad_in):
     """grad_in = grad_out * mask[n, c] over each (n, c) plane."""
     if grad_out.size:
         hw = grad_out.shape[2] * grad_out.shape[3]
-        _sdrop_bwd[grid_1d(grad_out.size)](grad_out.reshape(grad_out.size),
-                                           mask.reshape(mask.size), hw,
-                                           grad_in.reshape(grad_in.size))
+        _sdrop_bwd[grid_1d(grad_out.size)](flat(grad_out),
+                                           flat(mask), hw,
+                                           flat(grad_in))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ im2col matrix on the fly (the matrix is never stored; positions outside the imag
   once); M = C, N = batch*H*W, K = K*KH*KW.
 * backward weight: grad_w[k, r] = sum_(n, p) grad_out[n, k, p] * col[r, (n, p)]; M = K,
   N = C*KH*KW, K = batch*OH*OW: a long reduction, so split-K (deterministic) usually applies.
-* backward bias: one block per output channel, a shared-memory block sum.
+* backward bias: one block per output channel, a shared-memory block sum; or, with the weight
+  gradient (``conv2d_backward_params``), one more output column of that GEMM against ones.
 
 No integer division in the K loop: the GEMM's row/column contexts decompose the M and N indices
 once per thread, and a small int64 table (built on the host, cached per geometry on the device)
@@ -23,7 +24,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda
 
-from ._common import MAX_THREADS, block_sum, config, kernel, launcher
+from ._common import MAX_THREADS, block_sum, config, flat, kernel, launcher, scratch, view
 from ._gemm import gemm, ld_rows
 
 _NGEO = 14
@@ -126,9 +127,12 @@ def _bw_ld_g(g, geo, T, k, r, k_off, u1, u2):
 
 @cuda.jit(device=True)
 def _bw_col(x, geo, j):
-    """Column j = (c, kh, kw): (offset of x[0, c, kh*dh, kw*dw], kh*dh, kw*dw)."""
+    """Column j = (c, kh, kw): (offset of x[0, c, kh*dh, kw*dw], kh*dh, kw*dw); the extra column
+    j = C*KH*KW (bias gradient) is a column of ones, marked by offset -1."""
     C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K = geo
     KK = KH * KW
+    if j == C * KK:
+        return -1, 0, 0
     c = j // KK
     q = j - c * KK
     kh = q // KW
@@ -139,6 +143,8 @@ def _bw_col(x, geo, j):
 @cuda.jit(device=True)
 def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
     """im2col[j, r], r = (n, oh, ow): T[r] = (offset of x[n, 0, ih0, iw0], ih0, iw0, _)."""
+    if off < 0:
+        return x.dtype.type(1)
     ih = T[r, 1] + dkh
     iw = T[r, 2] + dkw
     if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
@@ -147,15 +153,18 @@ def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
 
 
 @cuda.jit(device=True)
-def _bw_store(gw, unused, geo, k, j, v):
-    gw[k, j] = v
+def _bw_store(gw, gb, geo, k, j, v):
+    if j == gw.shape[1]:
+        gb[k] = v
+    else:
+        gw[k, j] = v
 
 
 _fwd = gemm("conv2d._fwd", (2, 1, 3, 1), _NGEO, ld_rows, _fwd_ld_x, _fwd_store,
             a_kfast=True, b_kfast=False, b_ctx=_fwd_col)
 _bwd_in = gemm("conv2d._bwd_in", (1, 1, 3, 3), _NGEO, _bin_ld_w, _bin_ld_g, _bin_store,
                a_kfast=True, b_kfast=False, a_ctx=_bin_row, b_ctx=_bin_col)
-_bwd_w = gemm("conv2d._bwd_w", (1, 1, 2, 2), _NGEO, _bw_ld_g, _bw_ld_x, _bw_store,
+_bwd_w = gemm("conv2d._bwd_w", (1, 1, 2, 1), _NGEO, _bw_ld_g, _bw_ld_x, _bw_store,
               a_kfast=True, b_kfast=True, a_ctx=_bw_row, b_ctx=_bw_col)
 
 
@@ -220,7 +229,7 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
     K, _, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
     geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
-    _fwd(w.reshape(K, C * KH * KW), x.reshape(x.size), out.reshape(N, K, OH * OW), b,
+    _fwd(view(w, K, C * KH * KW), flat(x), view(out, N, K, OH * OW), b,
          K, N * OH * OW, C * KH * KW, geo, _table("fwd", C, H, W, KH, KW, dil_h, dil_w))
 
 
@@ -231,22 +240,38 @@ def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, 
     K, _, KH, KW = w.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
-    gi3 = grad_in.reshape(N, C, H * W)
-    _bwd_in(w.reshape(w.size), grad_out.reshape(grad_out.size), gi3, gi3, C, N * H * W,
+    gi3 = view(grad_in, N, C, H * W)
+    _bwd_in(flat(w), flat(grad_out), gi3, gi3, C, N * H * W,
             K * KH * KW, geo, _table("bin", K, C, KH, KW, OH, OW, dil_h, dil_w))
+
+
+def _backward_weight(x, grad_out, geometry, grad_w, grad_b):
+    """grad_w (and grad_b, as the GEMM's extra column of ones, when given) in one launch."""
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = geometry
+    N, C, H, W = x.shape
+    K, _, KH, KW = grad_w.shape
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
+    CKK = C * KH * KW
+    _bwd_w(flat(grad_out), flat(x), view(grad_w, K, CKK),
+           grad_b if grad_b is not None else scratch("conv2d.no_bias", K, grad_w.dtype),
+           K, CKK + (grad_b is not None), N * OH * OW, geo,
+           _table("bw", N, C, H, W, K, OH, OW, stride_h, stride_w, pad_h, pad_w))
 
 
 @launcher
 def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w):
     """grad_w (K,C,KH,KW) = d(sum(out * grad_out)) / dw."""
-    N, C, H, W = x.shape
-    K, _, KH, KW = grad_w.shape
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
-    gw2 = grad_w.reshape(K, C * KH * KW)
-    _bwd_w(grad_out.reshape(grad_out.size), x.reshape(x.size), gw2, gw2, K, C * KH * KW,
-           N * OH * OW, geo,
-           _table("bw", N, C, H, W, K, OH, OW, stride_h, stride_w, pad_h, pad_w))
+    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), grad_w, None)
+
+
+@launcher
+def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w,
+                           grad_b):
+    """grad_w and grad_b (K,) in one launch: the bias gradient is the weight-gradient GEMM's
+    extra output column, against a column of ones."""
+    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), grad_w,
+                     grad_b)
 
 
 @kernel("A3 A1")
@@ -272,4 +297,4 @@ def conv2d_backward_bias(grad_out, grad_b):
     N, K, OH, OW = grad_out.shape
     if K:
         _bias_grad[min(K, config.max_blocks), config.threads](
-            grad_out.reshape(N, K, OH * OW), grad_b)
+            view(grad_out, N, K, OH * OW), grad_b)

@@ -18,8 +18,8 @@ import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import (MAX_THREADS, ROW_LANES, ROW_ROWS, Kernel, device, grid_1d, grid_rows,
-                      grid_sum_store, reduction_args, row_max, row_sum)
+from ._common import (MAX_THREADS, ROW_LANES, ROW_ROWS, Kernel, device, flat, grid_1d,
+                      grid_rows, grid_sum_store, reduction_args, row_max, row_sum)
 
 _log_clipped = device(scalar.log_clipped)
 _neg_log_clipped_grad = device(scalar.neg_log_clipped_grad)
@@ -34,10 +34,6 @@ _contrastive_grad = device(scalar.contrastive_grad)
 _pnorm_power = device(scalar.pnorm_power)
 _pnorm_root = device(scalar.pnorm_root)
 _pnorm_grad = device(scalar.pnorm_grad)
-
-
-def _flat(a):
-    return a.reshape(a.size)
 
 
 def _inv(n):
@@ -104,17 +100,17 @@ _P = {name: _pointwise(name, f, g, nparams)
 def _pw_launch(which, name, y_true, y_pred, params, weights, per_element, res):
     """Launch the forward (which=0, res = out) or backward (which=1, res = grad) of a pointwise
     loss; ``per_element``: l_i is the mean over the sample's elements (else their sum)."""
-    p = _flat(y_pred)
+    p = flat(y_pred)
     n = y_pred.shape[0]
     d = p.size // n if n else 1
     scale = _inv(n * d) if per_element else _inv(n)
     a, b, c, e = (tuple(params) + (0.0, 0.0, 0.0, 0.0))[:4]
     grid = grid_1d(p.size)
     if which == 0:
-        _P[name][0][grid](_flat(y_true), p, a, b, c, e, weights, max(d, 1), scale, res,
+        _P[name][0][grid](flat(y_true), p, a, b, c, e, weights, max(d, 1), scale, res,
                           *reduction_args("losses", grid[0]))
     elif p.size:
-        _P[name][1][grid](_flat(y_true), p, a, b, c, e, weights, max(d, 1), scale, _flat(res))
+        _P[name][1][grid](flat(y_true), p, a, b, c, e, weights, max(d, 1), scale, flat(res))
 
 
 def mse_forward(y_true, y_pred, weights, out):

@@ -15,7 +15,7 @@ import math
 
 from numba import cuda
 
-from ._common import config, grid_1d, kernel, launcher
+from ._common import config, grid_1d, kernel, launcher, view
 
 
 @kernel("A4 i i i i i i A4 q4")
@@ -81,8 +81,8 @@ def max_pool2d_backward(grad_out, argmax, grad_in):
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     if grad_in.size:
         _max_bwd[min(N * C, config.max_blocks), config.threads](
-            grad_out.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW),
-            grad_in.reshape(N * C, H * W))
+            view(grad_out, N * C, OH * OW), view(argmax, N * C, OH * OW),
+            view(grad_in, N * C, H * W))
 
 
 @kernel("A4 i i i i i i A4")

@@ -4,11 +4,15 @@
   Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) CUDA counts as unavailable, unless
   ``NUMBANET_ALLOW_CUDASIM=1`` asks to run the whole CUDA path in the simulator (tests do).
 * :class:`CUDABackend`: numba device arrays and the launchers of ``numbanet.kernels.cuda``.
+* :func:`caching_memory_manager`: a caching device allocator for numba (an EMM plugin), so the
+  arrays a training step allocates and drops reuse device memory instead of calling cuMemAlloc
+  and cuMemFree (which synchronizes the device) every step.
 * :func:`compile_ptx` / :func:`kernel_resources`: compile every CUDA kernel to PTX (no GPU needed)
   and, with ``ptxas`` on the PATH, report registers, spills and shared memory per kernel
   (``python -m numbanet._cuda --resources`` prints them as JSON).
 """
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -17,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -78,6 +83,86 @@ def is_available():
     return unavailable_reason() is None
 
 
+# ---------------------------------------------------------------------------------------------
+# caching device allocator
+
+def _rounded(nbytes):
+    """Block size for a request: 512-byte steps up to 1 MiB, then 1 MiB steps (so batches of
+    slightly different sizes share blocks)."""
+    step = 512 if nbytes <= (1 << 20) else (1 << 20)
+    return max(step, -(-nbytes // step) * step)
+
+
+@functools.lru_cache(maxsize=None)
+def caching_memory_manager():
+    """The EMM plugin class: device memory is taken from per-size free lists and returned to them
+    when the last array using it dies (its MemoryPointer's finalizer), as PyTorch's caching
+    allocator does. Work on the default stream runs in order, so a block handed out again is
+    only touched by kernels queued after those that used it before. On out-of-memory the cached
+    blocks are freed and the allocation retried."""
+    from numba.cuda.cudadrv import driver as drv
+
+    class CachingMemoryManager(drv.GetIpcHandleMixin, drv.HostOnlyCUDAMemoryManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._free = {}
+
+        def initialize(self):
+            if self.deallocations.memory_capacity == drv._SizeNotSet:
+                self.deallocations.memory_capacity = self.get_memory_info().total
+
+        def memalloc(self, size):
+            nbytes = _rounded(size)
+            stack = self._free.setdefault(nbytes, [])
+            ptr = stack.pop() if stack else self._new_block(nbytes)
+            return drv.MemoryPointer(weakref.proxy(self.context), ptr, size,
+                                     finalizer=functools.partial(stack.append, ptr))
+
+        def _new_block(self, nbytes):
+            try:
+                return drv.driver.cuMemAlloc(nbytes)
+            except drv.CudaAPIError:
+                self.release_cached()
+                return drv.driver.cuMemAlloc(nbytes)
+
+        def release_cached(self):
+            """Free every cached block that no array uses (after the device is idle)."""
+            drv.driver.cuCtxSynchronize()
+            for stack in self._free.values():
+                while stack:
+                    drv.driver.cuMemFree(stack.pop())
+
+        def get_memory_info(self):
+            free, total = drv.driver.cuMemGetInfo()
+            return drv.MemoryInfo(free=free, total=total)
+
+        def reset(self):
+            super().reset()
+            self.release_cached()
+
+        @property
+        def interface_version(self):
+            return drv._SUPPORTED_EMM_INTERFACE_VERSION
+
+    return CachingMemoryManager
+
+
+def _install_allocator():
+    """Use the caching allocator for contexts numba creates from now on, unless the user chose a
+    memory manager (NUMBA_CUDA_MEMORY_MANAGER) or set NUMBANET_CUDA_ALLOCATOR=numba."""
+    if cuda is None or is_simulator() or os.environ.get("NUMBANET_CUDA_ALLOCATOR") == "numba":
+        return
+    try:
+        from numba.cuda.core import config
+    except ImportError:
+        from numba import config
+    if getattr(config, "CUDA_MEMORY_MANAGER", "default") == "default":
+        cuda.set_memory_manager(caching_memory_manager())
+
+
+_install_allocator()
+
+
 def _kernels():
     """The numbanet.kernels.cuda package's shared helpers (imported on first use)."""
     from numbanet.kernels.cuda import _common
@@ -122,6 +207,10 @@ class CUDABackend(Backend):
                 return a
             a = a.copy_to_host()
         return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+
+    def kernel_view(self, a, shape):
+        """``a`` seen with ``shape`` as a kernel argument (no numba view object is made)."""
+        return self._common.View(a, shape)
 
     def to_numpy(self, a):
         if _is_device_array(a):

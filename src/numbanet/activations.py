@@ -43,10 +43,11 @@ class ActivationOp:
     def is_identity(self):
         return self.name == "linear"
 
-    def _view(self, a):
+    def _view(self, backend, a):
         shape = tuple(a.shape)      # device arrays' shapes may not index from the end
         size = int(np.prod(shape))
-        return a.reshape(size // shape[-1], shape[-1]) if self.name == "softmax" else a.reshape(size)
+        return backend.kernel_view(
+            a, (size // shape[-1], shape[-1]) if self.name == "softmax" else (size,))
 
     def forward(self, backend, x, out=None):
         """Apply to ``x``; writes into ``out`` (may be ``x`` itself unless backward needs ``x``)."""
@@ -55,7 +56,8 @@ class ActivationOp:
             return x
         if out is None:
             out = backend.empty(x.shape, x.dtype)
-        getattr(backend, self.kernel + "_forward")(self._view(x), self.alpha, self._view(out))
+        getattr(backend, self.kernel + "_forward")(self._view(backend, x), self.alpha,
+                                                   self._view(backend, out))
         self.x, self.y = x, out
         return out
 
@@ -65,6 +67,6 @@ class ActivationOp:
             return grad_out
         grad_in = backend.empty(grad_out.shape, grad_out.dtype)
         getattr(backend, self.kernel + "_backward")(
-            self._view(self.x), self._view(self.y), self._view(grad_out), self.alpha,
-            self._view(grad_in))
+            self._view(backend, self.x), self._view(backend, self.y),
+            self._view(backend, grad_out), self.alpha, self._view(backend, grad_in))
         return grad_in

@@ -68,6 +68,10 @@ class CPUBackend(Backend):
     def to_numpy(self, a):
         return np.asarray(a)
 
+    def kernel_view(self, a, shape):
+        """``a`` reshaped, for passing to this backend's kernels only."""
+        return a.reshape(shape)
+
     def copy_(self, dst, src):
         """Copy ``src`` (host or backend array) into ``dst`` in place."""
         dst[...] = np.asarray(src).reshape(dst.shape)

@@ -177,6 +177,8 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
         "conv2d_backward_weight": (f(n, c, hw, hw), f(n, k, hw, hw), 1, 1, 1, 1, 1, 1,
                                    e(k, c, 3, 3)),
         "conv2d_backward_bias": (f(n, k, hw, hw), e(k)),
+        "conv2d_backward_params": (f(n, c, hw, hw), f(n, k, hw, hw), 1, 1, 1, 1, 1, 1,
+                                   e(k, c, 3, 3), e(k)),
         "max_pool2d_forward": (f(n, c, hw, hw), 2, 2, 2, 2, 0, 0, e(n, c, o, o),
                                be.empty((n, c, o, o), np.int64)),
         "max_pool2d_backward": (f(n, c, o, o), on(be, _pool_argmax(n, c, hw)), e(n, c, hw, hw)),

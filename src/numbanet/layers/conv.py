@@ -92,8 +92,11 @@ class Conv2D(_Affine):
     def backward(self, grad_out, pre_activation=False):
         be = self.backend
         g = self.activation_grad(grad_out, pre_activation)
-        be.conv2d_backward_weight(self.x, g, *self._geometry(), self.grads["kernel"])
-        be.conv2d_backward_bias(g, self.bias_grad())
+        if self.use_bias:
+            be.conv2d_backward_params(self.x, g, *self._geometry(), self.grads["kernel"],
+                                      self.grads["bias"])
+        else:
+            be.conv2d_backward_weight(self.x, g, *self._geometry(), self.grads["kernel"])
         if not self.needs_input_grad:
             return None
         grad_in = be.empty(self.x.shape, self.dtype)
