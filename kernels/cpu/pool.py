@@ -54,12 +54,53 @@ def _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
             ap[oh, ow] = k
 
 
+@njit(cache=True)
+def _max_plane_2x2(xp, op, ap):
+    """_max_plane for the common 2x2 window, stride 2, no padding on any side (every window
+    inside the image):
+    the four candidates of a window are read directly, in the same order and with the same
+    tie and NaN rule."""
+    W = xp.shape[1]
+    OH, OW = op.shape
+    for oh in range(OH):
+        r0 = xp[2 * oh]
+        r1 = xp[2 * oh + 1]
+        k0 = 2 * oh * W
+        for ow in range(OW):
+            w = 2 * ow
+            m = r0[w]
+            k = k0 + w
+            v = r0[w + 1]
+            better = (v > m) | (v != v)
+            m = v if better else m
+            k = k0 + w + 1 if better else k
+            v = r1[w]
+            better = (v > m) | (v != v)
+            m = v if better else m
+            k = k0 + W + w if better else k
+            v = r1[w + 1]
+            better = (v > m) | (v != v)
+            m = v if better else m
+            k = k0 + W + w + 1 if better else k
+            op[oh, ow] = m
+            ap[oh, ow] = k
+
+
+@njit(cache=True)
+def _max_any_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
+    if (pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+            and 2 * op.shape[0] <= xp.shape[0] and 2 * op.shape[1] <= xp.shape[1]):
+        _max_plane_2x2(xp, op, ap)
+    else:
+        _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap)
+
+
 @njit(cache=True, parallel=True)
 def _max_forward_par(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax):
     C = x.shape[1]
     for p in prange(x.shape[0] * C):
         n, c = p // C, p % C
-        _max_plane(x[n, c], pool_h, pool_w, sh, sw, ph, pw, out[n, c], argmax[n, c])
+        _max_any_plane(x[n, c], pool_h, pool_w, sh, sw, ph, pw, out[n, c], argmax[n, c])
 
 
 @njit(cache=True)
@@ -71,8 +112,8 @@ def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out,
     else:
         for n in range(N):
             for c in range(C):
-                _max_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out[n, c],
-                           argmax[n, c])
+                _max_any_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
+                               out[n, c], argmax[n, c])
 
 
 @njit(cache=True)
