@@ -379,3 +379,45 @@ def test_every_kernel_was_launched(request):
     names |= {"optim._sgd", "optim._adagrad", "optim._rmsprop", "optim._adam"}
     missing = sorted(names - _common.LAUNCHED)
     assert not missing, f"never launched: {missing}"
+
+
+# ----------------------------------------------------------------------------- launch machinery
+class _FakeDeviceArray:
+    """What a direct launch reads of a numba device array, over a host array."""
+
+    def __init__(self, a):
+        self.a, self.gpu_data = a, object()
+        self.shape, self.strides, self.size, self.dtype = a.shape, a.strides, a.size, a.dtype
+
+    @property
+    def device_ctypes_pointer(self):
+        import ctypes
+        return ctypes.c_void_p(self.a.ctypes.data)
+
+    def reshape(self, *shape):
+        return _FakeDeviceArray(self.a.reshape(*shape))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_view_packs_like_a_reshape(dtype):
+    """A View is packed exactly as numba packs the reshaped array (pointer, size, itemsize,
+    shape, C strides); anything that is not a device array is left to numba."""
+    base = _FakeDeviceArray(np.zeros((4, 6), dtype))
+    ptr, item = base.a.ctypes.data, np.dtype(dtype).itemsize
+    for shape in [(2, 3, 4), (24,), (1, 24), (4, 6)]:
+        v = _common.view(base, *shape)
+        assert _common._pack_array(v, []) == _common._pack_array(base.reshape(*shape), [])
+        assert v.materialize().shape == shape
+    assert _common._pack_array(_common.flat(_common.view(base, 2, 12)), []) == \
+        [0, 0, 24, item, ptr, 24, item]
+    with pytest.raises(ValueError, match="cannot view 24 elements as"):
+        _common.view(base, 5, 5)
+    assert _common._pack_array(np.zeros(3, dtype), []) is None
+
+
+def test_allocator_block_sizes():
+    """512-byte steps up to 1 MiB, then whole MiB: every request fits its block."""
+    from numbanet._cuda import _rounded
+    mib = 1 << 20
+    assert [_rounded(n) for n in (0, 1, 512, 513, mib, mib + 1, 5 * mib - 1)] == \
+        [512, 512, 512, 1024, mib, 2 * mib, 5 * mib]

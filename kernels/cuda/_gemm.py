@@ -174,18 +174,15 @@ def _make_gemm(dtype, tile, ops):
                         if n < N:
                             store(C, D, geo, m, n, acc[i, j])
             return
-        # split-K: publish this block's partial tile, then take a ticket
+        # split-K: publish this block's partial tile (each tile's partials are a separate,
+        # line-aligned run of P, so no cache line is shared with another tile), take a ticket
+        tile = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
         for i in range(TM):
-            m = m0 + ty + i * TY
-            if m < M:
-                for j in range(TN):
-                    n = n0 + tx + j * TX
-                    if n < N:
-                        P[cuda.blockIdx.z, m, n] = acc[i, j]
+            for j in range(TN):
+                P[cuda.blockIdx.z, tile, (ty + i * TY) * BN + tx + j * TX] = acc[i, j]
         cuda.threadfence()
         cuda.syncthreads()
         last = cuda.shared.array(1, numba.int32)
-        tile = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
         if tid == 0:
             last[0] = 1 if cuda.atomic.add(tickets, tile, 1) == S - 1 else 0
         cuda.syncthreads()
@@ -198,17 +195,19 @@ def _make_gemm(dtype, tile, ops):
                 for j in range(TN):
                     n = n0 + tx + j * TX
                     if n < N:
-                        v = P[0, m, n]
+                        q = (ty + i * TY) * BN + tx + j * TX
+                        v = P[0, tile, q]
                         for z in range(1, S):
-                            v += P[z, m, n]
+                            v += P[z, tile, q]
                         store(C, D, geo, m, n, v)
         if tid == 0:
             tickets[tile] = 0
 
-    # float32 4x4 register tiles fit in 128 registers: ask for two resident blocks per SM; larger
-    # register tiles need more registers than that
+    # float32 4x4 register tiles fit in 128 registers: ask for two resident blocks per SM. Larger
+    # register tiles need more (a convolution's index contexts too): say one block, or ptxas
+    # settles on 128 registers and spills.
     two = nbt == numba.float32 and TM * TN <= 16
-    return jit(gemm_tile, launch_bounds=(NT, 2) if two else NT)
+    return jit(gemm_tile, launch_bounds=(NT, 2 if two else 1))
 
 
 class Gemm:
@@ -233,7 +232,7 @@ class Gemm:
             kchunk = cdiv(cdiv(K, splits), BK) * BK
             splits = cdiv(K, kchunk)
         if splits > 1:
-            P = scratch("gemm", splits * M * N, C.dtype, (splits, M, N))
+            P = scratch("gemm", splits * gm * gn * BM * BN, C.dtype, (splits, gm * gn, BM * BN))
         else:
             P, kchunk = scratch("gemm", 1, C.dtype, (1, 1, 1)), max(K, 1)
         tickets = counters("gemm", gm * gn)

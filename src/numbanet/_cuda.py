@@ -320,8 +320,9 @@ def compile_ptx(dtypes=("float32", "float64"), cc=(9, 0), names=None, shard=(0, 
     return rows
 
 
-_PTXAS_USED = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?"
-                         r"(?:, (\d+) bytes smem)?")
+_PTXAS_USED = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?")
+# "Used R registers, used B barriers[, S bytes cumulative stack size], M bytes smem"
+_PTXAS_SMEM = re.compile(r"Used \d+ registers[^\n]*?, (\d+) bytes smem")
 _PTXAS_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
                           r"(\d+) bytes spill loads")
 _PTXAS_VERSION = re.compile(r"Unsupported \.version ([\d.]+); current version is '([\d.]+)'")
@@ -352,7 +353,8 @@ def _ptxas(ptx, cc, ptxas):
     if used:
         stats["registers"] = int(used.group(1))
         stats["barriers"] = int(used.group(2) or 0)
-        stats["shared_bytes"] = int(used.group(3) or 0)
+        smem = _PTXAS_SMEM.search(log)
+        stats["shared_bytes"] = int(smem.group(1)) if smem else 0
     if spill:
         stats["stack_bytes"], stats["spill_stores"], stats["spill_loads"] = map(int, spill.groups())
     return stats, None
