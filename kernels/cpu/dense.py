@@ -1,13 +1,47 @@
-"""Dense (fully connected) layer kernels: BLAS GEMM through ``np.dot`` inside ``@njit``."""
+"""Dense (fully connected) layer kernels: BLAS GEMM through ``np.dot`` inside ``@njit``.
+
+Large products are split into blocks of output rows, one single-threaded BLAS call per block on
+Numba's threads (the backend runs BLAS single-threaded, see ``numbanet.backend``): one thread
+pool for every kernel. The number of blocks depends on the shape only, never on the thread
+count, so results are the same on any machine.
+"""
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+# Multiply-adds below which one BLAS call on the calling thread is faster than a split.
+_PARALLEL_MIN_WORK = 1 << 21
+# Row blocks of a split product (enough to balance up to this many threads), each of at least
+# _MIN_BLOCK_ROWS rows (thinner GEMMs lose more BLAS efficiency than the threads gain).
+_ROW_BLOCKS = 8
+_MIN_BLOCK_ROWS = 64
+
+
+@njit(cache=True)
+def _blocks(rows, work):
+    """How many row blocks (1: no split)."""
+    if work < _PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(_ROW_BLOCKS, rows // _MIN_BLOCK_ROWS))
+
+
+@njit(cache=True, parallel=True)
+def _rows_dot(a, b, out, nb):
+    """out = a @ b, row blocks in parallel (a and out C-contiguous)."""
+    n = a.shape[0]
+    for t in prange(nb):
+        r0, r1 = t * n // nb, (t + 1) * n // nb
+        np.dot(a[r0:r1], b, out[r0:r1])
 
 
 @njit(cache=True)
 def dense_forward(x, w, b, out):
     """out = x @ w + b  (x (N, I), w (I, U), b (U,), out (N, U))."""
-    np.dot(x, w, out)
     n, u = out.shape
+    nb = _blocks(n, n * u * x.shape[1])
+    if nb > 1:
+        _rows_dot(x, w, out, nb)
+    else:
+        np.dot(x, w, out)
     for i in range(n):
         for j in range(u):
             out[i, j] += b[j]
@@ -16,16 +50,36 @@ def dense_forward(x, w, b, out):
 @njit(cache=True)
 def dense_backward_input(grad_out, w, grad_in):
     """grad_in = grad_out @ w.T."""
-    np.dot(grad_out, w.T, grad_in)
+    n, i = grad_in.shape
+    nb = _blocks(n, n * i * w.shape[1])
+    if nb > 1:
+        _rows_dot(grad_out, w.T, grad_in, nb)
+    else:
+        np.dot(grad_out, w.T, grad_in)
+
+
+@njit(cache=True, parallel=True)
+def _weight_blocks(x, grad_out, grad_w, nb):
+    """grad_w = x.T @ grad_out by blocks of grad_w's rows (columns of x, copied contiguous)."""
+    i = x.shape[1]
+    for t in prange(nb):
+        c0, c1 = t * i // nb, (t + 1) * i // nb
+        xb = np.ascontiguousarray(x[:, c0:c1])
+        np.dot(xb.T, grad_out, grad_w[c0:c1])
 
 
 @njit(cache=True)
 def dense_backward_weight(x, grad_out, grad_w, grad_b):
     """grad_w = x.T @ grad_out; grad_b = column sums of grad_out."""
-    np.dot(x.T, grad_out, grad_w)
     n, u = grad_out.shape
+    i = x.shape[1]
+    nb = _blocks(i, n * u * i)
+    if nb > 1:
+        _weight_blocks(x, grad_out, grad_w, nb)
+    else:
+        np.dot(x.T, grad_out, grad_w)
     for j in range(u):
         grad_b[j] = 0.0
-    for i in range(n):
+    for r in range(n):
         for j in range(u):
-            grad_b[j] += grad_out[i, j]
+            grad_b[j] += grad_out[r, j]

@@ -1,0 +1,95 @@
+"""CPU dense kernels against the float64 reference: one BLAS call for small products, row blocks
+on Numba's threads for large ones."""
+import numpy as np
+import pytest
+from conftest import poisoned
+
+import reference as ref
+from numbanet.kernels.cpu import dense as D
+
+DTYPES = [np.float32, np.float64]
+
+# (N, I, U): small (one call), large (blocks), a single row, more threads than rows.
+SHAPES = [(3, 5, 7), (130, 131, 129), (1, 4100, 600), (2, 1100, 1000), (1030, 64, 70)]
+
+
+def assert_close(got, want, dtype, what):
+    want = np.asarray(want, np.float64)
+    tol = 1e-12 if dtype == np.float64 else 3e-6
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    assert not np.isnan(got).any(), f"{what}: unwritten elements"
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol * 10,
+                               atol=tol * scale, err_msg=what)
+
+
+def test_shapes_hit_both_paths():
+    assert any(n * i * u < D._PARALLEL_MIN_WORK for n, i, u in SHAPES)
+    assert sum(n * i * u >= D._PARALLEL_MIN_WORK for n, i, u in SHAPES) >= 3
+    assert any(D._blocks(n, n * i * u) > 1 and D._blocks(i, n * i * u) > 1 for n, i, u in SHAPES)
+    assert any(D._blocks(n, n * i * u) == D._ROW_BLOCKS for n, i, u in SHAPES)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dense_kernels(shape, dtype, rng):
+    n, i, u = shape
+    x = rng.standard_normal((n, i)).astype(dtype)
+    w = (rng.standard_normal((i, u)) / np.sqrt(i)).astype(dtype)
+    b = rng.standard_normal(u).astype(dtype)
+    g = rng.standard_normal((n, u)).astype(dtype)
+    out = poisoned((n, u), dtype)
+    D.dense_forward(x, w, b, out)
+    assert_close(out, ref.dense_forward(x, w, b), dtype, "forward")
+    gi = poisoned((n, i), dtype)
+    D.dense_backward_input(g, w, gi)
+    assert_close(gi, g.astype(np.float64) @ w.T.astype(np.float64), dtype, "backward input")
+    gw, gb = poisoned((i, u), dtype), poisoned((u,), dtype)
+    D.dense_backward_weight(x, g, gw, gb)
+    assert_close(gw, x.T.astype(np.float64) @ g.astype(np.float64), dtype, "grad_w")
+    assert_close(gb, g.astype(np.float64).sum(0), dtype, "grad_b")
+
+
+def test_same_result_on_any_thread_count(rng):
+    """The split depends on the shape only: 1 and 2 threads give identical bits."""
+    import numba
+    n, i, u = 130, 131, 129
+    x, w, b = rng.standard_normal((n, i)), rng.standard_normal((i, u)), rng.standard_normal(u)
+    g = rng.standard_normal((n, u))
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            out, gi, gw, gb = np.empty((n, u)), np.empty((n, i)), np.empty((i, u)), np.empty(u)
+            D.dense_forward(x, w, b, out)
+            D.dense_backward_input(g, w, gi)
+            D.dense_backward_weight(x, g, gw, gb)
+            results.append((out, gi, gw, gb))
+    finally:
+        numba.set_num_threads(before)
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_cpu_backend_runs_kernel_blas_single_threaded(monkeypatch):
+    """The BLAS Numba's np.dot calls runs on one thread once the CPU backend exists (numbanet
+    parallelizes around it); NUMBANET_BLAS_THREADS sets another count, or 'keep' leaves it."""
+    from threadpoolctl import ThreadpoolController
+
+    from numbanet.backend import get_backend, limit_kernel_blas_threads
+
+    def threads():
+        return {c.filepath: c.num_threads for c in ThreadpoolController().lib_controllers}
+
+    changed = get_backend("cpu").blas_threads
+    assert changed, "SciPy's BLAS was not found"
+    assert all(threads()[path] == 1 for path, _ in changed)
+    try:
+        monkeypatch.setenv("NUMBANET_BLAS_THREADS", "2")
+        assert [n for _, n in limit_kernel_blas_threads()] == [2] * len(changed)
+        assert all(threads()[path] == 2 for path, _ in changed)
+        monkeypatch.setenv("NUMBANET_BLAS_THREADS", "keep")
+        assert limit_kernel_blas_threads() == []
+        assert all(threads()[path] == 2 for path, _ in changed)
+    finally:
+        limit_kernel_blas_threads(1)
