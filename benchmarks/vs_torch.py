@@ -70,21 +70,26 @@ def dense_case(n, i, u):
     return nb_fn, torch_fn
 
 
-def conv_case(n, c, hw, k, first_layer=False):
+def conv_case(n, c, hw, k, first_layer=False, device="cpu"):
+    """Conv2D 3x3 'same' forward + backward on inputs already on ``device``."""
     import torch
     import numbanet as nb
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    g = rng.standard_normal((n, k, hw, hw)).astype(np.float32)
     layer = nb.layers.Conv2D(k, 3, padding=1)
+    be = nb.backend.get_backend(device)
+    layer.set_backend(be)
     layer.build((c, hw, hw))
     layer.needs_input_grad = not first_layer
-    g = rng.standard_normal((n, k, hw, hw)).astype(np.float32)
+    bx, bg = be.asarray(x), be.asarray(g)
 
     def nb_fn():
-        layer.forward(x, training=True)
-        layer.backward(g)
-    conv = torch.nn.Conv2d(c, k, 3, padding=1)
-    tx, tg = torch.from_numpy(x).requires_grad_(not first_layer), torch.from_numpy(g)
+        layer.forward(bx, training=True)
+        layer.backward(bg)
+    conv = torch.nn.Conv2d(c, k, 3, padding=1).to(device)
+    tx = torch.from_numpy(x).to(device).requires_grad_(not first_layer)
+    tg = torch.from_numpy(g).to(device)
 
     def torch_fn():
         conv.zero_grad(set_to_none=True)
@@ -93,10 +98,13 @@ def conv_case(n, c, hw, k, first_layer=False):
     return nb_fn, torch_fn
 
 
-def _train_pair(nb_model, torch_model, x, y, lr=1e-3):
+def _train_pair(nb_model, torch_model, x, y, lr=1e-3, device="cpu"):
+    """One training step from host batches: numbanet's train_step (batch in, loss out) against
+    torch's step with the same copy to ``device`` and ``loss.item()`` out."""
     import torch
     nb_model.compile(optimizer=__import__("numbanet").optimizers.Adam(lr),
                      loss="sparse_categorical_crossentropy")
+    torch_model = torch_model.to(device)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(torch_model.parameters(), lr=lr)
 
@@ -105,12 +113,14 @@ def _train_pair(nb_model, torch_model, x, y, lr=1e-3):
 
     def torch_fn():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(torch_model(tx), ty).backward()
+        loss = torch.nn.functional.cross_entropy(torch_model(tx.to(device)), ty.to(device))
+        loss.backward()
         opt.step()
+        loss.item()
     return nb_fn, torch_fn
 
 
-def lenet_case(batch=128):
+def lenet_case(batch=128, device="cpu"):
     import torch
     import numbanet as nb
     L, T = nb.layers, torch.nn
@@ -121,11 +131,11 @@ def lenet_case(batch=128):
         L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
         L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
         L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax"),
-    ], input_shape=(1, 28, 28))
+    ], input_shape=(1, 28, 28), device=device)
     tmodel = T.Sequential(T.Conv2d(1, 32, 3, padding=1), T.ReLU(), T.MaxPool2d(2),
                           T.Conv2d(32, 64, 3, padding=1), T.ReLU(), T.MaxPool2d(2), T.Flatten(),
                           T.Linear(64 * 7 * 7, 128), T.ReLU(), T.Linear(128, 10))
-    return _train_pair(model, tmodel, x, y)
+    return _train_pair(model, tmodel, x, y, device=device)
 
 
 def mlp_case(batch=32):
@@ -169,73 +179,14 @@ def sgemm_case(n):
     return nb_fn, torch_fn
 
 
-def cuda_conv_case(n, c, hw, k):
-    import torch
-    import numbanet as nb
-    from numba import cuda
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
-    g = rng.standard_normal((n, k, hw, hw), dtype=np.float32)
-    layer = nb.layers.Conv2D(k, 3, padding=1)
-    layer.set_backend(nb.backend.get_backend("cuda"))
-    layer.build((c, hw, hw))
-    dx, dg = cuda.to_device(x), cuda.to_device(g)
-
-    def nb_fn():
-        layer.forward(dx, training=True)
-        layer.backward(dg)
-    conv = torch.nn.Conv2d(c, k, 3, padding=1).cuda()
-    tx = torch.from_numpy(x).cuda().requires_grad_()
-    tg = torch.from_numpy(g).cuda()
-
-    def torch_fn():
-        conv.zero_grad(set_to_none=True)
-        tx.grad = None
-        conv(tx).backward(tg)
-    return nb_fn, torch_fn
-
-
-def cuda_lenet_case(batch=128):
-    """One training step from host batches: numbanet's train_step (batch in, loss out) against
-    torch's step with the same copy in and ``loss.item()`` out."""
-    import torch
-    import numbanet as nb
-    L, T = nb.layers, torch.nn
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    model = nb.Sequential([
-        L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
-        L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
-        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax"),
-    ], input_shape=(1, 28, 28), device="cuda")
-    model.compile(optimizer=nb.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    tmodel = T.Sequential(T.Conv2d(1, 32, 3, padding=1), T.ReLU(), T.MaxPool2d(2),
-                          T.Conv2d(32, 64, 3, padding=1), T.ReLU(), T.MaxPool2d(2), T.Flatten(),
-                          T.Linear(64 * 7 * 7, 128), T.ReLU(), T.Linear(128, 10)).cuda()
-    opt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-    def nb_fn():
-        model.train_step(x, y)
-
-    def torch_fn():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(tmodel(tx.cuda()), ty.cuda())
-        loss.backward()
-        opt.step()
-        loss.item()
-    return nb_fn, torch_fn
-
-
 CUDA_CASES = {
     "dense": [("SGEMM dense forward 4096x4096x4096", 0.5, lambda: sgemm_case(4096)),
               ("SGEMM dense forward 1024x1024x1024", None, lambda: sgemm_case(1024))],
     "conv": [("conv2d fwd+bwd N64 C64 56x56 K64 3x3", 0.3,
-              lambda: cuda_conv_case(64, 64, 56, 64)),
+              lambda: conv_case(64, 64, 56, 64, device="cuda")),
              ("conv2d fwd+bwd N128 C32 14x14 K64 3x3", None,
-              lambda: cuda_conv_case(128, 32, 14, 64))],
-    "train": [("LeNet train step, Adam, batch 128", 0.5, cuda_lenet_case)],
+              lambda: conv_case(128, 32, 14, 64, device="cuda"))],
+    "train": [("LeNet train step, Adam, batch 128", 0.5, lambda: lenet_case(device="cuda"))],
 }
 
 CASES = {

@@ -20,3 +20,42 @@ def rng():
 def poisoned(shape, dtype):
     """An output buffer filled with NaN, so an element a kernel forgot to write fails the test."""
     return np.full(shape, np.nan, dtype=dtype)
+
+
+def blank(shape, dtype):
+    """A poisoned output: NaN for floats, -7 for integers."""
+    if np.issubdtype(dtype, np.integer):
+        return np.full(shape, -7, dtype=dtype)
+    return poisoned(shape, dtype)
+
+
+def assert_close(got, want, dtype, what=""):
+    """Relative to the magnitude of ``want``: float64 ~1e-10, float32 ~1e-5; NaN only where
+    ``want`` has NaN (a NaN elsewhere is an element a kernel did not write)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, what
+    assert not np.isnan(got).any() or np.array_equal(np.isnan(got), np.isnan(want)), \
+        f"{what}: unwritten (NaN) elements"
+    big = max(1.0, float(np.max(np.abs(want[np.isfinite(want)]), initial=0.0)))
+    rtol, atol = (1e-10, 1e-12 * big) if dtype == np.float64 else (2e-5, 2e-6 * big)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+
+
+def dev(a):
+    """A host array on the device (numba.cuda: the simulator unless a real GPU run is asked)."""
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def run_pair(mod, name, args, outs):
+    """Run kernels.cpu.<mod>.<name> and kernels.cuda.<mod>.<name> on the same inputs ``args``
+    (arrays or scalars, in order) with fresh poisoned outputs ``outs`` [(shape, dtype)] appended;
+    returns (cpu outputs, cuda outputs) as host arrays."""
+    import importlib
+    cpu = importlib.import_module(f"numbanet.kernels.cpu.{mod}")
+    gpu = importlib.import_module(f"numbanet.kernels.cuda.{mod}")
+    c_outs = [blank(s, d) for s, d in outs]
+    getattr(cpu, name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args], *c_outs)
+    g_outs = [dev(blank(s, d)) for s, d in outs]
+    getattr(gpu, name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args], *g_outs)
+    return c_outs, [g.copy_to_host() for g in g_outs]

@@ -11,7 +11,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import assert_close, dev, poisoned, run_pair
 
 import reference as ref
 from numbanet import _cuda
@@ -45,41 +45,6 @@ def cpu_mod(mod):
 
 def gpu_mod(mod):
     return importlib.import_module(f"numbanet.kernels.cuda.{mod}")
-
-
-def dev(a):
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
-def blank(shape, dtype):
-    """A poisoned output: NaN for floats, -7 for integers."""
-    if np.issubdtype(dtype, np.integer):
-        return np.full(shape, -7, dtype=dtype)
-    return poisoned(shape, dtype)
-
-
-def run_pair(mod, name, args, outs):
-    """Run kernels.cpu.<mod>.<name> and kernels.cuda.<mod>.<name> on the same inputs ``args``
-    (arrays or scalars, in order) with fresh poisoned outputs ``outs`` [(shape, dtype)] appended;
-    returns (cpu outputs, cuda outputs) as host arrays."""
-    c_outs = [blank(s, d) for s, d in outs]
-    getattr(cpu_mod(mod), name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args],
-                                *c_outs)
-    g_outs = [dev(blank(s, d)) for s, d in outs]
-    getattr(gpu_mod(mod), name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args],
-                                *g_outs)
-    return c_outs, [g.copy_to_host() for g in g_outs]
-
-
-def assert_close(got, want, dtype, what=""):
-    """Relative to the magnitude of ``want``: float64 ~1e-10, float32 ~1e-5."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, what
-    assert not np.isnan(got).any() or np.array_equal(np.isnan(got), np.isnan(want)), \
-        f"{what}: unwritten (NaN) elements"
-    big = max(1.0, float(np.max(np.abs(want[np.isfinite(want)]), initial=0.0)))
-    rtol, atol = (1e-10, 1e-12 * big) if dtype == np.float64 else (2e-5, 2e-6 * big)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
 def test_same_public_names_as_cpu():
@@ -421,3 +386,10 @@ def test_allocator_block_sizes():
     mib = 1 << 20
     assert [_rounded(n) for n in (0, 1, 512, 513, mib, mib + 1, 5 * mib - 1)] == \
         [512, 512, 512, 1024, mib, 2 * mib, 5 * mib]
+
+
+def test_bad_allocator_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("NUMBANET_CUDA_ALLOCATOR", "pool")
+    with pytest.raises(ValueError, match="NUMBANET_CUDA_ALLOCATOR must be 'caching' or 'numba', "
+                                         "got 'pool'"):
+        _cuda._install_allocator()

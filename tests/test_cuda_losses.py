@@ -11,7 +11,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import assert_close, dev, poisoned, run_pair
 from test_kernels_losses import LOSSES, embedding_case, make_inputs, make_weights
 
 import reference as ref
@@ -21,8 +21,6 @@ from numbanet.backend import kernel_names
 if _cuda.cuda is None or not (_cuda.is_simulator() or _cuda.is_available()):
     pytest.skip(f"CUDA kernels cannot run here: {_cuda.unavailable_reason()}",
                 allow_module_level=True)
-
-from numba import cuda  # noqa: E402
 
 from numbanet.kernels.cuda import _common  # noqa: E402
 
@@ -40,31 +38,6 @@ def small_launches(monkeypatch):
     for name, value in (("threads", 32), ("max_blocks", 3), ("row_block", (4, 2)),
                         ("check_signatures", True)):
         monkeypatch.setattr(c, name, value)
-
-
-def dev(a):
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
-def run_pair(name, args, outs):
-    """Run the CPU and the CUDA kernel ``name`` on the same inputs ``args`` with fresh poisoned
-    outputs ``outs`` [(shape, dtype)] appended; returns (cpu outputs, cuda outputs) on the host."""
-    c_outs = [poisoned(s, d) for s, d in outs]
-    getattr(CPU, name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args], *c_outs)
-    g_outs = [dev(poisoned(s, d)) for s, d in outs]
-    getattr(GPU, name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args], *g_outs)
-    return c_outs, [g.copy_to_host() for g in g_outs]
-
-
-def assert_close(got, want, dtype, what=""):
-    """Relative to the magnitude of ``want``: float64 ~1e-10, float32 ~1e-5."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, what
-    assert not np.isnan(got).any() or np.array_equal(np.isnan(got), np.isnan(want)), \
-        f"{what}: unwritten (NaN) elements"
-    big = max(1.0, float(np.max(np.abs(want[np.isfinite(want)]), initial=0.0)))
-    rtol, atol = (1e-10, 1e-12 * big) if dtype == np.float64 else (2e-5, 2e-6 * big)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
 def test_same_public_names_as_cpu():
@@ -90,10 +63,10 @@ def test_loss(name, dtype, shape, rng):
         p.flat[:2] = (0.0, 1.0)                  # clipped: zero gradient there
     w = make_weights(shape[0], dtype, rng)
     params = list(LOSSES[name][0])
-    (c,), (o,) = run_pair(f"{name}_forward", [t, p, *params, w], [((1,), dtype)])
+    (c,), (o,) = run_pair("losses", f"{name}_forward", [t, p, *params, w], [((1,), dtype)])
     assert_close(o[0], getattr(ref, f"{name}_forward")(t, p, *params, w), dtype, "forward")
     assert_close(o, c, dtype, "forward vs cpu")
-    (c,), (g,) = run_pair(f"{name}_backward", [t, p, *params, w], [(shape, dtype)])
+    (c,), (g,) = run_pair("losses", f"{name}_backward", [t, p, *params, w], [(shape, dtype)])
     assert_close(g, getattr(ref, f"{name}_backward")(t, p, *params, w), dtype, "backward")
     assert_close(g, c, dtype, "backward vs cpu")
 
@@ -116,9 +89,9 @@ def test_loss_gradient_in_place(name, rng):
 def test_focal_settings(name, params, rng):
     t, p = make_inputs(name, (6, 3), np.float64, rng)
     w = make_weights(6, np.float64, rng)
-    (c,), (o,) = run_pair(f"{name}_forward", [t, p, *params, w], [((1,), np.float64)])
+    (c,), (o,) = run_pair("losses", f"{name}_forward", [t, p, *params, w], [((1,), np.float64)])
     assert_close(o[0], getattr(ref, f"{name}_forward")(t, p, *params, w), np.float64)
-    (c,), (g,) = run_pair(f"{name}_backward", [t, p, *params, w], [((6, 3), np.float64)])
+    (c,), (g,) = run_pair("losses", f"{name}_backward", [t, p, *params, w], [((6, 3), np.float64)])
     assert_close(g, getattr(ref, f"{name}_backward")(t, p, *params, w), np.float64)
 
 
@@ -134,10 +107,10 @@ def test_extreme_logits_stay_finite(name, dtype):
     t = np.argmax(y, axis=1) if name.startswith("sparse") else y
     w = np.ones(4, dtype=dtype)
     params = list(LOSSES[name][0])
-    (c,), (o,) = run_pair(f"{name}_forward", [t, z, *params, w], [((1,), dtype)])
+    (c,), (o,) = run_pair("losses", f"{name}_forward", [t, z, *params, w], [((1,), dtype)])
     assert np.isfinite(o[0])
     assert_close(o, c, dtype, "forward vs cpu")
-    (c,), (g,) = run_pair(f"{name}_backward", [t, z, *params, w], [(z.shape, dtype)])
+    (c,), (g,) = run_pair("losses", f"{name}_backward", [t, z, *params, w], [(z.shape, dtype)])
     assert np.all(np.isfinite(g))
     assert_close(g, c, dtype, "backward vs cpu")
 
@@ -174,10 +147,10 @@ def test_embedding_loss(name, p, shape, dtype, rng):
     xs, extra = embedding_case(name, shape, dtype, rng, p)
     w = make_weights(shape[0], dtype, rng)
     k = 2 if name == "contrastive" else 3
-    (c,), (o,) = run_pair(f"{name}_forward", [*xs, *extra, w], [((1,), dtype)])
+    (c,), (o,) = run_pair("losses", f"{name}_forward", [*xs, *extra, w], [((1,), dtype)])
     assert_close(o[0], getattr(ref, f"{name}_forward")(*xs, *extra, w), dtype, "forward")
     assert_close(o, c, dtype, "forward vs cpu")
-    cs, gs = run_pair(f"{name}_backward", [*xs, *extra, w], [(shape, dtype)] * k)
+    cs, gs = run_pair("losses", f"{name}_backward", [*xs, *extra, w], [(shape, dtype)] * k)
     for i, (g, c, r) in enumerate(zip(gs, cs, getattr(ref, f"{name}_backward")(*xs, *extra, w))):
         assert_close(g, r, dtype, f"grad {i}")
         assert_close(g, c, dtype, f"grad {i} vs cpu")

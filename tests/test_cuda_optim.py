@@ -10,7 +10,7 @@ optimizers' kernels are covered by tests/test_cuda_kernels.py.
 """
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import assert_close, dev, poisoned
 
 import reference as ref
 from numbanet import _cuda
@@ -40,20 +40,6 @@ def small_launches(monkeypatch):
     c = _common.config
     for name, value in (("threads", 32), ("max_blocks", 3), ("check_signatures", True)):
         monkeypatch.setattr(c, name, value)
-
-
-def dev(a):
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
-def assert_close(got, want, dtype, what=""):
-    """Relative to the magnitude of ``want``: float64 1e-10, float32 2e-5."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, what
-    assert not np.isnan(got).any(), f"{what}: NaN"
-    big = max(1.0, float(np.abs(want).max(initial=0.0)))
-    rtol, atol = (1e-10, 1e-12 * big) if dtype == np.float64 else (2e-5, 2e-6 * big)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
 def _nadam_hyper(step):

@@ -2,7 +2,7 @@
 on Numba's threads for large ones."""
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import assert_close, poisoned
 
 import reference as ref
 from numbanet.kernels.cpu import dense as D
@@ -11,15 +11,6 @@ DTYPES = [np.float32, np.float64]
 
 # (N, I, U): small (one call), large (blocks), a single row, more threads than rows.
 SHAPES = [(3, 5, 7), (130, 131, 129), (1, 4100, 600), (2, 1100, 1000), (1030, 64, 70)]
-
-
-def assert_close(got, want, dtype, what):
-    want = np.asarray(want, np.float64)
-    tol = 1e-12 if dtype == np.float64 else 3e-6
-    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
-    assert not np.isnan(got).any(), f"{what}: unwritten elements"
-    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol * 10,
-                               atol=tol * scale, err_msg=what)
 
 
 def test_shapes_hit_both_paths():
@@ -93,3 +84,15 @@ def test_cpu_backend_runs_kernel_blas_single_threaded(monkeypatch):
         assert all(threads()[path] == 2 for path, _ in changed)
     finally:
         limit_kernel_blas_threads(1)
+
+
+@pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5", ""])
+def test_bad_blas_thread_setting_is_a_clear_error(setting, monkeypatch):
+    from numbanet.backend import limit_kernel_blas_threads
+    monkeypatch.setenv("NUMBANET_BLAS_THREADS", setting)
+    with pytest.raises(ValueError, match=f"NUMBANET_BLAS_THREADS must be a positive integer or "
+                                         f"'keep', got '{setting}'"):
+        limit_kernel_blas_threads()
+    for n in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=f"n must be a positive int, got {n!r}"):
+            limit_kernel_blas_threads(n)

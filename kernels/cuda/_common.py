@@ -18,6 +18,7 @@ import ctypes
 import functools
 import inspect
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -268,8 +269,13 @@ class _Direct:
             try:
                 self._setup()
                 self.state = self._self_test()
-            except Exception:   # any mismatch with this numba-cuda: use its dispatcher
-                self.state = False
+                why = "its self-test gave wrong values"
+            except Exception as e:  # any mismatch with this numba-cuda: use its dispatcher
+                why = f"{type(e).__name__}: {e}"
+            if not self.state:
+                warnings.warn(f"numbanet: direct CUDA kernel launches do not work with this "
+                              f"numba-cuda ({why}); launching through numba's dispatcher, "
+                              f"which costs more per launch", RuntimeWarning, stacklevel=2)
         return self.state
 
     def _setup(self):
@@ -299,6 +305,8 @@ class _Direct:
         key = (grid, block)
         cfg = self.configs.get(key)
         if cfg is None:
+            if len(self.configs) > 1024:
+                self.configs.clear()
             g, b = self._normalize(grid, block)
             cfg = self.configs[key] = self._config_cls(grid=g, block=b, shmem_size=0,
                                                        **self._config_kw)

@@ -150,7 +150,10 @@ def caching_memory_manager():
 def _install_allocator():
     """Use the caching allocator for contexts numba creates from now on, unless the user chose a
     memory manager (NUMBA_CUDA_MEMORY_MANAGER) or set NUMBANET_CUDA_ALLOCATOR=numba."""
-    if cuda is None or is_simulator() or os.environ.get("NUMBANET_CUDA_ALLOCATOR") == "numba":
+    choice = os.environ.get("NUMBANET_CUDA_ALLOCATOR", "caching")
+    if choice not in ("caching", "numba"):
+        raise ValueError(f"NUMBANET_CUDA_ALLOCATOR must be 'caching' or 'numba', got {choice!r}")
+    if cuda is None or is_simulator() or choice == "numba":
         return
     try:
         from numba.cuda.core import config

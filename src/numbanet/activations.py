@@ -1,5 +1,5 @@
 """Activation functions by name, dispatched to the ``<name>_forward``/``<name>_backward`` kernels."""
-import numpy as np
+import math
 
 # name -> (kernel name, default alpha)
 ACTIVATIONS = {
@@ -45,7 +45,7 @@ class ActivationOp:
 
     def _view(self, backend, a):
         shape = tuple(a.shape)      # device arrays' shapes may not index from the end
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         return backend.kernel_view(
             a, (size // shape[-1], shape[-1]) if self.name == "softmax" else (size,))
 

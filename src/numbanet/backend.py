@@ -57,10 +57,15 @@ def limit_kernel_blas_threads(n=None):
     the shared BLAS is limited.
     """
     if n is None:
-        setting = os.environ.get("NUMBANET_BLAS_THREADS", "1")
+        setting = os.environ.get("NUMBANET_BLAS_THREADS", "1").strip()
         if setting == "keep":
             return []
-        n = int(setting)
+        n = int(setting) if setting.isdigit() else 0
+        if n < 1:
+            raise ValueError(f"NUMBANET_BLAS_THREADS must be a positive integer or 'keep', got "
+                             f"{setting!r}")
+    elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"limit_kernel_blas_threads: n must be a positive int, got {n!r}")
     try:
         import scipy
         import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba binds to)

@@ -115,7 +115,11 @@ class Optimizer:
     A subclass stores its constructor arguments under the same names (``get_config`` reads them
     back), lists the state arrays it needs in ``_slots()`` and defines
     ``_update(param, grad, slots, lr, step)``: one kernel call updating the flat ``param`` in place.
+    Float attributes that must survive a save (running products...) are listed in
+    ``_scalar_state`` as (state key, attribute name) pairs.
     """
+
+    _scalar_state = ()
 
     def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
         self.learning_rate = learning_rate
@@ -289,6 +293,8 @@ class Optimizer:
     def get_state(self):
         """``{"iterations": int64 array, "<slot>/<index>": numpy copy of each state array}``."""
         state = {"iterations": np.array(self.iterations, dtype=np.int64)}
+        for key, attr in self._scalar_state:
+            state[key] = np.array(getattr(self, attr), dtype=np.float64)
         for i, slots in enumerate(self._state):
             for name in self._slots():
                 state[f"{name}/{i}"] = np.array(self._backend.to_numpy(slots[name]), copy=True)
@@ -302,6 +308,10 @@ class Optimizer:
         iterations = np.asarray(state.pop("iterations"))
         if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
             raise ValueError(f"'iterations' must be an integer >= 0; received {iterations!r}")
+        scalars = {attr: _scalar(state, key, type(self).__name__)
+                   for key, attr in self._scalar_state}
+        for key, _ in self._scalar_state:
+            del state[key]
         names, per_param = self._slots(), {}
         for key, value in state.items():
             name, _, index = key.partition("/")
@@ -321,6 +331,8 @@ class Optimizer:
                 slots[name] = _move(b, arrays[name])
             new_state.append(slots)
         self._state, self.iterations = new_state, int(iterations)
+        for attr, value in scalars.items():
+            setattr(self, attr, value)
 
 
 @register
@@ -475,6 +487,8 @@ class Nadam(Optimizer):
     slightly differently, so the two trajectories differ in the last digits.) L2 weight decay.
     """
 
+    _scalar_state = (("mu_product", "_mu_product"),)
+
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  momentum_decay=0.004, weight_decay=0.0, **kwargs):
         super().__init__(learning_rate, **kwargs)
@@ -500,15 +514,6 @@ class Nadam(Optimizer):
                                    self.beta_1, self.beta_2, self.epsilon, self.weight_decay,
                                    self._mu_t, self._mu_next, self._mu_product, step)
 
-    def get_state(self):
-        return {**super().get_state(), "mu_product": np.array(self._mu_product, dtype=np.float64)}
-
-    def set_state(self, state):
-        state = dict(state)
-        mu_product = _scalar(state, "mu_product", type(self).__name__)
-        del state["mu_product"]
-        super().set_state(state)
-        self._mu_product = mu_product
 
 
 @register
@@ -563,6 +568,8 @@ class AdaBound(Optimizer):
     reference's (eps 1e-8).
     """
 
+    _scalar_state = (("base_lr", "_base_lr"),)
+
     def __init__(self, learning_rate=0.001, final_lr=0.1, beta_1=0.9, beta_2=0.999, gamma=1e-3,
                  epsilon=1e-8, weight_decay=0.0, amsbound=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
@@ -594,15 +601,6 @@ class AdaBound(Optimizer):
                                       self.epsilon, self.weight_decay, self._final_lr_t,
                                       self.gamma, self.amsbound, step)
 
-    def get_state(self):
-        return {**super().get_state(), "base_lr": np.array(self._base_lr, dtype=np.float64)}
-
-    def set_state(self, state):
-        state = dict(state)
-        base_lr = _scalar(state, "base_lr", type(self).__name__)
-        del state["base_lr"]
-        super().set_state(state)
-        self._base_lr = base_lr
 
 
 @register
