@@ -122,6 +122,36 @@ def test_conv2d(dtype, case, rng, monkeypatch):
     assert_close(gs[1], cs[1], dtype, "params: grad_b vs cpu")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile,sms", [((16, 32, 4, 4, 8), 1), ((16, 32, 8, 4, 8), 64),
+                                      ((12, 8, 4, 3, 2), 1)])
+def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
+    """Register tiles read from shared memory in runs of 4 rows / columns (4x8 per thread, as the
+    default tile), or 1 and 2 (3x2): the runs of a block's threads interleave, with ragged edges
+    and split K; dense and convolution variants."""
+    monkeypatch.setattr(_common.config, "gemm_tile", tile)
+    monkeypatch.setattr(_common.config, "num_sms", sms)
+    monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
+    n, i, u = 37, 21, 45
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (i, u), (u,)))
+    (o,) = run_pair("dense", "dense_forward", [x, w, b], [((n, u), dtype)])[1]
+    assert_close(o, ref.dense_forward(x, w, b), dtype, "dense forward")
+    g = rng.standard_normal((n, u)).astype(dtype)
+    gs = run_pair("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)])[1]
+    assert_close(gs[0], x.T.astype(np.float64) @ g.astype(np.float64), dtype, "dense grad_w")
+    assert_close(gs[1], g.astype(np.float64).sum(0), dtype, "dense grad_b")
+    x = rng.standard_normal((2, 3, 6, 7)).astype(dtype)
+    w = rng.standard_normal((17, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(17).astype(dtype)
+    geo = (1, 1, 1, 1, 1, 1)
+    (o,) = run_pair("conv2d", "conv2d_forward", [x, w, b, *geo], [((2, 17, 6, 7), dtype)])[1]
+    assert_close(o, ref.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1)), dtype, "conv forward")
+    g = rng.standard_normal(o.shape).astype(dtype)
+    (o,) = run_pair("conv2d", "conv2d_backward_input", [g, w, *geo], [(x.shape, dtype)])[1]
+    assert_close(o, ref.conv2d_backward_input(g, w, x.shape, (1, 1), (1, 1), (1, 1)), dtype,
+                 "conv grad_in")
+
+
 # -------------------------------------------------------------------------------------------- pool
 POOL_CASES = [
     # x shape, pool, stride, pad

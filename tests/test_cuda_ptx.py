@@ -36,6 +36,12 @@ def test_every_kernel_compiles(resources):
         if mod in KERNEL_MODULES:
             assert mod in modules
     assert {("losses._sparse_forward", "float32", it) for it in ("int32", "int64")} <= got
+    # the GEMM tiles read their shared tiles as 16-byte vectors (alignment and unsigned offsets
+    # let NVVM merge a thread's run of 4 floats / 2 doubles into one load)
+    tiles = [r for r in rows if r["kernel"].endswith("_tile") and "error" not in r]
+    assert tiles
+    for r in tiles:
+        assert r["shared_vector_loads"] > 0, r
 
 
 def test_ptxas_resources(resources):

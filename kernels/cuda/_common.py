@@ -33,6 +33,8 @@ __all__ = []
 
 MAX_THREADS = 256           # compile-time size of the per-block reduction scratch
 ROW_LANES, ROW_ROWS = 32, 8  # row-wise kernels: threads per row, rows per block (product <= 256)
+VECTOR_ALIGN = None if _SIMULATOR else 16   # shared arrays read as 16-byte vectors (the
+                                            # simulator takes no alignment: its arrays are NumPy's)
 
 
 class _Config:

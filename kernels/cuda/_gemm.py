@@ -20,11 +20,13 @@ loop has no integer divisions); ``D`` an auxiliary array (bias, or a second outp
 consecutive threads load consecutive addresses (coalescing).
 
 Tiling (``config.gemm_tile = (BM, BN, BK, TM, TN)``, default 64, 128, 8, 4, 8): a block of
-(BN/TN) x (BM/TM) threads computes a BM x BN tile of C; each thread a TM x TN register tile at rows
-``ty + i*BM/TM`` and columns ``tx + j*BN/TN`` (strided, so stores coalesce and shared-memory reads
-are conflict-free). Per BK step the block stages an A tile (BK x BM, transposed) and a B tile
-(BK x BN) in shared memory; the next step's tiles are loaded into registers while the current
-one is multiplied (software pipelining). Out-of-range elements load as zero (ragged edges).
+(BN/TN) x (BM/TM) threads computes a BM x BN tile of C; each thread a TM x TN register tile whose
+rows are runs of 4 adjacent rows (2 or 1 when TM is not a multiple of 4), the runs of the block's
+threads interleaved (``_lane``), and likewise its columns: per k, a run is one 16-byte vector load
+from shared memory (a 4x8 tile reads 3 vectors per 32 multiply-adds instead of 12 words). Per
+BK step the block stages an A tile (BK x BM, transposed) and a B tile (BK x BN) in shared memory;
+the next step's tiles are loaded into registers while the current one is multiplied (software
+pipelining). Out-of-range elements load as zero (ragged edges).
 
 Split-K: when the grid has fewer blocks than ~2 per SM and K is long (weight gradients, small
 layers), ``gridDim.z`` blocks each reduce a K chunk into a device scratch of partial tiles. Each
@@ -42,7 +44,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._common import Kernel, cdiv, config, counters, jit, num_sms, scratch
+from ._common import VECTOR_ALIGN, Kernel, cdiv, config, counters, jit, num_sms, scratch
 
 
 @cuda.jit(device=True)
@@ -53,14 +55,14 @@ def no_ctx(X, geo, i):
 
 @cuda.jit(device=True)
 def ld_rows(X, geo, T, r, c, c0, c1, c2):
-    """Operand stored as is: X[r, c]."""
-    return X[r, c]
+    """Operand stored as is: X[r, c] (unsigned indices: no negative-index wrap code)."""
+    return X[np.uint64(r), np.uint64(c)]
 
 
 @cuda.jit(device=True)
 def ld_transposed(X, geo, T, r, c, c0, c1, c2):
     """Operand stored transposed: X[c, r]."""
-    return X[c, r]
+    return X[np.uint64(c), np.uint64(r)]
 
 
 def _tile_shape(tile):
@@ -72,17 +74,32 @@ def _tile_shape(tile):
     return bm, bn, bk, tm, tn, tx, ty, nt, bm * bk // nt, bk * bn // nt
 
 
+@cuda.jit(device=True)
+def _lane(t, i, v, nt):
+    """Tile row (column) of register row (column) i of thread t, of nt threads along that side,
+    in runs of v adjacent elements: runs of the block's threads interleave."""
+    return t * v + i % v + i // v * nt * v
+
+
+def _vec(t):
+    """Elements per vector load of a register tile side of ``t``: 4, 2 or 1."""
+    return 4 if t % 4 == 0 else 2 if t % 2 == 0 else 1
+
+
 def _make_gemm(dtype, tile, ops):
     """The tile kernel of one variant (``ops``) for one dtype and tile shape."""
     a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast = ops
     BM, BN, BK, TM, TN, TX, TY, NT, LA, LB = _tile_shape(tile)
-    PA, PB = BM + 1, BN + 1         # padded shared rows: transposed stores hit distinct banks
+    VM, VN = _vec(TM), _vec(TN)
+    # shared rows padded by 4 elements: rows stay 16-byte aligned (vector loads) and the
+    # transposed stores of k-fast operands (BK = 8: k * 4 + m) hit 32 distinct banks
+    PA, PB = BM + 4, BN + 4
     SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
 
     def gemm_tile(A, B, C, D, P, tickets, T, M, N, K, kchunk, geo):
-        As = cuda.shared.array(SA, nbt)     # As[k * PA + m] = A[m0 + m, kt + k]
-        Bs = cuda.shared.array(SB, nbt)     # Bs[k * PB + n] = B[kt + k, n0 + n]
+        As = cuda.shared.array(SA, nbt, alignment=VECTOR_ALIGN)  # As[k*PA + m] = A[m0+m, kt+k]
+        Bs = cuda.shared.array(SB, nbt, alignment=VECTOR_ALIGN)  # Bs[k*PB + n] = B[kt+k, n0+n]
         acc = cuda.local.array((TM, TN), nbt)
         ra = cuda.local.array(LA, nbt)      # the next A / B elements this thread stages
         rb = cuda.local.array(LB, nbt)
@@ -150,15 +167,17 @@ def _make_gemm(dtype, tile, ops):
                     rb[l] = (load_b(B, geo, T, k, n, cb[l, 0], cb[l, 1], cb[l, 2])
                              if (n < N and k < k1) else zero)
             if step > 0:
-                # multiply the shared tiles: unsigned offsets, constant trip count (unrolled)
+                # multiply the shared tiles. A thread's rows (columns) come in runs of VM (VN)
+                # adjacent elements at 16-byte aligned unsigned offsets, so each run is one
+                # vector load from shared memory; constant trip counts (unrolled)
                 kk = np.uint32(0)
                 while kk < np.uint32(BK):
-                    ra0 = kk * np.uint32(PA) + np.uint32(ty)
-                    rb0 = kk * np.uint32(PB) + np.uint32(tx)
+                    ra0 = kk * np.uint32(PA) + np.uint32(ty) * np.uint32(VM)
+                    rb0 = kk * np.uint32(PB) + np.uint32(tx) * np.uint32(VN)
                     for i in range(TM):
-                        av[i] = As[ra0 + np.uint32(i * TY)]
+                        av[i] = As[ra0 + np.uint32(i % VM + i // VM * TY * VM)]
                     for j in range(TN):
-                        bv[j] = Bs[rb0 + np.uint32(j * TX)]
+                        bv[j] = Bs[rb0 + np.uint32(j % VN + j // VN * TX * VN)]
                     for i in range(TM):
                         for j in range(TN):
                             acc[i, j] += av[i] * bv[j]
@@ -167,10 +186,10 @@ def _make_gemm(dtype, tile, ops):
         S = cuda.gridDim.z
         if S == 1:
             for i in range(TM):
-                m = m0 + ty + i * TY
+                m = m0 + _lane(ty, i, VM, TY)
                 if m < M:
                     for j in range(TN):
-                        n = n0 + tx + j * TX
+                        n = n0 + _lane(tx, j, VN, TX)
                         if n < N:
                             store(C, D, geo, m, n, acc[i, j])
             return
@@ -179,7 +198,8 @@ def _make_gemm(dtype, tile, ops):
         tile = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
         for i in range(TM):
             for j in range(TN):
-                P[cuda.blockIdx.z, tile, (ty + i * TY) * BN + tx + j * TX] = acc[i, j]
+                q = _lane(ty, i, VM, TY) * BN + _lane(tx, j, VN, TX)
+                P[cuda.blockIdx.z, tile, q] = acc[i, j]
         cuda.threadfence()
         cuda.syncthreads()
         last = cuda.shared.array(1, numba.int32)
@@ -190,12 +210,12 @@ def _make_gemm(dtype, tile, ops):
             return
         cuda.threadfence()
         for i in range(TM):
-            m = m0 + ty + i * TY
-            if m < M:
+            lm = _lane(ty, i, VM, TY)
+            if m0 + lm < M:
                 for j in range(TN):
-                    n = n0 + tx + j * TX
-                    if n < N:
-                        q = (ty + i * TY) * BN + tx + j * TX
+                    ln = _lane(tx, j, VN, TX)
+                    if n0 + ln < N:
+                        m, n, q = m0 + lm, n0 + ln, lm * BN + ln
                         v = P[0, tile, q]
                         for z in range(1, S):
                             v += P[z, tile, q]

@@ -15,7 +15,9 @@ im2col matrix on the fly (the matrix is never stored; positions outside the imag
 
 No integer division in the K loop: the GEMM's row/column contexts decompose the M and N indices
 once per thread, and a small int64 table (built on the host, cached per geometry on the device)
-holds the offsets of each K index. Operands are passed flat (1-D) and addressed with them.
+holds the offsets of each K index. Operands are passed flat (1-D) and addressed with them; the
+loads index with unsigned integers (every address they form is in range), which spares the
+negative-index wrap code of signed indexing.
 
 ``geo`` = (C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K).
 """
@@ -47,10 +49,11 @@ def _fwd_col(x, geo, j):
 @cuda.jit(device=True)
 def _fwd_ld_x(x, geo, T, r, j, base, ih0, iw0):
     """im2col[r, j]: T[r] = (offset of tap r = (c, kh, kw), kh*dh, kw*dw); 0 outside the image."""
-    ih = ih0 + T[r, 1]
-    iw = iw0 + T[r, 2]
+    u = np.uint64(r)
+    ih = ih0 + T[u, 1]
+    iw = iw0 + T[u, 2]
     if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
-        return x[base + T[r, 0]]
+        return x[np.uint64(base + T[u, 0])]
     return x.dtype.type(0)
 
 
@@ -71,7 +74,7 @@ def _bin_row(w, geo, c):
 @cuda.jit(device=True)
 def _bin_ld_w(w, geo, T, c, r, c_off, u1, u2):
     """A[c, r] = w[k, c, kh, kw], r = (k, kh, kw): T[r, 0] = offset of w[k, 0, kh, kw]."""
-    return w[T[r, 0] + c_off]
+    return w[np.uint64(T[np.uint64(r), 0] + c_off)]
 
 
 @cuda.jit(device=True)
@@ -90,8 +93,9 @@ def _bin_ld_g(g, geo, T, r, j, base, th0, tw0):
     """grad_out[n, k, oh, ow] for the output (oh, ow) whose tap (kh, kw) reads input (ih, iw);
     0 when there is none. T[r] = (_, offset of grad_out[0, k], kh*dh, kw*dw)."""
     sh, sw, OH, OW = geo[7], geo[8], geo[5], geo[6]
-    th = th0 - T[r, 2]
-    tw = tw0 - T[r, 3]
+    u = np.uint64(r)
+    th = th0 - T[u, 2]
+    tw = tw0 - T[u, 3]
     if th < 0 or tw < 0:
         return g.dtype.type(0)
     oh, ow = th, tw
@@ -102,7 +106,7 @@ def _bin_ld_g(g, geo, T, r, j, base, th0, tw0):
             return g.dtype.type(0)
     if oh >= OH or ow >= OW:
         return g.dtype.type(0)
-    return g[base + T[r, 1] + oh * OW + ow]
+    return g[np.uint64(base + T[u, 1] + oh * OW + ow)]
 
 
 @cuda.jit(device=True)
@@ -122,7 +126,7 @@ def _bw_row(g, geo, k):
 @cuda.jit(device=True)
 def _bw_ld_g(g, geo, T, k, r, k_off, u1, u2):
     """A[k, r] = grad_out[n, k, p], r = (n, p): T[r, 3] = offset of grad_out[n, 0, p]."""
-    return g[T[r, 3] + k_off]
+    return g[np.uint64(T[np.uint64(r), 3] + k_off)]
 
 
 @cuda.jit(device=True)
@@ -145,10 +149,11 @@ def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
     """im2col[j, r], r = (n, oh, ow): T[r] = (offset of x[n, 0, ih0, iw0], ih0, iw0, _)."""
     if off < 0:
         return x.dtype.type(1)
-    ih = T[r, 1] + dkh
-    iw = T[r, 2] + dkw
+    u = np.uint64(r)
+    ih = T[u, 1] + dkh
+    iw = T[u, 2] + dkw
     if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
-        return x[T[r, 0] + off]
+        return x[np.uint64(T[u, 0] + off)]
     return x.dtype.type(0)
 
 

@@ -328,6 +328,7 @@ _PTXAS_USED = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?")
 _PTXAS_SMEM = re.compile(r"Used \d+ registers[^\n]*?, (\d+) bytes smem")
 _PTXAS_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
                           r"(\d+) bytes spill loads")
+_PTX_LD_SHARED_VEC = re.compile(r"\bld\.shared\.v[24]\.")
 _PTXAS_VERSION = re.compile(r"Unsupported \.version ([\d.]+); current version is '([\d.]+)'")
 
 
@@ -372,6 +373,7 @@ def resources_here(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names=N
         ptx = row.pop("ptx", None)
         if ptx is not None:
             row["ptx_lines"] = ptx.count("\n")
+            row["shared_vector_loads"] = len(_PTX_LD_SHARED_VEC.findall(ptx))
             if ptxas:
                 stats, err = _ptxas(ptx, cc, ptxas)
                 row.update(stats)
@@ -388,8 +390,9 @@ def kernel_resources(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names
     Runs ``jobs`` subprocesses (default: CPU count, at most 8) with the simulator off, so it
     works without a GPU whatever this process uses. Returns ``{"skip": reason}`` when NVVM is
     missing, else ``{"rows": [...], "ptxas": path or None}``; a row has kernel, dtype, itype, and
-    either error, or ptx_lines plus (with ptxas) registers, barriers, shared_bytes, stack_bytes,
-    spill_stores, spill_loads (or ptxas_error).
+    either error, or ptx_lines, shared_vector_loads (ld.shared.v2/v4 in the PTX) plus (with
+    ptxas) registers, barriers, shared_bytes, stack_bytes, spill_stores, spill_loads (or
+    ptxas_error).
     """
     jobs = jobs or min(os.cpu_count() or 1, 8)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
@@ -419,7 +422,7 @@ def kernel_resources(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names
 def format_resources(rows):
     """A text table of kernel_resources rows."""
     head = f"{'kernel':40s} {'dtype':8s} {'itype':6s} {'regs':>5s} {'spill st/ld':>12s} " \
-           f"{'stack':>6s} {'smem':>6s}"
+           f"{'stack':>6s} {'smem':>6s} {'vec lds':>7s}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r or "ptxas_error" in r:
@@ -429,7 +432,7 @@ def format_resources(rows):
         spill = f"{r.get('spill_stores', '?')}/{r.get('spill_loads', '?')}"
         lines.append(f"{r['kernel']:40s} {r['dtype']:8s} {r['itype'] or '':6s} "
                      f"{r.get('registers', '?'):>5} {spill:>12s} {r.get('stack_bytes', '?'):>6} "
-                     f"{r.get('shared_bytes', '?'):>6}")
+                     f"{r.get('shared_bytes', '?'):>6} {r.get('shared_vector_loads', '?'):>7}")
     return "\n".join(lines)
 
 
