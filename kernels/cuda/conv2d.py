@@ -32,6 +32,12 @@ from ._gemm import gemm, ld_rows
 _NGEO = 14
 
 
+@cuda.jit(device=True)
+def _inside(i, n):
+    """0 <= i < n, as one 32-bit unsigned compare (|i| and n are far below 2**31)."""
+    return np.uint32(i) < np.uint32(n)
+
+
 # ---------------------------------------------------------------------------------- forward
 @cuda.jit(device=True)
 def _fwd_col(x, geo, j):
@@ -52,7 +58,7 @@ def _fwd_ld_x(x, geo, T, r, j, base, ih0, iw0):
     u = np.uint64(r)
     ih = ih0 + T[u, 1]
     iw = iw0 + T[u, 2]
-    if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
+    if _inside(ih, geo[1]) and _inside(iw, geo[2]):
         return x[np.uint64(base + T[u, 0])]
     return x.dtype.type(0)
 
@@ -152,7 +158,7 @@ def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
     u = np.uint64(r)
     ih = T[u, 1] + dkh
     iw = T[u, 2] + dkw
-    if ih >= 0 and ih < geo[1] and iw >= 0 and iw < geo[2]:
+    if _inside(ih, geo[1]) and _inside(iw, geo[2]):
         return x[np.uint64(T[u, 0] + off)]
     return x.dtype.type(0)
 
