@@ -100,19 +100,19 @@ def _bin_ld_g(g, geo, T, r, j, base, th0, tw0):
     0 when there is none. T[r] = (_, offset of grad_out[0, k], kh*dh, kw*dw)."""
     sh, sw, OH, OW = geo[7], geo[8], geo[5], geo[6]
     u = np.uint64(r)
-    th = th0 - T[u, 2]
-    tw = tw0 - T[u, 3]
-    if th < 0 or tw < 0:
-        return g.dtype.type(0)
-    oh, ow = th, tw
+    oh = th0 - T[u, 2]
+    ow = tw0 - T[u, 3]
     if sh != 1 or sw != 1:
-        oh = th // sh
-        ow = tw // sw
+        if oh < 0 or ow < 0:
+            return g.dtype.type(0)
+        th, tw = oh, ow
+        oh = np.int64(np.uint32(th) // np.uint32(sh))      # th, tw >= 0: 32-bit division
+        ow = np.int64(np.uint32(tw) // np.uint32(sw))
         if oh * sh != th or ow * sw != tw:
             return g.dtype.type(0)
-    if oh >= OH or ow >= OW:
-        return g.dtype.type(0)
-    return g[np.uint64(base + T[u, 1] + oh * OW + ow)]
+    if _inside(oh, OH) and _inside(ow, OW):
+        return g[np.uint64(base + T[u, 1] + oh * OW + ow)]
+    return g.dtype.type(0)
 
 
 @cuda.jit(device=True)
