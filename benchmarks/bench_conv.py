@@ -88,3 +88,21 @@ class Conv2DTorchRatio:
             torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad).backward(g)
 
         return common.throughput_ratio(ours, theirs)
+
+
+class Conv2DActivation:
+    """conv2d_forward_activation with relu: the forward pass and its activation in one kernel
+    (one launch on the GPU; on the CPU the convolution, then the activation kernel)."""
+
+    params = [common.BACKENDS, common.SHAPES, common.DTYPES]
+    param_names = ["backend", "shape", "dtype"]
+
+    def setup(self, backend, shape, dtype):
+        common.prepare_fused_relu(self, Conv2D, (backend, shape, dtype),
+                                  "conv2d_forward_activation")
+
+    def time_forward_relu(self, *params):
+        c = self.base
+        c.be.conv2d_forward_activation(c.x, c.w, c.b, *c.geometry, self.relu, 0.0, self.pre,
+                                       c.out)
+        c.be.synchronize()

@@ -78,3 +78,19 @@ class DenseTorchRatio:
             torch.nn.functional.linear(x, w, b).backward(g)
 
         return common.throughput_ratio(ours, theirs)
+
+
+class DenseActivation:
+    """dense_forward_activation with relu: the forward pass and its activation in one kernel
+    (one launch on the GPU; on the CPU the BLAS product, then the activation kernel)."""
+
+    params = [common.BACKENDS, common.SHAPES, common.DTYPES]
+    param_names = ["backend", "shape", "dtype"]
+
+    def setup(self, backend, shape, dtype):
+        common.prepare_fused_relu(self, Dense, (backend, shape, dtype), "dense_forward_activation")
+
+    def time_forward_relu(self, *params):
+        d = self.base
+        d.be.dense_forward_activation(d.x, d.w, d.b, self.relu, 0.0, self.pre, d.out)
+        d.be.synchronize()

@@ -137,6 +137,23 @@ def prepare(bench, params, build):
     bench.__dict__.update(_states[key])
 
 
+def prepare_fused_relu(bench, base, params, kernel):
+    """``prepare`` for a fused-activation benchmark: the inputs of benchmark class ``base`` at
+    ``params`` (``bench.base``), the relu code (``bench.relu``) and a pre-activation buffer
+    (``bench.pre``) for ``kernel``; warmed up through ``bench.time_forward_relu``."""
+    def build():
+        b = base()
+        b.setup(*params)
+        require(b.be, kernel)
+        from numbanet.kernels.scalar import ACTIVATION_CODES
+        s = dict(base=b, relu=ACTIVATION_CODES.index("relu"), pre=b.be.empty(b.out.shape,
+                                                                            params[-1]))
+        vars(bench).update(s)
+        bench.time_forward_relu()
+        return s
+    prepare(bench, params, build)
+
+
 # -- models of the training benchmarks ----------------------------------------------------------
 MODELS = {
     # name: (input shape, batch size)

@@ -21,6 +21,20 @@ INV_SQRT_2PI = 0.3989422804014327       # 1 / sqrt(2 pi)
 SQRT_2_OVER_PI = 0.7978845608028654     # sqrt(2 / pi)
 GELU_TANH_C = 0.044715
 
+# The elementwise activations by code: the ``activation`` argument of the fused forward kernels
+# (``dense_forward_activation``, ``conv2d_forward_activation``) is an index into this tuple.
+ACTIVATION_CODES = ("linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
+                    "softplus")
+
+
+def activation_name(code):
+    """The name of activation ``code`` (host side: the fused kernels' argument check)."""
+    if isinstance(code, bool) or not isinstance(code, int) or \
+            not 0 <= code < len(ACTIVATION_CODES):
+        raise ValueError(f"activation must be an int code in [0, {len(ACTIVATION_CODES)}) "
+                         f"(kernels/scalar.py ACTIVATION_CODES), got {code!r}")
+    return ACTIVATION_CODES[code]
+
 
 # ----------------------------------------------------------------------------------- activations
 def linear(x):

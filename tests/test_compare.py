@@ -24,8 +24,8 @@ def test_compare_command_without_gpu_uses_the_simulator_for_agreement_only(capsy
     result = json.loads(capsys.readouterr().out)
     assert "No GPU" in result["note"] and "simulator" in result["note"]
     rows = {r["kernel"]: r for r in result["rows"]}
-    assert set(rows) == {"dense_forward", "dense_backward_input", "dense_backward_weight",
-                         "relu_forward"}
+    assert set(rows) == {"dense_forward", "dense_forward_activation", "dense_backward_input",
+                         "dense_backward_weight", "relu_forward"}
     for r in rows.values():
         assert r["cuda_s"] is None                      # no simulator timings
         assert r["cuda_err"] is not None and r["cuda_err"] < 1e-5, r

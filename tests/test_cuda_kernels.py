@@ -16,6 +16,7 @@ from conftest import assert_close, dev, poisoned, run_pair
 import reference as ref
 from numbanet import _cuda
 from numbanet.backend import KERNEL_MODULES, kernel_names
+from numbanet.kernels.scalar import ACTIVATION_CODES
 
 if _cuda.cuda is None or not (_cuda.is_simulator() or _cuda.is_available()):
     pytest.skip(f"CUDA kernels cannot run here: {_cuda.unavailable_reason()}",
@@ -120,6 +121,45 @@ def test_conv2d(dtype, case, rng, monkeypatch):
     assert_close(gs[1], ref.conv2d_backward_bias(g), dtype, "params: grad_b")
     assert_close(gs[0], cs[0], dtype, "params: grad_w vs cpu")
     assert_close(gs[1], cs[1], dtype, "params: grad_b vs cpu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATION_CODES)
+def test_forward_activation(name, dtype, rng, monkeypatch):
+    """The fused forwards apply every activation code in the GEMM epilogue (one launch), with
+    split K on the dense pass: against the CPU twins and the float64 references."""
+    code, alpha = ACTIVATION_CODES.index(name), 0.3
+    monkeypatch.setattr(_common.config, "num_sms", 64)
+    monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
+    n, i, u = 5, 17, 9
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (i, u), (u,)))
+    x[0, :] = 0.0                                  # a row of pre-activations equal to b
+    cs, gs = run_pair("dense", "dense_forward_activation", [x, w, b, code, alpha],
+                      [((n, u), dtype), ((n, u), dtype)])
+    pre = ref.dense_forward(x, w, b)
+    assert_close(gs[0], pre, dtype, "dense pre-activation")
+    assert_close(gs[1], getattr(ref, f"{name}_forward")(gs[0].astype(np.float64), alpha), dtype,
+                 "dense activation")
+    assert_close(gs[1], cs[1], dtype, "dense activation vs cpu")
+    monkeypatch.setattr(_common.config, "num_sms", 1)
+    x = rng.standard_normal((2, 2, 5, 4)).astype(dtype)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    geo = (1, 1, 1, 1, 1, 1)
+    cs, gs = run_pair("conv2d", "conv2d_forward_activation", [x, w, b, *geo, code, alpha],
+                      [((2, 3, 5, 4), dtype), ((2, 3, 5, 4), dtype)])
+    pre = ref.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1))
+    assert_close(gs[0], pre, dtype, "conv pre-activation")
+    assert_close(gs[1], getattr(ref, f"{name}_forward")(gs[0].astype(np.float64), alpha), dtype,
+                 "conv activation")
+    assert_close(gs[1], cs[1], dtype, "conv activation vs cpu")
+
+
+def test_forward_activation_rejects_bad_codes():
+    x, w, b = dev(np.ones((2, 3))), dev(np.ones((3, 4))), dev(np.zeros(4))
+    with pytest.raises(ValueError, match="activation must be an int code"):
+        gpu_mod("dense").dense_forward_activation(x, w, b, 9, 0.0, dev(np.empty((2, 4))),
+                                                  dev(np.empty((2, 4))))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

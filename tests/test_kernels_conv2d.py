@@ -5,7 +5,9 @@ import pytest
 from conftest import poisoned
 
 import reference as ref
+from numbanet.kernels.cpu import activations as A
 from numbanet.kernels.cpu import conv2d as K2
+from numbanet.kernels.scalar import ACTIVATION_CODES
 from numbanet.testing import gradcheck
 
 DTYPES = [np.float32, np.float64]
@@ -190,3 +192,24 @@ def test_float32_accumulation_is_accurate(rng):
     _, _, gw, gb = run_all(x, w, b, g, geo)
     assert_close(gw, ref.conv2d_backward_weight(x, g, w.shape, (1, 1), (1, 1), (1, 1)), np.float32)
     assert_close(gb, ref.conv2d_backward_bias(g), np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["relu", "elu", "sigmoid"])
+@pytest.mark.parametrize("c", [CASES[1], CASES[11], PAR_CASES[0]], ids=case_id)
+def test_forward_activation(c, name, dtype, rng):
+    """pre = conv + b and out = activation(pre) on the GEMM and direct paths, serial and
+    parallel: the same bits as conv2d_forward followed by the activation's kernel."""
+    x, w, b, g, geo = make(c, dtype, rng)
+    code, alpha = ACTIVATION_CODES.index(name), 0.7
+    pre, out = poisoned(g.shape, dtype), poisoned(g.shape, dtype)
+    K2.conv2d_forward_activation(x, w, b, *geo, code, alpha, pre, out)
+    assert_close(pre, ref.conv2d_forward(x, w, b, c[7], c[8], c[9], out_hw(c)), dtype)
+    assert_close(out, getattr(ref, f"{name}_forward")(pre.astype(np.float64), alpha), dtype)
+    z, y = poisoned(g.shape, dtype), poisoned(g.shape, dtype)
+    K2.conv2d_forward(x, w, b, *geo, z)
+    getattr(A, f"{name}_forward")(z.reshape(-1), alpha, y.reshape(-1))
+    np.testing.assert_array_equal(pre, z)
+    np.testing.assert_array_equal(out, y)
+    with pytest.raises(ValueError, match="activation must be an int code"):
+        K2.conv2d_forward_activation(x, w, b, *geo, 12, alpha, pre, out)

@@ -5,7 +5,9 @@ import pytest
 from conftest import assert_close, poisoned
 
 import reference as ref
+from numbanet.kernels.cpu import activations as A
 from numbanet.kernels.cpu import dense as D
+from numbanet.kernels.scalar import ACTIVATION_CODES
 
 DTYPES = [np.float32, np.float64]
 
@@ -96,3 +98,33 @@ def test_bad_blas_thread_setting_is_a_clear_error(setting, monkeypatch):
     for n in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match=f"n must be a positive int, got {n!r}"):
             limit_kernel_blas_threads(n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATION_CODES)
+def test_dense_forward_activation(name, dtype, rng):
+    """pre = x @ w + b and out = activation(pre), for every activation code; the same bits as
+    dense_forward followed by the activation's own kernel."""
+    n, i, u = 9, 13, 11
+    x = rng.standard_normal((n, i)).astype(dtype)
+    w = rng.standard_normal((i, u)).astype(dtype)
+    b = rng.standard_normal(u).astype(dtype)
+    alpha = 0.3
+    pre, out = poisoned((n, u), dtype), poisoned((n, u), dtype)
+    D.dense_forward_activation(x, w, b, ACTIVATION_CODES.index(name), alpha, pre, out)
+    want = ref.dense_forward(x, w, b)
+    assert_close(pre, want, dtype, "pre-activation")
+    assert_close(out, getattr(ref, f"{name}_forward")(pre.astype(np.float64), alpha), dtype,
+                 "activation")
+    z, y = poisoned((n, u), dtype), poisoned((n, u), dtype)
+    D.dense_forward(x, w, b, z)
+    getattr(A, f"{name}_forward")(z.reshape(-1), alpha, y.reshape(-1))
+    np.testing.assert_array_equal(pre, z)
+    np.testing.assert_array_equal(out, y)
+
+
+@pytest.mark.parametrize("code", [-1, 9, 1.0, True, None])
+def test_dense_forward_activation_rejects_bad_codes(code):
+    x, w, b = np.ones((2, 3)), np.ones((3, 4)), np.zeros(4)
+    with pytest.raises(ValueError, match=r"activation must be an int code in \[0, 9\).*got"):
+        D.dense_forward_activation(x, w, b, code, 0.0, np.empty((2, 4)), np.empty((2, 4)))

@@ -163,3 +163,31 @@ def test_dense_and_conv_match_torch(rng):
     g2 = rng.standard_normal(y2.shape).astype(np.float32)
     ty2.backward(torch.tensor(g2))
     np.testing.assert_allclose(dense.backward(g2), tx2.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu", "softmax", None])
+@pytest.mark.parametrize("make", [lambda a: L.Dense(4, activation=a),
+                                  lambda a: L.Conv2D(3, 3, padding="same", activation=a)],
+                         ids=["dense", "conv2d"])
+def test_affine_layers_fuse_elementwise_activations(rng, monkeypatch, make, activation):
+    """An elementwise activation runs inside the layer's forward kernel (<kernel>_activation);
+    softmax and linear do not. Either way the layer keeps the pre-activation (logits) for
+    backward and the output is the activation of it."""
+    layer = make(activation)
+    x = rng.standard_normal((2, 3, 5, 5) if isinstance(layer, L.Conv2D) else (2, 5))
+    layer.build(x.shape[1:])
+    be = layer.backend
+    kernel = "conv2d_forward" if isinstance(layer, L.Conv2D) else "dense_forward"
+    fused = layer.act.fusable
+    assert fused == (activation in ("relu", "elu"))
+
+    def unused(*args):
+        raise AssertionError("the layer ran the kernel it should not")
+    monkeypatch.setattr(be, kernel if fused else kernel + "_activation", unused)
+    y = np.asarray(layer.forward(x.astype(np.float32)))
+    z = np.asarray(layer.logits, np.float64)
+    expected = layer.act.__class__(layer.activation).forward(be, z)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-7)
+    w, b = (np.asarray(layer.params[k], np.float64) for k in ("kernel", "bias"))
+    if isinstance(layer, L.Dense):
+        np.testing.assert_allclose(z, x @ w + b, rtol=1e-5, atol=1e-5)

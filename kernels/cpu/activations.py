@@ -44,6 +44,12 @@ _softplus = njit(inline="always")(scalar.softplus)
 _softplus_grad = njit(inline="always")(scalar.softplus_grad)
 
 
+def _forward_kernel(activation):
+    """The NAME_forward kernel of activation code ``activation`` (scalar.ACTIVATION_CODES; a bad
+    code raises ValueError): the second half of the CPU fused forwards."""
+    return globals()[scalar.activation_name(activation) + "_forward"]
+
+
 # ------------------------------------------------------------------------------------- linear
 @njit(cache=True, parallel=True, error_model="numpy")
 def linear_forward(x, alpha, out):

@@ -23,6 +23,8 @@ wraparound test per element, which blocks vectorization. Long runs read through 
 import numpy as np
 from numba import njit, prange
 
+from .activations import _forward_kernel
+
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 # Multiply-adds below which a call runs serially (thread start-up would cost more than it saves).
@@ -465,6 +467,16 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
     else:
         for n in range(N):
             _gemm_forward_image(x, wm, b, n, *geo, OH, out)
+
+
+def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                              activation, alpha, pre, out):
+    """pre = conv(x, w) + b and out = its activation (``activation``: a code of
+    kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter); the CUDA twin does both in
+    one launch."""
+    activate = _forward_kernel(activation)
+    conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, pre)
+    activate(pre.reshape(-1), alpha, out.reshape(-1))
 
 
 @njit(cache=True)

@@ -8,6 +8,8 @@ count, so results are the same on any machine.
 import numpy as np
 from numba import njit, prange
 
+from .activations import _forward_kernel
+
 # Multiply-adds below which one BLAS call on the calling thread is faster than a split.
 _PARALLEL_MIN_WORK = 1 << 21
 # Row blocks of a split product (enough to balance up to this many threads), each of at least
@@ -45,6 +47,14 @@ def dense_forward(x, w, b, out):
     for i in range(n):
         for j in range(u):
             out[i, j] += b[j]
+
+
+def dense_forward_activation(x, w, b, activation, alpha, pre, out):
+    """pre = x @ w + b and out = its activation (``activation``: a code of kernels/scalar.py
+    ACTIVATION_CODES, ``alpha`` its parameter); the CUDA twin does both in one launch."""
+    activate = _forward_kernel(activation)
+    dense_forward(x, w, b, pre)
+    activate(pre.reshape(-1), alpha, out.reshape(-1))
 
 
 @njit(cache=True)

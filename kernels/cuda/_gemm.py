@@ -7,7 +7,8 @@ A GEMM variant is made by :func:`gemm` from ``cuda.jit(device=True)`` index func
 
 * ``load_a(A, geo, T, m, k, c0, c1, c2)`` -> A[m, k]   (called only for m < M, k < K)
 * ``load_b(B, geo, T, k, n, c0, c1, c2)`` -> B[k, n]   (called only for k < K, n < N)
-* ``store(C, D, geo, m, n, v)``: write the result v of C[m, n] (the epilogue: bias add, layout)
+* ``store(C, D, E, geo, act, alpha, m, n, v)``: write the result v of C[m, n] (the epilogue: bias
+  add, layout, an activation ``act`` with parameter ``alpha``)
 * optional ``a_ctx(A, geo, m)`` / ``b_ctx(B, geo, n)`` -> (c0, c1, c2): the part of an address
   that depends on the row of A / column of B only. A thread keeps loading the same rows of A and
   columns of B as it walks along K, so these run once per kernel, not once per element (a
@@ -15,7 +16,7 @@ A GEMM variant is made by :func:`gemm` from ``cuda.jit(device=True)`` index func
 
 ``geo`` is a tuple of int64 the variant interprets (convolution geometry); ``T`` an int64 table
 the launcher may pass, indexed by k (a convolution's precomputed offsets of the K index, so the
-loop has no integer divisions); ``D`` an auxiliary array (bias, or a second output).
+loop has no integer divisions); ``D`` and ``E`` auxiliary arrays (bias, a second output).
 ``a_kfast`` / ``b_kfast`` say which index of the operand is contiguous in memory, so that
 consecutive threads load consecutive addresses (coalescing).
 
@@ -97,7 +98,7 @@ def _make_gemm(dtype, tile, ops):
     SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
 
-    def gemm_tile(A, B, C, D, P, tickets, T, M, N, K, kchunk, geo):
+    def gemm_tile(A, B, C, D, E, P, tickets, T, M, N, K, kchunk, geo, act, alpha):
         As = cuda.shared.array(SA, nbt, alignment=VECTOR_ALIGN)  # As[k*PA + m] = A[m0+m, kt+k]
         Bs = cuda.shared.array(SB, nbt, alignment=VECTOR_ALIGN)  # Bs[k*PB + n] = B[kt+k, n0+n]
         acc = cuda.local.array((TM, TN), nbt)
@@ -191,7 +192,7 @@ def _make_gemm(dtype, tile, ops):
                     for j in range(TN):
                         n = n0 + _lane(tx, j, VN, TX)
                         if n < N:
-                            store(C, D, geo, m, n, acc[i, j])
+                            store(C, D, E, geo, act, alpha, m, n, acc[i, j])
             return
         # split-K: publish this block's partial tile (each tile's partials are a separate,
         # line-aligned run of P, so no cache line is shared with another tile), take a ticket
@@ -219,7 +220,7 @@ def _make_gemm(dtype, tile, ops):
                         v = P[0, tile, q]
                         for z in range(1, S):
                             v += P[z, tile, q]
-                        store(C, D, geo, m, n, v)
+                        store(C, D, E, geo, act, alpha, m, n, v)
         if tid == 0:
             tickets[tile] = 0
 
@@ -235,14 +236,18 @@ class Gemm:
 
     def __init__(self, name, dims, ngeo, ops):
         build = functools.lru_cache(maxsize=None)(lambda dtype, tile: _make_gemm(dtype, tile, ops))
-        a, b, c, d = dims
-        self.tile = Kernel(f"{name}_tile", f"A{a} A{b} A{c} A{d} A3 n1 q2 i i i i t{ngeo}",
+        a, b, c, d, e = dims
+        self.rank_e = e
+        self.tile = Kernel(f"{name}_tile",
+                           f"A{a} A{b} A{c} A{d} A{e} A3 n1 q2 i i i i t{ngeo} i f",
                            lambda dtype: build(dtype, tuple(config.gemm_tile)))
 
-    def __call__(self, A, B, C, D, M, N, K, geo, table=None):
+    def __call__(self, A, B, C, D, M, N, K, geo, table=None, E=None, act=0, alpha=0.0):
         """Launch C = A @ B (through the index functions) for an M x N x K problem."""
         if M == 0 or N == 0:
             return
+        if E is None:
+            E = scratch("gemm_no_e", 1, C.dtype, (1,) * self.rank_e)
         BM, BN, BK, TM, TN, TX, TY = _tile_shape(config.gemm_tile)[:7]
         if table is None:
             table = scratch("gemm_no_table", 1, np.int64, (1, 1))
@@ -256,8 +261,8 @@ class Gemm:
         else:
             P, kchunk = scratch("gemm", 1, C.dtype, (1, 1, 1)), max(K, 1)
         tickets = counters("gemm", gm * gn)
-        self.tile[(gn, gm, splits), (TX, TY)](A, B, C, D, P, tickets, table, M, N, K, kchunk,
-                                              geo)
+        self.tile[(gn, gm, splits), (TX, TY)](A, B, C, D, E, P, tickets, table, M, N, K, kchunk,
+                                              geo, act, alpha)
 
 
 def _splits(blocks, K, BK):
@@ -271,6 +276,6 @@ def _splits(blocks, K, BK):
 
 def gemm(name, dims, ngeo, load_a, load_b, store, a_kfast=True, b_kfast=False,
          a_ctx=no_ctx, b_ctx=no_ctx):
-    """Make a GEMM variant (see the module docstring). ``dims``: ranks of A, B, C, D; ``ngeo``:
-    length of the geometry tuple."""
+    """Make a GEMM variant (see the module docstring). ``dims``: ranks of A, B, C, D, E;
+    ``ngeo``: length of the geometry tuple."""
     return Gemm(name, dims, ngeo, (a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast))

@@ -40,11 +40,35 @@ def _elementwise(name, f, f_grad, with_alpha):
             Kernel(f"activations._{name}_backward", "A1 A1 A1 f A1", lambda dtype: kb))
 
 
-_K = {name: _elementwise(name, device(getattr(scalar, name)),
-                         device(getattr(scalar, name + "_grad")), with_alpha)
-      for name, with_alpha in (("linear", False), ("relu", False), ("leaky_relu", True),
-                               ("elu", True), ("gelu", False), ("gelu_tanh", False),
-                               ("sigmoid", False), ("tanh", False), ("softplus", False))}
+_linear, _relu, _leaky_relu, _elu, _gelu, _gelu_tanh, _sigmoid, _tanh, _softplus = (
+    device(getattr(scalar, name)) for name in scalar.ACTIVATION_CODES)
+_WITH_ALPHA = ("leaky_relu", "elu")
+_K = {name: _elementwise(name, globals()["_" + name], device(getattr(scalar, name + "_grad")),
+                         name in _WITH_ALPHA)
+      for name in scalar.ACTIVATION_CODES}
+
+
+@cuda.jit(device=True)
+def _activate(code, x, alpha):
+    """Activation ``code`` (an index into scalar.ACTIVATION_CODES) of x: the epilogue of the
+    fused forward GEMMs (dense_forward_activation, conv2d_forward_activation)."""
+    if code == 1:
+        return _relu(x)
+    if code == 2:
+        return _leaky_relu(x, alpha)
+    if code == 3:
+        return _elu(x, alpha)
+    if code == 4:
+        return _gelu(x)
+    if code == 5:
+        return _gelu_tanh(x)
+    if code == 6:
+        return _sigmoid(x)
+    if code == 7:
+        return _tanh(x)
+    if code == 8:
+        return _softplus(x)
+    return _linear(x)
 
 
 def _fwd(name, x, alpha, out):

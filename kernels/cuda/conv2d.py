@@ -4,7 +4,8 @@ Each pass is the shared tiled GEMM (kernels/cuda/_gemm.py) with index functions 
 im2col matrix on the fly (the matrix is never stored; positions outside the image read as 0):
 
 * forward: out[n, k, p] = sum_r w[k, r] * col[r, (n, p)] + b[k]; M = K, N = batch*OH*OW,
-  K = C*KH*KW; the bias is added in the epilogue.
+  K = C*KH*KW; the bias is added in the epilogue, and with an activation
+  (``conv2d_forward_activation``) the epilogue also applies it, writing both.
 * backward input: grad_in[n, c, q] = sum_(k,kh,kw) w[k, c, kh, kw] * grad_out[n, k, oh, ow] over
   the output positions whose window covers input q (a gather: no atomics, every element written
   once); M = C, N = batch*H*W, K = K*KH*KW.
@@ -26,8 +27,10 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda
 
+from .. import scalar
 from ._common import MAX_THREADS, block_sum, config, flat, kernel, launcher, scratch, view
 from ._gemm import gemm, ld_rows
+from .activations import _activate
 
 _NGEO = 14
 
@@ -64,11 +67,21 @@ def _fwd_ld_x(x, geo, T, r, j, base, ih0, iw0):
 
 
 @cuda.jit(device=True)
-def _fwd_store(out, b, geo, k, j, v):
+def _fwd_store(out, b, unused, geo, act, alpha, k, j, v):
     """out[n, k, p] = v + b[k] with j = (n, p); out viewed as (N, K, OH*OW)."""
     P = geo[5] * geo[6]
     n = j // P
     out[n, k, j - n * P] = v + b[k]
+
+
+@cuda.jit(device=True)
+def _fwd_store_act(out, b, pre, geo, act, alpha, k, j, v):
+    """pre[n, k, p] = v + b[k] and out[n, k, p] = its activation."""
+    P = geo[5] * geo[6]
+    n = j // P
+    z = v + b[k]
+    pre[n, k, j - n * P] = z
+    out[n, k, j - n * P] = _activate(act, z, alpha)
 
 
 # ---------------------------------------------------------------------------------- backward input
@@ -116,7 +129,7 @@ def _bin_ld_g(g, geo, T, r, j, base, th0, tw0):
 
 
 @cuda.jit(device=True)
-def _bin_store(gi, unused, geo, c, j, v):
+def _bin_store(gi, unused, unused_e, geo, act, alpha, c, j, v):
     """grad_in[n, c, q] = v with j = (n, q); grad_in viewed as (N, C, H*W)."""
     HW = geo[1] * geo[2]
     n = j // HW
@@ -164,18 +177,20 @@ def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
 
 
 @cuda.jit(device=True)
-def _bw_store(gw, gb, geo, k, j, v):
+def _bw_store(gw, gb, unused, geo, act, alpha, k, j, v):
     if j == gw.shape[1]:
         gb[k] = v
     else:
         gw[k, j] = v
 
 
-_fwd = gemm("conv2d._fwd", (2, 1, 3, 1), _NGEO, ld_rows, _fwd_ld_x, _fwd_store,
+_fwd = gemm("conv2d._fwd", (2, 1, 3, 1, 1), _NGEO, ld_rows, _fwd_ld_x, _fwd_store,
             a_kfast=True, b_kfast=False, b_ctx=_fwd_col)
-_bwd_in = gemm("conv2d._bwd_in", (1, 1, 3, 3), _NGEO, _bin_ld_w, _bin_ld_g, _bin_store,
+_fwd_act = gemm("conv2d._fwd_act", (2, 1, 3, 1, 3), _NGEO, ld_rows, _fwd_ld_x, _fwd_store_act,
+                a_kfast=True, b_kfast=False, b_ctx=_fwd_col)
+_bwd_in = gemm("conv2d._bwd_in", (1, 1, 3, 3, 1), _NGEO, _bin_ld_w, _bin_ld_g, _bin_store,
                a_kfast=True, b_kfast=False, a_ctx=_bin_row, b_ctx=_bin_col)
-_bwd_w = gemm("conv2d._bwd_w", (1, 1, 2, 1), _NGEO, _bw_ld_g, _bw_ld_x, _bw_store,
+_bwd_w = gemm("conv2d._bwd_w", (1, 1, 2, 1, 1), _NGEO, _bw_ld_g, _bw_ld_x, _bw_store,
               a_kfast=True, b_kfast=True, a_ctx=_bw_row, b_ctx=_bw_col)
 
 
@@ -233,15 +248,32 @@ def _geo(C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K):
     return tuple(int(v) for v in (C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K))
 
 
-@launcher
-def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
-    """out (N,K,OH,OW) = conv(x (N,C,H,W), w (K,C,KH,KW)) + b (K,)."""
+def _forward(variant, x, w, b, geometry, out, **epilogue):
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = geometry
     N, C, H, W = x.shape
     K, _, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
     geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
-    _fwd(view(w, K, C * KH * KW), flat(x), view(out, N, K, OH * OW), b,
-         K, N * OH * OW, C * KH * KW, geo, _table("fwd", C, H, W, KH, KW, dil_h, dil_w))
+    variant(view(w, K, C * KH * KW), flat(x), view(out, N, K, OH * OW), b,
+            K, N * OH * OW, C * KH * KW, geo, _table("fwd", C, H, W, KH, KW, dil_h, dil_w),
+            **epilogue)
+
+
+@launcher
+def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
+    """out (N,K,OH,OW) = conv(x (N,C,H,W), w (K,C,KH,KW)) + b (K,)."""
+    _forward(_fwd, x, w, b, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), out)
+
+
+@launcher
+def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                              activation, alpha, pre, out):
+    """pre = conv(x, w) + b and out = its activation (``activation``: a code of
+    kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter), in one launch."""
+    scalar.activation_name(activation)
+    N, K = out.shape[0], out.shape[1]
+    _forward(_fwd_act, x, w, b, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), out,
+             E=view(pre, N, K, out.shape[2] * out.shape[3]), act=activation, alpha=alpha)
 
 
 @launcher

@@ -1,26 +1,36 @@
-"""Dense (fully connected) layer kernels on the GPU: three variants of the shared tiled GEMM
-(kernels/cuda/_gemm.py), each one launch (two when split-K kicks in for a long reduction).
+"""Dense (fully connected) layer kernels on the GPU: variants of the shared tiled GEMM
+(kernels/cuda/_gemm.py), one launch each (split-K partial tiles are summed by the last block).
 
-* forward: out = x @ w + b, the bias added in the GEMM epilogue.
+* forward: out = x @ w + b, the bias added in the GEMM epilogue; with an activation
+  (``dense_forward_activation``) the epilogue also applies it, writing both.
 * backward input: grad_in = grad_out @ w.T (w read transposed, no copy).
 * backward weight: grad_w = x.T @ grad_out, and grad_b = column sums of grad_out from the same
   GEMM: A gets one extra row of ones (row I), whose output row is the bias gradient.
 """
 from numba import cuda
 
+from .. import scalar
 from ._common import launcher
 from ._gemm import gemm, ld_rows, ld_transposed
+from .activations import _activate
 
 _NOGEO = (0,)
 
 
 @cuda.jit(device=True)
-def _store_bias(out, b, geo, m, n, v):
+def _store_bias(out, b, unused, geo, act, alpha, m, n, v):
     out[m, n] = v + b[n]
 
 
 @cuda.jit(device=True)
-def _store_plain(out, unused, geo, m, n, v):
+def _store_bias_act(out, b, pre, geo, act, alpha, m, n, v):
+    z = v + b[n]
+    pre[m, n] = z
+    out[m, n] = _activate(act, z, alpha)
+
+
+@cuda.jit(device=True)
+def _store_plain(out, unused, unused_e, geo, act, alpha, m, n, v):
     out[m, n] = v
 
 
@@ -33,18 +43,20 @@ def _ld_xt_ones(x, geo, T, m, k, c0, c1, c2):
 
 
 @cuda.jit(device=True)
-def _store_w_b(grad_w, grad_b, geo, m, n, v):
+def _store_w_b(grad_w, grad_b, unused, geo, act, alpha, m, n, v):
     if m == grad_w.shape[0]:
         grad_b[n] = v
     else:
         grad_w[m, n] = v
 
 
-_fwd = gemm("dense._fwd", (2, 2, 2, 1), 1, ld_rows, ld_rows, _store_bias,
+_fwd = gemm("dense._fwd", (2, 2, 2, 1, 1), 1, ld_rows, ld_rows, _store_bias,
             a_kfast=True, b_kfast=False)
-_bwd_in = gemm("dense._bwd_in", (2, 2, 2, 2), 1, ld_rows, ld_transposed, _store_plain,
+_fwd_act = gemm("dense._fwd_act", (2, 2, 2, 1, 2), 1, ld_rows, ld_rows, _store_bias_act,
+                a_kfast=True, b_kfast=False)
+_bwd_in = gemm("dense._bwd_in", (2, 2, 2, 2, 1), 1, ld_rows, ld_transposed, _store_plain,
                a_kfast=True, b_kfast=True)
-_bwd_w = gemm("dense._bwd_w", (2, 2, 2, 1), 1, _ld_xt_ones, ld_rows, _store_w_b,
+_bwd_w = gemm("dense._bwd_w", (2, 2, 2, 1, 1), 1, _ld_xt_ones, ld_rows, _store_w_b,
               a_kfast=False, b_kfast=False)
 
 
@@ -53,6 +65,15 @@ def dense_forward(x, w, b, out):
     """out (N, U) = x (N, I) @ w (I, U) + b (U,)."""
     n, i = x.shape
     _fwd(x, w, out, b, n, w.shape[1], i, _NOGEO)
+
+
+@launcher
+def dense_forward_activation(x, w, b, activation, alpha, pre, out):
+    """pre = x @ w + b and out = its activation (``activation``: a code of
+    kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter), in one launch."""
+    scalar.activation_name(activation)
+    n, i = x.shape
+    _fwd_act(x, w, out, b, n, w.shape[1], i, _NOGEO, E=pre, act=activation, alpha=alpha)
 
 
 @launcher

@@ -1,6 +1,8 @@
 """Activation functions by name, dispatched to the ``<name>_forward``/``<name>_backward`` kernels."""
 import math
 
+from .kernels.scalar import ACTIVATION_CODES
+
 # name -> (kernel name, default alpha)
 ACTIVATIONS = {
     "linear": ("linear", 0.0),
@@ -37,11 +39,23 @@ class ActivationOp:
         kernel, default = ACTIVATIONS[self.name]
         self.alpha = float(default if alpha is None else alpha)
         self.kernel = kernel
+        self.code = ACTIVATION_CODES.index(kernel) if kernel in ACTIVATION_CODES else None
         self.x = self.y = None
 
     @property
     def is_identity(self):
         return self.name == "linear"
+
+    @property
+    def fusable(self):
+        """Elementwise and not the identity: a producing kernel can apply it (``code``)."""
+        return self.code is not None and not self.is_identity
+
+    def record(self, x, y):
+        """Keep ``x`` and ``y = activation(x)`` computed elsewhere (a fused kernel) for
+        backward; returns ``y``."""
+        self.x, self.y = x, y
+        return y
 
     def _view(self, backend, a):
         shape = tuple(a.shape)      # device arrays' shapes may not index from the end

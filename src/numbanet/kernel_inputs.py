@@ -11,6 +11,7 @@ import inspect
 import numpy as np
 
 SEED = 20240601
+RELU = 1        # activation code of the fused forwards' inputs (kernels/scalar.py ACTIVATION_CODES)
 
 # Dimensions per size: batch, channels in/out, image side, features, flat buffer length, classes.
 SIZES = {
@@ -168,10 +169,14 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
     shifts = i64((np.arange(n) % 3) - 1)
     return {
         "dense_forward": (f(n, feat), f(feat, feat), f(feat), e(n, feat)),
+        "dense_forward_activation": (f(n, feat), f(feat, feat), f(feat), RELU, 0.0, e(n, feat),
+                                     e(n, feat)),
         "dense_backward_input": (f(n, feat), f(feat, feat), e(n, feat)),
         "dense_backward_weight": (f(n, feat), f(n, feat), e(feat, feat), e(feat)),
         "conv2d_forward": (f(n, c, hw, hw), f(k, c, 3, 3), f(k), 1, 1, 1, 1, 1, 1,
                            e(n, k, hw, hw)),
+        "conv2d_forward_activation": (f(n, c, hw, hw), f(k, c, 3, 3), f(k), 1, 1, 1, 1, 1, 1,
+                                      RELU, 0.0, e(n, k, hw, hw), e(n, k, hw, hw)),
         "conv2d_backward_input": (f(n, k, hw, hw), f(k, c, 3, 3), 1, 1, 1, 1, 1, 1,
                                   e(n, c, hw, hw)),
         "conv2d_backward_weight": (f(n, c, hw, hw), f(n, k, hw, hw), 1, 1, 1, 1, 1, 1,

@@ -83,11 +83,10 @@ class Conv2D(_Affine):
         return (*self.strides, *self.pads, *self.dilation_rate)
 
     def call(self, x, training):
-        be = self.backend
-        z = be.empty((x.shape[0],) + self.output_shape, self.dtype)
-        be.conv2d_forward(x, self.params["kernel"], self.bias, *self._geometry(), z)
         self.x = x
-        return self.activate(z)
+        return self.affine_forward("conv2d_forward",
+                                   (x, self.params["kernel"], self.bias, *self._geometry()),
+                                   (x.shape[0],) + self.output_shape)
 
     def backward(self, grad_out, pre_activation=False):
         be = self.backend

@@ -58,6 +58,19 @@ class _Affine(Layer):
     def activate(self, z):
         return self.act.forward(self.backend, z)
 
+    def affine_forward(self, kernel, args, shape):
+        """``kernel`` (dense_forward / conv2d_forward) of ``args`` into a new ``shape`` array,
+        then the activation: both in one kernel (``<kernel>_activation``, which also keeps the
+        pre-activation for backward) when the activation is elementwise."""
+        be = self.backend
+        z = be.empty(shape, self.dtype)
+        if not self.act.fusable:
+            getattr(be, kernel)(*args, z)
+            return self.activate(z)
+        y = be.empty(shape, self.dtype)
+        getattr(be, kernel + "_activation")(*args, self.act.code, self.act.alpha, z, y)
+        return self.act.record(z, y)
+
     def activation_grad(self, grad_out, pre_activation):
         return grad_out if pre_activation else self.act.backward(self.backend, grad_out)
 
@@ -91,11 +104,9 @@ class Dense(_Affine):
         self.create_affine((input_shape[0], self.units), self.units, input_shape[0], self.units)
 
     def call(self, x, training):
-        be = self.backend
-        z = be.empty((x.shape[0], self.units), self.dtype)
-        be.dense_forward(x, self.params["kernel"], self.bias, z)
         self.x = x
-        return self.activate(z)
+        return self.affine_forward("dense_forward", (x, self.params["kernel"], self.bias),
+                                   (x.shape[0], self.units))
 
     def backward(self, grad_out, pre_activation=False):
         be = self.backend
