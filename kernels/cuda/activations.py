@@ -48,25 +48,30 @@ _K = {name: _elementwise(name, globals()["_" + name], device(getattr(scalar, nam
       for name in scalar.ACTIVATION_CODES}
 
 
+_RELU, _LEAKY_RELU, _ELU, _GELU, _GELU_TANH, _SIGMOID, _TANH, _SOFTPLUS = (
+    scalar.ACTIVATION_CODES.index(name) for name in ("relu", "leaky_relu", "elu", "gelu",
+                                                     "gelu_tanh", "sigmoid", "tanh", "softplus"))
+
+
 @cuda.jit(device=True)
 def _activate(code, x, alpha):
     """Activation ``code`` (an index into scalar.ACTIVATION_CODES) of x: the epilogue of the
     fused forward GEMMs (dense_forward_activation, conv2d_forward_activation)."""
-    if code == 1:
+    if code == _RELU:
         return _relu(x)
-    if code == 2:
+    if code == _LEAKY_RELU:
         return _leaky_relu(x, alpha)
-    if code == 3:
+    if code == _ELU:
         return _elu(x, alpha)
-    if code == 4:
+    if code == _GELU:
         return _gelu(x)
-    if code == 5:
+    if code == _GELU_TANH:
         return _gelu_tanh(x)
-    if code == 6:
+    if code == _SIGMOID:
         return _sigmoid(x)
-    if code == 7:
+    if code == _TANH:
         return _tanh(x)
-    if code == 8:
+    if code == _SOFTPLUS:
         return _softplus(x)
     return _linear(x)
 
