@@ -15,6 +15,7 @@ Each function is self-contained (math calls and arithmetic only, no calls to its
 that wrapping any one of them for either target needs nothing else from this module.
 """
 import math
+import numbers
 
 SQRT_HALF = 0.7071067811865476          # 1 / sqrt(2)
 INV_SQRT_2PI = 0.3989422804014327       # 1 / sqrt(2 pi)
@@ -27,13 +28,18 @@ ACTIVATION_CODES = ("linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", 
                     "softplus")
 
 
-def activation_name(code):
-    """The name of activation ``code`` (host side: the fused kernels' argument check)."""
-    if isinstance(code, bool) or not isinstance(code, int) or \
+def fused_activation(code, pre, out):
+    """The name of activation ``code``, after checking the arguments of a fused forward kernel
+    on the host (both targets): an integer code in range, and ``pre`` and ``out`` of one shape
+    (the kernels write both at the same indices)."""
+    if isinstance(code, bool) or not isinstance(code, numbers.Integral) or \
             not 0 <= code < len(ACTIVATION_CODES):
         raise ValueError(f"activation must be an int code in [0, {len(ACTIVATION_CODES)}) "
                          f"(kernels/scalar.py ACTIVATION_CODES), got {code!r}")
-    return ACTIVATION_CODES[code]
+    if tuple(pre.shape) != tuple(out.shape):
+        raise ValueError(f"pre and out must have the same shape, got {tuple(pre.shape)} and "
+                         f"{tuple(out.shape)}")
+    return ACTIVATION_CODES[int(code)]
 
 
 # ----------------------------------------------------------------------------------- activations

@@ -160,6 +160,21 @@ def test_forward_activation_rejects_bad_codes():
     with pytest.raises(ValueError, match="activation must be an int code"):
         gpu_mod("dense").dense_forward_activation(x, w, b, 9, 0.0, dev(np.empty((2, 4))),
                                                   dev(np.empty((2, 4))))
+    with pytest.raises(ValueError, match=r"pre and out must have the same shape"):
+        gpu_mod("dense").dense_forward_activation(x, w, b, 1, 0.0, dev(np.empty((2, 4))),
+                                                  dev(np.empty((1, 4))))
+
+
+def test_conv_geometry_beyond_32_bit_coordinates_is_a_clear_error():
+    """The convolution kernels bound-check image coordinates in 32 bits: geometries that would
+    reach 2**31 are refused, naming the axis."""
+    from numbanet.kernels.cuda import conv2d as C
+    assert C._geo(3, 8, 8, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, 4)[1] == 8
+    with pytest.raises(ValueError, match=r"conv2d: image width 8 with padding 1073741824, "
+                                         r"stride 1073741824"):
+        C._geo(3, 8, 8, 3, 3, 8, 2, 1, 1 << 30, 1, 1 << 30, 1, 1, 4)
+    with pytest.raises(ValueError, match=r"conv2d: image height 8 .* reaches coordinate"):
+        C._geo(3, 8, 8, 3, 3, 8, 8, 1, 1, 1 << 31, 1, 1, 1, 4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -432,6 +447,9 @@ class _FakeDeviceArray:
     def reshape(self, *shape):
         return _FakeDeviceArray(self.a.reshape(*shape))
 
+    def is_c_contiguous(self):
+        return self.a.flags["C_CONTIGUOUS"]
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_view_packs_like_a_reshape(dtype):
@@ -448,6 +466,8 @@ def test_view_packs_like_a_reshape(dtype):
     with pytest.raises(ValueError, match="cannot view 24 elements as"):
         _common.view(base, 5, 5)
     assert _common._pack_array(np.zeros(3, dtype), []) is None
+    with pytest.raises(ValueError, match=r"cannot view a non-contiguous array of shape \(4, 3\)"):
+        _common.view(_FakeDeviceArray(np.zeros((4, 6), dtype)[:, ::2]), 12)
 
 
 def test_allocator_block_sizes():

@@ -128,3 +128,17 @@ def test_dense_forward_activation_rejects_bad_codes(code):
     x, w, b = np.ones((2, 3)), np.ones((3, 4)), np.zeros(4)
     with pytest.raises(ValueError, match=r"activation must be an int code in \[0, 9\).*got"):
         D.dense_forward_activation(x, w, b, code, 0.0, np.empty((2, 4)), np.empty((2, 4)))
+
+
+def test_dense_forward_activation_argument_checks():
+    """Any integer type is a code; pre and out of different shapes are refused before any
+    work (the activation would write past the smaller one)."""
+    x, w, b = np.ones((2, 3)), np.ones((3, 4)), np.zeros(4)
+    pre, out = poisoned((2, 4), np.float64), poisoned((2, 4), np.float64)
+    D.dense_forward_activation(x, w, b, np.int64(ACTIVATION_CODES.index("relu")), 0.0, pre, out)
+    np.testing.assert_array_equal(out, np.full((2, 4), 3.0))
+    short = poisoned((1, 4), np.float64)
+    with pytest.raises(ValueError, match=r"pre and out must have the same shape, got \(2, 4\) "
+                                         r"and \(1, 4\)"):
+        D.dense_forward_activation(x, w, b, 1, 0.0, pre, short)
+    assert np.isnan(short).all()

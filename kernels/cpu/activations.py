@@ -44,10 +44,11 @@ _softplus = njit(inline="always")(scalar.softplus)
 _softplus_grad = njit(inline="always")(scalar.softplus_grad)
 
 
-def _forward_kernel(activation):
-    """The NAME_forward kernel of activation code ``activation`` (scalar.ACTIVATION_CODES; a bad
-    code raises ValueError): the second half of the CPU fused forwards."""
-    return globals()[scalar.activation_name(activation) + "_forward"]
+def _fused_forward_kernel(activation, pre, out):
+    """The NAME_forward kernel of activation code ``activation`` (scalar.ACTIVATION_CODES), the
+    second half of the CPU fused forwards; bad arguments raise ValueError
+    (``scalar.fused_activation``)."""
+    return globals()[scalar.fused_activation(activation, pre, out) + "_forward"]
 
 
 # ------------------------------------------------------------------------------------- linear

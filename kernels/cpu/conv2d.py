@@ -23,7 +23,7 @@ wraparound test per element, which blocks vectorization. Long runs read through 
 import numpy as np
 from numba import njit, prange
 
-from .activations import _forward_kernel
+from .activations import _fused_forward_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -474,7 +474,7 @@ def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, 
     """pre = conv(x, w) + b and out = its activation (``activation``: a code of
     kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter); the CUDA twin does both in
     one launch."""
-    activate = _forward_kernel(activation)
+    activate = _fused_forward_kernel(activation, pre, out)
     conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, pre)
     activate(pre.reshape(-1), alpha, out.reshape(-1))
 

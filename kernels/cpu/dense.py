@@ -8,7 +8,7 @@ count, so results are the same on any machine.
 import numpy as np
 from numba import njit, prange
 
-from .activations import _forward_kernel
+from .activations import _fused_forward_kernel
 
 # Multiply-adds below which one BLAS call on the calling thread is faster than a split.
 _PARALLEL_MIN_WORK = 1 << 21
@@ -52,7 +52,7 @@ def dense_forward(x, w, b, out):
 def dense_forward_activation(x, w, b, activation, alpha, pre, out):
     """pre = x @ w + b and out = its activation (``activation``: a code of kernels/scalar.py
     ACTIVATION_CODES, ``alpha`` its parameter); the CUDA twin does both in one launch."""
-    activate = _forward_kernel(activation)
+    activate = _fused_forward_kernel(activation, pre, out)
     dense_forward(x, w, b, pre)
     activate(pre.reshape(-1), alpha, out.reshape(-1))
 

@@ -222,6 +222,10 @@ class View:
         self.ndim = len(self.shape)
         if math.prod(self.shape) != self.size:
             raise ValueError(f"cannot view {self.size} elements as {self.shape}")
+        if not self.base.is_c_contiguous():
+            raise ValueError(f"cannot view a non-contiguous array of shape "
+                             f"{tuple(self.base.shape)} (strides {tuple(self.base.strides)}) as "
+                             f"{self.shape}: kernels take C-contiguous arrays")
 
     def materialize(self):
         return self.base.reshape(self.shape)

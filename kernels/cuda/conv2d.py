@@ -37,7 +37,7 @@ _NGEO = 14
 
 @cuda.jit(device=True)
 def _inside(i, n):
-    """0 <= i < n, as one 32-bit unsigned compare (|i| and n are far below 2**31)."""
+    """0 <= i < n, as one 32-bit unsigned compare (``_geo`` keeps |i| and n below 2**31)."""
     return np.uint32(i) < np.uint32(n)
 
 
@@ -245,6 +245,14 @@ _TABLE_BUILDERS = {"fwd": _fwd_table, "bin": _bin_table, "bw": _bw_table}
 
 
 def _geo(C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K):
+    """The geometry tuple; image coordinates must fit the kernels' 32-bit bounds checks."""
+    for side, size, out, stride, pad, k, dil in (("height", H, OH, sh, ph, KH, dh),
+                                                  ("width", W, OW, sw, pw, KW, dw)):
+        reach = size + pad + max(out - 1, 0) * stride + max(k - 1, 0) * dil
+        if reach >= 1 << 31:
+            raise ValueError(f"conv2d: image {side} {size} with padding {pad}, stride {stride}, "
+                             f"dilation {dil} and {out} outputs reaches coordinate {reach}; "
+                             f"the CUDA kernels need coordinates below 2**31")
     return tuple(int(v) for v in (C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, K))
 
 
@@ -270,7 +278,7 @@ def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, 
                               activation, alpha, pre, out):
     """pre = conv(x, w) + b and out = its activation (``activation``: a code of
     kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter), in one launch."""
-    scalar.activation_name(activation)
+    scalar.fused_activation(activation, pre, out)
     N, K = out.shape[0], out.shape[1]
     _forward(_fwd_act, x, w, b, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), out,
              E=view(pre, N, K, out.shape[2] * out.shape[3]), act=activation, alpha=alpha)

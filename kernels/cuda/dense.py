@@ -71,7 +71,7 @@ def dense_forward(x, w, b, out):
 def dense_forward_activation(x, w, b, activation, alpha, pre, out):
     """pre = x @ w + b and out = its activation (``activation``: a code of
     kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter), in one launch."""
-    scalar.activation_name(activation)
+    scalar.fused_activation(activation, pre, out)
     n, i = x.shape
     _fwd_act(x, w, out, b, n, w.shape[1], i, _NOGEO, E=pre, act=activation, alpha=alpha)
 

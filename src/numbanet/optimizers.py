@@ -515,7 +515,6 @@ class Nadam(Optimizer):
                                    self._mu_t, self._mu_next, self._mu_product, step)
 
 
-
 @register
 class Adamax(Optimizer):
     """Adamax (torch.optim.Adamax): Adam with the infinity norm, u = max(beta_2 u, |g| + eps)."""
@@ -600,7 +599,6 @@ class AdaBound(Optimizer):
                                       slots["vmax"].reshape(-1), lr, self.beta_1, self.beta_2,
                                       self.epsilon, self.weight_decay, self._final_lr_t,
                                       self.gamma, self.amsbound, step)
-
 
 
 @register
