@@ -27,7 +27,8 @@ threads interleaved (``_lane``), and likewise its columns: per k, a run is one 1
 from shared memory (a 4x8 tile reads 3 vectors per 32 multiply-adds instead of 12 words). Per
 BK step the block stages an A tile (BK x BM, transposed) and a B tile (BK x BN) in shared memory;
 the next step's tiles are loaded into registers while the current one is multiplied (software
-pipelining). Out-of-range elements load as zero (ragged edges).
+pipelining). Out-of-range elements load as zero (ragged edges); a step whose A (B) tile lies
+inside A (B), as in every block but the edge ones, loads it without per-element bounds checks.
 
 Split-K: when the grid has fewer blocks than ~2 per SM and K is long (weight gradients, small
 layers), ``gridDim.z`` blocks each reduce a K chunk into a device scratch of partial tiles. Each
@@ -87,6 +88,26 @@ def _vec(t):
     return 4 if t % 4 == 0 else 2 if t % 2 == 0 else 1
 
 
+def _stager(load, is_a, L, BI, BK, NT, kfast):
+    """The staging loop of one operand: its L elements of a BI x BK (A) or BK x BI (B) tile."""
+    @cuda.jit(device=True)
+    def stage(X, geo, T, cx, rx, tid, i0, kt, I, k1, check):
+        """Element l: X's row (A) or column (B) i0 + i, K index kt + k -> rx[l] (0 when
+        ``check`` and it lies outside X)."""
+        for l in range(L):
+            e = tid + l * NT
+            if kfast:
+                i, k = i0 + e // BK, kt + e % BK
+            else:
+                i, k = i0 + e % BI, kt + e // BI
+            if not check or (i < I and k < k1):
+                rx[l] = (load(X, geo, T, i, k, cx[l, 0], cx[l, 1], cx[l, 2]) if is_a else
+                         load(X, geo, T, k, i, cx[l, 0], cx[l, 1], cx[l, 2]))
+            else:
+                rx[l] = X.dtype.type(0)
+    return stage
+
+
 def _make_gemm(dtype, tile, ops):
     """The tile kernel of one variant (``ops``) for one dtype and tile shape."""
     a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast = ops
@@ -97,6 +118,9 @@ def _make_gemm(dtype, tile, ops):
     PA, PB = BM + 4, BN + 4
     SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
+
+    stage_a = _stager(load_a, True, LA, BM, BK, NT, a_kfast)
+    stage_b = _stager(load_b, False, LB, BN, BK, NT, b_kfast)
 
     def gemm_tile(A, B, C, D, E, P, tickets, T, M, N, K, kchunk, geo, act, alpha):
         As = cuda.shared.array(SA, nbt, alignment=VECTOR_ALIGN)  # As[k*PA + m] = A[m0+m, kt+k]
@@ -132,6 +156,8 @@ def _make_gemm(dtype, tile, ops):
             c0, c1, c2 = b_ctx(B, geo, n) if n < N else (0, 0, 0)
             cb[l, 0], cb[l, 1], cb[l, 2] = c0, c1, c2
         steps = (k1 - k0 + BK - 1) // BK if k1 > k0 else 0
+        inner_m = m0 + BM <= M
+        inner_n = n0 + BN <= N
         for step in range(steps + 1):
             if step > 0:
                 # staged elements of step - 1: registers -> shared
@@ -150,23 +176,18 @@ def _make_gemm(dtype, tile, ops):
                 cuda.syncthreads()
             kt = k0 + step * BK
             if kt < k1:
-                # step's elements -> registers (in flight during the multiply below)
-                for l in range(LA):
-                    e = tid + l * NT
-                    if a_kfast:
-                        m, k = m0 + e // BK, kt + e % BK
-                    else:
-                        m, k = m0 + e % BM, kt + e // BM
-                    ra[l] = (load_a(A, geo, T, m, k, ca[l, 0], ca[l, 1], ca[l, 2])
-                             if (m < M and k < k1) else zero)
-                for l in range(LB):
-                    e = tid + l * NT
-                    if b_kfast:
-                        n, k = n0 + e // BK, kt + e % BK
-                    else:
-                        n, k = n0 + e % BN, kt + e // BN
-                    rb[l] = (load_b(B, geo, T, k, n, cb[l, 0], cb[l, 1], cb[l, 2])
-                             if (n < N and k < k1) else zero)
+                # step's elements -> registers (in flight during the multiply below). A step whose
+                # tile lies inside its operand (all but the ragged edges) loads unchecked: the
+                # two calls specialize the inlined staging loop on ``check``
+                inner_k = kt + BK <= k1
+                if inner_m and inner_k:
+                    stage_a(A, geo, T, ca, ra, tid, m0, kt, M, k1, False)
+                else:
+                    stage_a(A, geo, T, ca, ra, tid, m0, kt, M, k1, True)
+                if inner_n and inner_k:
+                    stage_b(B, geo, T, cb, rb, tid, n0, kt, N, k1, False)
+                else:
+                    stage_b(B, geo, T, cb, rb, tid, n0, kt, N, k1, True)
             if step > 0:
                 # multiply the shared tiles. A thread's rows (columns) come in runs of VM (VN)
                 # adjacent elements at 16-byte aligned unsigned offsets, so each run is one
