@@ -183,14 +183,16 @@ def test_conv_geometry_beyond_32_bit_coordinates_is_a_clear_error():
 def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
     """Register tiles read from shared memory in runs of 4 rows / columns (4x8 per thread, as the
     default tile), or 1 and 2 (3x2): the runs of a block's threads interleave, with ragged edges
-    and split K; dense and convolution variants."""
+    and split K, and without (unchecked staging only); dense and convolution variants."""
     monkeypatch.setattr(_common.config, "gemm_tile", tile)
     monkeypatch.setattr(_common.config, "num_sms", sms)
     monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
-    n, i, u = 37, 21, 45
-    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (i, u), (u,)))
-    (o,) = run_pair("dense", "dense_forward", [x, w, b], [((n, u), dtype)])[1]
-    assert_close(o, ref.dense_forward(x, w, b), dtype, "dense forward")
+    # ragged edges (edge blocks and the last K step check bounds, the others do not), then
+    # sizes that are multiples of every tile here (no step checks bounds)
+    for n, i, u in ((48, 16, 64), (37, 21, 45)):
+        x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (i, u), (u,)))
+        (o,) = run_pair("dense", "dense_forward", [x, w, b], [((n, u), dtype)])[1]
+        assert_close(o, ref.dense_forward(x, w, b), dtype, f"dense forward {n}x{i}x{u}")
     g = rng.standard_normal((n, u)).astype(dtype)
     gs = run_pair("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)])[1]
     assert_close(gs[0], x.T.astype(np.float64) @ g.astype(np.float64), dtype, "dense grad_w")
