@@ -14,6 +14,11 @@ A GEMM variant is made by :func:`gemm` from ``cuda.jit(device=True)`` index func
   columns of B as it walks along K, so these run once per kernel, not once per element (a
   convolution decomposes its output index into image and position there, out of the K loop).
 
+An operand that is a plain matrix (stored as is or transposed, passed flat) is given as an
+:class:`Affine` instead of ``load``/``ctx`` functions: its element (i, k) lies at
+``offset(X, geo, i) + k * kstride(geo)``, so its staging adds one per-step offset to each
+element's precomputed offset, with no multiply per load (dense layers, the convolution weights).
+
 ``geo`` is a tuple of int64 the variant interprets (convolution geometry); ``T`` an int64 table
 the launcher may pass, indexed by k (a convolution's precomputed offsets of the K index, so the
 loop has no integer divisions); ``D`` and ``E`` auxiliary arrays (bias, a second output).
@@ -56,15 +61,38 @@ def no_ctx(X, geo, i):
 
 
 @cuda.jit(device=True)
-def ld_rows(X, geo, T, r, c, c0, c1, c2):
-    """Operand stored as is: X[r, c] (unsigned indices: no negative-index wrap code)."""
-    return X[np.uint64(r), np.uint64(c)]
+def _unit(geo):
+    return 1
 
 
-@cuda.jit(device=True)
-def ld_transposed(X, geo, T, r, c, c0, c1, c2):
-    """Operand stored transposed: X[c, r]."""
-    return X[np.uint64(c), np.uint64(r)]
+class Affine:
+    """An operand whose element (i, k) lies at flat offset ``offset(X, geo, i) + k * kstride(geo)``
+    (a matrix stored as is or transposed, passed flat; ``kstride`` 1 by default). Its staging
+    keeps each element's offset at the step's first k and adds ``kt * kstride`` once per step:
+    one add per load, no multiply."""
+
+    def __init__(self, offset, kstride=_unit):
+        self.offset, self.kstride = offset, kstride
+
+
+def rows(ld):
+    """Affine operand of K-fast rows: element (i, k) at i * geo[ld] + k."""
+    @cuda.jit(device=True)
+    def offset(X, geo, i):
+        return i * geo[ld]
+    return Affine(offset)
+
+
+def cols(ld):
+    """Affine operand with its M or N index fast: element (i, k) at k * geo[ld] + i."""
+    @cuda.jit(device=True)
+    def offset(X, geo, i):
+        return i
+
+    @cuda.jit(device=True)
+    def kstride(geo):
+        return geo[ld]
+    return Affine(offset, kstride)
 
 
 def _tile_shape(tile):
@@ -88,12 +116,38 @@ def _vec(t):
     return 4 if t % 4 == 0 else 2 if t % 2 == 0 else 1
 
 
+def _contexts(load, ctx, L, BI, BK, NT, kfast):
+    """The per-thread contexts of one operand's L staged elements, computed once per kernel:
+    ``ctx``'s (c0, c1, c2) of each element's row (A) or column (B), or for an Affine operand the
+    element's offset at the step's first k."""
+    affine = isinstance(load, Affine)
+    offset, kstride = (load.offset, load.kstride) if affine else (None, None)
+
+    @cuda.jit(device=True)
+    def contexts(X, geo, cx, tid, i0, I):
+        for l in range(L):
+            e = tid + l * NT
+            i = i0 + (e // BK if kfast else e % BI)
+            if affine:
+                dk = e % BK if kfast else e // BI
+                cx[l, 0] = offset(X, geo, i) + dk * kstride(geo) if i < I else 0
+                cx[l, 1], cx[l, 2] = 0, 0
+            else:
+                c0, c1, c2 = ctx(X, geo, i) if i < I else (0, 0, 0)
+                cx[l, 0], cx[l, 1], cx[l, 2] = c0, c1, c2
+    return contexts
+
+
 def _stager(load, is_a, L, BI, BK, NT, kfast):
     """The staging loop of one operand: its L elements of a BI x BK (A) or BK x BI (B) tile."""
+    affine = isinstance(load, Affine)
+    kstride = load.kstride if affine else None
+
     @cuda.jit(device=True)
     def stage(X, geo, T, cx, rx, tid, i0, kt, I, k1, check):
         """Element l: X's row (A) or column (B) i0 + i, K index kt + k -> rx[l] (0 when
         ``check`` and it lies outside X)."""
+        ks = kt * kstride(geo) if affine else 0
         for l in range(L):
             e = tid + l * NT
             if kfast:
@@ -101,8 +155,12 @@ def _stager(load, is_a, L, BI, BK, NT, kfast):
             else:
                 i, k = i0 + e % BI, kt + e // BI
             if not check or (i < I and k < k1):
-                rx[l] = (load(X, geo, T, i, k, cx[l, 0], cx[l, 1], cx[l, 2]) if is_a else
-                         load(X, geo, T, k, i, cx[l, 0], cx[l, 1], cx[l, 2]))
+                if affine:
+                    rx[l] = X[np.uint64(cx[l, 0] + ks)]
+                elif is_a:
+                    rx[l] = load(X, geo, T, i, k, cx[l, 0], cx[l, 1], cx[l, 2])
+                else:
+                    rx[l] = load(X, geo, T, k, i, cx[l, 0], cx[l, 1], cx[l, 2])
             else:
                 rx[l] = X.dtype.type(0)
     return stage
@@ -119,6 +177,8 @@ def _make_gemm(dtype, tile, ops):
     SA, SB = BK * PA, BK * PB
     nbt = numba.from_dtype(np.dtype(dtype))
 
+    contexts_a = _contexts(load_a, a_ctx, LA, BM, BK, NT, a_kfast)
+    contexts_b = _contexts(load_b, b_ctx, LB, BN, BK, NT, b_kfast)
     stage_a = _stager(load_a, True, LA, BM, BK, NT, a_kfast)
     stage_b = _stager(load_b, False, LB, BN, BK, NT, b_kfast)
 
@@ -145,16 +205,8 @@ def _make_gemm(dtype, tile, ops):
                 acc[i, j] = zero
         # element l of a staging step: A[m0 + am(l), kt + ak(l)], B[kt + bk(l), n0 + bn(l)]; the
         # row / column part of its address does not change along K: computed once here
-        for l in range(LA):
-            e = tid + l * NT
-            m = m0 + (e // BK if a_kfast else e % BM)
-            c0, c1, c2 = a_ctx(A, geo, m) if m < M else (0, 0, 0)
-            ca[l, 0], ca[l, 1], ca[l, 2] = c0, c1, c2
-        for l in range(LB):
-            e = tid + l * NT
-            n = n0 + (e // BK if b_kfast else e % BN)
-            c0, c1, c2 = b_ctx(B, geo, n) if n < N else (0, 0, 0)
-            cb[l, 0], cb[l, 1], cb[l, 2] = c0, c1, c2
+        contexts_a(A, geo, ca, tid, m0, M)
+        contexts_b(B, geo, cb, tid, n0, N)
         steps = (k1 - k0 + BK - 1) // BK if k1 > k0 else 0
         inner_m = m0 + BM <= M
         inner_n = n0 + BN <= N
@@ -298,5 +350,9 @@ def _splits(blocks, K, BK):
 def gemm(name, dims, ngeo, load_a, load_b, store, a_kfast=True, b_kfast=False,
          a_ctx=no_ctx, b_ctx=no_ctx):
     """Make a GEMM variant (see the module docstring). ``dims``: ranks of A, B, C, D, E;
-    ``ngeo``: length of the geometry tuple."""
+    ``ngeo``: length of the geometry tuple; ``load_a`` / ``load_b``: index functions or
+    :class:`Affine` operands (which take no ``a_ctx`` / ``b_ctx``)."""
+    for side, load, ctx in (("A", load_a, a_ctx), ("B", load_b, b_ctx)):
+        if isinstance(load, Affine) and ctx is not no_ctx:
+            raise ValueError(f"gemm {name}: operand {side} is Affine, its offsets are its context")
     return Gemm(name, dims, ngeo, (a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast))

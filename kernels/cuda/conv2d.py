@@ -29,7 +29,7 @@ from numba import cuda
 
 from .. import scalar
 from ._common import MAX_THREADS, block_sum, config, flat, kernel, launcher, scratch, view
-from ._gemm import gemm, ld_rows
+from ._gemm import Affine, gemm
 from .activations import _activate
 
 _NGEO = 14
@@ -64,6 +64,15 @@ def _fwd_ld_x(x, geo, T, r, j, base, ih0, iw0):
     if _inside(ih, geo[1]) and _inside(iw, geo[2]):
         return x[np.uint64(base + T[u, 0])]
     return x.dtype.type(0)
+
+
+@cuda.jit(device=True)
+def _fwd_w_row(w, geo, k):
+    """Row k of the weight matrix (K, C*KH*KW), passed flat."""
+    return k * geo[0] * geo[3] * geo[4]
+
+
+_FWD_W = Affine(_fwd_w_row)
 
 
 @cuda.jit(device=True)
@@ -184,9 +193,9 @@ def _bw_store(gw, gb, unused, geo, act, alpha, k, j, v):
         gw[k, j] = v
 
 
-_fwd = gemm("conv2d._fwd", (2, 1, 3, 1, 1), _NGEO, ld_rows, _fwd_ld_x, _fwd_store,
+_fwd = gemm("conv2d._fwd", (1, 1, 3, 1, 1), _NGEO, _FWD_W, _fwd_ld_x, _fwd_store,
             a_kfast=True, b_kfast=False, b_ctx=_fwd_col)
-_fwd_act = gemm("conv2d._fwd_act", (2, 1, 3, 1, 3), _NGEO, ld_rows, _fwd_ld_x, _fwd_store_act,
+_fwd_act = gemm("conv2d._fwd_act", (1, 1, 3, 1, 3), _NGEO, _FWD_W, _fwd_ld_x, _fwd_store_act,
                 a_kfast=True, b_kfast=False, b_ctx=_fwd_col)
 _bwd_in = gemm("conv2d._bwd_in", (1, 1, 3, 3, 1), _NGEO, _bin_ld_w, _bin_ld_g, _bin_store,
                a_kfast=True, b_kfast=False, a_ctx=_bin_row, b_ctx=_bin_col)
@@ -262,7 +271,7 @@ def _forward(variant, x, w, b, geometry, out, **epilogue):
     K, _, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
     geo = _geo(C, H, W, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K)
-    variant(view(w, K, C * KH * KW), flat(x), view(out, N, K, OH * OW), b,
+    variant(flat(w), flat(x), view(out, N, K, OH * OW), b,
             K, N * OH * OW, C * KH * KW, geo, _table("fwd", C, H, W, KH, KW, dil_h, dil_w),
             **epilogue)
 

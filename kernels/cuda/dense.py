@@ -7,14 +7,17 @@
 * backward weight: grad_w = x.T @ grad_out, and grad_b = column sums of grad_out from the same
   GEMM: A gets one extra row of ones (row I), whose output row is the bias gradient.
 """
+import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import launcher
-from ._gemm import gemm, ld_rows, ld_transposed
+from ._common import flat, launcher
+from ._gemm import cols, gemm, rows
 from .activations import _activate
 
-_NOGEO = (0,)
+# Operands are passed flat, with geo = (row length of A, row length of B) as stored; x.T of the
+# weight gradient (with its row of ones) is read through an index function instead.
+_A_ROWS, _B_ROWS, _B_COLS = rows(0), rows(1), cols(1)
 
 
 @cuda.jit(device=True)
@@ -39,7 +42,7 @@ def _ld_xt_ones(x, geo, T, m, k, c0, c1, c2):
     """A = [x.T; ones]: (I + 1) x N."""
     if m == x.shape[1]:
         return x.dtype.type(1)
-    return x[k, m]
+    return x[np.uint64(k), np.uint64(m)]
 
 
 @cuda.jit(device=True)
@@ -50,13 +53,13 @@ def _store_w_b(grad_w, grad_b, unused, geo, act, alpha, m, n, v):
         grad_w[m, n] = v
 
 
-_fwd = gemm("dense._fwd", (2, 2, 2, 1, 1), 1, ld_rows, ld_rows, _store_bias,
+_fwd = gemm("dense._fwd", (1, 1, 2, 1, 1), 2, _A_ROWS, _B_COLS, _store_bias,
             a_kfast=True, b_kfast=False)
-_fwd_act = gemm("dense._fwd_act", (2, 2, 2, 1, 2), 1, ld_rows, ld_rows, _store_bias_act,
+_fwd_act = gemm("dense._fwd_act", (1, 1, 2, 1, 2), 2, _A_ROWS, _B_COLS, _store_bias_act,
                 a_kfast=True, b_kfast=False)
-_bwd_in = gemm("dense._bwd_in", (2, 2, 2, 2, 1), 1, ld_rows, ld_transposed, _store_plain,
+_bwd_in = gemm("dense._bwd_in", (1, 1, 2, 2, 1), 2, _A_ROWS, _B_ROWS, _store_plain,
                a_kfast=True, b_kfast=True)
-_bwd_w = gemm("dense._bwd_w", (2, 2, 2, 1, 1), 1, _ld_xt_ones, ld_rows, _store_w_b,
+_bwd_w = gemm("dense._bwd_w", (2, 1, 2, 1, 1), 2, _ld_xt_ones, _B_COLS, _store_w_b,
               a_kfast=False, b_kfast=False)
 
 
@@ -64,7 +67,7 @@ _bwd_w = gemm("dense._bwd_w", (2, 2, 2, 1, 1), 1, _ld_xt_ones, ld_rows, _store_w
 def dense_forward(x, w, b, out):
     """out (N, U) = x (N, I) @ w (I, U) + b (U,)."""
     n, i = x.shape
-    _fwd(x, w, out, b, n, w.shape[1], i, _NOGEO)
+    _fwd(flat(x), flat(w), out, b, n, w.shape[1], i, (i, w.shape[1]))
 
 
 @launcher
@@ -73,18 +76,20 @@ def dense_forward_activation(x, w, b, activation, alpha, pre, out):
     kernels/scalar.py ACTIVATION_CODES, ``alpha`` its parameter), in one launch."""
     scalar.fused_activation(activation, pre, out)
     n, i = x.shape
-    _fwd_act(x, w, out, b, n, w.shape[1], i, _NOGEO, E=pre, act=activation, alpha=alpha)
+    _fwd_act(flat(x), flat(w), out, b, n, w.shape[1], i, (i, w.shape[1]), E=pre,
+             act=activation, alpha=alpha)
 
 
 @launcher
 def dense_backward_input(grad_out, w, grad_in):
     """grad_in (N, I) = grad_out (N, U) @ w.T."""
     n, u = grad_out.shape
-    _bwd_in(grad_out, w, grad_in, grad_in, n, w.shape[0], u, _NOGEO)
+    _bwd_in(flat(grad_out), flat(w), grad_in, grad_in, n, w.shape[0], u, (u, u))
 
 
 @launcher
 def dense_backward_weight(x, grad_out, grad_w, grad_b):
     """grad_w (I, U) = x.T @ grad_out; grad_b (U,) = grad_out summed over the batch."""
     n, i = x.shape
-    _bwd_w(x, grad_out, grad_w, grad_b, i + 1, grad_out.shape[1], n, _NOGEO)
+    _bwd_w(x, flat(grad_out), grad_w, grad_b, i + 1, grad_out.shape[1], n,
+           (i, grad_out.shape[1]))
