@@ -24,7 +24,7 @@ if _cuda.cuda is None or not (_cuda.is_simulator() or _cuda.is_available()):
 
 from numba import cuda  # noqa: E402
 
-from numbanet.kernels.cuda import _common  # noqa: E402
+from numbanet.kernels.cuda import _common, _gemm  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
@@ -207,6 +207,13 @@ def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
     (o,) = run_pair("conv2d", "conv2d_backward_input", [g, w, *geo], [(x.shape, dtype)])[1]
     assert_close(o, ref.conv2d_backward_input(g, w, x.shape, (1, 1), (1, 1), (1, 1)), dtype,
                  "conv grad_in")
+
+
+def test_gemm_affine_operand_takes_no_context():
+    """An Affine operand's offsets are its context: a variant that also names one is refused."""
+    with pytest.raises(ValueError, match="operand B is Affine"):
+        _gemm.gemm("bad", (1, 1, 2, 1, 1), 2, _gemm.rows(0), _gemm.cols(1), None,
+                   b_ctx=lambda X, geo, i: (0, 0, 0))
 
 
 # -------------------------------------------------------------------------------------------- pool
