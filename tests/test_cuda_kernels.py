@@ -187,13 +187,16 @@ def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
     monkeypatch.setattr(_common.config, "gemm_tile", tile)
     monkeypatch.setattr(_common.config, "num_sms", sms)
     monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
-    # ragged edges (edge blocks and the last K step check bounds, the others do not), then
-    # sizes that are multiples of every tile here (no step checks bounds)
-    for n, i, u in ((48, 16, 64), (37, 21, 45)):
+    # sizes that are multiples of every tile here (no step checks bounds), then ragged edges
+    # (edge blocks and the last K step check bounds, the others do not)
+    for n, i, u in ((48, 32, 64), (37, 21, 45)):
         x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (i, u), (u,)))
         (o,) = run_pair("dense", "dense_forward", [x, w, b], [((n, u), dtype)])[1]
         assert_close(o, ref.dense_forward(x, w, b), dtype, f"dense forward {n}x{i}x{u}")
-    g = rng.standard_normal((n, u)).astype(dtype)
+        g = rng.standard_normal((n, u)).astype(dtype)
+        (o,) = run_pair("dense", "dense_backward_input", [g, w], [((n, i), dtype)])[1]
+        assert_close(o, g.astype(np.float64) @ w.T.astype(np.float64), dtype,
+                     f"dense grad_in {n}x{i}x{u}")
     gs = run_pair("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)])[1]
     assert_close(gs[0], x.T.astype(np.float64) @ g.astype(np.float64), dtype, "dense grad_w")
     assert_close(gs[1], g.astype(np.float64).sum(0), dtype, "dense grad_b")

@@ -131,7 +131,6 @@ def _contexts(load, ctx, L, BI, BK, NT, kfast):
             if affine:
                 dk = e % BK if kfast else e // BI
                 cx[l, 0] = offset(X, geo, i) + dk * kstride(geo) if i < I else 0
-                cx[l, 1], cx[l, 2] = 0, 0
             else:
                 c0, c1, c2 = ctx(X, geo, i) if i < I else (0, 0, 0)
                 cx[l, 0], cx[l, 1], cx[l, 2] = c0, c1, c2
