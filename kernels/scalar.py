@@ -472,3 +472,191 @@ def pnorm_grad(v, norm, p):
         return v / norm
     g = 1.0 if p == 1.0 else math.pow(math.fabs(v) / norm, p - 1.0)
     return g if v > 0.0 else -g
+
+
+# ----------------------------------------------------------------------------------- ops
+# The pointwise maths of the op library (kernels/{cpu,cuda}/ops.py, behind ``nb.ops``): one
+# function per arity switched on an integer code, an index into the tuples below. Every branch
+# returns a float, so a kernel stores it in its dtype. Domain edges are written out (negative
+# sqrt/log, negative base of a non-integer power: NaN; log(0) = -inf) so that the plain-Python
+# functions (the CUDA simulator runs them) give what the compiled ones give instead of raising.
+
+MAX_RANK = 6    # index spaces of the op kernels: shapes and strides are tuples of 6 int64
+
+UNARY_CODES = ("neg", "square", "sqrt", "exp", "log", "abs", "power", "clip", "affine", "rdiv")
+NEG, SQUARE, SQRT, EXP, LOG, ABS, POWER, CLIP, AFFINE, RDIV = range(len(UNARY_CODES))
+
+BINARY_CODES = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "equal")
+ADD, SUBTRACT, MULTIPLY, DIVIDE, MAXIMUM, MINIMUM, EQUAL = range(len(BINARY_CODES))
+
+
+def unary(code, x, alpha, beta):
+    """Unary op ``code`` (UNARY_CODES) of x; ``alpha``/``beta``: power's exponent, clip's bounds,
+    affine's alpha x + beta, rdiv's alpha / x (ignored by the others)."""
+    if code == NEG:
+        return -x
+    if code == SQUARE:
+        return x * x
+    if code == SQRT:
+        return math.sqrt(x) if x >= 0.0 else math.nan
+    if code == EXP:
+        return math.exp(x)
+    if code == LOG:
+        if x > 0.0:
+            return math.log(x)
+        return -math.inf if x == 0.0 else math.nan
+    if code == ABS:
+        return math.fabs(x)
+    if code == POWER:       # NaN for a negative base and a non-integer exponent, as torch
+        if x < 0.0 and alpha % 1.0 != 0.0 and not math.isinf(alpha):
+            return math.nan
+        return math.pow(x, alpha)
+    if code == CLIP:        # min(max(x, alpha), beta): beta when alpha > beta; NaN stays NaN
+        v = alpha if x < alpha else x
+        return beta if v > beta else v
+    if code == AFFINE:
+        return alpha * x + beta
+    return alpha / x        # RDIV
+
+
+def unary_grad(code, x, y, alpha, beta):
+    """d unary(code, x) / dx, given the forward input x and output y."""
+    if code == NEG:
+        return -1.0
+    if code == SQUARE:
+        return 2.0 * x
+    if code == SQRT:
+        return 0.5 / y
+    if code == EXP:
+        return y
+    if code == LOG:
+        return 1.0 / x
+    if code == ABS:         # sign(x), 0 at 0
+        if x > 0.0:
+            return 1.0
+        return -1.0 if x < 0.0 else 0.0
+    if code == POWER:       # alpha x^(alpha - 1), 0 for alpha == 0 (the constant 1)
+        if alpha == 0.0:
+            return 0.0
+        if x < 0.0 and alpha % 1.0 != 0.0 and not math.isinf(alpha):
+            return math.nan
+        return alpha * math.pow(x, alpha - 1.0)
+    if code == CLIP:        # torch.clamp: 1 inside [alpha, beta], bounds included
+        return 1.0 if alpha <= x and x <= beta else 0.0
+    if code == AFFINE:
+        return alpha
+    return -alpha / x / x   # RDIV (two divisions: no overflow of x * x in float32)
+
+
+def binary(code, a, b):
+    """Binary op ``code`` (BINARY_CODES) of a and b. maximum / minimum propagate NaN (either
+    input NaN gives NaN, as torch); equal is 1.0 or 0.0."""
+    if code == ADD:
+        return a + b
+    if code == SUBTRACT:
+        return a - b
+    if code == MULTIPLY:
+        return a * b
+    if code == DIVIDE:
+        return a / b
+    if code == MAXIMUM:
+        return a if a > b or a != a else b
+    if code == MINIMUM:
+        return a if a < b or a != a else b
+    return 1.0 if a == b else 0.0   # EQUAL
+
+
+def binary_grad_a(code, a, b):
+    """d binary(code, a, b) / da. maximum / minimum as torch: the gradient goes to the larger
+    (smaller) input, half to each on ties (and all of it where a comparison is false: NaN)."""
+    if code == ADD or code == SUBTRACT:
+        return 1.0
+    if code == MULTIPLY:
+        return b
+    if code == DIVIDE:
+        return 1.0 / b
+    if code == MAXIMUM:
+        if a == b:
+            return 0.5
+        return 0.0 if a < b else 1.0
+    if code == MINIMUM:
+        if a == b:
+            return 0.5
+        return 0.0 if a > b else 1.0
+    return 0.0                      # EQUAL
+
+
+def binary_grad_b(code, a, b):
+    """d binary(code, a, b) / db (the rules of binary_grad_a)."""
+    if code == ADD:
+        return 1.0
+    if code == SUBTRACT:
+        return -1.0
+    if code == MULTIPLY:
+        return a
+    if code == DIVIDE:
+        return -(a / b) / b
+    if code == MAXIMUM:
+        if a == b:
+            return 0.5
+        return 0.0 if a > b else 1.0
+    if code == MINIMUM:
+        if a == b:
+            return 0.5
+        return 0.0 if a < b else 1.0
+    return 0.0                      # EQUAL
+
+
+# Index spaces of the op kernels (host-side checks on both targets; njit-compiled on the CPU).
+
+def shape_size(shape):
+    """Number of elements of the index space ``shape``."""
+    n = 1
+    for d in range(len(shape)):
+        n *= shape[d]
+    return n
+
+
+def span(offset, shape, strides):
+    """(lowest, highest) element offset an operand at ``offset`` with ``strides`` (in elements,
+    any sign) reaches over the non-empty index space ``shape``."""
+    lo = offset
+    hi = offset
+    for d in range(len(shape)):
+        ext = (shape[d] - 1) * strides[d]
+        if ext < 0:
+            lo += ext
+        else:
+            hi += ext
+    return lo, hi
+
+
+def is_c_contiguous(shape, strides):
+    """True when ``strides`` walk ``shape`` in C order without gaps (a plain flat loop); the
+    strides of size-1 dimensions do not matter."""
+    step = 1
+    for d in range(len(shape) - 1, -1, -1):
+        if shape[d] != 1:
+            if strides[d] != step:
+                return False
+            step *= shape[d]
+    return True
+
+
+def matrix_span(batch_shape, batch_strides, rows, cols, ld, trans):
+    """(lowest, highest) element offset a batched matmul operand reaches: op(M) is rows x cols,
+    stored as rows rows of stride ``ld`` or, with ``trans``, as cols rows read transposed;
+    (0, -1) when nothing is read."""
+    lo = 0
+    hi = (cols - 1) * ld + rows - 1 if trans else (rows - 1) * ld + cols - 1
+    for d in range(len(batch_shape)):
+        if batch_shape[d] == 0:
+            return 0, -1
+        ext = (batch_shape[d] - 1) * batch_strides[d]
+        if ext < 0:
+            lo += ext
+        else:
+            hi += ext
+    if rows == 0 or cols == 0:
+        return 0, -1
+    return lo, hi

@@ -912,3 +912,159 @@ def triplet_margin_backward(anchor, positive, negative, margin, p, eps, weights=
         gu = np.where(live & (du > 0), np.sign(u) * (np.abs(u) / du) ** (p - 1.0), 0.0)
         gv = np.where(live & (dv > 0), np.sign(v) * (np.abs(v) / dv) ** (p - 1.0), 0.0)
     return _loss_rows(gu - gv, weights), _loss_rows(-gu, weights), _loss_rows(gv, weights)
+
+
+# ---- ops (kernels/cpu/ops.py): NumPy broadcasting, np.take, np.add.at ------------------------
+from numpy.lib.stride_tricks import as_strided as _as_strided
+
+
+def operand(flat, shape, strides, offset=0):
+    """The float64 view of the flat array ``flat`` that a kernel walks over ``shape`` with
+    ``strides`` (in elements) from ``offset``."""
+    a = _f64(flat).reshape(-1)
+    if 0 in tuple(shape):
+        return np.zeros(shape)
+    return _as_strided(a[offset:], shape=tuple(shape),
+                       strides=tuple(s * a.itemsize for s in strides))
+
+
+def _unary_value(name, x, alpha, beta):
+    with np.errstate(all="ignore"):
+        return {"neg": lambda: -x, "square": lambda: x * x, "sqrt": lambda: np.sqrt(x),
+                "exp": lambda: np.exp(x), "log": lambda: np.log(x), "abs": lambda: np.abs(x),
+                "power": lambda: np.power(x, alpha),
+                "clip": lambda: np.minimum(np.maximum(x, alpha), beta),
+                "affine": lambda: alpha * x + beta, "rdiv": lambda: alpha / x}[name]()
+
+
+def _unary_derivative(name, x, alpha, beta):
+    with np.errstate(all="ignore"):
+        return {"neg": lambda: -np.ones_like(x), "square": lambda: 2.0 * x,
+                "sqrt": lambda: 0.5 / np.sqrt(x), "exp": lambda: np.exp(x),
+                "log": lambda: 1.0 / x, "abs": lambda: np.sign(x),
+                "power": lambda: (np.zeros_like(x) if alpha == 0 else
+                                  alpha * np.power(x, alpha - 1.0)),
+                "clip": lambda: ((x >= alpha) & (x <= beta)).astype(np.float64),
+                "affine": lambda: np.full_like(x, alpha), "rdiv": lambda: -alpha / (x * x)}[name]()
+
+
+def unary_forward(name, x, alpha, beta):
+    return _unary_value(name, _f64(x), alpha, beta)
+
+
+def unary_backward(name, x, grad_out, alpha, beta):
+    return _f64(grad_out) * _unary_derivative(name, _f64(x), alpha, beta)
+
+
+def _binary_value(name, a, b):
+    with np.errstate(all="ignore"):
+        return {"add": np.add, "subtract": np.subtract, "multiply": np.multiply,
+                "divide": np.divide, "maximum": np.maximum, "minimum": np.minimum,
+                "equal": lambda a, b: (a == b).astype(np.float64)}[name](a, b)
+
+
+def _binary_derivatives(name, a, b):
+    """(d/da, d/db); maximum/minimum as torch.maximum's backward (ties halved)."""
+    one = np.ones(np.broadcast_shapes(a.shape, b.shape))
+    with np.errstate(all="ignore"):
+        if name == "add":
+            return one, one
+        if name == "subtract":
+            return one, -one
+        if name == "multiply":
+            return b * one, a * one
+        if name == "divide":
+            return one / b, -a / (b * b) * one
+        if name in ("maximum", "minimum"):
+            ga, gb = np.where(a == b, 0.5, 1.0) * one, np.where(a == b, 0.5, 1.0) * one
+            lose_a, lose_b = (a < b, a > b) if name == "maximum" else (a > b, a < b)
+            return np.where(lose_a, 0.0, ga), np.where(lose_b, 0.0, gb)
+        return 0 * one, 0 * one                          # equal
+
+
+def binary_forward(name, a, b, shape, a_strides, b_strides):
+    """Flat C-order result over ``shape``."""
+    return _binary_value(name, operand(a, shape, a_strides),
+                         operand(b, shape, b_strides)).reshape(-1)
+
+
+def binary_backward(name, a, b, grad_out, shape, a_strides, b_strides):
+    """Full-size (grad_a, grad_b), flat."""
+    ga, gb = _binary_derivatives(name, operand(a, shape, a_strides), operand(b, shape, b_strides))
+    g = _f64(grad_out).reshape(shape)
+    return (g * ga).reshape(-1), (g * gb).reshape(-1)
+
+
+def where_forward(cond, a, b, shape, c_strides, a_strides, b_strides):
+    return np.where(operand(cond, shape, c_strides) != 0, operand(a, shape, a_strides),
+                    operand(b, shape, b_strides)).reshape(-1)
+
+
+def where_backward(cond, grad_out, shape, c_strides):
+    c = operand(cond, shape, c_strides) != 0
+    g = _f64(grad_out).reshape(shape)
+    return np.where(c, g, 0.0).reshape(-1), np.where(c, 0.0, g).reshape(-1)
+
+
+def _reduced(x, keep_shape, keep_strides, red_shape, red_strides):
+    """x viewed as keep_shape + red_shape, and the axes of the reduced part."""
+    view = operand(x, tuple(keep_shape) + tuple(red_shape),
+                   tuple(keep_strides) + tuple(red_strides))
+    return view, tuple(range(len(keep_shape), len(keep_shape) + len(red_shape)))
+
+
+def reduce_sum(x, keep_shape, keep_strides, red_shape, red_strides, scale):
+    view, axes = _reduced(x, keep_shape, keep_strides, red_shape, red_strides)
+    return (scale * view.sum(axis=axes)).reshape(-1)
+
+
+def reduce_max(x, keep_shape, keep_strides, red_shape, red_strides):
+    view, axes = _reduced(x, keep_shape, keep_strides, red_shape, red_strides)
+    return view.max(axis=axes).reshape(-1)             # NaN propagates, as torch.amax
+
+
+def strided_copy(x, x_offset, shape, x_strides, accumulate, out, out_offset, out_strides):
+    """The whole of ``out`` (float64) after the copy."""
+    res = _f64(out).reshape(-1).copy()
+    src = operand(x, shape, x_strides, x_offset)
+    for idx in np.ndindex(*shape):
+        pos = out_offset + sum(i * s for i, s in zip(idx, out_strides))
+        res[pos] = (res[pos] if accumulate else 0.0) + src[idx]
+    return res
+
+
+def matmul_forward(a, b, batch_shape, a_batch_strides, b_batch_strides, m, n, k, lda, ldb,
+                   trans_a, trans_b, accumulate, out):
+    """The whole of ``out`` (float64) after the batched product."""
+    res = _f64(out).reshape(-1).copy()
+    for t, idx in enumerate(np.ndindex(*batch_shape)):
+        a0 = sum(i * s for i, s in zip(idx, a_batch_strides))
+        b0 = sum(i * s for i, s in zip(idx, b_batch_strides))
+        A = operand(a, (k, m) if trans_a else (m, k), (lda, 1), a0)
+        B = operand(b, (n, k) if trans_b else (k, n), (ldb, 1), b0)
+        c = (A.T if trans_a else A) @ (B.T if trans_b else B)
+        block = slice(t * m * n, (t + 1) * m * n)
+        res[block] = c.reshape(-1) + (res[block] if accumulate else 0.0)
+    return res
+
+
+def take_forward(x, idx, outer, n, inner):
+    return np.take(_f64(x).reshape(outer, n, inner), idx, axis=1).reshape(-1)
+
+
+def take_backward(grad_out, idx, outer, n, inner, accumulate, grad_x):
+    res = _f64(grad_x).reshape(outer, n, inner).copy() if accumulate else np.zeros((outer, n, inner))
+    g = _f64(grad_out).reshape(outer, len(idx), inner)
+    for o in range(outer):
+        np.add.at(res[o], np.asarray(idx), g[o])
+    return res.reshape(-1)
+
+
+def log_softmax_forward(x):
+    x = _f64(x)
+    return x - _special.logsumexp(x, axis=1, keepdims=True)
+
+
+def log_softmax_backward(y, grad_out):
+    g = _f64(grad_out)
+    return g - np.exp(_f64(y)) * g.sum(axis=1, keepdims=True)
