@@ -207,6 +207,46 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
     }
 
 
+def _pad6(*dims):
+    """A shape or strides tuple of the op kernels: padded at the front to 6 entries (MAX_RANK)."""
+    return (1,) * (6 - len(dims)) + dims
+
+
+def _ops_calls(be, dt, n, feat, **_):
+    """Calls of the op kernels (kernels/*/ops.py) on an (n, feat) activation: a broadcast row,
+    a sum over the batch, maxima over features, a transpose, a batch of two (n, feat) @ (feat,
+    feat) products sharing the right operand, an embedding-style take of 4n rows of a (feat,
+    feat) table."""
+    from numbanet.kernels.scalar import BINARY_CODES, UNARY_CODES
+    f = lambda *shape: on(be, normal(shape, dt, salt=10 + len(shape)))   # noqa: E731
+    e = lambda *shape: be.empty(shape, dt)                               # noqa: E731
+    nf, m = n * feat, 4 * n
+    exp, mul = UNARY_CODES.index("exp"), BINARY_CODES.index("multiply")
+    z4 = (0,) * 4
+    # the (n, feat) space, the strides of an (n, feat) operand and of a row broadcast over n
+    nxf, rows, row = _pad6(n, feat), z4 + (feat, 1), z4 + (0, 1)
+    cond = on(be, (uniform((nf,), dt, salt=11) > 0.5).astype(dt))
+    idx = on(be, labels(m, feat, salt=12))
+    x, g, b = f(nf), on(be, normal((nf,), dt, salt=13)), f(feat)
+    return {
+        "unary_forward": (exp, x, 0.0, 0.0, e(nf)),
+        "unary_backward": (exp, x, x, g, 0.0, 0.0, e(nf)),
+        "binary_forward": (mul, x, b, nxf, rows, row, e(nf)),
+        "binary_backward": (mul, x, b, g, nxf, rows, row, e(nf), e(nf)),
+        "where_forward": (cond, x, b, nxf, rows, rows, row, e(nf)),
+        "where_backward": (cond, g, nxf, rows, e(nf), e(nf)),
+        "reduce_sum": (x, _pad6(feat), row, _pad6(n), z4 + (0, feat), 1.0 / n, e(feat)),
+        "reduce_max": (x, _pad6(n), z4 + (0, feat), _pad6(feat), row, e(n)),
+        "strided_copy": (x, 0, _pad6(feat, n), z4 + (1, feat), False, e(nf), 0, z4 + (n, 1)),
+        "matmul_forward": (f(2 * nf), f(feat * feat), _pad6(2), z4 + (0, nf), (0,) * 6, n, feat,
+                           feat, feat, feat, False, False, False, e(2 * nf)),
+        "take_forward": (f(feat * feat), idx, 1, feat, feat, e(m * feat)),
+        "take_backward": (f(m * feat), idx, 1, feat, feat, False, e(feat * feat)),
+        "log_softmax_forward": (f(n, feat), e(n, feat)),
+        "log_softmax_backward": (f(n, feat), on(be, normal((n, feat), dt, salt=14)), e(n, feat)),
+    }
+
+
 def kernel_calls(be, dtype="float32", size="small", names=None):
     """``(calls, uncovered)``: ``calls`` lists (kernel name, arguments) for every kernel of ``be``
     (or those in ``names``) at ``size``; ``uncovered`` names kernels no inputs could be made for."""
@@ -214,7 +254,7 @@ def kernel_calls(be, dtype="float32", size="small", names=None):
         raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
     dims = SIZES[size]
     dt = np.dtype(dtype)
-    structured = _structured_calls(be, dt, **dims)
+    structured = {**_structured_calls(be, dt, **dims), **_ops_calls(be, dt, **dims)}
     calls, uncovered = [], []
     for name, fn in sorted(be.kernels.items()):
         if names is not None and name not in names:
