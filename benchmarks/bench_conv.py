@@ -51,7 +51,8 @@ class Conv2D:
 
     def time_backward_weight(self, *params):
         """Weight and bias gradients (what a layer's backward computes besides the input's)."""
-        self.be.conv2d_backward_params(self.x, self.g, *self.geometry, self.grad_w, self.grad_b)
+        self.be.conv2d_backward_params(self.x, self.g, *self.geometry, False, self.grad_w,
+                                       self.grad_b)
         self.be.synchronize()
 
 

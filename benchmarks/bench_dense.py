@@ -42,7 +42,7 @@ class Dense:
         self.be.synchronize()
 
     def time_backward_weight(self, *params):
-        self.be.dense_backward_weight(self.x, self.g, self.grad_w, self.grad_b)
+        self.be.dense_backward_weight(self.x, self.g, False, self.grad_w, self.grad_b)
         self.be.synchronize()
 
 

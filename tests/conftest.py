@@ -47,15 +47,43 @@ def dev(a):
     return cuda.to_device(np.ascontiguousarray(a))
 
 
+def _initial(out):
+    """A fresh output buffer: poisoned for a (shape, dtype) pair, a copy of an array's contents."""
+    return out.copy() if isinstance(out, np.ndarray) else blank(*out)
+
+
 def run_pair(mod, name, args, outs):
     """Run kernels.cpu.<mod>.<name> and kernels.cuda.<mod>.<name> on the same inputs ``args``
-    (arrays or scalars, in order) with fresh poisoned outputs ``outs`` [(shape, dtype)] appended;
-    returns (cpu outputs, cuda outputs) as host arrays."""
+    (arrays or scalars, in order) with outputs ``outs`` appended: fresh poisoned ones for
+    (shape, dtype) pairs, copies for arrays (previous contents, for kernels that add into their
+    outputs); returns (cpu outputs, cuda outputs) as host arrays."""
     import importlib
     cpu = importlib.import_module(f"numbanet.kernels.cpu.{mod}")
     gpu = importlib.import_module(f"numbanet.kernels.cuda.{mod}")
-    c_outs = [blank(s, d) for s, d in outs]
+    c_outs = [_initial(o) for o in outs]
     getattr(cpu, name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args], *c_outs)
-    g_outs = [dev(blank(s, d)) for s, d in outs]
+    g_outs = [dev(_initial(o)) for o in outs]
     getattr(gpu, name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args], *g_outs)
     return c_outs, [g.copy_to_host() for g in g_outs]
+
+
+def accumulate_runs(fn, args, outs, params, rng):
+    """A parameter-gradient kernel ``fn(*args, accumulate, *outputs)`` run twice: accumulate off
+    into poisoned outputs, then on into outputs where ``params`` (indices into ``outs``, a list of
+    (shape, dtype)) hold random previous contents and the others (input gradients, always
+    overwritten) are poisoned. Returns (outputs off, previous contents, outputs on); the previous
+    contents are None for the outputs not in ``params``."""
+    off = [poisoned(s, d) for s, d in outs]
+    fn(*args, False, *off)
+    prev = [rng.standard_normal(s).astype(d) if k in params else None
+            for k, (s, d) in enumerate(outs)]
+    on = [poisoned(s, d) if p is None else p.copy() for p, (s, d) in zip(prev, outs)]
+    fn(*args, True, *on)
+    return off, prev, on
+
+
+def accumulated(prev, want):
+    """What an accumulating run should give: ``prev + want`` in float64 (``want`` where ``prev``
+    is None: an overwritten output)."""
+    return [np.asarray(w, np.float64) + (0.0 if p is None else np.asarray(p, np.float64))
+            for p, w in zip(prev, want)]

@@ -6,6 +6,12 @@ def dense_forward(x, w, b):
     return x.astype(np.float64) @ w.astype(np.float64) + b.astype(np.float64)
 
 
+def dense_backward_weight(x, grad_out):
+    """(grad_w, grad_b) = (x.T @ grad_out, column sums of grad_out)."""
+    g = _f64(grad_out)
+    return _f64(x).T @ g, g.sum(axis=0)
+
+
 # ---- activations, losses, elementwise (kernels/cpu/{activations,losses,elementwise}.py) --------
 from scipy import special as _special
 

@@ -3,15 +3,16 @@
 Runs in Numba's CUDA simulator by default (conftest sets NUMBA_ENABLE_CUDASIM=1), or on a GPU with
 NUMBANET_TEST_REAL_CUDA=1. Launch knobs are shrunk (32 threads per block, at most 3 blocks, 8x8
 GEMM tiles of 2x2 per thread, 4-lane rows) so tiny arrays still cross block and tile edges, run
-grid-stride loops more than once and take the split-K path. Every launch is checked against the
-kernel's declared argument spec (what tests/test_cuda_ptx.py compiles), and the last test checks
-that every registered CUDA kernel was launched.
+grid-stride loops more than once and take the split-K path. The parameter-gradient kernels run
+with accumulate off (poisoned outputs) and on (added into previous contents). Every launch is
+checked against the kernel's declared argument spec (what tests/test_cuda_ptx.py compiles), and the
+last test checks that every registered CUDA kernel was launched.
 """
 import importlib
 
 import numpy as np
 import pytest
-from conftest import assert_close, dev, poisoned, run_pair
+from conftest import accumulated, assert_close, dev, poisoned, run_pair
 
 import reference as ref
 from numbanet import _cuda
@@ -48,6 +49,21 @@ def gpu_mod(mod):
     return importlib.import_module(f"numbanet.kernels.cuda.{mod}")
 
 
+def check_param_grads(mod, name, args, outs, want, dtype, rng, what):
+    """A parameter-gradient kernel ``name(*args, accumulate, *outputs)`` on both targets with
+    accumulate off (poisoned outputs) and on (random previous contents): the CUDA results against
+    the float64 references ``want`` (plus the previous contents when accumulating) and the CPU
+    twin's."""
+    for accumulate in (False, True):
+        init = [rng.standard_normal(s).astype(d) if accumulate else (s, d) for s, d in outs]
+        cs, gs = run_pair(mod, name, [*args, accumulate], init)
+        expect = accumulated([i if accumulate else None for i in init], want)
+        for k, (c, g, e) in enumerate(zip(cs, gs, expect)):
+            tag = f"{what} output {k}, accumulate {accumulate}"
+            assert_close(g, e, dtype, tag)
+            assert_close(g, c, dtype, f"{tag} vs cpu")
+
+
 def test_same_public_names_as_cpu():
     for mod in KERNEL_MODULES:
         try:
@@ -75,10 +91,8 @@ def test_dense(dtype, shape, sms, rng, monkeypatch):
     (c,), (o,) = run_pair("dense", "dense_backward_input", [g, w], [((n, i), dtype)])
     assert_close(o, g.astype(np.float64) @ w.T.astype(np.float64), dtype, "backward input")
     assert_close(o, c, dtype, "backward input vs cpu")
-    cs, gs = run_pair("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)])
-    assert_close(gs[0], x.T.astype(np.float64) @ g.astype(np.float64), dtype, "grad_w")
-    assert_close(gs[1], g.astype(np.float64).sum(0), dtype, "grad_b")
-    assert_close(gs[0], cs[0], dtype, "grad_w vs cpu")
+    check_param_grads("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)],
+                      ref.dense_backward_weight(x, g), dtype, rng, "grad_w, grad_b")
 
 
 # ------------------------------------------------------------------------------------------ conv2d
@@ -108,19 +122,15 @@ def test_conv2d(dtype, case, rng, monkeypatch):
     (c,), (o,) = run_pair("conv2d", "conv2d_backward_input", [g, w, *geo], [(x.shape, dtype)])
     assert_close(o, ref.conv2d_backward_input(g, w, x.shape, stride, pad, dil), dtype, "grad_in")
     assert_close(o, c, dtype, "grad_in vs cpu")
-    (c,), (o,) = run_pair("conv2d", "conv2d_backward_weight", [x, g, *geo], [(w.shape, dtype)])
-    assert_close(o, ref.conv2d_backward_weight(x, g, w.shape, stride, pad, dil), dtype, "grad_w")
-    assert_close(o, c, dtype, "grad_w vs cpu")
-    (c,), (o,) = run_pair("conv2d", "conv2d_backward_bias", [g], [((K,), dtype)])
-    assert_close(o, ref.conv2d_backward_bias(g), dtype, "grad_b")
-    assert_close(o, c, dtype, "grad_b vs cpu")
-    cs, gs = run_pair("conv2d", "conv2d_backward_params", [x, g, *geo],
-                      [(w.shape, dtype), ((K,), dtype)])
-    assert_close(gs[0], ref.conv2d_backward_weight(x, g, w.shape, stride, pad, dil), dtype,
-                 "params: grad_w")
-    assert_close(gs[1], ref.conv2d_backward_bias(g), dtype, "params: grad_b")
-    assert_close(gs[0], cs[0], dtype, "params: grad_w vs cpu")
-    assert_close(gs[1], cs[1], dtype, "params: grad_b vs cpu")
+    want_w = ref.conv2d_backward_weight(x, g, w.shape, stride, pad, dil)
+    want_b = ref.conv2d_backward_bias(g)
+    check_param_grads("conv2d", "conv2d_backward_weight", [x, g, *geo], [(w.shape, dtype)],
+                      [want_w], dtype, rng, "grad_w")
+    check_param_grads("conv2d", "conv2d_backward_bias", [g], [((K,), dtype)], [want_b], dtype,
+                      rng, "grad_b")
+    check_param_grads("conv2d", "conv2d_backward_params", [x, g, *geo],
+                      [(w.shape, dtype), ((K,), dtype)], [want_w, want_b], dtype, rng,
+                      "params: grad_w, grad_b")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -183,7 +193,8 @@ def test_conv_geometry_beyond_32_bit_coordinates_is_a_clear_error():
 def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
     """Register tiles read from shared memory in runs of 4 rows / columns (4x8 per thread, as the
     default tile), or 1 and 2 (3x2): the runs of a block's threads interleave, with ragged edges
-    and split K, and without (unchecked staging only); dense and convolution variants."""
+    and split K, and without (unchecked staging only); dense and convolution variants, the
+    weight gradients with accumulate off and on."""
     monkeypatch.setattr(_common.config, "gemm_tile", tile)
     monkeypatch.setattr(_common.config, "num_sms", sms)
     monkeypatch.setattr(_common.config, "gemm_min_chunk", 1)
@@ -197,9 +208,8 @@ def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
         (o,) = run_pair("dense", "dense_backward_input", [g, w], [((n, i), dtype)])[1]
         assert_close(o, g.astype(np.float64) @ w.T.astype(np.float64), dtype,
                      f"dense grad_in {n}x{i}x{u}")
-    gs = run_pair("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)])[1]
-    assert_close(gs[0], x.T.astype(np.float64) @ g.astype(np.float64), dtype, "dense grad_w")
-    assert_close(gs[1], g.astype(np.float64).sum(0), dtype, "dense grad_b")
+    check_param_grads("dense", "dense_backward_weight", [x, g], [((i, u), dtype), ((u,), dtype)],
+                      ref.dense_backward_weight(x, g), dtype, rng, "dense grad_w, grad_b")
     x = rng.standard_normal((2, 3, 6, 7)).astype(dtype)
     w = rng.standard_normal((17, 3, 3, 3)).astype(dtype)
     b = rng.standard_normal(17).astype(dtype)
@@ -210,6 +220,10 @@ def test_gemm_register_tiles(dtype, tile, sms, rng, monkeypatch):
     (o,) = run_pair("conv2d", "conv2d_backward_input", [g, w, *geo], [(x.shape, dtype)])[1]
     assert_close(o, ref.conv2d_backward_input(g, w, x.shape, (1, 1), (1, 1), (1, 1)), dtype,
                  "conv grad_in")
+    check_param_grads("conv2d", "conv2d_backward_params", [x, g, *geo],
+                      [(w.shape, dtype), ((17,), dtype)],
+                      [ref.conv2d_backward_weight(x, g, w.shape, (1, 1), (1, 1), (1, 1)),
+                       ref.conv2d_backward_bias(g)], dtype, rng, "conv grad_w, grad_b")
 
 
 def test_gemm_affine_operand_takes_no_context():

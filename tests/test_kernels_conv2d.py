@@ -1,8 +1,9 @@
 """CPU conv2d kernels: float64 reference, finite differences, PyTorch; both code paths (direct
-for unit strides and small C*KH*KW, im2col + GEMM otherwise), serial and parallel."""
+for unit strides and small C*KH*KW, im2col + GEMM otherwise), serial and parallel; the weight and
+bias gradients with accumulate off (poisoned outputs) and on (added into previous contents)."""
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import accumulate_runs, accumulated, poisoned
 
 import reference as ref
 from numbanet.kernels.cpu import activations as A
@@ -85,9 +86,9 @@ def run_all(x, w, b, g, geo):
     gi = poisoned(x.shape, x.dtype)
     K2.conv2d_backward_input(g, w, *geo, gi)
     gw = poisoned(w.shape, x.dtype)
-    K2.conv2d_backward_weight(x, g, *geo, gw)
+    K2.conv2d_backward_weight(x, g, *geo, False, gw)
     gb = poisoned(b.shape, x.dtype)
-    K2.conv2d_backward_bias(g, gb)
+    K2.conv2d_backward_bias(g, False, gb)
     return out, gi, gw, gb
 
 
@@ -97,12 +98,21 @@ def check_against_reference(c, dtype, rng):
     out, gi, gw, gb = run_all(x, w, b, g, geo)
     assert_close(out, ref.conv2d_forward(x, w, b, st, pd, dl, out_hw(c)), dtype)
     assert_close(gi, ref.conv2d_backward_input(g, w, x.shape, st, pd, dl), dtype)
-    assert_close(gw, ref.conv2d_backward_weight(x, g, w.shape, st, pd, dl), dtype)
-    assert_close(gb, ref.conv2d_backward_bias(g), dtype)
-    gw2, gb2 = poisoned(w.shape, dtype), poisoned(b.shape, dtype)
-    K2.conv2d_backward_params(x, g, *geo, gw2, gb2)
-    np.testing.assert_array_equal(gw2, gw)
-    np.testing.assert_array_equal(gb2, gb)
+    want_w = ref.conv2d_backward_weight(x, g, w.shape, st, pd, dl)
+    want_b = ref.conv2d_backward_bias(g)
+    assert_close(gw, want_w, dtype)
+    assert_close(gb, want_b, dtype)
+    # accumulate off: the bits above (params too); on: added into previous contents
+    wo, bo = (w.shape, dtype), (b.shape, dtype)
+    for fn, args, outs, got, want in [
+            (K2.conv2d_backward_params, (x, g, *geo), [wo, bo], (gw, gb), (want_w, want_b)),
+            (K2.conv2d_backward_weight, (x, g, *geo), [wo], (gw,), (want_w,)),
+            (K2.conv2d_backward_bias, (g,), [bo], (gb,), (want_b,))]:
+        off, prev, on = accumulate_runs(fn, args, outs, range(len(outs)), rng)
+        for a, e in zip(off, got):
+            np.testing.assert_array_equal(a, e)
+        for a, e in zip(on, accumulated(prev, want)):
+            assert_close(a, e, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -134,6 +144,18 @@ def test_cases_cover_both_paths_serial_and_parallel():
         assert any(direct(c) for c in cases) and not all(direct(c) for c in cases)
     gemm = [c for c in PAR_CASES if not direct(c)]
     assert any(banded(c) for c in gemm) and not all(banded(c) for c in gemm)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_gradient_parallel_path(dtype, rng):
+    """conv2d_backward_bias over enough elements for its prange over channels, accumulate off
+    and on."""
+    g = rng.standard_normal((4, 16, 128, 128)).astype(dtype)
+    assert g.size >= K2._PARALLEL_MIN_WORK
+    off, prev, on = accumulate_runs(K2.conv2d_backward_bias, (g,), [((16,), dtype)], [0], rng)
+    want = [ref.conv2d_backward_bias(g)]
+    assert_close(off[0], want[0], dtype)
+    assert_close(on[0], accumulated(prev, want)[0], dtype)
 
 
 GRAD_CASES = [

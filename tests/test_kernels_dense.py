@@ -1,8 +1,9 @@
 """CPU dense kernels against the float64 reference: one BLAS call for small products, row blocks
-on Numba's threads for large ones."""
+on Numba's threads for large ones; the weight gradient with accumulate off (poisoned outputs) and
+on (added into previous contents), bit-identical on any thread count."""
 import numpy as np
 import pytest
-from conftest import assert_close, poisoned
+from conftest import accumulate_runs, accumulated, assert_close, poisoned
 
 import reference as ref
 from numbanet.kernels.cpu import activations as A
@@ -36,18 +37,22 @@ def test_dense_kernels(shape, dtype, rng):
     gi = poisoned((n, i), dtype)
     D.dense_backward_input(g, w, gi)
     assert_close(gi, g.astype(np.float64) @ w.T.astype(np.float64), dtype, "backward input")
-    gw, gb = poisoned((i, u), dtype), poisoned((u,), dtype)
-    D.dense_backward_weight(x, g, gw, gb)
-    assert_close(gw, x.T.astype(np.float64) @ g.astype(np.float64), dtype, "grad_w")
-    assert_close(gb, g.astype(np.float64).sum(0), dtype, "grad_b")
+    off, prev, on = accumulate_runs(D.dense_backward_weight, (x, g),
+                                    [((i, u), dtype), ((u,), dtype)], (0, 1), rng)
+    want = ref.dense_backward_weight(x, g)
+    for got, acc, w, p, what in zip(off, on, want, accumulated(prev, want), ("grad_w", "grad_b")):
+        assert_close(got, w, dtype, what)
+        assert_close(acc, p, dtype, f"{what} accumulated")
 
 
 def test_same_result_on_any_thread_count(rng):
-    """The split depends on the shape only: 1 and 2 threads give identical bits."""
+    """The split depends on the shape only: 1 and 2 threads give identical bits (the weight
+    gradient stored and accumulated)."""
     import numba
     n, i, u = 130, 131, 129
     x, w, b = rng.standard_normal((n, i)), rng.standard_normal((i, u)), rng.standard_normal(u)
     g = rng.standard_normal((n, u))
+    prev_w, prev_b = rng.standard_normal((i, u)), rng.standard_normal(u)
     results = []
     before = numba.get_num_threads()
     try:
@@ -56,8 +61,10 @@ def test_same_result_on_any_thread_count(rng):
             out, gi, gw, gb = np.empty((n, u)), np.empty((n, i)), np.empty((i, u)), np.empty(u)
             D.dense_forward(x, w, b, out)
             D.dense_backward_input(g, w, gi)
-            D.dense_backward_weight(x, g, gw, gb)
-            results.append((out, gi, gw, gb))
+            D.dense_backward_weight(x, g, False, gw, gb)
+            aw, ab = prev_w.copy(), prev_b.copy()
+            D.dense_backward_weight(x, g, True, aw, ab)
+            results.append((out, gi, gw, gb, aw, ab))
     finally:
         numba.set_num_threads(before)
     for a, c in zip(*results):

@@ -1,12 +1,14 @@
-"""Normalization: CPU kernels against float64 references and finite differences; the layers
-(gradcheck, PyTorch, training vs inference, moving statistics, config, bad arguments); a tiny model
-that trains and round-trips its moving statistics through save/load; the CUDA kernels in Numba's
-simulator against the CPU kernels (tests/test_cuda_ptx.py compiles them to PTX for sm_90)."""
+"""Normalization: CPU kernels against float64 references and finite differences (the backward
+passes with accumulate off, on poisoned outputs, and on, adding the gamma/beta gradients into
+previous contents); the layers (gradcheck, PyTorch, training vs inference, moving statistics,
+config, bad arguments); a tiny model that trains and round-trips its moving statistics through
+save/load; the CUDA kernels in Numba's simulator against the CPU kernels, accumulate off and on
+(tests/test_cuda_ptx.py compiles them to PTX for sm_90)."""
 import json
 
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import accumulate_runs, accumulated, poisoned
 
 import numbanet as nb
 import reference as ref
@@ -71,7 +73,7 @@ def bn_grads(mod, fn, *args):
     x = args[0]
     c = x.shape[1]
     gi, gg, gb = poisoned(x.shape, x.dtype), poisoned(c, x.dtype), poisoned(c, x.dtype)
-    getattr(mod, fn)(*args, gi, gg, gb)
+    getattr(mod, fn)(*args, False, gi, gg, gb)
     return gi, gg, gb
 
 
@@ -85,8 +87,20 @@ def ln_forward(mod, x, gamma, beta):
 def ln_backward(mod, x, g, gamma, mean, invstd):
     d = x.shape[1]
     gi, gg, gb = poisoned(x.shape, x.dtype), poisoned(d, x.dtype), poisoned(d, x.dtype)
-    mod.layernorm_backward(x, g, gamma, mean, invstd, gi, gg, gb)
+    mod.layernorm_backward(x, g, gamma, mean, invstd, False, gi, gg, gb)
     return gi, gg, gb
+
+
+def check_backward(fn, args, want, dtype, rng, floor=0.0):
+    """CPU backward ``fn`` (x first in ``args``) against the references ``want`` = (grad_in,
+    grad_gamma, grad_beta): accumulate off into poisoned outputs, and on, where grad_gamma and
+    grad_beta add into previous contents and grad_in (poisoned) is overwritten."""
+    x = args[0]
+    outs = [(x.shape, x.dtype)] + [((x.shape[1],), x.dtype)] * 2
+    off, prev, on = accumulate_runs(getattr(K, fn), args, outs, (1, 2), rng)
+    for a, b, e, e_acc in zip(off, on, want, accumulated(prev, want)):
+        assert_close(a, e, dtype, floor=floor)
+        assert_close(b, e_acc, dtype, floor=floor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,16 +122,14 @@ def test_batchnorm_kernels_match_reference(shape, dtype, rng):
     for a, e in [(out, r_out), (mean, r_mean), (invstd, r_invstd)]:
         assert a.dtype == dtype
         assert_close(a, e, dtype, floor=floor)
-    for a, e in zip(bn_grads(K, "batchnorm_backward", x, g, gamma, mean, invstd),
-                    ref.batchnorm_backward(x, g, gamma, mean, invstd)):
-        assert_close(a, e, dtype, floor=floor)
+    check_backward("batchnorm_backward", (x, g, gamma, mean, invstd),
+                   ref.batchnorm_backward(x, g, gamma, mean, invstd), dtype, rng, floor)
 
     out = poisoned(shape, dtype)
     K.batchnorm_forward_infer(x, gamma, beta, rm, rv, EPS, out)
     assert_close(out, ref.batchnorm_forward_infer(x, gamma, beta, rm, rv, EPS), dtype)
-    for a, e in zip(bn_grads(K, "batchnorm_backward_infer", x, g, gamma, rm, rv, EPS),
-                    ref.batchnorm_backward_infer(x, g, gamma, rm, rv, EPS)):
-        assert_close(a, e, dtype)
+    check_backward("batchnorm_backward_infer", (x, g, gamma, rm, rv, EPS),
+                   ref.batchnorm_backward_infer(x, g, gamma, rm, rv, EPS), dtype, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -143,9 +155,8 @@ def test_layernorm_kernels_match_reference(shape, dtype, rng):
     for a, e in [(out, r_out), (mean, r_mean), (invstd, r_invstd)]:
         assert a.dtype == dtype
         assert_close(a, e, dtype, floor=floor)
-    for a, e in zip(ln_backward(K, x, g, gamma, mean, invstd),
-                    ref.layernorm_backward(x, g, gamma, mean, invstd)):
-        assert_close(a, e, dtype, floor=floor)
+    check_backward("layernorm_backward", (x, g, gamma, mean, invstd),
+                   ref.layernorm_backward(x, g, gamma, mean, invstd), dtype, rng, floor)
 
 
 def test_statistics_are_stable_for_a_large_mean(rng):
@@ -435,6 +446,21 @@ def _on_device(cuda, mod, fn, *args):
     return [d.copy_to_host() if isinstance(a, np.ndarray) else a for a, d in zip(args, dev)]
 
 
+def _backward_matches_cpu(cuda, G, fn, args, dtype, rng, floor):
+    """CUDA backward ``fn`` against the CPU kernel on the same inputs, accumulate off (poisoned
+    outputs) and on (random previous grad_gamma / grad_beta, poisoned grad_in)."""
+    x = args[0]
+    p = (x.shape[1],)
+    for accumulate in (False, True):
+        outs = [poisoned(x.shape, dtype)] + [
+            rng.standard_normal(p).astype(dtype) if accumulate else poisoned(p, dtype)
+            for _ in range(2)]
+        dev = _on_device(cuda, G, fn, *args, accumulate, *outs)[-3:]
+        getattr(K, fn)(*args, accumulate, *outs)
+        for a, e in zip(dev, outs):
+            assert_close(a, e, dtype, floor=floor)
+
+
 def test_cuda_public_names_match_cpu(gpu):
     _, G = gpu
     assert kernel_names(G) == PUBLIC
@@ -453,21 +479,15 @@ def test_cuda_batchnorm_matches_cpu(shape, dtype, gpu, rng):
     for a, e in zip(dev, cpu):
         assert_close(a, e, dtype, floor=floor)
     mean, invstd = cpu[1], cpu[2]
-    args = (x, g, gamma, mean, invstd)
-    dev = _on_device(cuda, G, "batchnorm_backward", *args, poisoned(shape, dtype),
-                     poisoned(c, dtype), poisoned(c, dtype))[5:]
-    for a, e in zip(dev, bn_grads(K, "batchnorm_backward", *args)):
-        assert_close(a, e, dtype, floor=floor)
+    _backward_matches_cpu(cuda, G, "batchnorm_backward", (x, g, gamma, mean, invstd), dtype, rng,
+                          floor)
     out = poisoned(shape, dtype)
     K.batchnorm_forward_infer(x, gamma, beta, rm, rv, EPS, out)
     dev = _on_device(cuda, G, "batchnorm_forward_infer", x, gamma, beta, rm, rv, EPS,
                      poisoned(shape, dtype))[6]
     assert_close(dev, out, dtype, floor=floor)
-    args = (x, g, gamma, rm, rv, EPS)
-    dev = _on_device(cuda, G, "batchnorm_backward_infer", *args, poisoned(shape, dtype),
-                     poisoned(c, dtype), poisoned(c, dtype))[6:]
-    for a, e in zip(dev, bn_grads(K, "batchnorm_backward_infer", *args)):
-        assert_close(a, e, dtype, floor=floor)
+    _backward_matches_cpu(cuda, G, "batchnorm_backward_infer", (x, g, gamma, rm, rv, EPS), dtype,
+                          rng, floor)
     count = shape[0] * shape[2]
     dev = _on_device(cuda, G, "batchnorm_update_running", rm, rv, mean, invstd, EPS, 0.9, count)
     K.batchnorm_update_running(rm, rv, mean, invstd, EPS, 0.9, count)
@@ -487,11 +507,8 @@ def test_cuda_layernorm_matches_cpu(shape, dtype, gpu, rng):
                      poisoned(r, dtype), poisoned(r, dtype))[4:]
     for a, e in zip(dev, cpu):
         assert_close(a, e, dtype, floor=floor)
-    args = (x, g, gamma, cpu[1], cpu[2])
-    dev = _on_device(cuda, G, "layernorm_backward", *args, poisoned(shape, dtype),
-                     poisoned(d, dtype), poisoned(d, dtype))[5:]
-    for a, e in zip(dev, ln_backward(K, *args)):
-        assert_close(a, e, dtype, floor=floor)
+    _backward_matches_cpu(cuda, G, "layernorm_backward", (x, g, gamma, cpu[1], cpu[2]), dtype,
+                          rng, floor)
 
 
 def test_layers_on_the_cuda_backend_match_cpu(gpu, monkeypatch, rng):

@@ -16,6 +16,11 @@ bounds. Then one of two strategies, picked from the shape:
   contiguous loop per kernel tap over a "wide" (OH, Wp) output whose extra Wp - OW columns per
   row are dropped.
 
+The weight gradient sums per-chunk float64 partials at the end, and the bias gradient per-channel
+float64 sums: with ``accumulate`` that last step adds into grad_w / grad_b instead of storing
+(in float64, then rounded once; a layer called several times in one step sums its calls'
+gradients, with no extra pass).
+
 Inner loops never index with ``row[q + o]``: a possibly negative index makes Numba emit a
 wraparound test per element, which blocks vectorization. Long runs read through slices
 (``row[o:o + L]``), short ones (im2col) through flat views with unsigned offsets.
@@ -429,9 +434,10 @@ def _bias_sum(g3, k):
 
 
 @njit(cache=True, parallel=True)
-def _bias_par(g3, grad_b):
+def _bias_par(g3, accumulate, grad_b):
     for k in prange(g3.shape[1]):
-        grad_b[k] = _bias_sum(g3, k)
+        s = _bias_sum(g3, k)
+        grad_b[k] = grad_b[k] + s if accumulate else s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,8 +507,9 @@ def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, 
 
 
 @njit(cache=True)
-def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w):
-    """grad_w = d(sum(out * grad_out)) / dw."""
+def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
+                           grad_w):
+    """grad_w = d(sum(out * grad_out)) / dw, or grad_w += it with ``accumulate``."""
     N, C = x.shape[0], x.shape[1]
     K, KH, KW = grad_w.shape[0], grad_w.shape[2], grad_w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
@@ -526,23 +533,26 @@ def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h,
             s = 0.0
             for t in range(partial.shape[0]):
                 s += partial[t, k, r]
-            gw2[k, r] = s
+            gw2[k, r] = gw2[k, r] + s if accumulate else s
 
 
-def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w,
-                           grad_b):
-    """grad_w and grad_b of one layer in one call (the CUDA twin computes both in one launch)."""
-    conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w)
-    conv2d_backward_bias(grad_out, grad_b)
+def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
+                           grad_w, grad_b):
+    """grad_w and grad_b of one layer in one call (the CUDA twin computes both in one launch);
+    added into them with ``accumulate``."""
+    conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
+                           grad_w)
+    conv2d_backward_bias(grad_out, accumulate, grad_b)
 
 
 @njit(cache=True)
-def conv2d_backward_bias(grad_out, grad_b):
-    """grad_b[k] = sum of grad_out[:, k] over batch and positions."""
+def conv2d_backward_bias(grad_out, accumulate, grad_b):
+    """grad_b[k] = sum of grad_out[:, k] over batch and positions (+= with ``accumulate``)."""
     N, K, OH, OW = grad_out.shape
     g3 = grad_out.reshape(N, K, OH * OW)
     if N * K * OH * OW >= _PARALLEL_MIN_WORK and K > 1:
-        _bias_par(g3, grad_b)
+        _bias_par(g3, accumulate, grad_b)
     else:
         for k in range(K):
-            grad_b[k] = _bias_sum(g3, k)
+            s = _bias_sum(g3, k)
+            grad_b[k] = grad_b[k] + s if accumulate else s

@@ -4,10 +4,15 @@ Large products are split into blocks of output rows, one single-threaded BLAS ca
 Numba's threads (the backend runs BLAS single-threaded, see ``numbanet.backend``): one thread
 pool for every kernel. The number of blocks depends on the shape only, never on the thread
 count, so results are the same on any machine.
+
+The weight gradient calls BLAS through ``_blas.gemm`` (x read transposed in place, no copy) so
+that ``accumulate`` adds into the existing gradient (beta = 1) in the same pass: a layer called
+several times in one step sums its calls' gradients.
 """
 import numpy as np
 from numba import njit, prange
 
+from ._blas import gemm
 from .activations import _fused_forward_kernel
 
 # Multiply-adds below which one BLAS call on the calling thread is faster than a split.
@@ -68,28 +73,38 @@ def dense_backward_input(grad_out, w, grad_in):
         np.dot(grad_out, w.T, grad_in)
 
 
+@njit(cache=True)
+def _weight_rows(x, grad_out, beta, grad_w, c0, c1):
+    """grad_w[c0:c1] = x[:, c0:c1].T @ grad_out + beta * grad_w[c0:c1] (one BLAS call)."""
+    n, i = x.shape
+    u = grad_out.shape[1]
+    gemm(True, False, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), 0, u,
+         beta, grad_w.reshape(-1), c0 * u, u)
+
+
 @njit(cache=True, parallel=True)
-def _weight_blocks(x, grad_out, grad_w, nb):
-    """grad_w = x.T @ grad_out by blocks of grad_w's rows (columns of x, copied contiguous)."""
+def _weight_blocks(x, grad_out, beta, grad_w, nb):
+    """_weight_rows by nb blocks of grad_w's rows, in parallel."""
     i = x.shape[1]
     for t in prange(nb):
-        c0, c1 = t * i // nb, (t + 1) * i // nb
-        xb = np.ascontiguousarray(x[:, c0:c1])
-        np.dot(xb.T, grad_out, grad_w[c0:c1])
+        _weight_rows(x, grad_out, beta, grad_w, t * i // nb, (t + 1) * i // nb)
 
 
 @njit(cache=True)
-def dense_backward_weight(x, grad_out, grad_w, grad_b):
-    """grad_w = x.T @ grad_out; grad_b = column sums of grad_out."""
+def dense_backward_weight(x, grad_out, accumulate, grad_w, grad_b):
+    """grad_w = x.T @ grad_out; grad_b = column sums of grad_out. With ``accumulate`` both are
+    added into the existing gradients instead (BLAS beta = 1: no extra pass)."""
     n, u = grad_out.shape
     i = x.shape[1]
+    beta = 1.0 if accumulate else 0.0
     nb = _blocks(i, n * u * i)
     if nb > 1:
-        _weight_blocks(x, grad_out, grad_w, nb)
+        _weight_blocks(x, grad_out, beta, grad_w, nb)
     else:
-        np.dot(x.T, grad_out, grad_w)
-    for j in range(u):
-        grad_b[j] = 0.0
+        _weight_rows(x, grad_out, beta, grad_w, 0, i)
+    s = np.zeros(u, grad_b.dtype)
     for r in range(n):
         for j in range(u):
-            grad_b[j] += grad_out[r, j]
+            s[j] += grad_out[r, j]
+    for j in range(u):
+        grad_b[j] = grad_b[j] + s[j] if accumulate else s[j]

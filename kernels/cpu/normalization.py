@@ -14,10 +14,11 @@ floats, count a Python int):
     out = (x - mean) * invstd * gamma + beta.
 ``batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out)``
     out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
-``batchnorm_backward(x3, grad_out3, gamma, mean, invstd, grad_in3, grad_gamma, grad_beta)``
+``batchnorm_backward(x3, grad_out3, gamma, mean, invstd, accumulate, grad_in3, grad_gamma,
+grad_beta)``
     gradient of the training-mode forward (the batch statistics depend on x).
-``batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, grad_in3,
-grad_gamma, grad_beta)``
+``batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, accumulate,
+grad_in3, grad_gamma, grad_beta)``
     gradient of the inference-mode forward, a per-channel affine map:
     grad_in = grad_out * gamma / sqrt(running_var + eps).
 ``batchnorm_update_running(running_mean, running_var, mean, invstd, eps, momentum, count)``
@@ -29,7 +30,12 @@ grad_gamma, grad_beta)``
 ``layernorm_forward(x2, gamma, beta, eps, out, mean, invstd)``
     per row r: mean[r], biased var over D; out = (x - mean) * invstd * gamma + beta
     (gamma, beta: (D,); mean, invstd: (R,)).
-``layernorm_backward(x2, grad_out2, gamma, mean, invstd, grad_in2, grad_gamma, grad_beta)``
+``layernorm_backward(x2, grad_out2, gamma, mean, invstd, accumulate, grad_in2, grad_gamma,
+grad_beta)``
+
+The backward passes take ``accumulate``: when true, grad_gamma and grad_beta are added into
+(their float64 sums added to the existing values, then rounded once) instead of overwritten, so a
+layer called several times in one step sums its calls' gradients; grad_in is always written.
 
 Precision: sums run in float64, two-pass (mean first, then squared deviations from it), and the
 normalization itself is evaluated in float64, so float32 inputs with a mean far from zero keep
@@ -187,10 +193,12 @@ def batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out
 
 
 @njit(cache=True)
-def _bn_backward(x3, grad_out3, gamma, center, invstd, train, grad_in3, grad_gamma, grad_beta):
+def _bn_backward(x3, grad_out3, gamma, center, invstd, train, accumulate, grad_in3, grad_gamma,
+                 grad_beta):
     """Both backward passes, with xhat = (x - center) * invstd and M = N*S:
-    grad_beta = sum g, grad_gamma = sum g * xhat, and grad_in = gamma * invstd * g, minus
-    gamma * invstd * (grad_beta + xhat * grad_gamma) / M in training mode."""
+    grad_beta = sum g, grad_gamma = sum g * xhat (added into them with ``accumulate``), and
+    grad_in = gamma * invstd * g, minus gamma * invstd * (sum g + xhat * sum g * xhat) / M in
+    training mode."""
     nc = x3.shape[1]
     count = x3.shape[0] * x3.shape[2]
     sums = np.empty((2, nc))
@@ -201,8 +209,9 @@ def _bn_backward(x3, grad_out3, gamma, center, invstd, train, grad_in3, grad_gam
     for c in range(nc):
         inv = invstd[c]
         gi = gamma[c] * inv
-        grad_beta[c] = sums[0, c]
-        grad_gamma[c] = sums[1, c] * inv
+        sb, sg = sums[0, c], sums[1, c] * inv
+        grad_beta[c] = grad_beta[c] + sb if accumulate else sb
+        grad_gamma[c] = grad_gamma[c] + sg if accumulate else sg
         a[c] = gi
         if train:
             k[c] = -gi * inv * inv * sums[1, c] / count
@@ -211,23 +220,25 @@ def _bn_backward(x3, grad_out3, gamma, center, invstd, train, grad_in3, grad_gam
 
 
 @njit(cache=True)
-def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, grad_in3, grad_gamma, grad_beta):
+def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, accumulate, grad_in3, grad_gamma,
+                       grad_beta):
     """Gradient of the training-mode forward, with xhat = (x - mean) * invstd, M = N*S:
-    grad_beta = sum g, grad_gamma = sum g * xhat,
-    grad_in = gamma * invstd * (g - grad_beta / M - xhat * grad_gamma / M)."""
+    grad_beta = sum g, grad_gamma = sum g * xhat (+= with ``accumulate``),
+    grad_in = gamma * invstd * (g - sum g / M - xhat * sum (g * xhat) / M)."""
     _bn_backward(x3, grad_out3, gamma, mean.astype(np.float64), invstd.astype(np.float64), True,
-                 grad_in3, grad_gamma, grad_beta)
+                 accumulate, grad_in3, grad_gamma, grad_beta)
 
 
 @njit(cache=True)
-def batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, grad_in3,
-                             grad_gamma, grad_beta):
+def batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, accumulate,
+                             grad_in3, grad_gamma, grad_beta):
     """Gradient of the inference-mode forward (statistics fixed): with
     invstd = 1/sqrt(running_var + eps), grad_in = g * gamma * invstd,
-    grad_gamma = sum g * (x - running_mean) * invstd, grad_beta = sum g."""
+    grad_gamma = sum g * (x - running_mean) * invstd, grad_beta = sum g (+= with
+    ``accumulate``)."""
     invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
-    _bn_backward(x3, grad_out3, gamma, running_mean.astype(np.float64), invstd, False, grad_in3,
-                 grad_gamma, grad_beta)
+    _bn_backward(x3, grad_out3, gamma, running_mean.astype(np.float64), invstd, False, accumulate,
+                 grad_in3, grad_gamma, grad_beta)
 
 
 @njit(cache=True)
@@ -305,10 +316,12 @@ def _ln_backward_rows(x, g, gamma, mean, invstd, lo, hi, grad_in, part):
 
 
 @njit(cache=True, parallel=True)
-def layernorm_backward(x2, grad_out2, gamma, mean, invstd, grad_in2, grad_gamma, grad_beta):
+def layernorm_backward(x2, grad_out2, gamma, mean, invstd, accumulate, grad_in2, grad_gamma,
+                       grad_beta):
     """With xhat = (x - mean) * invstd per row and gg = g * gamma:
     grad_in = invstd * (gg - mean_row(gg) - xhat * mean_row(gg * xhat)),
-    grad_gamma = sum over rows of g * xhat, grad_beta = sum over rows of g."""
+    grad_gamma = sum over rows of g * xhat, grad_beta = sum over rows of g (both added into the
+    existing values with ``accumulate``)."""
     rows, d = x2.shape
     nch = min(rows, _CHUNKS)
     part = np.empty((nch, 2, d))
@@ -326,5 +339,5 @@ def layernorm_backward(x2, grad_out2, gamma, mean, invstd, grad_in2, grad_gamma,
         for k in range(nch):
             a += part[k, 0, j]
             b += part[k, 1, j]
-        grad_gamma[j] = a
-        grad_beta[j] = b
+        grad_gamma[j] = grad_gamma[j] + a if accumulate else a
+        grad_beta[j] = grad_beta[j] + b if accumulate else b

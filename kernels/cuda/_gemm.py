@@ -8,7 +8,10 @@ A GEMM variant is made by :func:`gemm` from ``cuda.jit(device=True)`` index func
 * ``load_a(A, geo, T, m, k, c0, c1, c2)`` -> A[m, k]   (called only for m < M, k < K)
 * ``load_b(B, geo, T, k, n, c0, c1, c2)`` -> B[k, n]   (called only for k < K, n < N)
 * ``store(C, D, E, geo, act, alpha, m, n, v)``: write the result v of C[m, n] (the epilogue: bias
-  add, layout, an activation ``act`` with parameter ``alpha``)
+  add, layout, an activation ``act`` with parameter ``alpha``). ``act`` is an int64 the variant
+  interprets: forward variants read it as an activation code; weight-gradient variants (no
+  activation) read it as the *accumulate* flag: non-zero adds v into the existing gradient
+  (read-add-write, BLAS's beta = 1) instead of storing it.
 * optional ``a_ctx(A, geo, m)`` / ``b_ctx(B, geo, n)`` -> (c0, c1, c2): the part of an address
   that depends on the row of A / column of B only. A thread keeps loading the same rows of A and
   columns of B as it walks along K, so these run once per kernel, not once per element (a

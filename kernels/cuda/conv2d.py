@@ -13,6 +13,8 @@ im2col matrix on the fly (the matrix is never stored; positions outside the imag
   N = C*KH*KW, K = batch*OH*OW: a long reduction, so split-K (deterministic) usually applies.
 * backward bias: one block per output channel, a shared-memory block sum; or, with the weight
   gradient (``conv2d_backward_params``), one more output column of that GEMM against ones.
+* ``accumulate`` (weight and bias gradients): the epilogue (or the bias kernel's store) adds into
+  the existing gradient instead of storing; the GEMM carries it in its ``act`` slot.
 
 No integer division in the K loop: the GEMM's row/column contexts decompose the M and N indices
 once per thread, and a small int64 table (built on the host, cached per geometry on the device)
@@ -187,10 +189,11 @@ def _bw_ld_x(x, geo, T, r, j, off, dkh, dkw):
 
 @cuda.jit(device=True)
 def _bw_store(gw, gb, unused, geo, act, alpha, k, j, v):
+    """Column C*KH*KW is the bias gradient; ``act`` non-zero: add into the gradients."""
     if j == gw.shape[1]:
-        gb[k] = v
+        gb[k] = gb[k] + v if act else v
     else:
-        gw[k, j] = v
+        gw[k, j] = gw[k, j] + v if act else v
 
 
 _fwd = gemm("conv2d._fwd", (1, 1, 3, 1, 1), _NGEO, _FWD_W, _fwd_ld_x, _fwd_store,
@@ -305,8 +308,9 @@ def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, 
             K * KH * KW, geo, _table("bin", K, C, KH, KW, OH, OW, dil_h, dil_w))
 
 
-def _backward_weight(x, grad_out, geometry, grad_w, grad_b):
-    """grad_w (and grad_b, as the GEMM's extra column of ones, when given) in one launch."""
+def _backward_weight(x, grad_out, geometry, accumulate, grad_w, grad_b):
+    """grad_w (and grad_b, as the GEMM's extra column of ones, when given) in one launch, added
+    into them with ``accumulate``."""
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = geometry
     N, C, H, W = x.shape
     K, _, KH, KW = grad_w.shape
@@ -316,27 +320,31 @@ def _backward_weight(x, grad_out, geometry, grad_w, grad_b):
     _bwd_w(flat(grad_out), flat(x), view(grad_w, K, CKK),
            grad_b if grad_b is not None else scratch("conv2d.no_bias", K, grad_w.dtype),
            K, CKK + (grad_b is not None), N * OH * OW, geo,
-           _table("bw", N, C, H, W, K, OH, OW, stride_h, stride_w, pad_h, pad_w))
+           _table("bw", N, C, H, W, K, OH, OW, stride_h, stride_w, pad_h, pad_w),
+           act=int(bool(accumulate)))
 
 
 @launcher
-def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w):
-    """grad_w (K,C,KH,KW) = d(sum(out * grad_out)) / dw."""
-    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), grad_w, None)
+def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
+                           grad_w):
+    """grad_w (K,C,KH,KW) = d(sum(out * grad_out)) / dw, or grad_w += it with ``accumulate``."""
+    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), accumulate,
+                     grad_w, None)
 
 
 @launcher
-def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_w,
-                           grad_b):
+def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
+                           grad_w, grad_b):
     """grad_w and grad_b (K,) in one launch: the bias gradient is the weight-gradient GEMM's
-    extra output column, against a column of ones."""
-    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), grad_w,
-                     grad_b)
+    extra output column, against a column of ones; added into them with ``accumulate``."""
+    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), accumulate,
+                     grad_w, grad_b)
 
 
-@kernel("A3 A1")
-def _bias_grad(g3, grad_b):
-    """One block per channel k (grid-stride over channels): grad_b[k] = sum of g3[:, k, :]."""
+@kernel("A3 b A1")
+def _bias_grad(g3, accumulate, grad_b):
+    """One block per channel k (grid-stride over channels): grad_b[k] = sum of g3[:, k, :]
+    (+= with ``accumulate``)."""
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     N, K, P = g3.shape
     t = cuda.threadIdx.x
@@ -348,13 +356,13 @@ def _bias_grad(g3, grad_b):
             acc += g3[n, k, e - n * P]
         total = block_sum(sh, acc)
         if t == 0:
-            grad_b[k] = total
+            grad_b[k] = grad_b[k] + total if accumulate else total
 
 
 @launcher
-def conv2d_backward_bias(grad_out, grad_b):
-    """grad_b[k] = sum of grad_out[:, k] over the batch and positions."""
+def conv2d_backward_bias(grad_out, accumulate, grad_b):
+    """grad_b[k] = sum of grad_out[:, k] over the batch and positions (+= with ``accumulate``)."""
     N, K, OH, OW = grad_out.shape
     if K:
         _bias_grad[min(K, config.max_blocks), config.threads](
-            view(grad_out, N, K, OH * OW), grad_b)
+            view(grad_out, N, K, OH * OW), accumulate, grad_b)

@@ -5,7 +5,8 @@
   (``dense_forward_activation``) the epilogue also applies it, writing both.
 * backward input: grad_in = grad_out @ w.T (w read transposed, no copy).
 * backward weight: grad_w = x.T @ grad_out, and grad_b = column sums of grad_out from the same
-  GEMM: A gets one extra row of ones (row I), whose output row is the bias gradient.
+  GEMM: A gets one extra row of ones (row I), whose output row is the bias gradient. With
+  ``accumulate`` (passed in the epilogue's ``act`` slot) the epilogue adds into both.
 """
 import numpy as np
 from numba import cuda
@@ -47,10 +48,11 @@ def _ld_xt_ones(x, geo, T, m, k, c0, c1, c2):
 
 @cuda.jit(device=True)
 def _store_w_b(grad_w, grad_b, unused, geo, act, alpha, m, n, v):
+    """Row I of the product is grad_b, the others grad_w; ``act`` non-zero: add into them."""
     if m == grad_w.shape[0]:
-        grad_b[n] = v
+        grad_b[n] = grad_b[n] + v if act else v
     else:
-        grad_w[m, n] = v
+        grad_w[m, n] = grad_w[m, n] + v if act else v
 
 
 _fwd = gemm("dense._fwd", (1, 1, 2, 1, 1), 2, _A_ROWS, _B_COLS, _store_bias,
@@ -88,8 +90,9 @@ def dense_backward_input(grad_out, w, grad_in):
 
 
 @launcher
-def dense_backward_weight(x, grad_out, grad_w, grad_b):
-    """grad_w (I, U) = x.T @ grad_out; grad_b (U,) = grad_out summed over the batch."""
+def dense_backward_weight(x, grad_out, accumulate, grad_w, grad_b):
+    """grad_w (I, U) = x.T @ grad_out; grad_b (U,) = grad_out summed over the batch; both added
+    into the existing gradients with ``accumulate``."""
     n, i = x.shape
     _bwd_w(x, flat(grad_out), grad_w, grad_b, i + 1, grad_out.shape[1], n,
-           (i, grad_out.shape[1]))
+           (i, grad_out.shape[1]), act=int(bool(accumulate)))

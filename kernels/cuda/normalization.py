@@ -13,7 +13,9 @@ Keras' momentum for the running statistics).
   row-wise, then the gamma/beta gradients as column sums (threads along features, each summing a
   strided set of rows, the partials added in a fixed order through shared memory).
 
-Every sum is float64 in a fixed order: results are deterministic.
+Every sum is float64 in a fixed order: results are deterministic. The backward passes'
+``accumulate`` adds the gamma/beta gradients into the existing values in their final store
+(float64 sum, rounded once); grad_in is always written.
 """
 import math
 
@@ -93,8 +95,15 @@ def _channel_grad_sums(sh, x, g, c, center):
     return block_sum(sh, sg), block_sum(sh, sgx)
 
 
-@kernel("A3 A3 A1 A1 A1 A3 A1 A1")
-def _bn_backward(x, g, gamma, mean, invstd, grad_in, grad_gamma, grad_beta):
+@cuda.jit(device=True)
+def _store_param_grads(accumulate, grad_gamma, grad_beta, j, a, b):
+    """grad_gamma[j] = a and grad_beta[j] = b, or += with ``accumulate``."""
+    grad_gamma[j] = grad_gamma[j] + a if accumulate else a
+    grad_beta[j] = grad_beta[j] + b if accumulate else b
+
+
+@kernel("A3 A3 A1 A1 A1 b A3 A1 A1")
+def _bn_backward(x, g, gamma, mean, invstd, accumulate, grad_in, grad_gamma, grad_beta):
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     nc = x.shape[1]
     ns = x.shape[2]
@@ -113,13 +122,12 @@ def _bn_backward(x, g, gamma, mean, invstd, grad_in, grad_gamma, grad_beta):
             s = i - n * ns
             grad_in[n, c, s] = a * g[n, c, s] + k * (x[n, c, s] - mu) + b
         if t == 0:
-            grad_gamma[c] = sgx * inv
-            grad_beta[c] = sg
+            _store_param_grads(accumulate, grad_gamma, grad_beta, c, sgx * inv, sg)
 
 
-@kernel("A3 A3 A1 A1 A1 f A3 A1 A1")
-def _bn_backward_infer(x, g, gamma, running_mean, running_var, eps, grad_in, grad_gamma,
-                       grad_beta):
+@kernel("A3 A3 A1 A1 A1 f b A3 A1 A1")
+def _bn_backward_infer(x, g, gamma, running_mean, running_var, eps, accumulate, grad_in,
+                       grad_gamma, grad_beta):
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     nc = x.shape[1]
     ns = x.shape[2]
@@ -135,8 +143,7 @@ def _bn_backward_infer(x, g, gamma, running_mean, running_var, eps, grad_in, gra
             s = i - n * ns
             grad_in[n, c, s] = a * g[n, c, s]
         if t == 0:
-            grad_gamma[c] = sgx * inv
-            grad_beta[c] = sg
+            _store_param_grads(accumulate, grad_gamma, grad_beta, c, sgx * inv, sg)
 
 
 @kernel("A1 A1 A1 A1 f f i")
@@ -160,18 +167,21 @@ def batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out
     _bn_forward_infer[grid_1d(x3.size)](x3, gamma, beta, running_mean, running_var, eps, out)
 
 
-def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, grad_in3, grad_gamma, grad_beta):
-    """Gradient of the training-mode forward (batch statistics depend on x)."""
-    _bn_backward[_channel_grid(x3.shape[1])](x3, grad_out3, gamma, mean, invstd, grad_in3,
-                                             grad_gamma, grad_beta)
+def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, accumulate, grad_in3, grad_gamma,
+                       grad_beta):
+    """Gradient of the training-mode forward (batch statistics depend on x); grad_gamma and
+    grad_beta added into with ``accumulate``."""
+    _bn_backward[_channel_grid(x3.shape[1])](x3, grad_out3, gamma, mean, invstd, accumulate,
+                                             grad_in3, grad_gamma, grad_beta)
 
 
-def batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, grad_in3,
-                             grad_gamma, grad_beta):
-    """Gradient of the inference-mode forward: grad_in = g * gamma / sqrt(running_var + eps)."""
+def batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, accumulate,
+                             grad_in3, grad_gamma, grad_beta):
+    """Gradient of the inference-mode forward: grad_in = g * gamma / sqrt(running_var + eps);
+    grad_gamma and grad_beta added into with ``accumulate``."""
     _bn_backward_infer[_channel_grid(x3.shape[1])](x3, grad_out3, gamma, running_mean,
-                                                   running_var, eps, grad_in3, grad_gamma,
-                                                   grad_beta)
+                                                   running_var, eps, accumulate, grad_in3,
+                                                   grad_gamma, grad_beta)
 
 
 def batchnorm_update_running(running_mean, running_var, mean, invstd, eps, momentum, count):
@@ -243,8 +253,8 @@ def _ln_backward_input(x, g, gamma, mean, invstd, grad_in):
                 grad_in[r, j] = inv * (g[r, j] * gamma[j] - s1 - (x[r, j] - mu) * inv * s2)
 
 
-@kernel("A2 A2 A1 A1 A1 A1")
-def _ln_backward_params(x, g, mean, invstd, grad_gamma, grad_beta):
+@kernel("A2 A2 A1 A1 b A1 A1")
+def _ln_backward_params(x, g, mean, invstd, accumulate, grad_gamma, grad_beta):
     sa = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     sb = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     rows = x.shape[0]
@@ -269,8 +279,7 @@ def _ln_backward_params(x, g, mean, invstd, grad_gamma, grad_beta):
             for k in range(1, rpb):
                 a += sa[k, tx]
                 b += sb[k, tx]
-            grad_gamma[j] = a
-            grad_beta[j] = b
+            _store_param_grads(accumulate, grad_gamma, grad_beta, j, a, b)
         cuda.syncthreads()
 
 
@@ -280,9 +289,12 @@ def layernorm_forward(x2, gamma, beta, eps, out, mean, invstd):
     _ln_forward[grid_rows(x2.shape[0])](x2, gamma, beta, eps, out, mean, invstd)
 
 
-def layernorm_backward(x2, grad_out2, gamma, mean, invstd, grad_in2, grad_gamma, grad_beta):
-    """grad_in row-wise; grad_gamma = sum over rows of g * xhat, grad_beta = sum of g."""
+def layernorm_backward(x2, grad_out2, gamma, mean, invstd, accumulate, grad_in2, grad_gamma,
+                       grad_beta):
+    """grad_in row-wise; grad_gamma = sum over rows of g * xhat, grad_beta = sum of g (both
+    added into the existing values with ``accumulate``)."""
     _ln_backward_input[grid_rows(x2.shape[0])](x2, grad_out2, gamma, mean, invstd, grad_in2)
     lanes, rpb = config.row_block
     blocks = max(1, min(-(-x2.shape[1] // lanes), config.max_blocks))
-    _ln_backward_params[blocks, (lanes, rpb)](x2, grad_out2, mean, invstd, grad_gamma, grad_beta)
+    _ln_backward_params[blocks, (lanes, rpb)](x2, grad_out2, mean, invstd, accumulate, grad_gamma,
+                                              grad_beta)

@@ -92,10 +92,10 @@ class Conv2D(_Affine):
         be = self.backend
         g = self.activation_grad(grad_out, pre_activation)
         if self.use_bias:
-            be.conv2d_backward_params(self.x, g, *self._geometry(), self.grads["kernel"],
+            be.conv2d_backward_params(self.x, g, *self._geometry(), False, self.grads["kernel"],
                                       self.grads["bias"])
         else:
-            be.conv2d_backward_weight(self.x, g, *self._geometry(), self.grads["kernel"])
+            be.conv2d_backward_weight(self.x, g, *self._geometry(), False, self.grads["kernel"])
         if not self.needs_input_grad:
             return None
         grad_in = be.empty(self.x.shape, self.dtype)

@@ -111,7 +111,7 @@ class Dense(_Affine):
     def backward(self, grad_out, pre_activation=False):
         be = self.backend
         g = self.activation_grad(grad_out, pre_activation)
-        be.dense_backward_weight(self.x, g, self.grads["kernel"], self.bias_grad())
+        be.dense_backward_weight(self.x, g, False, self.grads["kernel"], self.bias_grad())
         if not self.needs_input_grad:
             return None
         grad_in = be.empty(self.x.shape, self.dtype)

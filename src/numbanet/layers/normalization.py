@@ -163,10 +163,11 @@ class BatchNormalization(_Normalization):
         grad_in = be.empty(x.shape, self.dtype)
         gg, gb = self._param_grads()
         if training:
-            be.batchnorm_backward(x3, g3, self._gamma(), mean, invstd, self._x3(grad_in), gg, gb)
+            be.batchnorm_backward(x3, g3, self._gamma(), mean, invstd, False, self._x3(grad_in),
+                                  gg, gb)
         else:
             be.batchnorm_backward_infer(x3, g3, self._gamma(), self.buffers["moving_mean"],
-                                        self.buffers["moving_variance"], self.epsilon,
+                                        self.buffers["moving_variance"], self.epsilon, False,
                                         self._x3(grad_in), gg, gb)
         return grad_in if self.needs_input_grad else None
 
@@ -234,7 +235,7 @@ class LayerNormalization(_Normalization):
         x, mean, invstd = self._cache
         grad_in = be.empty(x.shape, self.dtype)
         gg, gb = self._param_grads()
-        be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd,
+        be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd, False,
                               self._x2(grad_in), gg, gb)
         return grad_in if self.needs_input_grad else None
 
