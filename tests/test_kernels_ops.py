@@ -60,6 +60,7 @@ BROADCASTS = [
     ((2, 3, 1, 2, 2), (3, 2, 1)),        # rank 5 against rank 3
     ((0, 3), (3,)),                      # empty
     ((300, 300), (300, 1)),              # prange path, column broadcast
+    ((40, 30, 50), (40, 1, 50)),         # prange path, work items starting inside a 3-d space
     ((K._CHUNK * 3 + 7,), ()),           # one long row split into several work items
 ]
 
@@ -514,6 +515,9 @@ def test_strided_copy(accumulate, dtype, rng):
     x = data(rng, (300, 301), dtype)
     run_copy(x, 0, t6((301, 300)), (0,) * 4 + (1, 301), accumulate, fresh(x.size), 0,
              (0,) * 4 + (300, 1))
+    x = data(rng, (30, 40, 50), dtype)                   # out = x.transpose(2, 0, 1), prange
+    run_copy(x, 0, t6((50, 30, 40)), (0, 0, 0, 1, 2000, 50), accumulate, fresh(x.size), 0,
+             (0, 0, 0, 1200, 40, 1))
     # empty: nothing written
     run_copy(x, 0, t6((0, 3)), (0,) * 4 + (3, 1), accumulate, fresh(4), 0, (0,) * 4 + (3, 1))
 

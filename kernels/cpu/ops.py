@@ -8,8 +8,10 @@ operand walks it with its own tuple of ``strides`` in elements (0 on a dimension
 broadcast along it). An output written over a whole index space is flat, in C order over it.
 A kernel first coalesces the space (``_coalesce``: size-1 dimensions dropped, neighbours that
 every operand walks contiguously merged), so that a bias broadcast over (N, C, H, W) is walked as
-N*C rows of H*W; it then walks rows of the innermost dimension with incremental offsets, dividing
-once per row (``_row_start``), never per element.
+N*C rows of H*W, and operands that are not broadcast at all (the fast path) as one flat row. Each
+work item then walks rows of the innermost dimension, an odometer (``_next_row``) moving every
+operand's offset from row to row, with no division per row or element; the row loops index
+with uint64 (``_u``) so that LLVM vectorizes them where the row strides are 1.
 
 Parallelism: a serial loop below ``_PAR_MIN`` elements, ``prange`` above, over work items fixed by
 the shapes alone (``_CHUNK`` elements of a row, an output, a block of outputs): results do not
@@ -29,12 +31,14 @@ from .. import scalar
 from ._blas import gemm
 
 # Sizes at or above which the prange paths run (element count of the index space; multiply-adds
-# for matmul).
-_PAR_MIN = 1 << 16
+# for matmul). Serial vs 2 threads on the shared 2-core machine (best of 50, float32): exp,
+# log_softmax and strided or broadcast loops gain 1.5-2x from 8k elements, a flat add only from
+# ~64k (0.8-1.0x below: thread start-up against a 2 us loop); 32k splits the difference.
+_PAR_MIN = 1 << 15
 _MATMUL_PAR_MIN = 1 << 18
 _CHUNK = 1 << 14            # elements per work item of the elementwise kernels
 _RED_CHUNK = 1 << 14        # a reduction longer than this is summed in partials of this many
-_COLUMN_BLOCK = 512         # outputs per work item of the column reductions
+_COLUMN_BLOCK = 128         # outputs per work item of the column reductions
 _COLUMN_MIN = 16            # fewest outputs for the column path (one contiguous keep dimension)
 _TAKE_COLUMNS = 1024        # columns (inner positions) per work item of take_backward
 
@@ -49,7 +53,6 @@ _binary_grad_a = njit(inline="always")(scalar.binary_grad_a)
 _binary_grad_b = njit(inline="always")(scalar.binary_grad_b)
 _shape_size = njit(scalar.shape_size)
 _span = njit(scalar.span)
-_is_c_contiguous = njit(scalar.is_c_contiguous)
 _matrix_span = njit(scalar.matrix_span)
 
 
@@ -122,6 +125,39 @@ def _row_start(r, sh, st, k):
 
 
 @njit(inline="always")
+def _rows_from(r, sh, st):
+    """(idx, off): the index of row ``r`` over the row dimensions and every operand's offset at
+    its start, the state that _next_row advances."""
+    idx = np.empty(_R - 1, np.int64)
+    off = np.zeros(st.shape[0], np.int64)
+    for d in range(_R - 2, -1, -1):
+        n = sh[d]
+        q = r // n
+        idx[d] = r - q * n
+        for k in range(st.shape[0]):
+            off[k] += idx[d] * st[k, d]
+        r = q
+    return idx, off
+
+
+@njit(inline="always")
+def _next_row(sh, st, idx, off):
+    """Move (idx, off) on to the next row in C order: an odometer, no divisions (a division
+    per row costs as much as a short row's work, and LLVM hoists it into the row loops)."""
+    d = _R - 2
+    while d >= 0:
+        idx[d] += 1
+        for k in range(st.shape[0]):
+            off[k] += st[k, d]
+        if idx[d] < sh[d]:
+            return
+        for k in range(st.shape[0]):
+            off[k] -= sh[d] * st[k, d]
+        idx[d] = 0
+        d -= 1
+
+
+@njit(inline="always")
 def _offset_of(e, sh, st, k):
     """Offset of operand ``k`` at the flat (C order) element ``e`` of a coalesced space."""
     inner = sh[_R - 1]
@@ -130,22 +166,37 @@ def _offset_of(e, sh, st, k):
 
 
 @njit(inline="always")
-def _units(sh):
-    """(work items, items per row): pieces of at most _CHUNK elements of one row each."""
-    inner = sh[_R - 1]
-    per_row = (inner + _CHUNK - 1) // _CHUNK
-    rows = 1
-    for d in range(_R - 1):
-        rows *= sh[d]
-    return rows * per_row, per_row
+def _u(i):
+    """Index ``i`` (never negative) as uint64: numba then skips the wraparound of negative
+    indices, and LLVM vectorizes the row loops (with a runtime check for unit strides)."""
+    return np.uint64(i)
 
 
 @njit(inline="always")
-def _unit(u, per_row, inner):
-    """(row, first column, end column) of work item ``u``."""
-    r = u // per_row
-    j0 = (u - r * per_row) * _CHUNK
-    return r, j0, min(inner, j0 + _CHUNK)
+def _units(sh):
+    """Work items of the elementwise kernels over a coalesced space, as the tuple plan = (count,
+    rows per item, items per row, rows): about _CHUNK elements each, whole rows when rows are
+    short, pieces of one row when they are long."""
+    inner = sh[_R - 1]
+    rows = 1
+    for d in range(_R - 1):
+        rows *= sh[d]
+    if inner > _CHUNK:
+        per_row = (inner + _CHUNK - 1) // _CHUNK
+        return rows * per_row, 1, per_row, rows
+    rpu = _CHUNK // inner
+    return (rows + rpu - 1) // rpu, rpu, 1, rows
+
+
+@njit(inline="always")
+def _unit(u, plan, inner):
+    """(first row, end row, first column, end column) of work item ``u`` of ``plan``."""
+    _, rpu, per_row, rows = plan
+    if per_row > 1:
+        r = u // per_row
+        j0 = (u - r * per_row) * _CHUNK
+        return r, r + 1, j0, min(inner, j0 + _CHUNK)
+    return u * rpu, min(rows, (u + 1) * rpu), 0, inner
 
 
 # ------------------------------------------------------------------------------------- unary
@@ -199,17 +250,18 @@ def _binary_checks(code, a, b, shape, a_strides, b_strides, n):
 
 
 @njit(cache=True)
-def _binary_forward_unit(code, a, b, sh, st, out, u, per_row):
+def _binary_forward_unit(code, a, b, sh, st, out, u, plan):
     inner = sh[_R - 1]
-    r, j0, j1 = _unit(u, per_row, inner)
+    r0, r1, j0, j1 = _unit(u, plan, inner)
     sa, sb = st[0, _R - 1], st[1, _R - 1]
-    pa = _row_start(r, sh, st, 0) + j0 * sa
-    pb = _row_start(r, sh, st, 1) + j0 * sb
-    o = r * inner
-    for j in range(j0, j1):
-        out[o + j] = _binary(code, a[pa], b[pb])
-        pa += sa
-        pb += sb
+    idx, off = _rows_from(r0, sh, st)
+    for r in range(r0, r1):
+        o = r * inner + j0
+        pa = off[0] + j0 * sa
+        pb = off[1] + j0 * sb
+        for j in range(j1 - j0):
+            out[_u(o + j)] = _binary(code, a[_u(pa + j * sa)], b[_u(pb + j * sb)])
+        _next_row(sh, st, idx, off)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -230,43 +282,31 @@ def binary_forward(code, a, b, shape, a_strides, b_strides, out):
         raise ValueError("binary_forward: out must have prod(shape) elements")
     if n == 0:
         return
-    if _is_c_contiguous(shape, a_strides) and _is_c_contiguous(shape, b_strides):
-        if n < _PAR_MIN:
-            for i in range(n):
-                out[i] = _binary(code, a[i], b[i])
-        else:
-            for i in prange(n):
-                out[i] = _binary(code, a[i], b[i])
-        return
     sh, st = _coalesce(shape, (a_strides, b_strides))
-    units, per_row = _units(sh)
+    plan = _units(sh)
     if n < _PAR_MIN:
-        for u in range(units):
-            _binary_forward_unit(code, a, b, sh, st, out, u, per_row)
+        for u in range(plan[0]):
+            _binary_forward_unit(code, a, b, sh, st, out, u, plan)
     else:
-        for u in prange(units):
-            _binary_forward_unit(code, a, b, sh, st, out, u, per_row)
-
-
-@njit(inline="always")
-def _binary_backward_one(code, av, bv, grad_out, grad_a, grad_b, i):
-    g = grad_out[i]
-    grad_a[i] = g * _binary_grad_a(code, av, bv)
-    grad_b[i] = g * _binary_grad_b(code, av, bv)
+        for u in prange(plan[0]):
+            _binary_forward_unit(code, a, b, sh, st, out, u, plan)
 
 
 @njit(cache=True)
-def _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, per_row):
+def _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan):
     inner = sh[_R - 1]
-    r, j0, j1 = _unit(u, per_row, inner)
+    r0, r1, j0, j1 = _unit(u, plan, inner)
     sa, sb = st[0, _R - 1], st[1, _R - 1]
-    pa = _row_start(r, sh, st, 0) + j0 * sa
-    pb = _row_start(r, sh, st, 1) + j0 * sb
-    o = r * inner
-    for j in range(j0, j1):
-        _binary_backward_one(code, a[pa], b[pb], grad_out, grad_a, grad_b, o + j)
-        pa += sa
-        pb += sb
+    idx, off = _rows_from(r0, sh, st)
+    for r in range(r0, r1):
+        o = r * inner + j0
+        pa = off[0] + j0 * sa
+        pb = off[1] + j0 * sb
+        for j in range(j1 - j0):
+            av, bv, g = a[_u(pa + j * sa)], b[_u(pb + j * sb)], grad_out[_u(o + j)]
+            grad_a[_u(o + j)] = g * _binary_grad_a(code, av, bv)
+            grad_b[_u(o + j)] = g * _binary_grad_b(code, av, bv)
+        _next_row(sh, st, idx, off)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -289,39 +329,30 @@ def binary_backward(code, a, b, grad_out, shape, a_strides, b_strides, grad_a, g
                          "elements")
     if n == 0:
         return
-    if _is_c_contiguous(shape, a_strides) and _is_c_contiguous(shape, b_strides):
-        if n < _PAR_MIN:
-            for i in range(n):
-                _binary_backward_one(code, a[i], b[i], grad_out, grad_a, grad_b, i)
-        else:
-            for i in prange(n):
-                _binary_backward_one(code, a[i], b[i], grad_out, grad_a, grad_b, i)
-        return
     sh, st = _coalesce(shape, (a_strides, b_strides))
-    units, per_row = _units(sh)
+    plan = _units(sh)
     if n < _PAR_MIN:
-        for u in range(units):
-            _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, per_row)
+        for u in range(plan[0]):
+            _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan)
     else:
-        for u in prange(units):
-            _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, per_row)
+        for u in prange(plan[0]):
+            _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan)
 
 
 # ------------------------------------------------------------------------------------- where
 @njit(cache=True)
-def _where_forward_unit(cond, a, b, sh, st, out, u, per_row):
+def _where_forward_unit(cond, a, b, sh, st, out, u, plan):
     inner = sh[_R - 1]
-    r, j0, j1 = _unit(u, per_row, inner)
+    r0, r1, j0, j1 = _unit(u, plan, inner)
     sc, sa, sb = st[0, _R - 1], st[1, _R - 1], st[2, _R - 1]
-    pc = _row_start(r, sh, st, 0) + j0 * sc
-    pa = _row_start(r, sh, st, 1) + j0 * sa
-    pb = _row_start(r, sh, st, 2) + j0 * sb
-    o = r * inner
-    for j in range(j0, j1):
-        out[o + j] = a[pa] if cond[pc] != 0 else b[pb]
-        pc += sc
-        pa += sa
-        pb += sb
+    idx, off = _rows_from(r0, sh, st)
+    for r in range(r0, r1):
+        o = r * inner + j0
+        pc, pa, pb = off[0] + j0 * sc, off[1] + j0 * sa, off[2] + j0 * sb
+        for j in range(j1 - j0):
+            out[_u(o + j)] = a[_u(pa + j * sa)] if cond[_u(pc + j * sc)] != 0 else \
+                b[_u(pb + j * sb)]
+        _next_row(sh, st, idx, off)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -342,31 +373,30 @@ def where_forward(cond, a, b, shape, c_strides, a_strides, b_strides, out):
     if not _fits(b.size, 0, shape, b_strides):
         raise ValueError("where_forward: b is too small for shape and b_strides")
     sh, st = _coalesce(shape, (c_strides, a_strides, b_strides))
-    units, per_row = _units(sh)
+    plan = _units(sh)
     if n < _PAR_MIN:
-        for u in range(units):
-            _where_forward_unit(cond, a, b, sh, st, out, u, per_row)
+        for u in range(plan[0]):
+            _where_forward_unit(cond, a, b, sh, st, out, u, plan)
     else:
-        for u in prange(units):
-            _where_forward_unit(cond, a, b, sh, st, out, u, per_row)
+        for u in prange(plan[0]):
+            _where_forward_unit(cond, a, b, sh, st, out, u, plan)
 
 
 @njit(cache=True)
-def _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, per_row):
+def _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan):
     inner = sh[_R - 1]
-    r, j0, j1 = _unit(u, per_row, inner)
+    r0, r1, j0, j1 = _unit(u, plan, inner)
     sc = st[0, _R - 1]
-    pc = _row_start(r, sh, st, 0) + j0 * sc
-    o = r * inner
-    for j in range(o + j0, o + j1):
-        g = grad_out[j]
-        if cond[pc] != 0:
-            grad_a[j] = g
-            grad_b[j] = 0.0
-        else:
-            grad_a[j] = 0.0
-            grad_b[j] = g
-        pc += sc
+    idx, off = _rows_from(r0, sh, st)
+    for r in range(r0, r1):
+        o = r * inner + j0
+        pc = off[0] + j0 * sc
+        for j in range(j1 - j0):
+            g = grad_out[_u(o + j)]
+            on = cond[_u(pc + j * sc)] != 0
+            grad_a[_u(o + j)] = g if on else 0.0
+            grad_b[_u(o + j)] = 0.0 if on else g
+        _next_row(sh, st, idx, off)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -384,13 +414,13 @@ def where_backward(cond, grad_out, shape, c_strides, grad_a, grad_b):
     if not _fits(cond.size, 0, shape, c_strides):
         raise ValueError("where_backward: cond is too small for shape and c_strides")
     sh, st = _coalesce(shape, (c_strides,))
-    units, per_row = _units(sh)
+    plan = _units(sh)
     if n < _PAR_MIN:
-        for u in range(units):
-            _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, per_row)
+        for u in range(plan[0]):
+            _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan)
     else:
-        for u in prange(units):
-            _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, per_row)
+        for u in prange(plan[0]):
+            _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan)
 
 
 # ------------------------------------------------------------------------------------- reductions
@@ -563,22 +593,20 @@ def reduce_max(x, keep_shape, keep_strides, red_shape, red_strides, out):
 
 # ------------------------------------------------------------------------------------- copies
 @njit(cache=True)
-def _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, per_row):
-    inner = sh[_R - 1]
-    r, j0, j1 = _unit(u, per_row, inner)
+def _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan):
+    r0, r1, j0, j1 = _unit(u, plan, sh[_R - 1])
     sx, so = st[0, _R - 1], st[1, _R - 1]
-    px = x_offset + _row_start(r, sh, st, 0) + j0 * sx
-    po = out_offset + _row_start(r, sh, st, 1) + j0 * so
-    if accumulate:
-        for _ in range(j0, j1):
-            out[po] += x[px]
-            px += sx
-            po += so
-    else:
-        for _ in range(j0, j1):
-            out[po] = x[px]
-            px += sx
-            po += so
+    idx, off = _rows_from(r0, sh, st)
+    for r in range(r0, r1):
+        px = x_offset + off[0] + j0 * sx
+        po = out_offset + off[1] + j0 * so
+        if accumulate:
+            for j in range(j1 - j0):
+                out[_u(po + j * so)] += x[_u(px + j * sx)]
+        else:
+            for j in range(j1 - j0):
+                out[_u(po + j * so)] = x[_u(px + j * sx)]
+        _next_row(sh, st, idx, off)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -596,13 +624,13 @@ def strided_copy(x, x_offset, shape, x_strides, accumulate, out, out_offset, out
     if not _fits(out.size, out_offset, shape, out_strides):
         raise ValueError("strided_copy: out is too small for out_offset, shape and out_strides")
     sh, st = _coalesce(shape, (x_strides, out_strides))
-    units, per_row = _units(sh)
+    plan = _units(sh)
     if n < _PAR_MIN:
-        for u in range(units):
-            _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, per_row)
+        for u in range(plan[0]):
+            _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan)
     else:
-        for u in prange(units):
-            _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, per_row)
+        for u in prange(plan[0]):
+            _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan)
 
 
 # ------------------------------------------------------------------------------------- matmul
