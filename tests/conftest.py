@@ -87,3 +87,22 @@ def accumulated(prev, want):
     is None: an overwritten output)."""
     return [np.asarray(w, np.float64) + (0.0 if p is None else np.asarray(p, np.float64))
             for p, w in zip(prev, want)]
+
+
+def global_pool_inputs(shape, dtype, rng):
+    """A global pooling input (rows, cols): random rows, every other one rounded to integers
+    (ties likely); with at least 6 rows and 5 columns, special rows: one NaN, two NaNs, all -inf,
+    a +inf after a tie, all equal, a tie of the maximum (first maxima at columns cols // 2, 1, 0,
+    cols - 1, 0 and 2)."""
+    rows, cols = shape
+    x = 2.0 * rng.standard_normal(shape)
+    x[::2] = np.round(x[::2])
+    if rows >= 6 and cols >= 5:
+        x[0, cols // 2] = np.nan
+        x[1, [1, cols - 1]] = np.nan
+        x[2] = -np.inf
+        x[3, :2] = 9.0
+        x[3, cols - 1] = np.inf
+        x[4] = 1.5
+        x[5, [2, cols - 2]] = 20.0
+    return x.astype(dtype)

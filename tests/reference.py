@@ -401,6 +401,40 @@ def avg_pool2d_backward(grad_out, x_shape, pool, stride, pad):
     return gin
 
 
+def global_avg_pool_forward(x):
+    """Row means of x (rows, cols) (0 for an empty row, like an empty pooling window)."""
+    x = np.asarray(x, np.float64)
+    return x.sum(axis=1) / max(x.shape[1], 1)
+
+
+def global_avg_pool_backward(grad_out, cols):
+    """(rows, cols): grad_out[r] / cols in every column of row r."""
+    return np.repeat(np.asarray(grad_out, np.float64)[:, None] / max(cols, 1), cols, axis=1)
+
+
+def global_max_pool_forward(x):
+    """(out, argmax) per row of x (rows, cols): the first NaN if the row holds one (torch.max),
+    else the first maximum; -inf and -1 for an empty row."""
+    x = np.asarray(x, np.float64)
+    rows, cols = x.shape
+    out, arg = np.full(rows, -np.inf), np.full(rows, -1, dtype=np.int64)
+    for r in range(rows):
+        if cols:
+            nans = np.flatnonzero(np.isnan(x[r]))
+            k = nans[0] if nans.size else np.flatnonzero(x[r] == x[r].max())[0]
+            out[r], arg[r] = x[r, k], k
+    return out, arg
+
+
+def global_max_pool_backward(grad_out, argmax, cols):
+    """(rows, cols): zeros, grad_out[r] at column argmax[r] of row r."""
+    gin = np.zeros((len(argmax), cols))
+    for r, k in enumerate(argmax):
+        if k >= 0:
+            gin[r, k] = grad_out[r]
+    return gin
+
+
 # ---- regularization, augmentation (kernels/cpu/{regularization,augmentation}.py) ---------------
 def l1l2_penalty(w, l1, l2):
     w = np.asarray(w, np.float64)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from numbanet.cli import main
-from numbanet.compare import compare
+from numbanet.compare import compare, simulator_agreement
 
 
 def test_compare_cpu_rows_agree_with_float64():
@@ -29,6 +29,21 @@ def test_compare_command_without_gpu_uses_the_simulator_for_agreement_only(capsy
     for r in rows.values():
         assert r["cuda_s"] is None                      # no simulator timings
         assert r["cuda_err"] is not None and r["cuda_err"] < 1e-5, r
+
+
+def test_compare_covers_global_pooling_on_both_targets():
+    """The global pooling kernels have compare inputs (kernel_inputs), and both targets agree
+    with the float64 CPU result (CUDA in the simulator)."""
+    names = ["global_avg_pool_forward", "global_avg_pool_backward", "global_max_pool_forward",
+             "global_max_pool_backward"]
+    rows = compare(ops=names, size="small", repeat=1, cuda="off")
+    assert sorted(r["kernel"] for r in rows) == sorted(names)
+    for r in rows:
+        assert r["op"] == "pool" and r["cpu_err"] < 1e-6, r
+    errors = simulator_agreement(names)
+    assert sorted(errors) == sorted(names)
+    for name, err in errors.items():
+        assert err is not None and err < 1e-6, (name, err)
 
 
 def test_compare_rejects_bad_arguments(capsys):

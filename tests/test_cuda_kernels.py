@@ -12,7 +12,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import accumulated, assert_close, dev, poisoned, run_pair
+from conftest import accumulated, assert_close, dev, global_pool_inputs, poisoned, run_pair
 
 import reference as ref
 from numbanet import _cuda
@@ -266,6 +266,32 @@ def test_pool(dtype, case, rng):
                           [(shape, dtype)])
     assert_close(o, ref.avg_pool2d_backward(g, shape, pool, stride, pad), dtype, "avg backward")
     assert_close(o, c, dtype, "avg backward vs cpu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (3, 0), (9, 13)], ids=str)
+def test_global_pool(dtype, shape, rng):
+    """Rows of 4 lanes, 2 per block, at most 3 blocks: 9 rows wrap the grid-stride loop over row
+    blocks, 13 columns the lanes' strided scans (ties, NaN and infinities: global_pool_inputs);
+    one column, one row, empty rows."""
+    rows, cols = shape
+    x = global_pool_inputs(shape, dtype, rng)
+    g = rng.standard_normal(rows).astype(dtype)
+    (c,), (o,) = run_pair("pool", "global_avg_pool_forward", [x], [((rows,), dtype)])
+    assert_close(o, ref.global_avg_pool_forward(x), dtype, "avg forward")
+    assert_close(o, c, dtype, "avg forward vs cpu")
+    (c,), (o,) = run_pair("pool", "global_avg_pool_backward", [g], [(shape, dtype)])
+    assert_close(o, ref.global_avg_pool_backward(g, cols), dtype, "avg backward")
+    assert_close(o, c, dtype, "avg backward vs cpu")
+    cs, gs = run_pair("pool", "global_max_pool_forward", [x],
+                      [((rows,), dtype), ((rows,), np.int64)])
+    want, warg = ref.global_max_pool_forward(x)
+    for got in (gs, cs):
+        np.testing.assert_array_equal(got[0], want.astype(dtype))
+        np.testing.assert_array_equal(got[1], warg)
+    (c,), (o,) = run_pair("pool", "global_max_pool_backward", [g, warg], [(shape, dtype)])
+    np.testing.assert_array_equal(o, ref.global_max_pool_backward(g, warg, cols))
+    np.testing.assert_array_equal(o, c)
 
 
 # ------------------------------------------------------------------------------------- activations

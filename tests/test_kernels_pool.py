@@ -1,8 +1,9 @@
 """CPU max/avg pooling kernels: float64 reference, finite differences, PyTorch; serial and
 parallel paths."""
+import conftest
 import numpy as np
 import pytest
-from conftest import poisoned
+from conftest import global_pool_inputs, poisoned
 
 import reference as ref
 from numbanet.kernels.cpu import pool as P
@@ -166,3 +167,93 @@ def test_against_torch(c, dtype, rng):
     out, gi = run_avg(x, g, geo)
     assert_close(out, y.detach().numpy(), dtype)
     assert_close(gi, tx.grad.numpy(), dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# global pooling over the rows of x (rows, cols)
+
+# a single element, row or column, empty rows, small, one past the max forward's parallel limit
+# only; then sizes for the prange paths of every kernel (a single row: one busy block of rows)
+GLOBAL_SHAPES = [(1, 1), (1, 37), (23, 1), (3, 0), (7, 13), (9, 50), (300, 1000)]
+GLOBAL_PAR_SHAPES = [(1100, 1000), (1, 1 << 20)]
+
+
+def run_global(x, g):
+    """All four global pooling kernels on poisoned outputs: (avg out, avg grad_in, max out,
+    argmax, max grad_in)."""
+    rows = x.shape[0]
+    avg, gi_avg = poisoned(rows, x.dtype), poisoned(x.shape, x.dtype)
+    P.global_avg_pool_forward(x, avg)
+    P.global_avg_pool_backward(g, gi_avg)
+    mx, arg = poisoned(rows, x.dtype), np.full(rows, -7, np.int64)
+    gi_max = poisoned(x.shape, x.dtype)
+    P.global_max_pool_forward(x, mx, arg)
+    P.global_max_pool_backward(g, arg, gi_max)
+    return avg, gi_avg, mx, arg, gi_max
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", GLOBAL_SHAPES + GLOBAL_PAR_SHAPES, ids=str)
+def test_global_pool_against_reference(shape, dtype, rng):
+    x = global_pool_inputs(shape, dtype, rng)
+    g = rng.standard_normal(shape[0]).astype(dtype)
+    avg, gi_avg, mx, arg, gi_max = run_global(x, g)
+    # (conftest's comparison: NaN and infinite means where the reference has them)
+    conftest.assert_close(avg, ref.global_avg_pool_forward(x), dtype, "avg")
+    conftest.assert_close(gi_avg, ref.global_avg_pool_backward(g, shape[1]), dtype, "avg grad")
+    r_max, r_arg = ref.global_max_pool_forward(x)
+    np.testing.assert_array_equal(mx, r_max.astype(dtype))
+    np.testing.assert_array_equal(arg, r_arg)
+    np.testing.assert_array_equal(gi_max, ref.global_max_pool_backward(g, r_arg, shape[1]))
+
+
+def test_global_pool_cases_cover_both_paths_and_special_rows(rng):
+    assert all(r * c < P._GLOBAL_PARALLEL_MIN for r, c in GLOBAL_SHAPES)
+    assert any(r * c >= P._GLOBAL_MAX_PARALLEL_MIN for r, c in GLOBAL_SHAPES)
+    assert all(r * c >= P._GLOBAL_PARALLEL_MIN >= P._GLOBAL_MAX_PARALLEL_MIN
+               for r, c in GLOBAL_PAR_SHAPES)
+    x = global_pool_inputs((7, 13), np.float64, rng)
+    _, arg = ref.global_max_pool_forward(x)
+    assert arg[:6].tolist() == [6, 1, 0, 12, 0, 2]    # first NaN, -inf, +inf, all equal, tie
+
+
+def test_global_pool_float32_mean_is_summed_in_float64(rng):
+    """1e4 + noise over 70000 columns: a float32 running sum would lose the noise's mean."""
+    x = (1e4 + rng.standard_normal((2, 70000))).astype(np.float32)
+    out = poisoned(2, np.float32)
+    P.global_avg_pool_forward(x, out)
+    assert_close(out, ref.global_avg_pool_forward(x), np.float32)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (1, 1), (4, 1)])
+def test_global_pool_backward_finite_differences(shape, rng):
+    """d sum(pool(x) * g) / dx by central differences (distinct values: max differentiable)."""
+    size = shape[0] * shape[1]
+    x = rng.permutation(size).reshape(shape) / size
+    g = rng.standard_normal(shape[0])
+
+    def f(k):
+        return lambda: np.sum(run_global(x, g)[k] * g)
+    _, gi_avg, _, _, gi_max = run_global(x, g)
+    assert_gradients_close(gi_avg, numeric_gradient(f(0), x), "global avg input", 1e-6, 1e-8)
+    assert_gradients_close(gi_max, numeric_gradient(f(2), x), "global max input", 1e-6, 1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_pool_against_torch(dtype, rng):
+    """torch.max over rows (first maximum, first NaN) and mean, values and gradients."""
+    torch = pytest.importorskip("torch")
+    x = global_pool_inputs((9, 50), dtype, rng)
+    g = rng.standard_normal(9).astype(dtype)
+    avg, gi_avg, mx, arg, gi_max = run_global(x, g)
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    values, indices = torch.max(tx, dim=1)
+    values.backward(torch.tensor(g, dtype=torch.float64))
+    np.testing.assert_array_equal(mx, values.detach().numpy().astype(dtype))
+    np.testing.assert_array_equal(arg, indices.numpy())
+    np.testing.assert_array_equal(gi_max, tx.grad.numpy().astype(dtype))
+    tx.grad = None
+    y = tx.mean(dim=1)
+    y.backward(torch.tensor(g, dtype=torch.float64))
+    conftest.assert_close(avg, y.detach().numpy(), dtype, "avg")
+    conftest.assert_close(gi_avg, tx.grad.numpy(), dtype, "avg grad")

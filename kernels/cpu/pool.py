@@ -1,4 +1,4 @@
-"""2-D max and average pooling kernels (NCHW), CPU.
+"""2-D max and average pooling kernels (NCHW), and global pooling over rows of a 2-D array, CPU.
 
 Direct loops, one (n, c) plane at a time (planes in parallel for large inputs). Each output cell
 clips its window to the image once and then scans it with no bounds tests; the max scan is
@@ -9,12 +9,26 @@ the time.
 shape. Padded cells never win a max and are not counted in an average (PyTorch
 ``count_include_pad=False``, Keras ``padding="same"``). A window with no cell inside the image
 (only possible with padding as large as the window) gives max -inf with argmax -1, average 0.
+
+Global pooling sees its input as x (rows, cols): a layer passes an (N, C, H, W) batch as
+(N*C, H*W), one output per row. The mean is summed in float64; the max keeps the column of the
+first maximum, and a row holding a NaN gives NaN with the column of its first NaN (torch.max's
+rule). Backward passes write every element of grad_in. An empty row (cols = 0) is an empty
+window: max -inf with argmax -1, average 0. Rows run in parallel (prange) for large inputs.
 """
 import numpy as np
 from numba import njit, prange
 
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
 # Input elements below which a call runs serially.
 _PARALLEL_MIN_SIZE = 1 << 16
+# Global pooling: elements at or above which rows run in parallel. A serial pass costs ~0.04 ns
+# an element here (mean, backward passes) or ~0.25 ns (max), a parallel start ~10 us or more.
+_GLOBAL_PARALLEL_MIN = 1 << 20
+_GLOBAL_MAX_PARALLEL_MIN = 1 << 18
+# Blocks of rows a parallel global pooling call is split into (enough to balance the threads).
+_ROW_CHUNKS = 16
 
 
 @njit(cache=True)
@@ -229,3 +243,128 @@ def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad
             for c in range(C):
                 _avg_back_plane(grad_out[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
                                 grad_in[n, c])
+
+
+# ---------------------------------------------------------------------------------------------
+# global pooling over the rows of x (rows, cols): serial, or _ROW_CHUNKS blocks of rows in
+# parallel; each helper loops over a block of rows (no call per row)
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _avg_rows(x, lo, hi, out):
+    """out[r] = mean of row r (float64 sum, reassociated: vectorized) for lo <= r < hi."""
+    cols = x.shape[1]
+    for r in range(lo, hi):
+        s = 0.0
+        for j in range(cols):
+            s += x[r, j]
+        out[r] = s / cols if cols > 0 else 0.0
+
+
+@njit(cache=True)
+def _avg_back_rows(grad_out, lo, hi, grad_in):
+    cols = grad_in.shape[1]
+    for r in range(lo, hi):
+        v = grad_out[r] / max(cols, 1)
+        for j in range(cols):
+            grad_in[r, j] = v
+
+
+@njit(cache=True)
+def _max_rows(x, lo, hi, out, argmax):
+    """out[r], argmax[r] = the first maximum of row r and its column (the first NaN wins), for
+    lo <= r < hi. Two passes of independent steps -- eight running maxima ignoring NaN, and
+    whether the row holds a NaN -- then a scan that stops at the first NaN or the first cell
+    equal to the maximum: ~10x faster than one scan keeping (max, column), whose every step
+    waits on the previous compare."""
+    cols = x.shape[1]
+    full = cols - cols % 8
+    for r in range(lo, hi):
+        if cols == 0:
+            out[r] = -np.inf
+            argmax[r] = -1
+            continue
+        m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[r, 0]
+        for j in range(0, full, 8):
+            m0 = x[r, j] if x[r, j] > m0 else m0
+            m1 = x[r, j + 1] if x[r, j + 1] > m1 else m1
+            m2 = x[r, j + 2] if x[r, j + 2] > m2 else m2
+            m3 = x[r, j + 3] if x[r, j + 3] > m3 else m3
+            m4 = x[r, j + 4] if x[r, j + 4] > m4 else m4
+            m5 = x[r, j + 5] if x[r, j + 5] > m5 else m5
+            m6 = x[r, j + 6] if x[r, j + 6] > m6 else m6
+            m7 = x[r, j + 7] if x[r, j + 7] > m7 else m7
+        for j in range(full, cols):
+            m0 = x[r, j] if x[r, j] > m0 else m0
+        for v in (m1, m2, m3, m4, m5, m6, m7):
+            m0 = v if v > m0 else m0
+        nan = False
+        for j in range(cols):
+            nan |= x[r, j] != x[r, j]
+        k = 0
+        if nan:
+            while x[r, k] == x[r, k]:
+                k += 1
+        else:
+            while x[r, k] != m0:
+                k += 1
+        out[r] = x[r, k]
+        argmax[r] = k
+
+
+@njit(cache=True)
+def _max_back_rows(grad_out, argmax, lo, hi, grad_in):
+    cols = grad_in.shape[1]
+    for r in range(lo, hi):
+        for j in range(cols):
+            grad_in[r, j] = 0.0
+        k = argmax[r]
+        if 0 <= k < cols:
+            grad_in[r, k] = grad_out[r]
+
+
+@njit(cache=True, parallel=True)
+def global_avg_pool_forward(x, out):
+    """out[r] = mean of row r of x (rows, cols), summed in float64 (0 for an empty row)."""
+    rows = x.shape[0]
+    if x.size < _GLOBAL_PARALLEL_MIN:
+        _avg_rows(x, 0, rows, out)
+    else:
+        for t in prange(_ROW_CHUNKS):
+            _avg_rows(x, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, out)
+
+
+@njit(cache=True, parallel=True)
+def global_avg_pool_backward(grad_out, grad_in):
+    """grad_in[r, :] = grad_out[r] / cols."""
+    rows = grad_in.shape[0]
+    if grad_in.size < _GLOBAL_PARALLEL_MIN:
+        _avg_back_rows(grad_out, 0, rows, grad_in)
+    else:
+        for t in prange(_ROW_CHUNKS):
+            _avg_back_rows(grad_out, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS,
+                           grad_in)
+
+
+@njit(cache=True, parallel=True)
+def global_max_pool_forward(x, out, argmax):
+    """out[r] = max of row r of x (rows, cols); argmax[r] (int64) = the column of its first
+    occurrence. A row holding a NaN gives NaN, argmax at its first NaN (as torch.max)."""
+    rows = x.shape[0]
+    if x.size < _GLOBAL_MAX_PARALLEL_MIN:
+        _max_rows(x, 0, rows, out, argmax)
+    else:
+        for t in prange(_ROW_CHUNKS):
+            _max_rows(x, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, out, argmax)
+
+
+@njit(cache=True, parallel=True)
+def global_max_pool_backward(grad_out, argmax, grad_in):
+    """grad_in (rows, cols) = zeros, except grad_in[r, argmax[r]] = grad_out[r]."""
+    rows = grad_in.shape[0]
+    if grad_in.size < _GLOBAL_PARALLEL_MIN:
+        _max_back_rows(grad_out, argmax, 0, rows, grad_in)
+    else:
+        for t in prange(_ROW_CHUNKS):
+            _max_back_rows(grad_out, argmax, t * rows // _ROW_CHUNKS,
+                           (t + 1) * rows // _ROW_CHUNKS, grad_in)

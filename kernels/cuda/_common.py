@@ -490,6 +490,44 @@ def row_max(sh, v):
     return r
 
 
+@cuda.jit(device=True)
+def first_max_wins(a, ka, b, kb):
+    """Whether candidate (b, kb) beats (a, ka) as the first maximum of a row: the larger value,
+    the smaller index among equal ones; a NaN beats any number, the NaN of smaller index another
+    NaN (torch.max's rule); index -1 marks no candidate."""
+    if kb < 0:
+        return False
+    if ka < 0:
+        return True
+    if a != a:
+        return b != b and kb < ka
+    if b != b:
+        return True
+    return b > a or (b == a and kb < ka)
+
+
+@cuda.jit(device=True)
+def row_argmax(sv, sk, v, k):
+    """(value, index) of the first maximum over the threads of one row (see first_max_wins),
+    to each of them. ``sv`` / ``sk``: float64 / int64 shared arrays (ROW_ROWS, ROW_LANES)."""
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    sv[ty, tx] = v
+    sk[ty, tx] = k
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if tx < s and first_max_wins(sv[ty, tx], sk[ty, tx], sv[ty, tx + s], sk[ty, tx + s]):
+            sv[ty, tx] = sv[ty, tx + s]
+            sk[ty, tx] = sk[ty, tx + s]
+        cuda.syncthreads()
+        s //= 2
+    rv = sv[ty, 0]
+    rk = sk[ty, 0]
+    cuda.syncthreads()
+    return rv, rk
+
+
 # ---------------------------------------------------------------------------------------------
 # fill and uniform random numbers (used by numbanet._cuda.CUDABackend)
 

@@ -1,8 +1,10 @@
-"""2-D max and average pooling (NCHW) on the GPU, one launch per call.
+"""2-D max and average pooling (NCHW), and global pooling over the rows of a 2-D array, on the
+GPU, one launch per call.
 
 Same semantics as kernels/cpu/pool.py: windows walked in row-major order, padded cells never win
 a max and are not counted in an average; a window with no cell inside the image gives max -inf
-with argmax -1, average 0.
+with argmax -1, average 0. Global pooling: the first maximum of a row (the first NaN when it
+holds one), the mean summed in float64.
 
 * forward: one thread per output element (grid-stride).
 * max backward: one block per (n, c) plane (grid-stride over planes): the block zeroes the plane,
@@ -10,12 +12,17 @@ with argmax -1, average 0.
   stride < pool, ever add twice to one cell; the order of those few additions may then vary).
 * average backward: a gather, one thread per input element summing the windows that cover it
   (no atomics, deterministic).
+* global forwards: the row-wise layout of ``_common`` (``lanes`` threads per row, ``rows`` rows
+  per block): each lane scans a strided part of its row, then ``row_sum`` / ``row_argmax``.
+* global backwards: one thread per input element (grid-stride), every element written.
 """
 import math
 
+import numba
 from numba import cuda
 
-from ._common import config, grid_1d, kernel, launcher, view
+from ._common import (ROW_LANES, ROW_ROWS, config, first_max_wins, grid_1d, grid_rows, kernel,
+                      launcher, row_argmax, row_sum, view)
 
 
 @kernel("A4 i i i i i i A4 q4")
@@ -150,3 +157,95 @@ def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad
     if grad_in.size:
         _avg_bwd[grid_1d(grad_in.size)](grad_out, pool_h, pool_w, stride_h, stride_w, pad_h,
                                         pad_w, grad_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# global pooling over the rows of x (rows, cols)
+
+@kernel("A2 A1")
+def _global_avg_fwd(x, out):
+    sh = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
+    rows, cols = x.shape
+    tx = cuda.threadIdx.x
+    lanes = cuda.blockDim.x
+    rpb = cuda.blockDim.y
+    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
+        r = g * rpb + cuda.threadIdx.y
+        s = 0.0
+        if r < rows:
+            for j in range(tx, cols, lanes):
+                s += x[r, j]
+        s = row_sum(sh, s)
+        if r < rows and tx == 0:
+            out[r] = s / cols if cols > 0 else 0.0
+
+
+@launcher
+def global_avg_pool_forward(x, out):
+    """out[r] = mean of row r of x (rows, cols), summed in float64 (0 for an empty row)."""
+    if x.shape[0]:
+        _global_avg_fwd[grid_rows(x.shape[0])](x, out)
+
+
+@kernel("A1 A2")
+def _global_avg_bwd(grad_out, grad_in):
+    rows, cols = grad_in.shape
+    for i in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
+        r = i // cols
+        grad_in[r, i - r * cols] = grad_out[r] / cols
+
+
+@launcher
+def global_avg_pool_backward(grad_out, grad_in):
+    """grad_in[r, :] = grad_out[r] / cols."""
+    if grad_in.size:
+        _global_avg_bwd[grid_1d(grad_in.size)](grad_out, grad_in)
+
+
+@kernel("A2 A1 q1")
+def _global_max_fwd(x, out, argmax):
+    sv = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
+    sk = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.int64)
+    rows, cols = x.shape
+    tx = cuda.threadIdx.x
+    lanes = cuda.blockDim.x
+    rpb = cuda.blockDim.y
+    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
+        r = g * rpb + cuda.threadIdx.y
+        m = -math.inf
+        k = -1
+        if r < rows:
+            for j in range(tx, cols, lanes):
+                v = x[r, j]
+                if first_max_wins(m, k, v, j):
+                    m = v
+                    k = j
+        m, k = row_argmax(sv, sk, m, k)
+        if r < rows and tx == 0:
+            out[r] = m
+            argmax[r] = k
+
+
+@launcher
+def global_max_pool_forward(x, out, argmax):
+    """out[r] = max of row r of x (rows, cols); argmax[r] (int64) = the column of its first
+    occurrence. A row holding a NaN gives NaN, argmax at its first NaN (as torch.max)."""
+    if x.shape[0]:
+        _global_max_fwd[grid_rows(x.shape[0])](x, out, argmax)
+
+
+@kernel("A1 q1 A2")
+def _global_max_bwd(grad_out, argmax, grad_in):
+    rows, cols = grad_in.shape
+    zero = grad_in.dtype.type(0)
+    for i in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
+        r = i // cols
+        j = i - r * cols
+        grad_in[r, j] = grad_out[r] if j == argmax[r] else zero
+
+
+@launcher
+def global_max_pool_backward(grad_out, argmax, grad_in):
+    """grad_in (rows, cols) = zeros, except grad_in[r, argmax[r]] = grad_out[r]."""
+    if grad_in.size:
+        _global_max_bwd[grid_1d(grad_in.size)](grad_out, argmax, grad_in)

@@ -189,6 +189,11 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
         "max_pool2d_backward": (f(n, c, o, o), on(be, _pool_argmax(n, c, hw)), e(n, c, hw, hw)),
         "avg_pool2d_forward": (f(n, c, hw, hw), 2, 2, 2, 2, 0, 0, e(n, c, o, o)),
         "avg_pool2d_backward": (f(n, c, o, o), 2, 2, 2, 2, 0, 0, e(n, c, hw, hw)),
+        # global pooling: an (n, c, hw, hw) batch seen as n*c rows of hw*hw
+        "global_avg_pool_forward": (f(n * c, s), e(n * c)),
+        "global_avg_pool_backward": (f(n * c), e(n * c, s)),
+        "global_max_pool_forward": (f(n * c, s), e(n * c), be.empty((n * c,), np.int64)),
+        "global_max_pool_backward": (f(n * c), i64(np.arange(n * c) * 7 % s), e(n * c, s)),
         "batchnorm_forward_train": (x3, f(c), f(c), 1e-5, e(n, c, s), e(c), e(c)),
         "batchnorm_forward_infer": (x3, f(c), f(c), f(c), pos(c), 1e-5, e(n, c, s)),
         "batchnorm_backward": (x3, g3, f(c), f(c), pos(c), False, e(n, c, s), e(c), e(c)),
