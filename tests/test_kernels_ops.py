@@ -57,6 +57,7 @@ BROADCASTS = [
     ((1, 5, 1), (1, 1, 1)),              # size-1 dimensions only
     ((7,), (1,)),                        # rank 1
     ((2, 1, 3, 1, 2, 3), (1, 2, 1, 2, 1, 3)),  # rank 6
+    ((2, 1, 3, 4), (3, 1)),              # rank 4 against rank 2
     ((2, 3, 1, 2, 2), (3, 2, 1)),        # rank 5 against rank 3
     ((0, 3), (3,)),                      # empty
     ((300, 300), (300, 1)),              # prange path, column broadcast
