@@ -76,3 +76,46 @@ def test_cuda_unavailable_is_a_clear_error(monkeypatch):
         nb.Sequential([L.Dense(2)], input_shape=(3,), device="cuda")
     assert "NUMBANET_ALLOW_CUDASIM" in _cuda.unavailable_reason()
     assert os.environ.get("NUMBANET_ALLOW_CUDASIM") is None
+
+
+def residual_graph(dtype="float64"):
+    inp = nb.Input((1, 4, 4), dtype=dtype)
+    x = L.Conv2D(2, 3, padding="same", activation="relu")(inp)
+    shared = L.Conv2D(2, 3, padding="same", name="shared")
+    y = shared(shared(x))
+    x = L.BatchNormalization()(L.Add()([x, y]))
+    x = L.Flatten()(L.MaxPool2D(2)(x))
+    a = L.Dense(3, activation="softmax", name="a")(x)
+    b = L.Dense(2, name="b")(L.Concatenate()([x, nb.ops.tanh(x)]))
+    return nb.Model(inp, [a, b])
+
+
+def test_functional_graph_on_cuda_matches_cpu(allow_sim, rng, monkeypatch):
+    """A graph with a residual connection, a layer called twice, an op node and two outputs:
+    fit steps and tape gradients on the CUDA backend equal the CPU's."""
+    from numbanet.kernels.cuda import _common
+    for name, value in (("threads", 32), ("max_blocks", 3), ("row_block", (4, 2)),
+                        ("gemm_tile", (8, 8, 4, 2, 2))):       # small simulated blocks
+        monkeypatch.setattr(_common.config, name, value)
+    x = rng.standard_normal((2, 1, 4, 4))
+    ya, yb = rng.integers(0, 3, 2), rng.standard_normal((2, 2))
+    nb.seed(0)
+    cpu = residual_graph()
+    gpu = nb.models.functional_from_config(cpu.get_config()).to("cuda")
+    gpu.set_weights(cpu.get_weights())
+    assert gpu.device == "cuda"
+    for m in (cpu, gpu):
+        m.compile(nb.optimizers.Adam(0.01), ["sparse_categorical_crossentropy", "mse"])
+    for _ in range(2):
+        assert gpu.train_step(x, [ya, yb]) == pytest.approx(cpu.train_step(x, [ya, yb]),
+                                                           rel=1e-9)
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    grads = []
+    for m in (cpu, gpu):
+        with nb.GradientTape() as tape:
+            pa, pb = m(x, training=True)
+            loss = nb.ops.sum(pa * pa) + nb.ops.mean(nb.ops.square(pb))
+        grads.append([np.asarray(g) for g in tape.gradient(loss, m.trainable_weights)])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -110,10 +110,12 @@ def test_gradcheck(cls, kwargs, kernel, params, tkind, pkind, rng):
                          [c for c in CASES if c[4] != "labels"],
                          ids=[i for i, c in zip(IDS, CASES) if c[4] != "labels"])
 def test_float32_and_targets_of_other_shapes(cls, kwargs, kernel, params, tkind, pkind, rng):
-    """float32 predictions, per-sample outputs of shape (2, 3): flattened per sample (labels
-    need (batch, classes) predictions: not here)."""
+    """float32 predictions, per-sample outputs of shape (2, 3): elementwise and per-sample
+    losses flatten each sample; losses over the class axis (crossentropies, KL) treat the
+    leading axes as positions, each a row of 3 classes, averaged over all positions (Keras)."""
     loss = cls(**kwargs)
-    t, p = targets(tkind, (5, 6), rng), predictions(pkind, (5, 6), rng)
+    rows = (10, 3) if loss.rowwise else (5, 6)
+    t, p = targets(tkind, rows, rng), predictions(pkind, rows, rng)
     got = loss(t.reshape(5, 2, 3), p.reshape(5, 2, 3).astype(np.float32))
     close(got, getattr(ref, kernel + "_forward")(t, p.astype(np.float32), *params), 2e-6)
     g = loss.gradient(t.reshape(5, 2, 3), p.reshape(5, 2, 3).astype(np.float32))

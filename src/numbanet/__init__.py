@@ -6,13 +6,16 @@
 """
 __version__ = "0.1.0"
 
-from . import (callbacks, data, datasets, initializers, layers, losses, metrics, optimizers,
-               regularizers, schedules, testing)
+from . import (callbacks, data, datasets, initializers, layers, losses, metrics, ops,
+               optimizers, regularizers, schedules, testing)
 from .backend import cuda_available, get_backend
-from .models import Sequential, load_model
+from .engine import GradientTape, Tensor, Variable, device
+from .functional import Input
+from .models import Model, Sequential, load_model
 from .plot import plot_history
 from .random import seed
 
-__all__ = ["Sequential", "load_model", "seed", "cuda_available", "get_backend", "layers",
-           "optimizers", "losses", "metrics", "callbacks", "data", "datasets", "initializers",
-           "regularizers", "schedules", "plot_history", "testing"]
+__all__ = ["Model", "Sequential", "Input", "load_model", "GradientTape", "Tensor", "Variable",
+           "device", "seed", "cuda_available", "get_backend", "layers", "ops", "optimizers",
+           "losses", "metrics", "callbacks", "data", "datasets", "initializers", "regularizers",
+           "schedules", "plot_history", "testing"]

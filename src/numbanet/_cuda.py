@@ -27,7 +27,14 @@ import numpy as np
 
 from .backend import KERNEL_MODULES, Backend
 
+INSTALL_HINT = 'pip install "numbanet[cuda]"'
+
 try:
+    import importlib.util
+    if importlib.util.find_spec("numba_cuda") is None:
+        # numba's own (built-in, deprecated) numba.cuda may import, but numbanet's kernels need
+        # the NVIDIA-maintained numba-cuda
+        raise ImportError(f"numba-cuda is not installed; {INSTALL_HINT}")
     from numba import cuda
     _import_error = None
 except Exception as e:      # numba-cuda missing, or its CUDA bindings
@@ -57,7 +64,11 @@ def _simulator_allowed():
 def unavailable_reason():
     """Why CUDA cannot be used, as one sentence; None when it can."""
     if cuda is None:
-        return f"numba-cuda is not installed or failed to import ({_one_line(_import_error)})."
+        if isinstance(_import_error, ImportError) and "numba-cuda is not installed" in \
+                str(_import_error):
+            return f"numba-cuda is not installed ({INSTALL_HINT})."
+        return (f"numba-cuda failed to import ({_one_line(_import_error)}); reinstall it with "
+                f"{INSTALL_HINT}.")
     if is_simulator():
         if _simulator_allowed():
             return None
@@ -200,6 +211,10 @@ class CUDABackend(Backend):
         a = self.empty(shape, dtype)
         self._common.fill(a, value)
         return a
+
+    def fill_(self, a, value):
+        """Set every element of the device array ``a`` to ``value`` in place (one launch)."""
+        self._common.fill(a, value)
 
     def asarray(self, a, dtype=None):
         """A host array (or a device array) -> a C-contiguous device array of ``dtype`` if given."""
@@ -394,6 +409,8 @@ def kernel_resources(dtypes=("float32", "float64"), cc=(9, 0), ptxas=None, names
     ptxas) registers, barriers, shared_bytes, stack_bytes, spill_stores, spill_loads (or
     ptxas_error).
     """
+    if cuda is None:
+        return {"skip": unavailable_reason()}
     jobs = jobs or min(os.cpu_count() or 1, 8)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     base = [sys.executable, "-m", "numbanet._cuda", "--resources", "--dtypes", ",".join(dtypes),

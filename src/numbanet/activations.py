@@ -29,7 +29,8 @@ def check_name(name, where="activation"):
 
 
 class ActivationOp:
-    """One activation applied through the backend's kernels; keeps what backward needs.
+    """One activation applied through the backend's kernels (stateless: the caller keeps the
+    forward's input and output for backward).
 
     Elementwise activations run on the flattened array; softmax runs row-wise over the last axis.
     """
@@ -40,7 +41,6 @@ class ActivationOp:
         self.alpha = float(default if alpha is None else alpha)
         self.kernel = kernel
         self.code = ACTIVATION_CODES.index(kernel) if kernel in ACTIVATION_CODES else None
-        self.x = self.y = None
 
     @property
     def is_identity(self):
@@ -51,12 +51,6 @@ class ActivationOp:
         """Elementwise and not the identity: a producing kernel can apply it (``code``)."""
         return self.code is not None and not self.is_identity
 
-    def record(self, x, y):
-        """Keep ``x`` and ``y = activation(x)`` computed elsewhere (a fused kernel) for
-        backward; returns ``y``."""
-        self.x, self.y = x, y
-        return y
-
     def _view(self, backend, a):
         shape = tuple(a.shape)      # device arrays' shapes may not index from the end
         size = math.prod(shape)
@@ -64,23 +58,22 @@ class ActivationOp:
             a, (size // shape[-1], shape[-1]) if self.name == "softmax" else (size,))
 
     def forward(self, backend, x, out=None):
-        """Apply to ``x``; writes into ``out`` (may be ``x`` itself unless backward needs ``x``)."""
+        """The activation of ``x``; written into ``out`` when given (may be ``x`` itself unless
+        backward needs ``x``)."""
         if self.is_identity:
-            self.x = self.y = x
             return x
         if out is None:
             out = backend.empty(x.shape, x.dtype)
         getattr(backend, self.kernel + "_forward")(self._view(backend, x), self.alpha,
                                                    self._view(backend, out))
-        self.x, self.y = x, out
         return out
 
-    def backward(self, backend, grad_out):
-        """d loss / d x from d loss / d y (uses the last forward's x and y)."""
+    def backward(self, backend, x, y, grad_out):
+        """d loss / d x from d loss / d y, given the forward's input ``x`` and output ``y``."""
         if self.is_identity:
             return grad_out
         grad_in = backend.empty(grad_out.shape, grad_out.dtype)
         getattr(backend, self.kernel + "_backward")(
-            self._view(backend, self.x), self._view(backend, self.y),
+            self._view(backend, x), self._view(backend, y),
             self._view(backend, grad_out), self.alpha, self._view(backend, grad_in))
         return grad_in

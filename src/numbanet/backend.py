@@ -117,6 +117,10 @@ class CPUBackend(Backend):
         """Copy ``src`` (host or backend array) into ``dst`` in place."""
         dst[...] = np.asarray(src).reshape(dst.shape)
 
+    def fill_(self, a, value):
+        """Set every element of ``a`` to ``value`` in place."""
+        a[...] = value
+
     def uniform(self, shape, dtype, rng):
         """Uniform [0, 1) numbers of ``dtype`` from the numpy Generator ``rng``."""
         return rng.random(shape, dtype=dtype)

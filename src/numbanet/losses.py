@@ -20,10 +20,12 @@ LogCosh, MSLE, hinges, binary crossentropy and binary focal), the sum over class
 crossentropies, categorical focal and KL divergence, one soft score per sample for Dice, Jaccard
 and Tversky.
 """
+import math
 import numbers
 
 import numpy as np
 
+from . import engine
 from .backend import get_backend
 
 EPSILON = 1e-7
@@ -50,15 +52,28 @@ def _flag(value, what, owner):
     return bool(value)
 
 
+def _shapes_match(expected, got):
+    return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
+
+
 class Loss:
-    """Base class: binds ``<kernel>_forward``/``<kernel>_backward`` (``_logits`` when asked)."""
+    """Base class: binds ``<kernel>_forward``/``<kernel>_backward`` (``_logits`` when asked).
+
+    A custom loss subclasses ``Loss`` and defines ``call(y_true, y_pred)`` with ``nb.ops``,
+    returning per-sample (or per-element) losses or a scalar: ``fit`` trains with it without a
+    hand-written gradient (a tape of ``call`` gives it), sample weights scale the per-sample
+    values, and the result is their sum over the number of values (Keras'
+    ``sum_over_batch_size``; ``reduction="sum"`` sums). Register it with ``register(MyLoss)``
+    to load a model compiled with it.
+    """
 
     kernel = None
     fuses_with = None          # the output activation whose gradient this loss can absorb
     sparse = False             # integer class labels instead of targets shaped like y_pred
     has_logits = False         # a <kernel>_logits kernel pair exists (from_logits=True works)
+    rowwise = False            # per row of the last axis (classes): extra axes are positions
 
-    def __init__(self, from_logits=False, name=None):
+    def __init__(self, from_logits=False, name=None, reduction="sum_over_batch_size"):
         owner = name or type(self).__name__
         if not isinstance(from_logits, (bool, np.bool_, int, np.integer)):
             raise ValueError(f"{owner}: from_logits must be True or False, got {from_logits!r}")
@@ -66,8 +81,21 @@ class Loss:
             raise ValueError(f"{owner}: has no logits form, got from_logits={from_logits!r}")
         if name is not None and not isinstance(name, str):
             raise ValueError(f"{owner}: name must be a string, got {name!r}")
+        if reduction not in ("sum_over_batch_size", "sum"):
+            raise ValueError(f"{owner}: reduction must be 'sum_over_batch_size' or 'sum', got "
+                             f"{reduction!r}")
         self.from_logits = bool(from_logits)
         self.name = name or type(self).__name__
+        self.reduction = reduction
+
+    @property
+    def is_custom(self):
+        """A subclass that computes with ``call`` (nb.ops) instead of kernels."""
+        return type(self).call is not Loss.call
+
+    def call(self, y_true, y_pred):
+        """Per-sample losses of a custom loss, written with ``nb.ops``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no kernel and no call()")
 
     # -- kernels --------------------------------------------------------------------------------
     def _args(self):
@@ -86,31 +114,47 @@ class Loss:
         return self.kernel, self._args()
 
     def _2d(self, a):
-        return a.reshape(a.shape[0], -1)
+        shape = a.shape
+        if self.rowwise and len(shape) > 2:          # positions: one row per position
+            return a.reshape(math.prod(shape[:-1]), shape[-1])
+        if len(shape) == 2:
+            return a
+        return a.reshape(shape[0], math.prod(shape[1:]) if len(shape) > 1 else 1)
 
     def _targets(self, y_true):
-        return y_true if self.sparse else self._2d(y_true)
+        if self.sparse:
+            return y_true.reshape(math.prod(y_true.shape)) if len(y_true.shape) > 1 \
+                else y_true
+        return self._2d(y_true)
 
-    def _weights(self, backend, weights, n, dtype):
-        """The (N,) backend weights of ``dtype``: ``weights`` checked, or ones (cached per
-        backend, N and dtype) when None."""
+    def _weights(self, backend, weights, n, dtype, rows=None):
+        """The backend weights of ``dtype``, one per row: ``weights`` (one per sample) checked
+        and repeated for each position of a sample when ``rows`` > n, or ones (cached per
+        backend, size and dtype) when None."""
+        rows = n if rows is None else rows
         if weights is None:
             cache = self.__dict__.setdefault("_ones", {})
-            key = (backend.name, int(n), np.dtype(dtype).str)
+            key = (backend.name, int(rows), np.dtype(dtype).str)
             if key not in cache:
-                cache[key] = backend.full((int(n),), 1.0, dtype)
+                cache[key] = backend.full((int(rows),), 1.0, dtype)
             return cache[key]
         shape = tuple(weights.shape)
         if shape not in ((n,), (n, 1)):
             raise ValueError(f"{self.name}: weights must have shape ({n},) (one per sample), got "
                              f"{shape}")
+        if rows != n:
+            host = np.repeat(backend.to_numpy(weights).reshape(n), rows // n)
+            return backend.asarray(host, dtype)
         return backend.asarray(weights.reshape(n), dtype)
 
     def forward(self, backend, y_true, y_pred, weights=None, logits=False):
-        """sum_i w_i l_i / N as a backend array of shape (1,)."""
+        """sum_i w_i l_i / N as a backend array of shape (1,) (N rows: samples, or positions
+        of the samples for per-position outputs)."""
+        if self.is_custom:
+            return self._custom(backend, y_true, y_pred, weights, False)[0]
         name, args = self._kernel(logits or self.from_logits)
         p = self._2d(y_pred)
-        w = self._weights(backend, weights, p.shape[0], y_pred.dtype)
+        w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
         out = backend.empty((1,), y_pred.dtype)
         getattr(backend, name + "_forward")(self._targets(y_true), p, *args, w, out)
         return out
@@ -118,25 +162,81 @@ class Loss:
     def backward(self, backend, y_true, y_pred, weights=None, logits=False):
         """Its gradient with respect to ``y_pred`` (or the logits) as a backend array shaped
         like ``y_pred``."""
+        if self.is_custom:
+            return self._custom(backend, y_true, y_pred, weights, True)[1]
         name, args = self._kernel(logits or self.from_logits)
         p = self._2d(y_pred)
-        w = self._weights(backend, weights, p.shape[0], y_pred.dtype)
+        w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
         grad = backend.empty(y_pred.shape, y_pred.dtype)
         getattr(backend, name + "_backward")(self._targets(y_true), p, *args, w, self._2d(grad))
         return grad
 
+    def value_and_grad(self, backend, y_true, y_pred, weights=None, gradients=True,
+                       logits=False):
+        """(loss as a (1,) backend array, its gradient with respect to ``y_pred`` (or the
+        logits) or None), sharing the set-up of the two kernel calls."""
+        if self.is_custom:
+            return self._custom(backend, y_true, y_pred, weights, gradients)
+        name, args = self._kernel(logits or self.from_logits)
+        p = self._2d(y_pred)
+        t = self._targets(y_true)
+        w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
+        out = backend.empty((1,), y_pred.dtype)
+        getattr(backend, name + "_forward")(t, p, *args, w, out)
+        if not gradients:
+            return out, None
+        grad = backend.empty(y_pred.shape, y_pred.dtype)
+        getattr(backend, name + "_backward")(t, p, *args, w, self._2d(grad))
+        return out, grad
+
+    def _reduce(self, values, weights):
+        """A custom loss's ``call`` result reduced to a scalar tensor: per-sample values times
+        the sample weights, summed, over the number of values (or summed)."""
+        from . import ops
+        if values.ndim == 0:
+            return values
+        if weights is not None:
+            w = weights if isinstance(weights, engine._TensorLike) else \
+                engine.Tensor(weights, values.backend)
+            w = ops.reshape(w, (values.shape[0],) + (1,) * (values.ndim - 1))
+            values = ops.multiply(values, w)
+        total = ops.sum(values)
+        return total if self.reduction == "sum" else ops.divide(total, float(values.size))
+
+    def _custom(self, backend, y_true, y_pred, weights, gradients):
+        """Value (and gradient) of a custom loss through a tape of its ``call``."""
+        tape = engine.GradientTape()
+        yp = engine.Tensor(y_pred, backend)
+        yt = engine.Tensor(y_true, backend)
+        with engine.local_scope(tape):
+            tape.watch(yp)
+            out = self._reduce(engine.convert_to_tensor(self.call(yt, yp),
+                                                        device=backend.name), weights)
+        value = backend.asarray(backend.to_numpy(out.value).reshape(1), dtype=y_pred.dtype) \
+            if not backend.is_device else out.value.reshape(1)
+        if not gradients:
+            return value, None
+        if id(out) not in tape._tracked:
+            return value, backend.zeros(tuple(y_pred.shape), y_pred.dtype)
+        g = tape.gradient(out, yp)
+        return value, (backend.zeros(tuple(y_pred.shape), y_pred.dtype) if g is None
+                       else g.value)
+
     # -- targets and weights --------------------------------------------------------------------
     def prepare_targets(self, y_true, output_shape, dtype):
-        """Check ``y_true`` against the model's per-sample ``output_shape``; return a C-contiguous
-        host array of the dtype the kernels take."""
+        """Check ``y_true`` against the model's per-sample ``output_shape`` (None: any size);
+        return a C-contiguous host array of the dtype the kernels take."""
         y = np.asarray(y_true)
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: targets must be numeric, got dtype {y.dtype}")
         expected = tuple(output_shape)
-        if y.shape[1:] != expected and not (y.ndim == 1 and expected == (1,)):
+        if self.is_custom:
+            return np.ascontiguousarray(y, dtype=dtype if y.dtype.kind == "f" else None)
+        if not _shapes_match(expected, y.shape[1:]) and not (y.ndim == 1 and expected == (1,)):
             raise ValueError(f"{self.name}: targets of shape {y.shape} do not match the model "
                              f"output shape {(None,) + expected}")
-        return np.ascontiguousarray(y.reshape((len(y),) + expected), dtype=dtype)
+        shape = tuple(g for g in y.shape[1:]) if y.ndim > 1 else (1,)
+        return np.ascontiguousarray(y.reshape((len(y),) + shape), dtype=dtype)
 
     def sample_weights(self, y_true):
         """Each sample's class weight as a (N,) float64 array, or None (no class weights)."""
@@ -185,6 +285,20 @@ class Loss:
         return None if w is None else np.ascontiguousarray(w, dtype=dtype)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        """The loss: a float for NumPy inputs; a scalar Tensor (recorded on the active gradient
+        tapes) when ``y_pred`` is a tensor."""
+        if isinstance(y_pred, engine._TensorLike) or isinstance(y_true, engine._TensorLike):
+            return _loss_tensor(self, y_true, y_pred, sample_weight)
+        if self.is_custom:
+            yp = np.asarray(y_pred)
+            yp = np.ascontiguousarray(yp, dtype=yp.dtype if yp.dtype in (np.float32, np.float64)
+                                      else np.float64)
+            with engine.stop_recording():
+                out = self._reduce(engine.convert_to_tensor(
+                    self.call(engine.convert_to_tensor(y_true, device="cpu"),
+                              engine.Tensor(yp))), None if sample_weight is None
+                    else np.asarray(sample_weight, dtype=yp.dtype))
+            return float(out)
         y_true, y_pred = self._host(y_true, y_pred)
         w = self._host_weights(y_true, sample_weight, len(y_pred), y_pred.dtype)
         return float(self.forward(get_backend("cpu"), y_true, y_pred, w)[0])
@@ -205,6 +319,56 @@ class Loss:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class _LossOp:
+    """A built-in loss on tensors as a recorded op: its kernels forward, its gradient kernel
+    (times the incoming scalar gradient) backward."""
+
+    name = "loss"
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def backward(self, ctx, g, need):
+        be, yt, yp, w, shape = ctx
+        grad = self.loss.backward(be, yt, yp, w).reshape(shape)
+        out = be.empty(tuple(grad.shape), grad.dtype)
+        from .ops import _B, _collapse, _contiguous_strides, _flat
+        shape = tuple(int(d) for d in grad.shape)
+        geo = _collapse(shape, _contiguous_strides(shape), (0,) * len(shape))
+        be.binary_forward(_B["multiply"], _flat(be, grad), be.kernel_view(g, (1,)), *geo,
+                          _flat(be, out))
+        return [None, out]
+
+
+def _loss_tensor(loss, y_true, y_pred, sample_weight):
+    """``loss(y_true, y_pred)`` on tensors: a scalar Tensor, differentiable in ``y_pred``."""
+    if loss.is_custom:
+        yp = engine.convert_to_tensor(y_pred)
+        w = None if sample_weight is None else engine.convert_to_tensor(
+            np.asarray(sample_weight), dtype=yp.dtype, device=yp.device)
+        return loss._reduce(engine.convert_to_tensor(loss.call(y_true, yp)), w)
+    be = engine.backend_of(y_true, y_pred)
+    yp = engine.convert_to_tensor(y_pred, device=be.name)
+    if yp.dtype not in (np.float32, np.float64):
+        yp = engine.convert_to_tensor(yp.numpy(), dtype=np.float32, device=be.name)
+    shape = yp.shape[1:] if yp.ndim > 1 else (1,)
+    t_host = y_true.numpy() if isinstance(y_true, engine._TensorLike) else np.asarray(y_true)
+    t_host = loss.prepare_targets(t_host, shape, loss._target_dtype(yp.dtype))
+    if len(t_host) != yp.shape[0]:
+        raise ValueError(f"{loss.name}: y_true has {len(t_host)} samples, y_pred {yp.shape[0]}")
+    w = loss._host_weights(t_host, sample_weight, yp.shape[0], yp.dtype)
+    yt = be.asarray(t_host)
+    wb = None if w is None else be.asarray(w)
+    pv = yp.value if yp.ndim > 1 else yp.value.reshape(yp.shape[0], 1)
+    value = loss.forward(be, yt, pv, wb)
+    out = engine.Tensor(value.reshape(()), be)
+    if engine.recording():
+        engine.record(_LossOp(loss), (be, yt, pv, wb, yp.shape),
+                      [None, y_pred if isinstance(y_pred, (engine.Tensor, engine.Variable))
+                       else None], [out])
+    return out
 
 
 # --------------------------------------------------------------------------------------- regression
@@ -269,6 +433,7 @@ class SquaredHinge(Hinge):
 class KLDivergence(MeanSquaredError):
     """sum over the last axis of y_true log(y_true / y_pred), both clipped to [1e-7, 1] (Keras)."""
     kernel = "kl_divergence"
+    rowwise = True
 
     def _args(self):
         return (EPSILON,)
@@ -398,16 +563,43 @@ class BinaryCrossentropy(_ClassWeighted, Loss):
     def _args(self):
         return (EPSILON,)
 
+    def prepare_targets(self, y_true, output_shape, dtype):
+        y = super().prepare_targets(y_true, output_shape, dtype)
+        self._check_domain(y)
+        return y
+
+    def _check_domain(self, y):
+        """Targets are probabilities: every entry in [0, 1] (soft targets allowed)."""
+        bad = np.argwhere((y < 0) | (y > 1))
+        if bad.size:
+            at = tuple(int(i) for i in bad[0])
+            raise ValueError(f"{self.name}: targets must lie in [0, 1], got {y[at].item():.6g} "
+                             f"at index {at}")
+
     def get_config(self):
         return {**super().get_config(), **self._class_weight_config()}
 
 
 class CategoricalCrossentropy(BinaryCrossentropy):
-    """Crossentropy against one-hot (or soft) targets; the softmax output's gradient fuses to
+    """Crossentropy against one-hot (or soft) targets over the last axis (per position for
+    outputs with extra axes, e.g. (batch, time, classes)); the softmax output's gradient fuses to
     p - y."""
     kernel = "categorical_crossentropy"
     fuses_with = "softmax"
     target_kind = "categorical"
+    rowwise = True
+
+    def _check_domain(self, y):
+        """Target rows are distributions over the classes (the last axis): entries in [0, 1]
+        summing to 1 (within 1e-3; label smoothing keeps that)."""
+        super()._check_domain(y)
+        sums = y.reshape(-1, y.shape[-1]).sum(axis=1, dtype=np.float64)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+        if bad.size:
+            row = np.unravel_index(bad[0], y.shape[:-1])
+            raise ValueError(f"{self.name}: each target row must sum to 1 (one-hot or class "
+                             f"probabilities), row {tuple(int(i) for i in row)} sums to "
+                             f"{sums[bad[0]]:.6g}")
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -417,24 +609,30 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     target_kind = "sparse"
 
     def prepare_targets(self, y_true, output_shape, dtype):
-        y = np.asarray(y_true)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{self.name}: labels must have shape (batch,), got {y.shape}")
-        if len(output_shape) != 1:
-            raise ValueError(f"{self.name}: needs model outputs of shape (batch, classes), got "
-                             f"{(None,) + tuple(output_shape)}")
+        y = y_true if type(y_true) is np.ndarray else np.asarray(y_true)
+        output_shape = tuple(output_shape)
+        if len(output_shape) < 1 or output_shape[-1] is None:
+            raise ValueError(f"{self.name}: needs model outputs of shape (batch, ..., classes), "
+                             f"got {(None,) + output_shape}")
+        positions = output_shape[:-1]
+        if y.ndim == len(positions) + 2 and y.shape[-1] == 1:
+            y = y.reshape(y.shape[:-1])
+        if y.ndim != len(positions) + 1 or not _shapes_match(positions, y.shape[1:]):
+            want = "(batch,)" if not positions else str((None,) + positions)
+            raise ValueError(f"{self.name}: labels must have shape {want} for outputs of shape "
+                             f"{(None,) + output_shape}, got {y.shape}")
         if y.dtype.kind == "f":
             if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
                 raise ValueError(f"{self.name}: labels must be integers, got non-integer values")
         elif y.dtype.kind not in "iub":
             raise TypeError(f"{self.name}: labels must be integers, got dtype {y.dtype}")
-        classes = output_shape[0]
-        bad = np.flatnonzero((y < 0) | (y >= classes))
-        if bad.size:
+        classes = output_shape[-1]
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            bad = np.argwhere((y < 0) | (y >= classes))
+            at = tuple(int(i) for i in bad[0])
+            where = at[0] if len(at) == 1 else at
             raise ValueError(f"{self.name}: labels must be in [0, {classes}), got "
-                             f"{y[bad[0]].item()!r} at index {bad[0]}")
+                             f"{y[at].item()!r} at index {where}")
         return np.ascontiguousarray(y, dtype=np.int64)
 
 

@@ -60,6 +60,22 @@ def _threshold(owner, value):
     return float(value)
 
 
+def _positions(y_true, y_pred):
+    """Predictions with extra axes, (batch, ..., classes), and targets per position (labels
+    (batch, ...) or one-hot rows (batch, ..., classes)) as rows of positions, so that
+    classification metrics count every position (Keras)."""
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim <= 2:
+        return y_true, y_pred
+    y_true = np.asarray(y_true)
+    c = y_pred.shape[-1]
+    if y_true.shape in (y_pred.shape[:-1], y_pred.shape[:-1] + (1,)):
+        return y_true.reshape(-1), y_pred.reshape(-1, c)
+    if y_true.shape == y_pred.shape:
+        return y_true.reshape(-1, c), y_pred.reshape(-1, c)
+    return y_true, y_pred
+
+
 def _scores(y_pred):
     """Model outputs as a (batch, units) array (an empty batch is allowed and counts nothing)."""
     y_pred = np.asarray(y_pred)
@@ -115,6 +131,7 @@ class Accuracy(Metric):
         super().__init__(name)
 
     def update(self, y_true, y_pred):
+        y_true, y_pred = _positions(y_true, y_pred)
         y_pred = _scores(y_pred)
         y_true = np.asarray(y_true)
         if y_pred.shape[1] == 1:
@@ -168,6 +185,7 @@ class TopKAccuracy(Metric):
         super().__init__(name)
 
     def update(self, y_true, y_pred):
+        y_true, y_pred = _positions(y_true, y_pred)
         y_pred = _scores(y_pred)
         if y_pred.shape[1] < 2:
             raise ValueError(f"{type(self).__name__}: needs one score per class (at least 2 "
@@ -214,6 +232,7 @@ class _ClassCounts(Metric):
         self.binary = None
 
     def update(self, y_true, y_pred):
+        y_true, y_pred = _positions(y_true, y_pred)
         y_pred = _scores(y_pred)
         n, units = y_pred.shape
         if units == 1:

@@ -1,28 +1,36 @@
-"""Sequential models: compile, fit, evaluate, predict, save and load.
+"""Models: functional graphs, subclassed models and ``Sequential`` (a chain, the same engine).
 
-After ``build`` every parameter of the model lives in one flat buffer (and every gradient in
-another); the layers hold views into them, so one optimizer kernel call updates the whole model.
-A batch is moved to the device once and stays there through forward, loss, backward and update.
+A model is a layer. A *functional* model (``nb.Model(inputs, outputs)``) runs its compiled
+:class:`~numbanet.functional.Plan`: the layers' fused forward kernels in order, then their
+backward kernels in reverse, adding gradients where a value or a weight is used more than once.
+A *subclassed* model (``class M(nb.Model)`` with ``call``) runs ``call`` under a tape of its own.
+Either kind is called like a layer (inside another model, under a ``GradientTape``) and trains
+with ``compile``/``fit``: a batch is moved to the device once and stays there through forward,
+loss, backward and the optimizer update; only the scalars the user asked to see come back.
+
+Weights belong to layers (their storage is the backend's parameter arena): a layer shared by
+several models is trained through each of them.
 """
 import json
 import os
-
+import warnings
 import zipfile
 
 import numpy as np
 
 from . import callbacks as callbacks_module
-from ._files import atomic_write
+from . import engine, functional
 from . import layers as layers_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import random as _random
+from ._files import atomic_write
 from .backend import get_backend
-from .layers.base import Layer, check_dtype, check_positive_int
+from .layers.base import Layer, check_dtype, check_positive_int, fmt_shape, shapes_match
 
 FORMAT = "numbanet-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _as_host_array(a, name):
@@ -37,169 +45,319 @@ def _as_host_array(a, name):
     return arr
 
 
-class Sequential:
-    """A linear stack of layers (Keras-shaped API)."""
+def _unique(items):
+    seen, out = set(), []
+    for it in items:
+        if id(it) not in seen:
+            seen.add(id(it))
+            out.append(it)
+    return out
 
-    def __init__(self, layers=None, input_shape=None, device="cpu", dtype=None, name=None):
-        self.name = name or "sequential"
-        self.layers = []
-        self.backend = get_backend(device)
-        self.dtype = check_dtype(dtype, "Sequential")
-        self.built = False
+
+def _named(value, names, what):
+    """``value`` (one item, a list in order, or a dict by name) as a list aligned with
+    ``names``; dict entries missing from it are None."""
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            raise ValueError(f"{what}: unknown name {unknown[0]!r}; expected one of {names}")
+        return [value.get(n) for n in names]
+    if isinstance(value, (list, tuple)) and len(names) > 1:
+        if len(value) != len(names):
+            raise ValueError(f"{what}: expected {len(names)} entries (one per "
+                             f"{'input' if 'x' in what else 'output'}: {names}), got "
+                             f"{len(value)}")
+        return list(value)
+    if len(names) == 1 and isinstance(value, (list, tuple)) and len(value) == 1 and \
+            hasattr(value[0], "shape"):
+        return [value[0]]
+    return [value] if len(names) == 1 else [value] * len(names)
+
+
+class _Info:
+    """A model's cached per-structure facts (see ``Model._info``)."""
+
+    __slots__ = ("specs", "out_shapes", "names", "first", "trainable", "fusion", "regularized",
+                 "requires", "has_buffers")
+
+
+class Model(Layer, functional._GraphLayer):
+    """A model: ``nb.Model(inputs, outputs)`` (functional) or a subclass defining ``call``.
+
+    Functional: ``inputs``/``outputs`` are symbolic tensors (or lists of them) from ``nb.Input``
+    and layer calls. Subclassed: ``super().__init__()`` then layers as attributes and
+    ``call(self, x, training=False)``; weights come in the order their layers are first called.
+    """
+
+    def __init__(self, *args, **kwargs):
+        inputs = kwargs.pop("inputs", args[0] if args else None)
+        outputs = kwargs.pop("outputs", args[1] if len(args) > 1 else None)
+        if len(args) > 2:
+            raise TypeError("Model(inputs, outputs, name=None): too many positional arguments")
+        device = kwargs.pop("device", None)
+        name = kwargs.pop("name", None)
+        dtype = kwargs.pop("dtype", None)
+        trainable = kwargs.pop("trainable", True)
+        if kwargs:
+            raise TypeError(f"Model: unexpected arguments {sorted(kwargs)}")
+        object.__setattr__(self, "_tracked", {})
+        super().__init__(name=name or None, dtype=dtype, trainable=trainable)
+        self._plan = None
         self.optimizer = self.loss = None
+        self.losses_ = []
         self.metrics = []
+        self.compiled_metrics = []
         self.stop_training = False
         self.stop_reason = None
-        self._input_shape = None
-        for layer in layers or []:
-            self.add(layer)
-        if input_shape is not None:
-            self.build(input_shape)
+        self.history = None
+        if device is not None:
+            self.backend = get_backend(device)
+        if (inputs is None) != (outputs is None):
+            raise TypeError("Model: a functional model needs both inputs and outputs")
+        if inputs is not None:
+            self._init_graph(inputs, outputs)
 
-    # -- structure ------------------------------------------------------------------------------
-    def add(self, layer):
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
-        if self.built:
-            raise RuntimeError("Sequential.add: the model is already built; add layers first")
-        if any(l.name == layer.name for l in self.layers):
-            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
-        self.layers.append(layer)
+    # -- structure --------------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        tracked = self.__dict__.get("_tracked")
+        if tracked is not None and not name.startswith("_"):
+            if isinstance(value, Layer) and value is not self:
+                tracked[name] = value
+            elif isinstance(value, (list, tuple)) and value and \
+                    all(isinstance(v, Layer) for v in value):
+                tracked[name] = list(value)
+            elif name in tracked:
+                del tracked[name]
+        object.__setattr__(self, name, value)
+
+    def _init_graph(self, inputs, outputs):
+        self._single_in = not isinstance(inputs, (list, tuple))
+        self._single_out = not isinstance(outputs, (list, tuple))
+        plan = functional.Plan(functional.flatten(inputs), functional.flatten(outputs),
+                               f"Model {self.name!r}")
+        names = {}
+        for layer in plan.layers:
+            if layer.name in names and names[layer.name] is not layer:
+                raise ValueError(f"Model {self.name!r}: two different layers are named "
+                                 f"{layer.name!r}; layer names must be unique in a model")
+            names[layer.name] = layer
+        self._plan = plan
+        engine.structure_changed()
+        self.multi_input = len(plan.inputs) > 1
+        self.inputs, self.outputs = list(plan.inputs), list(plan.outputs)
+        self.input_names = [t.node.layer.name for t in plan.inputs]
+        self.output_names = _output_names(plan)
+        floats = [t.dtype for t in plan.inputs if t.dtype.kind == "f"] + \
+            [l.dtype for l in plan.layers if l.dtype is not None and
+             not isinstance(l, functional.InputLayer)]
+        self.dtype = self.dtype or (floats[0] if floats else np.dtype(np.float32))
+        backends = {id(l.backend): l.backend for l in self._sublayers_deep()}
+        if len(backends) == 1:
+            self.backend = next(iter(backends.values()))
+        elif len(backends) > 1:
+            raise ValueError(f"Model {self.name!r}: its layers live on different devices; move "
+                             f"them with model.to(device) after building")
+        self.built = True
+
+    @property
+    def is_functional(self):
+        return self._plan is not None
+
+    @property
+    def input_shape(self):
+        """Per-sample input shape (a list for several inputs); None before it is known."""
+        if self.__dict__.get("_plan") is None:
+            return self.__dict__.get("_input_shape_")
+        shapes = [tuple(t.shape[1:]) for t in self._plan.inputs]
+        return shapes[0] if self._single_in else shapes
+
+    @input_shape.setter
+    def input_shape(self, value):
+        self.__dict__["_input_shape_"] = value
+
+    @property
+    def output_shape(self):
+        """Per-sample output shape (a list for several outputs); None before it is known."""
+        if self.__dict__.get("_plan") is None:
+            return self.__dict__.get("_output_shape_")
+        shapes = [tuple(t.shape[1:]) for t in self._plan.outputs]
+        return shapes[0] if self._single_out else shapes
+
+    @output_shape.setter
+    def output_shape(self, value):
+        self.__dict__["_output_shape_"] = value
+
+    @property
+    def layers(self):
+        """The model's layers: in call order for graphs (InputLayers first for a functional
+        model), in order of first call for subclassed models."""
+        if self._plan is not None:
+            return list(self._plan.layers)
+        found = []
+        for v in self._tracked.values():
+            found.extend(v if isinstance(v, list) else [v])
+        found = _unique(found)
+        order = {id(l): (l._first_call if l._first_call is not None else float("inf"), i)
+                 for i, l in enumerate(found)}
+        return sorted(found, key=lambda l: order[id(l)])
+
+    def get_layer(self, name=None, index=None):
+        """A layer by ``name`` or by position in ``layers``."""
+        if index is not None:
+            layers = self.layers
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"get_layer: index {index} out of range for {len(layers)} layers")
+            return layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r} in {self!r}; layers are "
+                         f"{[l.name for l in self.layers]}")
+
+    def _cached(self, key, make):
+        """``make()``, cached until the structure changes (weights created, moved, frozen, a
+        graph built)."""
+        cache = self.__dict__.setdefault("_structure_cache", {})
+        hit = cache.get(key)
+        version = engine.structure_version()
+        if hit is None or hit[0] != version:
+            hit = cache[key] = (version, make())
+        return hit[1]
+
+    def _sublayers_deep(self):
+        def make():
+            out = []
+            for layer in self.layers:
+                if isinstance(layer, functional.InputLayer):
+                    continue
+                out.append(layer)
+                out.extend(layer._sublayers_deep())
+            return _unique(out)
+        if self._plan is None:
+            return make()                   # a subclassed model's layers change as it runs
+        return self._cached("sublayers", make)
+
+    def _own_layers(self):
+        """The layers holding weights, each once (sublayers of nested models included)."""
+        return [l for l in self._sublayers_deep() if not isinstance(l, Model)]
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{self!r}: trainable must be True or False, got {value!r}")
+        self._trainable = bool(value)
+        for layer in self._sublayers_deep():
+            layer.trainable = bool(value)
+
+    @property
+    def trainable_weights(self):
+        """Every trainable weight, each once, in the order their layers were first called
+        (kernel before bias)."""
+        if not self._trainable:
+            return []
+        return list(self._trainable_list())
+
+    def _trainable_list(self):
+        """The trainable weights (a cached list: the optimizer caches its runs by it)."""
+        return self._info().trainable
+
+    @property
+    def non_trainable_weights(self):
+        if not self._trainable:
+            return [v for l in self._own_layers() for v in l.weights]
+        return [v for l in self._own_layers() for v in l.non_trainable_weights]
+
+    @property
+    def weights(self):
+        return [v for l in self._own_layers() for v in l.weights]
+
+    variables = weights
 
     @property
     def device(self):
         return self.backend.name
 
-    @property
-    def input_shape(self):
-        return self._input_shape
-
-    @property
-    def output_shape(self):
-        return self.layers[-1].output_shape if self.built else None
-
-    def build(self, input_shape):
-        """Build every layer for samples of ``input_shape`` (batch axis excluded)."""
-        if not self.layers:
-            raise ValueError("Sequential.build: the model has no layers")
-        if isinstance(input_shape, (int, np.integer)):
-            input_shape = (input_shape,)
-        shape = tuple(input_shape)
-        if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-                            for d in shape):
-            raise ValueError(f"Sequential.build: input_shape must be a tuple of positive ints "
-                             f"(batch axis excluded), got {input_shape!r}")
-        self._input_shape = tuple(int(d) for d in shape)
-        dtype = self.dtype or self.layers[0].dtype or np.dtype(np.float32)
-        for layer in self.layers:
-            if layer.dtype is not None and layer.dtype != dtype:
-                raise ValueError(f"{layer!r}: dtype {layer.dtype} differs from the model's {dtype}")
-            layer.dtype = dtype
-            if layer.built:
-                if layer.input_shape != shape:
-                    raise ValueError(f"{layer!r}: built for input shape {layer.input_shape}, "
-                                     f"but the previous layer gives {shape}")
-            else:
-                layer.set_backend(self.backend)
-                layer.build(shape)
-            shape = layer.output_shape
-        self.dtype = dtype
-        for i, layer in enumerate(self.layers):
-            layer.needs_input_grad = i > 0
-        self._place([l.backend.to_numpy(p) for l, _, p in self._param_items()],
-                    [l.backend.to_numpy(b) for l, _, b in self._buffer_items()])
-        self.built = True
-        return self
-
-    def _param_items(self):
-        return [(l, k, p) for l in self.layers for k, p in l.params.items()]
-
-    def _buffer_items(self):
-        return [(l, k, b) for l in self.layers for k, b in getattr(l, "buffers", {}).items()]
-
-    def _place(self, host_params, host_buffers):
-        """Put the parameters into one flat buffer on this backend (layers get views) and zero
-        the gradients' flat buffer likewise; move the layers' other buffers too."""
-        be = self.backend
-        items = self._param_items()
-        sizes = [int(np.prod(p.shape)) for _, _, p in items]
-        flat = np.concatenate([np.ravel(h) for h in host_params]) if items else np.zeros(0)
-        self._flat_params = be.asarray(flat, dtype=self.dtype)
-        self._flat_grads = be.zeros((flat.size,), self.dtype)
-        self._segments = []
-        offset = 0
-        for (layer, key, p), size in zip(items, sizes):
-            shape = tuple(p.shape)
-            layer.params[key] = self._flat_params[offset:offset + size].reshape(shape)
-            layer.grads[key] = self._flat_grads[offset:offset + size].reshape(shape)
-            self._segments.append((offset, size))
-            offset += size
-        for (layer, key, _), host in zip(self._buffer_items(), host_buffers):
-            layer.buffers[key] = be.asarray(host, dtype=host.dtype)
-        for layer in self.layers:
-            layer.set_backend(be)
-
-    def to(self, device):
-        """Move the model (parameters, buffers and optimizer state) to ``"cpu"`` or ``"cuda"``."""
-        new = get_backend(device)
-        if new is self.backend:
-            return self
-        if self.built:
-            params = [self.backend.to_numpy(p) for _, _, p in self._param_items()]
-            buffers = [self.backend.to_numpy(b) for _, _, b in self._buffer_items()]
-            self.backend = new
-            self._place(params, buffers)
-        self.backend = new
-        for layer in self.layers:
-            layer.set_backend(new)
-        if self.optimizer is not None:
-            self.optimizer.backend = new       # moves its state
-        return self
-
     def _require_built(self, what):
         if not self.built:
-            raise RuntimeError(f"Sequential.{what}: the model is not built; pass input_shape= to "
-                               f"Sequential or call build(input_shape) first")
+            raise RuntimeError(f"{type(self).__name__}.{what}: the model is not built; call it on "
+                               f"data (or fit) first")
 
     def count_params(self):
-        return int(sum(l.count_params() for l in self.layers))
+        return int(sum(v.size for l in self._own_layers() for v in l.weights
+                       if v.kind == "param"))
 
     def summary(self, print_fn=print):
-        """Print (or pass to ``print_fn``) a table of layers, output shapes and parameter counts."""
+        """Print (or pass to ``print_fn``) a table of layers, output shapes, parameter counts and,
+        for graphs that are not a chain, what each layer is connected to."""
         self._require_built("summary")
-        rows = [(f"{l.name} ({type(l).__name__})", str((None,) + tuple(l.output_shape)),
-                 str(l.count_params())) for l in self.layers]
-        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in
-             enumerate(("Layer (type)", "Output Shape", "Param #"))]
-        line = "-" * (sum(w) + 6)
-        out = [f'Model: "{self.name}" (device {self.device}, {self.dtype})', line,
-               f"{'Layer (type)':<{w[0]}}   {'Output Shape':<{w[1]}}   {'Param #':>{w[2]}}", line]
-        out += [f"{a:<{w[0]}}   {b:<{w[1]}}   {c:>{w[2]}}" for a, b, c in rows]
-        out += [line, f"Total params: {self.count_params():,}", line]
+        rows = self._summary_rows()
+        connected = any(r[3] is not None for r in rows)
+        heads = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if connected
+                                                                 else [])
+        table = [[r[0], r[1], r[2]] + ([r[3] or ""] if connected else []) for r in rows]
+        w = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
+             for i, h in enumerate(heads)]
+        line = "-" * (sum(w) + 3 * (len(w) - 1))
+
+        def fmt(cells):
+            out = []
+            for i, (c, width) in enumerate(zip(cells, w)):
+                out.append(f"{c:>{width}}" if i == 2 else f"{c:<{width}}")
+            return "   ".join(out).rstrip()
+        total = self.count_params()
+        trainable = int(sum(v.size for v in self.trainable_weights))
+        out = [f'Model: "{self.name}" (device {self.device}, {self.dtype})', line, fmt(heads), line]
+        out += [fmt(t) for t in table]
+        out += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                f"Non-trainable params: {total - trainable:,}", line]
         print_fn("\n".join(out))
 
+    def _summary_rows(self):
+        rows = []
+        if self._plan is not None:
+            plan = self._plan
+            index = {}                  # id(node) -> its index among its layer's nodes here
+            for t in plan.inputs:
+                index[id(t.node)] = 0
+            count = {}
+            for node in plan.nodes:
+                index[id(node)] = count.get(id(node.layer), 0)
+                count[id(node.layer)] = index[id(node)] + 1
+            for layer in self.layers:
+                if isinstance(layer, functional.InputLayer):
+                    t = next(t for t in plan.inputs if t.node.layer is layer)
+                    rows.append((f"{layer.name} (InputLayer)", str(t.shape), "0", "-"))
+                    continue
+                nodes = [n for n in plan.nodes if n.layer is layer]
+                shapes = ", ".join(str(o.shape) for o in nodes[0].outputs)
+                links = ", ".join(f"{t.node.layer.name}[{index[id(t.node)]}][{t.index}]"
+                                  for n in nodes for t in n.inputs)
+                rows.append((f"{layer.name} ({type(layer).__name__})", shapes,
+                             f"{layer.count_params():,}", links))
+        else:
+            for layer in self.layers:
+                shape = "?" if layer.output_shape is None else (
+                    fmt_shape(layer.output_shape) if not isinstance(layer.output_shape, list)
+                    else ", ".join(fmt_shape(s) for s in layer.output_shape))
+                rows.append((f"{layer.name} ({type(layer).__name__})", shape,
+                             f"{layer.count_params():,}", None))
+        return rows
+
     # -- weights --------------------------------------------------------------------------------
+    def _param_items(self):
+        """(layer, key, array) of every weight, each layer once, in layer order."""
+        return [(l, k, p) for l in self._own_layers() for k, p in l.params.items()]
+
+    def _buffer_items(self):
+        return [(l, k, b) for l in self._own_layers() for k, b in l.buffers.items()]
+
     def get_weights(self):
         """Every parameter as a NumPy array, in layer order (kernel before bias)."""
-        return [self.backend.to_numpy(p).copy() for _, _, p in self._param_items()]
-
-    def gradient_norms(self):
-        """L2 norm of each layer's parameter gradients after the last step: ``{name: norm}``.
-
-        Norms shrinking towards the first layers point to vanishing gradients, growing ones to
-        exploding gradients.
-        """
-        self._require_built("gradient_norms")
-        be, norms = self.backend, {}
-        for layer in self.layers:
-            if layer.grads:
-                total = 0.0
-                for g in layer.grads.values():
-                    out = be.empty((1,), self.dtype)
-                    be.sum_squares(g.reshape(-1), out)
-                    total += float(be.to_numpy(out)[0])
-                norms[layer.name] = float(np.sqrt(total))
-        return norms
+        return [l.backend.to_numpy(p).copy() for l, _, p in self._param_items()]
 
     def set_weights(self, weights):
         """Set every parameter from a list shaped like ``get_weights()``."""
@@ -214,55 +372,634 @@ class Sequential:
             if tuple(w.shape) != tuple(p.shape):
                 raise ValueError(f"set_weights: {layer!r} {key} has shape {tuple(p.shape)}, got "
                                  f"{tuple(w.shape)}")
-        for (_, _, p), w in zip(items, weights):
-            self.backend.copy_(p, np.ascontiguousarray(w, dtype=self.dtype))
+        for (layer, _, p), w in zip(items, weights):
+            layer.backend.copy_(p, np.ascontiguousarray(w, dtype=p.dtype))
 
-    # -- compile and train ----------------------------------------------------------------------
-    def compile(self, optimizer="adam", loss=None, metrics=None):
-        """Choose the optimizer, the loss and the metrics (names or instances)."""
+    def gradient_norms(self):
+        """L2 norm of each layer's parameter gradients after the last step: ``{name: norm}``.
+
+        Norms shrinking towards the first layers point to vanishing gradients, growing ones to
+        exploding gradients.
+        """
+        self._require_built("gradient_norms")
+        norms = {}
+        for layer in self._own_layers():
+            if layer.grads:
+                be, total = layer.backend, 0.0
+                for g in layer.grads.values():
+                    out = be.empty((1,), g.dtype)
+                    be.sum_squares(be.kernel_view(g, (g.size,)), out)
+                    total += float(be.to_numpy(out)[0])
+                norms[layer.name] = float(np.sqrt(total))
+        return norms
+
+    def to(self, device):
+        """Move the model (weights, buffers, optimizer state) to ``"cpu"`` or ``"cuda"``."""
+        new = get_backend(device)
+        for layer in [self] + self._sublayers_deep():
+            layer._move_to(new)
+        self.backend = new
+        if self.optimizer is not None:
+            self.optimizer.backend = new
+        return self
+
+    def _move_to(self, backend):
+        self.backend = backend
+
+    # -- running --------------------------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        if functional.is_symbolic(inputs):
+            if self._plan is None and not self.built:
+                pass
+            return functional.call_symbolic(self, inputs, args, kwargs)
+        return self._call_eager(inputs, *args, **kwargs)
+
+    def _build_from(self, arrays):
+        if self._plan is not None:
+            return
+        self.built = True
+
+    def check_input(self, x, index=0):
+        if self._plan is None:
+            if isinstance(x, np.ndarray) and x.dtype.kind == "f" and self.dtype is not None and \
+                    x.dtype != self.dtype and not self.backend.is_device:
+                return np.ascontiguousarray(x, dtype=self.dtype)
+            if isinstance(x, np.ndarray) and self.backend.is_device:
+                return self.backend.asarray(x)
+            return x
+        t = self._plan.inputs[index]
+        got = tuple(int(d) for d in x.shape)
+        if len(got) < 1 or not shapes_match(t.shape[1:], got[1:]):
+            which = f" {self.input_names[index]!r}" if self.multi_input else ""
+            raise ValueError(f"{self!r}: expected input{which} of shape {t.shape} (None = any "
+                             f"size), got {got}")
+        if isinstance(x, np.ndarray):
+            return self.backend.asarray(x, dtype=t.dtype)
+        if np.dtype(x.dtype) != t.dtype:
+            raise TypeError(f"{self!r}: input {self.input_names[index]!r} must be {t.dtype}, "
+                            f"got {x.dtype}")
+        return x
+
+    def output_shape_for(self, input_shape):
+        if self._plan is None:
+            raise NotImplementedError
+        return self.output_shape if self._single_out else list(self.output_shape)
+
+    def output_dtypes(self, n):
+        return [t.dtype for t in self._plan.outputs]
+
+    @property
+    def infer_by_running(self):
+        return self._plan is None
+
+    def _forward(self, x, training, **kwargs):
+        if self._plan is None:
+            return Layer._forward(self, x, training, **kwargs)
+        plan = self._plan
+        values = [None] * plan.nslots
+        if self.multi_input:
+            for slot, a in zip(plan.input_slots, x):
+                values[slot] = a
+        else:
+            values[plan.input_slots[0]] = x
+        ctxs = []
+        for layer, ins, outs, kw, listed, listed_out in plan.steps:
+            if not (listed or listed_out or kw):                # the common case: one in, one out
+                values[outs[0]], c = layer._forward(values[ins[0]], training)
+                ctxs.append(c)
+                continue
+            a = [values[i] for i in ins] if listed else values[ins[0]]
+            t = kw.get("training", training)
+            if kw:
+                kw = {k: v for k, v in kw.items() if k != "training"}
+                out, c = layer._forward(a, t, **kw)
+            else:
+                out, c = layer._forward(a, t)
+            if listed_out:
+                for o, v in zip(outs, out):
+                    values[o] = v
+            else:
+                values[outs[0]] = out
+            ctxs.append(c)
+        if self._single_out:
+            return values[plan.output_slots[0]], (values, ctxs)
+        return [values[s] for s in plan.output_slots], (values, ctxs)
+
+    def _requires(self, sink, need):
+        """Per slot: does its gradient matter (it depends on a needed input or a wanted
+        weight)? Per step: does the step run backward at all? (Cached for the fit path.)"""
+        if type(sink) is engine.LayerSink and sink.trainable_only:
+            memo = self._info().requires
+            key = tuple(need)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = self._requires_of(sink, need)
+            return hit
+        return self._requires_of(sink, need)
+
+    def _requires_of(self, sink, need):
+        plan = self._plan
+        req = [False] * plan.nslots
+        for slot, n in zip(plan.input_slots, need):
+            req[slot] = n
+        run = []
+        for layer, ins, outs, _, _, _ in plan.steps:
+            hit = any(req[i] for i in ins) or sink.wants(layer) or \
+                any(sink.wants(l) for l in layer._sublayers_deep())
+            for o in outs:
+                req[o] = hit
+            run.append(hit)
+        return req, run
+
+    def _backward(self, ctx, grad_out, sink, need, pre_activation=None):
+        if self._plan is None:
+            return Layer._backward(self, ctx, grad_out, sink, need)
+        plan = self._plan
+        values, ctxs = ctx
+        needs = list(need) if isinstance(need, (list, tuple)) else [need]
+        req, run = self._requires(sink, needs)
+        grads = [None] * plan.nslots
+        gouts = [grad_out] if self._single_out else list(grad_out)
+        pre = None
+        for k, (slot, g) in enumerate(zip(plan.output_slots, gouts)):
+            if g is None:
+                continue
+            if pre_activation is not None and pre_activation[k]:
+                pre = {slot} if pre is None else pre | {slot}
+            grads[slot] = g if grads[slot] is None else engine._sum_grads(self.backend,
+                                                                          grads[slot], g)
+        steps = plan.steps
+        for k in range(len(steps) - 1, -1, -1):
+            if not run[k]:
+                continue
+            layer, ins, outs, _, listed, listed_out = steps[k]
+            if not (listed or listed_out):                      # one in, one out
+                o, i = outs[0], ins[0]
+                g = grads[o]
+                if g is None:
+                    continue
+                n = req[i]
+                if pre is not None and o in pre:
+                    gin = layer._backward(ctxs[k], g, sink, n, pre_activation=True)
+                else:
+                    gin = layer._backward(ctxs[k], g, sink, n)
+                if n and gin is not None:
+                    grads[i] = gin if grads[i] is None else engine._sum_grads(layer.backend,
+                                                                              grads[i], gin)
+                continue
+            go = [grads[o] for o in outs]
+            if all(g is None for g in go):
+                continue
+            for j, o in enumerate(outs):
+                if go[j] is None:
+                    v = values[o]
+                    go[j] = layer.backend.zeros(tuple(v.shape), v.dtype)
+            need_in = [req[i] for i in ins]
+            g_arg = go if listed_out else go[0]
+            if not listed_out and pre is not None and outs[0] in pre:
+                gin = layer._backward(ctxs[k], g_arg, sink, need_in[0], pre_activation=True)
+            else:
+                gin = layer._backward(ctxs[k], g_arg, sink, need_in if listed else need_in[0])
+            gins = gin if listed else [gin]
+            for i, g, n in zip(ins, gins, need_in):
+                if n and g is not None:
+                    grads[i] = g if grads[i] is None else engine._sum_grads(layer.backend,
+                                                                            grads[i], g)
+        res = []
+        for slot, n in zip(plan.input_slots, needs):
+            g = grads[slot] if n else None
+            if n and g is None:
+                v = values[slot]
+                g = self.backend.zeros(tuple(v.shape), v.dtype)
+            res.append(g)
+        return res if self.multi_input else res[0]
+
+    def call(self, inputs, training=False):
+        """Run the model on ``inputs`` (functional models run their graph); subclasses define
+        their own forward pass here."""
+        if self._plan is None:
+            raise NotImplementedError(f"{type(self).__name__} must define call(self, inputs, "
+                                      f"training=False)")
+        return self._call_eager(inputs, training=training)
+
+    # -- compile ----------------------------------------------------------------------------------
+    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None):
+        """Choose the optimizer, the loss(es) and the metrics (names or instances). With several
+        outputs, ``loss``, ``metrics`` and ``loss_weights`` may be a list (in output order) or a
+        dict by output name; one loss (or a flat list of metrics) applies to every output."""
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         self.optimizer = optimizers_module.get(optimizer)
         self.optimizer.backend = self.backend
-        self.loss = losses_module.get(loss)
-        if metrics is not None and not isinstance(metrics, (list, tuple)):
-            raise TypeError(f"compile: metrics must be a list, got {type(metrics).__name__}")
-        self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])]
+        self._loss_spec, self._metric_spec, self._weight_spec = loss, metrics, loss_weights
+        self._compiled_for = None
+        if self.built:
+            self._compile_outputs()
+        else:
+            self.loss = losses_module.get(loss) if not isinstance(loss, (list, dict)) else None
+            self.metrics = [metrics_module.get(m, self.loss) for m in (metrics or [])] \
+                if isinstance(metrics, (list, tuple)) else []
+
+    def _output_count(self):
+        if self._plan is not None:
+            return len(self._plan.output_slots)
+        return getattr(self, "_n_outputs", 1)
+
+    def _out_names(self):
+        if self._plan is not None:
+            return self.output_names
+        n = self._output_count()
+        return ["output"] if n == 1 else [f"output_{i + 1}" for i in range(n)]
+
+    def _compile_outputs(self):
+        """Resolve the compile arguments per output (once the outputs are known)."""
+        names = self._out_names()
+        n = len(names)
+        spec = self._loss_spec
+        if isinstance(spec, dict):
+            losses = _named(spec, names, "compile loss")
+        elif isinstance(spec, (list, tuple)):
+            if len(spec) != n:
+                raise ValueError(f"compile: {len(spec)} losses for {n} outputs {names}")
+            losses = list(spec)
+        else:
+            losses = [spec] + [losses_module.get(spec) if isinstance(spec, str) else spec
+                               for _ in range(n - 1)]
+        self.output_losses = [None if l is None else losses_module.get(l) for l in losses]
+        if all(l is None for l in self.output_losses):
+            raise ValueError("compile: no output has a loss")
+        w = self._weight_spec
+        if w is None:
+            weights = [1.0] * n
+        elif isinstance(w, (list, tuple)):
+            if len(w) != n:
+                raise ValueError(f"compile: {len(w)} loss_weights for {n} outputs {names}")
+            weights = list(w)
+        else:
+            weights = _named(w, names, "compile loss_weights")
+            weights = [1.0 if v is None else v for v in weights]
+            for v in weights:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) \
+                        or v < 0:
+                    raise ValueError(f"compile: loss_weights must be finite numbers >= 0, got {w!r}")
+        self.loss_weights = [float(v) for v in weights]
+        m = self._metric_spec
+        if m is None:
+            per = [[] for _ in names]
+        elif isinstance(m, dict):
+            per = [functional.flatten(v) if v is not None else [] for v in
+                   _named(m, names, "compile metrics")]
+        elif isinstance(m, (list, tuple)):
+            if n > 1 and m and all(isinstance(v, (list, tuple)) for v in m):
+                if len(m) != n:
+                    raise ValueError(f"compile: {len(m)} metric lists for {n} outputs")
+                per = [list(v) for v in m]
+            else:
+                per = [list(m) for _ in names]
+        else:
+            raise TypeError(f"compile: metrics must be a list, got {type(m).__name__}")
+        self.output_metrics = []
+        for name, loss, ms in zip(names, self.output_losses, per):
+            built = []
+            for spec_m in ms:
+                metric = metrics_module.get(spec_m, loss)
+                if n > 1 and isinstance(spec_m, str):
+                    metric = metrics_module.get(spec_m, loss)
+                    metric.name = f"{name}_{metric.name}"
+                built.append(metric)
+            self.output_metrics.append(built)
+        self.loss = self.output_losses[0] if n == 1 else self.output_losses
+        self.metrics = [m for ms in self.output_metrics for m in ms]
+        self._compiled_for = n
 
     def _require_compiled(self, what):
-        if self.optimizer is None or self.loss is None:
-            raise RuntimeError(f"Sequential.{what}: call compile(optimizer=..., loss=...) first")
+        if self.optimizer is None:
+            raise RuntimeError(f"{type(self).__name__}.{what}: call compile(optimizer=..., "
+                               f"loss=...) first")
+
+    def _ensure_compiled_outputs(self):
+        if getattr(self, "_compiled_for", None) != self._output_count():
+            self._compile_outputs()
+
+    # -- data -------------------------------------------------------------------------------------
+    def _info(self):
+        """What a training step needs that changes only with the model's structure or its
+        compile arguments, computed once: input specs, output names and shapes, the first
+        output with a loss, the trainable weights, the fused outputs, the regularized layers."""
+        losses = self.__dict__.get("output_losses")
+        key = (engine.structure_version(), id(losses), self.__dict__.get("_n_outputs"),
+               self.dtype)
+        hit = self.__dict__.get("_info_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        plan = self._plan
+        info = _Info()
+        if plan is not None:
+            info.specs = [(n, tuple(t.shape[1:]), t.dtype) for n, t in zip(self.input_names,
+                                                                          plan.inputs)]
+            info.out_shapes = [tuple(t.shape[1:]) for t in plan.outputs]
+        else:
+            info.specs = [("x", None, self.dtype)]
+            info.out_shapes = self.__dict__.get("_out_shapes")
+        info.names = self._out_names()
+        info.first = None if losses is None else \
+            next((k for k, l in enumerate(losses) if l is not None), None)
+        info.trainable = [v for l in self._own_layers() for v in l.trainable_weights] \
+            if self._trainable else []
+        info.fusion = self._fusion_of() if losses is not None else None
+        info.regularized = [l for l in self._own_layers()
+                            if getattr(l, "kernel_regularizer", None) is not None]
+        info.requires = {}
+        info.has_buffers = any(l.buffers for l in self._own_layers())
+        self._info_cache = (key, info)
+        return info
+
+    def _input_specs(self):
+        """(name, per-sample shape or None, dtype) of each input."""
+        return self._info().specs
+
+    def _check_x(self, x, name="x", info=None):
+        specs = (info or self._info()).specs
+        xs = [x] if len(specs) == 1 and isinstance(x, np.ndarray) else \
+            _named(x, [s[0] for s in specs], name)
+        out = []
+        for (iname, shape, dtype), xi in zip(specs, xs):
+            label = name if len(specs) == 1 else f"{name}[{iname!r}]"
+            if xi is None:
+                raise ValueError(f"{label}: missing input {iname!r}")
+            arr = xi if type(xi) is np.ndarray and xi.ndim and len(xi) and \
+                xi.dtype.kind in "fiub" else _as_host_array(xi, label)
+            if shape is not None and shape != arr.shape[1:] and \
+                    not shapes_match(shape, arr.shape[1:]):
+                if arr.ndim == len(shape) and shapes_match(shape, arr.shape):
+                    raise ValueError(f"{label}: expected samples of shape {shape} (the model's "
+                                     f"input shape) with a batch axis in front, got one sample "
+                                     f"of shape {arr.shape}: add the batch axis (x[None])")
+                raise ValueError(f"{label}: expected samples of shape {shape} (the model's "
+                                 f"input shape), got an array of shape {arr.shape}")
+            if arr.dtype.kind == "f" or (dtype is not None and dtype.kind == "f"):
+                if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+                    raise ValueError(f"{label}: contains NaN or Inf (first at index {bad})")
+                if dtype is not None and dtype.kind == "f" and arr.dtype != dtype:
+                    with np.errstate(over="ignore"):
+                        cast = arr.astype(dtype)
+                    if not np.all(np.isfinite(cast)):
+                        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+                        raise ValueError(f"{label}: value {arr[bad].item()!r} at index {bad} "
+                                         f"overflows {dtype}")
+                    arr = cast
+            elif dtype is not None and dtype.kind in "iu":
+                arr = arr.astype(dtype, copy=False)
+            out.append(arr)
+        n = len(out[0])
+        for a in out[1:]:
+            if len(a) != n:
+                raise ValueError(f"{name}: inputs have different numbers of samples: "
+                                 f"{[len(v) for v in out]}")
+        return out
+
+    def _check_y(self, y, n, out_shapes, info=None):
+        names = (info or self._info()).names
+        ys = [y] if len(names) == 1 and isinstance(y, np.ndarray) else _named(y, names, "y")
+        res = []
+        for k, (oname, loss, yk) in enumerate(zip(names, self.output_losses, ys)):
+            if loss is None:
+                res.append(None)
+                continue
+            label = "y" if len(names) == 1 else f"y[{oname!r}]"
+            if yk is None:
+                raise ValueError(f"{label}: missing targets for output {oname!r}")
+            arr = yk if type(yk) is np.ndarray and yk.ndim and len(yk) and \
+                yk.dtype.kind in "fiub" else _as_host_array(yk, label)
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+                raise ValueError(f"{label}: contains NaN or Inf (first at index {bad})")
+            if len(arr) != n:
+                raise ValueError(f"x and {label} have different numbers of samples: {n} and "
+                                 f"{len(arr)}")
+            shape = out_shapes[k] if out_shapes is not None else None
+            res.append(loss.prepare_targets(arr, shape if shape is not None else arr.shape[1:],
+                                            self.dtype))
+        return res
+
+    def _output_shapes(self):
+        return self._info().out_shapes
+
+    def _prepare(self, x, y, where):
+        if self._plan is None and isinstance(self, Sequential):
+            self._require_built(where)
+        info = self._info()
+        xs = self._check_x(x, "x", info)
+        if self._plan is None:
+            self._ensure_built_on(xs)
+        if self.__dict__.get("_compiled_for") != self._output_count():
+            self._compile_outputs()
+            info = self._info()
+        elif self._plan is None:
+            info = self._info()
+        ys = self._check_y(y, len(xs[0]), info.out_shapes, info)
+        return xs, ys
+
+    def _ensure_built_on(self, xs):
+        """A subclassed model learns its outputs from one call on the first sample."""
+        if self._plan is not None and getattr(self, "_n_outputs", None) is not None:
+            return
+        if self._plan is None and getattr(self, "_n_outputs", None) is None:
+            be = self.backend
+            sample = [be.asarray(a[:1]) for a in xs]
+            with engine.stop_recording():
+                out, _ = self._forward(sample if len(sample) > 1 else sample[0], False)
+            outs = functional.flatten(out)
+            self._n_outputs = len(outs)
+            self._out_shapes = [tuple(int(d) for d in o.shape[1:]) for o in outs]
+            self.built = True
+        elif self._plan is not None:
+            self._n_outputs = len(self._plan.outputs)
+
+    def _subclass_out_shapes(self):
+        return getattr(self, "_out_shapes", None)
+
+    # -- loss -------------------------------------------------------------------------------------
+    def _fusion(self):
+        """Per output: True when its producing layer's activation is the one its loss absorbs
+        (softmax + crossentropy, sigmoid + binary crossentropy) and nothing else reads it: the
+        loss then reads the logits and its gradient skips the activation."""
+        fusion = self._info().fusion
+        return fusion if fusion is not None else [False] * self._output_count()
+
+    def _fusion_of(self):
+        n = self._output_count()
+        if self._plan is None or not hasattr(self, "output_losses"):
+            return [False] * n
+        plan, res = self._plan, []
+        for slot, loss in zip(plan.output_slots, self.output_losses):
+            k = plan.producer.get(slot)
+            ok = False
+            if loss is not None and k is not None and plan.readers[slot] == 0 and \
+                    plan.output_slots.count(slot) == 1:
+                layer = plan.steps[k][0]
+                act = getattr(layer, "activation", None)
+                ok = (not getattr(loss, "from_logits", False) and loss.fuses_with is not None
+                      and act == loss.fuses_with and hasattr(layer, "_logits")
+                      and not plan.steps[k][5])
+            res.append(ok)
+        return res
 
     def _fused(self):
-        """True when the last layer's activation is the one the loss can absorb (softmax + CE,
-        sigmoid + BCE): the loss then reads the logits and its gradient skips the activation."""
-        last = self.layers[-1]
-        act = getattr(last, "activation", None)
-        return (not self.loss.from_logits and self.loss.fuses_with is not None
-                and act == self.loss.fuses_with and hasattr(last, "logits"))
+        """True when the (single) output's activation fuses with its loss."""
+        self._ensure_compiled_outputs()
+        return self._fusion()[0]
 
-    def _check_x(self, x, name="x"):
-        self._require_built("fit")
-        x = _as_host_array(x, name)
-        if tuple(x.shape[1:]) != self._input_shape:
-            raise ValueError(f"{name}: expected samples of shape {self._input_shape} (the model's "
-                             f"input shape), got an array of shape {x.shape}")
-        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-            bad = np.argwhere(~np.isfinite(x))[0]
-            raise ValueError(f"{name}: contains NaN or Inf (first at index {tuple(bad)})")
-        return x
+    def _losses(self, ys, outs, ctx, wb, gradients, info=None):
+        """(list of (1,) loss arrays, per-output gradient arrays, pre-activation flags)."""
+        be = self.backend
+        fusion = (info or self._info()).fusion
+        if len(fusion) == 1 and fusion[0] and self.loss_weights[0] == 1.0:     # the fast path
+            plan, loss = self._plan, self.output_losses[0]
+            step = plan.producer[plan.output_slots[0]]
+            logits = plan.steps[step][0]._logits(ctx[1][step])
+            value, grad = loss.value_and_grad(be, ys[0], logits, wb, gradients, logits=True)
+            return [value], [grad], fusion
+        values, grads = [], []
+        for k, (loss, weight) in enumerate(zip(self.output_losses, self.loss_weights)):
+            if loss is None:
+                grads.append(None)
+                continue
+            yb = ys[k]
+            if fusion[k]:
+                step = self._plan.producer[self._plan.output_slots[k]]
+                layer = self._plan.steps[step][0]
+                logits = layer._logits(ctx[1][step])
+                value = loss.forward(be, yb, logits, wb, logits=True)
+                g = loss.backward(be, yb, logits, wb, logits=True) if gradients else None
+            else:
+                value, g = loss.value_and_grad(be, yb, outs[k], wb, gradients)
+            if weight != 1.0:
+                be.scale(value, weight, value)
+                if g is not None:
+                    be.scale(be.kernel_view(g, (g.size,)), weight, be.kernel_view(g, (g.size,)))
+            values.append(value)
+            grads.append(g)
+        return values, grads, fusion
 
-    def _check_xy(self, x, y, name="x"):
-        x = self._check_x(x, name)
-        y = _as_host_array(y, "y")
-        if len(y) != len(x):
-            raise ValueError(f"{name} and y have different numbers of samples: {len(x)} and {len(y)}")
-        y = self.loss.prepare_targets(y, self.output_shape, self.dtype)
-        return x, y
+    def _regularized(self):
+        return self._info().regularized
 
-    def _sample_weights(self, y, sample_weight, class_weight, where):
+    def _regularize(self, gradients, info=None):
+        """Penalties of the layers' kernel regularizers (backend (1,) arrays); with
+        ``gradients`` their gradients are added to the layers' kernel gradients."""
+        penalties = []
+        for layer in (info or self._info()).regularized:
+            reg = layer.kernel_regularizer
+            if reg is not None:
+                penalties.append(reg.penalty(layer.backend, layer.params["kernel"]))
+                if gradients and layer.trainable:
+                    reg.add_gradient(layer.backend, layer.params["kernel"], layer.grads["kernel"])
+        return penalties
+
+    def _value(self, losses):
+        """The reported loss: the data terms plus every regularization penalty, as a float."""
+        to_numpy = self.backend.to_numpy
+        if len(losses) == 1:
+            return float(to_numpy(losses[0])[0])
+        return float(sum(float(to_numpy(v)[0]) for v in losses))
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _outputs_list(self, out):
+        if self._output_count() == 1:
+            return [out]
+        return list(out)
+
+    def _loss_and_backward(self, xbs, ybs, wb, info=None):
+        """Forward, losses, backward into the layers' gradient buffers; returns (losses,
+        outputs)."""
+        info = info or self._info()
+        single = len(xbs) == 1
+        engine._training.append(True)
+        try:
+            out, ctx = self._forward(xbs[0] if single else xbs, True)
+        finally:
+            engine._training.pop()
+        outs = [out] if len(info.names) == 1 else list(out)
+        values, grads, fusion = self._losses(ybs, outs, ctx, wb, True, info)
+        sink = engine.LayerSink()
+        g = grads[0] if len(grads) == 1 else grads
+        need = False if single else [False] * len(xbs)
+        if self._plan is not None:
+            self._backward(ctx, g, sink, need, pre_activation=fusion)
+        else:
+            self._backward(ctx, g, sink, need)
+        sink.finish(info.trainable)
+        if info.regularized:
+            values = values + self._regularize(True, info)
+        return values, outs
+
+    def _step(self, xbs, ybs, wb=None, info=None):
+        """One optimizer step; returns (loss, outputs). A non-finite loss leaves the weights,
+        buffers and optimizer state as they were before the step (training then stops)."""
+        info = info or self._info()
+        opt = self.optimizer
+        if opt.backend is not self.backend:
+            opt.backend = self.backend
+        variables = info.trainable
+        saved = [(b, np.array(l.backend.to_numpy(b), copy=True)) for l, _, b in
+                 self._buffer_items()] if info.has_buffers else None
+        if getattr(opt, "needs_closure", False):     # L-BFGS re-evaluates the batch
+            before = self.get_weights(), opt.get_state()
+
+            def closure():
+                return self._value(self._loss_and_backward(xbs, ybs, wb)[0])
+            value = opt.step_variables(variables, closure)
+            if not np.isfinite(value) or not all(np.all(np.isfinite(w))
+                                                 for w in self.get_weights()):
+                self.set_weights(before[0])
+                opt.set_state(before[1])
+                self._restore(saved)
+            outs = self._outputs_list(self._forward(xbs if len(xbs) > 1 else xbs[0], False)[0])
+            return value, outs
+        losses, outs = self._loss_and_backward(xbs, ybs, wb, info)
+        value = self._value(losses)
+        if value - value != 0.0:                     # NaN or Inf: no update from this step
+            self._restore(saved)
+            return value, outs
+        opt.step_variables(variables)
+        return value, outs
+
+    def _restore(self, saved):
+        for b, host in saved or ():
+            self.backend.copy_(b, host)
+
+    def _device_batch(self, xs, idx=None, info=None):
+        be = self.backend
+        specs = (info or self._info()).specs
+        out = []
+        for (_, _, dtype), a in zip(specs, xs):
+            part = a if idx is None else a[idx]
+            out.append(be.asarray(part, dtype=dtype if dtype is not None and
+                                  part.dtype.kind == "f" else None))
+        return out
+
+    def _device_targets(self, ys, idx=None):
+        be = self.backend
+        return [None if y is None else be.asarray(y if idx is None else y[idx]) for y in ys]
+
+    def train_step(self, x, y, sample_weight=None):
+        """One optimizer step on one batch; returns the batch's loss."""
+        self._require_compiled("train_step")
+        xs, ys = self._prepare(x, y, "train_step")
+        info = self._info()
+        w = self._sample_weights(ys, sample_weight, None, "train_step", info)
+        wb = None if w is None else self.backend.asarray(w, self.dtype)
+        loss, _ = self._step(self._device_batch(xs, None, info), self._device_targets(ys), wb,
+                             info)
+        return loss
+
+    def _sample_weights(self, ys, sample_weight, class_weight, where, info=None):
         """Per-sample weights (float64, (N,)) from ``sample_weight``, ``class_weight`` and the
         loss's own class weights, or None when every weight is 1."""
+        first = (info or self._info()).first
+        y, loss = ys[first], self.output_losses[first]
         w = None
         if sample_weight is not None:
             w = np.asarray(sample_weight, dtype=np.float64)
@@ -275,19 +1012,26 @@ class Sequential:
             if not isinstance(class_weight, dict):
                 raise TypeError(f"{where}: class_weight must be a dict {{class index: weight}}, "
                                 f"got {type(class_weight).__name__}")
+            shapes = self._output_shapes()
+            classes = None if shapes is None or not shapes[first] else shapes[first][-1]
+            if classes == 1:
+                classes = 2
             for k, v in class_weight.items():
                 if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or \
                         isinstance(v, bool) or not isinstance(v, (int, float)) or \
                         not np.isfinite(v) or v < 0:
                     raise ValueError(f"{where}: class_weight needs non-negative int classes and "
                                      f"finite non-negative weights, got {k!r}: {v!r}")
-            classes = self._class_indices(y)
-            table = np.ones(max([int(classes.max()) + 1] + [int(k) + 1 for k in class_weight]))
+                if classes is not None and k >= classes:
+                    raise ValueError(f"{where}: class_weight has class {k}, but the model "
+                                     f"outputs {classes} classes (0..{classes - 1})")
+            labels = self._class_indices(y)
+            table = np.ones(max([int(labels.max()) + 1] + [int(k) + 1 for k in class_weight]))
             for k, v in class_weight.items():
                 table[int(k)] = v
-            cw = table[classes]
+            cw = table[labels]
             w = cw if w is None else w * cw
-        lw = self.loss.sample_weights(y)
+        lw = loss.sample_weights(y)
         if lw is not None:
             w = lw if w is None else w * lw
         return w
@@ -303,82 +1047,24 @@ class Sequential:
             return (flat[:, 0] > 0.5).astype(np.int64)
         return np.argmax(flat, axis=1)
 
-    def _forward(self, xb, training):
-        out = xb
-        for layer in self.layers:
-            out = layer.forward(out, training=training)
-        return out
+    def _update_metrics(self, ys_host, outs):
+        for k, ms in enumerate(self.output_metrics):
+            if ms and ys_host[k] is not None:
+                pred = self.backend.to_numpy(outs[k])
+                for m in ms:
+                    m.update(ys_host[k], pred)
 
-    def _loss_and_backward(self, yb, y_pred, wb=None):
-        """Losses (backend (1,) arrays: the data term, then regularization penalties) and the
-        backward pass into the flat gradient buffer; ``wb`` holds per-sample weights."""
-        be, last = self.backend, self.layers[-1]
-        if self._fused():
-            logits = last.logits
-            loss = self.loss.forward(be, yb, logits, wb, logits=True)
-            grad = self.loss.backward(be, yb, logits, wb, logits=True)
-            grad = last.backward(grad, pre_activation=True)
-            rest = self.layers[-2::-1]
-        else:
-            loss = self.loss.forward(be, yb, y_pred, wb)
-            grad = self.loss.backward(be, yb, y_pred, wb)
-            rest = self.layers[::-1]
-        for layer in rest:
-            grad = layer.backward(grad)
-        return [loss] + self._regularize(gradients=True)
-
-    def _regularize(self, gradients):
-        """Penalties of the layers' kernel regularizers (backend (1,) arrays); with
-        ``gradients`` their gradients are added to the layers' kernel gradients."""
-        penalties = []
-        for layer in self.layers:
-            reg = getattr(layer, "kernel_regularizer", None)
-            if reg is not None:
-                penalties.append(reg.penalty(self.backend, layer.params["kernel"]))
-                if gradients:
-                    reg.add_gradient(self.backend, layer.params["kernel"], layer.grads["kernel"])
-        return penalties
-
-    def _value(self, losses):
-        """The reported loss: the data term plus every regularization penalty, as a float."""
-        return float(sum(float(self.backend.to_numpy(v)[0]) for v in losses))
-
-    def _optimizer_lists(self):
-        if getattr(self.optimizer, "clipnorm", None) is not None:
-            return ([l.params[k] for l, k, _ in self._param_items()],
-                    [l.grads[k] for l, k, _ in self._param_items()])
-        return [self._flat_params], [self._flat_grads]
-
-    def _step(self, xb, yb, wb=None):
-        self.optimizer.backend = self.backend
-        if getattr(self.optimizer, "needs_closure", False):     # L-BFGS re-evaluates the batch
-            def closure():
-                return self._value(self._loss_and_backward(yb, self._forward(xb, True), wb))
-            value = self.optimizer.step(*self._optimizer_lists(), closure)
-            return value, self._forward(xb, False)
-        y_pred = self._forward(xb, True)
-        losses = self._loss_and_backward(yb, y_pred, wb)
-        self.optimizer.step(*self._optimizer_lists())
-        return self._value(losses), y_pred
-
-    def train_step(self, xb, yb, sample_weight=None):
-        """One optimizer step on one batch; returns the batch's loss."""
-        self._require_compiled("train_step")
-        xb, yb = self._check_xy(xb, yb)
-        be = self.backend
-        w = self._sample_weights(yb, sample_weight, None, "train_step")
-        wb = None if w is None else be.asarray(w, self.dtype)
-        loss, _ = self._step(be.asarray(xb, self.dtype), be.asarray(yb), wb)
-        return loss
-
+    # -- fit, evaluate, predict -----------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0,
             class_weight=None, sample_weight=None):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``history`` dict holds the
         per-epoch ``loss``, metrics and their ``val_`` counterparts.
 
-        ``sample_weight`` (one weight per sample) and ``class_weight`` ({class index: weight})
-        scale each sample's loss, Keras-style: the batch loss is sum(w * loss) / batch size.
+        ``x``/``y``: arrays, or lists / dicts (by input / output name) for several inputs or
+        outputs. ``sample_weight`` (one weight per sample) and ``class_weight`` ({class index:
+        weight}) scale each sample's loss, Keras-style: the batch loss is sum(w * loss) / batch
+        size.
         """
         self._require_compiled("fit")
         epochs = check_positive_int(epochs, "epochs", "fit", allow_zero=True)
@@ -389,29 +1075,41 @@ class Sequential:
                              f"{validation_split!r}")
         if verbose not in (0, 1, 2, "auto"):
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-        x, y = self._check_xy(x, y)
-        if sample_weight is not None and np.shape(sample_weight) != (len(x),):
-            raise ValueError(f"fit: sample_weight must have shape ({len(x)},), got "
+        xs, ys = self._prepare(x, y, "fit")
+        n = len(xs[0])
+        if getattr(self.optimizer, "needs_closure", False) and \
+                batch_size < n * (1.0 - validation_split):
+            warnings.warn(f"fit: {type(self.optimizer).__name__} is a full-batch method, but "
+                          f"batch_size={batch_size} splits the {n} samples into mini-batches; "
+                          f"use fit(..., batch_size=len(x))", RuntimeWarning, stacklevel=2)
+        if sample_weight is not None and np.shape(sample_weight) != (n,):
+            raise ValueError(f"fit: sample_weight must have shape ({n},), got "
                              f"{np.shape(sample_weight)}")
         if validation_data is None and validation_split > 0:
-            n_val = int(len(x) * validation_split)
-            if n_val < 1 or n_val >= len(x):
+            n_val = int(n * validation_split)
+            if n_val < 1 or n_val >= n:
                 raise ValueError(f"fit: validation_split={validation_split} leaves "
-                                 f"{len(x) - n_val} training and {n_val} validation samples of "
-                                 f"{len(x)}")
-            x, y, validation_data = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+                                 f"{n - n_val} training and {n_val} validation samples of {n}")
+            validation_data = ([a[-n_val:] for a in xs], [None if v is None else v[-n_val:]
+                                                          for v in ys], True)
+            xs, ys = [a[:-n_val] for a in xs], [None if v is None else v[:-n_val] for v in ys]
+            n -= n_val
             if sample_weight is not None:
                 sample_weight = np.asarray(sample_weight)[:-n_val]
-        self.loss.adapt(y)
-        weights = self._sample_weights(y, sample_weight, class_weight, "fit")
+        first = next(k for k, l in enumerate(self.output_losses) if l is not None)
+        self.output_losses[first].adapt(ys[first])
+        weights = self._sample_weights(ys, sample_weight, class_weight, "fit")
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-            validation_data = self._check_xy(*validation_data, name="validation_data x")
-            validation_data += (self._sample_weights(validation_data[1], None, None, "fit"),)
+            if len(validation_data) == 3 and validation_data[2] is True:
+                vx, vy = validation_data[0], validation_data[1]
+            else:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                    raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+                vx, vy = self._prepare(*validation_data, "fit validation_data")
+            validation_data = (vx, vy, self._sample_weights(vy, None, None, "fit"))
         rng = np.random.default_rng(seed) if seed is not None else _random.spawn()
         if seed is not None:
-            for layer in self.layers:
+            for layer in self._own_layers():
                 if getattr(layer, "rng", None) is not None:
                     layer.rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
         history = callbacks_module.History()
@@ -420,32 +1118,35 @@ class Sequential:
             cbs.append(callbacks_module.TerminateOnNaN())
         if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
             cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
-        steps = -(-len(x) // batch_size)
+        steps = -(-n // batch_size)
         cb = callbacks_module.CallbackList(cbs + [history], self,
                                            {"epochs": epochs, "steps": steps, "verbose": verbose})
         self.history = history
         self.stop_training, self.stop_reason = False, None
         be = self.backend
+        names = self._out_names()
+        multi = len([l for l in self.output_losses if l is not None]) > 1
         cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch)
-            order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+            order = rng.permutation(n) if shuffle else np.arange(n)
             for m in self.metrics:
                 m.reset()
             total, seen = 0.0, 0
+            per_out = np.zeros(len(names))
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 cb.on_train_batch_begin(step)
-                yb_host = y[idx]
+                ys_host = [None if v is None else v[idx] for v in ys]
                 wb = None if weights is None else be.asarray(weights[idx], self.dtype)
-                value, y_pred = self._step(be.asarray(x[idx], self.dtype), be.asarray(yb_host), wb)
+                value, outs = self._step(self._device_batch(xs, idx),
+                                         self._device_targets(ys_host), wb)
                 total += value * len(idx)
                 seen += len(idx)
                 logs = {"loss": total / seen}
                 if self.metrics:
-                    pred = be.to_numpy(y_pred)
+                    self._update_metrics(ys_host, outs)
                     for m in self.metrics:
-                        m.update(yb_host, pred)
                         logs[m.name] = m.result()
                 logs["batch_loss"] = value
                 cb.on_train_batch_end(step, logs)
@@ -459,81 +1160,378 @@ class Sequential:
             if self.stop_training:
                 break
         cb.on_train_end()
+        del per_out, multi
         return history
 
-    def _evaluate(self, x, y, batch_size, weights=None):
+    def _evaluate(self, xs, ys, batch_size, weights=None):
         be = self.backend
         for m in self.metrics:
             m.reset()
+        n = len(xs[0])
+        names = self._out_names()
+        totals = np.zeros(len(names))
         total = 0.0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            wb = None if weights is None else be.asarray(weights[start:start + batch_size],
-                                                         self.dtype)
-            y_pred = self._forward(be.asarray(xb, self.dtype), False)
-            ybd = be.asarray(yb)
-            if self._fused():
-                loss = self.loss.forward(be, ybd, self.layers[-1].logits, wb, logits=True)
-            else:
-                loss = self.loss.forward(be, ybd, y_pred, wb)
-            total += float(be.to_numpy(loss)[0]) * len(xb)
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            xb = self._device_batch([a[sl] for a in xs])
+            ys_host = [None if v is None else v[sl] for v in ys]
+            wb = None if weights is None else be.asarray(weights[sl], self.dtype)
+            x = xb if len(xb) > 1 else xb[0]
+            with engine.training_scope(False):
+                out, ctx = self._forward(x, False)
+            outs = self._outputs_list(out)
+            values, _, _ = self._losses(self._device_targets(ys_host), outs, ctx, wb, False)
+            size = len(xb[0])
+            k_val = 0
+            for k, l in enumerate(self.output_losses):
+                if l is None:
+                    continue
+                v = float(be.to_numpy(values[k_val])[0])
+                totals[k] += v * size
+                total += v * size
+                k_val += 1
             if self.metrics:
-                pred = be.to_numpy(y_pred)
-                for m in self.metrics:
-                    m.update(yb, pred)
+                self._update_metrics(ys_host, outs)
         penalty = self._value(self._regularize(gradients=False))
-        return {"loss": total / len(x) + penalty, **{m.name: m.result() for m in self.metrics}}
+        result = {"loss": total / n + penalty}
+        active = [k for k, l in enumerate(self.output_losses) if l is not None]
+        if len(names) > 1:
+            for k in active:
+                w = self.loss_weights[k]
+                result[f"{names[k]}_loss"] = totals[k] / n / (w if w else 1.0)
+        result.update({m.name: m.result() for m in self.metrics})
+        return result
 
     def evaluate(self, x, y, batch_size=32, verbose=0, sample_weight=None):
         """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled("evaluate")
         batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
-        x, y = self._check_xy(x, y)
-        weights = self._sample_weights(y, sample_weight, None, "evaluate")
-        result = self._evaluate(x, y, batch_size, weights)
+        xs, ys = self._prepare(x, y, "evaluate")
+        weights = self._sample_weights(ys, sample_weight, None, "evaluate")
+        result = self._evaluate(xs, ys, batch_size, weights)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
         return result
 
-    def predict(self, x, batch_size=32):
-        """Model outputs for ``x`` as a NumPy array (inference mode)."""
-        self._require_built("predict")
+    def predict(self, x, batch_size=32, verbose=0):
+        """Model outputs for ``x`` as a NumPy array (a list of arrays for several outputs),
+        in inference mode."""
         batch_size = check_positive_int(batch_size, "batch_size", "predict")
-        x = self._check_x(x)
-        be = self.backend
-        outs = [be.to_numpy(self._forward(be.asarray(x[s:s + batch_size], self.dtype), False)).copy()
-                for s in range(0, len(x), batch_size)]
-        return np.concatenate(outs)
+        xs = self._check_x(x)
+        self._ensure_built_on(xs)
+        n = len(xs[0])
+        parts = None
+        for s in range(0, n, batch_size):
+            xb = self._device_batch([a[s:s + batch_size] for a in xs])
+            with engine.training_scope(False), engine.stop_recording():
+                out, _ = self._forward(xb if len(xb) > 1 else xb[0], False)
+            outs = [np.array(self.backend.to_numpy(o), copy=True)
+                    for o in self._outputs_list(out)]
+            parts = [[o] for o in outs] if parts is None else [p + [o] for p, o in
+                                                               zip(parts, outs)]
+        res = [np.concatenate(p) for p in parts]
+        return res[0] if len(res) == 1 else res
 
     # -- saving ---------------------------------------------------------------------------------
     def get_config(self):
-        self._require_built("get_config")
-        return {"name": self.name, "input_shape": list(self._input_shape),
-                "dtype": self.dtype.name, "device": self.device,
-                "layers": [{"class_name": type(l).__name__, "config": l.get_config()}
-                           for l in self.layers]}
+        if self._plan is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} is a subclassed model: its architecture is Python code "
+                f"and cannot be saved as a config; save its weights with save_weights(path) and "
+                f"rebuild the model in code before load_weights(path)")
+        return graph_config(self)
+
+    @classmethod
+    def from_config(cls, config, device=None):
+        """A functional model from ``get_config()`` output (new layers, fresh weights)."""
+        return functional_from_config(config, device)
+
+    def _compile_config(self):
+        if self.optimizer is None:
+            return None
+        self._ensure_compiled_outputs()
+        return {"optimizer": {"class_name": type(self.optimizer).__name__,
+                              "config": self.optimizer.get_config()},
+                "losses": [None if l is None else {"class_name": type(l).__name__,
+                                                   "config": l.get_config()}
+                           for l in self.output_losses],
+                "loss_weights": list(self.loss_weights),
+                "metrics": [[{"class_name": type(m).__name__, "config": m.get_config()}
+                             for m in ms] for ms in self.output_metrics]}
+
+    def _arrays(self):
+        arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
+        arrays.update({f"buffers/{i}": layer.backend.to_numpy(b)
+                       for i, (layer, _, b) in enumerate(self._buffer_items())})
+        return arrays
 
     def save(self, path):
-        """Weights, architecture (JSON) and optimizer state in one ``.npz``.
+        """Architecture (JSON), weights and optimizer state in one ``.npz``.
 
         Written to a temporary file first and moved into place, so a failed save never clobbers
         the previous file.
         """
-        config = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config()}
-        arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
-        arrays.update({f"buffers/{i}": self.backend.to_numpy(b)
-                       for i, (_, _, b) in enumerate(self._buffer_items())})
-        if self.optimizer is not None:
-            config["compile"] = {
-                "optimizer": {"class_name": type(self.optimizer).__name__,
-                              "config": self.optimizer.get_config()},
-                "loss": {"class_name": type(self.loss).__name__, "config": self.loss.get_config()},
-                "metrics": [{"class_name": type(m).__name__, "config": m.get_config()}
-                            for m in self.metrics]}
-            arrays.update({f"optimizer/{k}": np.asarray(v)
-                           for k, v in self.optimizer.get_state().items()})
+        config = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
+                  "class_name": type(self).__name__}
+        arrays = self._arrays()
+        comp = self._compile_config()
+        if comp is not None:
+            config["compile"] = comp
+            state = self.optimizer.variable_state(self.trainable_weights)
+            arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in state.items()})
         arrays["config"] = np.array(json.dumps(config))
+        _check_savable(arrays)
         atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    def save_weights(self, path):
+        """The weights and buffers alone (any model, subclassed included) in one ``.npz``."""
+        self._require_built("save_weights")
+        arrays = self._arrays()
+        arrays["config"] = np.array(json.dumps({"format": FORMAT + "-weights",
+                                                "version": FORMAT_VERSION}))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    def load_weights(self, path):
+        """Load weights saved by ``save_weights`` (or ``save``) into this model (same
+        architecture)."""
+        self._require_built("load_weights")
+        arrays = _read_npz(path, "load_weights")
+        _set_arrays(self, arrays, path, "load_weights")
+        return self
+
+
+def _check_savable(arrays):
+    """Everything written must load with ``allow_pickle=False``: numeric arrays and the JSON
+    config only."""
+    for k, v in arrays.items():
+        a = np.asarray(v)
+        if a.dtype.kind not in "biufU":
+            raise TypeError(f"save: {k!r} is not a numeric array (dtype {a.dtype}); the file would "
+                            f"need pickle, nothing was written")
+
+
+def _read_npz(path, what):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{what}: {path!r} is not a numbanet model file ({e})") from None
+
+
+def _set_arrays(model, arrays, path, what):
+    n = len(model._param_items())
+    try:
+        weights = [arrays[f"weights/{i}"] for i in range(n)]
+    except KeyError:
+        raise ValueError(f"{what}: {path!r} holds fewer weight arrays than the model's {n}") \
+            from None
+    if f"weights/{n}" in arrays:
+        raise ValueError(f"{what}: {path!r} holds more weight arrays than the model's {n}")
+    model.set_weights(weights)
+    for i, (layer, key, b) in enumerate(model._buffer_items()):
+        if f"buffers/{i}" not in arrays:
+            raise ValueError(f"{what}: {path!r} lacks buffer {i} ({layer.name}/{key})")
+        layer.backend.copy_(b, arrays[f"buffers/{i}"])
+
+
+def _output_names(plan):
+    names = []
+    for t in plan.outputs:
+        base = t.node.layer.name
+        name = base
+        k = 1
+        while name in names:
+            name = f"{base}_{k}"
+            k += 1
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential
+
+class Sequential(Model):
+    """A linear stack of layers (Keras-shaped API): a functional graph that is a chain."""
+
+    def __init__(self, layers=None, input_shape=None, device="cpu", dtype=None, name=None,
+                 trainable=True):
+        super().__init__(name=name or None, dtype=check_dtype(dtype, "Sequential"),
+                         device=device, trainable=trainable)
+        self._layers = []
+        for layer in layers or []:
+            self.add(layer)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def add(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
+        if self._plan is not None:
+            raise RuntimeError("Sequential.add: the model is already built; add layers first")
+        if any(l.name == layer.name for l in self._layers):
+            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
+        self._layers.append(layer)
+
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def build(self, input_shape):
+        """Build every layer for samples of ``input_shape`` (batch axis excluded)."""
+        if not self._layers:
+            raise ValueError("Sequential.build: the model has no layers")
+        if isinstance(input_shape, (int, np.integer)):
+            input_shape = (input_shape,)
+        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+        if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
+                            for d in shape):
+            raise ValueError(f"Sequential.build: input_shape must be a tuple of positive ints "
+                             f"(batch axis excluded), got {input_shape!r}")
+        shape = tuple(int(d) for d in shape)
+        first = self._layers[0]
+        dtype = self.dtype or first.dtype or np.dtype(np.float32)
+        if first.input_kind != "float":
+            dtype_in = np.dtype(np.int64)
+        else:
+            dtype_in = dtype
+        for layer in self._layers:
+            if layer.dtype is not None and layer.dtype != dtype and not isinstance(layer, Model):
+                raise ValueError(f"{layer!r}: dtype {layer.dtype} differs from the model's "
+                                 f"{dtype}")
+            if not layer.built:
+                layer.dtype = dtype
+                if layer.backend is not self.backend:
+                    layer._move_to(self.backend)
+            elif layer.backend is not self.backend:
+                raise ValueError(f"{layer!r} lives on {layer.backend.name}, the model on "
+                                 f"{self.backend.name}")
+        self.dtype = dtype
+        inp = functional.Input(shape, dtype=dtype_in, name=f"{self.name}_input")
+        x = inp
+        for layer in self._layers:
+            x = layer(x)
+        self._init_graph(inp, x)
+        return self
+
+    def _require_built(self, what):
+        if self._plan is None:
+            raise RuntimeError(f"Sequential.{what}: the model is not built; pass input_shape= to "
+                               f"Sequential or call build(input_shape) first")
+
+
+    def _summary_rows(self):
+        rows = []
+        for layer in self._layers:
+            node = next(n for n in self._plan.nodes if n.layer is layer)
+            rows.append((f"{layer.name} ({type(layer).__name__})",
+                         ", ".join(str(o.shape) for o in node.outputs),
+                         f"{layer.count_params():,}", None))
+        return rows
+
+    def get_config(self):
+        self._require_built("get_config")
+        return {"name": self.name, "input_shape": list(self.input_shape),
+                "dtype": self.dtype.name, "device": self.device,
+                "layers": [{"class_name": type(l).__name__, "config": l.get_config()}
+                           for l in self._layers]}
+
+    @classmethod
+    def from_config(cls, config, device=None):
+        layers = [_layer_from_config(e) for e in config["layers"]]
+        model = cls(layers, name=config["name"], dtype=config["dtype"],
+                    device=device or config.get("device", "cpu"))
+        model.build(tuple(config["input_shape"]))
+        return model
+
+
+# ---------------------------------------------------------------------------------------------
+# graph configs
+
+def graph_config(model):
+    """A functional model's architecture as JSON-able data: its layers' configs, and its nodes in
+    an order where every node reads only earlier ones."""
+    plan = model._plan
+    node_ids = {}
+    for t in plan.inputs:
+        node_ids[id(t.node)] = len(node_ids)
+    for node in plan.nodes:
+        node_ids[id(node)] = len(node_ids)
+    layers = []
+    for layer in plan.layers:
+        entry = {"class_name": type(layer).__name__, "config": layer.get_config()}
+        if isinstance(layer, Model):
+            entry["class_name"] = "Sequential" if isinstance(layer, Sequential) else "Functional"
+        layers.append(entry)
+    nodes = [{"layer": t.node.layer.name, "inputs": [], "kwargs": {}} for t in plan.inputs]
+    for node in plan.nodes:
+        nodes.append({"layer": node.layer.name,
+                      "inputs": [[node_ids[id(t.node)], t.index] for t in node.inputs],
+                      "listed": node.listed, "kwargs": node.kwargs})
+    ref = lambda t: [node_ids[id(t.node)], t.index]                  # noqa: E731
+    return {"name": model.name, "layers": layers, "nodes": nodes,
+            "inputs": [ref(t) for t in plan.inputs], "outputs": [ref(t) for t in plan.outputs],
+            "single_input": model._single_in, "single_output": model._single_out,
+            "dtype": model.dtype.name, "device": model.device}
+
+
+def _layer_from_config(entry, device=None):
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise ValueError(f"bad layer entry {entry!r}")
+    name = entry["class_name"]
+    config = entry.get("config", {})
+    if name == "Sequential":
+        return Sequential.from_config(config)
+    if name == "Functional":
+        return functional_from_config(config)
+    if name == "InputLayer":
+        return config
+    if name == "OpLayer":
+        return functional.OpLayer.from_config(config)
+    cls = layers_module.get(name)
+    return cls.from_config(config)
+
+
+def functional_from_config(config, device=None):
+    """Rebuild a functional model from ``graph_config`` output."""
+    layers = {}
+    for entry in config["layers"]:
+        layer = _layer_from_config(entry)
+        lname = layer["name"] if isinstance(layer, dict) else layer.name
+        if lname in layers:
+            raise ValueError(f"duplicate layer name {lname!r}")
+        layers[lname] = layer
+    built = []
+    for k, spec in enumerate(config["nodes"]):
+        layer = layers.get(spec["layer"])
+        if layer is None:
+            raise ValueError(f"node {k} names unknown layer {spec['layer']!r}")
+        if isinstance(layer, dict):                     # an input
+            t = functional.Input(tuple(layer["shape"]), batch_size=layer.get("batch_size"),
+                                 dtype=layer.get("dtype"), name=layer["name"])
+            built.append([t])
+            continue
+        ins = []
+        for ref in spec["inputs"]:
+            src, idx = int(ref[0]), int(ref[1])
+            if not 0 <= src < k:
+                raise ValueError(f"node {k} reads node {src}, which is not earlier: the graph "
+                                 f"has a cycle or is out of order")
+            ins.append(built[src][idx])
+        arg = ins if spec.get("listed", False) else ins[0]
+        out = layer(arg, **spec.get("kwargs", {}))
+        built.append(functional.flatten(out))
+    pick = lambda ref: built[int(ref[0])][int(ref[1])]                 # noqa: E731
+    inputs = [pick(r) for r in config["inputs"]]
+    outputs = [pick(r) for r in config["outputs"]]
+    model = Model(inputs[0] if config.get("single_input", True) and len(inputs) == 1 else inputs,
+                  outputs[0] if config.get("single_output", True) and len(outputs) == 1
+                  else outputs, name=config["name"])
+    if device is not None or config.get("device", "cpu") != "cpu":
+        model.to(device or config.get("device", "cpu"))
+    return model
 
 
 def _from_config(registry, entry, what):
@@ -543,54 +1541,79 @@ def _from_config(registry, entry, what):
     return cls.from_config(entry.get("config", {}))
 
 
-def _class_lookup(classes, what):
+def _class_lookup(classes, what, hint=""):
     def lookup(name):
         if name not in classes:
-            raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(classes))}")
+            raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(classes))}"
+                             f"{hint}")
         return classes[name]
     return lookup
 
 
-def load_model(path, device=None):
-    """Load a model saved with ``save``: same architecture, weights and optimizer state."""
+def load_model(path, device=None, compile=True):
+    """Load a model saved with ``save``: same architecture, weights and (with ``compile``)
+    optimizer state, loss and metrics."""
+    arrays = _read_npz(path, "load_model")
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"load_model: no such file {path!r}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ValueError(f"load_model: {path!r} is not a numbanet model file ({e})") from None
     try:
         config = json.loads(str(arrays.pop("config")))
         if config.get("format") != FORMAT:
             raise ValueError("missing format marker")
-        if config.get("version") != FORMAT_VERSION:
-            raise ValueError(f"format version {config.get('version')!r}, this numbanet reads "
+        version = config.get("version")
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"format version {version!r}, this numbanet reads 1 and "
                              f"{FORMAT_VERSION}")
         mc = config["model"]
-        layers = [_from_config(layers_module.get, e, "layer") for e in mc["layers"]]
-        model = Sequential(layers, name=mc["name"], dtype=mc["dtype"],
-                           device=device or mc.get("device", "cpu"))
-        model.build(tuple(mc["input_shape"]))
-        n = len(model._param_items())
-        model.set_weights([arrays[f"weights/{i}"] for i in range(n)])
-        for i, (layer, key, b) in enumerate(model._buffer_items()):
-            model.backend.copy_(b, arrays[f"buffers/{i}"])
+        if "nodes" in mc:
+            model = functional_from_config(mc)
+            if device is not None:
+                model.to(device)
+        else:
+            model = Sequential.from_config(mc, device=device)
+        _set_arrays(model, arrays, path, "load_model")
+        for i, w in enumerate(model.get_weights()):
+            if w.dtype.kind == "f" and not np.all(np.isfinite(w)):
+                raise ValueError(f"weight array {i} holds NaN or Inf")
         comp = config.get("compile")
-        if comp:
+        if comp and compile:
             opt_classes = {c.__name__: c for c in optimizers_module.OPTIMIZERS.values()}
             opt = _from_config(_class_lookup(opt_classes, "optimizer"), comp["optimizer"],
                                "optimizer")
-            loss = _from_config(_class_lookup(losses_module.CLASSES, "loss"), comp["loss"], "loss")
-            metrics = [_from_config(_class_lookup(metrics_module.CLASSES, "metric"), m, "metric")
-                       for m in comp["metrics"]]
-            model.compile(optimizer=opt, loss=loss, metrics=metrics)
-            opt.set_state({k[len("optimizer/"):]: v for k, v in arrays.items()
-                           if k.startswith("optimizer/")})
+            hint = ("; register a custom loss with nb.losses.register(MyLoss) before loading, "
+                    "or load with compile=False")
+            if "losses" in comp:
+                losses = [None if e is None else _from_config(
+                    _class_lookup(losses_module.CLASSES, "loss", hint), e, "loss")
+                    for e in comp["losses"]]
+                metrics = [[_from_config(_class_lookup(metrics_module.CLASSES, "metric"), m,
+                                         "metric") for m in ms] for ms in comp["metrics"]]
+                loss_arg = losses[0] if len(losses) == 1 else losses
+                metric_arg = metrics[0] if len(metrics) == 1 else metrics
+                model.compile(optimizer=opt, loss=loss_arg, metrics=metric_arg,
+                              loss_weights=comp.get("loss_weights"))
+                _restore_metric_names(model, metrics)
+            else:                                       # version 1: one loss
+                loss = _from_config(_class_lookup(losses_module.CLASSES, "loss", hint),
+                                    comp["loss"], "loss")
+                metrics = [_from_config(_class_lookup(metrics_module.CLASSES, "metric"), m,
+                                        "metric") for m in comp["metrics"]]
+                model.compile(optimizer=opt, loss=loss, metrics=metrics)
+            state = {k[len("optimizer/"):]: v for k, v in arrays.items()
+                     if k.startswith("optimizer/")}
+            if version == 1:
+                opt.set_state(state)
+            else:
+                opt.set_variable_state(state, model.trainable_weights)
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"load_model: {path!r} is not a valid numbanet model file "
                          f"(missing or malformed {e})") from None
     except ValueError as e:
         raise ValueError(f"load_model: {path!r} is not a valid numbanet model file ({e})") from None
     return model
+
+
+def _restore_metric_names(model, metrics):
+    model._ensure_compiled_outputs()
+    for built, saved in zip(model.output_metrics, metrics):
+        for m, s in zip(built, saved):
+            m.name = s.name

@@ -17,10 +17,12 @@ closure for a compiled model).
 import inspect
 import math
 import numbers
+import re
+import warnings
 
 import numpy as np
 
-from . import schedules
+from . import engine, schedules
 from .backend import get_backend
 
 OPTIMIZERS = {}
@@ -120,6 +122,10 @@ class Optimizer:
     """
 
     _scalar_state = ()
+    #: per-element state (each ``name/<i>`` array of ``get_state`` is parameter i's, elementwise),
+    #: so it can be regrouped when the runs of variables it updates change
+    elementwise = True
+    _layout = None
 
     def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
         self.learning_rate = learning_rate
@@ -190,6 +196,10 @@ class Optimizer:
             self._state = [self._new_slots(p) for p in params]
         for i, p in enumerate(params):
             self._check_slots(i, p)
+        self._apply(params, grads)
+
+    def _apply(self, params, grads):
+        """The update itself, on checked arguments and state."""
         lr = self._current_learning_rate()
         flat_grads = [g.reshape(-1) for g in grads]
         self._clip(flat_grads)
@@ -237,6 +247,150 @@ class Optimizer:
                 raise ValueError(f"optimizer state {name}/{i} has shape {tuple(a.shape)} and dtype "
                                  f"{a.dtype} but params[{i}] has shape {tuple(p.shape)} and dtype "
                                  f"{p.dtype}")
+
+    # ------------------------------------------------------------------ variables
+    def step_variables(self, variables, closure=None):
+        """Update ``variables`` (Variables) from the gradients in their layers' gradient buffers
+        (what a model's backward pass fills): one kernel call per run of adjacent storage. The
+        state follows each variable when the grouping changes (a layer frozen or added)."""
+        separate = self.clipnorm is not None
+        version = engine._structure[0]
+        c = self.__dict__.get("_runs_cache")
+        if c is not None and c[0] is variables and c[1] == version and c[2] == separate \
+                and c[3] == len(variables):
+            params, grads, layout = c[4]
+        else:
+            params, grads, layout = engine.variable_runs(variables, separate=separate)
+            self._runs_cache = (variables, version, separate, len(variables),
+                                (params, grads, layout))
+        if self._layout is not None and layout is not self._layout and layout != self._layout:
+            self._regroup(self._layout, layout)
+        if closure is not None:
+            self._layout = layout
+            return self.step(params, grads, closure)
+        if type(self).step is Optimizer.step and self._state and layout is self._layout:
+            return self._apply(params, grads)          # checked when this grouping was new
+        self._layout = layout
+        return self.step(params, grads)
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras' ``apply_gradients``: ``(gradient, variable)`` pairs, e.g.
+        ``zip(tape.gradient(loss, weights), weights)``; a None gradient skips its variable."""
+        Variable, _TensorLike = engine.Variable, engine._TensorLike
+        pairs = list(grads_and_vars)
+        variables, skipped = [], []
+        for i, pair in enumerate(pairs):
+            try:
+                g, v = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"apply_gradients: expected (gradient, variable) pairs, got "
+                                f"{pair!r} at {i}") from None
+            if not isinstance(v, Variable) or v.kind != "param":
+                raise TypeError(f"apply_gradients: pair {i} holds a {type(v).__name__}, not a "
+                                f"trainable weight (model.trainable_weights)")
+            if g is None:
+                skipped.append(v.name)
+                continue
+            value = g.value if isinstance(g, _TensorLike) else g
+            if tuple(value.shape) != v.shape:
+                raise ValueError(f"apply_gradients: the gradient of {v.name} has shape "
+                                 f"{tuple(value.shape)}, the variable {v.shape}")
+            if not isinstance(value, np.ndarray) and v.backend.is_device is False:
+                value = np.asarray(value)
+            v.backend.copy_(v.layer.grads[v.key], value)
+            variables.append(v)
+        if skipped:
+            warnings.warn(f"apply_gradients: no gradient for {', '.join(skipped)}; left "
+                          f"unchanged", RuntimeWarning, stacklevel=2)
+        if getattr(self, "needs_closure", False):
+            raise ValueError(f"{type(self).__name__} needs a closure (full-batch); use it with "
+                             f"fit or step(params, grads, closure)")
+        if variables:
+            self.step_variables(variables)
+
+    def _fill_for(self, name, variable):
+        """Initial value (flat host array) of state ``name`` for a variable it has none for."""
+        fill = self._slot_fill(name) if name in self._slots() else 0.0
+        return np.full(variable.size, fill, dtype=variable.dtype)
+
+    def _split_state(self, layout):
+        """The state as {(name, variable): flat host array} given the runs it was built for,
+        plus the entries that are not per-run arrays."""
+        per_var, other = {}, {}
+        for key, value in self.get_state().items():
+            m = re.fullmatch(r"(.+)/(\d+)", key)
+            if m is None or not self.elementwise:
+                other[key] = value
+                continue
+            name, i = m.group(1), int(m.group(2))
+            flat, start = np.asarray(value).reshape(-1), 0
+            for v in layout[i]:
+                per_var[(name, v)] = flat[start:start + v.size]
+                start += v.size
+        return per_var, other
+
+    def _join_state(self, per_var, other, layout, names):
+        state = dict(other)
+        for i, run in enumerate(layout):
+            for name in names:
+                state[f"{name}/{i}"] = np.concatenate(
+                    [per_var[(name, v)] if (name, v) in per_var else self._fill_for(name, v)
+                     for v in run])
+        self.set_state(state)
+
+    def _regroup(self, old, new):
+        if not self.elementwise:
+            warnings.warn(f"{type(self).__name__}: the set of weights changed; its history is "
+                          f"reset", RuntimeWarning, stacklevel=3)
+            self.set_state({"iterations": np.array(self.iterations)})
+            return
+        per_var, other = self._split_state(old)
+        if not per_var:
+            return
+        names = sorted({n for n, _ in per_var})
+        self._join_state(per_var, other, new, names)
+
+    def variable_state(self, variables):
+        """The state for saving: per-variable entries ``name/<index in variables>``."""
+        if not self.elementwise or self._layout is None:
+            return self.get_state()
+        per_var, other = self._split_state(self._layout)
+        index = {v: i for i, v in enumerate(variables)}
+        state = dict(other)
+        for (name, v), value in per_var.items():
+            if v in index:
+                state[f"{name}/{index[v]}"] = np.array(value, copy=True)
+        return state
+
+    def set_variable_state(self, state, variables):
+        """Restore ``variable_state`` output for ``variables`` (grouped as this optimizer will
+        update them)."""
+        if not self.elementwise:
+            self.set_state(state)
+            return
+        per_var, other = {}, {}
+        for key, value in state.items():
+            m = re.fullmatch(r"(.+)/(\d+)", key)
+            if m is None:
+                other[key] = value
+                continue
+            name, i = m.group(1), int(m.group(2))
+            if i >= len(variables):
+                raise ValueError(f"optimizer state {key!r}: the model has {len(variables)} "
+                                 f"trainable weights")
+            v = variables[i]
+            value = np.asarray(value).reshape(-1)
+            if value.size != v.size:
+                raise ValueError(f"optimizer state {key!r} has {value.size} values, weight "
+                                 f"{v.name} {v.size}")
+            per_var[(name, v)] = value
+        layout = engine.variable_runs(variables, separate=self.clipnorm is not None)[2]
+        names = sorted({n for n, _ in per_var})
+        if not per_var:
+            self.set_state(other)
+        else:
+            self._join_state(per_var, other, layout, names)
+        self._layout = layout
 
     # ------------------------------------------------------------------ clipping
     def _clip(self, grads):
@@ -695,6 +849,13 @@ class Lookahead(Optimizer):
             for p, s in zip(params, self._slow):
                 b.lookahead_update(s, p.reshape(-1), self.alpha)
 
+    def _fill_for(self, name, variable):
+        if name == "slow":
+            return np.asarray(variable.numpy(), dtype=variable.dtype).reshape(-1)
+        if name.startswith("inner/"):
+            return self.optimizer._fill_for(name[len("inner/"):], variable)
+        return super()._fill_for(name, variable)
+
     def get_config(self):
         return {"optimizer": serialize(self.optimizer), "k": self.k, "alpha": self.alpha}
 
@@ -786,6 +947,7 @@ class LBFGS(Optimizer):
 
     _CLIPS = ("clipnorm", "clipvalue", "global_clipnorm")
     needs_closure = True            # step(params, grads, closure): a training loop must pass one
+    elementwise = False             # its history spans the whole flat parameter vector
 
     def __init__(self, learning_rate=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7,
                  tolerance_change=1e-9, history_size=100, line_search_fn=None, **kwargs):
@@ -1114,11 +1276,11 @@ class LBFGS(Optimizer):
 
 
 def model_closure(model, x, y):
-    """A closure for ``LBFGS.step`` over a compiled, built ``Sequential`` and the whole data set
+    """A closure for ``LBFGS.step`` over a compiled, built model and the whole data set
     ``(x, y)`` (full batch, moved to the model's device once): each call runs the forward pass (in
-    training mode), the loss and the backward pass into the model's flat gradient buffer, and
+    training mode), the loss and the backward pass into the layers' gradient buffers, and
     returns the loss (regularization penalties included) as a float. ``closure.params`` and
-    ``closure.grads`` are the model's flat parameter and gradient buffers:
+    ``closure.grads`` are the flat views of the model's trainable weights and their gradients:
 
         opt = LBFGS(line_search_fn="strong_wolfe")
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
@@ -1128,14 +1290,13 @@ def model_closure(model, x, y):
 
     Build it after any ``model.to(device)``: it holds that device's buffers.
     """
-    if model.loss is None:
+    if model.optimizer is None:
         raise RuntimeError("model_closure: compile the model first (it needs the loss)")
-    x, y = model._check_xy(x, y)
-    be = model.backend
-    xb, yb = be.asarray(x, model.dtype), be.asarray(y)
+    xs, ys = model._prepare(x, y, "model_closure")
+    xb, yb = model._device_batch(xs), model._device_targets(ys)
 
     def closure():
-        return model._value(model._loss_and_backward(yb, model._forward(xb, True)))
+        return model._value(model._loss_and_backward(xb, yb, None)[0])
 
-    closure.params, closure.grads = [model._flat_params], [model._flat_grads]
+    closure.params, closure.grads, _ = engine.variable_runs(model.trainable_weights)
     return closure

@@ -1,21 +1,26 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
 from .augmentation import GaussianNoise, RandomFlip, RandomTranslation, SpatialDropout2D
 from .base import Layer
-from .conv import AveragePooling2D, AvgPool2D, Conv2D, MaxPool2D, MaxPooling2D
-from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape,
-                   Sigmoid, Softmax, Softplus, Tanh)
+from .conv import (AveragePooling2D, AvgPool2D, Conv2D, GlobalAveragePooling2D, GlobalAvgPool2D,
+                   GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D)
+from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, Permute, ReLU,
+                   Reshape, Sigmoid, Softmax, Softplus, Tanh)
+from .merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
 
 LAYERS = {cls.__name__: cls for cls in (
-    Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Dropout, Activation, ReLU, LeakyReLU,
-    ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization, LayerNormalization,
-    SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise)}
+    Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Permute, Dropout, Activation, ReLU,
+    LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization,
+    LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
+    Minimum, Concatenate)}
 
 
 def get(name):
     """A layer class by its name (used when loading a saved model)."""
     if name not in LAYERS:
-        raise ValueError(f"unknown layer {name!r}; valid names are {', '.join(sorted(LAYERS))}")
+        raise ValueError(f"unknown layer {name!r}; valid names are {', '.join(sorted(LAYERS))}; "
+                         f"register a custom layer with nb.layers.register(MyLayer)")
     return LAYERS[name]
 
 

@@ -71,24 +71,27 @@ class SpatialDropout2D(_ImageLayer):
         if not _is_real(rate) or not 0.0 <= rate < 1.0:
             raise ValueError(f"{self._where()}: rate must be a float in [0, 1), got {rate!r}")
         self.rate = float(rate)
-        self.mask = None
 
-    def call(self, x, training):
+    @property
+    def mask(self):
+        """The (N, C) mask of the last ``forward`` (None outside training)."""
+        return self._last
+
+    def _forward(self, x, training):
         if not training or self.rate == 0.0:
-            self.mask = None
-            return x
+            return x, None
         be = self.backend
         n, c = x.shape[0], x.shape[1]
         u = be.uniform((n, c), self.dtype, self.rng)
-        out, self.mask = be.empty(x.shape, self.dtype), be.empty((n, c), self.dtype)
-        be.spatial_dropout2d_forward(x, u, self.rate, out, self.mask)
-        return out
+        out, mask = be.empty(tuple(x.shape), self.dtype), be.empty((n, c), self.dtype)
+        be.spatial_dropout2d_forward(x, u, self.rate, out, mask)
+        return out, mask
 
-    def backward(self, grad_out):
-        if self.mask is None:
-            return grad_out
-        grad_in = self.backend.empty(grad_out.shape, self.dtype)
-        self.backend.spatial_dropout2d_backward(grad_out, self.mask, grad_in)
+    def _backward(self, mask, grad_out, sink, need):
+        if not need or mask is None:
+            return grad_out if need else None
+        grad_in = self.backend.empty(tuple(grad_out.shape), self.dtype)
+        self.backend.spatial_dropout2d_backward(grad_out, mask, grad_in)
         return grad_in
 
     def get_config(self):
@@ -109,25 +112,29 @@ class RandomFlip(_ImageLayer):
             raise ValueError(f"{self._where()}: mode must be one of "
                              f"{', '.join(map(repr, self.MODES))}, got {mode!r}")
         self.mode = mode
-        self.flips = None
 
-    def call(self, x, training):
+    @property
+    def flips(self):
+        """The per-sample (vertical, horizontal) flips of the last ``forward`` (None outside
+        training)."""
+        return self._last
+
+    def _forward(self, x, training):
         if not training:
-            self.flips = None
-            return x
+            return x, None
         be = self.backend
         enabled = np.array(self.MODES[self.mode], dtype=np.int32)[:, None]
         draws = self.rng.integers(0, 2, size=(2, x.shape[0]), dtype=np.int32) * enabled
-        self.flips = (be.asarray(draws[0]), be.asarray(draws[1]))
-        out = be.empty(x.shape, self.dtype)
-        be.flip_forward(x, *self.flips, out)
-        return out
+        flips = (be.asarray(draws[0]), be.asarray(draws[1]))
+        out = be.empty(tuple(x.shape), self.dtype)
+        be.flip_forward(x, *flips, out)
+        return out, flips
 
-    def backward(self, grad_out):
-        if self.flips is None:
-            return grad_out
-        grad_in = self.backend.empty(grad_out.shape, self.dtype)
-        self.backend.flip_backward(grad_out, *self.flips, grad_in)
+    def _backward(self, flips, grad_out, sink, need):
+        if not need or flips is None:
+            return grad_out if need else None
+        grad_in = self.backend.empty(tuple(grad_out.shape), self.dtype)
+        self.backend.flip_backward(grad_out, *flips, grad_in)
         return grad_in
 
     def get_config(self):
@@ -148,7 +155,12 @@ class RandomTranslation(_ImageLayer):
         super().__init__(seed=seed, **kwargs)
         self.height_factor, self._h_range = self._check_factor(height_factor, "height_factor")
         self.width_factor, self._w_range = self._check_factor(width_factor, "width_factor")
-        self.shifts = None
+
+    @property
+    def shifts(self):
+        """The per-sample (vertical, horizontal) shifts of the last ``forward`` (None outside
+        training)."""
+        return self._last
 
     def _check_factor(self, value, name):
         """(the factor as given, normalized; (lower, upper))."""
@@ -162,25 +174,24 @@ class RandomTranslation(_ImageLayer):
         raise ValueError(f"{self._where()}: {name} must be a float in [0, 1] or a pair (lower, "
                          f"upper) with -1 <= lower <= upper <= 1, got {value!r}")
 
-    def call(self, x, training):
+    def _forward(self, x, training):
         if not training:
-            self.shifts = None
-            return x
+            return x, None
         be = self.backend
         r = self.rng.random((2, x.shape[0]))
         shifts = []
         for (lo, hi), size, row in zip((self._h_range, self._w_range), x.shape[2:], r):
             shifts.append(be.asarray(np.rint((lo + (hi - lo) * row) * size).astype(np.int32)))
-        self.shifts = tuple(shifts)
-        out = be.empty(x.shape, self.dtype)
-        be.translate_forward(x, *self.shifts, out)
-        return out
+        shifts = tuple(shifts)
+        out = be.empty(tuple(x.shape), self.dtype)
+        be.translate_forward(x, *shifts, out)
+        return out, shifts
 
-    def backward(self, grad_out):
-        if self.shifts is None:
-            return grad_out
-        grad_in = self.backend.empty(grad_out.shape, self.dtype)
-        self.backend.translate_backward(grad_out, *self.shifts, grad_in)
+    def _backward(self, shifts, grad_out, sink, need):
+        if not need or shifts is None:
+            return grad_out if need else None
+        grad_in = self.backend.empty(tuple(grad_out.shape), self.dtype)
+        self.backend.translate_backward(grad_out, *shifts, grad_in)
         return grad_in
 
     def get_config(self):
@@ -201,9 +212,9 @@ class GaussianNoise(_RandomLayer):
                              f"got {stddev!r}")
         self.stddev = float(stddev)
 
-    def call(self, x, training):
+    def _forward(self, x, training):
         if not training or self.stddev == 0.0:
-            return x
+            return x, None
         be = self.backend
         size = int(np.prod(x.shape))
         if be.is_device:            # generated on the device: no host draw, no transfer
@@ -213,11 +224,11 @@ class GaussianNoise(_RandomLayer):
             noise = self.rng.standard_normal(size, dtype=self.dtype)
         out = be.empty(x.shape, self.dtype)
         be.gaussian_noise_forward(x.reshape(size), noise, self.stddev, out.reshape(size))
-        return out
+        return out, None
 
-    def backward(self, grad_out):
+    def _backward(self, ctx, grad_out, sink, need):
         """The noise does not depend on the input: the gradient passes through unchanged."""
-        return grad_out
+        return grad_out if need else None
 
     def get_config(self):
         return {**super().get_config(), "stddev": self.stddev}

@@ -1,13 +1,35 @@
-"""The Layer base class: building, shape and dtype checks, parameters and their gradients."""
+"""The Layer base class: building, shape and dtype checks, weights, and the call protocol.
+
+A layer is called three ways:
+
+* on symbolic tensors (``nb.Input``): it records a node of a functional graph
+  (:mod:`numbanet.functional`);
+* on values (arrays or tensors): it computes now and returns :class:`~numbanet.engine.Tensor` s,
+  recorded on the active gradient tapes;
+* by a model's own executor (``fit``): ``_forward(x, training) -> (out, ctx)`` and
+  ``_backward(ctx, grad_out, sink, need) -> grad_in``, arrays in and out, no wrapping.
+
+Built-in layers implement ``_forward``/``_backward`` with fused kernels; the context holds what
+that call's backward needs, so a layer called several times backpropagates each call. A layer
+written by a user implements ``call(inputs, training=False)`` with ``nb.ops`` (and
+``add_weight`` in ``build``): its backward comes from a tape of that call.
+
+``forward(x)`` / ``backward(g)`` are the stateful single-layer API (the gradient of the last
+``forward``, written into ``layer.grads``).
+"""
+import inspect
+import itertools
+import math
 import re
 
 import numpy as np
 
-from .. import initializers
+from .. import engine, initializers
 from ..backend import get_backend
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _counts = {}
+_call_order = itertools.count()
 
 
 def _auto_name(cls):
@@ -45,108 +67,367 @@ def check_pair(value, name, where, allow_zero=False):
     return tuple(check_positive_int(v, name, where, allow_zero) for v in pair)
 
 
+def check_shape(shape, where, what="input shape"):
+    """A per-sample shape: a tuple of positive ints or None (a size known only at run time)."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    ok = isinstance(shape, (tuple, list)) and all(
+        d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1)
+        for d in shape)
+    if not ok:
+        raise ValueError(f"{where}: {what} must be a tuple of positive ints (batch axis "
+                         f"excluded; None for a size known only when called), got {shape!r}")
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def shapes_match(expected, got):
+    """Does the per-sample shape ``got`` fit ``expected`` (None matches any size)?"""
+    return len(expected) == len(got) and all(e is None or g is None or e == g
+                                             for e, g in zip(expected, got))
+
+
+def fmt_shape(shape):
+    return str((None,) + tuple(shape))
+
+
+def _accepts(fn, name):
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 class Layer:
-    """Base layer: ``build(input_shape)``, ``forward(x, training)``, ``backward(grad_out)``.
+    """Base layer. Shapes exclude the batch axis. A layer builds itself on its first call and
+    takes its dtype from that input unless ``dtype=`` says otherwise (float64 in -> float64;
+    float32 otherwise). ``params``/``grads``/``buffers`` are dicts of arrays (weights, their
+    gradients, non-trainable state); ``trainable_weights`` etc. are the same as variables."""
 
-    ``params`` and ``grads`` are dicts with the same keys. Shapes exclude the batch axis. A layer
-    builds itself on its first ``forward`` and takes its dtype from that input unless ``dtype=``
-    says otherwise (float64 in -> float64; float32 otherwise).
-    """
+    #: True for layers that take a list of inputs (merge layers)
+    multi_input = False
+    #: "float" (cast to the layer dtype) or "int" (integer ids, e.g. Embedding)
+    input_kind = "float"
 
-    def __init__(self, name=None, dtype=None):
+    def __init__(self, name=None, dtype=None, trainable=True):
         where = type(self).__name__
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise ValueError(f"{where}: trainable must be True or False, got {trainable!r}")
         self.name = name or _auto_name(type(self))
         self.dtype = check_dtype(dtype, f"{where} {self.name!r}")
         self.built = False
         self.params, self.grads = {}, {}
         # Non-trainable state saved with the model (e.g. running statistics).
         self.buffers = {}
+        self._variables = {}                # (kind, key) -> Variable
+        self._storage = {}                  # key -> (chunk, offset): the arena slot of a param
+        self._trainable = bool(trainable)
         self.backend = get_backend("cpu")
         self.input_shape = self.output_shape = None
-        # The model clears this on its first layer, whose input gradient nobody needs.
+        # The legacy API: the first layer of a Sequential needs no input gradient.
         self.needs_input_grad = True
+        self._last = None                   # context of the last forward() (legacy API)
+        self._forwarded = False
+        self._first_call = None             # order of the first call (weights' order)
+        self._inbound_nodes = []
+
+    # -- trainability -----------------------------------------------------------------------------
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{self!r}: trainable must be True or False, got {value!r}")
+        self._trainable = bool(value)
+        engine.structure_changed()
 
     # -- building -------------------------------------------------------------------------------
     def build(self, input_shape):
-        """Create the parameters for inputs of ``input_shape`` (without the batch axis)."""
-        shape = tuple(input_shape)
-        if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-                            for d in shape):
-            raise ValueError(f"{self!r}: input shape must be a tuple of positive ints "
-                             f"(batch axis excluded), got {input_shape!r}")
-        self.input_shape = tuple(int(d) for d in shape)
+        """Create the weights for inputs of ``input_shape`` (without the batch axis; a list of
+        shapes for layers with several inputs)."""
+        if self.multi_input:
+            shape = [check_shape(s, repr(self)) for s in input_shape]
+        else:
+            shape = check_shape(input_shape, repr(self))
+        self.input_shape = shape
         if self.dtype is None:
             self.dtype = np.dtype(np.float32)
-        self.output_shape = self.compute_output_shape(self.input_shape)
-        self.create_params(self.input_shape)
+        self.output_shape = self.compute_output_shape(shape)
+        self.create_params(shape)
         self.built = True
+        engine.structure_changed()
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def output_shape_for(self, input_shape):
+        """The per-sample output shape for a call on ``input_shape`` (the layer is built)."""
+        if input_shape == self.input_shape:
+            return self.output_shape
+        return self.compute_output_shape(input_shape)
+
+    def output_dtypes(self, n):
+        """The dtypes of the call's ``n`` outputs."""
+        return [self.dtype or np.dtype(np.float32)] * n
 
     def create_params(self, input_shape):
         """Subclasses with parameters create them here with ``add_param``."""
 
     def add_param(self, key, shape, initializer, fan_in=1, fan_out=1):
+        """A trainable weight ``params[key]`` (and its gradient ``grads[key]``), stored in the
+        backend's parameter arena."""
         value = initializers.initialize(initializer, shape, fan_in, fan_out, self.dtype)
-        self.params[key] = self.backend.asarray(value)
-        self.grads[key] = self.backend.zeros(tuple(shape), self.dtype)
+        self._place(key, value)
+        return self._variable("param", key)
+
+    def _place(self, key, host_value):
+        engine.structure_changed()
+        chunk, off, p, g = engine.arena(self.backend, self.dtype).alloc(tuple(host_value.shape),
+                                                                        host_value)
+        self.params[key], self.grads[key] = p, g
+        self._storage[key] = (chunk, off, p)
+
+    def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True, dtype=None):
+        """A weight for a layer written with ``nb.ops`` (Keras' ``add_weight``): a trainable
+        parameter, or with ``trainable=False`` a buffer saved with the model. Returns its
+        :class:`~numbanet.engine.Variable`."""
+        if dtype is not None:
+            dt = check_dtype(dtype, f"{self!r} add_weight")
+            if self.dtype is None:
+                self.dtype = dt
+        if self.dtype is None:
+            self.dtype = np.dtype(np.float32)
+        shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0] if shape else 1
+        fan_out = shape[-1] if shape else 1
+        if trainable:
+            return self.add_param(name, shape, initializer, fan_in, fan_out)
+        value = initializers.initialize(initializer, shape, fan_in, fan_out, self.dtype)
+        self.buffers[name] = self.backend.asarray(value, dtype=self.dtype)
+        return self._variable("buffer", name)
+
+    def _variable(self, kind, key):
+        v = self._variables.get((kind, key))
+        if v is None:
+            v = self._variables[(kind, key)] = engine.Variable(self, key, kind)
+        return v
 
     def set_backend(self, backend):
-        """Switch to another backend; the model moves ``params``, ``grads`` and ``buffers``."""
+        """Switch to another backend; the model (or ``to``) moves ``params``, ``grads`` and
+        ``buffers``."""
         self.backend = backend
 
-    # -- running --------------------------------------------------------------------------------
-    def __call__(self, x, training=False):
-        return self.forward(x, training)
+    def _move_to(self, backend):
+        """Move this layer's weights, gradients and buffers to ``backend`` (weights into its
+        arena, in key order)."""
+        if backend is self.backend:
+            return
+        old = self.backend
+        params = {k: old.to_numpy(p) for k, p in self.params.items()}
+        buffers = {k: old.to_numpy(b) for k, b in self.buffers.items()}
+        self.backend = backend
+        self.params, self.grads, self._storage = {}, {}, {}
+        for k, v in params.items():
+            self._place(k, v)
+        self.buffers = {k: backend.asarray(v, dtype=v.dtype) for k, v in buffers.items()}
+        self.set_backend(backend)
 
-    def forward(self, x, training=False):
-        """Output for a batch ``x``; builds the layer on first use."""
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            x = np.asarray(x)
-        if not self.built:
-            if np.dtype(x.dtype).kind not in "fiub":
-                raise TypeError(f"{self!r}: expected a numeric array, got dtype {x.dtype}")
-            if self.dtype is None and np.dtype(x.dtype) == np.float64:
-                self.dtype = np.dtype(np.float64)
-            self.build(x.shape[1:])
-        x = self.check_input(x)
-        return self.call(x, training)
+    # -- weights --------------------------------------------------------------------------------
+    @property
+    def trainable_weights(self):
+        """The trainable weights (Variables), kernel before bias."""
+        if not self.trainable:
+            return []
+        return [self._variable("param", k) for k in self.params]
 
-    def check_input(self, x):
-        """Reject a wrong rank or shape with a message naming this layer; cast host inputs."""
-        expected = (None,) + self.input_shape
-        if len(x.shape) != len(expected) or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"{self!r}: expected input of shape {expected} (None = batch), "
-                             f"got {tuple(x.shape)}")
-        if x.shape[0] < 1:
-            raise ValueError(f"{self!r}: got an empty batch of shape {tuple(x.shape)}")
-        if np.dtype(x.dtype) != self.dtype:
-            if isinstance(x, np.ndarray) and not self.backend.is_device:
-                if x.dtype.kind not in "fiub":
-                    raise TypeError(f"{self!r}: expected a numeric array, got dtype {x.dtype}")
-                return np.ascontiguousarray(x, dtype=self.dtype)
-            raise TypeError(f"{self!r}: expected {self.dtype} input, got {x.dtype}")
-        if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        return x
+    @property
+    def non_trainable_weights(self):
+        frozen = [] if self.trainable else [self._variable("param", k) for k in self.params]
+        return frozen + [self._variable("buffer", k) for k in self.buffers]
 
-    def call(self, x, training):
-        raise NotImplementedError(f"{type(self).__name__} must define call()")
+    @property
+    def weights(self):
+        return [self._variable("param", k) for k in self.params] + \
+            [self._variable("buffer", k) for k in self.buffers]
 
-    def backward(self, grad_out):
-        """d loss / d input from d loss / d output; fills ``self.grads``."""
-        raise NotImplementedError(f"{type(self).__name__} must define backward()")
+    variables = weights
 
-    # -- bookkeeping ----------------------------------------------------------------------------
+    def _sublayers_deep(self):
+        """Layers inside this one (models and wrappers override)."""
+        return []
+
+    def _has_trainable(self):
+        return (self.trainable and bool(self.params)) or any(
+            l.trainable and l.params for l in self._sublayers_deep())
+
     def count_params(self):
         return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
 
+    # -- calling --------------------------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        from .. import functional
+        if functional.is_symbolic(inputs):
+            return functional.call_symbolic(self, inputs, args, kwargs)
+        return self._call_eager(inputs, *args, **kwargs)
+
+    def _call_eager(self, inputs, training=None, **kwargs):
+        """Compute now on arrays or tensors; returns Tensor(s), recorded on active tapes."""
+        if self._first_call is None:
+            self._first_call = next(_call_order)
+        items = list(inputs) if self.multi_input and isinstance(inputs, (list, tuple)) \
+            else [inputs]
+        if self.multi_input and not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"{self!r}: expects a list of inputs, got {type(inputs).__name__}")
+        be = engine.backend_of(*items)
+        if not self.built and be is not self.backend:
+            self._move_to(be)
+        elif be is not self.backend and any(isinstance(v, engine._TensorLike) for v in items):
+            raise ValueError(f"{self!r}: the layer lives on {self.backend.name}, its input on "
+                             f"{be.name}; move one of them (model.to(...))")
+        arrays = [self._input_array(v) for v in items]
+        if not self.built:
+            self._build_from(arrays)
+        arrays = [self.check_input(a, i) for i, a in enumerate(arrays)]
+        x = arrays if self.multi_input else arrays[0]
+        training = engine.current_training() if training is None else bool(training)
+        with engine.training_scope(training):
+            out, ctx = self._forward(x, training, **kwargs)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        tensors = [engine.Tensor(o, self.backend) for o in outs]
+        if engine.recording():
+            engine.record(self, ctx, [v if isinstance(v, (engine.Tensor, engine.Variable))
+                                      else None for v in items], tensors, is_layer=True,
+                          listed=isinstance(out, (list, tuple)))
+        return tensors if isinstance(out, (list, tuple)) else tensors[0]
+
+    def _input_array(self, v):
+        """A call's input as an array of this layer's backend (host inputs converted)."""
+        if isinstance(v, engine._TensorLike):
+            return v.value
+        if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.ndarray):
+            return v                                   # a device array
+        a = np.asarray(v)
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"{self!r}: expected a numeric array, got dtype {a.dtype}")
+        return a
+
+    def _build_from(self, arrays):
+        """Build from the first call's inputs (dtype from a float64 input)."""
+        if any(np.dtype(a.dtype).kind not in "fiub" for a in arrays):
+            raise TypeError(f"{self!r}: expected numeric input")
+        if self.dtype is None and self.input_kind == "float" and \
+                any(np.dtype(a.dtype) == np.float64 for a in arrays):
+            self.dtype = np.dtype(np.float64)
+        if any(len(a.shape) < 1 for a in arrays):
+            raise ValueError(f"{self!r}: expected a batch of samples (a leading batch axis), got "
+                             f"a 0-d input")
+        shapes = [tuple(int(d) for d in a.shape[1:]) for a in arrays]
+        self.build(shapes if self.multi_input else shapes[0])
+
+    def check_input(self, x, index=0):
+        """Reject a wrong rank or shape with a message naming this layer; cast host inputs."""
+        spec = self.input_shape[index] if self.multi_input else self.input_shape
+        got = tuple(int(d) for d in x.shape)
+        if len(got) < 1 or not shapes_match(spec, got[1:]):
+            which = f" {index}" if self.multi_input else ""
+            raise ValueError(f"{self!r}: expected input{which} of shape {fmt_shape(spec)} "
+                             f"(None = any size), got {got}")
+        if got[0] < 1:
+            raise ValueError(f"{self!r}: got an empty batch of shape {got}")
+        want = self.dtype if self.input_kind == "float" else None
+        if want is not None and np.dtype(x.dtype) != want:
+            if isinstance(x, np.ndarray) and not self.backend.is_device:
+                if x.dtype.kind not in "fiub":
+                    raise TypeError(f"{self!r}: expected a numeric array, got dtype {x.dtype}")
+                return np.ascontiguousarray(x, dtype=want)
+            if isinstance(x, np.ndarray):
+                return self.backend.asarray(x, dtype=want)
+            raise TypeError(f"{self!r}: expected {want} input, got {x.dtype}")
+        if isinstance(x, np.ndarray):
+            if self.backend.is_device:
+                return self.backend.asarray(x)
+            if not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
+        return x
+
+    # -- the engine's protocol ----------------------------------------------------------------------
+    def _forward(self, x, training, **kwargs):
+        """(output, context) for input arrays ``x``. The default runs ``call`` (written with
+        ``nb.ops``) under a tape of its own, which is the context."""
+        if type(self).call is Layer.call:
+            raise NotImplementedError(f"{type(self).__name__} defines neither call() nor "
+                                      f"_forward()")
+        tape = engine.GradientTape(persistent=True)
+        items = x if self.multi_input else [x]
+        ins = [engine.Tensor(a, self.backend) for a in items]
+        if _accepts(self.call, "training"):
+            kwargs["training"] = training
+        with engine.local_scope(tape):
+            tape.watch(ins)
+            out = self.call(ins if self.multi_input else ins[0], **kwargs)
+        listed = isinstance(out, (list, tuple))
+        outs = [o if isinstance(o, engine.Tensor) else engine.convert_to_tensor(
+            o, dtype=self.dtype, device=self.backend.name) for o in (out if listed else [out])]
+        values = [o.value for o in outs]
+        return (values if listed else values[0]), (tape, ins, outs)
+
+    def _backward(self, ctx, grad_out, sink, need):
+        """Input gradient(s) from the output gradient(s); parameter gradients into ``sink``."""
+        tape, ins, outs = ctx
+        grads = grad_out if isinstance(grad_out, (list, tuple)) else [grad_out]
+        seeds = {id(o): g for o, g in zip(outs, grads) if g is not None}
+        needs = need if isinstance(need, (list, tuple)) else [need]
+        got = engine.backprop(tape._entries, seeds, sink,
+                              [id(t) for t, n in zip(ins, needs) if n])
+        res = [got.get(id(t)) if n else None for t, n in zip(ins, needs)]
+        for k, (t, n) in enumerate(zip(ins, needs)):
+            if n and res[k] is None:
+                res[k] = self.backend.zeros(t.shape, t.dtype)
+        return res if self.multi_input else res[0]
+
+    def _backward_entry(self, ctx, grad_out, sink, need):
+        """``_backward`` for a tape entry: ``need`` per input, a list of input gradients out."""
+        res = self._backward(ctx, grad_out, sink, need if self.multi_input else need[0])
+        return list(res) if self.multi_input else [res]
+
+    def call(self, inputs, training=False):
+        """A user layer's forward pass written with ``nb.ops`` (differentiated by a tape)."""
+        raise NotImplementedError(f"{type(self).__name__} must define call()")
+
+    # -- the single-layer API -----------------------------------------------------------------------
+    def forward(self, x, training=False):
+        """Output array for a batch ``x`` (builds the layer on first use); keeps what
+        ``backward`` needs."""
+        if self._first_call is None:
+            self._first_call = next(_call_order)
+        items = x if self.multi_input else [x]
+        arrays = [self._input_array(v) for v in items]
+        if not self.built:
+            self._build_from(arrays)
+        arrays = [self.check_input(a, i) for i, a in enumerate(arrays)]
+        out, self._last = self._forward(arrays if self.multi_input else arrays[0], training)
+        self._forwarded = True
+        return out
+
+    def backward(self, grad_out):
+        """d loss / d input from d loss / d output of the last ``forward``; writes the parameter
+        gradients into ``self.grads``."""
+        if not self._forwarded:
+            raise RuntimeError(f"{self!r}: backward() needs a forward() first (it uses that "
+                               f"call's inputs)")
+        return self._backward(self._last, grad_out, engine.LegacySink(), self.needs_input_grad)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
     def get_config(self):
         """Constructor arguments (JSON-serializable), so ``type(layer)(**config)`` rebuilds it."""
-        return {"name": self.name, "dtype": None if self.dtype is None else self.dtype.name}
+        config = {"name": self.name, "dtype": None if self.dtype is None else self.dtype.name}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -154,3 +435,7 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__} {self.name!r}"
+
+
+def param_count(shape):
+    return int(math.prod(shape))

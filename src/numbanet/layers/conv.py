@@ -40,6 +40,9 @@ def _spatial_output(layer, input_shape, kernel, strides, dilation, padding):
     if len(input_shape) != 3:
         raise ValueError(f"{layer!r}: expects 4-D input (batch, channels, height, width), got "
                          f"input shape {(None,) + tuple(input_shape)}")
+    if any(d is None for d in input_shape):
+        raise ValueError(f"{layer!r}: needs known channels, height and width, got input shape "
+                         f"{(None,) + tuple(input_shape)}")
     dims, pads = [], []
     for axis in (0, 1):
         o, p = _output_and_pad(input_shape[1 + axis], kernel[axis], strides[axis], dilation[axis],
@@ -82,23 +85,27 @@ class Conv2D(_Affine):
     def _geometry(self):
         return (*self.strides, *self.pads, *self.dilation_rate)
 
-    def call(self, x, training):
-        self.x = x
-        return self.affine_forward("conv2d_forward",
+    def _forward(self, x, training):
+        z, y = self.affine_forward("conv2d_forward",
                                    (x, self.params["kernel"], self.bias, *self._geometry()),
                                    (x.shape[0],) + self.output_shape)
+        return y, (x, z, y)
 
-    def backward(self, grad_out, pre_activation=False):
+    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
         be = self.backend
-        g = self.activation_grad(grad_out, pre_activation)
-        if self.use_bias:
-            be.conv2d_backward_params(self.x, g, *self._geometry(), False, self.grads["kernel"],
-                                      self.grads["bias"])
-        else:
-            be.conv2d_backward_weight(self.x, g, *self._geometry(), False, self.grads["kernel"])
-        if not self.needs_input_grad:
+        x = ctx[0]
+        g = self.activation_grad(ctx, grad_out, pre_activation)
+        pg = sink.layer_grads(self)
+        if pg is not None:
+            grads, accumulate = pg
+            if self.use_bias:
+                be.conv2d_backward_params(x, g, *self._geometry(), accumulate, grads["kernel"],
+                                          grads["bias"])
+            else:
+                be.conv2d_backward_weight(x, g, *self._geometry(), accumulate, grads["kernel"])
+        if not need:
             return None
-        grad_in = be.empty(self.x.shape, self.dtype)
+        grad_in = be.empty(tuple(x.shape), self.dtype)
         be.conv2d_backward_input(g, self.params["kernel"], *self._geometry(), grad_in)
         return grad_in
 
@@ -136,32 +143,113 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Max over each window; the gradient goes to the window's maximum."""
 
-    def call(self, x, training):
+    def _forward(self, x, training):
         be = self.backend
         shape = (x.shape[0],) + self.output_shape
         out = be.empty(shape, self.dtype)
-        self.argmax = be.empty(shape, np.int64)
-        be.max_pool2d_forward(x, *self._geometry(), out, self.argmax)
-        return out
+        argmax = be.empty(shape, np.int64)
+        be.max_pool2d_forward(x, *self._geometry(), out, argmax)
+        return out, argmax
 
-    def backward(self, grad_out):
+    def _backward(self, argmax, grad_out, sink, need):
+        if not need:
+            return None
         grad_in = self.backend.empty((grad_out.shape[0],) + self.input_shape, self.dtype)
-        self.backend.max_pool2d_backward(grad_out, self.argmax, grad_in)
+        self.backend.max_pool2d_backward(grad_out, argmax, grad_in)
         return grad_in
 
 
 class AvgPool2D(_Pool2D):
     """Mean over each window (padded cells are not counted)."""
 
-    def call(self, x, training):
+    def _forward(self, x, training):
         out = self.backend.empty((x.shape[0],) + self.output_shape, self.dtype)
         self.backend.avg_pool2d_forward(x, *self._geometry(), out)
-        return out
+        return out, None
 
-    def backward(self, grad_out):
+    def _backward(self, ctx, grad_out, sink, need):
+        if not need:
+            return None
         grad_in = self.backend.empty((grad_out.shape[0],) + self.input_shape, self.dtype)
         self.backend.avg_pool2d_backward(grad_out, *self._geometry(), grad_in)
         return grad_in
 
 
 MaxPooling2D, AveragePooling2D = MaxPool2D, AvgPool2D
+
+
+class _GlobalPool2D(Layer):
+    """Global pooling over the spatial axes of NCHW images: (N, C, H, W) -> (N, C), or
+    (N, C, 1, 1) with ``keepdims=True``; the kernels see (N * C, H * W) rows."""
+
+    def __init__(self, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(keepdims, (bool, np.bool_)):
+            raise ValueError(f"{type(self).__name__} {self.name!r}: keepdims must be True or "
+                             f"False, got {keepdims!r}")
+        self.keepdims = bool(keepdims)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] is None:
+            raise ValueError(f"{self!r}: expects 4-D input (batch, channels, height, width) with "
+                             f"known channels, got input shape {(None,) + tuple(input_shape)}")
+        c = input_shape[0]
+        return (c, 1, 1) if self.keepdims else (c,)
+
+    def _rows(self, x):
+        n, c, h, w = (int(d) for d in x.shape)
+        return n * c, h * w, (n, c, h, w)
+
+    def _out(self, be, n, c):
+        return be.empty((n, c, 1, 1) if self.keepdims else (n, c), self.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "keepdims": self.keepdims}
+
+
+class GlobalAveragePooling2D(_GlobalPool2D):
+    """The mean of each feature map."""
+
+    def _forward(self, x, training):
+        be = self.backend
+        rows, cols, shape = self._rows(x)
+        out = self._out(be, *shape[:2])
+        be.global_avg_pool_forward(be.kernel_view(x, (rows, cols)), be.kernel_view(out, (rows,)))
+        return out, shape
+
+    def _backward(self, shape, grad_out, sink, need):
+        if not need:
+            return None
+        be = self.backend
+        rows, cols = shape[0] * shape[1], shape[2] * shape[3]
+        grad_in = be.empty(shape, self.dtype)
+        be.global_avg_pool_backward(be.kernel_view(grad_out, (rows,)),
+                                    be.kernel_view(grad_in, (rows, cols)))
+        return grad_in
+
+
+class GlobalMaxPooling2D(_GlobalPool2D):
+    """The maximum of each feature map (the gradient goes to its first maximum)."""
+
+    def _forward(self, x, training):
+        be = self.backend
+        rows, cols, shape = self._rows(x)
+        out = self._out(be, *shape[:2])
+        argmax = be.empty((rows,), np.int64)
+        be.global_max_pool_forward(be.kernel_view(x, (rows, cols)), be.kernel_view(out, (rows,)),
+                                   argmax)
+        return out, (shape, argmax)
+
+    def _backward(self, ctx, grad_out, sink, need):
+        if not need:
+            return None
+        be = self.backend
+        shape, argmax = ctx
+        rows, cols = shape[0] * shape[1], shape[2] * shape[3]
+        grad_in = be.empty(shape, self.dtype)
+        be.global_max_pool_backward(be.kernel_view(grad_out, (rows,)), argmax,
+                                    be.kernel_view(grad_in, (rows, cols)))
+        return grad_in
+
+
+GlobalAvgPool2D, GlobalMaxPool2D = GlobalAveragePooling2D, GlobalMaxPooling2D

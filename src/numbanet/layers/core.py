@@ -1,4 +1,6 @@
-"""Dense, Flatten, Reshape, Dropout and the activation layers."""
+"""Dense, Flatten, Reshape, Permute, Dropout and the activation layers."""
+import math
+
 import numpy as np
 
 from .. import activations, initializers
@@ -6,11 +8,19 @@ from .. import random as _random
 from .base import Layer, check_positive_int
 
 
+def _last(layer, what):
+    """The context of the layer's last ``forward`` (the single-layer API)."""
+    if not layer._forwarded:
+        raise RuntimeError(f"{layer!r}: no forward() yet, so there is no {what}")
+    return layer._last
+
+
 class _Affine(Layer):
     """Shared by Dense and Conv2D: a kernel, an optional bias and an optional activation.
 
-    ``backward(g, pre_activation=True)`` takes the gradient with respect to the pre-activation
-    output, which lets the model fuse softmax with cross-entropy (gradient ``p - y``).
+    ``_backward(..., pre_activation=True)`` takes the gradient with respect to the
+    pre-activation output, which lets a model fuse softmax with cross-entropy (gradient
+    ``p - y``). A call's context holds its input, pre-activation ``z`` and output ``y``.
     """
 
     def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -45,34 +55,36 @@ class _Affine(Layer):
         """The bias, or zeros when ``use_bias=False`` (the kernels always add one)."""
         return self.params["bias"] if self.use_bias else self._zero_bias
 
-    def bias_grad(self):
+    def _bias_grad(self, grads):
         """Where the bias gradient goes (scratch when there is no bias)."""
-        return self.grads["bias"] if self.use_bias else \
+        return grads["bias"] if self.use_bias else \
             self.backend.empty((self.bias_size,), self.dtype)
 
     @property
     def logits(self):
-        """The pre-activation output of the last forward pass."""
-        return self.act.x
+        """The pre-activation output of the last ``forward``."""
+        return _last(self, "logits")[1]
 
-    def activate(self, z):
-        return self.act.forward(self.backend, z)
+    @staticmethod
+    def _logits(ctx):
+        return ctx[1]
 
     def affine_forward(self, kernel, args, shape):
         """``kernel`` (dense_forward / conv2d_forward) of ``args`` into a new ``shape`` array,
         then the activation: both in one kernel (``<kernel>_activation``, which also keeps the
-        pre-activation for backward) when the activation is elementwise."""
+        pre-activation for backward) when the activation is elementwise. Returns (z, y)."""
         be = self.backend
         z = be.empty(shape, self.dtype)
         if not self.act.fusable:
             getattr(be, kernel)(*args, z)
-            return self.activate(z)
+            return z, self.act.forward(be, z)
         y = be.empty(shape, self.dtype)
         getattr(be, kernel + "_activation")(*args, self.act.code, self.act.alpha, z, y)
-        return self.act.record(z, y)
+        return z, y
 
-    def activation_grad(self, grad_out, pre_activation):
-        return grad_out if pre_activation else self.act.backward(self.backend, grad_out)
+    def activation_grad(self, ctx, grad_out, pre_activation):
+        return grad_out if pre_activation else self.act.backward(self.backend, ctx[1], ctx[2],
+                                                                 grad_out)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation, "use_bias": self.use_bias,
@@ -88,34 +100,54 @@ class _Affine(Layer):
 
 
 class Dense(_Affine):
-    """Fully connected layer: ``activation(x @ kernel + bias)``; kernel is (in_features, units)."""
+    """Fully connected layer: ``activation(x @ kernel + bias)``; kernel is (in_features, units).
+
+    On input of any rank the product runs over the last axis, as Keras: (batch, ..., in) ->
+    (batch, ..., units).
+    """
 
     def __init__(self, units, activation=None, **kwargs):
         super().__init__(activation=activation, **kwargs)
         self.units = check_positive_int(units, "units", f"Dense {self.name!r}")
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 1:
-            raise ValueError(f"{self!r}: expects 2-D input (batch, features), got input shape "
-                             f"{(None,) + tuple(input_shape)}; add a Flatten layer before it")
-        return (self.units,)
+        if not input_shape or input_shape[-1] is None:
+            raise ValueError(f"{self!r}: needs input with a known last axis (features), got "
+                             f"input shape {(None,) + tuple(input_shape)}")
+        return tuple(input_shape[:-1]) + (self.units,)
 
     def create_params(self, input_shape):
-        self.create_affine((input_shape[0], self.units), self.units, input_shape[0], self.units)
+        f = input_shape[-1]
+        self.create_affine((f, self.units), self.units, f, self.units)
 
-    def call(self, x, training):
-        self.x = x
-        return self.affine_forward("dense_forward", (x, self.params["kernel"], self.bias),
-                                   (x.shape[0], self.units))
-
-    def backward(self, grad_out, pre_activation=False):
+    def _forward(self, x, training):
         be = self.backend
-        g = self.activation_grad(grad_out, pre_activation)
-        be.dense_backward_weight(self.x, g, False, self.grads["kernel"], self.bias_grad())
-        if not self.needs_input_grad:
+        shape = tuple(x.shape)
+        rows = shape[0] if len(shape) == 2 else math.prod(shape[:-1])
+        x2 = x if len(shape) == 2 else be.kernel_view(x, (rows, shape[-1]))
+        z, y = self.affine_forward("dense_forward", (x2, self.params["kernel"], self.bias),
+                                   (rows, self.units))
+        out = y if len(shape) == 2 else y.reshape(shape[:-1] + (self.units,))
+        return out, (x2, z, y, shape)
+
+    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
+        be = self.backend
+        x2, z, y, shape = ctx
+        if len(shape) != 2:
+            grad_out = be.kernel_view(grad_out, tuple(z.shape))
+        g = grad_out if pre_activation or self.act.is_identity else \
+            self.act.backward(be, z, y, grad_out)
+        pg = sink.layer_grads(self)
+        if pg is not None:
+            grads, accumulate = pg
+            be.dense_backward_weight(x2, g, accumulate, grads["kernel"],
+                                     grads["bias"] if self.use_bias else self._bias_grad(grads))
+        if not need:
             return None
-        grad_in = be.empty(self.x.shape, self.dtype)
-        be.dense_backward_input(g, self.params["kernel"], grad_in)
+        grad_in = be.empty(shape, self.dtype)
+        be.dense_backward_input(g, self.params["kernel"],
+                                grad_in if len(shape) == 2 else
+                                be.kernel_view(grad_in, tuple(x2.shape)))
         return grad_in
 
     def get_config(self):
@@ -126,13 +158,16 @@ class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...)."""
 
     def compute_output_shape(self, input_shape):
+        if any(d is None for d in input_shape):
+            raise ValueError(f"{self!r}: cannot flatten input of shape "
+                             f"{(None,) + tuple(input_shape)} with sizes known only at run time")
         return (int(np.prod(input_shape)),)
 
-    def call(self, x, training):
-        return x.reshape((x.shape[0],) + self.output_shape)
+    def _forward(self, x, training):
+        return x.reshape((x.shape[0],) + self.output_shape), tuple(x.shape)
 
-    def backward(self, grad_out):
-        return grad_out.reshape((grad_out.shape[0],) + self.input_shape)
+    def _backward(self, ctx, grad_out, sink, need):
+        return grad_out.reshape(ctx) if need else None
 
 
 class Reshape(Layer):
@@ -148,6 +183,9 @@ class Reshape(Layer):
         self.target_shape = tuple(int(d) for d in shape)
 
     def compute_output_shape(self, input_shape):
+        if any(d is None for d in input_shape):
+            raise ValueError(f"{self!r}: needs a fully known input shape, got "
+                             f"{(None,) + tuple(input_shape)}")
         size, known = int(np.prod(input_shape)), int(np.prod([d for d in self.target_shape if d != -1]))
         shape = tuple(size // known if d == -1 else d for d in self.target_shape)
         if int(np.prod(shape)) != size:
@@ -155,14 +193,45 @@ class Reshape(Layer):
                              f"({size} values per sample) to {(None,) + self.target_shape}")
         return shape
 
-    def call(self, x, training):
-        return x.reshape((x.shape[0],) + self.output_shape)
+    def _forward(self, x, training):
+        return x.reshape((x.shape[0],) + self.output_shape), tuple(x.shape)
 
-    def backward(self, grad_out):
-        return grad_out.reshape((grad_out.shape[0],) + self.input_shape)
+    def _backward(self, ctx, grad_out, sink, need):
+        return grad_out.reshape(ctx) if need else None
 
     def get_config(self):
         return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class Permute(Layer):
+    """Permute the non-batch axes: ``dims`` is a permutation of 1..rank (Keras), e.g.
+    ``Permute((2, 1))`` swaps the two axes of (batch, a, b)."""
+
+    def __init__(self, dims, **kwargs):
+        super().__init__(**kwargs)
+        d = tuple(dims) if isinstance(dims, (tuple, list)) else None
+        if not d or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in d) \
+                or sorted(d) != list(range(1, len(d) + 1)):
+            raise ValueError(f"Permute {self.name!r}: dims must be a permutation of 1..rank "
+                             f"(axis 0 is the batch), got {dims!r}")
+        self.dims = tuple(int(v) for v in d)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != len(self.dims):
+            raise ValueError(f"{self!r}: dims {self.dims} for input of shape "
+                             f"{(None,) + tuple(input_shape)}")
+        return tuple(input_shape[d - 1] for d in self.dims)
+
+    def _forward(self, x, training):
+        from ..ops import _TRANSPOSE
+        return _TRANSPOSE.forward(self.backend, x, (0,) + self.dims)
+
+    def _backward(self, ctx, grad_out, sink, need):
+        from ..ops import _TRANSPOSE
+        return _TRANSPOSE.backward(ctx, grad_out, [True])[0] if need else None
+
+    def get_config(self):
+        return {**super().get_config(), "dims": list(self.dims)}
 
 
 class Dropout(Layer):
@@ -176,7 +245,6 @@ class Dropout(Layer):
             check_positive_int(seed, "seed", f"Dropout {self.name!r}", allow_zero=True)
         self.rate, self.seed = float(rate), seed
         self.rng = None
-        self.mask = None
 
     def create_params(self, input_shape):
         self.rng = np.random.default_rng(self.seed) if self.seed is not None else _random.spawn()
@@ -187,23 +255,33 @@ class Dropout(Layer):
     def set_rng_state(self, state):
         self.rng.bit_generator.state = state
 
-    def call(self, x, training):
-        if not training or self.rate == 0.0:
-            self.mask = None
-            return x
-        be = self.backend
-        u = be.uniform(x.shape, self.dtype, self.rng)
-        out, self.mask = be.empty(x.shape, self.dtype), be.empty(x.shape, self.dtype)
-        be.dropout_forward(x.reshape(-1), u.reshape(-1), self.rate, out.reshape(-1),
-                           self.mask.reshape(-1))
-        return out
+    @property
+    def mask(self):
+        """The mask of the last ``forward`` (None outside training)."""
+        return None if self._last is None else self._last
 
-    def backward(self, grad_out):
-        if self.mask is None:
+    def _forward(self, x, training):
+        if not training or self.rate == 0.0:
+            return x, None
+        be = self.backend
+        shape = tuple(x.shape)
+        size = math.prod(shape)
+        u = be.uniform(shape, self.dtype, self.rng)
+        out, mask = be.empty(shape, self.dtype), be.empty(shape, self.dtype)
+        v = lambda a: be.kernel_view(a, (size,))                       # noqa: E731
+        be.dropout_forward(v(x), v(u), self.rate, v(out), v(mask))
+        return out, mask
+
+    def _backward(self, mask, grad_out, sink, need):
+        if not need:
+            return None
+        if mask is None:
             return grad_out
-        grad_in = self.backend.empty(grad_out.shape, self.dtype)
-        self.backend.dropout_backward(grad_out.reshape(-1), self.mask.reshape(-1),
-                                      grad_in.reshape(-1))
+        be = self.backend
+        size = math.prod(tuple(grad_out.shape))
+        grad_in = be.empty(tuple(grad_out.shape), self.dtype)
+        v = lambda a: be.kernel_view(a, (size,))                       # noqa: E731
+        be.dropout_backward(v(grad_out), v(mask), v(grad_in))
         return grad_in
 
     def get_config(self):
@@ -223,13 +301,21 @@ class Activation(Layer):
 
     @property
     def logits(self):
-        return self.act.x
+        return _last(self, "logits")[1]
 
-    def call(self, x, training):
-        return self.act.forward(self.backend, x)
+    @staticmethod
+    def _logits(ctx):
+        return ctx[1]
 
-    def backward(self, grad_out, pre_activation=False):
-        return grad_out if pre_activation else self.act.backward(self.backend, grad_out)
+    def _forward(self, x, training):
+        y = self.act.forward(self.backend, x)
+        return y, (None, x, y)
+
+    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
+        if not need:
+            return None
+        return grad_out if pre_activation else self.act.backward(self.backend, ctx[1], ctx[2],
+                                                                 grad_out)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
@@ -271,11 +357,19 @@ class Softmax(_fixed("softmax", "Row-wise softmax over the last axis.")):
 
 
 class _Parametrized(Activation):
-    """An activation layer with one float parameter stored under ``param``."""
+    """An activation layer with one float parameter stored under ``param``, given by keyword
+    or as the first positional argument (``LeakyReLU(0.2)``, as Keras and PyTorch)."""
 
     param, act_name, default = None, None, None
 
-    def __init__(self, **kwargs):
+    def __init__(self, *args, **kwargs):
+        if len(args) > 1:
+            raise TypeError(f"{type(self).__name__}: takes one positional argument "
+                            f"({self.param}), got {len(args)}")
+        if args:
+            if self.param in kwargs:
+                raise TypeError(f"{type(self).__name__}: {self.param} given twice")
+            kwargs[self.param] = args[0]
         value = kwargs.pop(self.param, self.default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             raise ValueError(f"{type(self).__name__}: {self.param} must be a finite float, "

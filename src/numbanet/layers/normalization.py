@@ -70,13 +70,16 @@ class _Normalization(Layer):
     def _beta(self):
         return self._flat(self.params["beta"]) if self.center else self._zeros
 
-    def _param_grads(self):
-        """(grad_gamma, grad_beta) flat output buffers: the layer's grads or scratch."""
+    def _param_grads(self, sink):
+        """(grad_gamma, grad_beta, accumulate): flat output buffers from ``sink`` (scratch for
+        the parameters the layer does not have, or that nobody wants)."""
         size = int(np.prod(self.param_shape))
         be = self.backend
-        gg = self._flat(self.grads["gamma"]) if self.scale else be.empty((size,), self.dtype)
-        gb = self._flat(self.grads["beta"]) if self.center else be.empty((size,), self.dtype)
-        return gg, gb
+        pg = sink.layer_grads(self)
+        grads, accumulate = pg if pg is not None else ({}, False)
+        gg = self._flat(grads["gamma"]) if "gamma" in grads else be.empty((size,), self.dtype)
+        gb = self._flat(grads["beta"]) if "beta" in grads else be.empty((size,), self.dtype)
+        return gg, gb, accumulate
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon, "center": self.center,
@@ -112,7 +115,6 @@ class BatchNormalization(_Normalization):
                                                           "moving_mean_initializer", where)
         self.moving_variance_initializer = _check_initializer(moving_variance_initializer,
                                                               "moving_variance_initializer", where)
-        self._cache = None
 
     def compute_output_shape(self, input_shape):
         rank = len(input_shape) + 1
@@ -137,39 +139,40 @@ class BatchNormalization(_Normalization):
         pre, c, post = self._view
         return a.reshape((a.shape[0] * pre, c, post))
 
-    def call(self, x, training):
+    def _forward(self, x, training):
+        """Batch statistics in training (and the moving statistics updated), the moving ones in
+        inference; a frozen layer (``trainable=False``) always runs in inference mode, as
+        Keras."""
         be = self.backend
         x3 = self._x3(x)
-        out = be.empty(x.shape, self.dtype)
+        out = be.empty(tuple(x.shape), self.dtype)
         out3 = self._x3(out)
         rm, rv = self.buffers["moving_mean"], self.buffers["moving_variance"]
-        if training:
+        if training and self.trainable:
             c = self.param_shape[0]
             mean, invstd = be.empty((c,), self.dtype), be.empty((c,), self.dtype)
             be.batchnorm_forward_train(x3, self._gamma(), self._beta(), self.epsilon, out3, mean,
                                        invstd)
             be.batchnorm_update_running(rm, rv, mean, invstd, self.epsilon, self.momentum,
                                         x3.shape[0] * x3.shape[2])
-            self._cache = (x, True, mean, invstd)
-        else:
-            be.batchnorm_forward_infer(x3, self._gamma(), self._beta(), rm, rv, self.epsilon, out3)
-            self._cache = (x, False, None, None)
-        return out
+            return out, (x, True, mean, invstd)
+        be.batchnorm_forward_infer(x3, self._gamma(), self._beta(), rm, rv, self.epsilon, out3)
+        return out, (x, False, None, None)
 
-    def backward(self, grad_out):
+    def _backward(self, ctx, grad_out, sink, need):
         be = self.backend
-        x, training, mean, invstd = self._cache
+        x, training, mean, invstd = ctx
         x3, g3 = self._x3(x), self._x3(grad_out)
-        grad_in = be.empty(x.shape, self.dtype)
-        gg, gb = self._param_grads()
+        grad_in = be.empty(tuple(x.shape), self.dtype)
+        gg, gb, accumulate = self._param_grads(sink)
         if training:
-            be.batchnorm_backward(x3, g3, self._gamma(), mean, invstd, False, self._x3(grad_in),
-                                  gg, gb)
+            be.batchnorm_backward(x3, g3, self._gamma(), mean, invstd, accumulate,
+                                  self._x3(grad_in), gg, gb)
         else:
             be.batchnorm_backward_infer(x3, g3, self._gamma(), self.buffers["moving_mean"],
-                                        self.buffers["moving_variance"], self.epsilon, False,
-                                        self._x3(grad_in), gg, gb)
-        return grad_in if self.needs_input_grad else None
+                                        self.buffers["moving_variance"], self.epsilon,
+                                        accumulate, self._x3(grad_in), gg, gb)
+        return grad_in if need else None
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
@@ -197,7 +200,6 @@ class LayerNormalization(_Normalization):
                              f"the batch axis), got {axis!r}")
         self.axis = int(axes[0]) if not isinstance(axis, (tuple, list)) else tuple(int(a)
                                                                                    for a in axes)
-        self._cache = None
 
     def compute_output_shape(self, input_shape):
         rank = len(input_shape) + 1
@@ -220,24 +222,23 @@ class LayerNormalization(_Normalization):
         d = int(np.prod(self.param_shape))
         return a.reshape((a.size // d, d))
 
-    def call(self, x, training):
+    def _forward(self, x, training):
         be = self.backend
         x2 = self._x2(x)
-        out = be.empty(x.shape, self.dtype)
+        out = be.empty(tuple(x.shape), self.dtype)
         mean, invstd = be.empty((x2.shape[0],), self.dtype), be.empty((x2.shape[0],), self.dtype)
         be.layernorm_forward(x2, self._gamma(), self._beta(), self.epsilon, self._x2(out), mean,
                              invstd)
-        self._cache = (x, mean, invstd)
-        return out
+        return out, (x, mean, invstd)
 
-    def backward(self, grad_out):
+    def _backward(self, ctx, grad_out, sink, need):
         be = self.backend
-        x, mean, invstd = self._cache
-        grad_in = be.empty(x.shape, self.dtype)
-        gg, gb = self._param_grads()
-        be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd, False,
-                              self._x2(grad_in), gg, gb)
-        return grad_in if self.needs_input_grad else None
+        x, mean, invstd = ctx
+        grad_in = be.empty(tuple(x.shape), self.dtype)
+        gg, gb, accumulate = self._param_grads(sink)
+        be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd,
+                              accumulate, self._x2(grad_in), gg, gb)
+        return grad_in if need else None
 
     def get_config(self):
         axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis

@@ -1,0 +1,477 @@
+"""The graph engine: functional and subclassed models, shared layers, multiple inputs and
+outputs, GradientTape, custom training loops, merge layers, saving graphs, and bad input."""
+import numpy as np
+import pytest
+
+import numbanet as nb
+from numbanet.testing import gradcheck
+
+L = nb.layers
+
+
+def shared_graph(dtype="float64"):
+    """A residual connection, one layer shared three times, two outputs."""
+    inp = nb.Input(shape=(6,), dtype=dtype, name="x")
+    shared = L.Dense(6, activation="tanh", name="shared")
+    h1 = shared(inp)
+    h2 = shared(h1)
+    h3 = shared(L.Add(name="residual")([h1, h2]))
+    out1 = L.Dense(3, name="a")(h3)
+    out2 = L.Dense(2, activation="sigmoid", name="b")(L.Concatenate(name="cat")([h2, h3]))
+    return nb.Model(inp, [out1, out2], name="shared_graph")
+
+
+def torch_shared_graph(model):
+    """The same network in PyTorch with the same weights (float64)."""
+    torch = pytest.importorskip("torch")
+    w = {v.name: torch.tensor(v.numpy(), requires_grad=True) for v in model.trainable_weights}
+
+    def forward(x):
+        def shared(h):
+            return torch.tanh(h @ w["shared/kernel"] + w["shared/bias"])
+        h1 = shared(x)
+        h2 = shared(h1)
+        h3 = shared(h1 + h2)
+        o1 = h3 @ w["a/kernel"] + w["a/bias"]
+        o2 = torch.sigmoid(torch.cat([h2, h3], dim=1) @ w["b/kernel"] + w["b/bias"])
+        return o1, o2
+    return torch, w, forward
+
+
+def test_shared_layer_residual_two_outputs_gradients_equal_torch(rng):
+    nb.seed(3)
+    model = shared_graph()
+    assert [l.name for l in model.layers] == ["x", "shared", "residual", "a", "cat", "b"]
+    assert [v.name for v in model.trainable_weights] == [
+        "shared/kernel", "shared/bias", "a/kernel", "a/bias", "b/kernel", "b/bias"]
+    x = rng.standard_normal((5, 6))
+    y1 = rng.standard_normal((5, 3))
+    y2 = (rng.random((5, 2)) > 0.5).astype(np.float64)
+    torch, w, forward = torch_shared_graph(model)
+    o1, o2 = forward(torch.tensor(x))
+    tloss = torch.nn.functional.mse_loss(o1, torch.tensor(y1)) + \
+        torch.nn.functional.binary_cross_entropy(o2, torch.tensor(y2))
+    tloss.backward()
+    # a custom loop: the tape's gradients
+    with nb.GradientTape() as tape:
+        p1, p2 = model(x, training=True)
+        loss = nb.losses.MeanSquaredError()(y1, p1) + nb.losses.BinaryCrossentropy()(y2, p2)
+    assert float(loss) == pytest.approx(tloss.item(), rel=1e-12)
+    grads = tape.gradient(loss, model.trainable_weights)
+    for v, g in zip(model.trainable_weights, grads):
+        np.testing.assert_allclose(np.asarray(g), w[v.name].grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=v.name)
+    # fit's path (its own graph executor): SGD with lr 1 moves each weight by -grad
+    before = model.get_weights()
+    model.compile(nb.optimizers.SGD(1.0), loss=["mse", "binary_crossentropy"])
+    assert model.train_step(x, [y1, y2]) == pytest.approx(tloss.item(), rel=1e-12)
+    for v, w0, w1 in zip(model.trainable_weights, before, model.get_weights()):
+        np.testing.assert_allclose(w0 - w1, w[v.name].grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=v.name)
+
+
+def test_graph_gradcheck_inputs_and_weights(rng):
+    nb.seed(0)
+    model = shared_graph()
+    assert gradcheck(model, rng.standard_normal((3, 6)))
+
+
+@pytest.mark.parametrize("make, shapes", [
+    (lambda: L.Add(), [(3, 4)] * 3),
+    (lambda: L.Subtract(), [(3, 4)] * 2),
+    (lambda: L.Multiply(), [(2, 3)] * 3),
+    (lambda: L.Average(), [(3, 4)] * 3),
+    (lambda: L.Maximum(), [(3, 4)] * 3),
+    (lambda: L.Minimum(), [(3, 4)] * 2),
+    (lambda: L.Concatenate(axis=1), [(2, 3), (1, 3), (4, 3)]),
+    (lambda: L.Concatenate(), [(2, 3), (2, 1)]),
+], ids=["add", "subtract", "multiply", "average", "maximum", "minimum", "concat1", "concat-1"])
+def test_merge_layers_forward_gradcheck_and_torch(make, shapes, rng):
+    xs = [rng.permutation(2 * np.prod(s)).astype(np.float64)[:np.prod(s)].reshape(s) * 0.1 - 0.3
+          for s in ((4,) + sh for sh in shapes)]
+    layer = make()
+    name = type(layer).__name__
+    want = {"Add": lambda: sum(xs), "Subtract": lambda: xs[0] - xs[1],
+            "Multiply": lambda: np.prod(xs, axis=0), "Average": lambda: sum(xs) / len(xs),
+            "Maximum": lambda: np.max(xs, axis=0), "Minimum": lambda: np.min(xs, axis=0),
+            "Concatenate": lambda: np.concatenate(xs, axis=layer.axis)}[name]()
+    got = layer(xs)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
+    assert gradcheck(lambda *ts: layer(list(ts)), *xs)
+    torch = pytest.importorskip("torch")
+    ts = [torch.tensor(x, requires_grad=True) for x in xs]
+    tout = {"Add": lambda: sum(ts), "Subtract": lambda: ts[0] - ts[1],
+            "Multiply": lambda: ts[0] * ts[1] * ts[2], "Average": lambda: sum(ts) / len(ts),
+            "Maximum": lambda: torch.maximum(torch.maximum(ts[0], ts[1]), ts[2]),
+            "Minimum": lambda: torch.minimum(ts[0], ts[1]),
+            "Concatenate": lambda: torch.cat(ts, dim=layer.axis)}[name]()
+    g = rng.standard_normal(tout.shape)
+    tout.backward(torch.tensor(g))
+    tensors = [nb.ops.convert_to_tensor(x) for x in xs]
+    with nb.GradientTape() as tape:
+        tape.watch(tensors)
+        out = layer(tensors)
+    for a, t in zip(tape.gradient(out, tensors, output_gradients=g), ts):
+        np.testing.assert_allclose(np.asarray(a), t.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_merge_shape_mismatch_names_layer_and_shapes():
+    a, b = nb.Input((3,)), nb.Input((4,))
+    with pytest.raises(ValueError, match=r"Add 'plus'.*input 0 is \(None, 3\), input 1 is "
+                                         r"\(None, 4\)"):
+        L.Add(name="plus")([a, b])
+    with pytest.raises(ValueError, match="Concatenate.*match except along axis"):
+        L.Concatenate(axis=1)([nb.Input((2, 3)), nb.Input((2, 4))])
+    with pytest.raises(ValueError, match="Subtract.*exactly 2"):
+        L.Subtract()([a, a, a])
+    with pytest.raises(TypeError, match="expects a list of inputs"):
+        L.Add()(a)
+
+
+def test_global_pooling_and_permute_and_dense_on_any_rank(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    np.testing.assert_allclose(np.asarray(L.GlobalAveragePooling2D()(x)), x.mean(axis=(2, 3)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(L.GlobalMaxPooling2D()(x)), x.max(axis=(2, 3)))
+    assert L.GlobalAveragePooling2D(keepdims=True)(x).shape == (2, 3, 1, 1)
+    np.testing.assert_array_equal(np.asarray(L.Permute((3, 1, 2))(x)), x.transpose(0, 3, 1, 2))
+    dense = L.Dense(2)
+    out = dense(x)
+    assert out.shape == (2, 3, 4, 2)
+    w, b = (np.asarray(dense.params[k]) for k in ("kernel", "bias"))
+    np.testing.assert_allclose(np.asarray(out), x @ w + b, rtol=1e-12)
+    for layer in (L.GlobalAveragePooling2D(), L.GlobalMaxPooling2D(), L.Permute((2, 3, 1)),
+                  L.Dense(3, activation="tanh")):
+        assert gradcheck(layer, rng.permutation(2 * 3 * 4 * 5).reshape(2, 3, 4, 5) * 0.01)
+
+
+def test_subclassed_model_shares_weights_and_trains_with_fit(rng):
+    class Tower(nb.Model):
+        def __init__(self):
+            super().__init__()
+            self.shared = L.Dense(16, activation="tanh")
+            self.head = L.Dense(1)
+
+        def call(self, x, training=False):
+            h = self.shared(x)
+            return self.head(self.shared(h) + h)
+
+    nb.seed(0)
+    x = rng.standard_normal((256, 16)).astype(np.float32)
+    y = np.tanh(x[:, :3].sum(axis=1, keepdims=True))
+    model = Tower()
+    model.compile(nb.optimizers.Adam(0.01), "mse")
+    history = model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+    assert [l.name for l in model.layers] == [model.shared.name, model.head.name]
+    assert len(model.trainable_weights) == 4
+    assert model.predict(x[:5]).shape == (5, 1)
+    with pytest.raises(NotImplementedError, match="save_weights"):
+        model.save("never.npz")
+    assert gradcheck(Tower_in_float64(rng), rng.standard_normal((3, 4)))
+
+
+def Tower_in_float64(rng):
+    class Tower(nb.Model):
+        def __init__(self):
+            super().__init__()
+            self.shared = L.Dense(4, activation="tanh", dtype="float64")
+            self.head = L.Dense(2, dtype="float64")
+
+        def call(self, x, training=False):
+            h = self.shared(x)
+            return self.head(self.shared(nb.ops.concatenate([h, h * h], axis=0)[:len(x)]) + h)
+    model = Tower()
+    model(rng.standard_normal((2, 4)))          # build
+    return model
+
+
+def test_custom_layer_written_with_ops(rng):
+    class Scale(L.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight("w", (input_shape[-1],), initializer="ones")
+            self.input_shape, self.output_shape, self.built = input_shape, input_shape, True
+
+        def call(self, x):
+            return nb.ops.log(1.0 + nb.ops.exp(x * self.w)) - 0.5 * x
+
+    layer = Scale(dtype="float64")
+    assert gradcheck(lambda t: layer(t), rng.standard_normal((3, 4)))
+    inp = nb.Input((4,), dtype="float64")
+    model = nb.Model(inp, L.Dense(1, dtype="float64")(Scale(dtype="float64")(inp)))
+    assert model.output_shape == (1,)
+    assert gradcheck(model, rng.standard_normal((3, 4)))
+
+
+def test_ops_in_a_functional_graph_save_and_load(rng, tmp_path):
+    inp = nb.Input((3,))
+    h = L.Dense(4, activation="relu")(inp)
+    out = nb.ops.mean(h * 2.0 + inp @ np.ones((3, 4), np.float32), axis=1, keepdims=True)
+    model = nb.Model(inp, out)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    pred = model.predict(x)
+    h_ref = np.maximum(x @ model.layers[1].params["kernel"] + model.layers[1].params["bias"], 0)
+    np.testing.assert_allclose(pred, (h_ref * 2 + x.sum(1, keepdims=True)).mean(1,
+                                                                                  keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "ops.npz")
+    np.testing.assert_array_equal(nb.load_model(tmp_path / "ops.npz").predict(x), pred)
+
+
+def test_multiple_inputs_and_outputs_lists_and_dicts(rng, tmp_path):
+    a, b = nb.Input((4,), name="a"), nb.Input((2,), name="b")
+    h = L.Dense(8, activation="relu")(L.Concatenate()([a, b]))
+    cls = L.Dense(3, activation="softmax", name="cls")(h)
+    reg = L.Dense(1, name="reg")(h)
+    model = nb.Model(inputs=[a, b], outputs=[cls, reg])
+    model.compile("adam", loss={"cls": "sparse_categorical_crossentropy", "reg": "mse"},
+                  loss_weights={"cls": 1.0, "reg": 0.5}, metrics={"cls": ["accuracy"]})
+    xa, xb = rng.standard_normal((40, 4)), rng.standard_normal((40, 2))
+    yc, yr = rng.integers(0, 3, 40), rng.standard_normal((40, 1))
+    h1 = model.fit([xa, xb], [yc, yr], epochs=2, batch_size=8, verbose=0)
+    h2 = model.fit({"a": xa, "b": xb}, {"cls": yc, "reg": yr}, epochs=1, verbose=0)
+    assert "cls_accuracy" in h1.history and len(h2.history["loss"]) == 1
+    result = model.evaluate([xa, xb], [yc, yr])
+    assert set(result) == {"loss", "cls_loss", "reg_loss", "cls_accuracy"}
+    assert result["loss"] == pytest.approx(result["cls_loss"] + 0.5 * result["reg_loss"],
+                                           rel=1e-5)
+    pc, pr = model.predict([xa, xb])
+    assert pc.shape == (40, 3) and pr.shape == (40, 1)
+    model.save(tmp_path / "two.npz")
+    loaded = nb.load_model(tmp_path / "two.npz")
+    for p, q in zip(loaded.predict({"a": xa, "b": xb}), (pc, pr)):
+        np.testing.assert_array_equal(p, q)
+    assert loaded.evaluate([xa, xb], [yc, yr]) == pytest.approx(result)
+    with pytest.raises(ValueError, match="expected 2 entries"):
+        model.predict([xa])
+    with pytest.raises(ValueError, match="unknown name 'c'"):
+        model.predict({"a": xa, "c": xb})
+
+
+def test_layer_shared_by_two_models_trains_through_each(rng):
+    """A layer (an encoder) used by two models: training either changes the one copy."""
+    encoder = L.Dense(4, activation="tanh", name="encoder")
+    inp = nb.Input((6,))
+    code = encoder(inp)
+    autoenc = nb.Model(inp, L.Dense(6, name="decoder")(code))
+    inp2 = nb.Input((6,))
+    clf = nb.Model(inp2, L.Dense(2, activation="softmax", name="clf")(encoder(inp2)))
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+    autoenc.compile(nb.optimizers.SGD(0.1), "mse")
+    clf.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    w0 = encoder.params["kernel"].copy()
+    autoenc.fit(x, x, epochs=1, verbose=0)
+    w1 = encoder.params["kernel"].copy()
+    assert not np.array_equal(w0, w1)
+    clf.fit(x, rng.integers(0, 2, 32), epochs=1, verbose=0)
+    assert not np.array_equal(w1, encoder.params["kernel"])
+    # the same through Sequential: a second model from the first one's layers
+    m1 = nb.Sequential([L.Dense(5, activation="relu"), L.Dense(2)], input_shape=(3,))
+    m2 = nb.Sequential(m1.layers[:1] + [L.Dense(1)], input_shape=(3,))
+    m1.compile(nb.optimizers.SGD(0.1), "mse")
+    k = m1.layers[0].params["kernel"]
+    before = np.array(k)
+    m1.fit(rng.standard_normal((8, 3)), rng.standard_normal((8, 2)), verbose=0)
+    assert not np.array_equal(before, np.asarray(m2.layers[0].params["kernel"]))
+    assert m2.layers[0].params["kernel"] is k
+
+
+def test_nested_model_and_freezing(rng):
+    nb.seed(1)
+    inner_in = nb.Input((4,))
+    inner = nb.Model(inner_in, L.Dense(3, activation="relu", name="inner_dense")(inner_in),
+                     name="inner")
+    inp = nb.Input((4,))
+    model = nb.Model(inp, L.Dense(1, name="top")(inner(inp)))
+    assert model.get_layer("inner") is inner
+    x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 1))
+    model.compile(nb.optimizers.SGD(0.1), "mse")
+    inner.trainable = False
+    frozen = inner.get_weights()
+    top = model.get_layer("top").params["kernel"].copy()
+    model.fit(x, y, epochs=2, verbose=0)
+    for a, b in zip(frozen, inner.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(top, model.get_layer("top").params["kernel"])
+    assert len(model.trainable_weights) == 2 and len(model.non_trainable_weights) == 2
+    inner.trainable = True
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not np.array_equal(frozen[0], inner.get_weights()[0])
+    # a frozen layer inside a tape: no gradient for it
+    model.get_layer("top").trainable = False
+    with nb.GradientTape() as tape:
+        loss = nb.ops.mean(model(x))
+    assert len(model.trainable_weights) == 2
+    assert all(g is not None for g in tape.gradient(loss, model.trainable_weights))
+
+
+def test_functional_save_load_bit_identical_and_resumes(rng, tmp_path):
+    nb.seed(4)
+    inp = nb.Input((1, 8, 8))
+    x = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    y = L.Conv2D(4, 3, padding="same")(x)
+    x = L.BatchNormalization()(L.Add()([x, y]))
+    x = L.GlobalAveragePooling2D()(L.ReLU()(x))
+    out = L.Dense(10, activation="softmax", name="digit")(x)
+    model = nb.Model(inp, out)
+    model.compile(nb.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    xs, ys = nb.datasets.load_digits()
+    xs, ys = xs[:96], ys[:96]
+    model.fit(xs, ys, epochs=1, batch_size=32, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = nb.load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(xs), model.predict(xs))
+    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+    assert loaded.get_config() == model.get_config()
+    for _ in range(3):
+        assert loaded.train_step(xs[:32], ys[:32]) == model.train_step(xs[:32], ys[:32])
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # weights alone, into a rebuilt model
+    model.save_weights(tmp_path / "w.npz")
+    clone = nb.Model.from_config(model.get_config()) if hasattr(nb.Model, "from_config") \
+        else None
+    assert clone is not None
+    clone.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(clone.predict(xs), model.predict(xs))
+
+
+def test_summary_has_connected_to(capsys):
+    model = shared_graph("float32")
+    model.summary()
+    out = capsys.readouterr().out
+    assert "Connected to" in out and "residual (Add)" in out
+    assert "shared[0][0], shared[1][0]" in out
+    assert "Total params: 89" in out
+
+
+def test_tape_semantics(rng):
+    x = nb.ops.convert_to_tensor(rng.standard_normal((3, 2)))
+    with nb.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = nb.ops.sum(x * x)
+        z = nb.ops.sum(nb.ops.exp(x))
+        unrelated = nb.ops.sum(nb.ops.convert_to_tensor(np.ones(3)) * 2)
+        nonscalar = x * 2
+    np.testing.assert_allclose(np.asarray(tape.gradient(y, x)), 2 * np.asarray(x))
+    np.testing.assert_allclose(np.asarray(tape.gradient(z, x)), np.exp(np.asarray(x)))
+    w = nb.ops.convert_to_tensor(np.ones(2))
+    assert tape.gradient(y, [x, w])[1] is None          # not watched: None, as TensorFlow
+    with pytest.raises(ValueError, match="scalar"):
+        tape.gradient(nonscalar, x)
+    assert tape.gradient(unrelated, x) is None       # computed from constants only
+    with pytest.raises(ValueError, match="not computed under this tape"):
+        tape.gradient(nb.ops.sum(x), x)
+    with pytest.raises(TypeError, match="source 0 is a ndarray"):
+        tape.gradient(y, [np.ones(2)])
+    once = nb.GradientTape()
+    with once:
+        once.watch(x)
+        y = nb.ops.sum(x)
+    once.gradient(y, x)
+    with pytest.raises(RuntimeError, match="only be called once"):
+        once.gradient(y, x)
+    with pytest.raises(TypeError, match="convert_to_tensor"):
+        nb.GradientTape().watch(np.ones(3))
+    # the source a target does not depend on gets None; a tensor's own gradient is one
+    dense = L.Dense(2)
+    dense(np.ones((1, 2)))
+    with nb.GradientTape() as tape:
+        out = nb.ops.sum(x)
+    assert tape.gradient(out, dense.trainable_weights) == [None, None]
+
+
+def test_custom_loss_with_ops_trains_with_fit(rng):
+    class MyMSE(nb.losses.Loss):
+        def call(self, y_true, y_pred):
+            return nb.ops.mean(nb.ops.square(y_pred - y_true), axis=-1)
+
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+    nb.seed(0)
+    a = nb.Sequential([L.Dense(1)], input_shape=(3,))
+    b = nb.Sequential([L.Dense(1)], input_shape=(3,))
+    b.set_weights(a.get_weights())
+    a.compile(nb.optimizers.SGD(0.1), MyMSE())
+    b.compile(nb.optimizers.SGD(0.1), "mse")
+    ha = a.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    hb = b.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-5)
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+    assert MyMSE()(y, y + 1.0) == pytest.approx(1.0)
+
+
+def test_per_position_outputs_losses_and_metrics(rng):
+    inp = nb.Input((5, 3))
+    out = L.Dense(4, activation="softmax")(L.Dense(6, activation="tanh")(inp))
+    model = nb.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = rng.standard_normal((16, 5, 3)).astype(np.float32)
+    y = rng.integers(0, 4, (16, 5))
+    model.fit(x, y, epochs=1, verbose=0)
+    p = model.predict(x)
+    want = -np.mean(np.log(np.take_along_axis(p, y[..., None], -1)))
+    result = model.evaluate(x, y)
+    assert result["loss"] == pytest.approx(want, rel=1e-5)
+    assert result["accuracy"] == pytest.approx(np.mean(p.argmax(-1) == y))
+    with pytest.raises(ValueError, match=r"labels must have shape \(None, 5\)"):
+        model.evaluate(x, y[:, :3])
+
+
+def test_graph_bad_input_is_clear():
+    a, b = nb.Input((3,), name="a"), nb.Input((3,), name="b")
+    out = L.Dense(2)(a)
+    with pytest.raises(ValueError, match="no output depends on input 'b'"):
+        nb.Model([a, b], out)
+    with pytest.raises(ValueError, match="graph disconnected.*'a'"):
+        nb.Model(b, out)
+    dense = L.Dense(2, name="d")
+    dense(a)
+    with pytest.raises(ValueError, match=r"'d': built for input of shape \(None, 3\), called on "
+                                         r"shape \(None, 4\)"):
+        dense(nb.Input((4,)))
+    x1 = L.Dense(2, name="same")(a)
+    x2 = L.Dense(2, name="same")(a)
+    with pytest.raises(ValueError, match="two different layers are named 'same'"):
+        nb.Model(a, L.Add()([x1, x2]))
+    with pytest.raises(TypeError, match="inputs must be tensors made by nb.Input"):
+        nb.Model(out, out)
+    with pytest.raises(TypeError, match="no value"):
+        np.asarray(a)
+    model = nb.Model(a, out)
+    with pytest.raises(ValueError, match=r"expected input of shape \(None, 3\).*\(2, 4\)"):
+        model(np.ones((2, 4), np.float32))
+    config = model.get_config()
+    config["nodes"][1]["inputs"] = [[1, 0]]                 # a node that reads itself
+    with pytest.raises(ValueError, match="cycle"):
+        nb.models.functional_from_config(config)
+
+
+def test_resnet_style_model_on_digits_reaches_97_percent():
+    """Two residual blocks with BatchNormalization, functional API, on the 8x8 digits."""
+    x, y = nb.datasets.load_digits()
+    x_train, x_test, y_train, y_test = nb.data.train_test_split(x, y, test_size=0.2, seed=0,
+                                                                stratify=y)
+    nb.seed(0)
+
+    def bn():
+        return L.BatchNormalization(momentum=0.9)
+
+    def block(h, filters):
+        r = L.Conv2D(filters, 3, padding="same", use_bias=False)(h)
+        r = L.ReLU()(bn()(r))
+        r = bn()(L.Conv2D(filters, 3, padding="same", use_bias=False)(r))
+        return L.ReLU()(L.Add()([h, r]))
+
+    inp = nb.Input((1, 8, 8))
+    h = L.ReLU()(bn()(L.Conv2D(32, 3, padding="same", use_bias=False)(inp)))
+    h = block(block(h, 32), 32)
+    out = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h))
+    model = nb.Model(inp, out)
+    epochs, steps = 12, -(-len(x_train) // 32)
+    model.compile(nb.optimizers.Adam(nb.schedules.CosineDecay(3e-3, epochs * steps)),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=32, seed=0, verbose=0)
+    assert model.evaluate(x_test, y_test)["accuracy"] >= 0.97

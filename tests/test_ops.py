@@ -1,0 +1,222 @@
+"""nb.ops: every op's forward against NumPy in float64, its gradient (through a GradientTape)
+against central differences and against torch.autograd, with broadcasting shapes; the operators
+on tensors; conversion; dtype rules; bad arguments."""
+import numpy as np
+import pytest
+
+import numbanet as nb
+from numbanet import ops
+from numbanet.testing import gradcheck
+
+
+def _pos(shape, rng):
+    return rng.uniform(0.5, 2.0, shape)
+
+
+def _real(shape, rng):
+    return rng.standard_normal(shape)
+
+
+def _apart(shape, rng):
+    """Reals without near-ties (for max / maximum / abs / clip kinks)."""
+    n = int(np.prod(shape))
+    v = rng.permutation(n).astype(np.float64) * 0.37 - n * 0.18 + 0.05
+    return v.reshape(shape)
+
+
+# name -> (numbanet fn, numpy fn, torch fn (or None), input shapes, input maker)
+UNARY = {
+    "negative": (ops.negative, np.negative, "neg"),
+    "square": (ops.square, np.square, "square"),
+    "sqrt": (ops.sqrt, np.sqrt, "sqrt"),
+    "exp": (ops.exp, np.exp, "exp"),
+    "log": (ops.log, np.log, "log"),
+    "abs": (ops.abs, np.abs, "abs"),
+    "sigmoid": (ops.sigmoid, lambda x: 1 / (1 + np.exp(-x)), "sigmoid"),
+    "tanh": (ops.tanh, np.tanh, "tanh"),
+    "relu": (ops.relu, lambda x: np.maximum(x, 0), "relu"),
+}
+
+CASES = {
+    **{k: (v[0], v[1], v[2], [(3, 4)], _pos if k in ("sqrt", "log") else _apart)
+       for k, v in UNARY.items()},
+    "add": (ops.add, np.add, "add", [(2, 3, 4), (3, 1)], _real),
+    "subtract": (ops.subtract, np.subtract, "sub", [(3, 1), (2, 3, 4)], _real),
+    "multiply": (ops.multiply, np.multiply, "mul", [(2, 1, 4), (3, 1)], _real),
+    "divide": (ops.divide, np.divide, "div", [(2, 3, 4), (4,)], _pos),
+    "maximum": (ops.maximum, np.maximum, "maximum", [(2, 3, 4), (1, 3, 1)], _apart),
+    "minimum": (ops.minimum, np.minimum, "minimum", [(3, 4), (2, 1, 4)], _apart),
+    "matmul": (ops.matmul, np.matmul, "matmul", [(2, 3, 4), (4, 5)], _real),
+    "matmul_batched": (ops.matmul, np.matmul, "matmul", [(2, 1, 3, 4), (3, 4, 2)], _real),
+    "matmul_vector": (ops.matmul, np.matmul, "matmul", [(4,), (2, 4, 3)], _real),
+    "sum": (lambda x: ops.sum(x, axis=(0, 2)), lambda x: np.sum(x, axis=(0, 2)),
+            lambda t, x: t.sum(x, dim=(0, 2)), [(2, 3, 4)], _real),
+    "sum_all": (ops.sum, np.sum, "sum", [(3, 4)], _real),
+    "mean": (lambda x: ops.mean(x, axis=-1, keepdims=True),
+             lambda x: np.mean(x, axis=-1, keepdims=True),
+             lambda t, x: t.mean(x, dim=-1, keepdim=True), [(2, 3, 4)], _real),
+    "max": (lambda x: ops.max(x, axis=1), lambda x: np.max(x, axis=1),
+            lambda t, x: t.amax(x, dim=1), [(2, 3, 4)], _apart),
+    "power": (lambda x: ops.power(x, 1.7), lambda x: np.power(x, 1.7),
+              lambda t, x: t.pow(x, 1.7), [(3, 4)], _pos),
+    "power_int": (lambda x: x ** 3, lambda x: x ** 3, lambda t, x: x ** 3, [(3, 4)], _real),
+    "clip": (lambda x: ops.clip(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7),
+             lambda t, x: t.clamp(x, -0.5, 0.7), [(4, 5)], _apart),
+    "where": (lambda x, y: ops.where(np.arange(4) % 2 == 0, x, y),
+              lambda x, y: np.where(np.arange(4) % 2 == 0, x, y),
+              lambda t, x, y: t.where(t.from_numpy(np.arange(4) % 2 == 0), x, y),
+              [(3, 4), (3, 1)], _real),
+    "reshape": (lambda x: ops.reshape(x, (4, -1)), lambda x: x.reshape(4, -1),
+                lambda t, x: x.reshape(4, -1), [(2, 3, 4)], _real),
+    "transpose": (lambda x: ops.transpose(x, (2, 0, 1)), lambda x: np.transpose(x, (2, 0, 1)),
+                  lambda t, x: x.permute(2, 0, 1), [(2, 3, 4)], _real),
+    "concatenate": (lambda x, y: ops.concatenate([x, y, x], axis=1),
+                    lambda x, y: np.concatenate([x, y, x], axis=1),
+                    lambda t, x, y: t.cat([x, y, x], dim=1), [(2, 3, 4), (2, 1, 4)], _real),
+    "stack": (lambda x, y: ops.stack([x, y], axis=1), lambda x, y: np.stack([x, y], axis=1),
+              lambda t, x, y: t.stack([x, y], dim=1), [(2, 3), (2, 3)], _real),
+    "take": (lambda x: ops.take(x, np.array([[2, 0], [2, -1]]), axis=1),
+             lambda x: np.take(x, np.array([[2, 0], [2, -1]]), axis=1),
+             lambda t, x: x[:, t.tensor([[2, 0], [2, 3]])], [(2, 4, 3)], _real),
+    "softmax": (lambda x: ops.softmax(x, axis=1), lambda x: _softmax(x, 1),
+                lambda t, x: t.softmax(x, dim=1), [(2, 3, 4)], _real),
+    "log_softmax": (ops.log_softmax, lambda x: np.log(_softmax(x, -1)),
+                    lambda t, x: t.log_softmax(x, dim=-1), [(3, 5)], _real),
+    "getitem": (lambda x: x[1:, ::2, None, -1], lambda x: x[1:, ::2, None, -1],
+                lambda t, x: x[1:, ::2, None, -1], [(3, 5, 4)], _real),
+    "broadcast_to": (lambda x: ops.broadcast_to(x, (2, 3, 4)),
+                     lambda x: np.broadcast_to(x, (2, 3, 4)),
+                     lambda t, x: x.expand(2, 3, 4), [(3, 1)], _real),
+    "operators": (lambda x, y: (2.0 - x) * y / 3.0 + x @ y.T - (-x) ** 2 + 1.5 / (y * y + 1),
+                  lambda x, y: (2.0 - x) * y / 3.0 + x @ y.T - (-x) ** 2 + 1.5 / (y * y + 1),
+                  lambda t, x, y: (2.0 - x) * y / 3.0 + x @ y.T - (-x) ** 2 + 1.5 / (y * y + 1),
+                  [(3, 3), (3, 3)], _real),
+}
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _inputs(name, rng):
+    _, _, _, shapes, make = CASES[name]
+    return [make(s, rng) for s in shapes]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_forward_matches_numpy_float64(name, rng):
+    fn, ref = CASES[name][:2]
+    xs = _inputs(name, rng)
+    got = fn(*[nb.ops.convert_to_tensor(x) for x in xs])
+    assert isinstance(got, nb.Tensor) and got.dtype == np.float64
+    want = ref(*xs)
+    assert got.shape == np.shape(want)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradient_matches_central_differences(name, rng):
+    fn = CASES[name][0]
+    assert gradcheck(fn, *_inputs(name, rng))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradient_matches_torch(name, rng):
+    torch = pytest.importorskip("torch")
+    fn, _, tfn = CASES[name][:3]
+    xs = _inputs(name, rng)
+    tensors = [nb.ops.convert_to_tensor(x) for x in xs]
+    with nb.GradientTape() as tape:
+        tape.watch(tensors)
+        out = fn(*tensors)
+    g = rng.standard_normal(out.shape)
+    grads = tape.gradient(out, tensors, output_gradients=g)
+    txs = [torch.tensor(x, requires_grad=True) for x in xs]
+    tout = getattr(torch, tfn)(*txs) if isinstance(tfn, str) else tfn(torch, *txs)
+    np.testing.assert_allclose(np.asarray(out), tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+    tout.backward(torch.tensor(g))
+    for k, (a, t) in enumerate(zip(grads, txs)):
+        np.testing.assert_allclose(np.asarray(a), t.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=f"input {k}")
+
+
+def test_ties_split_the_gradient_as_torch():
+    torch = pytest.importorskip("torch")
+    a = np.array([1.0, 2.0, 3.0, 2.0])
+    b = np.array([1.0, 1.0, 3.0, 5.0])
+    for name in ("maximum", "minimum"):
+        ta, tb = nb.ops.convert_to_tensor(a), nb.ops.convert_to_tensor(b)
+        with nb.GradientTape() as tape:
+            tape.watch([ta, tb])
+            out = nb.ops.sum(getattr(nb.ops, name)(ta, tb))
+        ga, gb = tape.gradient(out, [ta, tb])
+        xa, xb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        getattr(torch, name)(xa, xb).sum().backward()
+        np.testing.assert_array_equal(np.asarray(ga), xa.grad.numpy())
+        np.testing.assert_array_equal(np.asarray(gb), xb.grad.numpy())
+    x = nb.ops.convert_to_tensor(np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]]))
+    with nb.GradientTape() as tape:
+        tape.watch(x)
+        out = nb.ops.sum(nb.ops.max(x, axis=1))
+    tx = torch.tensor(np.asarray(x), requires_grad=True)
+    torch.amax(tx, dim=1).sum().backward()
+    np.testing.assert_array_equal(np.asarray(tape.gradient(out, x)), tx.grad.numpy())
+
+
+def test_repeated_take_indices_add_their_gradients(rng):
+    x = nb.ops.convert_to_tensor(rng.standard_normal((5, 2)))
+    idx = np.array([1, 3, 1, 1, 4])
+    with nb.GradientTape() as tape:
+        tape.watch(x)
+        out = nb.ops.sum(nb.ops.take(x, idx, axis=0))
+    want = np.zeros((5, 2))
+    np.add.at(want, idx, 1.0)
+    np.testing.assert_array_equal(np.asarray(tape.gradient(out, x)), want)
+
+
+def test_float32_tensors_and_host_operands(rng):
+    x = nb.ops.convert_to_tensor(rng.standard_normal((3, 4)).astype(np.float32))
+    assert x.dtype == np.float32
+    # numbers and host arrays take the tensor's dtype; two float64 tensors give float64
+    assert (x * 2).dtype == np.float32 and (x + np.ones(4)).dtype == np.float32
+    assert (1 - x).dtype == np.float32
+    y = nb.ops.convert_to_tensor(np.ones((3, 4)))
+    assert y.dtype == np.float64 and (x + y).dtype == np.float64
+    np.testing.assert_allclose(np.asarray(x * 2 + 1), np.asarray(x) * 2 + 1, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nb.ops.exp(x)), np.exp(np.asarray(x)), rtol=1e-6)
+    # ndarray on the left goes to the op too
+    z = np.ones((3, 4)) - x
+    assert isinstance(z, nb.Tensor) and z.dtype == np.float32
+    assert float(nb.ops.sum(x)) == pytest.approx(float(np.asarray(x).sum()), rel=1e-5)
+    assert x.numpy() is not x.value and len(x) == 3 and x.ndim == 2 and x.size == 12
+    assert [t.shape for t in x] == [(4,)] * 3
+    assert "Tensor" in repr(x)
+
+
+def test_bad_arguments_are_clear_errors(rng):
+    x = nb.ops.convert_to_tensor(rng.standard_normal((3, 4)))
+    with pytest.raises(ValueError, match=r"add: shapes \(3, 4\) and \(3,\) do not broadcast"):
+        nb.ops.add(x, np.ones(3))
+    with pytest.raises(ValueError, match="matmul.*not aligned"):
+        nb.ops.matmul(x, np.ones((3, 2)))
+    with pytest.raises(ValueError, match="axis 2 out of range"):
+        nb.ops.sum(x, axis=2)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        nb.ops.reshape(x, (5, -1))
+    with pytest.raises(IndexError, match="index 4 is out of bounds for axis 1 with size 4"):
+        nb.ops.take(x, [0, 4], axis=1)
+    with pytest.raises(IndexError, match="out of bounds"):
+        x[3]
+    with pytest.raises(TypeError, match="take"):
+        x[np.array([0, 1])]
+    with pytest.raises(TypeError, match="exponent must be a Python number"):
+        nb.ops.power(x, x)
+    with pytest.raises(ValueError, match="x_min 2.0 is greater than x_max 1.0"):
+        nb.ops.clip(x, 2, 1)
+    with pytest.raises(TypeError, match="only a tensor of one element converts to float"):
+        float(x)
+    with pytest.raises(TypeError, match="could not convert|expected numbers"):
+        nb.ops.convert_to_tensor(["a", "b"])
+    with pytest.raises(ValueError, match="concatenate.*differ outside axis"):
+        nb.ops.concatenate([x, np.ones((2, 3))], axis=0)
