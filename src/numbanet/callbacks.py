@@ -109,7 +109,8 @@ class TerminateOnNaN(Callback):
         loss = (logs or {}).get("batch_loss", (logs or {}).get("loss"))
         if loss is not None and not np.isfinite(loss):
             msg = (f"loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}; training "
-                   f"stopped (check the learning rate, the inputs and the loss)")
+                   f"stopped, with the weights and optimizer state of before that step (check "
+                   f"the learning rate, the inputs and the loss)")
             self.model.stop_training = True
             self.model.stop_reason = msg
             warnings.warn(msg, RuntimeWarning, stacklevel=2)

@@ -34,6 +34,8 @@ def build_digits_cnn(device="cpu"):
 
 def train(args):
     import numbanet as nb
+    from ._files import check_writable
+    check_writable(args.output, "the model file")      # fail before training, not after it
     if args.plot is None:          # by default the curves go next to the model, when possible
         try:
             nb.plot.require_matplotlib()
@@ -44,6 +46,8 @@ def train(args):
                   "(pip install numbanet[plot])", file=sys.stderr)
     elif args.plot:
         nb.plot.require_matplotlib()        # fail before training, not after it
+    if args.plot:
+        check_writable(args.plot, "the plot")
     nb.seed(args.seed)
     x, y = nb.datasets.load_digits()
     x_train, x_test, y_train, y_test = nb.data.train_test_split(
@@ -59,17 +63,22 @@ def train(args):
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=0.1, seed=args.seed, verbose=args.verbose)
     seconds = time.perf_counter() - t0
-    if args.plot:
-        nb.plot_history(history, args.plot, title="numbanet train: 8x8 digits CNN")
-        print(f"training curves saved to {args.plot}")
     if model.stop_reason:
         print(f"training stopped: {model.stop_reason}", file=sys.stderr)
         return 1
+    model.save(args.output)                 # the trained model first: nothing after can lose it
+    print(f"model saved to {args.output}")
     result = model.evaluate(x_test, y_test)
-    model.save(args.output)
     print(f"test accuracy: {result['accuracy']:.4f}  test loss: {result['loss']:.4f}  "
           f"({len(x_test)} test images, {seconds:.1f}s training on {model.device})")
-    print(f"model saved to {args.output}")
+    if args.plot:
+        try:
+            nb.plot_history(history, args.plot, title="numbanet train: 8x8 digits CNN")
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"numbanet train: the training curves could not be drawn ({e}); the model is "
+                  f"saved in {args.output}", file=sys.stderr)
+            return 1
+        print(f"training curves saved to {args.plot}")
     return 0
 
 
@@ -125,8 +134,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, ImportError) as e:
-        print(f"numbanet {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, RuntimeError, ImportError, OSError) as e:
+        message = e.strerror if isinstance(e, OSError) and e.strerror and not e.filename \
+            else str(e)
+        print(f"numbanet {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -184,6 +184,12 @@ def format_table(rows, cuda_note=None):
 def main(args):
     """The ``numbanet compare`` command."""
     from . import _cuda
+    if _cuda.cuda is None:
+        print(f"numbanet compare: the CUDA side needs numba-cuda: {_cuda.unavailable_reason()}"
+              + ("" if args.resources else " Timing the CPU kernels only."), file=sys.stderr,
+              flush=True)
+        if args.resources:
+            return 2
     if args.resources:
         result = _cuda.kernel_resources()
         if "skip" in result:

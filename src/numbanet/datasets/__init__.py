@@ -8,6 +8,7 @@
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import shutil
 import urllib.error
@@ -102,13 +103,17 @@ def read_idx(path):
                          f"{header} bytes, the file has {len(data)}")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize          # Python ints: no overflow
     got = len(data) - header
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
         raise ValueError(f"IDX file {path}: {what}: shape {shape} of {dtype.name} needs "
-                         f"{expected} data bytes, found {got}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+                         f"{expected:,} data bytes, found {got:,}")
+    try:
+        arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError as e:
+        raise ValueError(f"IDX file {path}: cannot read shape {shape} of {dtype.name} ({e})") \
+            from None
     return arr.astype(dtype.newbyteorder("="))
 
 
