@@ -159,8 +159,42 @@ MODELS = {
     # name: (input shape, batch size)
     "mlp": ((64,), 32),
     "lenet": ((1, 28, 28), 128),
+    "resblock": ((1, 28, 28), 128),
 }
 CLASSES = 10
+
+
+def resblock_model(nb, dtype="float32"):
+    """A functional residual-block network: Conv2D(32, 3, same, relu) -> MaxPool2D(2) ->
+    [Conv2D(32, 3, same, relu) -> Conv2D(32, 3, same)] + skip -> ReLU ->
+    GlobalAveragePooling2D -> Dense(10, softmax), on (1, 28, 28)."""
+    L = nb.layers
+    inp = nb.Input(MODELS["resblock"][0], dtype=dtype)
+    x = L.MaxPool2D(2)(L.Conv2D(32, 3, padding="same", activation="relu")(inp))
+    y = L.Conv2D(32, 3, padding="same", activation="relu")(x)
+    y = L.Conv2D(32, 3, padding="same")(y)
+    x = L.ReLU()(L.Add()([x, y]))
+    out = L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    return nb.Model(inp, out)
+
+
+def torch_resblock(torch):
+    """The PyTorch twin of ``resblock_model`` (logits out)."""
+    nn = torch.nn
+
+    class ResBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 32, 3, padding=1)
+            self.conv1 = nn.Conv2d(32, 32, 3, padding=1)
+            self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+            self.head = nn.Linear(32, CLASSES)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.stem(x)), 2)
+            y = self.conv2(torch.relu(self.conv1(x)))
+            return self.head(torch.relu(x + y).mean(dim=(2, 3)))
+    return ResBlock()
 
 
 def build_model(name, device="cpu", dtype="float32"):
@@ -175,9 +209,14 @@ def build_model(name, device="cpu", dtype="float32"):
                   L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
                   L.Flatten(), L.Dense(128, activation="relu"),
                   L.Dense(CLASSES, activation="softmax")]
-    else:
+    elif name != "resblock":
         raise ValueError(f"unknown benchmark model {name!r}")
-    model = nb.Sequential(layers, input_shape=MODELS[name][0], device=device, dtype=dtype)
+    if name == "resblock":
+        if not hasattr(nb, "Model"):
+            raise NotImplementedError("this numbanet has no functional models")
+        model = resblock_model(nb, dtype).to(device)
+    else:
+        model = nb.Sequential(layers, input_shape=MODELS[name][0], device=device, dtype=dtype)
     model.compile(optimizer=nb.optimizers.Adam(learning_rate=1e-3),
                   loss="sparse_categorical_crossentropy")
     return model
@@ -197,6 +236,8 @@ def torch_model(torch, name):
     torch.manual_seed(SEED)
     if name == "mlp":
         return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, CLASSES))
+    if name == "resblock":
+        return torch_resblock(torch)
     return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),

@@ -120,35 +120,58 @@ def _train_pair(nb_model, torch_model, x, y, lr=1e-3, device="cpu"):
     return nb_fn, torch_fn
 
 
-def lenet_case(batch=128, device="cpu"):
+def _chain(nb, layers, input_shape, functional, device):
+    """``layers`` as a Sequential, or the same chain built with the functional API."""
+    if not functional:
+        return nb.Sequential(layers, input_shape=input_shape, device=device)
+    inp = x = nb.Input(input_shape)
+    for layer in layers:
+        x = layer(x)
+    return nb.Model(inp, x).to(device)
+
+
+def lenet_case(batch=128, device="cpu", functional=False):
     import torch
     import numbanet as nb
     L, T = nb.layers, torch.nn
     rng = np.random.default_rng(0)
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, batch)
-    model = nb.Sequential([
+    model = _chain(nb, [
         L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
         L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
         L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax"),
-    ], input_shape=(1, 28, 28), device=device)
+    ], (1, 28, 28), functional, device)
     tmodel = T.Sequential(T.Conv2d(1, 32, 3, padding=1), T.ReLU(), T.MaxPool2d(2),
                           T.Conv2d(32, 64, 3, padding=1), T.ReLU(), T.MaxPool2d(2), T.Flatten(),
                           T.Linear(64 * 7 * 7, 128), T.ReLU(), T.Linear(128, 10))
     return _train_pair(model, tmodel, x, y, device=device)
 
 
-def mlp_case(batch=32):
+def mlp_case(batch=32, functional=False):
     import torch
     import numbanet as nb
     L, T = nb.layers, torch.nn
     rng = np.random.default_rng(0)
     x = rng.random((batch, 64), dtype=np.float32)
     y = rng.integers(0, 10, batch)
-    model = nb.Sequential([L.Dense(128, activation="relu"), L.Dense(10, activation="softmax")],
-                          input_shape=(64,))
+    model = _chain(nb, [L.Dense(128, activation="relu"), L.Dense(10, activation="softmax")],
+                   (64,), functional, "cpu")
     tmodel = T.Sequential(T.Linear(64, 128), T.ReLU(), T.Linear(128, 10))
     return _train_pair(model, tmodel, x, y)
+
+
+def resblock_case(batch=128, device="cpu"):
+    """A functional residual block (benchmarks/common.py resblock_model) against its PyTorch
+    twin, batch 128, Adam."""
+    import torch
+    import numbanet as nb
+    import common
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    return _train_pair(common.resblock_model(nb).to(device), common.torch_resblock(torch), x, y,
+                       device=device)
 
 
 def _cuda_setup():
@@ -186,7 +209,11 @@ CUDA_CASES = {
               lambda: conv_case(64, 64, 56, 64, device="cuda")),
              ("conv2d fwd+bwd N128 C32 14x14 K64 3x3", None,
               lambda: conv_case(128, 32, 14, 64, device="cuda"))],
-    "train": [("LeNet train step, Adam, batch 128", 0.5, lambda: lenet_case(device="cuda"))],
+    "train": [("LeNet train step, Adam, batch 128", 0.5, lambda: lenet_case(device="cuda")),
+              ("  same, functional API", None,
+               lambda: lenet_case(device="cuda", functional=True)),
+              ("residual block train step (functional), b128", None,
+               lambda: resblock_case(device="cuda"))],
 }
 
 CASES = {
@@ -197,7 +224,10 @@ CASES = {
              ("  same, first layer (no input grad)", 1.0,
               lambda: conv_case(128, 1, 28, 32, first_layer=True))],
     "train": [("LeNet train step, Adam, batch 128", 0.7, lenet_case),
-              ("MLP 64-128-10 train step, Adam, batch 32", 1.0, mlp_case)],
+              ("  same, functional API", 0.7, lambda: lenet_case(functional=True)),
+              ("MLP 64-128-10 train step, Adam, batch 32", 3.0, mlp_case),
+              ("  same, functional API", 3.0, lambda: mlp_case(functional=True)),
+              ("residual block train step (functional), b128", None, resblock_case)],
 }
 
 
