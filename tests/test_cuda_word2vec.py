@@ -138,6 +138,23 @@ def test_train_on_several_blocks(rng):
         assert_close(g1, c1, np.float64, "syn1neg")
 
 
+@pytest.mark.parametrize("sg", [1, 0])
+def test_word2vec_on_cuda_trains_as_on_the_cpu(sg):
+    """A corpus of one chunk per epoch: the GPU (one block) and the CPU (one thread) draw the
+    same numbers and make the same updates."""
+    from numbanet.text import Word2Vec
+    rng = np.random.default_rng(0)
+    corpus = [[f"w{k}" for k in rng.integers(0, 6, 4)] for _ in range(6)]
+    kw = dict(vector_size=5, window=2, negative=2, min_count=1, sg=sg, epochs=1, seed=9,
+              sample=0.2, workers=1)
+    cpu = Word2Vec(**kw).fit(corpus)
+    gpu = Word2Vec(device="cuda", **kw).fit(corpus)
+    assert gpu.trained_words == cpu.trained_words > 0
+    assert isinstance(gpu.wv.vectors, np.ndarray) and gpu.wv.vectors.dtype == np.float32
+    assert_close(gpu.wv.vectors, cpu.wv.vectors, np.float32, "vectors")
+    assert_close(gpu.syn1neg, cpu.syn1neg, np.float32, "syn1neg")
+
+
 def test_bad_arguments_raise():
     syn0, syn1 = dev(np.zeros((4, 3))), dev(np.zeros((4, 3)))
     i1 = dev(np.array([1], np.int32))

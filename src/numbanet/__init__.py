@@ -7,7 +7,7 @@
 __version__ = "0.1.0"
 
 from . import (callbacks, data, datasets, initializers, layers, losses, metrics, ops,
-               optimizers, regularizers, schedules, testing)
+               optimizers, regularizers, schedules, testing, text)
 from .backend import cuda_available, get_backend
 from .engine import GradientTape, Tensor, Variable, device
 from .functional import Input

@@ -1,0 +1,11 @@
+"""Text: padding token sequences and Word2Vec word embeddings.
+
+* :func:`pad_sequences`: ragged sequences -> one padded array (``keras.utils.pad_sequences``).
+* :class:`Word2Vec`: skip-gram / CBOW word vectors with negative sampling (gensim 4's model),
+  trained by numbanet's word2vec kernels; its ``wv`` is a :class:`KeyedVectors`.
+"""
+from .keyedvectors import KeyedVectors
+from .sequences import pad_sequences
+from .word2vec import Word2Vec
+
+__all__ = ["KeyedVectors", "Word2Vec", "pad_sequences"]
