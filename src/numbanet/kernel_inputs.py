@@ -254,6 +254,33 @@ def _ops_calls(be, dt, n, feat, **_):
     }
 
 
+def _word2vec_calls(be, dt, n, feat, **_):
+    """Calls of the word2vec kernels (kernels/*/word2vec.py), race-free so that every run gives
+    the same result: 4n examples whose words are all distinct (one GPU block each), and one
+    chunk of 16n words in sentences of 8 (one CPU thread, one GPU block: the GPU time is one
+    block's, not the throughput of many). Vectors of min(feat, 100) dimensions."""
+    dim, p, k = min(feat, 100), 4 * n, 5 if n > 2 else 2
+    vocab = p * (3 + k)
+    f = lambda salt: on(be, normal((vocab, dim), dt, salt=salt, scale=0.1))  # noqa: E731
+    i32 = lambda values: on(be, np.asarray(values, dtype=np.int32))     # noqa: E731
+    i64 = lambda values: on(be, np.asarray(values, dtype=np.int64))     # noqa: E731
+    words = np.arange(vocab)
+    negatives = i32(words[3 * p:].reshape(p, k))
+    m = 16 * n
+    cum = np.round(np.arange(1, vocab + 1) / vocab * (2**31 - 1))
+    table = (i64(np.full(vocab, 2**31)), i32(cum))          # keep words half the time
+    train = lambda: (i32(labels(m, vocab, salt=21)), i64(np.arange(0, m + 1, 8)),  # noqa: E731
+                     i64([0, m // 8]), on(be, np.array([0.025])), *table, 5, k, SEED, 0, f(20),
+                     f(22), be.empty((1,), np.int64))
+    return {
+        "skipgram_update": (i32(words[:p]), i32(words[p:2 * p]), negatives, 0.025, f(20), f(22)),
+        "cbow_update": (i64(np.arange(0, 2 * p + 1, 2)), i32(words[:2 * p]),
+                        i32(words[2 * p:3 * p]), negatives, 0.025, f(20), f(22)),
+        "skipgram_train": train(),
+        "cbow_train": train(),
+    }
+
+
 def kernel_calls(be, dtype="float32", size="small", names=None):
     """``(calls, uncovered)``: ``calls`` lists (kernel name, arguments) for every kernel of ``be``
     (or those in ``names``) at ``size``; ``uncovered`` names kernels no inputs could be made for."""
@@ -261,7 +288,8 @@ def kernel_calls(be, dtype="float32", size="small", names=None):
         raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
     dims = SIZES[size]
     dt = np.dtype(dtype)
-    structured = {**_structured_calls(be, dt, **dims), **_ops_calls(be, dt, **dims)}
+    structured = {**_structured_calls(be, dt, **dims), **_ops_calls(be, dt, **dims),
+                  **_word2vec_calls(be, dt, **dims)}
     calls, uncovered = [], []
     for name, fn in sorted(be.kernels.items()):
         if names is not None and name not in names:
