@@ -96,10 +96,13 @@ def planted_corpus(seed=0, sentences=1200):
     return [[GROUPS[g][i] for i in rng.integers(0, 5, 8)] for g in rng.integers(0, 6, sentences)]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("sg", [1, 0])
-def test_planted_groups_are_nearest_neighbours(sg):
+def test_planted_groups_are_nearest_neighbours(sg, workers):
+    if workers > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"Numba has fewer than {workers} threads here")
     model = Word2Vec(vector_size=16, window=3, min_count=1, sg=sg, epochs=10, seed=3,
-                     sample=0, workers=1).fit(planted_corpus())
+                     sample=0, workers=workers, batch_words=1000).fit(planted_corpus())
     assert len(model.wv) == 30 and model.trained_words == 1200 * 8 * 10
     for group in GROUPS:
         for word in group:
