@@ -660,3 +660,175 @@ def matrix_span(batch_shape, batch_strides, rows, cols, ld, trans):
     if rows == 0 or cols == 0:
         return 0, -1
     return lo, hi
+
+
+# ----------------------------------------------------------------------------------- recurrent cells
+# The gate maths of the recurrent kernels (kernels/{cpu,cuda}/rnn.py).
+#
+# ``sigmoid_v`` / ``tanh_v``: sigmoid and tanh from arithmetic alone, so that the CPU gate loops
+# vectorize (libm's exp and tanh are scalar calls: 7 and 14 ns an element here, these ~1 ns).
+# exp(-y), y >= 0, is 2^-n (1 + q): n = round(y / ln 2), q = expm1(r) of the remainder
+# r = n ln 2 - y in [-ln2/2, ln2/2] (ln 2 split in two, Cody-Waite) by its Taylor series to r^13
+# (relative error below 1e-16), 2^n exact from integer shifts. Within 2 float64 ulps of the exact
+# values (measured against mpmath); |x| is clamped where exp(-y) < 1e-37, so the tails are exact
+# to 1e-37 and never overflow; NaN gives NaN. The GPU has a fast exp: the CUDA kernels use
+# ``sigmoid`` and ``tanh`` above.
+
+EXP_CLAMP = 86.0                        # exp(-86) ~ 4e-38; 2^n of the reduction fits n <= 124
+LOG2E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01     # ln 2 in two parts: n * LN2_HI is exact for n < 2^11
+LN2_LO = 1.90821492927058770002e-10
+
+
+def sigmoid_v(x):
+    """1 / (1 + exp(-x)), vectorizable: with e = exp(-|x|) = (1 + q) / 2^n, 2^n / (2^n + 1 + q)
+    for x >= 0 and (1 + q) / (2^n + 1 + q) below."""
+    y = math.fabs(x)
+    y = EXP_CLAMP if y > EXP_CLAMP else y           # NaN stays NaN
+    z = y * LOG2E + 0.5
+    k = int(z if z == z else 0.0)                   # round(y / ln 2) (y >= 0: truncation)
+    r = (k * LN2_HI - y) + k * LN2_LO
+    q = r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
+        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
+            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (
+                1.0 / 6227020800)))))))))))))
+    k1 = k >> 1
+    s = float(1 << k1) * float(1 << (k - k1))       # 2^k
+    d = s + 1.0 + q
+    return s / d if x >= 0.0 else (1.0 + q) / d
+
+
+def tanh_v(x):
+    """tanh(x), vectorizable: with e = exp(-2|x|) = (1 + q) / 2^n, sign(x) (2^n - 1 - q) /
+    (2^n + 1 + q) (no cancellation near 0: q = expm1 of the reduced argument)."""
+    y = 2.0 * math.fabs(x)
+    y = EXP_CLAMP if y > EXP_CLAMP else y
+    z = y * LOG2E + 0.5
+    k = int(z if z == z else 0.0)
+    r = (k * LN2_HI - y) + k * LN2_LO
+    q = r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
+        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
+            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (
+                1.0 / 6227020800)))))))))))))
+    k1 = k >> 1
+    s = float(1 << k1) * float(1 << (k - k1))
+    t = (s - 1.0 - q) / (s + 1.0 + q)
+    return t if x >= 0.0 else -t
+
+
+def sigmoid_grad_y(y):
+    """d sigmoid / dx from the output y = sigmoid(x): y (1 - y) (the cells keep activated
+    gates, not their inputs)."""
+    return y * (1.0 - y)
+
+
+def tanh_grad_y(y):
+    """d tanh / dx from the output y = tanh(x): (1 - y)(1 + y), exact for |y| near 1 where
+    1 - y^2 would round."""
+    return (1.0 - y) * (1.0 + y)
+
+
+# Parameters of the activations that take one, for kernels given only an activation code
+# (SimpleRNN): Keras' defaults, leaky_relu's negative_slope and elu's alpha.
+DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def activation_switch(wrap):
+    """(activate, activate_grad) for kernels that take an activation code at run time:
+    ``activate(code, x, alpha)`` and ``activate_grad(code, x, y, alpha)`` (y the output), the
+    activation ``code`` of ACTIVATION_CODES and its derivative, calling this module's functions
+    compiled by ``wrap`` (``njit(inline="always")`` on the CPU, ``cuda.jit(device=True)`` on the
+    GPU). An unknown code is linear (hosts check codes with ``fused_activation``)."""
+    lin, lin_g = wrap(linear), wrap(linear_grad)
+    rel, rel_g = wrap(relu), wrap(relu_grad)
+    lre, lre_g = wrap(leaky_relu), wrap(leaky_relu_grad)
+    el, el_g = wrap(elu), wrap(elu_grad)
+    ge, ge_g = wrap(gelu), wrap(gelu_grad)
+    get, get_g = wrap(gelu_tanh), wrap(gelu_tanh_grad)
+    sig, sig_g = wrap(sigmoid), wrap(sigmoid_grad)
+    th, th_g = wrap(tanh), wrap(tanh_grad)
+    sp, sp_g = wrap(softplus), wrap(softplus_grad)
+    RELU, LEAKY, ELU, GELU, GELU_TANH, SIGMOID, TANH, SOFTPLUS = (
+        ACTIVATION_CODES.index(n) for n in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh",
+                                            "sigmoid", "tanh", "softplus"))
+
+    def activate(code, x, alpha):
+        if code == TANH:
+            return th(x)
+        if code == RELU:
+            return rel(x)
+        if code == LEAKY:
+            return lre(x, alpha)
+        if code == ELU:
+            return el(x, alpha)
+        if code == GELU:
+            return ge(x)
+        if code == GELU_TANH:
+            return get(x)
+        if code == SIGMOID:
+            return sig(x)
+        if code == SOFTPLUS:
+            return sp(x)
+        return lin(x)
+
+    def activate_grad(code, x, y, alpha):
+        if code == TANH:
+            return th_g(x, y)
+        if code == RELU:
+            return rel_g(x, y)
+        if code == LEAKY:
+            return lre_g(x, y, alpha)
+        if code == ELU:
+            return el_g(x, y, alpha)
+        if code == GELU:
+            return ge_g(x, y)
+        if code == GELU_TANH:
+            return get_g(x, y)
+        if code == SIGMOID:
+            return sig_g(x, y)
+        if code == SOFTPLUS:
+            return sp_g(x, y)
+        return lin_g(x, y)
+
+    return wrap(activate), wrap(activate_grad)
+
+
+# The array arguments of the recurrent kernels by name, as dimensions: N batch, T steps, U units,
+# g = G * U (G the cell's gates: SimpleRNN 1, LSTM 4, GRU 3), q = 4U (the saved gates).
+RECURRENT_SHAPES = {
+    "xp": "NTg", "grad_xp": "NTg", "u": "Ug", "grad_u": "Ug", "u_bias": "g", "grad_u_bias": "g",
+    "h0": "NU", "c0": "NU", "grad_hT": "NU", "grad_cT": "NU", "grad_h0": "NU", "grad_c0": "NU",
+    "mask": "NT", "hs": "NTU", "cs": "NTU", "pre": "NTU", "grad_hs": "NTU", "gates": "NTq"}
+_DIM_NAMES = {"N": "N", "T": "T", "U": "U", "g": "G*U", "q": "4U"}
+
+
+def recurrent_dims(kernel, gates, arrays):
+    """(N, T, U) of a recurrent kernel's call with ``gates`` gates, after checking on the host
+    (both targets) that every array of ``arrays`` (argument name -> array) has the shape its name
+    takes (RECURRENT_SHAPES), N and U from ``mask`` and ``u``, T >= 1 and U >= 1, one float dtype
+    (float32 or float64) and C order; ValueError naming the argument otherwise."""
+    mask, u = arrays["mask"], arrays["u"]
+    if len(mask.shape) != 2 or len(u.shape) != 2:
+        raise ValueError(f"{kernel}: mask must be (N, T) and u (U, {gates}U), got "
+                         f"{tuple(mask.shape)} and {tuple(u.shape)}")
+    n, t = mask.shape
+    units = u.shape[0]
+    if t < 1 or units < 1:
+        raise ValueError(f"{kernel}: needs T >= 1 steps (mask {tuple(mask.shape)}) and U >= 1 "
+                         f"units (u {tuple(u.shape)})")
+    sizes = {"N": n, "T": t, "U": units, "g": gates * units, "q": 4 * units}
+    dtype = str(u.dtype)
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"{kernel}: u must be float32 or float64, got {dtype}")
+    for name, a in arrays.items():
+        want = tuple(sizes[d] for d in RECURRENT_SHAPES[name])
+        if tuple(a.shape) != want:
+            dims = ", ".join(_DIM_NAMES[d] for d in RECURRENT_SHAPES[name])
+            raise ValueError(f"{kernel}: {name} must have shape ({dims}) = {want}, got "
+                             f"{tuple(a.shape)}")
+        if str(a.dtype) != dtype:
+            raise ValueError(f"{kernel}: {name} must be {dtype} like u, got {a.dtype}")
+        contiguous = getattr(a, "is_c_contiguous", None)
+        if not (contiguous() if contiguous is not None else a.flags["C_CONTIGUOUS"]):
+            raise ValueError(f"{kernel}: {name} must be C-contiguous")
+    return n, t, units

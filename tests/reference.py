@@ -1108,3 +1108,134 @@ def log_softmax_forward(x):
 def log_softmax_backward(y, grad_out):
     g = _f64(grad_out)
     return g - np.exp(_f64(y)) * g.sum(axis=1, keepdims=True)
+
+
+# ---- recurrent cells (kernels/{cpu,cuda}/rnn.py): float64, one step at a time -----------------
+# Processing step s reads time index t = T-1-s with ``reverse`` (else s) of xp and mask and
+# writes its outputs at s; grad_xp is returned at t. A masked step (mask 0) carries the states.
+
+def _steps(T, reverse):
+    """(s, t) pairs in processing order."""
+    return [(s, T - 1 - s if reverse else s) for s in range(T)]
+
+
+def _sig(a):
+    return _special.expit(a)
+
+
+def simple_rnn_forward(xp, u, h0, mask, reverse, activation):
+    """(pre, hs): pre_s = xp_t + h_{s-1} @ u, h_s = act(pre_s) (``activation`` a name of
+    kernels/scalar.py ACTIVATION_CODES, Keras' default alpha)."""
+    from numbanet.kernels.scalar import DEFAULT_ALPHA
+    act = globals()[activation + "_forward"]
+    xp, u, h = _f64(xp), _f64(u), _f64(h0).copy()
+    N, T, U = xp.shape
+    pre, hs = np.zeros((N, T, U)), np.zeros((N, T, U))
+    for s, t in _steps(T, reverse):
+        pre[:, s] = xp[:, t] + h @ u
+        keep = _f64(mask)[:, t:t + 1] == 0
+        h = np.where(keep, h, act(pre[:, s], DEFAULT_ALPHA.get(activation, 0.0)))
+        hs[:, s] = h
+    return pre, hs
+
+
+def simple_rnn_backward(u, h0, mask, reverse, activation, pre, hs, grad_hs, grad_hT):
+    """(grad_xp, grad_u, grad_h0) by backpropagation through time."""
+    from numbanet.kernels.scalar import DEFAULT_ALPHA
+    act_bwd = globals()[activation + "_backward"]
+    u, pre, hs, grad_hs = _f64(u), _f64(pre), _f64(hs), _f64(grad_hs)
+    N, T, U = hs.shape
+    grad_xp, grad_u, dh = np.zeros((N, T, U)), np.zeros_like(u), _f64(grad_hT).copy()
+    for s, t in reversed(_steps(T, reverse)):
+        hp = _f64(h0) if s == 0 else hs[:, s - 1]
+        dh = dh + grad_hs[:, s]
+        valid = _f64(mask)[:, t:t + 1] != 0
+        da = np.where(valid, act_bwd(pre[:, s], hs[:, s], dh,
+                                     DEFAULT_ALPHA.get(activation, 0.0)), 0.0)
+        grad_xp[:, t] = da
+        grad_u += hp.T @ da
+        dh = np.where(valid, 0.0, dh) + da @ u.T
+    return grad_xp, grad_u, dh
+
+
+def lstm_forward(xp, u, h0, c0, mask, reverse):
+    """(hs, cs, gates): Keras LSTM, gates i, f, c, o; gates keeps the activated i, f, g, o."""
+    xp, u, h, c = _f64(xp), _f64(u), _f64(h0).copy(), _f64(c0).copy()
+    N, T, G = xp.shape
+    U = G // 4
+    hs, cs, gates = np.zeros((N, T, U)), np.zeros((N, T, U)), np.zeros((N, T, G))
+    for s, t in _steps(T, reverse):
+        a = xp[:, t] + h @ u
+        i, f, g, o = _sig(a[:, :U]), _sig(a[:, U:2 * U]), np.tanh(a[:, 2 * U:3 * U]), \
+            _sig(a[:, 3 * U:])
+        gates[:, s] = np.concatenate([i, f, g, o], axis=1)
+        keep = _f64(mask)[:, t:t + 1] == 0
+        c_new = f * c + i * g
+        h = np.where(keep, h, o * np.tanh(c_new))
+        c = np.where(keep, c, c_new)
+        hs[:, s], cs[:, s] = h, c
+    return hs, cs, gates
+
+
+def lstm_backward(u, h0, c0, mask, reverse, hs, cs, gates, grad_hs, grad_hT, grad_cT):
+    """(grad_xp, grad_u, grad_h0, grad_c0) by backpropagation through time."""
+    u, hs, cs, gates, grad_hs = _f64(u), _f64(hs), _f64(cs), _f64(gates), _f64(grad_hs)
+    N, T, U = hs.shape
+    grad_xp, grad_u = np.zeros((N, T, 4 * U)), np.zeros_like(u)
+    dh, dc = _f64(grad_hT).copy(), _f64(grad_cT).copy()
+    for s, t in reversed(_steps(T, reverse)):
+        hp = _f64(h0) if s == 0 else hs[:, s - 1]
+        cp = _f64(c0) if s == 0 else cs[:, s - 1]
+        i, f, g, o = (gates[:, s, k * U:(k + 1) * U] for k in range(4))
+        dh = dh + grad_hs[:, s]
+        valid = _f64(mask)[:, t:t + 1] != 0
+        tc = np.tanh(cs[:, s])
+        dct = dc + dh * o * (1.0 - tc ** 2)
+        da = np.concatenate([dct * g * i * (1 - i), dct * cp * f * (1 - f),
+                             dct * i * (1 - g ** 2), dh * tc * o * (1 - o)], axis=1)
+        da = np.where(valid, da, 0.0)
+        grad_xp[:, t] = da
+        grad_u += hp.T @ da
+        dc = np.where(valid, dct * f, dc)
+        dh = np.where(valid, 0.0, dh) + da @ u.T
+    return grad_xp, grad_u, dh, dc
+
+
+def gru_forward(xp, u, u_bias, h0, mask, reverse):
+    """(hs, gates): Keras 3 GRU (reset_after), gates z, r, h; gates keeps z, r, hh, rec_h."""
+    xp, u, b, h = _f64(xp), _f64(u), _f64(u_bias), _f64(h0).copy()
+    N, T, G = xp.shape
+    U = G // 3
+    hs, gates = np.zeros((N, T, U)), np.zeros((N, T, 4 * U))
+    for s, t in _steps(T, reverse):
+        rec = h @ u + b
+        z = _sig(xp[:, t, :U] + rec[:, :U])
+        r = _sig(xp[:, t, U:2 * U] + rec[:, U:2 * U])
+        hh = np.tanh(xp[:, t, 2 * U:] + r * rec[:, 2 * U:])
+        gates[:, s] = np.concatenate([z, r, hh, rec[:, 2 * U:]], axis=1)
+        keep = _f64(mask)[:, t:t + 1] == 0
+        h = np.where(keep, h, z * h + (1 - z) * hh)
+        hs[:, s] = h
+    return hs, gates
+
+
+def gru_backward(u, u_bias, h0, mask, reverse, hs, gates, grad_hs, grad_hT):
+    """(grad_xp, grad_u, grad_u_bias, grad_h0) by backpropagation through time."""
+    u, hs, gates, grad_hs = _f64(u), _f64(hs), _f64(gates), _f64(grad_hs)
+    N, T, U = hs.shape
+    grad_xp, grad_u, grad_b = np.zeros((N, T, 3 * U)), np.zeros_like(u), np.zeros(3 * U)
+    dh = _f64(grad_hT).copy()
+    for s, t in reversed(_steps(T, reverse)):
+        hp = _f64(h0) if s == 0 else hs[:, s - 1]
+        z, r, hh, rh = (gates[:, s, k * U:(k + 1) * U] for k in range(4))
+        dh = dh + grad_hs[:, s]
+        valid = _f64(mask)[:, t:t + 1] != 0
+        dah = dh * (1 - z) * (1 - hh ** 2)
+        da = np.concatenate([dh * (hp - hh) * z * (1 - z), dah * rh * r * (1 - r), dah], axis=1)
+        da = np.where(valid, da, 0.0)
+        drec = np.concatenate([da[:, :2 * U], da[:, 2 * U:] * r], axis=1)
+        grad_xp[:, t] = da
+        grad_u += hp.T @ drec
+        grad_b += drec.sum(axis=0)
+        dh = np.where(valid, dh * z, dh) + drec @ u.T
+    return grad_xp, grad_u, grad_b, dh

@@ -20,6 +20,10 @@ SIZES = {
     "large": dict(n=128, c=32, k=64, hw=28, feat=1024, flat=1 << 20, classes=10),
 }
 
+# Recurrent kernels per size: time steps and units (the batch is the size's n).
+RNN_SIZES = {"small": dict(steps=3, units=4), "medium": dict(steps=16, units=64),
+             "large": dict(steps=32, units=256)}
+
 # Typical values of the scalar hyperparameters, by the kernels' parameter names.
 SCALARS = {
     "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "eps": 1e-7,
@@ -281,6 +285,41 @@ def _word2vec_calls(be, dt, n, feat, **_):
     }
 
 
+def _rnn_calls(be, dt, n, steps, units):
+    """Calls of the recurrent kernels (kernels/*/rnn.py): ``n`` sequences of ``steps`` steps,
+    ``units`` units, the last step of every other sequence masked, tanh for SimpleRNN; the
+    backward's saved states are plausible values (gates in (0, 1)), not a forward's."""
+    from numbanet.kernels.scalar import ACTIVATION_CODES
+    f = lambda *shape: on(be, normal(shape, dt, salt=20 + len(shape), scale=0.5))  # noqa: E731
+    gate = lambda *shape: on(be, uniform(shape, dt, 0.05, 0.95, salt=21))        # noqa: E731
+    e = lambda *shape: be.empty(shape, dt)                                       # noqa: E731
+    t, u, tanh = steps, units, ACTIVATION_CODES.index("tanh")
+    mask = np.ones((n, t), dt)
+    mask[1::2, -1] = 0
+    mask = on(be, mask)
+    h0, seq = f(n, u), (n, t, u)
+    calls = {}
+    for cell, g in (("simple_rnn", 1), ("lstm", 4), ("gru", 3)):
+        xp, w = f(n, t, g * u), on(be, normal((u, g * u), dt, salt=22, scale=u ** -0.5))
+        grads = (f(*seq), f(n, u))
+        outs = (e(n, t, g * u), e(u, g * u))
+        if cell == "simple_rnn":
+            calls[cell] = ((xp, w, h0, mask, False, tanh, e(*seq), e(*seq)),
+                           (w, h0, mask, False, tanh, f(*seq), f(*seq), *grads, False, *outs,
+                            e(n, u)))
+        elif cell == "lstm":
+            calls[cell] = ((xp, w, h0, h0, mask, False, e(*seq), e(*seq), e(n, t, 4 * u)),
+                           (w, h0, h0, mask, False, f(*seq), f(*seq), gate(n, t, 4 * u), *grads,
+                            f(n, u), False, *outs, e(n, u), e(n, u)))
+        else:
+            ub = f(g * u)
+            calls[cell] = ((xp, w, ub, h0, mask, False, e(*seq), e(n, t, 4 * u)),
+                           (w, ub, h0, mask, False, f(*seq), gate(n, t, 4 * u), *grads, False,
+                            *outs, e(g * u), e(n, u)))
+    return {f"{cell}_{p}": args for cell, pair in calls.items()
+            for p, args in zip(("forward", "backward"), pair)}
+
+
 def kernel_calls(be, dtype="float32", size="small", names=None):
     """``(calls, uncovered)``: ``calls`` lists (kernel name, arguments) for every kernel of ``be``
     (or those in ``names``) at ``size``; ``uncovered`` names kernels no inputs could be made for."""
@@ -290,6 +329,7 @@ def kernel_calls(be, dtype="float32", size="small", names=None):
     dt = np.dtype(dtype)
     structured = {**_structured_calls(be, dt, **dims), **_ops_calls(be, dt, **dims),
                   **_word2vec_calls(be, dt, **dims)}
+    structured.update(_rnn_calls(be, dt, dims["n"], **RNN_SIZES[size]))
     calls, uncovered = [], []
     for name, fn in sorted(be.kernels.items()):
         if names is not None and name not in names:
