@@ -662,7 +662,7 @@ def matrix_span(batch_shape, batch_strides, rows, cols, ld, trans):
     return lo, hi
 
 
-# ----------------------------------------------------------------------------------- recurrent cells
+# ------------------------------------------------------------------------------- recurrent cells
 # The gate maths of the recurrent kernels (kernels/{cpu,cuda}/rnn.py).
 #
 # ``sigmoid_v`` / ``tanh_v``: sigmoid and tanh from arithmetic alone, so that the CPU gate loops
@@ -731,6 +731,12 @@ def tanh_grad_y(y):
 # Parameters of the activations that take one, for kernels given only an activation code
 # (SimpleRNN): Keras' defaults, leaky_relu's negative_slope and elu's alpha.
 DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def activation_default_alpha(code, pre, out):
+    """(code, alpha) for a kernel given only an activation code: the host checks of
+    ``fused_activation``, and the activation's DEFAULT_ALPHA (0.0 for those without one)."""
+    return int(code), DEFAULT_ALPHA.get(fused_activation(code, pre, out), 0.0)
 
 
 def activation_switch(wrap):

@@ -62,6 +62,15 @@ def _blocks(n, t, g, u):
     return max(1, min(_MAX_BLOCKS, n // _MIN_ROWS))
 
 
+def _run(rows, blocks, n, nb, *args):
+    """rows(*args, 0, n) on the calling thread when nb == 1, else blocks(*args, nb): the rows
+    function of each of nb row blocks on Numba's threads."""
+    if nb == 1:
+        rows(*args, 0, n)
+    else:
+        blocks(*args, nb)
+
+
 def _check(kernel, n_gates, **arrays):
     """(N, T, U) after the host checks (scalar.recurrent_dims) of NumPy arrays."""
     for name, a in arrays.items():
@@ -111,6 +120,7 @@ def _prev_gemm(s, r0, m, n, h0, hs, u, c, c0, ldc):
 # ------------------------------------------------------------------------------------- SimpleRNN
 @njit(cache=True, error_model="numpy")
 def _rnn_fwd_rows(xp, u, h0, mask, reverse, code, alpha, pre, hs, r0, r1):
+    """The forward of rows r0..r1 of the batch, all steps."""
     t_len, units = hs.shape[1], hs.shape[2]
     for s in range(t_len):
         t = t_len - 1 - s if reverse else s
@@ -175,23 +185,14 @@ def _rnn_bwd(u, h0, mask, reverse, code, alpha, pre, hs, grad_hs, grad_hT, grad_
                       grad_h0, hprev, b * n // nb, (b + 1) * n // nb)
 
 
-def _rnn_activation(kernel, activation, pre, hs):
-    """(code, alpha) of a SimpleRNN activation code (Keras' default parameter, DEFAULT_ALPHA)."""
-    name = scalar.fused_activation(activation, pre, hs)
-    return int(activation), scalar.DEFAULT_ALPHA.get(name, 0.0)
-
-
 def simple_rnn_forward(xp, u, h0, mask, reverse, activation, pre, hs):
     """hs[:, s] = act(pre[:, s]), pre[:, s] = xp[:, t] + h_{s-1} @ u (``activation``: a code of
     kernels/scalar.py ACTIVATION_CODES; leaky_relu and elu with Keras' defaults DEFAULT_ALPHA).
     ``pre`` (N, T, U) keeps the pre-activations (at processing position s) for backward."""
     n, t, units = _check("simple_rnn_forward", 1, xp=xp, u=u, h0=h0, mask=mask, pre=pre, hs=hs)
-    code, alpha = _rnn_activation("simple_rnn_forward", activation, pre, hs)
+    code, alpha = scalar.activation_default_alpha(activation, pre, hs)
     nb = _blocks(n, t, 1, units)
-    if nb == 1:
-        _rnn_fwd_rows(xp, u, h0, mask, bool(reverse), code, alpha, pre, hs, 0, n)
-    else:
-        _rnn_fwd(xp, u, h0, mask, bool(reverse), code, alpha, pre, hs, nb)
+    _run(_rnn_fwd_rows, _rnn_fwd, n, nb, xp, u, h0, mask, bool(reverse), code, alpha, pre, hs)
 
 
 def simple_rnn_backward(u, h0, mask, reverse, activation, pre, hs, grad_hs, grad_hT, accumulate,
@@ -201,21 +202,19 @@ def simple_rnn_backward(u, h0, mask, reverse, activation, pre, hs, grad_hs, grad
     n, t, units = _check("simple_rnn_backward", 1, u=u, h0=h0, mask=mask, pre=pre, hs=hs,
                          grad_hs=grad_hs, grad_hT=grad_hT, grad_xp=grad_xp, grad_u=grad_u,
                          grad_h0=grad_h0)
-    code, alpha = _rnn_activation("simple_rnn_backward", activation, pre, hs)
+    code, alpha = scalar.activation_default_alpha(activation, pre, hs)
     hprev = np.empty_like(hs)
     nb = _blocks(n, t, 1, units)
-    if nb == 1:
-        _rnn_bwd_rows(u, h0, mask, bool(reverse), code, alpha, pre, hs, grad_hs, grad_hT, grad_xp,
-                      grad_h0, hprev, 0, n)
-    else:
-        _rnn_bwd(u, h0, mask, bool(reverse), code, alpha, pre, hs, grad_hs, grad_hT, grad_xp,
-                 grad_h0, hprev, nb)
+    _run(_rnn_bwd_rows, _rnn_bwd, n, nb, u, h0, mask, bool(reverse), code, alpha, pre, hs,
+         grad_hs, grad_hT, grad_xp, grad_h0, hprev)
     _weight_grad(hprev, grad_xp, accumulate, grad_u)
 
 
 # ------------------------------------------------------------------------------------- LSTM
 @njit(cache=True, error_model="numpy")
 def _lstm_fwd_rows(xp, u, h0, c0, mask, reverse, hs, cs, gates, r0, r1):
+    """The forward of rows r0..r1: a step's pre-activations go to its gates rows (GEMM), are
+    activated there in place, then the cell update."""
     t_len, units = hs.shape[1], hs.shape[2]
     u2, u3, u4 = 2 * units, 3 * units, 4 * units
     for s in range(t_len):
@@ -225,10 +224,11 @@ def _lstm_fwd_rows(xp, u, h0, c0, mask, reverse, hs, cs, gates, r0, r1):
             a, x, h, c = gates[n, s], xp[n, t], hs[n, s], cs[n, s]
             hp = h0[n] if s == 0 else hs[n, s - 1]
             cp = c0[n] if s == 0 else cs[n, s - 1]
+            # one function a loop (g and o in one loop measured 1.5x slower: it vectorized worse)
             for q in range(u2):                     # i, f
                 a[q] = _sigmoid(a[q] + x[q])
-            for j in range(units):                  # g (one function a loop: measured
-                a[u2 + j] = _tanh(a[u2 + j] + x[u2 + j])    # 1.5x faster than g, o in one)
+            for j in range(units):                  # g
+                a[u2 + j] = _tanh(a[u2 + j] + x[u2 + j])
             for j in range(units):                  # o
                 a[u3 + j] = _sigmoid(a[u3 + j] + x[u3 + j])
             if mask[n, t] != 0.0:
@@ -306,10 +306,7 @@ def lstm_forward(xp, u, h0, c0, mask, reverse, hs, cs, gates):
     n, t, units = _check("lstm_forward", 4, xp=xp, u=u, h0=h0, c0=c0, mask=mask, hs=hs, cs=cs,
                          gates=gates)
     nb = _blocks(n, t, 4, units)
-    if nb == 1:
-        _lstm_fwd_rows(xp, u, h0, c0, mask, bool(reverse), hs, cs, gates, 0, n)
-    else:
-        _lstm_fwd(xp, u, h0, c0, mask, bool(reverse), hs, cs, gates, nb)
+    _run(_lstm_fwd_rows, _lstm_fwd, n, nb, xp, u, h0, c0, mask, bool(reverse), hs, cs, gates)
 
 
 def lstm_backward(u, h0, c0, mask, reverse, hs, cs, gates, grad_hs, grad_hT, grad_cT, accumulate,
@@ -321,18 +318,15 @@ def lstm_backward(u, h0, c0, mask, reverse, hs, cs, gates, grad_hs, grad_hT, gra
                          grad_xp=grad_xp, grad_u=grad_u, grad_h0=grad_h0, grad_c0=grad_c0)
     hprev = np.empty_like(hs)
     nb = _blocks(n, t, 4, units)
-    if nb == 1:
-        _lstm_bwd_rows(u, h0, c0, mask, bool(reverse), hs, cs, gates, grad_hs, grad_hT, grad_cT,
-                       grad_xp, grad_h0, grad_c0, hprev, 0, n)
-    else:
-        _lstm_bwd(u, h0, c0, mask, bool(reverse), hs, cs, gates, grad_hs, grad_hT, grad_cT,
-                  grad_xp, grad_h0, grad_c0, hprev, nb)
+    _run(_lstm_bwd_rows, _lstm_bwd, n, nb, u, h0, c0, mask, bool(reverse), hs, cs, gates, grad_hs,
+         grad_hT, grad_cT, grad_xp, grad_h0, grad_c0, hprev)
     _weight_grad(hprev, grad_xp, accumulate, grad_u)
 
 
 # ------------------------------------------------------------------------------------- GRU
 @njit(cache=True, error_model="numpy")
 def _gru_fwd_rows(xp, u, u_bias, h0, mask, reverse, hs, gates, r0, r1):
+    """The forward of rows r0..r1 (see _lstm_fwd_rows)."""
     t_len, units = hs.shape[1], hs.shape[2]
     u2, u3, u4 = 2 * units, 3 * units, 4 * units
     for s in range(t_len):
@@ -416,10 +410,7 @@ def gru_forward(xp, u, u_bias, h0, mask, reverse, hs, gates):
     n, t, units = _check("gru_forward", 3, xp=xp, u=u, u_bias=u_bias, h0=h0, mask=mask, hs=hs,
                          gates=gates)
     nb = _blocks(n, t, 3, units)
-    if nb == 1:
-        _gru_fwd_rows(xp, u, u_bias, h0, mask, bool(reverse), hs, gates, 0, n)
-    else:
-        _gru_fwd(xp, u, u_bias, h0, mask, bool(reverse), hs, gates, nb)
+    _run(_gru_fwd_rows, _gru_fwd, n, nb, xp, u, u_bias, h0, mask, bool(reverse), hs, gates)
 
 
 def gru_backward(u, u_bias, h0, mask, reverse, hs, gates, grad_hs, grad_hT, accumulate, grad_xp,
@@ -432,11 +423,7 @@ def gru_backward(u, u_bias, h0, mask, reverse, hs, gates, grad_hs, grad_hT, accu
     hprev = np.empty_like(hs)
     drec = np.empty_like(grad_xp)
     nb = _blocks(n, t, 3, units)
-    if nb == 1:
-        _gru_bwd_rows(u, h0, mask, bool(reverse), hs, gates, grad_hs, grad_hT, grad_xp, grad_h0,
-                      hprev, drec, 0, n)
-    else:
-        _gru_bwd(u, h0, mask, bool(reverse), hs, gates, grad_hs, grad_hT, grad_xp, grad_h0, hprev,
-                 drec, nb)
+    _run(_gru_bwd_rows, _gru_bwd, n, nb, u, h0, mask, bool(reverse), hs, gates, grad_hs, grad_hT,
+         grad_xp, grad_h0, hprev, drec)
     dense_backward_weight(hprev.reshape(-1, units), drec.reshape(-1, 3 * units), bool(accumulate),
                           grad_u, grad_u_bias)

@@ -282,18 +282,12 @@ def _backward_buffers(n, t_len, units, dtype):
             scratch("rnn_direct", n * units, dtype, (n, units)))
 
 
-def _activation(activation, pre, hs):
-    """(code, alpha) of a SimpleRNN activation code (Keras' default parameter, DEFAULT_ALPHA)."""
-    return int(activation), scalar.DEFAULT_ALPHA.get(scalar.fused_activation(activation, pre, hs),
-                                                     0.0)
-
-
 @launcher
 def simple_rnn_forward(xp, u, h0, mask, reverse, activation, pre, hs):
     """SimpleRNN forward (see kernels/cpu/rnn.py): one launch per step."""
     n, t_len, units = _check("simple_rnn_forward", 1, xp=xp, u=u, h0=h0, mask=mask, pre=pre,
                              hs=hs)
-    code, alpha = _activation(activation, pre, hs)
+    code, alpha = scalar.activation_default_alpha(activation, pre, hs)
     if n == 0:
         return
     grid = grid_1d(n * units)
@@ -309,7 +303,7 @@ def simple_rnn_backward(u, h0, mask, reverse, activation, pre, hs, grad_hs, grad
     n, t_len, units = _check("simple_rnn_backward", 1, u=u, h0=h0, mask=mask, pre=pre, hs=hs,
                              grad_hs=grad_hs, grad_hT=grad_hT, grad_xp=grad_xp, grad_u=grad_u,
                              grad_h0=grad_h0)
-    code, alpha = _activation(activation, pre, hs)
+    code, alpha = scalar.activation_default_alpha(activation, pre, hs)
     if n == 0:
         _empty_batch(accumulate, grad_u)
         return
