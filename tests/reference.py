@@ -1239,3 +1239,52 @@ def gru_backward(u, u_bias, h0, mask, reverse, hs, gates, grad_hs, grad_hT):
         grad_b += drec.sum(axis=0)
         dh = np.where(valid, dh * z, dh) + drec @ u.T
     return grad_xp, grad_u, grad_b, dh
+
+
+# ---- attention (kernels/cpu/attention.py) --------------------------------------------------------
+def attention_allowed(mask, heads, causal, shape):
+    """(B, Tq, Tk) bool: where query i may attend to key j (the mask shared by the heads of a
+    batch row, keys j > i disallowed when causal)."""
+    allowed = np.ones(shape, bool)
+    if mask is not None and np.size(mask):
+        allowed &= np.repeat(np.asarray(mask) != 0, heads, axis=0)
+    if causal:
+        allowed &= np.tril(np.ones(shape[1:], bool))
+    return allowed
+
+
+def attention_softmax(scores, mask, heads, causal, scale, u=None, rate=0.0):
+    """(probs, weights): softmax over the allowed keys of scale * scores (0 elsewhere, all 0 in a
+    row with no allowed key), weights = probs * (u >= rate) / (1 - rate)."""
+    s = _f64(scores) * scale
+    allowed = attention_allowed(mask, heads, causal, s.shape)
+    some = allowed.any(axis=-1, keepdims=True)
+    z = np.where(allowed, s, -np.inf)
+    m = np.where(some, z.max(axis=-1, keepdims=True), 0.0)
+    e = np.exp(np.where(allowed, z - m, -np.inf))
+    probs = e / np.where(some, e.sum(axis=-1, keepdims=True), 1.0)
+    if rate > 0:
+        return probs, probs * (_f64(u) >= rate) / (1.0 - rate)
+    return probs, probs.copy()
+
+
+def attention_softmax_backward(probs, u, rate, scale, grad_weights):
+    """grad_scores = scale * probs * (grad_probs - rowsum(probs * grad_probs)), grad_probs the
+    gradient of weights through the dropout."""
+    p, g = _f64(probs), _f64(grad_weights)
+    if rate > 0:
+        g = g * (_f64(u) >= rate) / (1.0 - rate)
+    return scale * p * (g - (p * g).sum(axis=-1, keepdims=True))
+
+
+# ------------------------------------------------------------------------------- upsampling
+def upsample2d_forward(x, size_h, size_w):
+    """Nearest-neighbour upsampling of NCHW ``x``: each pixel repeated size_h x size_w times."""
+    return np.repeat(np.repeat(_f64(x), size_h, axis=2), size_w, axis=3)
+
+
+def upsample2d_backward(grad_out, size_h, size_w):
+    """The sum of each size_h x size_w block of ``grad_out``."""
+    g = _f64(grad_out)
+    N, C, OH, OW = g.shape
+    return g.reshape(N, C, OH // size_h, size_h, OW // size_w, size_w).sum(axis=(3, 5))

@@ -55,3 +55,17 @@ def test_compare_rejects_bad_arguments(capsys):
         compare(size="small", repeat=0, cuda="off")
     assert main(["compare", "--ops", "nope", "--size", "small"]) == 2
     assert "unknown op nope" in capsys.readouterr().err
+
+
+def test_compare_covers_attention_on_both_targets():
+    """The attention-softmax kernels have compare inputs (a padding mask, dropout), and both
+    targets agree with the float64 CPU result (CUDA in the simulator)."""
+    names = ["attention_softmax_backward", "attention_softmax_forward"]
+    rows = compare(ops=["attention"], size="small", repeat=1, cuda="off")
+    assert sorted(r["kernel"] for r in rows) == names
+    for r in rows:
+        assert r["op"] == "attention" and r["cpu_s"] > 0 and r["cpu_err"] < 1e-6, r
+    errors = simulator_agreement(["attention"])
+    assert sorted(errors) == names
+    for name, err in errors.items():
+        assert err is not None and err < 1e-6, (name, err)

@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 KERNEL_MODULES = ("dense", "conv2d", "pool", "activations", "losses", "optim", "elementwise",
-                  "normalization", "regularization", "augmentation", "ops", "rnn", "word2vec")
+                  "normalization", "regularization", "augmentation", "ops", "rnn", "word2vec",
+                  "attention")
 DEVICES = ("cpu", "cuda")
 
 

@@ -320,6 +320,31 @@ def _rnn_calls(be, dt, n, steps, units):
             for p, args in zip(("forward", "backward"), pair)}
 
 
+# Attention softmax per size: batch rows N, heads, sequence length T (= Tq = Tk); large keeps
+# to 4M elements an array, as the other large inputs (every call's inputs are built).
+ATTENTION_SIZES = {"small": dict(n=2, heads=2, t=8), "medium": dict(n=32, heads=4, t=64),
+                   "large": dict(n=8, heads=8, t=256)}
+
+
+def _attention_calls(be, dt, n, heads, t):
+    """Calls of the attention-softmax kernels (kernels/*/attention.py): (n * heads, t, t) scores,
+    scale 1/4, the last quarter of the keys masked (padding) in every other batch row, dropout
+    0.1; the backward's probs are softmax rows."""
+    b = n * heads
+    mask = np.ones((n, t, t), np.uint8)
+    mask[1::2, :, t - t // 4:] = 0
+    u = on(be, uniform((b, t, t), dt, salt=31))
+    probs = probabilities((b * t, t), dt, salt=32).reshape(b, t, t)
+    return {
+        "attention_softmax_forward": (on(be, normal((b, t, t), dt, salt=30, scale=3.0)),
+                                      on(be, mask), heads, False, 0.25, u, 0.1,
+                                      be.empty((b, t, t), dt), be.empty((b, t, t), dt)),
+        "attention_softmax_backward": (on(be, probs), u, 0.1, 0.25,
+                                       on(be, normal((b, t, t), dt, salt=33)),
+                                       be.empty((b, t, t), dt)),
+    }
+
+
 def kernel_calls(be, dtype="float32", size="small", names=None):
     """``(calls, uncovered)``: ``calls`` lists (kernel name, arguments) for every kernel of ``be``
     (or those in ``names``) at ``size``; ``uncovered`` names kernels no inputs could be made for."""
@@ -330,6 +355,7 @@ def kernel_calls(be, dtype="float32", size="small", names=None):
     structured = {**_structured_calls(be, dt, **dims), **_ops_calls(be, dt, **dims),
                   **_word2vec_calls(be, dt, **dims)}
     structured.update(_rnn_calls(be, dt, dims["n"], **RNN_SIZES[size]))
+    structured.update(_attention_calls(be, dt, **ATTENTION_SIZES[size]))
     calls, uncovered = [], []
     for name, fn in sorted(be.kernels.items()):
         if names is not None and name not in names:
