@@ -1,5 +1,5 @@
-"""2-D max and average pooling (NCHW), and global pooling over the rows of a 2-D array, on the
-GPU, one launch per call.
+"""2-D max and average pooling (NCHW), global pooling over the rows of a 2-D array, and
+nearest-neighbour upsampling (NCHW), on the GPU, one launch per call.
 
 Same semantics as kernels/cpu/pool.py: windows walked in row-major order, padded cells never win
 a max and are not counted in an average; a window with no cell inside the image gives max -inf
@@ -15,10 +15,14 @@ holds one), the mean summed in float64.
 * global forwards: the row-wise layout of ``_common`` (``lanes`` threads per row, ``rows`` rows
   per block): each lane scans a strided part of its row, then ``row_sum`` / ``row_argmax``.
 * global backwards: one thread per input element (grid-stride), every element written.
+* nearest upsampling: forward one thread per output element (grid-stride, coalesced stores);
+  backward a gather, one thread per input element summing its size_h x size_w block of the
+  output gradient in float64, row by row (the CPU kernel's order; no atomics).
 """
 import math
 
 import numba
+import numpy as np
 from numba import cuda
 
 from ._common import (ROW_LANES, ROW_ROWS, config, first_max_wins, grid_1d, grid_rows, kernel,
@@ -249,3 +253,55 @@ def global_max_pool_backward(grad_out, argmax, grad_in):
     """grad_in (rows, cols) = zeros, except grad_in[r, argmax[r]] = grad_out[r]."""
     if grad_in.size:
         _global_max_bwd[grid_1d(grad_in.size)](grad_out, argmax, grad_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# nearest-neighbour upsampling by integer factors
+
+@kernel("A4 i i A4")
+def _upsample_fwd(x, sh, sw, out):
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    P = OH * OW
+    for idx in range(cuda.grid(1), N * C * P, cuda.gridsize(1)):
+        plane = idx // P
+        q = idx - plane * P
+        oh = q // OW
+        ow = q - oh * OW
+        n = plane // C
+        c = plane - n * C
+        out[n, c, oh, ow] = x[n, c, oh // sh, ow // sw]
+
+
+@launcher
+def upsample2d_forward(x, size_h, size_w, out):
+    """out (N, C, H*size_h, W*size_w) = x (N, C, H, W) with every pixel repeated size_h times down
+    and size_w times across (nearest-neighbour upsampling)."""
+    if out.size:
+        _upsample_fwd[grid_1d(out.size)](x, size_h, size_w, out)
+
+
+@kernel("A4 i i A4")
+def _upsample_bwd(grad_out, sh, sw, grad_in):
+    N, C, H, W = grad_in.shape
+    HW = H * W
+    for idx in range(cuda.grid(1), N * C * HW, cuda.gridsize(1)):
+        plane = idx // HW
+        q = idx - plane * HW
+        h = q // W
+        w = q - h * W
+        n = plane // C
+        c = plane - n * C
+        s = np.float64(0.0)     # (a NumPy float64 also in the simulator: float64 sums there)
+        for i in range(sh):
+            for j in range(sw):
+                s += grad_out[n, c, h * sh + i, w * sw + j]
+        grad_in[n, c, h, w] = s
+
+
+@launcher
+def upsample2d_backward(grad_out, size_h, size_w, grad_in):
+    """grad_in (N, C, H, W) = the sum of each size_h x size_w block of grad_out (N, C, H*size_h,
+    W*size_w), summed in float64; every element written."""
+    if grad_in.size:
+        _upsample_bwd[grid_1d(grad_in.size)](grad_out, size_h, size_w, grad_in)

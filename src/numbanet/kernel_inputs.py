@@ -193,6 +193,8 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
         "max_pool2d_backward": (f(n, c, o, o), on(be, _pool_argmax(n, c, hw)), e(n, c, hw, hw)),
         "avg_pool2d_forward": (f(n, c, hw, hw), 2, 2, 2, 2, 0, 0, e(n, c, o, o)),
         "avg_pool2d_backward": (f(n, c, o, o), 2, 2, 2, 2, 0, 0, e(n, c, hw, hw)),
+        "upsample2d_forward": (f(n, c, o, o), 2, 2, e(n, c, hw, hw)),
+        "upsample2d_backward": (f(n, c, hw, hw), 2, 2, e(n, c, o, o)),
         # global pooling: an (n, c, hw, hw) batch seen as n*c rows of hw*hw
         "global_avg_pool_forward": (f(n * c, s), e(n * c)),
         "global_avg_pool_backward": (f(n * c), e(n * c, s)),

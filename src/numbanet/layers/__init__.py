@@ -1,8 +1,9 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
 from .augmentation import GaussianNoise, RandomFlip, RandomTranslation, SpatialDropout2D
 from .base import Layer
-from .conv import (AveragePooling2D, AvgPool2D, Conv2D, GlobalAveragePooling2D, GlobalAvgPool2D,
-                   GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D)
+from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
+                   GlobalAvgPool2D, GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D,
+                   UpSampling2D)
 from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, Permute, ReLU,
                    Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
@@ -13,7 +14,7 @@ LAYERS = {cls.__name__: cls for cls in (
     LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization,
     LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
     GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
-    Minimum, Concatenate)}
+    Minimum, Concatenate, Conv2DTranspose, UpSampling2D)}
 
 
 def get(name):

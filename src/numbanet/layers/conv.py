@@ -1,8 +1,11 @@
-"""Conv2D and 2-D pooling layers (NCHW inputs, OIHW kernels)."""
+"""Conv2D, Conv2DTranspose, 2-D pooling and upsampling layers (NCHW inputs, OIHW kernels)."""
 import numpy as np
 
+from ..kernels.scalar import BINARY_CODES
 from .base import Layer, check_pair, check_positive_int
 from .core import _Affine
+
+_ADD = BINARY_CODES.index("add")
 
 
 def _padding_spec(padding, where):
@@ -115,6 +118,135 @@ class Conv2D(_Affine):
                 "padding": _padding_config(self.padding), "dilation_rate": list(self.dilation_rate)}
 
 
+def _transpose_output_and_pad(size, k, stride, dilation, padding, output_padding, axis):
+    """Output length of a transposed convolution along one axis and the top/left padding of the
+    convolution it is the adjoint of (the one mapping that output length back to ``size``).
+
+    'valid' and 'same' follow Keras (without output_padding: size * stride + max(span - stride, 0)
+    and size * stride; with it: (size - 1) * stride + span - 2 * pad + output_padding, pad 0 or
+    span // 2), padding as Conv2D's on that length. An explicit padding is PyTorch's:
+    (size - 1) * stride - 2 * pad + span + output_padding.
+    """
+    span = dilation * (k - 1) + 1
+    op = None if output_padding is None else output_padding[axis]
+    if padding == "valid":
+        if op is None:
+            return size * stride + max(span - stride, 0), 0
+        return (size - 1) * stride + span + op, 0
+    if padding == "same":
+        out = size * stride if op is None else (size - 1) * stride + span % 2 + op
+        return out, max((size - 1) * stride + span - out, 0) // 2
+    p = padding[axis]
+    return (size - 1) * stride - 2 * p + span + (op or 0), p
+
+
+class Conv2DTranspose(_Affine):
+    """Transposed 2-D convolution over NCHW input: the adjoint (input gradient) of a Conv2D with
+    the same kernel_size, strides, padding and dilation_rate, plus a bias.
+
+    ``kernel`` has shape (in_channels, filters, kh, kw), PyTorch's ConvTranspose2d weight.
+    ``padding`` "valid" / "same" has Keras' meaning ("same" with stride s gives s times the input
+    size), an int / pair PyTorch's; ``output_padding`` (each less than the stride or the
+    dilation, as PyTorch) adds rows / columns at the bottom / right. The forward pass runs the
+    convolution's input-gradient kernel; the backward the convolution forward (input gradient)
+    and its weight gradient.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None,
+                 dilation_rate=1, activation=None, **kwargs):
+        super().__init__(activation=activation, **kwargs)
+        where = f"Conv2DTranspose {self.name!r}"
+        self.filters = check_positive_int(filters, "filters", where)
+        self.kernel_size = check_pair(kernel_size, "kernel_size", where)
+        self.strides = check_pair(strides, "strides", where)
+        self.dilation_rate = check_pair(dilation_rate, "dilation_rate", where)
+        self.padding = _padding_spec(padding, where)
+        self.output_padding = None
+        if output_padding is not None:
+            op = check_pair(output_padding, "output_padding", where, allow_zero=True)
+            limit = tuple(max(s, d) for s, d in zip(self.strides, self.dilation_rate))
+            if any(o >= m for o, m in zip(op, limit)):
+                raise ValueError(f"{where}: output_padding must be smaller than the stride or the "
+                                 f"dilation along each axis (less than {limit}), got "
+                                 f"{output_padding!r} with strides {self.strides} and "
+                                 f"dilation_rate {self.dilation_rate}")
+            self.output_padding = op
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3 or any(d is None for d in input_shape):
+            raise ValueError(f"{self!r}: expects 4-D input (batch, channels, height, width) with "
+                             f"known channels, height and width, got input shape "
+                             f"{(None,) + tuple(input_shape)}")
+        dims, pads = [], []
+        for axis in (0, 1):
+            o, p = _transpose_output_and_pad(input_shape[1 + axis], self.kernel_size[axis],
+                                             self.strides[axis], self.dilation_rate[axis],
+                                             self.padding, self.output_padding, axis)
+            if o < 1:
+                raise ValueError(f"{self!r}: padding {self.padding!r} with "
+                                 f"kernel_size {self.kernel_size}, strides {self.strides} and "
+                                 f"output_padding {self.output_padding} leaves no output for "
+                                 f"input of shape {(None,) + tuple(input_shape)}")
+            dims.append(o)
+            pads.append(p)
+        self.pads = tuple(pads)
+        return (self.filters, *dims)
+
+    def create_params(self, input_shape):
+        c, (kh, kw) = input_shape[0], self.kernel_size
+        self.in_channels = c
+        # fans as Keras counts them for its (kh, kw, filters, in_channels) kernel
+        self.create_affine((c, self.filters, kh, kw), self.filters, self.filters * kh * kw,
+                           c * kh * kw)
+
+    def set_backend(self, backend):
+        super().set_backend(backend)
+        if hasattr(self, "in_channels"):
+            # the convolution run by backward adds a bias: a zero one of in_channels
+            self._zero_in = backend.zeros((self.in_channels,), self.dtype)
+
+    def _geometry(self):
+        return (*self.strides, *self.pads, *self.dilation_rate)
+
+    def _forward(self, x, training):
+        be = self.backend
+        n, f, oh, ow = (int(x.shape[0]),) + tuple(self.output_shape)
+        z = be.empty((n, f, oh, ow), self.dtype)
+        be.conv2d_backward_input(x, self.params["kernel"], *self._geometry(), z)
+        if self.use_bias:
+            # z += bias over the channel axis, in place (each element read and written once)
+            zf = be.kernel_view(z, (z.size,))
+            be.binary_forward(_ADD, zf, self.params["bias"], (1, 1, 1, n, f, oh * ow),
+                              (0, 0, 0, f * oh * ow, oh * ow, 1), (0, 0, 0, 0, 1, 0), zf)
+        y = self.act.forward(be, z)
+        return y, (x, z, y)
+
+    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
+        be = self.backend
+        x = ctx[0]
+        g = self.activation_grad(ctx, grad_out, pre_activation)
+        pg = sink.layer_grads(self)
+        if pg is not None:
+            grads, accumulate = pg
+            # d/dw of <conv2d_backward_input(x, w), g> is the convolution's weight gradient with
+            # g as its input and x as its output gradient
+            be.conv2d_backward_weight(g, x, *self._geometry(), accumulate, grads["kernel"])
+            if self.use_bias:
+                be.conv2d_backward_bias(g, accumulate, grads["bias"])
+        if not need:
+            return None
+        grad_in = be.empty(tuple(x.shape), self.dtype)
+        be.conv2d_forward(g, self.params["kernel"], self._zero_in, *self._geometry(), grad_in)
+        return grad_in
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": _padding_config(self.padding),
+                "output_padding": None if self.output_padding is None else
+                list(self.output_padding), "dilation_rate": list(self.dilation_rate)}
+
+
 class _Pool2D(Layer):
     def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
         super().__init__(**kwargs)
@@ -176,6 +308,48 @@ class AvgPool2D(_Pool2D):
 
 
 MaxPooling2D, AveragePooling2D = MaxPool2D, AvgPool2D
+
+
+class UpSampling2D(Layer):
+    """Repeats each pixel of NCHW input ``size`` = (rows, columns) times (nearest-neighbour
+    upsampling, Keras' ``interpolation="nearest"``); the gradient of a pixel is the sum over its
+    copies."""
+
+    INTERPOLATIONS = ("nearest",)
+
+    def __init__(self, size=(2, 2), interpolation="nearest", **kwargs):
+        super().__init__(**kwargs)
+        where = f"UpSampling2D {self.name!r}"
+        self.size = check_pair(size, "size", where)
+        if not isinstance(interpolation, str) or interpolation not in self.INTERPOLATIONS:
+            raise ValueError(f"{where}: interpolation must be one of "
+                             f"{', '.join(map(repr, self.INTERPOLATIONS))} (the only ones "
+                             f"supported), got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r}: expects 4-D input (batch, channels, height, width), got "
+                             f"input shape {(None,) + tuple(input_shape)}")
+        c, h, w = input_shape
+        return (c, None if h is None else h * self.size[0], None if w is None else w * self.size[1])
+
+    def _forward(self, x, training):
+        n, c, h, w = (int(d) for d in x.shape)
+        out = self.backend.empty((n, c, h * self.size[0], w * self.size[1]), self.dtype)
+        self.backend.upsample2d_forward(x, *self.size, out)
+        return out, (n, c, h, w)
+
+    def _backward(self, shape, grad_out, sink, need):
+        if not need:
+            return None
+        grad_in = self.backend.empty(shape, self.dtype)
+        self.backend.upsample2d_backward(grad_out, *self.size, grad_in)
+        return grad_in
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size),
+                "interpolation": self.interpolation}
 
 
 class _GlobalPool2D(Layer):
