@@ -274,6 +274,27 @@ def test_vectorized_sigmoid_and_tanh_match_libm():
     assert np.isnan(scalar.sigmoid_v(np.nan)) and np.isnan(scalar.tanh_v(np.nan))
 
 
+def test_float32_sigmoid_and_tanh():
+    """The float32 twins (sigmoid_v32, tanh_v32: what the kernels use on float32 arrays) within
+    2 float32 ulps of the exact values above 1e-37, within 1e-37 below; NaN in NaN out."""
+    x = np.concatenate([np.linspace(-90, 90, 200001), np.geomspace(1e-38, 1e3, 20000),
+                        -np.geomspace(1e-38, 1e3, 20000), [0.0, np.inf, -np.inf, np.nan]])
+    x = x.astype(np.float32)
+    sig, th = np.empty_like(x), np.empty_like(x)
+    _vector_maths(x, sig, th)
+    assert sig.dtype == np.float32
+    want_sig = np.array([scalar.sigmoid(v) for v in x[:-1].astype(np.float64)])
+    want_th = np.tanh(x[:-1].astype(np.float64))
+    big = want_sig > 1e-37
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(sig[:-1][big], want_sig[big], rtol=2 * eps, atol=0)
+    np.testing.assert_allclose(sig[:-1][~big], want_sig[~big], rtol=0, atol=1e-37)
+    np.testing.assert_allclose(th[:-1], want_th, rtol=2 * eps, atol=0)
+    assert np.isnan(sig[-1]) and np.isnan(th[-1])
+    np.testing.assert_array_equal([scalar.sigmoid_v32(v) for v in x[::97]], sig[::97])
+    np.testing.assert_array_equal([scalar.tanh_v32(v) for v in x[::97]], th[::97])
+
+
 # ----------------------------------------------------------------------------------- bad arguments
 def test_bad_arguments_raise(rng):
     d = rc.inputs("lstm", rng, 2, 3, 4, np.float32)

@@ -24,15 +24,17 @@ results do not depend on it) that run the whole time loop on Numba's threads, si
 meet in the recurrence. A step of a block is one BLAS GEMM (h_{t-1} @ u into the step's
 pre-activation rows, or dh_{t-1} = dA_t @ u.T added into the carried gradient) and one pass of
 gate maths over its rows; sigmoid and tanh are kernels/scalar.py's arithmetic-only ``sigmoid_v``
-and ``tanh_v`` so that the pass vectorizes. Backward also copies each step's h_{t-1} into a buffer
-aligned with ``grad_xp``, and after the loop grad_u is one GEMM over all N*T rows (the dense
-weight-gradient kernels: row blocks of grad_u in parallel).
+and ``tanh_v`` (``sigmoid_v32`` and ``tanh_v32`` in float32) so that the pass vectorizes.
+Backward also copies each step's h_{t-1} into a buffer aligned with ``grad_xp``, and after the
+loop grad_u is one GEMM over all N*T rows (the dense weight-gradient kernels: row blocks of
+grad_u in parallel).
 
 Public kernels check their arguments on the host (ValueError naming the argument) before any
 compiled code runs.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .. import scalar
 from ._blas import gemm
@@ -47,8 +49,26 @@ _MAX_BLOCKS = 8
 _MIN_WORK = 1 << 20
 
 _inline = njit(inline="always")
-_sigmoid = _inline(scalar.sigmoid_v)
-_tanh = _inline(scalar.tanh_v)
+
+
+def _by_dtype(f64, f32):
+    """A scalar function for the kernels: scalar.py's float32 twin ``f32`` on a float32
+    argument, ``f64`` otherwise, chosen when a kernel compiles (a numba overload; LLVM inlines
+    it, so the loops still vectorize; inlining it in numba's IR warns about phi nodes)."""
+    f64, f32 = _inline(f64), _inline(f32)
+
+    def fn(x):
+        return f64(x)
+
+    @overload(fn)
+    def _typed(x):
+        f = f32 if x == types.float32 else f64
+        return lambda x: f(x)
+    return fn
+
+
+_sigmoid = _by_dtype(scalar.sigmoid_v, scalar.sigmoid_v32)
+_tanh = _by_dtype(scalar.tanh_v, scalar.tanh_v32)
 _sigmoid_grad = _inline(scalar.sigmoid_grad_y)
 _tanh_grad = _inline(scalar.tanh_grad_y)
 _activate, _activate_grad = scalar.activation_switch(_inline)
