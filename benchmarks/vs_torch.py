@@ -174,6 +174,59 @@ def resblock_case(batch=128, device="cpu"):
                        device=device)
 
 
+def recurrent_case(cell, n=64, t=100, i=64, u=128, device="cpu"):
+    """An LSTM or GRU layer over a whole sequence, forward + backward (BPTT) with a gradient at
+    every output, against torch.nn.LSTM / GRU (batch_first)."""
+    import torch
+    import numbanet as nb
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, t, i)).astype(np.float32)
+    g = rng.standard_normal((n, t, u)).astype(np.float32)
+    layer = getattr(nb.layers, cell)(u, return_sequences=True)
+    be = nb.backend.get_backend(device)
+    layer.set_backend(be)
+    layer.build((t, i))
+    bx, bg = be.asarray(x), be.asarray(g)
+
+    def nb_fn():
+        layer.forward(bx, training=True)
+        layer.backward(bg)
+    rnn = getattr(torch.nn, cell)(i, u, batch_first=True).to(device)
+    tx = torch.from_numpy(x).to(device).requires_grad_()
+    tg = torch.from_numpy(g).to(device)
+
+    def torch_fn():
+        rnn.zero_grad(set_to_none=True)
+        tx.grad = None
+        rnn(tx)[0].backward(tg)
+    return nb_fn, torch_fn
+
+
+def embedding_case(vocab=20000, dim=128, n=64, t=100, device="cpu"):
+    """Embedding lookup of (n, t) ids and its backward (the scatter-add into a dense gradient)."""
+    import torch
+    import numbanet as nb
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocab, (n, t))
+    g = rng.standard_normal((n, t, dim)).astype(np.float32)
+    layer = nb.layers.Embedding(vocab, dim)
+    be = nb.backend.get_backend(device)
+    layer.set_backend(be)
+    layer.build((t,))
+    bids, bg = be.asarray(ids), be.asarray(g)
+
+    def nb_fn():
+        layer.forward(bids, training=True)
+        layer.backward(bg)
+    emb = torch.nn.Embedding(vocab, dim).to(device)
+    tids, tg = torch.from_numpy(ids).to(device), torch.from_numpy(g).to(device)
+
+    def torch_fn():
+        emb.zero_grad(set_to_none=True)
+        emb(tids).backward(tg)
+    return nb_fn, torch_fn
+
+
 def _cuda_setup():
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -214,6 +267,10 @@ CUDA_CASES = {
                lambda: lenet_case(device="cuda", functional=True)),
               ("residual block train step (functional), b128", None,
                lambda: resblock_case(device="cuda"))],
+    "seq": [("LSTM fwd+bwd N64 T100 in64 u128", None, lambda: recurrent_case("LSTM", device="cuda")),
+            ("GRU fwd+bwd N64 T100 in64 u128", None, lambda: recurrent_case("GRU", device="cuda")),
+            ("Embedding fwd+bwd 20000x128, ids 64x100", None,
+             lambda: embedding_case(device="cuda"))],
 }
 
 CASES = {
@@ -228,6 +285,9 @@ CASES = {
               ("MLP 64-128-10 train step, Adam, batch 32", 3.0, mlp_case),
               ("  same, functional API", 3.0, lambda: mlp_case(functional=True)),
               ("residual block train step (functional), b128", None, resblock_case)],
+    "seq": [("LSTM fwd+bwd N64 T100 in64 u128", 1.0, lambda: recurrent_case("LSTM")),
+            ("GRU fwd+bwd N64 T100 in64 u128", 1.0, lambda: recurrent_case("GRU")),
+            ("Embedding fwd+bwd 20000x128, ids 64x100", 1.0, embedding_case)],
 }
 
 
@@ -235,7 +295,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cases", default="dense,conv,train")
+    parser.add_argument("--cases", default="dense,conv,train,seq")
     args = parser.parse_args()
     import torch
     cases, syncs = CASES, (_no_sync, _no_sync)

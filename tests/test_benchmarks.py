@@ -16,8 +16,8 @@ if str(ROOT) not in sys.path:
 from benchmarks import common  # noqa: E402
 
 MODULES = ["bench_activations", "bench_attention", "bench_conv", "bench_dense", "bench_losses",
-           "bench_ops", "bench_optim", "bench_pool", "bench_rnn", "bench_training",
-           "bench_upsampling", "bench_word2vec"]
+           "bench_ops", "bench_optim", "bench_pool", "bench_rnn", "bench_sequence",
+           "bench_training", "bench_upsampling", "bench_word2vec"]
 PREFIXES = ("time_", "peakmem_", "mem_", "track_")
 # One axis value each for these; every value of the other axes (activation, loss, ...).
 PICK = {"backend": "cpu", "shape": "small", "dtype": "float32"}

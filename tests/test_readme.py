@@ -15,11 +15,26 @@ def _block(heading):
     return m.group(1)
 
 
-@pytest.mark.parametrize("heading", ["## Three ways to build a model, and a custom training loop"])
-def test_readme_example_runs(heading, tmp_path, monkeypatch, capsys):
+def _run(heading, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = _block(heading)
     exec(compile(code, f"README.md: {heading}", "exec"), {"__name__": "__readme__"})
-    out = capsys.readouterr().out
-    assert "Connected to" in out
-    assert float(out.strip().splitlines()[-1]) > 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_three_ways_example_runs(tmp_path, monkeypatch, capsys):
+    out = _run("## Three ways to build a model, and a custom training loop", tmp_path,
+               monkeypatch, capsys)
+    assert any("Connected to" in line for line in out)
+    assert float(out[-1]) > 0
+
+
+def test_text_example_runs_and_prints_what_it_says(tmp_path, monkeypatch, capsys):
+    code = _block("## Text and sequences")
+    out = _run("## Text and sequences", tmp_path, monkeypatch, capsys)
+    promised = re.findall(r"# (\[.*\])", code)      # the comments' printed values
+    assert out[0] == promised[0]
+    assert " ".join(out[1].split()) == " ".join(promised[1].split())
+    assert " ".join(" ".join(out[2:4]).split()) == " ".join(promised[2].split())
+    positive, negative = (float(v) for v in out[-1].strip("[]").split())
+    assert positive > 0.6 and negative < 0.4

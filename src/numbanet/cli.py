@@ -96,6 +96,16 @@ def _compare(args):
     return compare_main(args)
 
 
+def _example(args):
+    from . import examples
+    if args.list or not args.name:
+        for name, title in examples.listing():
+            print(f"{name:14s} {title}")
+        return 0
+    examples.run(args.name, args.rest)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="numbanet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +141,12 @@ def main(argv=None):
     c.add_argument("--resources", action="store_true",
                    help="registers, spills and shared memory of every CUDA kernel (ptxas)")
     c.set_defaults(func=_compare)
+    e = sub.add_parser("example", help="run one of the course's models (numbanet example --list)",
+                       add_help=False)
+    e.add_argument("name", nargs="?", help="the example (see --list)")
+    e.add_argument("--list", action="store_true", help="list the examples")
+    e.add_argument("rest", nargs=argparse.REMAINDER, help="the example's options (its --help)")
+    e.set_defaults(func=_example)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -83,6 +83,8 @@ class Node:
 
     def __init__(self, layer, inputs, kwargs, listed):
         self.layer, self.inputs, self.kwargs, self.listed = layer, list(inputs), dict(kwargs), listed
+        self.n_main = len(self.inputs)          # inputs after these come from tensor kwargs
+        self.kw_spec = None                     # ((name, count, listed), ...) of those
         _node_serial[0] += 1
         self.serial = _node_serial[0]
         self.outputs = []
@@ -93,9 +95,7 @@ class InputLayer(Layer):
     """The layer behind ``nb.Input``: it only names the input and fixes its shape and dtype."""
 
     def __init__(self, shape, dtype=None, name=None, batch_size=None):
-        dt = np.dtype("float32" if dtype is None else dtype)
-        if dt.kind not in "fiub":
-            raise ValueError(f"Input: dtype must be a numeric dtype, got {dtype!r}")
+        dt = _check_dtype_name(dtype)
         super().__init__(name=name or None)
         self.input_dtype = dt
         self.dtype = dt if dt.kind == "f" else None
@@ -115,15 +115,18 @@ class InputLayer(Layer):
         return g
 
     def get_config(self):
-        return {"name": self.name, "shape": [d for d in self.input_shape],
-                "dtype": self.input_dtype.name, "batch_size": self.batch_size}
+        dtype = "string" if self.input_dtype.kind == "O" else self.input_dtype.name
+        return {"name": self.name, "shape": [d for d in self.input_shape], "dtype": dtype,
+                "batch_size": self.batch_size}
 
 
 def _check_dtype_name(dtype):
+    if dtype in ("string", "str", str, "object", object):
+        return np.dtype(object)                 # texts, for a TextVectorization layer
     dt = np.dtype("float32" if dtype is None else dtype)
     if dt.kind not in "fiub" or (dt.kind == "f" and dt not in (np.float32, np.float64)):
-        raise ValueError(f"Input: dtype must be float32, float64 or an integer dtype, got "
-                         f"{dtype!r}")
+        raise ValueError(f"Input: dtype must be float32, float64, an integer dtype or "
+                         f"'string', got {dtype!r}")
     return dt
 
 
@@ -166,15 +169,39 @@ def _infer_outputs(layer, inputs, listed, kwargs):
     return shapes, [o.dtype for o in outs], isinstance(out, (list, tuple))
 
 
+def split_tensor_kwargs(layer, kwargs, is_tensor):
+    """Separate the keyword arguments that carry tensors (the layer's ``tensor_kwargs``, e.g.
+    an RNN's ``initial_state``) from constant options: (constants, [(name, tensors, listed)])."""
+    const, tensors = {}, []
+    for k, v in kwargs.items():
+        items = flatten(v) if isinstance(v, (list, tuple)) else [v]
+        if v is not None and items and all(is_tensor(t) for t in items):
+            if k not in layer.tensor_kwargs:
+                raise TypeError(f"{layer!r}: keyword argument {k!r} is a tensor; "
+                                f"{type(layer).__name__} takes tensors only as its inputs"
+                                + (f" and {', '.join(layer.tensor_kwargs)}"
+                                   if layer.tensor_kwargs else ""))
+            tensors.append((k, items, isinstance(v, (list, tuple))))
+        elif any(is_tensor(t) for t in items):
+            raise TypeError(f"{layer!r}: keyword argument {k!r} mixes tensors and other values")
+        else:
+            const[k] = v
+    return const, tensors
+
+
 def call_symbolic(layer, inputs, args, kwargs):
-    """Record a node of ``layer`` on symbolic ``inputs``; returns its symbolic output(s)."""
+    """Record a node of ``layer`` on symbolic ``inputs``; returns its symbolic output(s).
+    Keyword arguments listed in the layer's ``tensor_kwargs`` may be symbolic tensors too (they
+    become inputs of the node)."""
     if args:
         raise TypeError(f"{layer!r}: extra positional arguments in a functional graph: pass "
                         f"constant options as keywords")
+    kwargs, kw_tensors = split_tensor_kwargs(layer, kwargs,
+                                             lambda t: isinstance(t, SymbolicTensor))
     for k, v in kwargs.items():
-        if is_symbolic(v) or isinstance(v, engine._TensorLike):
-            raise TypeError(f"{layer!r}: keyword argument {k!r} is a tensor; {type(layer).__name__}"
-                            f" takes tensors only as its inputs")
+        if isinstance(v, engine._TensorLike):
+            raise TypeError(f"{layer!r}: keyword argument {k!r} is a tensor value; a functional "
+                            f"graph takes symbolic tensors (from nb.Input) only")
     listed = isinstance(inputs, (list, tuple))
     items = flatten(inputs)
     if not all(isinstance(t, SymbolicTensor) for t in items):
@@ -199,13 +226,18 @@ def call_symbolic(layer, inputs, args, kwargs):
     if layer.built:
         _check_shapes(layer, shapes)
     if custom or getattr(layer, "infer_by_running", False):
+        if kw_tensors:
+            raise TypeError(f"{layer!r}: a layer without compute_output_shape takes no tensor "
+                            f"keyword arguments in a functional graph")
         out_shapes, out_dtypes, listed_out = _infer_outputs(layer, items, listed, kwargs)
     else:
-        out = layer.output_shape_for(shapes if layer.multi_input else shapes[0])
+        out = layer.output_shape_for(shapes if layer.multi_input else shapes[0], **kwargs)
         listed_out = isinstance(out, list)
         out_shapes = [(None,) + tuple(s) for s in (out if listed_out else [out])]
         out_dtypes = layer.output_dtypes(len(out_shapes))
-    node = Node(layer, items, kwargs, listed)
+    node = Node(layer, items + [t for _, ts, _ in kw_tensors for t in ts], kwargs, listed)
+    node.n_main = len(items)
+    node.kw_spec = tuple((k, len(ts), lst) for k, ts, lst in kw_tensors) or None
     node.outputs = [SymbolicTensor(s, d, node, i) for i, (s, d) in enumerate(zip(out_shapes,
                                                                                out_dtypes))]
     node.listed_out = listed_out
@@ -307,7 +339,9 @@ class Plan:
     """The compiled graph of a functional model: value slots, and one step per node in an order
     where every node follows the nodes whose outputs it reads.
 
-    ``steps``: (layer, input slots, output slots, kwargs, listed inputs, listed outputs).
+    ``steps``: (layer, input slots, output slots, kwargs, listed inputs, listed outputs,
+    tensor-kwarg spec or None); the input slots of a step with tensor keyword arguments end with
+    those tensors' slots.
     """
 
     def __init__(self, inputs, outputs, owner="Model"):
@@ -342,7 +376,8 @@ class Plan:
                 slots[id(t)] = len(slots)
                 outs.append(slots[id(t)])
             self.nodes.append(node)
-            self.steps.append((node.layer, ins, outs, node.kwargs, node.listed, node.listed_out))
+            self.steps.append((node.layer, ins, outs, node.kwargs, node.listed, node.listed_out,
+                               node.kw_spec))
         for t in self.inputs:
             if id(t) not in used_inputs:
                 raise ValueError(f"{owner}: no output depends on input {t.node.layer.name!r}; "
@@ -356,13 +391,15 @@ class Plan:
         self.slot_of = slots
         # consumers of each slot (for the fused softmax/sigmoid + crossentropy path)
         self.readers = [0] * self.nslots
-        for _, ins, _, _, _, _ in self.steps:
-            for i in ins:
+        for step in self.steps:
+            for i in step[1]:
                 self.readers[i] += 1
         self.producer = {}
-        for k, (_, _, outs, _, _, _) in enumerate(self.steps):
-            for o in outs:
+        for k, step in enumerate(self.steps):
+            for o in step[2]:
                 self.producer[o] = k
+        # masks: does any layer make one (an Embedding with mask_zero, Masking)?
+        self.masking = any(getattr(node.layer, "produces_mask", False) for node in self.nodes)
         layers = []
         seen = set()
         for node in order:

@@ -66,6 +66,7 @@ INITIALIZERS = {
     "random_uniform": lambda shape, fan_in, fan_out, dtype, rng:
         rng.uniform(-0.05, 0.05, shape).astype(dtype),
 }
+INITIALIZERS["uniform"] = INITIALIZERS["random_uniform"]       # Keras' Embedding default
 
 
 class Constant:

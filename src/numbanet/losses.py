@@ -189,6 +189,41 @@ class Loss:
         getattr(backend, name + "_backward")(t, p, *args, w, self._2d(grad))
         return out, grad
 
+    def value_and_grad_masked(self, backend, y_true, y_pred, weights, mask, gradients=True,
+                              logits=False):
+        """``value_and_grad`` for per-position outputs (batch, time, ...) with a (batch, time)
+        ``mask``: every position is a row, masked ones weigh 0, and the loss is the mean over the
+        unmasked ones (Keras: sum(w l) / sum(mask))."""
+        mshape = tuple(int(d) for d in mask.shape)
+        pshape = tuple(int(d) for d in y_pred.shape)
+        if pshape[:len(mshape)] != mshape or len(pshape) == len(mshape):
+            return self.value_and_grad(backend, y_true, y_pred, weights, gradients, logits)
+        rows = math.prod(mshape)
+        m = np.asarray(backend.to_numpy(mask), dtype=np.float64).reshape(-1)
+        w = np.ones(pshape[0]) if weights is None else \
+            np.asarray(backend.to_numpy(weights), dtype=np.float64).reshape(-1)
+        row_w = np.repeat(w, rows // pshape[0]) * m
+        valid = m.sum()
+        row_w *= rows / valid if valid > 0 else 0.0
+        p2 = y_pred.reshape((rows,) + pshape[len(mshape):]) if len(pshape) > len(mshape) + 1 \
+            else y_pred.reshape(rows, pshape[-1])
+        if len(p2.shape) > 2:
+            p2 = p2.reshape(rows, -1)
+        yt = y_true.reshape((rows,) + tuple(int(d) for d in y_true.shape[len(mshape):]))
+        name, args = self._kernel(logits or self.from_logits)
+        if self.is_custom:
+            raise ValueError(f"{self.name}: a custom loss takes masked per-position outputs "
+                             f"only without a mask; compute the mask inside call()")
+        t = yt if self.sparse else yt.reshape(rows, -1)
+        wb = backend.asarray(row_w, y_pred.dtype)
+        out = backend.empty((1,), y_pred.dtype)
+        getattr(backend, name + "_forward")(t, p2, *args, wb, out)
+        if not gradients:
+            return out, None
+        grad = backend.empty(pshape, y_pred.dtype)
+        getattr(backend, name + "_backward")(t, p2, *args, wb, grad.reshape(p2.shape))
+        return out, grad
+
     def _reduce(self, values, weights):
         """A custom loss's ``call`` result reduced to a scalar tensor: per-sample values times
         the sample weights, summed, over the number of values (or summed)."""

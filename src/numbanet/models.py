@@ -268,12 +268,12 @@ class Model(Layer, functional._GraphLayer):
     @property
     def non_trainable_weights(self):
         if not self._trainable:
-            return [v for l in self._own_layers() for v in l.weights]
-        return [v for l in self._own_layers() for v in l.non_trainable_weights]
+            return [v for l in self._own_layers() for v in l._local_weights("all")]
+        return [v for l in self._own_layers() for v in l._local_weights("non_trainable")]
 
     @property
     def weights(self):
-        return [v for l in self._own_layers() for v in l.weights]
+        return [v for l in self._own_layers() for v in l._local_weights("all")]
 
     variables = weights
 
@@ -287,7 +287,7 @@ class Model(Layer, functional._GraphLayer):
                                f"data (or fit) first")
 
     def count_params(self):
-        return int(sum(v.size for l in self._own_layers() for v in l.weights
+        return int(sum(v.size for l in self._own_layers() for v in l._local_weights("all")
                        if v.kind == "param"))
 
     def summary(self, print_fn=print):
@@ -434,13 +434,21 @@ class Model(Layer, functional._GraphLayer):
             raise ValueError(f"{self!r}: expected input{which} of shape {t.shape} (None = any "
                              f"size), got {got}")
         if isinstance(x, np.ndarray):
-            return self.backend.asarray(x, dtype=t.dtype)
+            return x if t.dtype.kind == "O" else self.backend.asarray(x, dtype=t.dtype)
         if np.dtype(x.dtype) != t.dtype:
             raise TypeError(f"{self!r}: input {self.input_names[index]!r} must be {t.dtype}, "
                             f"got {x.dtype}")
         return x
 
-    def output_shape_for(self, input_shape):
+    def _input_array(self, v):
+        if self._plan is not None and not isinstance(v, engine._TensorLike) and \
+                not hasattr(v, "__cuda_array_interface__"):
+            a = np.asarray(v)
+            if a.dtype.kind in "OUS" and any(t.dtype.kind == "O" for t in self._plan.inputs):
+                return np.asarray(v, dtype=object)
+        return Layer._input_array(self, v)
+
+    def output_shape_for(self, input_shape, **kwargs):
         if self._plan is None:
             raise NotImplementedError
         return self.output_shape if self._single_out else list(self.output_shape)
@@ -462,19 +470,16 @@ class Model(Layer, functional._GraphLayer):
                 values[slot] = a
         else:
             values[plan.input_slots[0]] = x
+        if plan.masking:
+            return self._forward_masked(values, training)
         ctxs = []
-        for layer, ins, outs, kw, listed, listed_out in plan.steps:
-            if not (listed or listed_out or kw):                # the common case: one in, one out
+        for layer, ins, outs, kw, listed, listed_out, kw_spec in plan.steps:
+            if not (listed or listed_out or kw or kw_spec):     # the common case: one in, one out
                 values[outs[0]], c = layer._forward(values[ins[0]], training)
                 ctxs.append(c)
                 continue
-            a = [values[i] for i in ins] if listed else values[ins[0]]
-            t = kw.get("training", training)
-            if kw:
-                kw = {k: v for k, v in kw.items() if k != "training"}
-                out, c = layer._forward(a, t, **kw)
-            else:
-                out, c = layer._forward(a, t)
+            a, kw = _step_args(values, ins, kw, listed, kw_spec)
+            out, c = layer._forward(a, kw.pop("training", training), **kw)
             if listed_out:
                 for o, v in zip(outs, out):
                     values[o] = v
@@ -482,8 +487,39 @@ class Model(Layer, functional._GraphLayer):
                 values[outs[0]] = out
             ctxs.append(c)
         if self._single_out:
-            return values[plan.output_slots[0]], (values, ctxs)
-        return [values[s] for s in plan.output_slots], (values, ctxs)
+            return values[plan.output_slots[0]], (values, ctxs, None)
+        return [values[s] for s in plan.output_slots], (values, ctxs, None)
+
+    def _forward_masked(self, values, training):
+        """The executor for graphs that carry masks (an Embedding with ``mask_zero``, a Masking
+        layer): each slot also has a mask ((batch, time) 0/1 array, or None); a layer that uses
+        masks gets its input's, and ``compute_mask`` gives its output's."""
+        plan = self._plan
+        masks = [None] * plan.nslots
+        ctxs = []
+        for layer, ins, outs, kw, listed, listed_out, kw_spec in plan.steps:
+            a, kw = _step_args(values, ins, kw, listed, kw_spec)
+            n_main = len(a) if listed else 1
+            m = [masks[i] for i in ins[:n_main]] if listed else masks[ins[0]]
+            if any(v is not None for v in (m if listed else [m])) and layer.uses_mask:
+                kw["mask"] = m
+            out, c = layer._forward(a, kw.pop("training", training), **kw)
+            om = layer.compute_mask(a, m)
+            if listed_out:
+                for o, v, mo in zip(outs, out, om if isinstance(om, (list, tuple))
+                                    else [om] * len(outs)):
+                    values[o], masks[o] = v, mo
+            else:
+                values[outs[0]], masks[outs[0]] = out, om
+            ctxs.append(c)
+        res = [values[s] for s in plan.output_slots]
+        return (res[0] if self._single_out else res), (values, ctxs, masks)
+
+    def _output_masks(self, ctx):
+        """The masks of the outputs of the forward pass ``ctx`` (None where there is none)."""
+        if self._plan is None or len(ctx) < 3 or ctx[2] is None:
+            return [None] * self._output_count()
+        return [ctx[2][s] for s in self._plan.output_slots]
 
     def _requires(self, sink, need):
         """Per slot: does its gradient matter (it depends on a needed input or a wanted
@@ -503,7 +539,8 @@ class Model(Layer, functional._GraphLayer):
         for slot, n in zip(plan.input_slots, need):
             req[slot] = n
         run = []
-        for layer, ins, outs, _, _, _ in plan.steps:
+        for step in plan.steps:
+            layer, ins, outs = step[0], step[1], step[2]
             hit = any(req[i] for i in ins) or sink.wants(layer) or \
                 any(sink.wants(l) for l in layer._sublayers_deep())
             for o in outs:
@@ -515,7 +552,7 @@ class Model(Layer, functional._GraphLayer):
         if self._plan is None:
             return Layer._backward(self, ctx, grad_out, sink, need)
         plan = self._plan
-        values, ctxs = ctx
+        values, ctxs = ctx[0], ctx[1]
         needs = list(need) if isinstance(need, (list, tuple)) else [need]
         req, run = self._requires(sink, needs)
         grads = [None] * plan.nslots
@@ -532,8 +569,8 @@ class Model(Layer, functional._GraphLayer):
         for k in range(len(steps) - 1, -1, -1):
             if not run[k]:
                 continue
-            layer, ins, outs, _, listed, listed_out = steps[k]
-            if not (listed or listed_out):                      # one in, one out
+            layer, ins, outs, _, listed, listed_out, kw_spec = steps[k]
+            if not (listed or listed_out or kw_spec):           # one in, one out
                 o, i = outs[0], ins[0]
                 g = grads[o]
                 if g is None:
@@ -556,11 +593,12 @@ class Model(Layer, functional._GraphLayer):
                     go[j] = layer.backend.zeros(tuple(v.shape), v.dtype)
             need_in = [req[i] for i in ins]
             g_arg = go if listed_out else go[0]
+            flat = listed or kw_spec is not None
             if not listed_out and pre is not None and outs[0] in pre:
                 gin = layer._backward(ctxs[k], g_arg, sink, need_in[0], pre_activation=True)
             else:
-                gin = layer._backward(ctxs[k], g_arg, sink, need_in if listed else need_in[0])
-            gins = gin if listed else [gin]
+                gin = layer._backward(ctxs[k], g_arg, sink, need_in if flat else need_in[0])
+            gins = gin if flat else [gin]
             for i, g, n in zip(ins, gins, need_in):
                 if n and g is not None:
                     grads[i] = g if grads[i] is None else engine._sum_grads(layer.backend,
@@ -704,7 +742,7 @@ class Model(Layer, functional._GraphLayer):
         info.names = self._out_names()
         info.first = None if losses is None else \
             next((k for k, l in enumerate(losses) if l is not None), None)
-        info.trainable = [v for l in self._own_layers() for v in l.trainable_weights] \
+        info.trainable = [v for l in self._own_layers() for v in l._local_weights("trainable")] \
             if self._trainable else []
         info.fusion = self._fusion_of() if losses is not None else None
         info.regularized = [l for l in self._own_layers()
@@ -727,6 +765,17 @@ class Model(Layer, functional._GraphLayer):
             label = name if len(specs) == 1 else f"{name}[{iname!r}]"
             if xi is None:
                 raise ValueError(f"{label}: missing input {iname!r}")
+            if dtype is not None and dtype.kind == "O":             # texts
+                arr = np.asarray(xi, dtype=object)
+                if arr.ndim == len(shape) and arr.ndim < 2 and shape in ((), (1,)) and \
+                        not (arr.ndim == 1 and shape == ()):
+                    arr = arr.reshape(-1)
+                if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1) or \
+                        not len(arr):
+                    raise ValueError(f"{label}: expected a batch of texts of shape (batch,) or "
+                                     f"(batch, 1), got shape {arr.shape}")
+                out.append(arr)
+                continue
             arr = xi if type(xi) is np.ndarray and xi.ndim and len(xi) and \
                 xi.dtype.kind in "fiub" else _as_host_array(xi, label)
             if shape is not None and shape != arr.shape[1:] and \
@@ -855,8 +904,9 @@ class Model(Layer, functional._GraphLayer):
         """(list of (1,) loss arrays, per-output gradient arrays, pre-activation flags)."""
         be = self.backend
         fusion = (info or self._info()).fusion
-        if len(fusion) == 1 and fusion[0] and self.loss_weights[0] == 1.0:     # the fast path
-            plan, loss = self._plan, self.output_losses[0]
+        masks = ctx[2] if self._plan is not None and len(ctx) > 2 else None
+        if len(fusion) == 1 and fusion[0] and self.loss_weights[0] == 1.0 and masks is None:
+            plan, loss = self._plan, self.output_losses[0]                   # the fast path
             step = plan.producer[plan.output_slots[0]]
             logits = plan.steps[step][0]._logits(ctx[1][step])
             value, grad = loss.value_and_grad(be, ys[0], logits, wb, gradients, logits=True)
@@ -867,14 +917,16 @@ class Model(Layer, functional._GraphLayer):
                 grads.append(None)
                 continue
             yb = ys[k]
+            mask = None if masks is None else masks[self._plan.output_slots[k]]
+            pred, logits = outs[k], False
             if fusion[k]:
                 step = self._plan.producer[self._plan.output_slots[k]]
-                layer = self._plan.steps[step][0]
-                logits = layer._logits(ctx[1][step])
-                value = loss.forward(be, yb, logits, wb, logits=True)
-                g = loss.backward(be, yb, logits, wb, logits=True) if gradients else None
+                pred, logits = self._plan.steps[step][0]._logits(ctx[1][step]), True
+            if mask is not None:
+                value, g = loss.value_and_grad_masked(be, yb, pred, wb, mask, gradients,
+                                                      logits=logits)
             else:
-                value, g = loss.value_and_grad(be, yb, outs[k], wb, gradients)
+                value, g = loss.value_and_grad(be, yb, pred, wb, gradients, logits=logits)
             if weight != 1.0:
                 be.scale(value, weight, value)
                 if g is not None:
@@ -923,6 +975,7 @@ class Model(Layer, functional._GraphLayer):
             engine._training.pop()
         outs = [out] if len(info.names) == 1 else list(out)
         values, grads, fusion = self._losses(ybs, outs, ctx, wb, True, info)
+        self._last_masks = None if len(ctx) < 3 or ctx[2] is None else self._output_masks(ctx)
         sink = engine.LayerSink()
         g = grads[0] if len(grads) == 1 else grads
         need = False if single else [False] * len(xbs)
@@ -976,6 +1029,9 @@ class Model(Layer, functional._GraphLayer):
         out = []
         for (_, _, dtype), a in zip(specs, xs):
             part = a if idx is None else a[idx]
+            if part.dtype.kind == "O":          # texts stay on the host (TextVectorization)
+                out.append(part)
+                continue
             out.append(be.asarray(part, dtype=dtype if dtype is not None and
                                   part.dtype.kind == "f" else None))
         return out
@@ -1047,12 +1103,18 @@ class Model(Layer, functional._GraphLayer):
             return (flat[:, 0] > 0.5).astype(np.int64)
         return np.argmax(flat, axis=1)
 
-    def _update_metrics(self, ys_host, outs):
+    def _update_metrics(self, ys_host, outs, masks=None):
         for k, ms in enumerate(self.output_metrics):
             if ms and ys_host[k] is not None:
                 pred = self.backend.to_numpy(outs[k])
+                y = ys_host[k]
+                mask = None if masks is None else masks[k]
+                if mask is not None:            # masked positions of per-position outputs
+                    keep = np.asarray(self.backend.to_numpy(mask)) > 0
+                    if pred.ndim == keep.ndim + 1 and pred.shape[:keep.ndim] == keep.shape:
+                        pred, y = pred[keep], np.asarray(y)[keep]
                 for m in ms:
-                    m.update(ys_host[k], pred)
+                    m.update(y, pred)
 
     # -- fit, evaluate, predict -----------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
@@ -1145,7 +1207,7 @@ class Model(Layer, functional._GraphLayer):
                 seen += len(idx)
                 logs = {"loss": total / seen}
                 if self.metrics:
-                    self._update_metrics(ys_host, outs)
+                    self._update_metrics(ys_host, outs, getattr(self, "_last_masks", None))
                     for m in self.metrics:
                         logs[m.name] = m.result()
                 logs["batch_loss"] = value
@@ -1191,7 +1253,7 @@ class Model(Layer, functional._GraphLayer):
                 total += v * size
                 k_val += 1
             if self.metrics:
-                self._update_metrics(ys_host, outs)
+                self._update_metrics(ys_host, outs, self._output_masks(ctx))
         penalty = self._value(self._regularize(gradients=False))
         result = {"loss": total / n + penalty}
         active = [k for k, l in enumerate(self.output_losses) if l is not None]
@@ -1298,6 +1360,22 @@ class Model(Layer, functional._GraphLayer):
         arrays = _read_npz(path, "load_weights")
         _set_arrays(self, arrays, path, "load_weights")
         return self
+
+
+def _step_args(values, ins, kw, listed, kw_spec):
+    """A step's input argument (one array, or a list) and its keyword arguments (a new dict:
+    constants, plus the tensor keyword arguments taken from the slots after the inputs)."""
+    kw = dict(kw)
+    if kw_spec is None:
+        return ([values[i] for i in ins] if listed else values[ins[0]]), kw
+    n_main = len(ins) - sum(c for _, c, _ in kw_spec)
+    pos = n_main
+    for name, count, is_list in kw_spec:
+        vals = [values[i] for i in ins[pos:pos + count]]
+        kw[name] = vals if is_list else vals[0]
+        pos += count
+    main = [values[i] for i in ins[:n_main]]
+    return (main if listed else main[0]), kw
 
 
 def _check_savable(arrays):
@@ -1467,9 +1545,12 @@ def graph_config(model):
         layers.append(entry)
     nodes = [{"layer": t.node.layer.name, "inputs": [], "kwargs": {}} for t in plan.inputs]
     for node in plan.nodes:
-        nodes.append({"layer": node.layer.name,
-                      "inputs": [[node_ids[id(t.node)], t.index] for t in node.inputs],
-                      "listed": node.listed, "kwargs": node.kwargs})
+        entry = {"layer": node.layer.name,
+                 "inputs": [[node_ids[id(t.node)], t.index] for t in node.inputs],
+                 "listed": node.listed, "kwargs": node.kwargs}
+        if node.kw_spec:
+            entry["tensor_kwargs"] = [[k, c, lst] for k, c, lst in node.kw_spec]
+        nodes.append(entry)
     ref = lambda t: [node_ids[id(t.node)], t.index]                  # noqa: E731
     return {"name": model.name, "layers": layers, "nodes": nodes,
             "inputs": [ref(t) for t in plan.inputs], "outputs": [ref(t) for t in plan.outputs],
@@ -1520,8 +1601,17 @@ def functional_from_config(config, device=None):
                 raise ValueError(f"node {k} reads node {src}, which is not earlier: the graph "
                                  f"has a cycle or is out of order")
             ins.append(built[src][idx])
-        arg = ins if spec.get("listed", False) else ins[0]
-        out = layer(arg, **spec.get("kwargs", {}))
+        kwargs = dict(spec.get("kwargs", {}))
+        tensor_kwargs = spec.get("tensor_kwargs") or []
+        n_main = len(ins) - sum(int(c) for _, c, _ in tensor_kwargs)
+        pos = n_main
+        for name, count, listed in tensor_kwargs:
+            vals = ins[pos:pos + int(count)]
+            kwargs[name] = vals if listed else vals[0]
+            pos += int(count)
+        main = ins[:n_main]
+        arg = main if spec.get("listed", False) else main[0]
+        out = layer(arg, **kwargs)
         built.append(functional.flatten(out))
     pick = lambda ref: built[int(ref[0])][int(ref[1])]                 # noqa: E731
     inputs = [pick(r) for r in config["inputs"]]

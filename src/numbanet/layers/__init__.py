@@ -8,13 +8,18 @@ from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, Pe
                    Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
+from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from .sequence import (AveragePooling1D, AvgPool1D, Conv1D, Embedding, GlobalAveragePooling1D,
+                       GlobalMaxPooling1D, Masking, MaxPool1D, MaxPooling1D)
 
 LAYERS = {cls.__name__: cls for cls in (
     Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Permute, Dropout, Activation, ReLU,
     LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization,
     LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
     GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
-    Minimum, Concatenate, Conv2DTranspose, UpSampling2D)}
+    Minimum, Concatenate, Embedding, Masking, Conv1D, MaxPool1D, AvgPool1D,
+    GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional, Conv2DTranspose,
+    UpSampling2D)}
 
 
 def get(name):

@@ -108,6 +108,19 @@ class Layer:
     multi_input = False
     #: "float" (cast to the layer dtype) or "int" (integer ids, e.g. Embedding)
     input_kind = "float"
+    #: keyword arguments that may carry tensors (an RNN's ``initial_state``): in a graph they
+    #: are inputs of the node; ``_backward`` then takes and returns flat lists over
+    #: [inputs..., those tensors...]
+    tensor_kwargs = ()
+    #: masks (Keras): a layer that ``supports_masking`` passes its input's mask on unchanged;
+    #: one that ``uses_mask`` gets it as ``_forward(..., mask=...)`` (a (batch, time) 0/1 array,
+    #: or a list for several inputs); one that ``produces_mask`` makes one (``compute_mask``)
+    supports_masking = False
+    uses_mask = False
+    produces_mask = False
+    #: per-sample axes whose size may change from call to call (a sequence's length): None
+    #: (none), "all", "leading" (all but the last) or a tuple of axis indices
+    free_axes = None
 
     def __init__(self, name=None, dtype=None, trainable=True):
         where = type(self).__name__
@@ -158,17 +171,39 @@ class Layer:
             self.dtype = np.dtype(np.float32)
         self.output_shape = self.compute_output_shape(shape)
         self.create_params(shape)
+        if self.free_axes is not None and not self.multi_input:
+            self.input_shape = self._relaxed(shape)
+            self.output_shape = self.compute_output_shape(self.input_shape)
         self.built = True
         engine.structure_changed()
+
+    def _relaxed(self, shape):
+        """``shape`` with the free axes (``free_axes``) set to None."""
+        free = self.free_axes
+        n = len(shape)
+        axes = range(n) if free == "all" else range(n - 1) if free == "leading" else \
+            [a % n for a in free if -n <= a < n]
+        return tuple(None if i in set(axes) else d for i, d in enumerate(shape))
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def output_shape_for(self, input_shape):
-        """The per-sample output shape for a call on ``input_shape`` (the layer is built)."""
+    def output_shape_for(self, input_shape, **kwargs):
+        """The per-sample output shape(s) for a call on ``input_shape`` with constant keyword
+        arguments ``kwargs`` (the layer is built)."""
         if input_shape == self.input_shape:
             return self.output_shape
         return self.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask):
+        """The mask of the output for input ``mask`` (Keras): passed on unchanged by layers that
+        support masking, dropped by others. ``inputs``: the call's input array(s)."""
+        if not self.supports_masking or mask is None:
+            return None
+        if isinstance(mask, (list, tuple)):
+            present = [m for m in mask if m is not None]
+            return _and_masks(self.backend, present) if present else None
+        return mask
 
     def output_dtypes(self, n):
         """The dtypes of the call's ``n`` outputs."""
@@ -237,22 +272,33 @@ class Layer:
         self.set_backend(backend)
 
     # -- weights --------------------------------------------------------------------------------
+    def _local_weights(self, which):
+        """This layer's own weights (not its sublayers'): "trainable", "non_trainable" or
+        "all"."""
+        params = [self._variable("param", k) for k in self.params]
+        buffers = [self._variable("buffer", k) for k in self.buffers]
+        if which == "trainable":
+            return params if self.trainable else []
+        if which == "non_trainable":
+            return ([] if self.trainable else params) + buffers
+        return params + buffers
+
     @property
     def trainable_weights(self):
-        """The trainable weights (Variables), kernel before bias."""
-        if not self.trainable:
-            return []
-        return [self._variable("param", k) for k in self.params]
+        """The trainable weights (Variables), kernel before bias; then those of the layers
+        inside this one (a wrapper's)."""
+        return self._local_weights("trainable") + \
+            [v for l in self._sublayers_deep() for v in l._local_weights("trainable")]
 
     @property
     def non_trainable_weights(self):
-        frozen = [] if self.trainable else [self._variable("param", k) for k in self.params]
-        return frozen + [self._variable("buffer", k) for k in self.buffers]
+        return self._local_weights("non_trainable") + \
+            [v for l in self._sublayers_deep() for v in l._local_weights("non_trainable")]
 
     @property
     def weights(self):
-        return [self._variable("param", k) for k in self.params] + \
-            [self._variable("buffer", k) for k in self.buffers]
+        return self._local_weights("all") + \
+            [v for l in self._sublayers_deep() for v in l._local_weights("all")]
 
     variables = weights
 
@@ -265,7 +311,8 @@ class Layer:
             l.trainable and l.params for l in self._sublayers_deep())
 
     def count_params(self):
-        return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
+        return int(sum(int(np.prod(p.shape)) for p in self.params.values())) + \
+            sum(l.count_params() for l in self._sublayers_deep())
 
     # -- calling --------------------------------------------------------------------------------
     def __call__(self, inputs, *args, **kwargs):
@@ -293,16 +340,32 @@ class Layer:
             self._build_from(arrays)
         arrays = [self.check_input(a, i) for i, a in enumerate(arrays)]
         x = arrays if self.multi_input else arrays[0]
+        from ..functional import split_tensor_kwargs
+        kwargs, kw_tensors = split_tensor_kwargs(
+            self, kwargs, lambda t: isinstance(t, engine._TensorLike) or
+            (hasattr(t, "shape") and hasattr(t, "dtype")))
+        for name, ts, listed_kw in kw_tensors:
+            vals = [self.backend.asarray(self._input_array(t)) if isinstance(t, np.ndarray)
+                    else self._input_array(t) for t in ts]
+            kwargs[name] = vals if listed_kw else vals[0]
+        masks = [getattr(v, "mask", None) for v in items]
+        mask = masks if self.multi_input else masks[0]
+        if self.uses_mask and any(m is not None for m in masks) and "mask" not in kwargs:
+            kwargs["mask"] = mask
         training = engine.current_training() if training is None else bool(training)
         with engine.training_scope(training):
             out, ctx = self._forward(x, training, **kwargs)
-        outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        tensors = [engine.Tensor(o, self.backend) for o in outs]
+        listed_out = isinstance(out, (list, tuple))
+        outs = list(out) if listed_out else [out]
+        out_mask = self.compute_mask(x, kwargs.get("mask", mask))
+        out_masks = out_mask if isinstance(out_mask, (list, tuple)) else [out_mask] * len(outs)
+        tensors = [engine.Tensor(o, self.backend, m) for o, m in zip(outs, out_masks)]
         if engine.recording():
-            engine.record(self, ctx, [v if isinstance(v, (engine.Tensor, engine.Variable))
-                                      else None for v in items], tensors, is_layer=True,
-                          listed=isinstance(out, (list, tuple)))
-        return tensors if isinstance(out, (list, tuple)) else tensors[0]
+            inputs_ = items + [t for _, ts, _ in kw_tensors for t in ts]
+            engine.record(self, (ctx, bool(kw_tensors)),
+                          [v if isinstance(v, (engine.Tensor, engine.Variable)) else None
+                           for v in inputs_], tensors, is_layer=True, listed=listed_out)
+        return tensors if listed_out else tensors[0]
 
     def _input_array(self, v):
         """A call's input as an array of this layer's backend (host inputs converted)."""
@@ -391,8 +454,10 @@ class Layer:
 
     def _backward_entry(self, ctx, grad_out, sink, need):
         """``_backward`` for a tape entry: ``need`` per input, a list of input gradients out."""
-        res = self._backward(ctx, grad_out, sink, need if self.multi_input else need[0])
-        return list(res) if self.multi_input else [res]
+        ctx, flat = ctx
+        flat = flat or self.multi_input
+        res = self._backward(ctx, grad_out, sink, need if flat else need[0])
+        return list(res) if flat else [res]
 
     def call(self, inputs, training=False):
         """A user layer's forward pass written with ``nb.ops`` (differentiated by a tape)."""
@@ -439,3 +504,14 @@ class Layer:
 
 def param_count(shape):
     return int(math.prod(shape))
+
+
+def _and_masks(backend, masks):
+    """The elementwise product (logical and) of 0/1 masks of one shape."""
+    out = masks[0]
+    if len(masks) == 1:
+        return out
+    from .. import ops
+    for m in masks[1:]:
+        out, _ = ops._MUL.forward(backend, out, m)
+    return out

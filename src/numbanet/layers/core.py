@@ -103,8 +103,11 @@ class Dense(_Affine):
     """Fully connected layer: ``activation(x @ kernel + bias)``; kernel is (in_features, units).
 
     On input of any rank the product runs over the last axis, as Keras: (batch, ..., in) ->
-    (batch, ..., units).
+    (batch, ..., units); a mask (per position) passes through.
     """
+
+    supports_masking = True
+    free_axes = "leading"
 
     def __init__(self, units, activation=None, **kwargs):
         super().__init__(activation=activation, **kwargs)
@@ -149,6 +152,11 @@ class Dense(_Affine):
                                 grad_in if len(shape) == 2 else
                                 be.kernel_view(grad_in, tuple(x2.shape)))
         return grad_in
+
+    @staticmethod
+    def _logits(ctx):
+        x2, z, y, shape = ctx
+        return z if len(shape) == 2 else z.reshape(tuple(shape[:-1]) + (int(z.shape[-1]),))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -237,6 +245,9 @@ class Permute(Layer):
 class Dropout(Layer):
     """Inverted dropout: zeroes a ``rate`` fraction in training, scales the rest by 1/(1-rate)."""
 
+    supports_masking = True
+    free_axes = "all"
+
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
@@ -290,6 +301,9 @@ class Dropout(Layer):
 
 class Activation(Layer):
     """Applies a named activation (``Activation("relu")``)."""
+
+    supports_masking = True
+    free_axes = "all"
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)

@@ -9,6 +9,7 @@ class _Merge(Layer):
     """Elementwise over two or more inputs of the same shape."""
 
     multi_input = True
+    supports_masking = True             # the output's mask: the inputs' masks combined (and)
     min_inputs, max_inputs = 2, None
 
     def compute_output_shape(self, input_shape):

@@ -185,10 +185,13 @@ class LayerNormalization(_Normalization):
     """Layer normalization (Ba et al., 2016): each sample normalized over ``axis``, with
     per-feature ``gamma``/``beta`` of the normalized axes' shape. Same in training and inference.
 
+    A mask (per position) passes through.
     ``axis=-1`` (Keras' default) normalizes over the last axis; a tuple of the trailing axes,
     e.g. ``axis=(1, 2, 3)`` on NCHW images, normalizes over all of them like
     ``torch.nn.LayerNorm((C, H, W))``. The normalized axes must be the trailing ones.
     """
+
+    supports_masking = True
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, gamma_initializer="ones",
                  beta_initializer="zeros", **kwargs):
@@ -213,6 +216,8 @@ class LayerNormalization(_Normalization):
                              f"of input shape {(None,) + tuple(input_shape)} (e.g. -1, or (1, 2, 3) "
                              f"for NCHW)")
         self.param_shape = tuple(input_shape[a - 1] for a in resolved)
+        # the axes it does not normalize may change size between calls (a sequence's length)
+        self.free_axes = tuple(i for i in range(rank - 1) if i + 1 not in resolved)
         return input_shape
 
     def create_params(self, input_shape):
