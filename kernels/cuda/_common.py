@@ -585,6 +585,26 @@ def _uniform(out, seed, bits, scale):
         out[i] = out.dtype.type(float(word >> np.uint64(64 - bits)) * scale)
 
 
+@kernel("A1 i")
+def _normal(out, seed):
+    k0 = np.uint64(seed) & _M32
+    k1 = (np.uint64(seed) >> _S32) & _M32
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        u = np.uint64(i)
+        r0, r1 = _philox(u & _M32, u >> _S32, k0, k1)
+        # Box-Muller on two 32-bit words: u1 in (0, 1] (log finite), u2 in [0, 1)
+        u1 = (float(r0) + 1.0) * 2.3283064365386963e-10
+        u2 = float(r1) * 2.3283064365386963e-10
+        out[i] = out.dtype.type(math.sqrt(-2.0 * math.log(u1)) * math.cos(6.283185307179586 * u2))
+
+
+def normal(out, seed):
+    """Fill the device array ``out`` with standard normal numbers from the 63-bit ``seed``
+    (Box-Muller on Philox4x32-10's words, computed in float64)."""
+    if out.size:
+        _normal[grid_1d(out.size)](flat(out), int(seed))
+
+
 def uniform(out, seed):
     """Fill the device array ``out`` with uniform [0, 1) numbers from the 63-bit ``seed``: 24
     random bits per float32, 53 per float64 (exact in the dtype, so never 1.0)."""

@@ -255,6 +255,12 @@ class CUDABackend(Backend):
         self._common.uniform(out, int(rng.integers(0, 2**63 - 1)))
         return out
 
+    def normal(self, shape, dtype, rng):
+        """Standard normal numbers generated on the device, seeded from ``rng``."""
+        out = self.empty(shape, dtype)
+        self._common.normal(out, int(rng.integers(0, 2**63 - 1)))
+        return out
+
     def synchronize(self):
         cuda.synchronize()
 

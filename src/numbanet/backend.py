@@ -126,6 +126,10 @@ class CPUBackend(Backend):
         """Uniform [0, 1) numbers of ``dtype`` from the numpy Generator ``rng``."""
         return rng.random(shape, dtype=dtype)
 
+    def normal(self, shape, dtype, rng):
+        """Standard normal numbers of ``dtype`` from the numpy Generator ``rng``."""
+        return rng.standard_normal(shape, dtype=dtype)
+
     def synchronize(self):
         pass
 

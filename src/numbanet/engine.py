@@ -50,6 +50,16 @@ def device(name):
         _devices.pop()
 
 
+@contextlib.contextmanager
+def default_device(name):
+    """``device`` for a layer's own call (its device is known to be usable)."""
+    _devices.append(name)
+    try:
+        yield
+    finally:
+        _devices.pop()
+
+
 def current_backend():
     return get_backend(_devices[-1])
 
@@ -619,6 +629,58 @@ def local_scope(tape):
     finally:
         _paused[0] = saved
         _scopes.pop()
+
+
+# Losses added with ``Layer.add_loss`` inside the calls running now (a stack: one list per call
+# of a layer whose forward is written with ops), and the gradients waiting for them during a
+# backward pass ({id(loss tensor): gradient}, taken by the call that added the loss).
+_added = []
+_added_seeds = [{}]
+
+
+@contextlib.contextmanager
+def collect_losses():
+    """Inside: ``add_loss`` appends to the list this yields."""
+    _added.append([])
+    try:
+        yield _added[-1]
+    finally:
+        _added.pop()
+
+
+def add_loss(value, where):
+    """Add the scalar tensor ``value`` to the losses of the innermost call running now."""
+    if not _added:
+        raise RuntimeError(f"{where}: add_loss() adds a term to the loss of a call; use it inside "
+                           f"call()")
+    _added[-1].append(value)
+
+
+def pass_loss_up(value):
+    """A finished call's added loss is also a loss of the call around it (if any)."""
+    if _added:
+        _added[-1].append(value)
+
+
+@contextlib.contextmanager
+def added_loss_seeds(seeds):
+    """Gradients for added losses ({id(tensor): gradient}) during the backward pass inside."""
+    _added_seeds.append(seeds)
+    try:
+        yield
+    finally:
+        _added_seeds.pop()
+
+
+def take_added_seeds(tensors):
+    """{id: gradient} of those of ``tensors`` that have a waiting gradient (now taken)."""
+    pending = _added_seeds[-1]
+    return {id(t): pending.pop(id(t)) for t in tensors if id(t) in pending}
+
+
+def has_added_seeds(tensors):
+    pending = _added_seeds[-1]
+    return any(id(t) in pending for t in tensors)
 
 
 def record(fn, ctx, inputs, outputs, is_layer=False, listed=False):

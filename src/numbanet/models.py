@@ -486,9 +486,31 @@ class Model(Layer, functional._GraphLayer):
             else:
                 values[outs[0]] = out
             ctxs.append(c)
+        ctx = (values, ctxs, None)
+        if self._loss_steps():
+            self._call_losses = self._added_losses(ctx)
         if self._single_out:
-            return values[plan.output_slots[0]], (values, ctxs, None)
-        return [values[s] for s in plan.output_slots], (values, ctxs, None)
+            return values[plan.output_slots[0]], ctx
+        return [values[s] for s in plan.output_slots], ctx
+
+    def _loss_steps(self):
+        """Indices of the graph's steps whose calls can add losses (``add_loss``)."""
+        return self._cached("loss_steps", lambda: [
+            k for k, step in enumerate(self._plan.steps) if step[0]._may_add_losses()])
+
+    def _may_add_losses(self):
+        return self._plan is None or bool(self._loss_steps())
+
+    def _added_losses(self, ctx):
+        if self._plan is None:
+            return Layer._added_losses(self, ctx)
+        steps, ctxs = self._plan.steps, ctx[1]
+        return [t for k in self._loss_steps() for t in steps[k][0]._added_losses(ctxs[k])]
+
+    @property
+    def losses(self):
+        """The add_loss terms of the last call (of every layer inside), as tensors."""
+        return list(self._call_losses)
 
     def _forward_masked(self, values, training):
         """The executor for graphs that carry masks (an Embedding with ``mask_zero``, a Masking
@@ -513,6 +535,8 @@ class Model(Layer, functional._GraphLayer):
                 values[outs[0]], masks[outs[0]] = out, om
             ctxs.append(c)
         res = [values[s] for s in plan.output_slots]
+        if self._loss_steps():
+            self._call_losses = self._added_losses((values, ctxs, masks))
         return (res[0] if self._single_out else res), (values, ctxs, masks)
 
     def _output_masks(self, ctx):
@@ -566,15 +590,21 @@ class Model(Layer, functional._GraphLayer):
             grads[slot] = g if grads[slot] is None else engine._sum_grads(self.backend,
                                                                           grads[slot], g)
         steps = plan.steps
+        forced = {k for k in self._loss_steps()
+                  if engine.has_added_seeds(steps[k][0]._added_losses(ctxs[k]))} \
+            if len(engine._added_seeds[-1]) else ()
         for k in range(len(steps) - 1, -1, -1):
-            if not run[k]:
+            if not run[k] and k not in forced:
                 continue
             layer, ins, outs, _, listed, listed_out, kw_spec = steps[k]
             if not (listed or listed_out or kw_spec):           # one in, one out
                 o, i = outs[0], ins[0]
                 g = grads[o]
                 if g is None:
-                    continue
+                    if k not in forced:
+                        continue
+                    v = values[o]
+                    g = layer.backend.zeros(tuple(v.shape), v.dtype)
                 n = req[i]
                 if pre is not None and o in pre:
                     gin = layer._backward(ctxs[k], g, sink, n, pre_activation=True)
@@ -585,7 +615,7 @@ class Model(Layer, functional._GraphLayer):
                                                                               grads[i], gin)
                 continue
             go = [grads[o] for o in outs]
-            if all(g is None for g in go):
+            if all(g is None for g in go) and k not in forced:
                 continue
             for j, o in enumerate(outs):
                 if go[j] is None:
@@ -954,8 +984,8 @@ class Model(Layer, functional._GraphLayer):
         """The reported loss: the data terms plus every regularization penalty, as a float."""
         to_numpy = self.backend.to_numpy
         if len(losses) == 1:
-            return float(to_numpy(losses[0])[0])
-        return float(sum(float(to_numpy(v)[0]) for v in losses))
+            return float(to_numpy(losses[0]).reshape(-1)[0])
+        return float(sum(float(to_numpy(v).reshape(-1)[0]) for v in losses))
 
     # -- one step ---------------------------------------------------------------------------------
     def _outputs_list(self, out):
@@ -975,15 +1005,20 @@ class Model(Layer, functional._GraphLayer):
             engine._training.pop()
         outs = [out] if len(info.names) == 1 else list(out)
         values, grads, fusion = self._losses(ybs, outs, ctx, wb, True, info)
-        self._last_masks = None if len(ctx) < 3 or ctx[2] is None else self._output_masks(ctx)
+        self._last_masks = None if self._plan is None or ctx[2] is None else \
+            self._output_masks(ctx)
+        added = self._added_losses(ctx) if self._may_add_losses() else ()
         sink = engine.LayerSink()
         g = grads[0] if len(grads) == 1 else grads
         need = False if single else [False] * len(xbs)
-        if self._plan is not None:
-            self._backward(ctx, g, sink, need, pre_activation=fusion)
-        else:
-            self._backward(ctx, g, sink, need)
+        be = self.backend
+        with engine.added_loss_seeds({id(t): be.full(t.shape, 1.0, t.dtype) for t in added}):
+            if self._plan is not None:
+                self._backward(ctx, g, sink, need, pre_activation=fusion)
+            else:
+                self._backward(ctx, g, sink, need)
         sink.finish(info.trainable)
+        values = values + [t.value for t in added]
         if info.regularized:
             values = values + self._regularize(True, info)
         return values, outs
@@ -1244,6 +1279,9 @@ class Model(Layer, functional._GraphLayer):
             outs = self._outputs_list(out)
             values, _, _ = self._losses(self._device_targets(ys_host), outs, ctx, wb, False)
             size = len(xb[0])
+            if self._may_add_losses():
+                total += size * sum(float(be.to_numpy(t.value).reshape(-1)[0])
+                                    for t in self._added_losses(ctx))
             k_val = 0
             for k, l in enumerate(self.output_losses):
                 if l is None:

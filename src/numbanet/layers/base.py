@@ -123,6 +123,7 @@ class Layer:
     free_axes = None
 
     def __init__(self, name=None, dtype=None, trainable=True):
+        object.__setattr__(self, "_sublayers", {})  # attribute name -> [layers] (see __setattr__)
         where = type(self).__name__
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
@@ -145,6 +146,21 @@ class Layer:
         self._forwarded = False
         self._first_call = None             # order of the first call (weights' order)
         self._inbound_nodes = []
+        self._call_losses = []              # add_loss terms of the last call
+
+    def __setattr__(self, name, value):
+        """Layers set as attributes (one, or a list) are this layer's sublayers (Keras): their
+        weights are part of its weights and they move and freeze with it."""
+        subs = self.__dict__.get("_sublayers")
+        if subs is not None and not name.startswith("_"):
+            if isinstance(value, Layer) and value is not self:
+                subs[name] = [value]
+            elif isinstance(value, (list, tuple)) and value and \
+                    all(isinstance(v, Layer) for v in value):
+                subs[name] = list(value)
+            elif name in subs:
+                del subs[name]
+        object.__setattr__(self, name, value)
 
     # -- trainability -----------------------------------------------------------------------------
     @property
@@ -156,6 +172,8 @@ class Layer:
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{self!r}: trainable must be True or False, got {value!r}")
         self._trainable = bool(value)
+        for layer in self._direct_sublayers():
+            layer.trainable = bool(value)
         engine.structure_changed()
 
     # -- building -------------------------------------------------------------------------------
@@ -270,6 +288,8 @@ class Layer:
             self._place(k, v)
         self.buffers = {k: backend.asarray(v, dtype=v.dtype) for k, v in buffers.items()}
         self.set_backend(backend)
+        for layer in self._direct_sublayers():
+            layer._move_to(backend)
 
     # -- weights --------------------------------------------------------------------------------
     def _local_weights(self, which):
@@ -302,9 +322,31 @@ class Layer:
 
     variables = weights
 
+    def _direct_sublayers(self):
+        """The layers set as attributes of this one, each once."""
+        subs = self.__dict__.get("_sublayers")
+        if not subs:
+            return []
+        out, seen = [], set()
+        for layers in subs.values():
+            for layer in layers:
+                if id(layer) not in seen:
+                    seen.add(id(layer))
+                    out.append(layer)
+        return out
+
     def _sublayers_deep(self):
-        """Layers inside this one (models and wrappers override)."""
-        return []
+        """Layers inside this one, depth first (models override)."""
+        direct = self._direct_sublayers()
+        if not direct:
+            return []
+        out, seen = [], set()
+        for layer in direct:
+            for l in [layer] + layer._sublayers_deep():
+                if id(l) not in seen:
+                    seen.add(id(l))
+                    out.append(l)
+        return out
 
     def _has_trainable(self):
         return (self.trainable and bool(self.params)) or any(
@@ -360,11 +402,18 @@ class Layer:
         out_mask = self.compute_mask(x, kwargs.get("mask", mask))
         out_masks = out_mask if isinstance(out_mask, (list, tuple)) else [out_mask] * len(outs)
         tensors = [engine.Tensor(o, self.backend, m) for o, m in zip(outs, out_masks)]
+        added = self._added_losses(ctx)
         if engine.recording():
+            # the call's add_loss terms are outputs of its entry too: a loss built from
+            # ``model.losses`` under a tape differentiates through them
             inputs_ = items + [t for _, ts, _ in kw_tensors for t in ts]
-            engine.record(self, (ctx, bool(kw_tensors)),
+            engine.record(self, (ctx, bool(kw_tensors), len(tensors) if added else None,
+                                 listed_out),
                           [v if isinstance(v, (engine.Tensor, engine.Variable)) else None
-                           for v in inputs_], tensors, is_layer=True, listed=listed_out)
+                           for v in inputs_], tensors + list(added), is_layer=True,
+                          listed=listed_out or bool(added))
+        for t in added:                                 # the enclosing call's losses too
+            engine.pass_loss_up(t)
         return tensors if listed_out else tensors[0]
 
     def _input_array(self, v):
@@ -427,22 +476,61 @@ class Layer:
         tape = engine.GradientTape(persistent=True)
         items = x if self.multi_input else [x]
         ins = [engine.Tensor(a, self.backend) for a in items]
+        kw_ins = []                     # tensor keyword arguments: differentiable inputs too
+        for name in list(kwargs):       # in the order of the call's input list
+            v = kwargs[name]
+            if name not in self.tensor_kwargs or v is None:
+                continue
+            ts = [engine.Tensor(a, self.backend) for a in (v if isinstance(v, (list, tuple))
+                                                             else [v])]
+            kwargs[name] = ts if isinstance(v, (list, tuple)) else ts[0]
+            kw_ins.extend(ts)
         if _accepts(self.call, "training"):
             kwargs["training"] = training
-        with engine.local_scope(tape):
-            tape.watch(ins)
+        with engine.local_scope(tape), engine.collect_losses() as added, \
+                engine.default_device(self.backend.name):
+            tape.watch(ins + kw_ins)
             out = self.call(ins if self.multi_input else ins[0], **kwargs)
         listed = isinstance(out, (list, tuple))
         outs = [o if isinstance(o, engine.Tensor) else engine.convert_to_tensor(
             o, dtype=self.dtype, device=self.backend.name) for o in (out if listed else [out])]
         values = [o.value for o in outs]
-        return (values if listed else values[0]), (tape, ins, outs)
+        self._call_losses = list(added)
+        return (values if listed else values[0]), _CallContext(tape, ins + kw_ins, outs,
+                                                               list(added), len(ins))
+
+    def _added_losses(self, ctx):
+        """The add_loss terms (scalar tensors) of the call whose context is ``ctx``."""
+        return ctx.added if type(ctx) is _CallContext else ()
+
+    def _may_add_losses(self):
+        """Can a call of this layer add losses (its forward runs ``call``)?"""
+        return type(self)._forward is Layer._forward
+
+    def add_loss(self, value):
+        """Inside ``call``: add ``value`` (a scalar tensor built with ``nb.ops``, or the sum of a
+        tensor's elements) to the loss that ``fit`` minimizes and reports, e.g. a VAE's KL
+        divergence; ``layer.losses`` / ``model.losses`` list the terms of the last call."""
+        from .. import ops
+        t = value if isinstance(value, engine.Tensor) else engine.convert_to_tensor(
+            value, dtype=self.dtype, device=self.backend.name)
+        if t.size != 1:
+            t = ops.sum(t)
+        engine.add_loss(t, repr(self))
+
+    @property
+    def losses(self):
+        """The add_loss terms of the last call (this layer's and its sublayers'), as tensors."""
+        return list(self._call_losses)
 
     def _backward(self, ctx, grad_out, sink, need):
         """Input gradient(s) from the output gradient(s); parameter gradients into ``sink``."""
-        tape, ins, outs = ctx
+        tape, ins, outs = ctx.tape, ctx.ins, ctx.outs
+        flat = self.multi_input or len(ins) > ctx.n_main        # tensor keyword arguments too
         grads = grad_out if isinstance(grad_out, (list, tuple)) else [grad_out]
         seeds = {id(o): g for o, g in zip(outs, grads) if g is not None}
+        if ctx.added:
+            seeds.update(engine.take_added_seeds(ctx.added))
         needs = need if isinstance(need, (list, tuple)) else [need]
         got = engine.backprop(tape._entries, seeds, sink,
                               [id(t) for t, n in zip(ins, needs) if n])
@@ -450,13 +538,23 @@ class Layer:
         for k, (t, n) in enumerate(zip(ins, needs)):
             if n and res[k] is None:
                 res[k] = self.backend.zeros(t.shape, t.dtype)
-        return res if self.multi_input else res[0]
+        return res if flat else res[0]
 
     def _backward_entry(self, ctx, grad_out, sink, need):
-        """``_backward`` for a tape entry: ``need`` per input, a list of input gradients out."""
-        ctx, flat = ctx
+        """``_backward`` for a tape entry: ``need`` per input, a list of input gradients out.
+        The gradients of the call's added losses (outputs after the ``n_out`` real ones) wait
+        for the call that added them."""
+        ctx, flat, n_out, listed_out = ctx
         flat = flat or self.multi_input
-        res = self._backward(ctx, grad_out, sink, need if flat else need[0])
+        need = need if flat else need[0]
+        if n_out is None:
+            res = self._backward(ctx, grad_out, sink, need)
+        else:
+            added = self._added_losses(ctx)
+            seeds = {id(t): g for t, g in zip(added, grad_out[n_out:])}
+            g = list(grad_out[:n_out]) if listed_out else grad_out[0]
+            with engine.added_loss_seeds(seeds):
+                res = self._backward(ctx, g, sink, need)
         return list(res) if flat else [res]
 
     def call(self, inputs, training=False):
@@ -500,6 +598,17 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__} {self.name!r}"
+
+
+class _CallContext:
+    """What the backward of a call written with ops needs: its tape, input and output tensors,
+    and the losses it added."""
+
+    __slots__ = ("tape", "ins", "outs", "added", "n_main")
+
+    def __init__(self, tape, ins, outs, added, n_main):
+        self.tape, self.ins, self.outs, self.added = tape, ins, outs, added
+        self.n_main = n_main            # ins: the call's inputs, then its tensor keywords
 
 
 def param_count(shape):

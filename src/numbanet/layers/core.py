@@ -156,7 +156,7 @@ class Dense(_Affine):
     @staticmethod
     def _logits(ctx):
         x2, z, y, shape = ctx
-        return z if len(shape) == 2 else z.reshape(tuple(shape[:-1]) + (int(z.shape[-1]),))
+        return z if len(shape) == 2 else z.reshape(tuple(shape[:-1]) + (int(z.shape[1]),))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
