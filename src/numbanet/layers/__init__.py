@@ -1,4 +1,6 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
+from .attention import (MultiHeadAttention, PositionalEmbedding, SinePositionEncoding,
+                        TransformerDecoder, TransformerEncoder)
 from .augmentation import GaussianNoise, RandomFlip, RandomTranslation, SpatialDropout2D
 from .base import Layer
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
@@ -18,8 +20,9 @@ LAYERS = {cls.__name__: cls for cls in (
     LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
     GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
     Minimum, Concatenate, Embedding, Masking, Conv1D, MaxPool1D, AvgPool1D,
-    GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional, Conv2DTranspose,
-    UpSampling2D)}
+    GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional,
+    Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding, SinePositionEncoding,
+    TransformerEncoder, TransformerDecoder)}
 
 
 def get(name):

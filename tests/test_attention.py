@@ -1,0 +1,325 @@
+"""Attention: MultiHeadAttention against a float64 reference, PyTorch's scaled_dot_product_attention
+and central differences (self- and cross-attention, T_q != T_k, key_dim != value_dim, causal,
+padding and attention masks, fully masked rows, dropout); the position embeddings; the encoder and
+decoder blocks against compositions of the reference ops; masks, saving, and a transformer that
+learns to reverse sequences."""
+import numpy as np
+import pytest
+
+import attention_reference as ref
+import numbanet as nb
+from numbanet.testing import assert_gradients_close, numeric_gradient
+
+L = nb.layers
+ops = nb.ops
+
+
+def _tensors(*arrays):
+    return [ops.convert_to_tensor(a) for a in arrays]
+
+
+def _grads(layer, inputs, g, **kwargs):
+    """(output, scores, gradients of the inputs, of every trainable weight) of sum(out * g)."""
+    ts = _tensors(*inputs)
+    with nb.GradientTape() as tape:
+        tape.watch(ts)
+        out, scores = layer(*ts, return_attention_scores=True, **kwargs)
+        loss = ops.sum(out * g)
+    grads = tape.gradient(loss, ts + layer.trainable_weights)
+    return np.asarray(out), np.asarray(scores), [np.asarray(x) for x in grads]
+
+
+CASES = {   # name: (tq, tk, num_heads, key_dim, value_dim, with key, causal, mask kind)
+    "self": (5, 5, 2, 3, None, False, False, None),
+    "cross": (4, 7, 3, 2, 4, True, False, "random"),
+    "causal": (6, 6, 2, 4, 2, False, True, None),
+    "causal_tq_lt_tk": (3, 5, 1, 2, 3, True, True, "padding"),
+    "fully_masked_rows": (4, 6, 2, 2, None, False, False, "rows"),
+}
+
+
+def _mask(kind, rng, n, tq, tk):
+    if kind is None:
+        return None
+    if kind == "padding":                           # keys past each row's length
+        lengths = rng.integers(1, tk + 1, n)
+        return np.broadcast_to(np.arange(tk)[None, None, :] < lengths[:, None, None],
+                               (n, tq, tk)).copy()
+    m = rng.random((n, tq, tk)) > 0.35
+    if kind == "rows":
+        m[0, 1, :] = False                          # a query that may attend to nothing
+        m[1, -1, :] = False
+    return m
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_mha_against_reference_and_central_differences(case, rng):
+    tq, tk, h, kd, vd, with_key, causal, kind = CASES[case]
+    n, dq, dv, dk = 2, 5, 4, 3
+    q, v = rng.standard_normal((n, tq, dq)), rng.standard_normal((n, tk, dv))
+    k = rng.standard_normal((n, tk, dk)) if with_key else None
+    mask = _mask(kind, rng, n, tq, tk)
+    mha = L.MultiHeadAttention(h, kd, value_dim=vd, dtype="float64")
+    inputs = [q, v] + ([k] if with_key else [])
+    kwargs = dict(use_causal_mask=causal)
+    if mask is not None:
+        kwargs["attention_mask"] = mask
+    g = rng.standard_normal((n, tq, dq))
+    out, scores, grads = _grads(mha, inputs, g, **kwargs)
+    want, want_w = ref.mha(mha.params, q, v, k, h, kd, vd, mask, causal)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(scores, want_w, rtol=1e-10, atol=1e-12)
+    if kind == "rows":                              # nothing to attend to: weights 0, out = bias
+        assert np.all(scores[0, :, 1] == 0.0) and np.all(np.isfinite(out))
+        np.testing.assert_allclose(out[0, 1], np.asarray(mha.params["output_bias"]), atol=1e-12)
+    # every gradient against central differences of the reference
+    arrays = inputs + [np.asarray(w.value) for w in mha.trainable_weights]
+    names = ["query", "value"] + (["key"] if with_key else []) + \
+        [w.name for w in mha.trainable_weights]
+
+    def f():
+        p = dict(zip([w.name.split("/")[-1] for w in mha.trainable_weights],
+                     arrays[len(inputs):]))
+        o, _ = ref.mha(p, *arrays[:2], arrays[2] if with_key else None, h, kd, vd, mask,
+                       causal)
+        return float(np.sum(o * g))
+    for a, got, name in zip(arrays, grads, names):
+        a = np.array(a, dtype=np.float64)
+        arrays[names.index(name)] = a
+        assert_gradients_close(got, numeric_gradient(f, a), name)
+
+
+@pytest.mark.parametrize("case", ["self", "cross", "causal", "causal_tq_lt_tk"])
+def test_mha_against_torch_sdpa(case, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    tq, tk, h, kd, vd, with_key, causal, kind = CASES[case]
+    n, dq, dv, dk = 3, 6, 5, 4
+    q, v = rng.standard_normal((n, tq, dq)), rng.standard_normal((n, tk, dv))
+    k = rng.standard_normal((n, tk, dk)) if with_key else v
+    mask = _mask(kind, rng, n, tq, tk)
+    mha = L.MultiHeadAttention(h, kd, value_dim=vd, dtype="float64")
+    inputs = [q, v] + ([k] if with_key else [])
+    g = rng.standard_normal((n, tq, dq))
+    kwargs = dict(use_causal_mask=causal)
+    if mask is not None:
+        kwargs["attention_mask"] = mask
+    out, _, grads = _grads(mha, inputs, g, **kwargs)
+    vd = vd or kd
+    P = {name: torch.tensor(np.asarray(p), requires_grad=True) for name, p in mha.params.items()}
+    tq_, tv_, tk_ = (torch.tensor(a, requires_grad=True) for a in (q, v, k))
+
+    def heads(x, name, width):
+        y = x @ P[f"{name}_kernel"] + P[f"{name}_bias"]
+        return y.reshape(n, -1, h, width).transpose(1, 2)
+    allowed = torch.ones(tq, tk, dtype=torch.bool) if mask is None else torch.tensor(mask)[:, None]
+    if causal:
+        allowed = allowed & torch.ones(tq, tk, dtype=torch.bool).tril()
+    o = F.scaled_dot_product_attention(heads(tq_, "query", kd), heads(tk_, "key", kd),
+                                       heads(tv_, "value", vd), attn_mask=allowed)
+    o = o.transpose(1, 2).reshape(n, tq, h * vd) @ P["output_kernel"] + P["output_bias"]
+    (o * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(out, o.detach().numpy(), rtol=1e-10, atol=1e-12)
+    want = [tq_.grad, tv_.grad] + ([tk_.grad] if with_key else []) + \
+        [P[w.name.split("/")[-1]].grad for w in mha.trainable_weights]
+    if not with_key:                                # key is value: torch adds both uses
+        want[1] = tv_.grad + tk_.grad if tk_ is not tv_ else tv_.grad
+    for got, w in zip(grads, want):
+        np.testing.assert_allclose(got, w.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_mha_padding_masks_from_an_embedding(rng):
+    """Embedding(mask_zero=True) masks: padded keys are not attended to, so the unpadded
+    queries' outputs equal those of the unpadded sequence; padded queries give the bias."""
+    emb = L.Embedding(9, 4, mask_zero=True, dtype="float64")
+    mha = L.MultiHeadAttention(2, 3, dtype="float64")
+    ids = rng.integers(1, 9, (1, 5))
+    padded = np.concatenate([ids, np.zeros((1, 3), int)], axis=1)
+    short = np.asarray(mha(emb(ids), emb(ids)))
+    long_ = np.asarray(mha(emb(padded), emb(padded)))
+    np.testing.assert_allclose(long_[:, :5], short, rtol=1e-12)
+    np.testing.assert_allclose(long_[0, 5:], np.broadcast_to(
+        np.asarray(mha.params["output_bias"]), (3, 4)), atol=1e-12)
+
+
+def test_mha_dropout_gradient_with_fixed_draws(rng):
+    """Training-mode dropout on the attention weights: central differences with the layer's
+    generator reset before each evaluation (the same dropout draws)."""
+    mha = L.MultiHeadAttention(2, 2, dropout=0.4, seed=3, dtype="float64")
+    q = rng.standard_normal((2, 4, 3))
+    mha(q, q)
+    state = mha.rng_state()
+    g = rng.standard_normal((2, 4, 3))
+
+    def run(x, training):
+        mha.set_rng_state(state)
+        return mha(x, x, training=training)
+    t = ops.convert_to_tensor(q)
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        loss = ops.sum(run(t, True) * g)
+    grads = tape.gradient(loss, [t] + mha.trainable_weights)
+    x = np.array(q)
+    assert not np.allclose(np.asarray(run(x, True)), np.asarray(run(x, False)))
+    f = lambda: float(np.sum(np.asarray(run(x, True)) * g))     # noqa: E731
+    assert_gradients_close(np.asarray(grads[0]), numeric_gradient(f, x), "query")
+    for w, got in zip(mha.trainable_weights, grads[1:]):
+        assert_gradients_close(np.asarray(got), numeric_gradient(f, w.value), w.name)
+
+
+def test_mha_bad_arguments():
+    with pytest.raises(ValueError, match="num_heads"):
+        L.MultiHeadAttention(0, 4)
+    with pytest.raises(ValueError, match="dropout"):
+        L.MultiHeadAttention(2, 4, dropout=1.0)
+    mha = L.MultiHeadAttention(2, 4)
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="key and value"):
+        mha(x, x, np.zeros((2, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="attention_mask"):
+        mha(x, x, attention_mask=np.ones((2, 3, 4), bool))
+    with pytest.raises(TypeError, match="value is required"):
+        mha(x)
+
+
+def test_position_embeddings(rng):
+    pe = L.PositionalEmbedding(6, 11, 4, mask_zero=True, dtype="float64")
+    ids = rng.integers(0, 11, (3, 5))
+    ids[0, 3:] = 0
+    t = ops.convert_to_tensor(ids)
+    g = rng.standard_normal((3, 5, 4))
+    with nb.GradientTape() as tape:
+        out = pe(t)
+        loss = ops.sum(out * g)
+    grads = tape.gradient(loss, pe.trainable_weights)
+    table = np.asarray(pe.token_embedding.params["embeddings"])
+    pos = np.asarray(pe.params["position_embeddings"])
+    np.testing.assert_allclose(np.asarray(out), table[ids] + pos[:5], rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(out.mask), (ids != 0).astype(float))
+    by_name = {w.name.split("/")[-1]: np.asarray(gr) for w, gr in zip(pe.trainable_weights,
+                                                                     grads)}
+    want_pos = np.zeros_like(pos)
+    want_pos[:5] = g.sum(axis=0)
+    want_tok = np.zeros_like(table)
+    np.add.at(want_tok, ids, g)
+    np.testing.assert_allclose(by_name["position_embeddings"], want_pos, rtol=1e-12)
+    np.testing.assert_allclose(by_name["embeddings"], want_tok, rtol=1e-12)
+    with pytest.raises(ValueError, match="sequence_length=6"):
+        pe(rng.integers(0, 11, (1, 7)))
+
+    sine = L.SinePositionEncoding(dtype="float64")
+    x = rng.standard_normal((2, 7, 6))
+    pos_, i = np.arange(7)[:, None], np.arange(6)[None, :]
+    angle = pos_ / 10000 ** (2 * (i // 2) / 6)
+    want = x + np.where(i % 2 == 0, np.sin(angle), np.cos(angle))
+    np.testing.assert_allclose(np.asarray(sine(x)), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_block_against_reference_ops(norm_first, rng):
+    enc = L.TransformerEncoder(7, 2, norm_first=norm_first, dtype="float64")
+    x = rng.standard_normal((2, 5, 6))
+    key_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    out = np.asarray(enc(x, padding_mask=key_mask.astype(np.float64)))
+    np.testing.assert_allclose(out, ref.transformer_encoder(enc, x, key_mask), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(np.asarray(enc(x)), ref.transformer_encoder(enc, x), rtol=1e-10,
+                               atol=1e-12)
+    # gradients of the input and of every weight (sublayers included) by central differences
+    g = rng.standard_normal(x.shape)
+    t = ops.convert_to_tensor(x)
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        loss = ops.sum(enc(t) * g)
+    weights = enc.trainable_weights
+    assert len(weights) == 8 + 4 + 4            # attention; two norms; two dense layers
+    grads = tape.gradient(loss, [t] + weights)
+    xx = np.array(x)
+    f = lambda: float(np.sum(ref.transformer_encoder(enc, xx) * g))    # noqa: E731
+    assert_gradients_close(np.asarray(grads[0]), numeric_gradient(f, xx), "input")
+    for w, got in zip(weights[::3], grads[1::3]):   # every third weight keeps it quick
+        assert_gradients_close(np.asarray(got), numeric_gradient(f, w.value), w.name)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_block_against_reference_ops(norm_first, rng):
+    dec = L.TransformerDecoder(5, 2, norm_first=norm_first, dtype="float64")
+    x, enc = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 7, 3))
+    enc_mask = np.array([[1] * 5 + [0] * 2, [1] * 7], bool)
+    out = np.asarray(dec(x, enc, encoder_padding_mask=enc_mask.astype(np.float64)))
+    np.testing.assert_allclose(out, ref.transformer_decoder(dec, x, enc, enc_mask), rtol=1e-10,
+                               atol=1e-12)
+    # decoder-only (no cross-attention), and causal: a step never sees later steps
+    solo = L.TransformerDecoder(5, 2, norm_first=norm_first, dtype="float64")
+    y = np.asarray(solo(x))
+    np.testing.assert_allclose(y, ref.transformer_decoder(solo, x), rtol=1e-10, atol=1e-12)
+    x2 = x.copy()
+    x2[:, 2:] += 1.0
+    np.testing.assert_allclose(np.asarray(solo(x2))[:, :2], y[:, :2], rtol=1e-12)
+    g = rng.standard_normal(x.shape)
+    ts = _tensors(x, enc)
+    with nb.GradientTape() as tape:
+        tape.watch(ts)
+        loss = ops.sum(dec(ts[0], ts[1]) * g)
+    gx, genc = tape.gradient(loss, ts)
+    xx, ee = np.array(x), np.array(enc)
+    f = lambda: float(np.sum(ref.transformer_decoder(dec, xx, ee) * g))    # noqa: E731
+    assert_gradients_close(np.asarray(gx), numeric_gradient(f, xx), "decoder input")
+    assert_gradients_close(np.asarray(genc), numeric_gradient(f, ee), "encoder sequence")
+
+
+def _reversal_model(t, vocab, width, blocks=2):
+    inp = nb.Input((t,), dtype="int64")
+    h = L.PositionalEmbedding(t, vocab, width)(inp)
+    for _ in range(blocks):
+        h = L.TransformerEncoder(2 * width, 4)(h)
+    return nb.Model(inp, L.Dense(vocab, activation="softmax")(h))
+
+
+def test_transformer_saves_and_loads(tmp_path, rng):
+    inp = nb.Input((None,), dtype="int64")
+    h = L.PositionalEmbedding(8, 7, 8, mask_zero=True)(inp)
+    h = L.TransformerEncoder(16, 2, dropout=0.1)(h)
+    h = L.TransformerDecoder(16, 2)(h, h)
+    model = nb.Model(inp, L.Dense(7, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = rng.integers(0, 7, (4, 6))
+    model.fit(x, x, epochs=1, verbose=0)
+    path = tmp_path / "t.npz"
+    model.save(path)
+    back = nb.load_model(path)
+    np.testing.assert_allclose(back.predict(x), model.predict(x), rtol=1e-6, atol=1e-7)
+    assert back.predict(x[:, :3]).shape == (4, 3, 7)    # another sequence length
+
+
+def test_transformer_learns_to_reverse_sequences():
+    """Reversing 12 tokens from a vocabulary of 10 needs attention across positions."""
+    rng = np.random.default_rng(0)
+    t, vocab = 12, 10
+    x = rng.integers(0, vocab, (2400, t))
+    y = x[:, ::-1].copy()
+    nb.seed(0)
+    model = _reversal_model(t, vocab, 32)
+    model.compile(nb.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x[:2000], y[:2000], epochs=4, batch_size=32, verbose=0)
+    assert model.evaluate(x[2000:], y[2000:])["accuracy"] >= 0.95
+
+
+def test_decoder_only_character_model_beats_the_unigram_entropy():
+    """A causal decoder on the char-lstm example's text: its held-out loss ends below what a
+    model ignoring the context scores (the unigram entropy)."""
+    from numbanet.examples import char_lstm, english_text
+    text = english_text(20000)
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text])
+    x, y = char_lstm.windows(ids, 32)
+    nb.seed(0)
+    inp = nb.Input((None,), dtype="int64")
+    h = L.PositionalEmbedding(32, len(chars), 32)(inp)
+    h = L.TransformerDecoder(64, 2)(h)
+    model = nb.Model(inp, L.Dense(len(chars), activation="softmax")(h))
+    model.compile(nb.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x[60:], y[60:], epochs=3, batch_size=16, verbose=0)
+    entropy = char_lstm.unigram_entropy(ids, len(chars))
+    assert model.evaluate(x[:60], y[:60])["loss"] < entropy - 0.2
