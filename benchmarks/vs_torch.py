@@ -227,6 +227,58 @@ def embedding_case(vocab=20000, dim=128, n=64, t=100, device="cpu"):
     return nb_fn, torch_fn
 
 
+def mha_case(n=32, t=64, d=128, heads=4, device="cpu"):
+    """Multi-head self-attention forward + backward (projections, scores, softmax, weighted sum,
+    output projection; every input and weight gradient) against torch.nn.MultiheadAttention."""
+    import torch
+    import numbanet as nb
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, t, d)).astype(np.float32)
+    g = rng.standard_normal((n, t, d)).astype(np.float32)
+    layer = nb.layers.MultiHeadAttention(heads, d // heads)
+    be = nb.backend.get_backend(device)
+    layer.set_backend(be)
+    layer.build([(t, d), (t, d)])
+    bx, bg = be.asarray(x), be.asarray(g)
+
+    def nb_fn():
+        layer.forward([bx, bx], training=True)
+        layer.backward(bg)
+    mha = torch.nn.MultiheadAttention(d, heads, batch_first=True).to(device)
+    tx = torch.from_numpy(x).to(device).requires_grad_()
+    tg = torch.from_numpy(g).to(device)
+
+    def torch_fn():
+        mha.zero_grad(set_to_none=True)
+        tx.grad = None
+        mha(tx, tx, tx, need_weights=False)[0].backward(tg)
+    return nb_fn, torch_fn
+
+
+def encoder_case(n=32, t=64, d=128, heads=4, classes=10, device="cpu"):
+    """A TransformerEncoder block (post-norm, relu feedforward of 2d) and a per-position softmax,
+    one Adam training step, against torch.nn.TransformerEncoderLayer (dropout off in both)."""
+    import torch
+    import numbanet as nb
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, t, d)).astype(np.float32)
+    y = rng.integers(0, classes, (n, t))
+    inp = nb.Input((t, d))
+    h = nb.layers.TransformerEncoder(2 * d, heads)(inp)
+    model = nb.Model(inp, nb.layers.Dense(classes, activation="softmax")(h)).to(device)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0,
+                                                        batch_first=True)
+            self.head = torch.nn.Linear(d, classes)
+
+        def forward(self, v):
+            return self.head(self.enc(v)).transpose(1, 2)    # (n, classes, t) for cross_entropy
+    return _train_pair(model, Block(), x, y, device=device)
+
+
 def _cuda_setup():
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -271,6 +323,10 @@ CUDA_CASES = {
             ("GRU fwd+bwd N64 T100 in64 u128", None, lambda: recurrent_case("GRU", device="cuda")),
             ("Embedding fwd+bwd 20000x128, ids 64x100", None,
              lambda: embedding_case(device="cuda"))],
+    "attention": [("MHA self-attn fwd+bwd N32 T64 d128 h4", None,
+                   lambda: mha_case(device="cuda")),
+                  ("TransformerEncoder train step N32 T64 d128", None,
+                   lambda: encoder_case(device="cuda"))],
 }
 
 CASES = {
@@ -288,6 +344,8 @@ CASES = {
     "seq": [("LSTM fwd+bwd N64 T100 in64 u128", 1.0, lambda: recurrent_case("LSTM")),
             ("GRU fwd+bwd N64 T100 in64 u128", 1.0, lambda: recurrent_case("GRU")),
             ("Embedding fwd+bwd 20000x128, ids 64x100", 1.0, embedding_case)],
+    "attention": [("MHA self-attn fwd+bwd N32 T64 d128 h4", 1.0, mha_case),
+                  ("TransformerEncoder train step N32 T64 d128", 0.8, encoder_case)],
 }
 
 
@@ -295,7 +353,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cases", default="dense,conv,train,seq")
+    parser.add_argument("--cases", default="dense,conv,train,seq,attention")
     args = parser.parse_args()
     import torch
     cases, syncs = CASES, (_no_sync, _no_sync)

@@ -1,5 +1,6 @@
 """The examples (``numbanet example NAME``) on reduced settings: each trains, reaches its figure
 and returns what it printed; the command lists them and rejects bad names and options."""
+import numpy as np
 import pytest
 
 from numbanet import cli, examples
@@ -28,3 +29,17 @@ def test_char_lstm_learns_below_the_unigram_entropy(tmp_path):
     assert sample.startswith("The ") and len(sample) == len("The ") + 40
     with pytest.raises(ValueError, match="--prompt"):
         examples.run("char-lstm", ["--prompt", "", "--chars", "2000", "--epochs", "1"])
+
+
+def test_transformer_reverses_and_draws_its_attention(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = examples.run("transformer", ["--samples", "2500", "--epochs", "4", "--width", "32",
+                                          "--batch-size", "32", "--learning-rate", "2e-3",
+                                          "--verbose", "0", "--output-dir", str(tmp_path)])
+    assert result["token_accuracy"] >= 0.95
+    maps = result["attention"]
+    assert maps.shape == (4, 12, 12)
+    np.testing.assert_allclose(maps.sum(axis=-1), 1.0, rtol=1e-5)
+    # the heads look mostly at each query's mirror key
+    assert np.mean(maps[:, np.arange(12), np.arange(12)[::-1]]) > 0.5
+    assert (tmp_path / "transformer_attention.png").stat().st_size > 1000

@@ -38,3 +38,9 @@ def test_text_example_runs_and_prints_what_it_says(tmp_path, monkeypatch, capsys
     assert " ".join(" ".join(out[2:4]).split()) == " ".join(promised[2].split())
     positive, negative = (float(v) for v in out[-1].strip("[]").split())
     assert positive > 0.6 and negative < 0.4
+
+
+def test_attention_example_runs(tmp_path, monkeypatch, capsys):
+    out = _run("## Attention and transformers", tmp_path, monkeypatch, capsys)
+    assert float(out[0]) >= 0.95
+    assert out[1] == "(1, 3, 16) (1, 2, 3, 5)"

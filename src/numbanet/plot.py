@@ -105,3 +105,36 @@ def plot_history(history, path, title=None, dpi=100):
     if title:
         fig.suptitle(title)
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def figure(rows=1, cols=1, size=(4.0, 3.2), title=None):
+    """(Figure, axes array rows x cols) drawn with matplotlib's Agg canvas (no display, pyplot's
+    global state untouched): the examples' pictures start here and end with ``save``."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows + (0.4 if title else 0)),
+                 layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
+def save(fig, path):
+    """Write ``fig`` to the PNG ``path`` atomically (a failure leaves no half-written file)."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def image_grid(images, path, cols=10, title=None, row_titles=None, cmap="gray"):
+    """A grid of (n, h, w) images (values drawn from their own min to max per image) to the PNG
+    ``path``; ``row_titles`` label the rows."""
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = figure(rows, cols, size=(1.0, 1.0), title=title)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap=cmap)
+        if row_titles is not None and i % cols == 0 and i // cols < len(row_titles):
+            ax.set_title(row_titles[i // cols], fontsize=8, loc="left")
+    return save(fig, path)

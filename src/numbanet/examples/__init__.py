@@ -12,6 +12,7 @@ import os
 #: name -> module (in the order ``--list`` shows them)
 EXAMPLES = {
     "char-lstm": "char_lstm",
+    "transformer": "transformer",
 }
 
 

@@ -301,7 +301,7 @@ class MultiHeadAttention(Layer):
         weight_grad("query", q2, g_q, h * kd)
         weight_grad("key", k2, g_k, h * kd)
         weight_grad("value", v2, g_v, h * vd)
-        needs = list(need) if isinstance(need, (list, tuple)) else [need]
+        needs = list(need) if isinstance(need, (list, tuple)) else [bool(need)] * n_in
         res = [None] * len(needs)
 
         def input_grad(name, g, x2, t):
