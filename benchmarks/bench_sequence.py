@@ -36,21 +36,27 @@ class SequenceLayer:
     params = [common.BACKENDS, LAYERS, common.SHAPES, common.DTYPES]
     param_names = ["backend", "layer", "shape", "dtype"]
 
+    def make(self, nb, layer, shape, dtype):
+        """(layer, its input shape(s) without the batch, host input, output shape)."""
+        lay, in_shape = make_layer(nb, layer, shape, dtype)
+        n, _, _, _, v = SHAPES[shape]
+        if layer == "embedding":
+            x = common.labels(n * in_shape[0], v, 1).reshape(n, *in_shape)
+        else:
+            x = common.normal((n, *in_shape), dtype, 1)
+        return lay, in_shape, x, (n, *lay.compute_output_shape(in_shape))
+
     def setup(self, backend, layer, shape, dtype):
         def build():
             import numbanet as nb
             be = common.backend(backend)
-            lay, in_shape = make_layer(nb, layer, shape, dtype)
+            lay, in_shape, x, out_shape = self.make(nb, layer, shape, dtype)
             lay.set_backend(be)
             lay.build(in_shape)
-            n, _, _, _, v = SHAPES[shape]
-            if layer == "embedding":
-                x = common.labels(n * in_shape[0], v, 1).reshape(n, *in_shape)
-            else:
-                x = common.normal((n, *in_shape), dtype, 1)
-            out_shape = (n, *lay.compute_output_shape(in_shape))
             s = dict(layer=lay, be=be)
             s["x"], s["g"] = common.on(be, x, common.normal(out_shape, dtype, 2))
+            if isinstance(in_shape, list):              # self-attention: the same x twice
+                s["x"] = [s["x"]] * len(in_shape)
             vars(self).update(s)
             self.time_forward_backward()
             return s
@@ -62,32 +68,42 @@ class SequenceLayer:
         self.be.synchronize()
 
 
-class EmbeddingTorchRatio:
-    """numbanet / PyTorch throughput of an Embedding's lookup + backward (the scatter-add into a
-    dense gradient) on the CPU, float32, timed alternately in one process (> 1: faster)."""
+class _TorchRatio:
+    """numbanet / PyTorch throughput of one layer's forward + backward on the CPU, float32,
+    timed alternately in one process (> 1: numbanet is faster); ``theirs`` builds torch's."""
 
     params = [common.SHAPES]
     param_names = ["shape"]
     unit = "ratio"
     timeout = 300
+    ours_class, layer = None, None
 
     def setup(self, shape):
         self.torch = common.import_torch()
-        self.ours = SequenceLayer()
-        self.ours.setup("cpu", "embedding", shape, "float32")
+        self.ours = self.ours_class()
+        self.ours.setup("cpu", self.layer, shape, "float32")
 
     def track_fwd_bwd(self, shape):
-        torch, o = self.torch, self.ours
+        self.torch.manual_seed(common.SEED)
+        return common.throughput_ratio(self.ours.time_forward_backward,
+                                       self.theirs(self.torch, self.ours, shape))
+
+
+class EmbeddingTorchRatio(_TorchRatio):
+    """The Embedding's lookup and backward (the scatter-add into a dense gradient) against
+    torch.nn.Embedding."""
+
+    ours_class, layer = SequenceLayer, "embedding"
+
+    def theirs(self, torch, o, shape):
         _, _, _, u, v = SHAPES[shape]
-        torch.manual_seed(common.SEED)
         emb = torch.nn.Embedding(v, u)
         ids, g = torch.from_numpy(o.x.copy()), torch.from_numpy(o.g.copy())
 
-        def theirs():
+        def run():
             emb.zero_grad(set_to_none=True)
             emb(ids).backward(g)
-
-        return common.throughput_ratio(o.time_forward_backward, theirs)
+        return run
 
 
 # attention: shape name -> (batch N, steps T, width D, heads H)
@@ -98,65 +114,34 @@ ATTENTION_SHAPES = {
 }
 
 
-class Attention:
+class Attention(SequenceLayer):
     """MultiHeadAttention (self-attention) and a TransformerEncoder block: forward + backward
     of every input and weight gradient."""
 
     params = [common.BACKENDS, ["mha", "transformer_encoder"], common.SHAPES, common.DTYPES]
-    param_names = ["backend", "layer", "shape", "dtype"]
 
-    def setup(self, backend, layer, shape, dtype):
-        def build():
-            import numbanet as nb
-            be = common.backend(backend)
-            n, t, d, h = ATTENTION_SHAPES[shape]
-            if layer == "mha":
-                lay = nb.layers.MultiHeadAttention(h, d // h, dtype=dtype)
-                in_shape = [(t, d), (t, d)]
-            else:
-                lay = nb.layers.TransformerEncoder(2 * d, h, dtype=dtype)
-                in_shape = (t, d)
-            lay.set_backend(be)
-            lay.build(in_shape)
-            x, g = common.on(be, common.normal((n, t, d), dtype, 1),
-                             common.normal((n, t, d), dtype, 2))
-            s = dict(layer=lay, be=be, x=[x, x] if layer == "mha" else x, g=g)
-            vars(self).update(s)
-            self.time_forward_backward()
-            return s
-        common.prepare(self, (backend, layer, shape, dtype), build)
-
-    def time_forward_backward(self, *params):
-        self.layer.forward(self.x, training=True)
-        self.layer.backward(self.g)
-        self.be.synchronize()
+    def make(self, nb, layer, shape, dtype):
+        n, t, d, h = ATTENTION_SHAPES[shape]
+        if layer == "mha":
+            lay, in_shape = nb.layers.MultiHeadAttention(h, d // h, dtype=dtype), [(t, d)] * 2
+        else:
+            lay, in_shape = nb.layers.TransformerEncoder(2 * d, h, dtype=dtype), (t, d)
+        return lay, in_shape, common.normal((n, t, d), dtype, 1), (n, t, d)
 
 
-class AttentionTorchRatio:
-    """numbanet / PyTorch throughput of multi-head self-attention forward + backward on the CPU
-    (float32) against torch.nn.MultiheadAttention, timed alternately (> 1: faster)."""
+class AttentionTorchRatio(_TorchRatio):
+    """Multi-head self-attention against torch.nn.MultiheadAttention."""
 
-    params = [common.SHAPES]
-    param_names = ["shape"]
-    unit = "ratio"
-    timeout = 300
+    ours_class, layer = Attention, "mha"
 
-    def setup(self, shape):
-        self.torch = common.import_torch()
-        self.ours = Attention()
-        self.ours.setup("cpu", "mha", shape, "float32")
-
-    def track_fwd_bwd(self, shape):
-        torch, o = self.torch, self.ours
+    def theirs(self, torch, o, shape):
         _, _, d, h = ATTENTION_SHAPES[shape]
-        torch.manual_seed(common.SEED)
         mha = torch.nn.MultiheadAttention(d, h, batch_first=True)
         x = torch.from_numpy(np.array(o.x[0])).requires_grad_()
         g = torch.from_numpy(np.array(o.g))
 
-        def theirs():
+        def run():
             x.grad = None
             mha.zero_grad(set_to_none=True)
             mha(x, x, x, need_weights=False)[0].backward(g)
-
-        return common.throughput_ratio(o.time_forward_backward, theirs)
+        return run

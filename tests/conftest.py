@@ -106,3 +106,13 @@ def global_pool_inputs(shape, dtype, rng):
         x[4] = 1.5
         x[5, [2, cols - 2]] = 20.0
     return x.astype(dtype)
+
+
+@pytest.fixture
+def allow_cuda(monkeypatch):
+    """Skip unless the CUDA backend can run here (Numba's simulator counts, in tests)."""
+    from numbanet import _cuda
+    if _cuda.is_simulator():
+        monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
+    if not _cuda.is_available():
+        pytest.skip(_cuda.unavailable_reason())

@@ -118,12 +118,7 @@ def test_add_loss_outside_a_call_is_a_clear_error():
         layer.add_loss(1.0)
 
 
-def test_added_losses_on_cuda_match_the_cpu(rng, monkeypatch):
-    from numbanet import _cuda
-    if _cuda.is_simulator():
-        monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
-    if not _cuda.is_available():
-        pytest.skip(_cuda.unavailable_reason())
+def test_added_losses_on_cuda_match_the_cpu(rng, allow_cuda):
     x, y = rng.standard_normal((4, 5)), rng.standard_normal((4, 2))
     cpu = functional()
     gpu = functional().to("cuda")

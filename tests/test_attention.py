@@ -52,19 +52,25 @@ def _mask(kind, rng, n, tq, tk):
     return m
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_mha_against_reference_and_central_differences(case, rng):
+def _setup(case, rng, n, dq, dv, dk):
+    """(layer, inputs, key or None, mask, call keywords, output gradient) for a case."""
     tq, tk, h, kd, vd, with_key, causal, kind = CASES[case]
-    n, dq, dv, dk = 2, 5, 4, 3
     q, v = rng.standard_normal((n, tq, dq)), rng.standard_normal((n, tk, dv))
     k = rng.standard_normal((n, tk, dk)) if with_key else None
     mask = _mask(kind, rng, n, tq, tk)
     mha = L.MultiHeadAttention(h, kd, value_dim=vd, dtype="float64")
-    inputs = [q, v] + ([k] if with_key else [])
     kwargs = dict(use_causal_mask=causal)
     if mask is not None:
         kwargs["attention_mask"] = mask
-    g = rng.standard_normal((n, tq, dq))
+    inputs = [q, v] + ([k] if with_key else [])
+    return mha, inputs, k, mask, kwargs, rng.standard_normal((n, tq, dq))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_mha_against_reference_and_central_differences(case, rng):
+    tq, tk, h, kd, vd, with_key, causal, kind = CASES[case]
+    mha, inputs, k, mask, kwargs, g = _setup(case, rng, 2, 5, 4, 3)
+    q, v = inputs[:2]
     out, scores, grads = _grads(mha, inputs, g, **kwargs)
     want, want_w = ref.mha(mha.params, q, v, k, h, kd, vd, mask, causal)
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
@@ -94,16 +100,10 @@ def test_mha_against_torch_sdpa(case, rng):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     tq, tk, h, kd, vd, with_key, causal, kind = CASES[case]
-    n, dq, dv, dk = 3, 6, 5, 4
-    q, v = rng.standard_normal((n, tq, dq)), rng.standard_normal((n, tk, dv))
-    k = rng.standard_normal((n, tk, dk)) if with_key else v
-    mask = _mask(kind, rng, n, tq, tk)
-    mha = L.MultiHeadAttention(h, kd, value_dim=vd, dtype="float64")
-    inputs = [q, v] + ([k] if with_key else [])
-    g = rng.standard_normal((n, tq, dq))
-    kwargs = dict(use_causal_mask=causal)
-    if mask is not None:
-        kwargs["attention_mask"] = mask
+    n = 3
+    mha, inputs, k, mask, kwargs, g = _setup(case, rng, n, 6, 5, 4)
+    q, v = inputs[:2]
+    k = v if k is None else k
     out, _, grads = _grads(mha, inputs, g, **kwargs)
     vd = vd or kd
     P = {name: torch.tensor(np.asarray(p), requires_grad=True) for name, p in mha.params.items()}

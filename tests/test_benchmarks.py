@@ -34,7 +34,8 @@ def _cases():
     for modname in MODULES:
         mod = importlib.import_module(f"benchmarks.{modname}")
         for cname, cls in sorted(vars(mod).items()):
-            if not isinstance(cls, type) or cls.__module__ != mod.__name__:
+            if not isinstance(cls, type) or cls.__module__ != mod.__name__ or \
+                    cname.startswith("_"):                  # asv skips private names too
                 continue
             methods = sorted(m for m in dir(cls) if m.startswith(PREFIXES)
                              and (cname, m) not in PROBES)

@@ -12,14 +12,6 @@ from numbanet import _cuda
 L = nb.layers
 
 
-@pytest.fixture
-def allow_sim(monkeypatch):
-    if _cuda.is_simulator():
-        monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
-    if not _cuda.is_available():
-        pytest.skip(_cuda.unavailable_reason())
-
-
 def tiny_cnn(device, dtype="float64"):
     return nb.Sequential([
         L.Conv2D(3, 3, padding="same", activation="relu"), L.BatchNormalization(),
@@ -28,7 +20,7 @@ def tiny_cnn(device, dtype="float64"):
     ], input_shape=(2, 4, 4), device=device, dtype=dtype)
 
 
-def test_cuda_training_matches_cpu(allow_sim, rng):
+def test_cuda_training_matches_cpu(allow_cuda, rng):
     x = rng.standard_normal((6, 2, 4, 4))
     y = rng.integers(0, 3, 6)
     nb.seed(0)
@@ -48,7 +40,7 @@ def test_cuda_training_matches_cpu(allow_sim, rng):
     assert gpu.evaluate(x, y)["loss"] == pytest.approx(cpu.evaluate(x, y)["loss"], rel=1e-9)
 
 
-def test_fit_save_load_across_devices(allow_sim, rng, tmp_path):
+def test_fit_save_load_across_devices(allow_cuda, rng, tmp_path):
     x = rng.standard_normal((8, 2, 4, 4)).astype(np.float32)
     y = rng.integers(0, 3, 8)
     nb.seed(1)
@@ -90,7 +82,7 @@ def residual_graph(dtype="float64"):
     return nb.Model(inp, [a, b])
 
 
-def test_functional_graph_on_cuda_matches_cpu(allow_sim, rng, monkeypatch):
+def test_functional_graph_on_cuda_matches_cpu(allow_cuda, rng, monkeypatch):
     """A graph with a residual connection, a layer called twice, an op node and two outputs:
     fit steps and tape gradients on the CUDA backend equal the CPU's."""
     from numbanet.kernels.cuda import _common

@@ -5,17 +5,12 @@ import numpy as np
 import pytest
 
 import numbanet as nb
-from numbanet import _cuda
 
 L = nb.layers
 
 
 @pytest.fixture
-def small_sim(monkeypatch):
-    if _cuda.is_simulator():
-        monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
-    if not _cuda.is_available():
-        pytest.skip(_cuda.unavailable_reason())
+def small_sim(allow_cuda, monkeypatch):
     from numbanet.kernels.cuda import _common
     for name, value in (("threads", 32), ("max_blocks", 3), ("row_block", (4, 2)),
                         ("gemm_tile", (8, 8, 4, 2, 2))):       # small simulated blocks
@@ -35,17 +30,23 @@ def text_graph(vocab=7, t=6):
     return nb.Model(ids, out)
 
 
+def twins(graph, optimizer):
+    """The same compiled graph on the CPU and, with the CPU's weights, on the CUDA backend."""
+    nb.seed(0)
+    cpu = graph()
+    gpu = nb.models.functional_from_config(cpu.get_config()).to("cuda")
+    gpu.set_weights(cpu.get_weights())
+    for m in (cpu, gpu):
+        m.compile(optimizer(), "sparse_categorical_crossentropy")
+    return cpu, gpu
+
+
 def test_text_model_on_cuda_matches_cpu(small_sim, rng):
     x = rng.integers(1, 7, (3, 6))
     x[0, 4:] = 0                             # post-padded
     x[2, 1:] = 0
     y = rng.integers(0, 3, 3)
-    nb.seed(0)
-    cpu = text_graph()
-    gpu = nb.models.functional_from_config(cpu.get_config()).to("cuda")
-    gpu.set_weights(cpu.get_weights())
-    for m in (cpu, gpu):
-        m.compile(nb.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    cpu, gpu = twins(text_graph, lambda: nb.optimizers.Adam(0.01))
     for _ in range(2):
         assert gpu.train_step(x, y) == pytest.approx(cpu.train_step(x, y), rel=1e-5)
     for a, b in zip(cpu.get_weights(), gpu.get_weights()):
@@ -69,12 +70,7 @@ def transformer_graph(vocab=6, t=5):
 def test_transformer_on_cuda_matches_cpu(small_sim, rng):
     x = rng.integers(1, 6, (2, 5))
     x[1, 3:] = 0
-    nb.seed(0)
-    cpu = transformer_graph()
-    gpu = nb.models.functional_from_config(cpu.get_config()).to("cuda")
-    gpu.set_weights(cpu.get_weights())
-    for m in (cpu, gpu):
-        m.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    cpu, gpu = twins(transformer_graph, lambda: nb.optimizers.SGD(0.1))
     assert gpu.train_step(x, x) == pytest.approx(cpu.train_step(x, x), rel=1e-5)
     for a, b in zip(cpu.get_weights(), gpu.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -4,19 +4,15 @@ import numpy as np
 import pytest
 
 import numbanet as nb
-from numbanet import _cuda
 
 ops = nb.ops
 
 
 @pytest.fixture(params=["cpu", "cuda"])
-def device(request, monkeypatch):
+def device(request):
     """Both devices (CUDA: Numba's simulator here, with tiny shapes)."""
     if request.param == "cuda":
-        if _cuda.is_simulator():
-            monkeypatch.setenv("NUMBANET_ALLOW_CUDASIM", "1")
-        if not _cuda.is_available():
-            pytest.skip(_cuda.unavailable_reason())
+        request.getfixturevalue("allow_cuda")
     return request.param
 
 
