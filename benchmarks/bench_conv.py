@@ -9,6 +9,16 @@ SHAPES = {
 }
 
 
+# The layers benchmarks/vs_torch.py compares with PyTorch (float32, CPU), as (N, C, H, W, K, kernel
+# size, stride, padding): Winograd (3x3 stride 1) at three sizes, and a strided 3x3 (GEMM).
+LAYERS = {
+    "N128-C32-14x14-K64": (128, 32, 14, 14, 64, 3, 1, 1),
+    "N32-C64-56x56-K64": (32, 64, 56, 56, 64, 3, 1, 1),
+    "N128-C64-7x7-K128": (128, 64, 7, 7, 128, 3, 1, 1),
+    "N128-C32-14x14-K64-s2": (128, 32, 14, 14, 64, 3, 2, 1),
+}
+
+
 def out_size(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
@@ -24,7 +34,7 @@ class Conv2D:
             be = common.backend(backend)
             common.require(be, "conv2d_forward", "conv2d_backward_input",
                            "conv2d_backward_params")
-            n, c, h, w, k, ks, st, pad = SHAPES[shape]
+            n, c, h, w, k, ks, st, pad = SHAPES[shape] if shape in SHAPES else LAYERS[shape]
             oh, ow = out_size(h, ks, st, pad), out_size(w, ks, st, pad)
             s = dict(be=be, geometry=(st, st, pad, pad, 1, 1))
             s["x"], s["w"], s["b"], s["g"] = common.on(
@@ -56,11 +66,30 @@ class Conv2D:
         self.be.synchronize()
 
 
+class Conv2DLayers:
+    """Forward + full backward (input, weight and bias gradients) of the layers the PyTorch
+    comparison tracks, float32 on the CPU."""
+
+    params = [list(LAYERS)]
+    param_names = ["layer"]
+    timeout = 300
+
+    def setup(self, layer):
+        self.conv = Conv2D()
+        self.conv.setup("cpu", layer, "float32")
+
+    def time_fwd_bwd(self, layer):
+        self.conv.time_forward()
+        self.conv.time_backward_input()
+        self.conv.time_backward_weight()
+
+
 class Conv2DTorchRatio:
     """numbanet / PyTorch throughput of a convolution's forward + full backward on the CPU,
-    timed alternately in one process (> 1: numbanet is faster)."""
+    timed alternately in one process (> 1: numbanet is faster): the suite's shapes and the
+    layers of Conv2DLayers."""
 
-    params = [common.SHAPES]
+    params = [common.SHAPES + list(LAYERS)]
     param_names = ["shape"]
     unit = "ratio"
     timeout = 300

@@ -5,7 +5,11 @@ Each case builds a numbanet closure and a PyTorch closure doing the same work, w
 reports the median time per call and the throughput ratio numbanet/torch (higher is better).
 On the GPU both libraries are synchronized before the clock stops, and TF32 is off (FP32 both).
 Run: ``python benchmarks/vs_torch.py [--device cpu|cuda] [--repeats N] [--cases ...]``.
-Its work sits under ``__main__`` so asv's discovery never runs it.
+
+On the CPU the two libraries' thread pools (numba's, torch's OpenMP) contend when they share a
+process; ``--separate`` times each library in a process of its own instead (this script run
+again with ``--library numbanet`` / ``--library torch``; same closures, same timing) and reports
+the ratio of those medians. Its work sits under ``__main__`` so asv's discovery never runs it.
 """
 import argparse
 import statistics
@@ -34,18 +38,20 @@ def _timeit(fn, sync=_no_sync, min_time=0.05):
 
 
 def compare(nb_fn, torch_fn, repeats, syncs=(_no_sync, _no_sync)):
+    """Median seconds per call of each (None for a library left out: ``fn`` None)."""
     for _ in range(3):
-        nb_fn()
-        torch_fn()
+        for fn in (nb_fn, torch_fn):
+            if fn is not None:
+                fn()
     a, b = [], []
     for _ in range(repeats):
         # Let the other library's worker threads stop spinning first: OpenBLAS (numba's np.dot)
         # and OpenMP pools busy-wait after each call and would take the 2 cores from the next.
-        time.sleep(0.1)
-        a.append(_timeit(nb_fn, syncs[0]))
-        time.sleep(0.1)
-        b.append(_timeit(torch_fn, syncs[1]))
-    return statistics.median(a), statistics.median(b)
+        for fn, times, sync in ((nb_fn, a, syncs[0]), (torch_fn, b, syncs[1])):
+            if fn is not None:
+                time.sleep(0.1)
+                times.append(_timeit(fn, sync))
+    return (statistics.median(a) if a else None), (statistics.median(b) if b else None)
 
 
 def dense_case(n, i, u):
@@ -70,14 +76,15 @@ def dense_case(n, i, u):
     return nb_fn, torch_fn
 
 
-def conv_case(n, c, hw, k, first_layer=False, device="cpu"):
-    """Conv2D 3x3 'same' forward + backward on inputs already on ``device``."""
+def conv_case(n, c, hw, k, first_layer=False, device="cpu", stride=1):
+    """Conv2D 3x3, padding 1, forward + backward on inputs already on ``device``."""
     import torch
     import numbanet as nb
     rng = np.random.default_rng(0)
+    ohw = (hw - 1) // stride + 1
     x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
-    g = rng.standard_normal((n, k, hw, hw)).astype(np.float32)
-    layer = nb.layers.Conv2D(k, 3, padding=1)
+    g = rng.standard_normal((n, k, ohw, ohw)).astype(np.float32)
+    layer = nb.layers.Conv2D(k, 3, strides=stride, padding=1)
     be = nb.backend.get_backend(device)
     layer.set_backend(be)
     layer.build((c, hw, hw))
@@ -87,7 +94,7 @@ def conv_case(n, c, hw, k, first_layer=False, device="cpu"):
     def nb_fn():
         layer.forward(bx, training=True)
         layer.backward(bg)
-    conv = torch.nn.Conv2d(c, k, 3, padding=1).to(device)
+    conv = torch.nn.Conv2d(c, k, 3, stride=stride, padding=1).to(device)
     tx = torch.from_numpy(x).to(device).requires_grad_(not first_layer)
     tg = torch.from_numpy(g).to(device)
 
@@ -332,12 +339,16 @@ CUDA_CASES = {
 CASES = {
     "dense": [("dense fwd+bwd 128x784->256", 0.9, lambda: dense_case(128, 784, 256)),
               ("dense fwd+bwd 1024x1024->1024", 0.9, lambda: dense_case(1024, 1024, 1024))],
-    "conv": [("conv2d fwd+bwd N128 C32 14x14 K64 3x3", 0.5, lambda: conv_case(128, 32, 14, 64)),
+    "conv": [("conv2d fwd+bwd N128 C32 14x14 K64 3x3", 1.0, lambda: conv_case(128, 32, 14, 64)),
+             ("conv2d fwd+bwd N32 C64 56x56 K64 3x3", 0.8, lambda: conv_case(32, 64, 56, 64)),
+             ("conv2d fwd+bwd N128 C64 7x7 K128 3x3", 0.8, lambda: conv_case(128, 64, 7, 128)),
+             ("conv2d fwd+bwd N128 C32 14x14 K64 3x3 s2", 0.8,
+              lambda: conv_case(128, 32, 14, 64, stride=2)),
              ("conv2d fwd+bwd N128 C1 28x28 K32 3x3", 1.0, lambda: conv_case(128, 1, 28, 32)),
              ("  same, first layer (no input grad)", 1.0,
               lambda: conv_case(128, 1, 28, 32, first_layer=True))],
-    "train": [("LeNet train step, Adam, batch 128", 0.7, lenet_case),
-              ("  same, functional API", 0.7, lambda: lenet_case(functional=True)),
+    "train": [("LeNet train step, Adam, batch 128", 1.2, lenet_case),
+              ("  same, functional API", 1.2, lambda: lenet_case(functional=True)),
               ("MLP 64-128-10 train step, Adam, batch 32", 3.0, mlp_case),
               ("  same, functional API", 3.0, lambda: mlp_case(functional=True)),
               ("residual block train step (functional), b128", None, resblock_case)],
@@ -349,11 +360,31 @@ CASES = {
 }
 
 
+def _separate(args):
+    """Each library timed in a process of its own: {case name: (numbanet s, torch s)}."""
+    import json
+    import subprocess
+    import sys
+    times = {}
+    for lib in ("numbanet", "torch"):
+        cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
+               "--cases", args.cases, "--library", lib, "--json"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        for name, t in json.loads(out.strip().splitlines()[-1]).items():
+            times.setdefault(name, {})[lib] = t
+    return {name: (t["numbanet"], t["torch"]) for name, t in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--cases", default="dense,conv,train,seq,attention")
+    parser.add_argument("--separate", action="store_true",
+                        help="time each library in a process of its own")
+    parser.add_argument("--library", choices=("both", "numbanet", "torch"), default="both",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
     cases, syncs = CASES, (_no_sync, _no_sync)
@@ -365,14 +396,31 @@ def main():
         from numba import cuda
         _cuda_setup()
         cases, syncs = CUDA_CASES, (cuda.synchronize, torch.cuda.synchronize)
-        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, FP32 (TF32 off)")
+        header = f"torch {torch.__version__}, {torch.cuda.get_device_name()}, FP32 (TF32 off)"
     else:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        header = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if args.json:
+        import json
+        times = {}
+        for group in args.cases.split(","):
+            for name, _, make in cases[group]:
+                nb_fn, torch_fn = make()
+                keep = {"numbanet": (nb_fn, None), "torch": (None, torch_fn)}[args.library]
+                t = compare(*keep, args.repeats, syncs)
+                times[name] = t[0] if args.library == "numbanet" else t[1]
+        print(json.dumps(times))
+        return
+    separate = _separate(args) if args.separate else None
+    print(header + (", each library in its own process" if separate else
+                    ", both in one process, interleaved"))
     print(f"{'case':<44} {'numbanet':>10} {'torch':>10} {'ratio':>7} {'target':>7}")
     for group in args.cases.split(","):
         for name, target, make in cases[group]:
-            nb_fn, torch_fn = make()
-            t_nb, t_torch = compare(nb_fn, torch_fn, args.repeats, syncs)
+            if separate:
+                t_nb, t_torch = separate[name]
+            else:
+                nb_fn, torch_fn = make()
+                t_nb, t_torch = compare(nb_fn, torch_fn, args.repeats, syncs)
             ratio = t_torch / t_nb
             verdict = "" if target is None or ratio >= target else "  (below target)"
             print(f"{name:<44} {t_nb * 1e3:>8.3f}ms {t_torch * 1e3:>8.3f}ms {ratio:>7.2f} "

@@ -1,6 +1,9 @@
-"""CPU conv2d kernels: float64 reference, finite differences, PyTorch; both code paths (direct
-for unit strides and small C*KH*KW, im2col + GEMM otherwise), serial and parallel; the weight and
-bias gradients with accumulate off (poisoned outputs) and on (added into previous contents)."""
+"""CPU conv2d kernels: float64 reference, finite differences, PyTorch; every strategy (direct for
+unit strides and small C*KH*KW, Winograd F(2x2, 3x3) for other 3x3 unit-stride layers, im2col +
+GEMM otherwise), serial and parallel, in blocks of any size; the weight and bias gradients with
+accumulate off (poisoned outputs) and on (added into previous contents); the same bits on any
+thread count."""
+import numba
 import numpy as np
 import pytest
 from conftest import accumulate_runs, accumulated, poisoned
@@ -35,6 +38,12 @@ CASES = [
     (1, 1, 9, 10, 2, 3, 3, (1, 1), (2, 2), (2, 2), None),     # direct, dilation 2
     (2, 2, 4, 4, 3, 5, 5, (1, 1), (2, 2), (1, 1), None),      # kernel bigger than the image
     (1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0), (1, 1), None),      # everything 1
+    (2, 4, 7, 9, 5, 3, 3, (1, 1), (1, 1), (1, 1), None),      # Winograd: odd sizes, "same"
+    (1, 5, 6, 5, 3, 3, 3, (1, 1), (0, 0), (1, 1), None),      # Winograd "valid" (4x3 out)
+    (2, 4, 5, 6, 2, 3, 3, (1, 1), (2, 2), (1, 1), None),      # Winograd pad 2 (7x8 out)
+    (2, 4, 6, 7, 3, 3, 3, (1, 1), (1, 0), (1, 1), (5, 4)),    # Winograd, output cropped
+    (1, 6, 2, 3, 2, 3, 3, (1, 1), (1, 1), (1, 1), None),      # Winograd, one tile row
+    (2, 6, 1, 5, 2, 3, 3, (1, 1), (1, 1), (1, 1), None),      # 1-row output: GEMM
 ]
 # big enough for the parallel paths: direct, GEMM in bands of rows, GEMM of whole images
 PAR_CASES = [
@@ -44,6 +53,8 @@ PAR_CASES = [
     (2, 32, 20, 30, 32, 3, 3, (1, 1), (1, 1), (1, 1), None),
     (4, 8, 17, 15, 16, 3, 3, (1, 1), (2, 2), (2, 2), None),
     (16, 1, 20, 20, 32, 3, 3, (1, 1), (1, 1), (1, 1), (21, 19)),
+    (3, 16, 9, 11, 26, 3, 3, (1, 1), (1, 1), (1, 1), None),
+    (40, 9, 5, 4, 32, 3, 3, (1, 1), (0, 1), (1, 1), (4, 3)),
 ]
 
 
@@ -127,23 +138,57 @@ def test_parallel_paths_against_reference(c, dtype, rng):
     check_against_reference(c, dtype, rng)
 
 
-def test_cases_cover_both_paths_serial_and_parallel():
+def strategy(c):
+    N, C, H, W, K, KH, KW, st, pd, dl, _ = c
+    return K2._strategy(C, KH, KW, *out_hw(c), *st, *dl)
+
+
+def parallel(c):
+    OH, OW = out_hw(c)
+    return K2._use_parallel(c[0], c[4], OH, OW, c[1] * c[5] * c[6])
+
+
+def test_cases_cover_every_strategy_serial_and_parallel():
     """The shapes above exercise every branch of the dispatch (guards against retuned limits)."""
-    def direct(c):
-        return c[1] * c[5] * c[6] <= K2._DIRECT_MAX_CKK and c[7] == (1, 1)
-
-    def parallel(c):
-        OH, OW = out_hw(c)
-        return c[0] > 1 and c[0] * c[4] * OH * OW * c[1] * c[5] * c[6] >= K2._PARALLEL_MIN_WORK
-
-    def banded(c):
-        OH, OW = out_hw(c)
-        return K2._band_rows(c[4], c[1] * c[5] * c[6], OH, OW) > 0
     assert not any(parallel(c) for c in CASES) and all(parallel(c) for c in PAR_CASES)
     for cases in (CASES, PAR_CASES):
-        assert any(direct(c) for c in cases) and not all(direct(c) for c in cases)
-    gemm = [c for c in PAR_CASES if not direct(c)]
-    assert any(banded(c) for c in gemm) and not all(banded(c) for c in gemm)
+        assert {strategy(c) for c in cases} == {"direct", "winograd", "gemm"}
+
+
+# a strategy's block-size constant: blocks of one row (tile row), blocks spanning images
+BLOCKS = {"gemm": [(K2, "_GEMM_BLOCK_BYTES", 1), (K2, "_GEMM_BLOCK_BYTES", 1 << 16)],
+          "winograd": [(K2._wino, "_BLOCK_BYTES", 1), (K2._wino, "_BLOCK_BYTES", 1 << 16)]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c, block", [
+    pytest.param(c, b, id=f"{case_id(c)}-{b[1]}={b[2]}")
+    for c in [CASES[18], CASES[21], CASES[1], PAR_CASES[6], PAR_CASES[7], PAR_CASES[2]]
+    for b in BLOCKS[strategy(c)]])
+def test_blocks_of_any_size(c, block, dtype, rng, monkeypatch):
+    """The GEMM and Winograd strategies split images into blocks of rows (tile rows) that may
+    end inside an image or span several: the results do not depend on where the blocks end."""
+    module, name, value = block
+    monkeypatch.setattr(module, name, value)
+    if module is K2._wino:
+        monkeypatch.setattr(module, "_BLOCK_MIN_TILES", 1)
+    check_against_reference(c, dtype, rng)
+
+
+@pytest.mark.parametrize("c", [PAR_CASES[0], PAR_CASES[2], PAR_CASES[6]], ids=case_id)
+def test_same_bits_on_any_thread_count(c, rng):
+    """Work is split by shape only (images per unit, fixed weight-gradient chunks)."""
+    x, w, b, g, geo = make(c, np.float32, rng)
+    runs = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        old = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            runs.append(run_all(x, w, b, g, geo))
+        finally:
+            numba.set_num_threads(old)
+    for a, b_ in zip(*runs):
+        np.testing.assert_array_equal(a, b_)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -160,6 +205,8 @@ def test_bias_gradient_parallel_path(dtype, rng):
 
 GRAD_CASES = [
     (2, 2, 5, 4, 3, 3, 3, (1, 1), (1, 1), (1, 1), None),
+    (1, 4, 5, 4, 2, 3, 3, (1, 1), (1, 1), (1, 1), None),       # Winograd
+    (2, 4, 4, 5, 2, 3, 3, (1, 1), (0, 1), (1, 1), (3, 4)),     # Winograd, cropped output
     (1, 3, 6, 5, 2, 3, 2, (2, 1), (1, 0), (1, 2), (3, 3)),
     (2, 1, 5, 5, 2, 2, 2, (2, 2), (1, 1), (2, 1), None),
     (1, 9, 4, 4, 2, 2, 2, (1, 1), (0, 0), (1, 1), None),
@@ -183,7 +230,8 @@ def test_backward_finite_differences(c, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c", CASES[:6] + CASES[11:16] + PAR_CASES[:2], ids=case_id)
+@pytest.mark.parametrize("c", CASES[:6] + CASES[11:16] + CASES[18:20] + PAR_CASES[:2],
+                         ids=case_id)
 def test_against_torch(c, dtype, rng):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -218,10 +266,11 @@ def test_float32_accumulation_is_accurate(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["relu", "elu", "sigmoid"])
-@pytest.mark.parametrize("c", [CASES[1], CASES[11], PAR_CASES[0]], ids=case_id)
+@pytest.mark.parametrize("c", [CASES[1], CASES[11], CASES[18], PAR_CASES[0], PAR_CASES[1]],
+                         ids=case_id)
 def test_forward_activation(c, name, dtype, rng):
-    """pre = conv + b and out = activation(pre) on the GEMM and direct paths, serial and
-    parallel: the same bits as conv2d_forward followed by the activation's kernel."""
+    """pre = conv + b and out = activation(pre) for every strategy, serial and parallel: the
+    same bits as conv2d_forward followed by the activation's kernel."""
     x, w, b, g, geo = make(c, dtype, rng)
     code, alpha = ACTIVATION_CODES.index(name), 0.7
     pre, out = poisoned(g.shape, dtype), poisoned(g.shape, dtype)

@@ -1,25 +1,32 @@
 """2-D convolution kernels (NCHW input, OIHW weight), CPU.
 
-Every image is first copied into a zero-padded scratch ``xp`` (C, Hp, Wp) covering exactly the
-cells the output reads (Hp = (OH-1)*sh + (KH-1)*dh + 1, likewise Wp; top/left padding pad_h/pad_w,
-bottom/right padding whatever the output shape implies, possibly a crop), so no inner loop tests
-bounds. Then one of two strategies, picked from the shape:
+The public kernels are plain Python: each picks one of three strategies from the shapes and
+calls that strategy's compiled code, so a model compiles only the strategies its layers use
+(the first run of a small CNN compiles a fraction of this module):
 
-* GEMM (the general path): per image, im2col of a band of output rows into ``col``
-  (C*KH*KW, rows*OW), one BLAS GEMM through ``np.dot`` (bands sized so that BLAS runs it on the
-  calling thread), and a copy back to NCHW (plus bias). Images run in parallel (prange); the
-  data of one band stays in cache from im2col through the GEMM to the scatter. Layers too large
-  for such bands go to BLAS one whole image at a time (BLAS then threads each GEMM itself).
+* winograd (3x3, unit strides and dilations, C*9 > _DIRECT_MAX_CKK): Winograd F(2x2, 3x3),
+  16 multiplies per 2x2 output tile and channel instead of 36; see _conv_winograd.py.
 * direct (unit strides and C*KH*KW <= _DIRECT_MAX_CKK, e.g. a first layer): a GEMM would be thin
   and memory-bound, so each output plane is accumulated tap by tap. Output cell (oh, ow) reads
   flat index q + i*dh*Wp + j*dw of a padded plane, q = oh*Wp + ow, so a plane is one long
   contiguous loop per kernel tap over a "wide" (OH, Wp) output whose extra Wp - OW columns per
   row are dropped.
+* GEMM (everything else: strides, dilations, other kernel sizes): im2col of a block of output
+  rows (spanning images when images are small) into ``col`` (C*KH*KW, rows*OW), one BLAS GEMM,
+  and a copy back to NCHW (plus bias). The weight gradient multiplies ``col`` by the transposed
+  output gradient (both GEMMs keep BLAS on its fast no-transpose path).
 
-The weight gradient sums per-chunk float64 partials at the end, and the bias gradient per-channel
-float64 sums: with ``accumulate`` that last step adds into grad_w / grad_b instead of storing
-(in float64, then rounded once; a layer called several times in one step sums its calls'
-gradients, with no extra pass).
+Each strategy runs over units of whole images, in parallel (prange) when the work is large
+enough; a block of rows/tiles is sized to stay in a core's L2 cache. Every image is first copied
+into a zero-padded scratch covering exactly the cells the output reads (Hp = (OH-1)*sh +
+(KH-1)*dh + 1, likewise Wp; top/left padding pad_h/pad_w, bottom/right padding whatever the
+output shape implies, possibly a crop), so no inner loop tests bounds.
+
+The weight gradient sums per-chunk float64 partials at the end (a fixed split of the images, so
+the bits do not depend on the thread count), and the bias gradient per-channel float64 sums:
+with ``accumulate`` that last step adds into grad_w / grad_b instead of storing (in float64,
+then rounded once; a layer called several times in one step sums its calls' gradients, with no
+extra pass).
 
 Inner loops never index with ``row[q + o]``: a possibly negative index makes Numba emit a
 wraparound test per element, which blocks vectorization. Long runs read through slices
@@ -28,6 +35,8 @@ wraparound test per element, which blocks vectorization. Long runs read through 
 import numpy as np
 from numba import njit, prange
 
+from . import _conv_winograd as _wino
+from ._blas import gemm
 from .activations import _fused_forward_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -36,13 +45,13 @@ _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _PARALLEL_MIN_WORK = 1 << 20
 # C*KH*KW at or below which the direct kernels (unit strides) beat im2col + GEMM.
 _DIRECT_MAX_CKK = 32
-# GEMM path: largest M*N*K of one BLAS call made from a parallel loop. OpenBLAS runs calls up to
-# 65536*4 single-threaded, so the images run in parallel on Numba's threads and BLAS never starts
-# threads of its own inside them (two thread pools taking turns cost more than they gain).
-_BAND_MNK = 1 << 18
+# Winograd only where its tiles waste little: outputs / (tiles * 4) at least this.
+_WINOGRAD_MIN_FILL = 0.55
 # Image chunks a parallel weight gradient is split into (fixed, so results do not depend on the
 # thread count); each chunk sums into its own float64 partial gradient.
 _WEIGHT_CHUNKS = 16
+# GEMM path: bytes of col + GEMM result one block of output rows may take (L2-resident).
+_GEMM_BLOCK_BYTES = 1 << 19
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,19 +108,19 @@ def _crop_image(dxp, n, ph, pw, grad_in):
 
 
 # ---------------------------------------------------------------------------------------------
-# GEMM path: per image, im2col of a band of output rows, one np.dot, scatter back
+# GEMM path: blocks of output rows (rho = (n - n0)*OH + oh), im2col, one GEMM, scatter back
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
-def _band_rows(K, CKK, OH, OW):
-    """Output rows per band, so that one band's GEMM has K*CKK*rows*OW <= _BAND_MNK (0 when even
-    one row is larger: then whole images go to BLAS one at a time and BLAS threads them)."""
-    return min(OH, _BAND_MNK // max(K * CKK * OW, 1))
+def _gemm_block_rows(CKK, K, OW, itemsize):
+    """Output rows per block: col (CKK x rows*OW) and the GEMM result within
+    _GEMM_BLOCK_BYTES (at least one row)."""
+    return max(1, _GEMM_BLOCK_BYTES // (itemsize * (CKK + K) * OW))
 
 
 @njit(cache=True)
-def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col):
-    """col[(c*KH+i)*KW+j, (oh-oh0)*OW + ow] = xp[c, oh*sh + i*dh, ow*sw + j*dw], oh0 <= oh < oh1.
+def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
+    """col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow] = xp[c, oh*sh + i*dh, ow*sw + j*dw] for
+    oh0 <= oh < oh1.
 
     The runs copied are short (OW), so they index flat views with unsigned offsets: no slice
     set-up per run and no wraparound test per element."""
@@ -124,7 +133,7 @@ def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col):
             for j in range(KW):
                 r = (c * KH + i) * KW + j
                 for oh in range(oh0, oh1):
-                    d0 = np.uint64(r * M + (oh - oh0) * OW)
+                    d0 = np.uint64(r * M + m0 + (oh - oh0) * OW)
                     s0 = np.uint64((c * Hp + oh * sh + i * dh) * Wp + j * dw)
                     if sw == 1:
                         for t in range(OWu):
@@ -135,9 +144,9 @@ def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col):
 
 
 @njit(cache=True)
-def _col2im_rows(col, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
-    """dxp[c, oh*sh + i*dh, ow*sw + j*dw] += col[(c*KH+i)*KW+j, (oh-oh0)*OW + ow]: the adjoint
-    of _im2col_rows."""
+def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
+    """dxp[c, oh*sh + i*dh, ow*sw + j*dw] += col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow]: the
+    adjoint of _im2col_rows."""
     C, Hp, Wp = dxp.shape
     df, cf = dxp.reshape(-1), col.reshape(-1)
     M = col.shape[1]
@@ -147,7 +156,7 @@ def _col2im_rows(col, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
             for j in range(KW):
                 r = (c * KH + i) * KW + j
                 for oh in range(oh0, oh1):
-                    s0 = np.uint64(r * M + (oh - oh0) * OW)
+                    s0 = np.uint64(r * M + m0 + (oh - oh0) * OW)
                     d0 = np.uint64((c * Hp + oh * sh + i * dh) * Wp + j * dw)
                     if sw == 1:
                         for t in range(OWu):
@@ -158,109 +167,130 @@ def _col2im_rows(col, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
 
 
 @njit(cache=True)
-def _gemm_forward_image(x, wm, b, n, KH, KW, sh, sw, ph, pw, dh, dw, band, out):
-    """out[n] = wm @ im2col(x[n]) + b, one band of output rows at a time."""
+def _block_segments(rho0, rho1, OH):
+    """The images a block of output rows rho0..rho1-1 spans: (image offset, oh0, oh1, column
+    offset in the block) per image, as an (s, 4) array."""
+    first, last = rho0 // OH, (rho1 - 1) // OH
+    seg = np.empty((last - first + 1, 4), np.int64)
+    for i in range(first, last + 1):
+        a, b = max(rho0, i * OH), min(rho1, (i + 1) * OH)
+        seg[i - first, 0] = i
+        seg[i - first, 1] = a - i * OH
+        seg[i - first, 2] = b - i * OH
+        seg[i - first, 3] = (a - rho0)
+    return seg
+
+
+@njit(cache=True)
+def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, out):
+    """out[n0:n1] = wm @ im2col(x) + b, RB output rows per GEMM."""
     C = x.shape[1]
     K, CKK = wm.shape
     OH, OW = out.shape[2], out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
     xp = np.empty((C, Hp, Wp), x.dtype)
-    _pad_image(x, n, ph, pw, xp)
-    colbuf = np.empty(CKK * band * OW, x.dtype)
-    resbuf = np.empty(K * band * OW, x.dtype)
+    colbuf = np.empty(CKK * RB * OW, x.dtype)
+    resbuf = np.empty(K * RB * OW, x.dtype)
+    wf = wm.reshape(-1)
     o3 = out.reshape(out.shape[0], K, OH * OW)
-    for oh0 in range(0, OH, band):
-        oh1 = min(OH, oh0 + band)
-        m = (oh1 - oh0) * OW
+    rows = (n1 - n0) * OH
+    for rho0 in range(0, rows, RB):
+        rho1 = min(rows, rho0 + RB)
+        m = (rho1 - rho0) * OW
         col = colbuf[:CKK * m].reshape(CKK, m)
-        res = resbuf[:K * m].reshape(K, m)
-        _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col)
-        np.dot(wm, col, res)
-        for k in range(K):
-            bk = b[k]
-            src = res[k]
-            dst = o3[n, k, oh0 * OW:oh1 * OW]
-            for q in range(m):
-                dst[q] = src[q] + bk
+        seg = _block_segments(rho0, rho1, OH)
+        for s in range(seg.shape[0]):
+            _pad_image(x, n0 + seg[s, 0], ph, pw, xp)
+            _im2col_rows(xp, KH, KW, sh, sw, dh, dw, seg[s, 1], seg[s, 2], OW, col,
+                         seg[s, 3] * OW)
+        gemm(False, False, K, m, CKK, 1.0, wf, 0, CKK, colbuf, 0, m, 0.0, resbuf, 0, m)
+        for s in range(seg.shape[0]):
+            n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
+            L = (oh1 - oh0) * OW
+            for k in range(K):
+                bk = b[k]
+                src = resbuf[k * m + r0 * OW:k * m + r0 * OW + L]
+                dst = o3[n, k, oh0 * OW:oh1 * OW]
+                for q in range(L):
+                    dst[q] = src[q] + bk
 
 
 @njit(cache=True)
-def _gemm_backward_input_image(grad_out, wmT, n, KH, KW, sh, sw, ph, pw, dh, dw, band, grad_in):
-    """grad_in[n] = col2im(wm.T @ grad_out[n]), one band of output rows at a time."""
+def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB,
+                                grad_in):
+    """grad_in[n0:n1] = col2im(wm.T @ grad_out), RB output rows per GEMM."""
     C = grad_in.shape[1]
     CKK, K = wmT.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
-    dxp = np.zeros((C, Hp, Wp), grad_in.dtype)
-    gbuf = np.empty(K * band * OW, grad_in.dtype)
-    dbuf = np.empty(CKK * band * OW, grad_in.dtype)
+    dxp = np.empty((C, Hp, Wp), grad_in.dtype)
+    gbuf = np.empty(K * RB * OW, grad_in.dtype)
+    dbuf = np.empty(CKK * RB * OW, grad_in.dtype)
+    wf = wmT.reshape(-1)
     g3 = grad_out.reshape(grad_out.shape[0], K, OH * OW)
-    for oh0 in range(0, OH, band):
-        oh1 = min(OH, oh0 + band)
-        m = (oh1 - oh0) * OW
-        gt = gbuf[:K * m].reshape(K, m)
-        for k in range(K):
-            src = g3[n, k, oh0 * OW:oh1 * OW]
-            dst = gt[k]
-            for q in range(m):
-                dst[q] = src[q]
+    rows = (n1 - n0) * OH
+    for rho0 in range(0, rows, RB):
+        rho1 = min(rows, rho0 + RB)
+        m = (rho1 - rho0) * OW
+        seg = _block_segments(rho0, rho1, OH)
+        for s in range(seg.shape[0]):
+            n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
+            L = (oh1 - oh0) * OW
+            for k in range(K):
+                src = g3[n, k, oh0 * OW:oh1 * OW]
+                dst = gbuf[k * m + r0 * OW:k * m + r0 * OW + L]
+                for q in range(L):
+                    dst[q] = src[q]
+        gemm(False, False, CKK, m, K, 1.0, wf, 0, K, gbuf, 0, m, 0.0, dbuf, 0, m)
         dcol = dbuf[:CKK * m].reshape(CKK, m)
-        np.dot(wmT, gt, dcol)
-        _col2im_rows(dcol, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp)
-    _crop_image(dxp, n, ph, pw, grad_in)
+        for s in range(seg.shape[0]):
+            n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
+            if oh0 == 0:
+                dxp[:] = 0.0
+            _col2im_rows(dcol, r0 * OW, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp)
+            if oh1 == OH:
+                _crop_image(dxp, n, ph, pw, grad_in)
 
 
 @njit(cache=True)
-def _weight_blocks(K, CKK, OH, OW):
-    """(band, rb) for the weight gradient: bands of ``band`` output rows (the GEMM's reduction,
-    kept long) times blocks of ``rb`` im2col rows, so that K*rb*band*OW <= _BAND_MNK; (0, 0) when
-    even one output row of the gradient is too large for that."""
-    band = min(OH, _BAND_MNK // max(K * 8 * OW, 1))
-    if band == 0:
-        band = 1 if K * OW <= _BAND_MNK else 0
-    if band == 0:
-        return 0, 0
-    return band, max(1, min(CKK, _BAND_MNK // (K * band * OW)))
-
-
-@njit(cache=True)
-def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, band, rb,
-                                 acc):
-    """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]).T, per
-    band of output rows and block of rb im2col rows (one GEMM each, reducing over the band)."""
+def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, acc):
+    """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]).T,
+    computed as im2col (CKK x rows) @ grad_out^T (rows x K) per block of RB output rows (BLAS
+    without transposes), the blocks summed by the GEMMs (beta = 1) in the data's dtype."""
     C = x.shape[1]
     K, CKK = acc.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
     xp = np.empty((C, Hp, Wp), x.dtype)
-    colbuf = np.empty(CKK * band * OW, x.dtype)
-    gbuf = np.empty(K * band * OW, x.dtype)
-    tmpbuf = np.empty(K * rb, x.dtype)
-    g3 = grad_out.reshape(grad_out.shape[0], K, OH * OW)
-    for n in range(n0, n1):
-        _pad_image(x, n, ph, pw, xp)
-        for oh0 in range(0, OH, band):
-            oh1 = min(OH, oh0 + band)
-            m = (oh1 - oh0) * OW
-            col = colbuf[:CKK * m].reshape(CKK, m)
-            _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col)
-            gt = gbuf[:K * m].reshape(K, m)
-            for k in range(K):
-                src = g3[n, k, oh0 * OW:oh1 * OW]
-                dst = gt[k]
-                for q in range(m):
-                    dst[q] = src[q]
-            for r0 in range(0, CKK, rb):
-                r1 = min(CKK, r0 + rb)
-                tmp = tmpbuf[:K * (r1 - r0)].reshape(K, r1 - r0)
-                np.dot(gt, col[r0:r1].T, tmp)
-                for k in range(K):
-                    for r in range(r1 - r0):
-                        acc[k, r0 + r] += tmp[k, r]
+    colbuf = np.empty(CKK * RB * OW, x.dtype)
+    gT = np.empty(RB * OW * K, x.dtype)
+    accT = np.zeros(CKK * K, x.dtype)
+    gf = grad_out.reshape(-1)
+    Ku = np.uint64(K)
+    rows = (n1 - n0) * OH
+    for rho0 in range(0, rows, RB):
+        rho1 = min(rows, rho0 + RB)
+        m = (rho1 - rho0) * OW
+        col = colbuf[:CKK * m].reshape(CKK, m)
+        seg = _block_segments(rho0, rho1, OH)
+        for s in range(seg.shape[0]):
+            n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
+            _pad_image(x, n, ph, pw, xp)
+            _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, r0 * OW)
+            for q in range((oh1 - oh0) * OW):           # gT[r0*OW + q, k] = g[n, k, oh0*OW + q]
+                src = np.uint64((n * K * OH + oh0) * OW + q)
+                dst = np.uint64((r0 * OW + q) * K)
+                step = np.uint64(OH * OW)
+                for k in range(Ku):
+                    gT[dst + k] = gf[src + k * step]
+        gemm(False, False, CKK, K, m, 1.0, colbuf, 0, m, gT, 0, K, 1.0, accT, 0, K)
+    for k in range(K):
+        for r in range(CKK):
+            acc[k, r] += accT[r * K + k]
 
 
 # ---------------------------------------------------------------------------------------------
-# direct path (small C*KH*KW)
+# direct path (small C*KH*KW, unit strides)
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
@@ -272,72 +302,75 @@ def _wide_grad(g, n, k, Wp, gw):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _direct_forward_image(x, w, b, n, ph, pw, dh, dw, out):
-    """out[n] for unit strides: per output plane, one contiguous loop per kernel tap."""
+def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
+    """out[n0:n1] for unit strides: per output plane, one contiguous loop per kernel tap."""
     K, C, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, 1, 1, dh, dw)
     xp = np.empty((C, Hp, Wp), x.dtype)
-    _pad_image(x, n, ph, pw, xp)
     L = (OH - 1) * Wp + OW
     xf = xp.reshape(C, Hp * Wp)
     acc = np.empty(L, x.dtype)
-    for k in range(K):
-        bk = b[k]
-        for q in range(L):
-            acc[q] = bk
-        for c in range(C):
-            for i in range(KH):
-                j = 0
-                while j + 3 <= KW:          # three taps per pass: fewer loads/stores of acc
-                    w0, w1, w2 = w[k, c, i, j], w[k, c, i, j + 1], w[k, c, i, j + 2]
-                    o = i * dh * Wp + j * dw
-                    x0 = xf[c, o:o + L]
-                    x1 = xf[c, o + dw:o + dw + L]
-                    x2 = xf[c, o + 2 * dw:o + 2 * dw + L]
-                    for q in range(L):
-                        acc[q] += w0 * x0[q] + w1 * x1[q] + w2 * x2[q]
-                    j += 3
-                while j < KW:
-                    wv = w[k, c, i, j]
-                    o = i * dh * Wp + j * dw
-                    xs = xf[c, o:o + L]
-                    for q in range(L):
-                        acc[q] += wv * xs[q]
-                    j += 1
-        _copy_block(acc, 0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
+    for n in range(n0, n1):
+        _pad_image(x, n, ph, pw, xp)
+        for k in range(K):
+            bk = b[k]
+            for q in range(L):
+                acc[q] = bk
+            for c in range(C):
+                for i in range(KH):
+                    j = 0
+                    while j + 3 <= KW:          # three taps per pass: fewer loads/stores of acc
+                        w0, w1, w2 = w[k, c, i, j], w[k, c, i, j + 1], w[k, c, i, j + 2]
+                        o = i * dh * Wp + j * dw
+                        x0 = xf[c, o:o + L]
+                        x1 = xf[c, o + dw:o + dw + L]
+                        x2 = xf[c, o + 2 * dw:o + 2 * dw + L]
+                        for q in range(L):
+                            acc[q] += w0 * x0[q] + w1 * x1[q] + w2 * x2[q]
+                        j += 3
+                    while j < KW:
+                        wv = w[k, c, i, j]
+                        o = i * dh * Wp + j * dw
+                        xs = xf[c, o:o + L]
+                        for q in range(L):
+                            acc[q] += wv * xs[q]
+                        j += 1
+            _copy_block(acc, 0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _direct_backward_input_image(grad_out, w, n, ph, pw, dh, dw, grad_in):
-    """grad_in[n] for unit strides: each kernel tap scatters a whole (wide) gradient plane."""
+def _direct_backward_input_images(grad_out, w, n0, n1, ph, pw, dh, dw, grad_in):
+    """grad_in[n0:n1] for unit strides: each kernel tap scatters a whole (wide) gradient plane."""
     C = grad_in.shape[1]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, 1, 1, dh, dw)
-    dxp = np.zeros((C, Hp, Wp), grad_in.dtype)
+    dxp = np.empty((C, Hp, Wp), grad_in.dtype)
     L = (OH - 1) * Wp + OW
     dxf = dxp.reshape(C, Hp * Wp)
     gw = np.zeros(L, grad_in.dtype)
-    for k in range(K):
-        _wide_grad(grad_out, n, k, Wp, gw)
-        for c in range(C):
-            for i in range(KH):
-                for j in range(KW):
-                    wv = w[k, c, i, j]
-                    o = i * dh * Wp + j * dw
-                    ds = dxf[c, o:o + L]
-                    for q in range(L):
-                        ds[q] += wv * gw[q]
-    _crop_image(dxp, n, ph, pw, grad_in)
+    for n in range(n0, n1):
+        dxp[:] = 0.0
+        for k in range(K):
+            _wide_grad(grad_out, n, k, Wp, gw)
+            for c in range(C):
+                for i in range(KH):
+                    for j in range(KW):
+                        wv = w[k, c, i, j]
+                        o = i * dh * Wp + j * dw
+                        ds = dxf[c, o:o + L]
+                        for q in range(L):
+                            ds[q] += wv * gw[q]
+        _crop_image(dxp, n, ph, pw, grad_in)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw, acc):
-    """acc (K, C, KH, KW) float64 += the weight gradient of images n0..n1-1 (unit strides):
-    one dot product of a wide gradient plane with a shifted padded input plane per tap."""
+def _direct_backward_weight_images(x, grad_out, KH, KW, n0, n1, ph, pw, dh, dw, acc):
+    """acc (K, C*KH*KW) float64 += the weight gradient of images n0..n1-1 (unit strides): one
+    dot product of a wide gradient plane with a shifted padded input plane per tap."""
     C = x.shape[1]
-    K, KH, KW = acc.shape[0], acc.shape[2], acc.shape[3]
+    K = acc.shape[0]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, 1, 1, dh, dw)
     xp = np.empty((C, Hp, Wp), x.dtype)
@@ -345,6 +378,7 @@ def _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw, acc):
     L = (OH - 1) * Wp + OW
     gw = np.zeros(L, x.dtype)
     zero = np.zeros(1, x.dtype)[0]          # per-plane sums in the input dtype vectorize fully
+    a4 = acc.reshape(K, C, KH, KW)
     for n in range(n0, n1):
         _pad_image(x, n, ph, pw, xp)
         for k in range(K):
@@ -363,9 +397,9 @@ def _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw, acc):
                             s0 += gq * x0[q]
                             s1 += gq * x1[q]
                             s2 += gq * x2[q]
-                        acc[k, c, i, j] += s0
-                        acc[k, c, i, j + 1] += s1
-                        acc[k, c, i, j + 2] += s2
+                        a4[k, c, i, j] += s0
+                        a4[k, c, i, j + 1] += s1
+                        a4[k, c, i, j + 2] += s2
                         j += 3
                     while j < KW:
                         o = i * dh * Wp + j * dw
@@ -373,46 +407,105 @@ def _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw, acc):
                         s = zero
                         for q in range(L):
                             s += gw[q] * xs[q]
-                        acc[k, c, i, j] += s
+                        a4[k, c, i, j] += s
                         j += 1
 
 
 # ---------------------------------------------------------------------------------------------
-# parallel drivers: one prange over images (or image chunks) per kernel call, either path inside
+# parallel drivers: one prange over units of whole images (or fixed image chunks for the weight
+# gradient) per strategy and pass; small calls run the strategy's image function directly
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def _forward_par(x, w, wm, b, KH, KW, sh, sw, ph, pw, dh, dw, band, direct, out):
-    for n in prange(x.shape[0]):
-        if direct:
-            _direct_forward_image(x, w, b, n, ph, pw, dh, dw, out)
-        else:
-            _gemm_forward_image(x, wm, b, n, KH, KW, sh, sw, ph, pw, dh, dw, band, out)
+def _direct_forward_par(x, w, b, ph, pw, dh, dw, IB, out):
+    N = x.shape[0]
+    for u in prange((N + IB - 1) // IB):
+        n0 = np.int64(u) * IB
+        _direct_forward_images(x, w, b, n0, min(N, n0 + IB), ph, pw, dh, dw, out)
 
 
 @njit(cache=True, parallel=True)
-def _backward_input_par(grad_out, w, wmT, KH, KW, sh, sw, ph, pw, dh, dw, band, direct, grad_in):
-    for n in prange(grad_in.shape[0]):
-        if direct:
-            _direct_backward_input_image(grad_out, w, n, ph, pw, dh, dw, grad_in)
-        else:
-            _gemm_backward_input_image(grad_out, wmT, n, KH, KW, sh, sw, ph, pw, dh, dw, band,
-                                       grad_in)
+def _direct_backward_input_par(grad_out, w, ph, pw, dh, dw, IB, grad_in):
+    N = grad_in.shape[0]
+    for u in prange((N + IB - 1) // IB):
+        n0 = np.int64(u) * IB
+        _direct_backward_input_images(grad_out, w, n0, min(N, n0 + IB), ph, pw, dh, dw, grad_in)
 
 
 @njit(cache=True, parallel=True)
-def _backward_weight_par(x, grad_out, KH, KW, sh, sw, ph, pw, dh, dw, band, rb, direct, partial):
+def _direct_backward_weight_par(x, grad_out, KH, KW, ph, pw, dh, dw, partial):
     """partial[t] (K, C*KH*KW) accumulates the gradient of the t-th contiguous chunk of images."""
-    T, K = partial.shape[0], partial.shape[1]
-    N, C = x.shape[0], x.shape[1]
+    T, N = partial.shape[0], x.shape[0]
     for t in prange(T):
-        n0, n1 = t * N // T, (t + 1) * N // T
-        if direct:
-            _direct_backward_weight_images(x, grad_out, n0, n1, ph, pw, dh, dw,
-                                           partial[t].reshape(K, C, KH, KW))
-        else:
-            _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw,
-                                         band, rb, partial[t])
+        i = np.int64(t)
+        _direct_backward_weight_images(x, grad_out, KH, KW, i * N // T, (i + 1) * N // T,
+                                       ph, pw, dh, dw, partial[i])
+
+
+@njit(cache=True, parallel=True)
+def _gemm_forward_par(x, wm, b, KH, KW, sh, sw, ph, pw, dh, dw, RB, IB, out):
+    N = x.shape[0]
+    for u in prange((N + IB - 1) // IB):
+        n0 = np.int64(u) * IB
+        _gemm_forward_images(x, wm, b, n0, min(N, n0 + IB), KH, KW, sh, sw, ph, pw, dh, dw, RB,
+                             out)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_backward_input_par(grad_out, wmT, KH, KW, sh, sw, ph, pw, dh, dw, RB, IB, grad_in):
+    N = grad_in.shape[0]
+    for u in prange((N + IB - 1) // IB):
+        n0 = np.int64(u) * IB
+        _gemm_backward_input_images(grad_out, wmT, n0, min(N, n0 + IB), KH, KW, sh, sw, ph, pw,
+                                    dh, dw, RB, grad_in)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_backward_weight_par(x, grad_out, KH, KW, sh, sw, ph, pw, dh, dw, RB, partial):
+    T, N = partial.shape[0], x.shape[0]
+    for t in prange(T):
+        i = np.int64(t)
+        _gemm_backward_weight_images(x, grad_out, i * N // T, (i + 1) * N // T, KH, KW, sh, sw,
+                                     ph, pw, dh, dw, RB, partial[i])
+
+
+@njit(cache=True, parallel=True)
+def _winograd_forward_par(x, U, b, ph, pw, RB, IB, out):
+    N = x.shape[0]
+    for u in prange((N + IB - 1) // IB):
+        n0 = np.int64(u) * IB
+        _wino.forward_images(x, U, b, ph, pw, n0, min(N, n0 + IB), RB, out)
+
+
+@njit(cache=True, parallel=True)
+def _winograd_backward_input_par(grad_out, U, ph, pw, RB, IB, grad_in):
+    N = grad_in.shape[0]
+    for u in prange((N + IB - 1) // IB):
+        n0 = np.int64(u) * IB
+        _wino.backward_input_images(grad_out, U, ph, pw, n0, min(N, n0 + IB), RB, grad_in)
+
+
+@njit(cache=True, parallel=True)
+def _winograd_backward_weight_par(x, grad_out, ph, pw, RB, partial):
+    """partial[t] (16, K, C) accumulates the transformed gradient of the t-th chunk of images."""
+    T, N = partial.shape[0], x.shape[0]
+    for t in prange(T):
+        i = np.int64(t)
+        _wino.backward_weight_images(x, grad_out, ph, pw, i * N // T, (i + 1) * N // T, RB,
+                                     partial[i])
+
+
+@njit(cache=True)
+def _sum_partials(partial, accumulate, grad_w):
+    """grad_w (K, CKK) = (or +=, with ``accumulate``) the sum over chunks of partial (T, K, CKK),
+    in float64 and in chunk order."""
+    T, K, CKK = partial.shape
+    for k in range(K):
+        for r in range(CKK):
+            s = 0.0
+            for t in range(T):
+                s += partial[t, k, r]
+            grad_w[k, r] = grad_w[k, r] + s if accumulate else s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,38 +534,69 @@ def _bias_par(g3, accumulate, grad_b):
 
 
 # ---------------------------------------------------------------------------------------------
-# public kernels
+# strategy choice (plain Python: a model compiles only the strategies its layers use)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+def _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w):
+    """"direct", "winograd" or "gemm" for a layer of this geometry."""
+    unit = stride_h == 1 and stride_w == 1
+    if unit and C * KH * KW <= _DIRECT_MAX_CKK:
+        return "direct"
+    if unit and KH == 3 and KW == 3 and dil_h == 1 and dil_w == 1 and \
+            OH * OW >= _WINOGRAD_MIN_FILL * 4 * ((OH + 1) // 2) * ((OW + 1) // 2):
+        return "winograd"
+    return "gemm"
+
+
 def _use_parallel(N, K, OH, OW, CKK):
     return N > 1 and N * K * OH * OW * CKK >= _PARALLEL_MIN_WORK
 
 
-@njit(cache=True)
-def _use_direct(CKK, stride_h, stride_w):
-    return CKK <= _DIRECT_MAX_CKK and stride_h == 1 and stride_w == 1
+def _blocking(N, rows_per_image, max_rows):
+    """(RB, IB): rows (output rows or tile rows) per block and images per parallel unit. A unit
+    takes enough small images for about one block (at most N / (2*_WEIGHT_CHUNKS) of them, so
+    that both threads get work); its rows are split into equal blocks of at most ``max_rows``.
+    A function of the shapes only, so results do not depend on the thread count."""
+    IB = max(1, min(3 * max_rows // (2 * rows_per_image), -(-N // (2 * _WEIGHT_CHUNKS))))
+    rows = IB * rows_per_image
+    blocks = -(-rows // max_rows)
+    return -(-rows // blocks), IB
 
 
-@njit(cache=True)
+# ---------------------------------------------------------------------------------------------
+# public kernels
+# ---------------------------------------------------------------------------------------------
+
 def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
     """out = conv(x, w) + b: x (N,C,H,W), w (K,C,KH,KW), b (K,), out (N,K,OH,OW)."""
     N, C = x.shape[0], x.shape[1]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = out.shape[2], out.shape[3]
     CKK = C * KH * KW
-    direct = _use_direct(CKK, stride_h, stride_w)
-    band = _band_rows(K, CKK, OH, OW)
-    wm = w.reshape(K, CKK)
-    geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    if _use_parallel(N, K, OH, OW, CKK) and (direct or band > 0):
-        _forward_par(x, w, wm, b, *geo, band, direct, out)
-    elif direct:
-        for n in range(N):
-            _direct_forward_image(x, w, b, n, pad_h, pad_w, dil_h, dil_w, out)
+    par = _use_parallel(N, K, OH, OW, CKK)
+    how = _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w)
+    if how == "winograd":
+        U = np.empty((16, C, K), x.dtype)
+        _wino.weight_transform(w, True, U)
+        RB, IB = _blocking(N, (OH + 1) // 2,
+                           _wino.tile_rows_per_block(C, K, (OW + 1) // 2, x.itemsize))
+        if par:
+            _winograd_forward_par(x, U, b, pad_h, pad_w, RB, IB, out)
+        else:
+            _wino.forward_images(x, U, b, pad_h, pad_w, 0, N, RB, out)
+    elif how == "direct":
+        if par:
+            _direct_forward_par(x, w, b, pad_h, pad_w, dil_h, dil_w, 1, out)
+        else:
+            _direct_forward_images(x, w, b, 0, N, pad_h, pad_w, dil_h, dil_w, out)
     else:
-        for n in range(N):
-            _gemm_forward_image(x, wm, b, n, *geo, OH, out)
+        wm = w.reshape(K, CKK)
+        RB, IB = _blocking(N, OH, _gemm_block_rows(CKK, K, OW, x.itemsize))
+        geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+        if par:
+            _gemm_forward_par(x, wm, b, *geo, RB, IB, out)
+        else:
+            _gemm_forward_images(x, wm, b, 0, N, *geo, RB, out)
 
 
 def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
@@ -485,28 +609,39 @@ def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, 
     activate(pre.reshape(-1), alpha, out.reshape(-1))
 
 
-@njit(cache=True)
 def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in):
     """grad_in = d(sum(out * grad_out)) / dx, written in full."""
     N, C = grad_in.shape[0], grad_in.shape[1]
     K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     CKK = C * KH * KW
-    direct = _use_direct(CKK, stride_h, stride_w)
-    band = _band_rows(K, CKK, OH, OW)
-    wmT = np.ascontiguousarray(w.reshape(K, CKK).T)
-    geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    if _use_parallel(N, K, OH, OW, CKK) and (direct or band > 0):
-        _backward_input_par(grad_out, w, wmT, *geo, band, direct, grad_in)
-    elif direct:
-        for n in range(N):
-            _direct_backward_input_image(grad_out, w, n, pad_h, pad_w, dil_h, dil_w, grad_in)
+    par = _use_parallel(N, K, OH, OW, CKK)
+    how = _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w)
+    if how == "winograd":
+        U = np.empty((16, K, C), w.dtype)
+        _wino.weight_transform(w, False, U)
+        RB, IB = _blocking(N, (OH + 1) // 2,
+                           _wino.tile_rows_per_block(C, K, (OW + 1) // 2, grad_in.itemsize))
+        if par:
+            _winograd_backward_input_par(grad_out, U, pad_h, pad_w, RB, IB, grad_in)
+        else:
+            _wino.backward_input_images(grad_out, U, pad_h, pad_w, 0, N, RB, grad_in)
+    elif how == "direct":
+        if par:
+            _direct_backward_input_par(grad_out, w, pad_h, pad_w, dil_h, dil_w, 1, grad_in)
+        else:
+            _direct_backward_input_images(grad_out, w, 0, N, pad_h, pad_w, dil_h, dil_w,
+                                          grad_in)
     else:
-        for n in range(N):
-            _gemm_backward_input_image(grad_out, wmT, n, *geo, OH, grad_in)
+        wmT = np.ascontiguousarray(w.reshape(K, CKK).T)
+        RB, IB = _blocking(N, OH, _gemm_block_rows(CKK, K, OW, grad_in.itemsize))
+        geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+        if par:
+            _gemm_backward_input_par(grad_out, wmT, *geo, RB, IB, grad_in)
+        else:
+            _gemm_backward_input_images(grad_out, wmT, 0, N, *geo, RB, grad_in)
 
 
-@njit(cache=True)
 def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
                            grad_w):
     """grad_w = d(sum(out * grad_out)) / dw, or grad_w += it with ``accumulate``."""
@@ -514,26 +649,34 @@ def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h,
     K, KH, KW = grad_w.shape[0], grad_w.shape[2], grad_w.shape[3]
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     CKK = C * KH * KW
-    direct = _use_direct(CKK, stride_h, stride_w)
-    band, rb = _weight_blocks(K, CKK, OH, OW)
-    geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-    if _use_parallel(N, K, OH, OW, CKK) and (direct or band > 0):
-        partial = np.zeros((min(N, _WEIGHT_CHUNKS), K, CKK), np.float64)
-        _backward_weight_par(x, grad_out, *geo, band, rb, direct, partial)
-    else:
-        partial = np.zeros((1, K, CKK), np.float64)
-        if direct:
-            _direct_backward_weight_images(x, grad_out, 0, N, pad_h, pad_w, dil_h, dil_w,
-                                           partial[0].reshape(K, C, KH, KW))
+    chunks = min(N, _WEIGHT_CHUNKS) if _use_parallel(N, K, OH, OW, CKK) else 1
+    how = _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w)
+    if how == "winograd":
+        # chunk partials of the transformed gradient (16, K, C), in the data's dtype
+        partial = np.zeros((chunks, 16, K, C), x.dtype)
+        RB = _blocking(N, (OH + 1) // 2,
+                       _wino.tile_rows_per_block(C, K, (OW + 1) // 2, x.itemsize) * 2)[0]
+        if chunks > 1:
+            _winograd_backward_weight_par(x, grad_out, pad_h, pad_w, RB, partial)
         else:
-            _gemm_backward_weight_images(x, grad_out, 0, N, *geo, OH, CKK, partial[0])
-    gw2 = grad_w.reshape(K, CKK)
-    for k in range(K):
-        for r in range(CKK):
-            s = 0.0
-            for t in range(partial.shape[0]):
-                s += partial[t, k, r]
-            gw2[k, r] = gw2[k, r] + s if accumulate else s
+            _wino.backward_weight_images(x, grad_out, pad_h, pad_w, 0, N, RB, partial[0])
+        _wino.weight_gradient(partial, accumulate, grad_w)
+        return
+    partial = np.zeros((chunks, K, CKK), np.float64)
+    if how == "direct":
+        if chunks > 1:
+            _direct_backward_weight_par(x, grad_out, KH, KW, pad_h, pad_w, dil_h, dil_w, partial)
+        else:
+            _direct_backward_weight_images(x, grad_out, KH, KW, 0, N, pad_h, pad_w, dil_h, dil_w,
+                                           partial[0])
+    else:
+        RB = _blocking(N, OH, _gemm_block_rows(CKK, K, OW, x.itemsize))[0]
+        geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+        if chunks > 1:
+            _gemm_backward_weight_par(x, grad_out, *geo, RB, partial)
+        else:
+            _gemm_backward_weight_images(x, grad_out, 0, N, *geo, RB, partial[0])
+    _sum_partials(partial, accumulate, grad_w.reshape(K, CKK))
 
 
 def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
