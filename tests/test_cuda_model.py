@@ -111,3 +111,30 @@ def test_functional_graph_on_cuda_matches_cpu(allow_cuda, rng, monkeypatch):
         grads.append([np.asarray(g) for g in tape.gradient(loss, m.trainable_weights)])
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_models_sharing_layers_follow_them_to_their_device(allow_cuda, rng):
+    """An encoder, an autoencoder and a classifier share the encoder's layer: moving the
+    autoencoder moves that layer, and the other two then run where it is (the classifier's own
+    head follows), for predict, calls under a tape and fit; and back again."""
+    inp = nb.Input((4,), dtype="float64")
+    code = L.Dense(2, activation="tanh", dtype="float64")(inp)
+    encoder = nb.Model(inp, code)
+    auto = nb.Model(inp, L.Dense(4, dtype="float64")(code))
+    classifier = nb.Model(inp, L.Dense(3, activation="softmax", dtype="float64")(code))
+    x, y = rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+    want_code, want_probs = encoder.predict(x), classifier.predict(x)
+    classifier.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    auto.to("cuda")
+    np.testing.assert_allclose(encoder.predict(x), want_code, rtol=1e-12)
+    assert encoder.device == "cuda"
+    with nb.GradientTape() as tape:
+        probs = classifier(x, training=True)
+        loss = nb.ops.sum(probs * probs)
+    assert classifier.device == probs.device == "cuda"
+    assert all(g is not None for g in tape.gradient(loss, classifier.trainable_weights))
+    np.testing.assert_allclose(np.asarray(probs), want_probs, rtol=1e-12)
+    assert np.isfinite(classifier.fit(x, y, epochs=1, verbose=0).history["loss"][0])
+    auto.to("cpu")
+    assert encoder.predict(x).shape == (5, 2) and encoder.device == "cpu"
+    assert classifier.evaluate(x, y)["loss"] > 0 and classifier.device == "cpu"

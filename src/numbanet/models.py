@@ -19,6 +19,7 @@ import zipfile
 import numpy as np
 
 from . import callbacks as callbacks_module
+from . import distributed as distributed_module
 from . import engine, functional
 from . import layers as layers_module
 from . import losses as losses_module
@@ -403,6 +404,14 @@ class Model(Layer, functional._GraphLayer):
             self.optimizer.backend = new
         return self
 
+    def _follow_layers(self):
+        """Run where the weights are: when another model sharing layers with this one moved
+        them (``other.to(device)``), this model follows them there, its other layers too."""
+        for layer in self._sublayers_deep():
+            if layer.backend is not self.backend and (layer.params or layer.buffers):
+                self.to(layer.backend.name)
+                return
+
     def _move_to(self, backend):
         self.backend = backend
 
@@ -412,6 +421,7 @@ class Model(Layer, functional._GraphLayer):
             if self._plan is None and not self.built:
                 pass
             return functional.call_symbolic(self, inputs, args, kwargs)
+        self._follow_layers()
         return self._call_eager(inputs, *args, **kwargs)
 
     def _build_from(self, arrays):
@@ -1048,6 +1058,9 @@ class Model(Layer, functional._GraphLayer):
             return value, outs
         losses, outs = self._loss_and_backward(xbs, ybs, wb, info)
         value = self._value(losses)
+        reduce_loss = getattr(opt, "reduce_loss", None)
+        if reduce_loss is not None:     # a DistributedOptimizer: every rank sees the global loss
+            value = reduce_loss(value)
         if value - value != 0.0:                     # NaN or Inf: no update from this step
             self._restore(saved)
             return value, outs
@@ -1078,6 +1091,7 @@ class Model(Layer, functional._GraphLayer):
     def train_step(self, x, y, sample_weight=None):
         """One optimizer step on one batch; returns the batch's loss."""
         self._require_compiled("train_step")
+        self._follow_layers()
         xs, ys = self._prepare(x, y, "train_step")
         info = self._info()
         w = self._sample_weights(ys, sample_weight, None, "train_step", info)
@@ -1154,7 +1168,7 @@ class Model(Layer, functional._GraphLayer):
     # -- fit, evaluate, predict -----------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0,
-            class_weight=None, sample_weight=None):
+            class_weight=None, sample_weight=None, distributed=False):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``history`` dict holds the
         per-epoch ``loss``, metrics and their ``val_`` counterparts.
 
@@ -1162,8 +1176,14 @@ class Model(Layer, functional._GraphLayer):
         outputs. ``sample_weight`` (one weight per sample) and ``class_weight`` ({class index:
         weight}) scale each sample's loss, Keras-style: the batch loss is sum(w * loss) / batch
         size.
+
+        ``distributed=True`` trains data-parallel over MPI (``numbanet.distributed``, run under
+        ``mpirun``): ``batch_size`` is the global batch, every rank shuffles alike and takes its
+        slice of each global batch, gradients are averaged, the logs are global and only rank 0
+        prints and writes checkpoint and CSV files.
         """
         self._require_compiled("fit")
+        self._follow_layers()
         epochs = check_positive_int(epochs, "epochs", "fit", allow_zero=True)
         batch_size = check_positive_int(batch_size, "batch_size", "fit")
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
@@ -1204,7 +1224,9 @@ class Model(Layer, functional._GraphLayer):
                     raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
                 vx, vy = self._prepare(*validation_data, "fit validation_data")
             validation_data = (vx, vy, self._sample_weights(vy, None, None, "fit"))
-        rng = np.random.default_rng(seed) if seed is not None else _random.spawn()
+        sync = distributed_module.FitSync.start(self, distributed)      # None: one process
+        rng = sync.shuffle_rng(seed) if sync is not None else \
+            np.random.default_rng(seed) if seed is not None else _random.spawn()
         if seed is not None:
             for layer in self._own_layers():
                 if getattr(layer, "rng", None) is not None:
@@ -1213,6 +1235,8 @@ class Model(Layer, functional._GraphLayer):
         cbs = list(callbacks or [])
         if not any(isinstance(c, callbacks_module.TerminateOnNaN) for c in cbs):
             cbs.append(callbacks_module.TerminateOnNaN())
+        if sync is not None:
+            cbs, verbose = sync.begin(cbs, verbose)
         if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
             cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
         steps = -(-n // batch_size)
@@ -1233,16 +1257,21 @@ class Model(Layer, functional._GraphLayer):
             per_out = np.zeros(len(names))
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
+                part = idx if sync is None else sync.shard(idx)     # this rank's samples
                 cb.on_train_batch_begin(step)
-                ys_host = [None if v is None else v[idx] for v in ys]
-                wb = None if weights is None else be.asarray(weights[idx], self.dtype)
-                value, outs = self._step(self._device_batch(xs, idx),
-                                         self._device_targets(ys_host), wb)
+                ys_host = [None if v is None else v[part] for v in ys]
+                wb = None if weights is None else be.asarray(weights[part], self.dtype)
+                if len(part):
+                    value, outs = self._step(self._device_batch(xs, part),
+                                             self._device_targets(ys_host), wb)
+                else:               # a last global batch smaller than the number of ranks
+                    value, outs = sync.empty_step(), None
                 total += value * len(idx)
                 seen += len(idx)
                 logs = {"loss": total / seen}
                 if self.metrics:
-                    self._update_metrics(ys_host, outs, getattr(self, "_last_masks", None))
+                    if outs is not None:
+                        self._update_metrics(ys_host, outs, getattr(self, "_last_masks", None))
                     for m in self.metrics:
                         logs[m.name] = m.result()
                 logs["batch_loss"] = value
@@ -1250,13 +1279,20 @@ class Model(Layer, functional._GraphLayer):
                 if self.stop_training:
                     break
             logs = {"loss": total / max(seen, 1), **{m.name: m.result() for m in self.metrics}}
+            if sync is not None:
+                sync.end_epoch(logs)
             if validation_data is not None and not self.stop_reason:
-                val = self._evaluate(*validation_data[:2], batch_size, validation_data[2])
+                val = self._evaluate(*validation_data[:2], batch_size, validation_data[2]) \
+                    if sync is None else sync.evaluate(validation_data, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             cb.on_epoch_end(epoch, logs)
+            if sync is not None:
+                sync.agree_stop()
             if self.stop_training:
                 break
         cb.on_train_end()
+        if sync is not None:
+            sync.end()
         del per_out, multi
         return history
 
@@ -1305,6 +1341,7 @@ class Model(Layer, functional._GraphLayer):
     def evaluate(self, x, y, batch_size=32, verbose=0, sample_weight=None):
         """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled("evaluate")
+        self._follow_layers()
         batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
         xs, ys = self._prepare(x, y, "evaluate")
         weights = self._sample_weights(ys, sample_weight, None, "evaluate")
@@ -1317,6 +1354,7 @@ class Model(Layer, functional._GraphLayer):
         """Model outputs for ``x`` as a NumPy array (a list of arrays for several outputs),
         in inference mode."""
         batch_size = check_positive_int(batch_size, "batch_size", "predict")
+        self._follow_layers()
         xs = self._check_x(x)
         self._ensure_built_on(xs)
         n = len(xs[0])
