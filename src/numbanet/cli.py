@@ -35,7 +35,16 @@ def build_digits_cnn(device="cpu"):
 def train(args):
     import numbanet as nb
     from ._files import check_writable
-    check_writable(args.output, "the model file")      # fail before training, not after it
+    root = True                     # with --distributed only rank 0 prints, saves and plots
+    if args.distributed:
+        from . import distributed as dist
+        dist.init()
+        root = dist.rank() == 0
+    if not root:
+        args.plot = ""
+        args.verbose = 0
+    else:
+        check_writable(args.output, "the model file")  # fail before training, not after it
     if args.plot is None:          # by default the curves go next to the model, when possible
         try:
             nb.plot.require_matplotlib()
@@ -59,13 +68,22 @@ def train(args):
                   metrics=["accuracy"])
     if args.verbose:
         model.summary()
+    if args.distributed and root:
+        k, b = dist.size(), args.batch_size
+        share = f"{b // k}" if b % k == 0 else f"{b // k}-{b // k + 1}"
+        print(f"distributed: {k} ranks share each global batch of {b} ({share} samples per "
+              f"rank)")
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=0.1, seed=args.seed, verbose=args.verbose)
+                        validation_split=0.1, seed=args.seed, verbose=args.verbose,
+                        distributed=args.distributed)
     seconds = time.perf_counter() - t0
     if model.stop_reason:
-        print(f"training stopped: {model.stop_reason}", file=sys.stderr)
+        if root:
+            print(f"training stopped: {model.stop_reason}", file=sys.stderr)
         return 1
+    if not root:
+        return 0
     model.save(args.output)                 # the trained model first: nothing after can lose it
     print(f"model saved to {args.output}")
     result = model.evaluate(x_test, y_test)
@@ -118,6 +136,10 @@ def main(argv=None):
     t.add_argument("--output", default="numbanet-digits.npz")
     t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI: run as mpirun -n K numbanet train "
+                        "--distributed (needs pip install numbanet[mpi]); --batch-size is the "
+                        "global batch, split among the ranks; rank 0 prints and saves")
     t.add_argument("--plot", metavar="PNG", default=None,
                    help="where to draw the loss and accuracy curves (default: next to the model, "
                         "OUTPUT with .png; needs matplotlib: pip install numbanet[plot]); "
@@ -154,6 +176,11 @@ def main(argv=None):
         message = e.strerror if isinstance(e, OSError) and e.strerror and not e.filename \
             else str(e)
         print(f"numbanet {args.command}: error: {message}", file=sys.stderr)
+        if getattr(args, "distributed", False):
+            from . import distributed as dist
+            if dist.is_initialized() and dist.size() > 1:     # the other ranks would wait
+                dist.abort(f"numbanet {args.command}: rank {dist.rank()} stopped on that "
+                           f"error; aborting the job", 2)
         return 2
 
 
