@@ -138,3 +138,25 @@ def test_models_sharing_layers_follow_them_to_their_device(allow_cuda, rng):
     auto.to("cpu")
     assert encoder.predict(x).shape == (5, 2) and encoder.device == "cpu"
     assert classifier.evaluate(x, y)["loss"] > 0 and classifier.device == "cpu"
+
+
+def test_apply_gradients_updates_weights_on_their_device(allow_cuda, rng):
+    """A custom training loop on the GPU: the optimizer runs its kernels where the weights are
+    (as fit's does), and two Adam steps there equal two on the CPU."""
+    x, y = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    nb.seed(0)
+    cpu = nb.Sequential([L.Dense(5, activation="tanh"), L.Dense(2)], input_shape=(3,),
+                        dtype="float64")
+    gpu = nb.Sequential([L.Dense(5, activation="tanh"), L.Dense(2)], input_shape=(3,),
+                        dtype="float64").to("cuda")
+    gpu.set_weights(cpu.get_weights())
+    for model in (cpu, gpu):
+        opt = nb.optimizers.Adam(0.01)
+        for _ in range(2):
+            with nb.GradientTape() as tape:
+                loss = nb.ops.mean(nb.ops.square(model(x, training=True) - y))
+            grads = tape.gradient(loss, model.trainable_weights)
+            opt.apply_gradients(zip(grads, model.trainable_weights))
+        assert opt.backend is model.backend
+    for a, b in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -306,6 +306,8 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__} needs a closure (full-batch); use it with "
                              f"fit or step(params, grads, closure)")
         if variables:
+            if variables[0].backend is not self.backend:   # update where the weights live
+                self.backend = variables[0].backend
             self.step_variables(variables)
 
     def _fill_for(self, name, variable):
