@@ -453,6 +453,23 @@ def test_backend_uniform(dtype):
     np.testing.assert_array_equal(u1, u4)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backend_normal(dtype):
+    be = _cuda.CUDABackend()
+    z1 = be.to_numpy(be.normal((2, 500), dtype, np.random.default_rng(5)))
+    z2 = be.to_numpy(be.normal((2, 500), dtype, np.random.default_rng(5)))
+    z3 = be.to_numpy(be.normal((2, 500), dtype, np.random.default_rng(6)))
+    assert z1.dtype == dtype and z1.shape == (2, 500)
+    np.testing.assert_array_equal(z1, z2)
+    assert not np.array_equal(z1, z3)
+    assert np.all(np.isfinite(z1))
+    assert abs(z1.mean()) < 0.1 and abs(z1.var() - 1.0) < 0.15
+    assert 0.6 < np.mean(np.abs(z1) < 1.0) < 0.76               # 0.683 for a standard normal
+    _common.config.max_blocks = 1                               # launch shape does not matter
+    np.testing.assert_array_equal(z1, be.to_numpy(be.normal((2, 500), dtype,
+                                                            np.random.default_rng(5))))
+
+
 def test_philox_known_answer():
     """Philox4x32-10 of counter 0, key 0 (Random123's known-answer vector), first two words."""
     r0, r1 = _common._philox.py_func(*(np.uint64(0),) * 4)
