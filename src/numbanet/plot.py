@@ -125,16 +125,17 @@ def save(fig, path):
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
-def image_grid(images, path, cols=10, title=None, row_titles=None, cmap="gray"):
-    """A grid of (n, h, w) images (values drawn from their own min to max per image) to the PNG
-    ``path``; ``row_titles`` label the rows."""
+def image_grid(images, path, cols=10, title=None, row_titles=None, cmap="gray", vmin=None,
+               vmax=None):
+    """A grid of (n, h, w) images to the PNG ``path``; ``row_titles`` label the rows. Values are
+    drawn from ``vmin`` to ``vmax`` (clipped outside), each image's own min and max where None."""
     n = len(images)
     rows = max(1, math.ceil(n / cols))
     fig, axes = figure(rows, cols, size=(1.0, 1.0), title=title)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < n:
-            ax.imshow(images[i], cmap=cmap)
+            ax.imshow(images[i], cmap=cmap, vmin=vmin, vmax=vmax)
         if row_titles is not None and i % cols == 0 and i // cols < len(row_titles):
             ax.set_title(row_titles[i // cols], fontsize=8, loc="left")
     return save(fig, path)

@@ -13,6 +13,11 @@ import os
 EXAMPLES = {
     "char-lstm": "char_lstm",
     "transformer": "transformer",
+    "autoencoder": "autoencoder",
+    "vae": "vae",
+    "gan": "gan",
+    "cgan": "cgan",
+    "word2vec": "word2vec",
 }
 
 
