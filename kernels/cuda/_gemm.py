@@ -1,52 +1,77 @@
-"""The one tiled GEMM of the CUDA kernels: C[m, n] = sum_k A[m, k] * B[k, n], with the operands
-read and the result written through *index functions*, so dense layers (plain or transposed
-operands) and convolutions (implicit GEMM: the im2col matrix is never formed) share the same tile
-loop.
+"""The tiled GEMMs of the CUDA kernels, C[m, n] = sum_k A[m, k] * B[k, n]: a plain one to read
+first, and the fast one that dense layers and convolutions run.
 
-A GEMM variant is made by :func:`gemm` from ``cuda.jit(device=True)`` index functions:
+Read as llm.c's ``dev/cuda`` files: a straightforward version, then what each optimization adds.
+The tests check both against a float64 NumPy reference and each other
+(tests/test_cuda_gemm_plain.py).
+
+Version 1, :func:`gemm_plain` (one output element per thread)
+    A block of TILE x TILE threads computes a TILE x TILE tile of C. Walking K in steps of TILE,
+    each thread copies one element of A's and one of B's current tile into shared memory
+    (consecutive threads read consecutive addresses: coalesced), the block synchronizes, and each
+    thread adds a row of the A tile times a column of the B tile into its one accumulator. Every
+    element read from global memory is used TILE times, but each multiply-add still reads two
+    words from shared memory, which caps the speed well below the GPU's arithmetic rate.
+    (``ops.matmul_forward`` is the same scheme with batches and transposed operands.)
+
+The fast GEMM (:func:`gemm` makes a variant, ``Gemm.__call__`` launches it) adds, in order:
+
+1. Register blocking. A block of (BN/TN) x (BM/TM) threads computes a rectangular BM x BN tile
+   (``config.gemm_tile = (BM, BN, BK, TM, TN)``, default 64, 128, 8, 4, 8: 256 threads), each
+   thread a TM x TN tile of outputs held in registers. Per k it reads TM values of A and TN of B
+   from shared memory for TM * TN multiply-adds (12 reads for 32 with 4 x 8, where version 1
+   reads 64), and each staged element of A (B) is used BN (BM) times. Every thread stages
+   several elements of each tile per BK step.
+2. Vector loads from shared memory. A thread's register rows are runs of 4 adjacent tile rows
+   (2 or 1 when TM is not a multiple of 4), the runs of the block's threads interleaved
+   (``_lane``), and likewise its columns. The A tile is stored transposed (k-major), so a run is
+   4 contiguous elements: one 16-byte load (4x8 registers: 3 loads per k instead of 12). Shared
+   rows are padded by 4 elements, which keeps them 16-byte aligned and spreads the transposed
+   stores of K-fast operands over all 32 banks; offsets are unsigned so NVVM can merge the loads.
+   (Global memory is still read one element per load.)
+3. Coalesced staging. ``a_kfast`` / ``b_kfast`` say which index of an operand is contiguous in
+   memory; the staged elements are assigned to threads so that consecutive threads read
+   consecutive addresses whichever it is.
+4. Software pipelining. The next BK step's elements are loaded from global memory into registers
+   while the current shared tiles are multiplied, then stored into shared memory: the global
+   loads' latency hides behind the arithmetic.
+5. Bounds checks at the edges only. Elements outside A or B are staged as zeros (ragged edges),
+   but a step whose tile lies inside its operand (every block but the edge ones) is staged
+   without per-element checks (the staging loop is inlined twice, once per case).
+6. Index functions (generality at no cost per element). The operands are read and C written
+   through device functions, so one tile loop serves plain and transposed matrices and implicit
+   GEMM (a convolution's im2col matrix is never formed). The part of an address that depends
+   only on a row of A or a column of B is computed once per kernel, out of the K loop; an
+   :class:`Affine` operand advances each element's offset by one add per step, no multiply.
+7. Fused epilogue. ``store`` writes each result: bias add, activation (a second output keeps the
+   pre-activation), or adding into an existing gradient (BLAS's beta = 1), so C is written once
+   and no elementwise launch follows.
+8. Split-K. When the grid has fewer blocks than ~2 per SM and K is long (weight gradients, small
+   layers), ``gridDim.z`` blocks each reduce a K chunk into a device scratch of partial tiles and
+   take a ticket from their output tile's counter; the block with the last ticket adds the
+   partials in split order and applies ``store`` (deterministic, no second launch), then resets
+   the counter.
+9. Compile-time shapes. Each variant is compiled per dtype and tile shape by a cached factory
+   that freezes ``numba.from_dtype(dtype)`` into the kernel's closure (shared and register arrays
+   need their element type and size at compile time), with launch bounds that let a float32
+   4 x 4 tile keep two blocks per SM.
+
+Writing a variant: :func:`gemm` takes ``cuda.jit(device=True)`` index functions
 
 * ``load_a(A, geo, T, m, k, c0, c1, c2)`` -> A[m, k]   (called only for m < M, k < K)
 * ``load_b(B, geo, T, k, n, c0, c1, c2)`` -> B[k, n]   (called only for k < K, n < N)
-* ``store(C, D, E, geo, act, alpha, m, n, v)``: write the result v of C[m, n] (the epilogue: bias
-  add, layout, an activation ``act`` with parameter ``alpha``). ``act`` is an int64 the variant
-  interprets: forward variants read it as an activation code; weight-gradient variants (no
-  activation) read it as the *accumulate* flag: non-zero adds v into the existing gradient
-  (read-add-write, BLAS's beta = 1) instead of storing it.
-* optional ``a_ctx(A, geo, m)`` / ``b_ctx(B, geo, n)`` -> (c0, c1, c2): the part of an address
-  that depends on the row of A / column of B only. A thread keeps loading the same rows of A and
-  columns of B as it walks along K, so these run once per kernel, not once per element (a
-  convolution decomposes its output index into image and position there, out of the K loop).
+* ``store(C, D, E, geo, act, alpha, m, n, v)``: write the result v of C[m, n] (the epilogue).
+  ``act`` is an int64 the variant interprets: forward variants read it as an activation code
+  (``alpha`` its parameter); weight-gradient variants read it as the *accumulate* flag.
+* optional ``a_ctx(A, geo, m)`` / ``b_ctx(B, geo, n)`` -> (c0, c1, c2): the row (column) part of
+  an address, computed once per kernel (a convolution decomposes its output index into image
+  and position there).
 
-An operand that is a plain matrix (stored as is or transposed, passed flat) is given as an
-:class:`Affine` instead of ``load``/``ctx`` functions: its element (i, k) lies at
-``offset(X, geo, i) + k * kstride(geo)``, so its staging adds one per-step offset to each
-element's precomputed offset, with no multiply per load (dense layers, the convolution weights).
-
-``geo`` is a tuple of int64 the variant interprets (convolution geometry); ``T`` an int64 table
-the launcher may pass, indexed by k (a convolution's precomputed offsets of the K index, so the
-loop has no integer divisions); ``D`` and ``E`` auxiliary arrays (bias, a second output).
-``a_kfast`` / ``b_kfast`` say which index of the operand is contiguous in memory, so that
-consecutive threads load consecutive addresses (coalescing).
-
-Tiling (``config.gemm_tile = (BM, BN, BK, TM, TN)``, default 64, 128, 8, 4, 8): a block of
-(BN/TN) x (BM/TM) threads computes a BM x BN tile of C; each thread a TM x TN register tile whose
-rows are runs of 4 adjacent rows (2 or 1 when TM is not a multiple of 4), the runs of the block's
-threads interleaved (``_lane``), and likewise its columns: per k, a run is one 16-byte vector load
-from shared memory (a 4x8 tile reads 3 vectors per 32 multiply-adds instead of 12 words). Per
-BK step the block stages an A tile (BK x BM, transposed) and a B tile (BK x BN) in shared memory;
-the next step's tiles are loaded into registers while the current one is multiplied (software
-pipelining). Out-of-range elements load as zero (ragged edges); a step whose A (B) tile lies
-inside A (B), as in every block but the edge ones, loads it without per-element bounds checks.
-
-Split-K: when the grid has fewer blocks than ~2 per SM and K is long (weight gradients, small
-layers), ``gridDim.z`` blocks each reduce a K chunk into a device scratch of partial tiles. Each
-takes a ticket from its output tile's counter once its partial is written; the block with the
-last ticket adds the partials in split order and applies ``store`` (deterministic, and no second
-launch), then resets the counter.
-
-The element type of the shared and register tiles must be known at compile time: each variant is
-compiled per dtype (and tile shape) by a cached factory that freezes ``numba.from_dtype(dtype)``
-into the kernel's closure.
+or, for an operand that is a plain matrix passed flat, an :class:`Affine` (``rows`` / ``cols``):
+its element (i, k) lies at ``offset(X, geo, i) + k * kstride(geo)``. ``geo`` is a tuple of int64
+the variant interprets (convolution geometry); ``T`` an int64 table the launcher may pass,
+indexed by k (a convolution's precomputed offsets of the K index, so the loop has no integer
+divisions); ``D`` and ``E`` auxiliary arrays (bias, a second output).
 """
 import functools
 
@@ -54,7 +79,58 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._common import VECTOR_ALIGN, Kernel, cdiv, config, counters, jit, num_sms, scratch
+from ._common import (VECTOR_ALIGN, Kernel, cdiv, config, counters, jit, launcher, num_sms,
+                      scratch)
+
+# ------------------------------------------------------------------ version 1: the plain GEMM
+TILE = 16       # gemm_plain: TILE x TILE threads per block, one output element each
+
+
+@functools.lru_cache(maxsize=None)
+def _make_plain(dtype):
+    nbt = numba.from_dtype(np.dtype(dtype))
+
+    def plain(A, B, C):
+        As = cuda.shared.array((TILE, TILE), nbt)     # As[i, q] = A[m0 + i, k0 + q]
+        Bs = cuda.shared.array((TILE, TILE), nbt)     # Bs[q, j] = B[k0 + q, n0 + j]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        m = cuda.blockIdx.y * TILE + ty                 # this thread's output C[m, n]
+        n = cuda.blockIdx.x * TILE + tx
+        M, K = A.shape
+        N = B.shape[1]
+        zero = C.dtype.type(0)
+        acc = zero
+        for k0 in range(0, K, TILE):
+            # each thread stages one element of each tile (zero outside the matrix); tx walks
+            # along a row, so a warp reads consecutive addresses
+            As[ty, tx] = A[m, k0 + tx] if m < M and k0 + tx < K else zero
+            Bs[ty, tx] = B[k0 + ty, n] if k0 + ty < K and n < N else zero
+            cuda.syncthreads()                          # both tiles complete
+            for q in range(TILE):
+                acc += As[ty, q] * Bs[q, tx]
+            cuda.syncthreads()                          # done reading before the next step
+        if m < M and n < N:
+            C[m, n] = acc
+
+    return jit(plain)
+
+
+_plain = Kernel("_gemm._plain", "A2 A2 A2", _make_plain)
+
+
+@launcher
+def gemm_plain(a, b, out):
+    """out (M, N) = a (M, K) @ b (K, N), accumulated in the dtype (version 1 above)."""
+    (M, K), (K2, N) = a.shape, b.shape
+    if K2 != K or tuple(out.shape) != (M, N):
+        raise ValueError(f"gemm_plain: a {tuple(a.shape)} @ b {tuple(b.shape)} does not fit "
+                         f"out {tuple(out.shape)}")
+    if M and N:
+        _plain[(cdiv(N, TILE), cdiv(M, TILE)), (TILE, TILE)](a, b, out)
+
+
+# ------------------------------------------------------------------ the fast GEMM
 
 
 @cuda.jit(device=True)
