@@ -18,7 +18,6 @@ import numpy as np
 BACKENDS = ["cpu", "cuda"]
 SHAPES = ["small", "medium", "large"]
 DTYPES = ["float32", "float64"]
-SEED = 20240601
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # Alternating numbanet/torch samples per ratio track and the least time a sample lasts.
@@ -73,50 +72,24 @@ def require(be, *names):
         raise NotImplementedError(f"the {be.name} backend has no kernel {', '.join(missing)}")
 
 
-# -- seeded, cached inputs ------------------------------------------------------------------------
-def _rng(salt, shape):
-    return np.random.default_rng([SEED, salt, *shape])
+# -- seeded, cached inputs: numbanet.kernel_inputs makes them (also behind `numbanet compare`) ---
+try:
+    from numbanet import kernel_inputs
+    from numbanet.kernel_inputs import SEED, labels, normal, on, uniform  # noqa: F401
+except ImportError:     # the commits before it, which `asv run <range>` may build: the benchmarks
+    kernel_inputs = None        # that need its inputs are skipped there
+    SEED = 20240601
+
+    def normal(*args, **kwargs):
+        return _kernel_inputs()
+    labels = on = uniform = normal
 
 
-def _frozen(a):
-    a.flags.writeable = False
-    return a
-
-
-@functools.lru_cache(maxsize=None)
-def normal(shape, dtype, salt=0, scale=1.0):
-    """Standard normal numbers (times ``scale``); cached, read-only (use ``on`` to get a copy)."""
-    return _frozen((_rng(salt, shape).standard_normal(shape) * scale).astype(dtype))
-
-
-@functools.lru_cache(maxsize=None)
-def uniform(shape, dtype, low=0.0, high=1.0, salt=0):
-    return _frozen(_rng(salt, shape).uniform(low, high, shape).astype(dtype))
-
-
-@functools.lru_cache(maxsize=None)
-def labels(n, classes, salt=0):
-    """int64 class labels in [0, classes)."""
-    return _frozen(_rng(salt, (n, classes)).integers(0, classes, n).astype(np.int64))
-
-
-@functools.lru_cache(maxsize=None)
-def onehot(n, classes, dtype, salt=0):
-    return _frozen(np.eye(classes, dtype=dtype)[labels(n, classes, salt)])
-
-
-@functools.lru_cache(maxsize=None)
-def probabilities(shape, dtype, salt=0):
-    """Rows of positive numbers summing to 1 (softmax of normal numbers)."""
-    z = normal(shape, "float64", salt).astype(np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return _frozen((e / e.sum(axis=1, keepdims=True)).astype(dtype))
-
-
-def on(be, *hosts):
-    """Fresh writable backend copies of host arrays (one array, or a tuple for several)."""
-    arrays = tuple(be.asarray(np.array(h)) for h in hosts)
-    return arrays[0] if len(arrays) == 1 else arrays
+def _kernel_inputs():
+    """numbanet.kernel_inputs; NotImplementedError (asv: skipped) for the commits before it."""
+    if kernel_inputs is None:
+        raise NotImplementedError("this numbanet has no numbanet.kernel_inputs")
+    return kernel_inputs
 
 
 # -- per-process state --------------------------------------------------------------------------
@@ -245,16 +218,6 @@ def torch_model(torch, name):
 
 
 # -- kernel arguments: numbanet.kernel_inputs builds them (also behind `numbanet compare`) ------
-def _kernel_inputs():
-    """numbanet.kernel_inputs; NotImplementedError (asv: skipped) for the commits before it, which
-    ``asv run <range>`` may build."""
-    try:
-        from numbanet import kernel_inputs
-    except ImportError:
-        raise NotImplementedError("this numbanet has no numbanet.kernel_inputs") from None
-    return kernel_inputs
-
-
 def flat_args(be, fn, n, dtype):
     return _kernel_inputs().flat_args(be, fn, n, dtype)
 
