@@ -12,9 +12,10 @@ Shared machinery (private modules):
   shrink them so tiny arrays still span several blocks), the :class:`~._common.Kernel` registry
   (every kernel with its argument spec, so ``numbanet._cuda.compile_ptx`` can compile all of them
   for float32/float64 and int32/int64 labels without a GPU), deterministic block/grid/row
-  reductions, device scratch buffers, and the fill / Philox uniform kernels of the backend.
-* ``_gemm``: the one tiled GEMM (shared-memory tiles, register blocking, split-K) that dense
-  layers and convolutions (implicit GEMM) instantiate through index functions.
+  reductions, device scratch buffers, and the fill / Philox uniform and normal kernels of the backend.
+* ``_gemm``: the tiled GEMM (shared-memory tiles, register blocking, split-K) that dense
+  layers and convolutions (implicit GEMM) instantiate through index functions, and beside it
+  ``gemm_plain``, the textbook one-output-per-thread version it is explained and tested against.
 
 Element types: most kernels are lazily typed dispatchers, compiled by numba per argument types.
 The GEMM tiles need their element type at compile time (shared and local arrays), so each GEMM
