@@ -193,7 +193,7 @@ def test_same_bits_on_any_thread_count(c, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bias_gradient_parallel_path(dtype, rng):
-    """conv2d_backward_bias over enough elements for its prange over channels, accumulate off
+    """conv2d_backward_bias over enough elements for its parallel path, accumulate off
     and on."""
     g = rng.standard_normal((4, 16, 128, 128)).astype(dtype)
     assert g.size >= K2._PARALLEL_MIN_WORK

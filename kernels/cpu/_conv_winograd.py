@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm
+from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, plane_sums
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -402,85 +403,72 @@ def _build_grads(g, n0, rho0, rho1, TH, TW, Dy, dM, T, one):
     _grad_tiles(Dy, g.shape[1], T, dM, one)
 
 
-@njit(cache=True)
-def forward_images(x, U, b, ph, pw, n0, n1, RB, out):
-    """out[n0:n1] = conv(x, w) + b, U = weight_transform(w, True); RB tile rows per block."""
-    C, K = x.shape[1], U.shape[2]
-    TH, TW = (out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2
-    dt = x.dtype
+@njit(cache=True, nogil=True)
+def images(mode, xs, ys, U, b, planes, ph, pw, RB, IB, u0, u1):
+    """Units u0..u1-1 of one pass (``mode``, a _conv_common code); ``xs`` is input-side
+    (N, C, H, W), ``ys`` output-side (N, K, OH, OW); RB tile rows per block:
+
+    * FORWARD: ys = conv(xs) + b; U[0] = weight_transform(w, True) (16, C, K);
+    * BACKWARD_INPUT: xs = the input gradient for the output gradient ys; U[0] (16, K, C);
+    * BACKWARD_WEIGHT: U[t] (16, K, C) += the transformed weight gradient of the t-th of the
+      U.shape[0] chunks of images (weight_gradient makes it 3x3; the GEMMs add in the data's
+      dtype, as one GEMM over the chunk's tiles would), and planes[n, k] = the sums of ys[n, k]
+      when ``planes`` has rows (the bias gradient).
+
+    A unit of the forward and input-gradient passes is IB whole images; a chunk of the weight
+    gradient is a fixed share of the images. Blocks restart at every unit and chunk, so the bits
+    do not depend on how units are shared among threads. One function for the three passes: a
+    model that trains compiles it once."""
+    N, C, K = xs.shape[0], xs.shape[1], ys.shape[1]
+    TH, TW = (ys.shape[2] + 1) // 2, (ys.shape[3] + 1) // 2
+    dt = xs.dtype
     one = np.ones(1, dt)[0]
-    X = np.empty((2 * TH + 2) * 2 * (TW + 1) * C, dt)
-    E = np.empty(4 * 2 * (TW + 1) * C, dt)
-    V = np.empty(16 * RB * TW * C, dt)
-    M = np.empty(16 * K * RB * TW, dt)
-    S = np.empty(8 * K * RB * TW, dt)
-    Uf = U.reshape(-1)
-    cur = -1
-    rows = (n1 - n0) * TH
-    for rho0 in range(0, rows, RB):
-        rho1 = min(rows, rho0 + RB)
-        T = (rho1 - rho0) * TW
-        cur = _build_inputs(x, n0, rho0, rho1, TH, TW, ph, pw, X, E, V, T, cur, one)
-        for xi in range(16):             # M[xi] (T x K) = V[xi] (T x C) @ U[xi] (C x K)
-            gemm(False, False, T, K, C, 1.0, V, xi * T * C, C, Uf, xi * C * K, K,
-                 0.0, M, xi * T * K, K)
-        _output_tiles(M, K, T, S, one)
-        for rho in range(rho0, rho1):
-            _scatter_outputs(M, K, T, (rho - rho0) * TW, n0 + rho // TH, rho % TH, TW, b, out)
-
-
-@njit(cache=True)
-def backward_input_images(g, U, ph, pw, n0, n1, RB, grad_in):
-    """grad_in[n0:n1] for the output gradient g, U = weight_transform(w, False)."""
-    C, K = grad_in.shape[1], U.shape[1]
-    TH, TW = (g.shape[2] + 1) // 2, (g.shape[3] + 1) // 2
-    dt = g.dtype
-    one = np.ones(1, dt)[0]
-    dX = np.empty((2 * TH + 2) * 2 * (TW + 1) * C, dt)
-    F = np.empty(16 * TW * C, dt)
-    Dy = np.empty(4 * K * RB * TW, dt)
-    dM = np.empty(16 * K * RB * TW, dt)
-    dV = np.empty(16 * RB * TW * C, dt)
-    Uf = U.reshape(-1)
-    rows = (n1 - n0) * TH
-    for rho0 in range(0, rows, RB):
-        rho1 = min(rows, rho0 + RB)
-        T = (rho1 - rho0) * TW
-        _build_grads(g, n0, rho0, rho1, TH, TW, Dy, dM, T, one)
-        for xi in range(16):             # dV[xi] (T x C) = dM[xi] (T x K) @ U[xi] (K x C)
-            gemm(False, False, T, C, K, 1.0, dM, xi * T * K, K, Uf, xi * K * C, C,
-                 0.0, dV, xi * T * C, C)
-        for rho in range(rho0, rho1):
-            th = rho % TH
-            if th == 0:
-                dX[:] = 0.0
-            _input_grad_tile_row(dV, T, (rho - rho0) * TW, TW, C, th, F, dX, one)
-            if th == TH - 1:
-                _rows_to_image(dX, n0 + rho // TH, ph, pw, TH, TW, grad_in)
-
-
-@njit(cache=True)
-def backward_weight_images(x, g, ph, pw, n0, n1, RB, dU):
-    """dU (16, K, C) += the transformed weight gradient of images n0..n1-1 (the GEMMs sum the
-    blocks' products in the data's dtype, beta = 1, as one GEMM over all the tiles would);
-    weight_gradient turns it into the 3x3 weight gradient."""
-    C, K = x.shape[1], g.shape[1]
-    TH, TW = (g.shape[2] + 1) // 2, (g.shape[3] + 1) // 2
-    dt = x.dtype
-    one = np.ones(1, dt)[0]
-    X = np.empty((2 * TH + 2) * 2 * (TW + 1) * C, dt)
-    E = np.empty(4 * 2 * (TW + 1) * C, dt)
-    V = np.empty(16 * RB * TW * C, dt)
-    Dy = np.empty(4 * K * RB * TW, dt)
-    dM = np.empty(16 * K * RB * TW, dt)
-    dUf = dU.reshape(-1)
-    cur = -1
-    rows = (n1 - n0) * TH
-    for rho0 in range(0, rows, RB):
-        rho1 = min(rows, rho0 + RB)
-        T = (rho1 - rho0) * TW
-        cur = _build_inputs(x, n0, rho0, rho1, TH, TW, ph, pw, X, E, V, T, cur, one)
-        _build_grads(g, n0, rho0, rho1, TH, TW, Dy, dM, T, one)
-        for xi in range(16):             # dU[xi] (K x C) += dM[xi]^T (K x T) @ V[xi] (T x C)
-            gemm(True, False, K, C, T, 1.0, dM, xi * T * K, K, V, xi * T * C, C,
-                 1.0, dUf, xi * K * C, C)
+    T1 = RB * TW
+    fwd, bwd_in = mode == FORWARD, mode == BACKWARD_INPUT
+    X = np.empty((2 * TH + 2) * 2 * (TW + 1) * C, dt)      # input rows, or their gradient
+    V = np.empty(16 * T1 * C, dt)                           # V or dV
+    M = np.empty(16 * K * T1, dt)                           # M or dM
+    E = np.empty(0 if bwd_in else 4 * 2 * (TW + 1) * C, dt)
+    S = np.empty(8 * K * T1 if fwd else 0, dt)
+    Dy = np.empty(0 if fwd else 4 * K * T1, dt)
+    F = np.empty(16 * TW * C if bwd_in else 0, dt)
+    for u in range(u0, u1):
+        if mode == BACKWARD_WEIGHT:
+            chunks = U.shape[0]
+            n0, n1, Uf = u * N // chunks, (u + 1) * N // chunks, U[u].reshape(-1)
+            if planes.shape[0] > 0:
+                plane_sums(ys, n0, n1, planes)
+        else:
+            n0, n1, Uf = u * IB, min(N, (u + 1) * IB), U[0].reshape(-1)
+        cur = -1
+        rows = (n1 - n0) * TH
+        for rho0 in range(0, rows, RB):
+            rho1 = min(rows, rho0 + RB)
+            T = (rho1 - rho0) * TW
+            if not bwd_in:
+                cur = _build_inputs(xs, n0, rho0, rho1, TH, TW, ph, pw, X, E, V, T, cur, one)
+            if not fwd:
+                _build_grads(ys, n0, rho0, rho1, TH, TW, Dy, M, T, one)
+            for xi in range(16):
+                if fwd:                 # M[xi] (T x K) = V[xi] (T x C) @ U[xi] (C x K)
+                    gemm(False, False, T, K, C, 1.0, V, xi * T * C, C, Uf, xi * C * K, K,
+                         0.0, M, xi * T * K, K)
+                elif bwd_in:            # dV[xi] (T x C) = dM[xi] (T x K) @ U[xi] (K x C)
+                    gemm(False, False, T, C, K, 1.0, M, xi * T * K, K, Uf, xi * K * C, C,
+                         0.0, V, xi * T * C, C)
+                else:                   # dU[xi] (K x C) += dM[xi]^T (K x T) @ V[xi] (T x C)
+                    gemm(True, False, K, C, T, 1.0, M, xi * T * K, K, V, xi * T * C, C,
+                         1.0, Uf, xi * K * C, C)
+            if fwd:
+                _output_tiles(M, K, T, S, one)
+                for rho in range(rho0, rho1):
+                    _scatter_outputs(M, K, T, (rho - rho0) * TW, n0 + rho // TH, rho % TH, TW,
+                                     b, ys)
+            elif bwd_in:
+                for rho in range(rho0, rho1):
+                    th = rho % TH
+                    if th == 0:
+                        X[:] = 0.0
+                    _input_grad_tile_row(V, T, (rho - rho0) * TW, TW, C, th, F, X, one)
+                    if th == TH - 1:
+                        _rows_to_image(X, n0 + rho // TH, ph, pw, TH, TW, xs)

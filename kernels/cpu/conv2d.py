@@ -1,8 +1,8 @@
 """2-D convolution kernels (NCHW input, OIHW weight), CPU.
 
 The public kernels are plain Python: each picks one of three strategies from the shapes and
-calls that strategy's compiled code, so a model compiles only the strategies its layers use
-(the first run of a small CNN compiles a fraction of this module):
+calls that strategy's worker, one compiled function per strategy for all three passes (forward,
+input gradient, weight gradient), so a model compiles only the strategies its layers use:
 
 * winograd (3x3, unit strides and dilations, C*9 > _DIRECT_MAX_CKK): Winograd F(2x2, 3x3),
   16 multiplies per 2x2 output tile and channel instead of 36; see _conv_winograd.py.
@@ -16,27 +16,36 @@ calls that strategy's compiled code, so a model compiles only the strategies its
   and a copy back to NCHW (plus bias). The weight gradient multiplies ``col`` by the transposed
   output gradient (both GEMMs keep BLAS on its fast no-transpose path).
 
-Each strategy runs over units of whole images, in parallel (prange) when the work is large
-enough; a block of rows/tiles is sized to stay in a core's L2 cache. Every image is first copied
-into a zero-padded scratch covering exactly the cells the output reads (Hp = (OH-1)*sh +
-(KH-1)*dh + 1, likewise Wp; top/left padding pad_h/pad_w, bottom/right padding whatever the
-output shape implies, possibly a crop), so no inner loop tests bounds.
+Work is split into units of whole images (the weight gradient: a fixed number of chunks of
+images, each summing into its own partial), a function of the shapes only; a large call runs
+contiguous ranges of units on numba.get_num_threads() threads (see _run), so the bits do not
+depend on the thread count. The threads are the caller's and Python helper threads that wait
+blocked (never spinning) and call the ``nogil`` workers: no ``parallel=True``, whose compilation
+cost most of this module's, and no spinning thread pool to contend with BLAS or other processes. A block of rows/tiles is sized to stay in a core's L2 cache. Every
+image is first copied into a zero-padded scratch covering exactly the cells the output reads
+(Hp = (OH-1)*sh + (KH-1)*dh + 1, likewise Wp; top/left padding pad_h/pad_w, bottom/right padding
+whatever the output shape implies, possibly a crop), so no inner loop tests bounds.
 
-The weight gradient sums per-chunk float64 partials at the end (a fixed split of the images, so
-the bits do not depend on the thread count), and the bias gradient per-channel float64 sums:
-with ``accumulate`` that last step adds into grad_w / grad_b instead of storing (in float64,
-then rounded once; a layer called several times in one step sums its calls' gradients, with no
-extra pass).
+The weight gradient sums the chunk partials in float64 at the end; the bias gradient sums
+per-plane sums (_conv_common.plane_sums, computed during the weight gradient's pass when both
+are asked for) in float64. With ``accumulate`` that last step adds into grad_w / grad_b instead
+of storing (in float64, then rounded once; a layer called several times in one step sums its
+calls' gradients, with no extra pass).
 
 Inner loops never index with ``row[q + o]``: a possibly negative index makes Numba emit a
 wraparound test per element, which blocks vectorization. Long runs read through slices
 (``row[o:o + L]``), short ones (im2col) through flat views with unsigned offsets.
 """
+import os
+import threading
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _conv_winograd as _wino
 from ._blas import gemm
+from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, bias_gradient, plane_sums
 from .activations import _fused_forward_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -52,6 +61,8 @@ _WINOGRAD_MIN_FILL = 0.55
 _WEIGHT_CHUNKS = 16
 # GEMM path: bytes of col + GEMM result one block of output rows may take (L2-resident).
 _GEMM_BLOCK_BYTES = 1 << 19
+# The weight-gradient partials of a pass that is not a weight gradient.
+_NO_PARTS = np.zeros((0, 1, 1), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,87 +423,58 @@ def _direct_backward_weight_images(x, grad_out, KH, KW, n0, n1, ph, pw, dh, dw, 
 
 
 # ---------------------------------------------------------------------------------------------
-# parallel drivers: one prange over units of whole images (or fixed image chunks for the weight
-# gradient) per strategy and pass; small calls run the strategy's image function directly
+# one worker per strategy: units u0..u1-1 of one pass (see _conv_winograd.images for the roles
+# of xs, ys, the units and the chunks); the threads of a parallel call each run a range of units
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def _direct_forward_par(x, w, b, ph, pw, dh, dw, IB, out):
-    N = x.shape[0]
-    for u in prange((N + IB - 1) // IB):
-        n0 = np.int64(u) * IB
-        _direct_forward_images(x, w, b, n0, min(N, n0 + IB), ph, pw, dh, dw, out)
+@njit(cache=True, nogil=True)
+def _direct_images(mode, xs, ys, w, b, parts, planes, ph, pw, dh, dw, IB, u0, u1):
+    """Direct strategy: FORWARD ys = conv(xs, w) + b; BACKWARD_INPUT xs = the input gradient
+    for output gradient ys; BACKWARD_WEIGHT parts[t] (K, C*KH*KW) float64 += the weight
+    gradient of the t-th chunk of images (w: any array of the weight's shape), and the bias's
+    plane sums into ``planes`` when it has rows."""
+    N, KH, KW = xs.shape[0], w.shape[2], w.shape[3]
+    for u in range(u0, u1):
+        if mode == BACKWARD_WEIGHT:
+            n0, n1 = u * N // parts.shape[0], (u + 1) * N // parts.shape[0]
+            _direct_backward_weight_images(xs, ys, KH, KW, n0, n1, ph, pw, dh, dw, parts[u])
+            if planes.shape[0] > 0:
+                plane_sums(ys, n0, n1, planes)
+        elif mode == FORWARD:
+            _direct_forward_images(xs, w, b, u * IB, min(N, (u + 1) * IB), ph, pw, dh, dw, ys)
+        else:
+            _direct_backward_input_images(ys, w, u * IB, min(N, (u + 1) * IB), ph, pw, dh, dw,
+                                          xs)
 
 
-@njit(cache=True, parallel=True)
-def _direct_backward_input_par(grad_out, w, ph, pw, dh, dw, IB, grad_in):
-    N = grad_in.shape[0]
-    for u in prange((N + IB - 1) // IB):
-        n0 = np.int64(u) * IB
-        _direct_backward_input_images(grad_out, w, n0, min(N, n0 + IB), ph, pw, dh, dw, grad_in)
+@njit(cache=True, nogil=True)
+def _gemm_images(mode, xs, ys, wm, b, parts, planes, KH, KW, sh, sw, ph, pw, dh, dw, RB, IB,
+                 u0, u1):
+    """GEMM strategy, RB output rows per block: FORWARD with wm = w as (K, C*KH*KW);
+    BACKWARD_INPUT with wm = its transpose (C*KH*KW, K), contiguous; BACKWARD_WEIGHT as
+    _direct_images (wm unused)."""
+    N = xs.shape[0]
+    for u in range(u0, u1):
+        if mode == BACKWARD_WEIGHT:
+            n0, n1 = u * N // parts.shape[0], (u + 1) * N // parts.shape[0]
+            _gemm_backward_weight_images(xs, ys, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB,
+                                         parts[u])
+            if planes.shape[0] > 0:
+                plane_sums(ys, n0, n1, planes)
+        elif mode == FORWARD:
+            _gemm_forward_images(xs, wm, b, u * IB, min(N, (u + 1) * IB), KH, KW, sh, sw, ph, pw,
+                                 dh, dw, RB, ys)
+        else:
+            _gemm_backward_input_images(ys, wm, u * IB, min(N, (u + 1) * IB), KH, KW, sh, sw, ph,
+                                        pw, dh, dw, RB, xs)
 
 
-@njit(cache=True, parallel=True)
-def _direct_backward_weight_par(x, grad_out, KH, KW, ph, pw, dh, dw, partial):
-    """partial[t] (K, C*KH*KW) accumulates the gradient of the t-th contiguous chunk of images."""
-    T, N = partial.shape[0], x.shape[0]
-    for t in prange(T):
-        i = np.int64(t)
-        _direct_backward_weight_images(x, grad_out, KH, KW, i * N // T, (i + 1) * N // T,
-                                       ph, pw, dh, dw, partial[i])
-
-
-@njit(cache=True, parallel=True)
-def _gemm_forward_par(x, wm, b, KH, KW, sh, sw, ph, pw, dh, dw, RB, IB, out):
-    N = x.shape[0]
-    for u in prange((N + IB - 1) // IB):
-        n0 = np.int64(u) * IB
-        _gemm_forward_images(x, wm, b, n0, min(N, n0 + IB), KH, KW, sh, sw, ph, pw, dh, dw, RB,
-                             out)
-
-
-@njit(cache=True, parallel=True)
-def _gemm_backward_input_par(grad_out, wmT, KH, KW, sh, sw, ph, pw, dh, dw, RB, IB, grad_in):
-    N = grad_in.shape[0]
-    for u in prange((N + IB - 1) // IB):
-        n0 = np.int64(u) * IB
-        _gemm_backward_input_images(grad_out, wmT, n0, min(N, n0 + IB), KH, KW, sh, sw, ph, pw,
-                                    dh, dw, RB, grad_in)
-
-
-@njit(cache=True, parallel=True)
-def _gemm_backward_weight_par(x, grad_out, KH, KW, sh, sw, ph, pw, dh, dw, RB, partial):
-    T, N = partial.shape[0], x.shape[0]
-    for t in prange(T):
-        i = np.int64(t)
-        _gemm_backward_weight_images(x, grad_out, i * N // T, (i + 1) * N // T, KH, KW, sh, sw,
-                                     ph, pw, dh, dw, RB, partial[i])
-
-
-@njit(cache=True, parallel=True)
-def _winograd_forward_par(x, U, b, ph, pw, RB, IB, out):
-    N = x.shape[0]
-    for u in prange((N + IB - 1) // IB):
-        n0 = np.int64(u) * IB
-        _wino.forward_images(x, U, b, ph, pw, n0, min(N, n0 + IB), RB, out)
-
-
-@njit(cache=True, parallel=True)
-def _winograd_backward_input_par(grad_out, U, ph, pw, RB, IB, grad_in):
-    N = grad_in.shape[0]
-    for u in prange((N + IB - 1) // IB):
-        n0 = np.int64(u) * IB
-        _wino.backward_input_images(grad_out, U, ph, pw, n0, min(N, n0 + IB), RB, grad_in)
-
-
-@njit(cache=True, parallel=True)
-def _winograd_backward_weight_par(x, grad_out, ph, pw, RB, partial):
-    """partial[t] (16, K, C) accumulates the transformed gradient of the t-th chunk of images."""
-    T, N = partial.shape[0], x.shape[0]
-    for t in prange(T):
-        i = np.int64(t)
-        _wino.backward_weight_images(x, grad_out, ph, pw, i * N // T, (i + 1) * N // T, RB,
-                                     partial[i])
+@njit(cache=True, nogil=True)
+def _bias_planes(g, planes, IB, u0, u1):
+    """plane_sums over units of IB images (conv2d_backward_bias)."""
+    N = g.shape[0]
+    for u in range(u0, u1):
+        plane_sums(g, u * IB, min(N, (u + 1) * IB), planes)
 
 
 @njit(cache=True)
@@ -509,28 +491,79 @@ def _sum_partials(partial, accumulate, grad_w):
 
 
 # ---------------------------------------------------------------------------------------------
-# bias gradient
+# threads: a parallel call splits its units into one contiguous range per thread and runs the
+# ranges on the calling thread and on a pool of waiting (never spinning) threads; the workers
+# release the GIL. Units depend on the shapes only, so the bits do not depend on the threads.
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _bias_sum(g3, k):
-    """sum of g3[:, k, :]: per-plane sums in the input dtype, accumulated in float64."""
-    s = 0.0
-    zero = np.zeros(1, g3.dtype)[0]
-    for n in range(g3.shape[0]):
-        row = g3[n, k]
-        t = zero
-        for p in range(g3.shape[2]):
-            t += row[p]
-        s += t
-    return s
+class _Helper:
+    """A thread that waits, blocked on a lock (never spinning), for one job at a time: set
+    ``job`` to (worker, args), release ``go``; ``done`` is released when it has run, with
+    ``job`` then None or the exception it raised (a handoff through two locks takes about half
+    the time of a concurrent.futures submit and result)."""
+
+    def __init__(self, name):
+        self.job = None
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            worker, args = self.job
+            try:
+                worker(*args)
+                self.job = None
+            except BaseException as e:      # re-raised by _run in the calling thread
+                self.job = e
+            self.done.release()
 
 
-@njit(cache=True, parallel=True)
-def _bias_par(g3, accumulate, grad_b):
-    for k in prange(g3.shape[1]):
-        s = _bias_sum(g3, k)
-        grad_b[k] = grad_b[k] + s if accumulate else s
+_helpers = []
+_helpers_lock = threading.Lock()        # one parallel call at a time uses the helpers
+
+
+def _reset_helpers():
+    global _helpers, _helpers_lock
+    _helpers, _helpers_lock = [], threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_helpers)
+
+
+def _run(worker, args, units, parallel=True):
+    """worker(*args, u0, u1) over units 0..units-1, on numba.get_num_threads() threads when
+    ``parallel``: contiguous ranges of units, the first on the calling thread. While another
+    Python thread's call has the helpers, this one runs its units serially (same bits)."""
+    threads = min(units, numba.get_num_threads()) if parallel else 1
+    if threads <= 1 or not _helpers_lock.acquire(blocking=False):
+        worker(*args, 0, units)
+        return
+    try:
+        while len(_helpers) < threads - 1:
+            _helpers.append(_Helper(f"numbanet-conv-{len(_helpers)}"))
+        cuts = [i * units // threads for i in range(threads + 1)]
+        helpers = _helpers[:threads - 1]
+        for i, h in enumerate(helpers, 1):
+            h.job = (worker, args + (cuts[i], cuts[i + 1]))
+            h.go.release()
+        try:
+            worker(*args, cuts[0], cuts[1])
+        finally:
+            try:
+                for h in helpers:
+                    h.done.acquire()
+            except BaseException:       # interrupted while waiting: drop helpers still busy
+                del _helpers[:]
+                raise
+        for h in helpers:
+            if h.job is not None:
+                e, h.job = h.job, None
+                raise e
+    finally:
+        _helpers_lock.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,14 +586,33 @@ def _use_parallel(N, K, OH, OW, CKK):
 
 
 def _blocking(N, rows_per_image, max_rows):
-    """(RB, IB): rows (output rows or tile rows) per block and images per parallel unit. A unit
-    takes enough small images for about one block (at most N / (2*_WEIGHT_CHUNKS) of them, so
-    that both threads get work); its rows are split into equal blocks of at most ``max_rows``.
-    A function of the shapes only, so results do not depend on the thread count."""
+    """(RB, IB): rows (output rows or tile rows) per block and images per unit. A unit takes
+    enough small images for about one block (at most N / (2*_WEIGHT_CHUNKS) of them, so that
+    every thread gets work); its rows are split into equal blocks of at most ``max_rows``."""
     IB = max(1, min(3 * max_rows // (2 * rows_per_image), -(-N // (2 * _WEIGHT_CHUNKS))))
     rows = IB * rows_per_image
     blocks = -(-rows // max_rows)
     return -(-rows // blocks), IB
+
+
+def _plan(x_shape, w_shape, out_hw, strides, dils, itemsize, weight=False):
+    """(strategy, parallel, RB, IB) of a layer; ``weight``: for the weight gradient, whose
+    Winograd blocks take twice the tile rows."""
+    N, C = x_shape[0], x_shape[1]
+    K, KH, KW = w_shape[0], w_shape[2], w_shape[3]
+    OH, OW = out_hw
+    how = _strategy(C, KH, KW, OH, OW, *strides, *dils)
+    par = _use_parallel(N, K, OH, OW, C * KH * KW)
+    if how == "winograd":
+        rows = _wino.tile_rows_per_block(C, K, (OW + 1) // 2, itemsize) * (2 if weight else 1)
+        return (how, par) + _blocking(N, (OH + 1) // 2, rows)
+    if how == "gemm":
+        return (how, par) + _blocking(N, OH, _gemm_block_rows(C * KH * KW, K, OW, itemsize))
+    return how, par, 0, 1
+
+
+def _units(N, IB):
+    return -(-N // IB)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,34 +621,22 @@ def _blocking(N, rows_per_image, max_rows):
 
 def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
     """out = conv(x, w) + b: x (N,C,H,W), w (K,C,KH,KW), b (K,), out (N,K,OH,OW)."""
-    N, C = x.shape[0], x.shape[1]
-    K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
-    OH, OW = out.shape[2], out.shape[3]
-    CKK = C * KH * KW
-    par = _use_parallel(N, K, OH, OW, CKK)
-    how = _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w)
+    N, K, C = x.shape[0], w.shape[0], w.shape[1]
+    how, par, RB, IB = _plan(x.shape, w.shape, out.shape[2:], (stride_h, stride_w),
+                             (dil_h, dil_w), x.itemsize)
+    none = np.empty((0, K), x.dtype)
     if how == "winograd":
-        U = np.empty((16, C, K), x.dtype)
-        _wino.weight_transform(w, True, U)
-        RB, IB = _blocking(N, (OH + 1) // 2,
-                           _wino.tile_rows_per_block(C, K, (OW + 1) // 2, x.itemsize))
-        if par:
-            _winograd_forward_par(x, U, b, pad_h, pad_w, RB, IB, out)
-        else:
-            _wino.forward_images(x, U, b, pad_h, pad_w, 0, N, RB, out)
+        U = np.empty((1, 16, C, K), x.dtype)
+        _wino.weight_transform(w, True, U[0])
+        _run(_wino.images, (FORWARD, x, out, U, b, none, pad_h, pad_w, RB, IB), _units(N, IB),
+             par)
     elif how == "direct":
-        if par:
-            _direct_forward_par(x, w, b, pad_h, pad_w, dil_h, dil_w, 1, out)
-        else:
-            _direct_forward_images(x, w, b, 0, N, pad_h, pad_w, dil_h, dil_w, out)
+        _run(_direct_images, (FORWARD, x, out, w, b, _NO_PARTS, none, pad_h, pad_w, dil_h,
+                              dil_w, IB), _units(N, IB), par)
     else:
-        wm = w.reshape(K, CKK)
-        RB, IB = _blocking(N, OH, _gemm_block_rows(CKK, K, OW, x.itemsize))
-        geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-        if par:
-            _gemm_forward_par(x, wm, b, *geo, RB, IB, out)
-        else:
-            _gemm_forward_images(x, wm, b, 0, N, *geo, RB, out)
+        _run(_gemm_images, (FORWARD, x, out, w.reshape(K, -1), b, _NO_PARTS, none,
+                            *w.shape[2:], stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, RB,
+                            IB), _units(N, IB), par)
 
 
 def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
@@ -611,91 +651,75 @@ def conv2d_forward_activation(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, 
 
 def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, grad_in):
     """grad_in = d(sum(out * grad_out)) / dx, written in full."""
-    N, C = grad_in.shape[0], grad_in.shape[1]
-    K, KH, KW = w.shape[0], w.shape[2], w.shape[3]
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    CKK = C * KH * KW
-    par = _use_parallel(N, K, OH, OW, CKK)
-    how = _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w)
+    N, K, C = grad_in.shape[0], w.shape[0], w.shape[1]
+    how, par, RB, IB = _plan(grad_in.shape, w.shape, grad_out.shape[2:], (stride_h, stride_w),
+                             (dil_h, dil_w), grad_in.itemsize)
+    none = np.empty((0, K), grad_in.dtype)
+    b = np.empty(0, grad_in.dtype)
     if how == "winograd":
-        U = np.empty((16, K, C), w.dtype)
-        _wino.weight_transform(w, False, U)
-        RB, IB = _blocking(N, (OH + 1) // 2,
-                           _wino.tile_rows_per_block(C, K, (OW + 1) // 2, grad_in.itemsize))
-        if par:
-            _winograd_backward_input_par(grad_out, U, pad_h, pad_w, RB, IB, grad_in)
-        else:
-            _wino.backward_input_images(grad_out, U, pad_h, pad_w, 0, N, RB, grad_in)
+        U = np.empty((1, 16, K, C), w.dtype)
+        _wino.weight_transform(w, False, U[0])
+        _run(_wino.images, (BACKWARD_INPUT, grad_in, grad_out, U, b, none, pad_h, pad_w, RB,
+                            IB), _units(N, IB), par)
     elif how == "direct":
-        if par:
-            _direct_backward_input_par(grad_out, w, pad_h, pad_w, dil_h, dil_w, 1, grad_in)
-        else:
-            _direct_backward_input_images(grad_out, w, 0, N, pad_h, pad_w, dil_h, dil_w,
-                                          grad_in)
+        _run(_direct_images, (BACKWARD_INPUT, grad_in, grad_out, w, b, _NO_PARTS, none, pad_h,
+                              pad_w, dil_h, dil_w, IB), _units(N, IB), par)
     else:
-        wmT = np.ascontiguousarray(w.reshape(K, CKK).T)
-        RB, IB = _blocking(N, OH, _gemm_block_rows(CKK, K, OW, grad_in.itemsize))
-        geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-        if par:
-            _gemm_backward_input_par(grad_out, wmT, *geo, RB, IB, grad_in)
+        wmT = np.ascontiguousarray(w.reshape(K, -1).T)
+        _run(_gemm_images, (BACKWARD_INPUT, grad_in, grad_out, wmT, b, _NO_PARTS, none,
+                            *w.shape[2:], stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, RB,
+                            IB), _units(N, IB), par)
+
+
+def _backward_weight(x, grad_out, geometry, accumulate, grad_w, grad_b):
+    """conv2d_backward_weight, and the bias gradient in the same pass when ``grad_b`` is given."""
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = geometry
+    N, K, C = x.shape[0], grad_w.shape[0], grad_w.shape[1]
+    how, par, RB, IB = _plan(x.shape, grad_w.shape, grad_out.shape[2:], (stride_h, stride_w),
+                             (dil_h, dil_w), x.itemsize, weight=True)
+    chunks = min(N, _WEIGHT_CHUNKS) if par else 1
+    planes = np.empty((N if grad_b is not None else 0, K), x.dtype)
+    b = np.empty(0, x.dtype)
+    if how == "winograd":
+        # chunk partials of the transformed gradient (16, K, C), in the data's dtype
+        parts = np.zeros((chunks, 16, K, C), x.dtype)
+        _run(_wino.images, (BACKWARD_WEIGHT, x, grad_out, parts, b, planes, pad_h, pad_w, RB,
+                            IB), chunks, par)
+        _wino.weight_gradient(parts, accumulate, grad_w)
+    else:
+        parts = np.zeros((chunks, K, grad_w.size // K), np.float64)
+        if how == "direct":
+            _run(_direct_images, (BACKWARD_WEIGHT, x, grad_out, grad_w, b, parts, planes, pad_h,
+                                  pad_w, dil_h, dil_w, IB), chunks, par)
         else:
-            _gemm_backward_input_images(grad_out, wmT, 0, N, *geo, RB, grad_in)
+            _run(_gemm_images, (BACKWARD_WEIGHT, x, grad_out, grad_w.reshape(K, -1), b, parts,
+                                planes, *grad_w.shape[2:], stride_h, stride_w, pad_h, pad_w,
+                                dil_h, dil_w, RB, IB), chunks, par)
+        _sum_partials(parts, accumulate, grad_w.reshape(K, -1))
+    if grad_b is not None:
+        bias_gradient(planes, accumulate, grad_b)
 
 
 def conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
                            grad_w):
     """grad_w = d(sum(out * grad_out)) / dw, or grad_w += it with ``accumulate``."""
-    N, C = x.shape[0], x.shape[1]
-    K, KH, KW = grad_w.shape[0], grad_w.shape[2], grad_w.shape[3]
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    CKK = C * KH * KW
-    chunks = min(N, _WEIGHT_CHUNKS) if _use_parallel(N, K, OH, OW, CKK) else 1
-    how = _strategy(C, KH, KW, OH, OW, stride_h, stride_w, dil_h, dil_w)
-    if how == "winograd":
-        # chunk partials of the transformed gradient (16, K, C), in the data's dtype
-        partial = np.zeros((chunks, 16, K, C), x.dtype)
-        RB = _blocking(N, (OH + 1) // 2,
-                       _wino.tile_rows_per_block(C, K, (OW + 1) // 2, x.itemsize) * 2)[0]
-        if chunks > 1:
-            _winograd_backward_weight_par(x, grad_out, pad_h, pad_w, RB, partial)
-        else:
-            _wino.backward_weight_images(x, grad_out, pad_h, pad_w, 0, N, RB, partial[0])
-        _wino.weight_gradient(partial, accumulate, grad_w)
-        return
-    partial = np.zeros((chunks, K, CKK), np.float64)
-    if how == "direct":
-        if chunks > 1:
-            _direct_backward_weight_par(x, grad_out, KH, KW, pad_h, pad_w, dil_h, dil_w, partial)
-        else:
-            _direct_backward_weight_images(x, grad_out, KH, KW, 0, N, pad_h, pad_w, dil_h, dil_w,
-                                           partial[0])
-    else:
-        RB = _blocking(N, OH, _gemm_block_rows(CKK, K, OW, x.itemsize))[0]
-        geo = (KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
-        if chunks > 1:
-            _gemm_backward_weight_par(x, grad_out, *geo, RB, partial)
-        else:
-            _gemm_backward_weight_images(x, grad_out, 0, N, *geo, RB, partial[0])
-    _sum_partials(partial, accumulate, grad_w.reshape(K, CKK))
+    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), accumulate,
+                     grad_w, None)
 
 
 def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
                            grad_w, grad_b):
-    """grad_w and grad_b of one layer in one call (the CUDA twin computes both in one launch);
-    added into them with ``accumulate``."""
-    conv2d_backward_weight(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, accumulate,
-                           grad_w)
-    conv2d_backward_bias(grad_out, accumulate, grad_b)
+    """grad_w and grad_b of one layer in one call (the bias's sums ride along the weight
+    gradient's pass over grad_out; the CUDA twin computes both in one launch); added into them
+    with ``accumulate``."""
+    _backward_weight(x, grad_out, (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), accumulate,
+                     grad_w, grad_b)
 
 
-@njit(cache=True)
 def conv2d_backward_bias(grad_out, accumulate, grad_b):
     """grad_b[k] = sum of grad_out[:, k] over batch and positions (+= with ``accumulate``)."""
-    N, K, OH, OW = grad_out.shape
-    g3 = grad_out.reshape(N, K, OH * OW)
-    if N * K * OH * OW >= _PARALLEL_MIN_WORK and K > 1:
-        _bias_par(g3, accumulate, grad_b)
-    else:
-        for k in range(K):
-            s = _bias_sum(g3, k)
-            grad_b[k] = grad_b[k] + s if accumulate else s
+    N, K = grad_out.shape[0], grad_out.shape[1]
+    planes = np.empty((N, K), grad_out.dtype)
+    IB = -(-N // (2 * _WEIGHT_CHUNKS))
+    _run(_bias_planes, (grad_out, planes, IB), _units(N, IB), grad_out.size >= _PARALLEL_MIN_WORK)
+    bias_gradient(planes, accumulate, grad_b)
