@@ -365,3 +365,28 @@ def test_hooks_are_called_in_order(data):
 def test_bad_arguments_name_the_argument_and_value(make, arg):
     with pytest.raises(ValueError, match=rf"`{arg}` must be .*received {arg}="):
         make()
+
+
+def test_compile_notice_speaks_only_when_the_first_step_is_slow(data):
+    """A first step slower than ``after`` (a cold Numba cache) prints the line once; a fast one
+    prints nothing, and the timer never fires later."""
+    import io
+    import time
+
+    class SlowFirstStep(C.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0 and not getattr(self, "done", False):
+                self.done = True
+                time.sleep(0.3)
+
+    x, y = data
+    out = io.StringIO()
+    tiny().fit(x, y, batch_size=BATCH, epochs=2, verbose=0,
+               callbacks=[C.CompileNotice(after=0.05, stream=out), SlowFirstStep()])
+    assert out.getvalue() == C.CompileNotice.MESSAGE + "\n"
+    assert "happens once" in out.getvalue()
+    out = io.StringIO()
+    tiny().fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+               callbacks=[C.CompileNotice(after=0.5, stream=out)])
+    time.sleep(0.7)
+    assert out.getvalue() == ""

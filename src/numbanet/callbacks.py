@@ -16,6 +16,7 @@ import numbers
 import os
 import string
 import sys
+import threading
 import time
 import warnings
 
@@ -49,6 +50,41 @@ class Callback:
     def on_predict_end(self, logs=None): pass
     def on_predict_batch_begin(self, batch, logs=None): pass
     def on_predict_batch_end(self, batch, logs=None): pass
+
+
+class CompileNotice(Callback):
+    """Prints one line when the first training step takes longer than ``after`` seconds: on a
+    machine that has not run numbanet before, that wait is Numba compiling the kernels, which it
+    caches on disk, so the line says why the pause happens only once."""
+
+    MESSAGE = ("compiling numbanet's kernels for this machine: this happens once, later runs "
+               "load them from Numba's on-disk cache and start in about a second")
+
+    def __init__(self, after=2.0, stream=None):
+        super().__init__()
+        self.after, self.stream = float(after), stream
+        self._timer = None
+
+    def _say(self):
+        stream = self.stream or sys.stdout
+        print(self.MESSAGE, file=stream, flush=True)
+
+    def on_train_begin(self, logs=None):
+        self._timer = threading.Timer(self.after, self._say)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _stop(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
+            self._timer = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stop()
+
+    def on_train_end(self, logs=None):
+        self._stop()
 
 
 class CallbackList(Callback):

@@ -76,7 +76,8 @@ def train(args):
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=0.1, seed=args.seed, verbose=args.verbose,
-                        distributed=args.distributed)
+                        distributed=args.distributed,
+                        callbacks=[nb.callbacks.CompileNotice()] if args.verbose else None)
     seconds = time.perf_counter() - t0
     if model.stop_reason:
         if root:
