@@ -360,8 +360,14 @@ CASES = {
 }
 
 
+def _key(group, index):
+    """A case's key across processes: its group and position."""
+    return f"{group}/{index}"
+
+
 def _separate(args):
-    """Each library timed in a process of its own: {case name: (numbanet s, torch s)}."""
+    """Each library timed in a process of its own: {case key: (numbanet s, torch s)}, keyed as
+    ``_key`` does (names repeat across groups, e.g. "same, functional API")."""
     import json
     import subprocess
     import sys
@@ -403,11 +409,11 @@ def main():
         import json
         times = {}
         for group in args.cases.split(","):
-            for name, _, make in cases[group]:
+            for i, (name, _, make) in enumerate(cases[group]):
                 nb_fn, torch_fn = make()
                 keep = {"numbanet": (nb_fn, None), "torch": (None, torch_fn)}[args.library]
                 t = compare(*keep, args.repeats, syncs)
-                times[name] = t[0] if args.library == "numbanet" else t[1]
+                times[_key(group, i)] = t[0] if args.library == "numbanet" else t[1]
         print(json.dumps(times))
         return
     separate = _separate(args) if args.separate else None
@@ -415,9 +421,9 @@ def main():
                     ", both in one process, interleaved"))
     print(f"{'case':<44} {'numbanet':>10} {'torch':>10} {'ratio':>7} {'target':>7}")
     for group in args.cases.split(","):
-        for name, target, make in cases[group]:
+        for i, (name, target, make) in enumerate(cases[group]):
             if separate:
-                t_nb, t_torch = separate[name]
+                t_nb, t_torch = separate[_key(group, i)]
             else:
                 nb_fn, torch_fn = make()
                 t_nb, t_torch = compare(nb_fn, torch_fn, args.repeats, syncs)
