@@ -10,7 +10,10 @@ The exception: ``sigmoid_v32`` / ``tanh_v32`` take numpy.float32 constants to co
 Activations: ``NAME(x[, alpha])`` is the forward value and ``NAME_grad(x, y[, alpha])`` the local
 derivative dy/dx, given the forward input ``x`` and output ``y`` (a kernel multiplies it by the
 incoming gradient). Losses: per-element terms ``NAME(t, p[, param])`` of target ``t`` and
-prediction ``p`` and their derivatives d/dp ``NAME_grad(t, p[, param])``.
+prediction ``p`` and their derivatives d/dp ``NAME_grad(t, p[, param])``. Optimizers:
+``NAME_at(i, param, grad, *state, *hyper)`` updates element i of flat buffers in place, given the
+per-call constants ``NAME_constants(...)`` (the CPU kernels compute them inside the kernel, the
+CUDA ones on the host).
 Written so that no finite input gives NaN or Inf (stable sigmoid and softplus, tails guarded).
 Each function is self-contained (math calls and arithmetic only, no calls to its neighbours), so
 that wrapping any one of them for either target needs nothing else from this module.
@@ -475,6 +478,175 @@ def pnorm_grad(v, norm, p):
         return v / norm
     g = 1.0 if p == 1.0 else math.pow(math.fabs(v) / norm, p - 1.0)
     return g if v > 0.0 else -g
+
+
+# ----------------------------------------------------------------------------------- optimizers
+# The per-element updates of the optimizer kernels (kernels/{cpu,cuda}/optim.py; torch.optim
+# formulas unless named otherwise): ``NAME_at(i, param, grad, *state, *hyper)`` updates element i
+# of ``param`` and of its state buffers in place (``grad`` is only read; a state buffer that a
+# configuration does not use, such as ``vmax`` without amsgrad, is never touched and may be
+# empty). ``NAME_constants(...)`` are the per-call constants (bias corrections, bounds) computed
+# once per update: inside the CPU kernel, on the host before a CUDA launch.
+
+def sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay."""
+    g = grad[i] + weight_decay * param[i]
+    if momentum != 0.0:
+        buf = momentum * velocity[i] + g      # zero-initialised buffer: first step gives buf = g
+        velocity[i] = buf
+        g = g + momentum * buf if nesterov else buf
+    param[i] -= lr * g
+
+
+def adagrad_at(i, param, grad, accum, lr, eps, weight_decay):
+    """accum += g^2; param -= lr g / (sqrt(accum) + eps)."""
+    g = grad[i] + weight_decay * param[i]
+    s = accum[i] + g * g
+    accum[i] = s
+    param[i] -= lr * g / (math.sqrt(s) + eps)
+
+
+def rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
+               momentum, centered):
+    """RMSprop: optional centering and momentum, eps outside the sqrt."""
+    g = grad[i] + weight_decay * param[i]
+    sa = alpha * square_avg[i] + (1.0 - alpha) * g * g
+    square_avg[i] = sa
+    if centered:
+        ga = alpha * grad_avg[i] + (1.0 - alpha) * g
+        grad_avg[i] = ga
+        # sa >= ga^2 in exact arithmetic; the clamp keeps a rounding error from giving sqrt(<0).
+        avg = math.sqrt(max(sa - ga * ga, 0.0)) + eps
+    else:
+        avg = math.sqrt(sa) + eps
+    if momentum > 0.0:
+        buf = momentum * momentum_buf[i] + g / avg
+        momentum_buf[i] = buf
+        param[i] -= lr * buf
+    else:
+        param[i] -= lr * g / avg
+
+
+def adam_constants(lr, beta1, beta2, step):
+    """(step_size, bc2_sqrt) of Adam at 1-based ``step``: lr / (1 - beta1^t), sqrt(1 - beta2^t)."""
+    return lr / (1.0 - beta1 ** step), math.sqrt(1.0 - beta2 ** step)
+
+
+def adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size,
+            bc2_sqrt):
+    """Adam (l2: L2 decay added to the gradient) and AdamW (decay = 1 - lr wd multiplies param),
+    optional AMSGrad."""
+    p = param[i] * decay                  # decoupled decay (AdamW); decay == 1 for Adam
+    g = grad[i] + l2 * param[i]           # L2 decay (Adam); l2 == 0 for AdamW
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    if amsgrad:
+        vi = max(vmax[i], vi)
+        vmax[i] = vi
+    param[i] = p - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+
+
+def adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+    """Adadelta: the step is g sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
+    g = grad[i] + weight_decay * param[i]
+    sa = rho * square_avg[i] + (1.0 - rho) * g * g
+    square_avg[i] = sa
+    delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(sa + eps) * g
+    acc_delta[i] = rho * acc_delta[i] + (1.0 - rho) * delta * delta
+    param[i] -= lr * delta
+
+
+def nadam_constants(lr, beta2, mu, mu_next, mu_product, step):
+    """(bc2, c_grad, c_m) of NAdam: the second-moment bias correction and the coefficients of
+    the gradient and of the first moment in the step."""
+    return (1.0 - beta2 ** step, -lr * (1.0 - mu) / (1.0 - mu_product),
+            -lr * mu_next / (1.0 - mu_product * mu_next))
+
+
+def nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m):
+    """NAdam with the host's momentum schedule folded into c_grad and c_m."""
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    denom = math.sqrt(vi / bc2) + eps
+    p = param[i] + c_grad * g / denom
+    param[i] = p + c_m * mi / denom
+
+
+def adamax_constants(lr, beta1, step):
+    """Adamax's bias-corrected learning rate lr / (1 - beta1^t)."""
+    return lr / (1.0 - beta1 ** step)
+
+
+def adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr):
+    """Adamax: u = max(beta2 u, |g| + eps); param -= clr m / u."""
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    ui = max(beta2 * u[i], abs(g) + eps)
+    m[i] = mi
+    u[i] = ui
+    param[i] -= clr * mi / ui
+
+
+def radam_constants(beta1, beta2, step):
+    """(bc1, bc2_sqrt, rect, rectify) of RAdam: bias corrections and the variance rectification
+    term, applied once the approximated SMA length rho_t exceeds 5 (rectify)."""
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2 ** step / bc2
+    if rho_t <= 5.0:
+        return bc1, math.sqrt(bc2), 1.0, False
+    return bc1, math.sqrt(bc2), math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                                          / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)), True
+
+
+def radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect,
+             rectify):
+    """RAdam: the rectified Adam step, or bias-corrected momentum SGD before rectify."""
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    if rectify:
+        param[i] -= mi / bc1 * lr * (bc2_sqrt / (math.sqrt(vi) + eps)) * rect
+    else:
+        param[i] -= mi / bc1 * lr
+
+
+def adabound_constants(lr, beta1, beta2, final_lr, gamma, step):
+    """(step_size, lower, upper) of AdaBound: Adam's bias-corrected rate and the bounds
+    final_lr (1 - 1 / (gamma t + 1)), final_lr (1 + 1 / (gamma t))."""
+    return (lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step),
+            final_lr * (1.0 - 1.0 / (gamma * step + 1.0)), final_lr * (1.0 + 1.0 / (gamma * step)))
+
+
+def adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound, step_size,
+                lower, upper):
+    """AdaBound / AMSBound (Luo et al. 2019): Adam's per-coordinate rate clipped to
+    [lower, upper], times m; amsbound uses the running maximum of v."""
+    g = grad[i] + weight_decay * param[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * g
+    vi = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = mi
+    v[i] = vi
+    if amsbound:
+        vi = max(vmax[i], vi)
+        vmax[i] = vi
+    rate = min(max(step_size / (math.sqrt(vi) + eps), lower), upper)
+    param[i] -= rate * mi
+
+
+def lookahead_at(i, slow, fast, alpha):
+    """Lookahead's synchronisation (Zhang et al. 2019): slow += alpha (fast - slow); fast = slow."""
+    s = slow[i] + alpha * (fast[i] - slow[i])
+    slow[i] = s
+    fast[i] = s
 
 
 # ----------------------------------------------------------------------------------- ops

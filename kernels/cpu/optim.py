@@ -3,20 +3,22 @@ AdaBound/AMSBound after Luo et al.'s reference implementation, Lookahead after Z
 the few vector operations L-BFGS needs (dot, axpy, abs_sum, abs_max).
 
 Each kernel updates ``param`` and its state buffers element by element; ``grad`` is only read.
-Scalar hyperparameters (bias corrections, RAdam's rectification, AdaBound's bounds) are turned
-into per-call constants before the loop; NAdam's momentum schedule comes from the caller. State
-buffers a configuration does not use (``velocity`` without momentum, ``vmax`` without amsgrad or
-amsbound, ``grad_avg`` when not centered, ``momentum_buf`` without momentum) are never touched
-and may be empty arrays.
+The per-element maths (``NAME_at``) and the per-call constants (bias corrections, RAdam's
+rectification, AdaBound's bounds: ``NAME_constants``, computed once before the loop) live in
+kernels/scalar.py, shared with the CUDA kernels; NAdam's momentum schedule comes from the caller.
+State buffers a configuration does not use (``velocity`` without momentum, ``vmax`` without
+amsgrad or amsbound, ``grad_avg`` when not centered, ``momentum_buf`` without momentum) are never
+touched and may be empty arrays.
 
-The per-element maths is an inlined helper, run by a serial loop for small buffers and a ``prange``
-loop for large ones. ``error_model="numpy"`` drops Python's division-by-zero check, which otherwise
-keeps LLVM from vectorizing the loop (measured 4x slower for Adam).
+Each kernel runs the inlined per-element update in a serial loop for small buffers and a
+``prange`` loop for large ones. ``error_model="numpy"`` drops Python's division-by-zero check,
+which otherwise keeps LLVM from vectorizing the loop (measured 4x slower for Adam).
+``cache=True`` does not notice edits to ``scalar.py``: delete the numba cache after changing it.
 """
-import math
-
 import numpy as np
 from numba import njit, prange
+
+from .. import scalar
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _OPTS = dict(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
@@ -28,15 +30,21 @@ _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 # 2**13 the thread start-up makes it slower; 2**16 keeps a margin.
 _PAR_MIN = 1 << 16
 
-
-@njit(**_INLINE)
-def _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov):
-    g = grad[i] + weight_decay * param[i]
-    if momentum != 0.0:
-        buf = momentum * velocity[i] + g      # zero-initialised buffer: first step gives buf = g
-        velocity[i] = buf
-        g = g + momentum * buf if nesterov else buf
-    param[i] -= lr * g
+_sgd_at = njit(**_INLINE)(scalar.sgd_at)
+_adagrad_at = njit(**_INLINE)(scalar.adagrad_at)
+_rmsprop_at = njit(**_INLINE)(scalar.rmsprop_at)
+_adam_at, _adam_constants = njit(**_INLINE)(scalar.adam_at), njit(**_INLINE)(scalar.adam_constants)
+_adadelta_at = njit(**_INLINE)(scalar.adadelta_at)
+_nadam_at, _nadam_constants = (njit(**_INLINE)(scalar.nadam_at),
+                               njit(**_INLINE)(scalar.nadam_constants))
+_adamax_at, _adamax_constants = (njit(**_INLINE)(scalar.adamax_at),
+                                 njit(**_INLINE)(scalar.adamax_constants))
+# RAdam's constants compiled apart, without fastmath (reassociated, rect moves by an ulp)
+_radam_at, _radam_constants = (njit(**_INLINE)(scalar.radam_at),
+                               njit(cache=True)(scalar.radam_constants))
+_adabound_at, _adabound_constants = (njit(**_INLINE)(scalar.adabound_at),
+                                     njit(**_INLINE)(scalar.adabound_constants))
+_lookahead_at = njit(**_INLINE)(scalar.lookahead_at)
 
 
 @njit(**_OPTS)
@@ -53,14 +61,6 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
             _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
-@njit(**_INLINE)
-def _adagrad_at(i, param, grad, accum, lr, eps, weight_decay):
-    g = grad[i] + weight_decay * param[i]
-    s = accum[i] + g * g
-    accum[i] = s
-    param[i] -= lr * g / (math.sqrt(s) + eps)
-
-
 @njit(**_OPTS)
 def adagrad_update(param, grad, accum, lr, eps, weight_decay):
     """Adagrad (no learning-rate decay): accum += g^2; param -= lr * g / (sqrt(accum) + eps)."""
@@ -73,27 +73,6 @@ def adagrad_update(param, grad, accum, lr, eps, weight_decay):
     else:
         for i in prange(n):
             _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
-
-
-@njit(**_INLINE)
-def _rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
-                weight_decay, momentum, centered):
-    g = grad[i] + weight_decay * param[i]
-    sa = alpha * square_avg[i] + (1.0 - alpha) * g * g
-    square_avg[i] = sa
-    if centered:
-        ga = alpha * grad_avg[i] + (1.0 - alpha) * g
-        grad_avg[i] = ga
-        # sa >= ga^2 in exact arithmetic; the clamp keeps a rounding error from giving sqrt(<0).
-        avg = math.sqrt(max(sa - ga * ga, 0.0)) + eps
-    else:
-        avg = math.sqrt(sa) + eps
-    if momentum > 0.0:
-        buf = momentum * momentum_buf[i] + g / avg
-        momentum_buf[i] = buf
-        param[i] -= lr * buf
-    else:
-        param[i] -= lr * g / avg
 
 
 @njit(**_OPTS)
@@ -114,29 +93,13 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, e
                         weight_decay, momentum, centered)
 
 
-@njit(**_INLINE)
-def _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size,
-             bc2_sqrt):
-    p = param[i] * decay                  # decoupled decay (AdamW); decay == 1 for Adam
-    g = grad[i] + l2 * param[i]           # L2 decay (Adam); l2 == 0 for AdamW
-    mi = beta1 * m[i] + (1.0 - beta1) * g
-    vi = beta2 * v[i] + (1.0 - beta2) * g * g
-    m[i] = mi
-    v[i] = vi
-    if amsgrad:
-        vi = max(vmax[i], vi)
-        vmax[i] = vi
-    param[i] = p - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
-
-
 @njit(**_OPTS)
 def _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay, amsgrad, step):
     """Shared body of adam_update/adamw_update; bias corrections computed once per call."""
     n = param.size
     if grad.size != n or m.size != n or v.size != n or (amsgrad and vmax.size != n):
         raise ValueError("adam_update/adamw_update: buffer sizes differ from param")
-    step_size = lr / (1.0 - beta1 ** step)
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    step_size, bc2_sqrt = _adam_constants(lr, beta1, beta2, step)
     if n < _PAR_MIN:
         for i in range(n):
             _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad,
@@ -161,16 +124,6 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
                amsgrad, step)
 
 
-@njit(**_INLINE)
-def _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
-    g = grad[i] + weight_decay * param[i]
-    sa = rho * square_avg[i] + (1.0 - rho) * g * g
-    square_avg[i] = sa
-    delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(sa + eps) * g
-    acc_delta[i] = rho * acc_delta[i] + (1.0 - rho) * delta * delta
-    param[i] -= lr * delta
-
-
 @njit(**_OPTS)
 def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
     """Adadelta (torch): the step is g * sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
@@ -185,18 +138,6 @@ def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_dec
             _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
 
 
-@njit(**_INLINE)
-def _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m):
-    g = grad[i] + weight_decay * param[i]
-    mi = beta1 * m[i] + (1.0 - beta1) * g
-    vi = beta2 * v[i] + (1.0 - beta2) * g * g
-    m[i] = mi
-    v[i] = vi
-    denom = math.sqrt(vi / bc2) + eps
-    p = param[i] + c_grad * g / denom
-    param[i] = p + c_m * mi / denom
-
-
 @njit(**_OPTS)
 def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_next, mu_product,
                  step):
@@ -205,25 +146,13 @@ def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_
     n = param.size
     if grad.size != n or m.size != n or v.size != n:
         raise ValueError("nadam_update: buffer sizes differ from param")
-    bc2 = 1.0 - beta2 ** step
-    c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
-    c_m = -lr * mu_next / (1.0 - mu_product * mu_next)
+    bc2, c_grad, c_m = _nadam_constants(lr, beta2, mu, mu_next, mu_product, step)
     if n < _PAR_MIN:
         for i in range(n):
             _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
     else:
         for i in prange(n):
             _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
-
-
-@njit(**_INLINE)
-def _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr):
-    g = grad[i] + weight_decay * param[i]
-    mi = beta1 * m[i] + (1.0 - beta1) * g
-    ui = max(beta2 * u[i], abs(g) + eps)
-    m[i] = mi
-    u[i] = ui
-    param[i] -= clr * mi / ui
 
 
 @njit(**_OPTS)
@@ -232,39 +161,13 @@ def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
     n = param.size
     if grad.size != n or m.size != n or u.size != n:
         raise ValueError("adamax_update: buffer sizes differ from param")
-    clr = lr / (1.0 - beta1 ** step)
+    clr = _adamax_constants(lr, beta1, step)
     if n < _PAR_MIN:
         for i in range(n):
             _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
     else:
         for i in prange(n):
             _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
-
-
-@njit(**_INLINE)
-def _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect,
-              rectify):
-    g = grad[i] + weight_decay * param[i]
-    mi = beta1 * m[i] + (1.0 - beta1) * g
-    vi = beta2 * v[i] + (1.0 - beta2) * g * g
-    m[i] = mi
-    v[i] = vi
-    if rectify:
-        param[i] -= mi / bc1 * lr * (bc2_sqrt / (math.sqrt(vi) + eps)) * rect
-    else:
-        param[i] -= mi / bc1 * lr
-
-
-@njit(cache=True)
-def _radam_rect(beta2, step):
-    """RAdam's variance rectification: (rect, rectify) with rectify = rho_t > 5."""
-    bc2 = 1.0 - beta2 ** step
-    rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    rho_t = rho_inf - 2.0 * step * beta2 ** step / bc2
-    if rho_t <= 5.0:
-        return 1.0, False
-    return math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
-                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)), True
 
 
 @njit(**_OPTS)
@@ -274,9 +177,7 @@ def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     n = param.size
     if grad.size != n or m.size != n or v.size != n:
         raise ValueError("radam_update: buffer sizes differ from param")
-    bc1 = 1.0 - beta1 ** step
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    rect, rectify = _radam_rect(beta2, step)
+    bc1, bc2_sqrt, rect, rectify = _radam_constants(beta1, beta2, step)
     if n < _PAR_MIN:
         for i in range(n):
             _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt,
@@ -285,21 +186,6 @@ def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         for i in prange(n):
             _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt,
                       rect, rectify)
-
-
-@njit(**_INLINE)
-def _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound, step_size,
-                 lower, upper):
-    g = grad[i] + weight_decay * param[i]
-    mi = beta1 * m[i] + (1.0 - beta1) * g
-    vi = beta2 * v[i] + (1.0 - beta2) * g * g
-    m[i] = mi
-    v[i] = vi
-    if amsbound:
-        vi = max(vmax[i], vi)
-        vmax[i] = vi
-    rate = min(max(step_size / (math.sqrt(vi) + eps), lower), upper)
-    param[i] -= rate * mi
 
 
 @njit(**_OPTS)
@@ -312,9 +198,7 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
     n = param.size
     if grad.size != n or m.size != n or v.size != n or (amsbound and vmax.size != n):
         raise ValueError("adabound_update: buffer sizes differ from param")
-    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-    lower = final_lr * (1.0 - 1.0 / (gamma * step + 1.0))
-    upper = final_lr * (1.0 + 1.0 / (gamma * step))
+    step_size, lower, upper = _adabound_constants(lr, beta1, beta2, final_lr, gamma, step)
     if n < _PAR_MIN:
         for i in range(n):
             _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
@@ -333,14 +217,10 @@ def lookahead_update(slow, fast, alpha):
         raise ValueError("lookahead_update: slow and fast differ in size")
     if n < _PAR_MIN:
         for i in range(n):
-            s = slow[i] + alpha * (fast[i] - slow[i])
-            slow[i] = s
-            fast[i] = s
+            _lookahead_at(i, slow, fast, alpha)
     else:
         for i in prange(n):
-            s = slow[i] + alpha * (fast[i] - slow[i])
-            slow[i] = s
-            fast[i] = s
+            _lookahead_at(i, slow, fast, alpha)
 
 
 # ---- vector helpers for L-BFGS (two-loop recursion, line search) on flat buffers -----------------

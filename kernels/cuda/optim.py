@@ -1,118 +1,92 @@
 """Optimizer updates on the GPU: one grid-stride launch updates a whole flat parameter buffer and
 its state in place (PyTorch torch.optim formulas, as kernels/cpu/optim.py).
 
-Per-call constants (Adam's bias corrections, AdamW's decay factor) are computed on the host.
-State buffers a configuration does not use are never touched and may be empty; buffer sizes are
-checked on the host (ValueError, as on the CPU).
+The per-element maths (``NAME_at``) and the per-call constants (Adam's bias corrections, RAdam's
+rectification, AdaBound's bounds: ``NAME_constants``, computed on the host) live in
+kernels/scalar.py, shared with the CPU kernels. State buffers a configuration does not use are
+never touched and may be empty; buffer sizes are checked on the host (ValueError, as on the CPU).
 """
-import math
-
 import numpy as np
 from numba import cuda
 
-from ._common import MAX_THREADS, grid_1d, grid_sum_store, kernel, launcher, reduction_args
+from .. import scalar
+from ._common import (MAX_THREADS, device, grid_1d, grid_sum_store, kernel, launcher,
+                      reduction_args)
+
+_sgd_at = device(scalar.sgd_at)
+_adagrad_at = device(scalar.adagrad_at)
+_rmsprop_at = device(scalar.rmsprop_at)
+_adam_at = device(scalar.adam_at)
+_adadelta_at = device(scalar.adadelta_at)
+_nadam_at = device(scalar.nadam_at)
+_adamax_at = device(scalar.adamax_at)
+_radam_at = device(scalar.radam_at)
+_adabound_at = device(scalar.adabound_at)
+_lookahead_at = device(scalar.lookahead_at)
 
 
-def _check(name, n, *buffers):
-    for b in buffers:
+def _run(name, k, param, checked, *args):
+    """Check that every buffer of ``checked`` has ``param``'s size, then launch ``k`` over it."""
+    n = param.size
+    for b in checked:
         if b.size != n:
             raise ValueError(f"{name}: buffer sizes differ from param")
+    if n:
+        k[grid_1d(n)](param, *args)
 
 
 @kernel("A1 A1 A1 f f f b")
 def _sgd(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        if momentum != 0.0:
-            buf = momentum * velocity[i] + g
-            velocity[i] = buf
-            g = g + momentum * buf if nesterov else buf
-        param[i] -= lr * g
+        _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
 @launcher
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay, in place."""
-    n = param.size
-    _check("sgd_update", n, grad, *((velocity,) if momentum != 0.0 else ()))
-    if n:
-        _sgd[grid_1d(n)](param, grad, velocity, lr, momentum, weight_decay, nesterov)
+    _run("sgd_update", _sgd, param, (grad, *((velocity,) if momentum != 0.0 else ())),
+         grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
 @kernel("A1 A1 A1 f f f")
 def _adagrad(param, grad, accum, lr, eps, weight_decay):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        s = accum[i] + g * g
-        accum[i] = s
-        param[i] -= lr * g / (math.sqrt(s) + eps)
+        _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
 
 
 @launcher
 def adagrad_update(param, grad, accum, lr, eps, weight_decay):
     """Adagrad: accum += g^2; param -= lr * g / (sqrt(accum) + eps)."""
-    n = param.size
-    _check("adagrad_update", n, grad, accum)
-    if n:
-        _adagrad[grid_1d(n)](param, grad, accum, lr, eps, weight_decay)
+    _run("adagrad_update", _adagrad, param, (grad, accum), grad, accum, lr, eps, weight_decay)
 
 
 @kernel("A1 A1 A1 A1 A1 f f f f f b")
 def _rmsprop(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
              momentum, centered):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        sa = alpha * square_avg[i] + (1.0 - alpha) * g * g
-        square_avg[i] = sa
-        if centered:
-            ga = alpha * grad_avg[i] + (1.0 - alpha) * g
-            grad_avg[i] = ga
-            avg = math.sqrt(max(sa - ga * ga, 0.0)) + eps
-        else:
-            avg = math.sqrt(sa) + eps
-        if momentum > 0.0:
-            buf = momentum * momentum_buf[i] + g / avg
-            momentum_buf[i] = buf
-            param[i] -= lr * buf
-        else:
-            param[i] -= lr * g / avg
+        _rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
+                    weight_decay, momentum, centered)
 
 
 @launcher
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
                    momentum, centered):
     """RMSprop (torch): optional centering, momentum and L2 weight decay, eps outside the sqrt."""
-    n = param.size
-    _check("rmsprop_update", n, grad, square_avg, *((grad_avg,) if centered else ()),
-           *((momentum_buf,) if momentum > 0.0 else ()))
-    if n:
-        _rmsprop[grid_1d(n)](param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
-                             weight_decay, momentum, centered)
+    _run("rmsprop_update", _rmsprop, param, (grad, square_avg, *((grad_avg,) if centered else ()),
+                                             *((momentum_buf,) if momentum > 0.0 else ())),
+         grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered)
 
 
 @kernel("A1 A1 A1 A1 A1 f f f f f b f f")
 def _adam(param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size, bc2_sqrt):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        p = param[i] * decay                  # decoupled decay (AdamW); decay == 1 for Adam
-        g = grad[i] + l2 * param[i]           # L2 decay (Adam); l2 == 0 for AdamW
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        vi = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
-            vi = max(vmax[i], vi)
-            vmax[i] = vi
-        param[i] = p - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+        _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size,
+                 bc2_sqrt)
 
 
 def _adam_launch(name, param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay, amsgrad, step):
-    n = param.size
-    _check(name, n, grad, m, v, *((vmax,) if amsgrad else ()))
-    step_size = lr / (1.0 - beta1 ** step)
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    if n:
-        _adam[grid_1d(n)](param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad,
-                          step_size, bc2_sqrt)
+    _run(name, _adam, param, (grad, m, v, *((vmax,) if amsgrad else ())), grad, m, v, vmax, beta1,
+         beta2, eps, l2, decay, amsgrad, *scalar.adam_constants(lr, beta1, beta2, step))
 
 
 @launcher
@@ -132,34 +106,20 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
 @kernel("A1 A1 A1 A1 f f f f")
 def _adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        sa = rho * square_avg[i] + (1.0 - rho) * g * g
-        square_avg[i] = sa
-        delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(sa + eps) * g
-        acc_delta[i] = rho * acc_delta[i] + (1.0 - rho) * delta * delta
-        param[i] -= lr * delta
+        _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
 
 
 @launcher
 def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
     """Adadelta (torch): the step is g * sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
-    n = param.size
-    _check("adadelta_update", n, grad, square_avg, acc_delta)
-    if n:
-        _adadelta[grid_1d(n)](param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
+    _run("adadelta_update", _adadelta, param, (grad, square_avg, acc_delta), grad, square_avg,
+         acc_delta, lr, rho, eps, weight_decay)
 
 
 @kernel("A1 A1 A1 A1 f f f f f f f")
 def _nadam(param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        vi = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = mi
-        v[i] = vi
-        denom = math.sqrt(vi / bc2) + eps
-        p = param[i] + c_grad * g / denom
-        param[i] = p + c_m * mi / denom
+        _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
 
 
 @launcher
@@ -167,87 +127,44 @@ def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_
                  step):
     """NAdam (torch): ``mu``/``mu_next`` are this and the next step's momentum coefficients and
     ``mu_product`` the product of all of them up to this step (the host keeps that schedule)."""
-    n = param.size
-    _check("nadam_update", n, grad, m, v)
-    bc2 = 1.0 - beta2 ** step
-    c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
-    c_m = -lr * mu_next / (1.0 - mu_product * mu_next)
-    if n:
-        _nadam[grid_1d(n)](param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
+    _run("nadam_update", _nadam, param, (grad, m, v), grad, m, v, beta1, beta2, eps, weight_decay,
+         *scalar.nadam_constants(lr, beta2, mu, mu_next, mu_product, step))
 
 
 @kernel("A1 A1 A1 A1 f f f f f")
 def _adamax(param, grad, m, u, beta1, beta2, eps, weight_decay, clr):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        ui = max(beta2 * u[i], abs(g) + eps)
-        m[i] = mi
-        u[i] = ui
-        param[i] -= clr * mi / ui
+        _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
 
 
 @launcher
 def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
     """Adamax (torch): u = max(beta2 * u, |g| + eps); param -= lr / (1 - beta1^step) * m / u."""
-    n = param.size
-    _check("adamax_update", n, grad, m, u)
-    if n:
-        _adamax[grid_1d(n)](param, grad, m, u, beta1, beta2, eps, weight_decay,
-                            lr / (1.0 - beta1 ** step))
+    _run("adamax_update", _adamax, param, (grad, m, u), grad, m, u, beta1, beta2, eps,
+         weight_decay, scalar.adamax_constants(lr, beta1, step))
 
 
 @kernel("A1 A1 A1 A1 f f f f f f f f b")
 def _radam(param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect, rectify):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        vi = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = mi
-        v[i] = vi
-        if rectify:
-            param[i] -= mi / bc1 * lr * (bc2_sqrt / (math.sqrt(vi) + eps)) * rect
-        else:
-            param[i] -= mi / bc1 * lr
-
-
-def _radam_rect(beta2, step):
-    """RAdam's variance rectification: (rect, rectify) with rectify = rho_t > 5."""
-    bc2 = 1.0 - beta2 ** step
-    rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    rho_t = rho_inf - 2.0 * step * beta2 ** step / bc2
-    if rho_t <= 5.0:
-        return 1.0, False
-    return math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
-                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)), True
+        _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect,
+                  rectify)
 
 
 @launcher
 def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """RAdam (torch): the Adam step times the rectification term once the approximated SMA
     length rho_t exceeds 5, plain bias-corrected momentum SGD before that."""
-    n = param.size
-    _check("radam_update", n, grad, m, v)
-    rect, rectify = _radam_rect(beta2, step)
-    if n:
-        _radam[grid_1d(n)](param, grad, m, v, beta1, beta2, eps, weight_decay, lr,
-                           1.0 - beta1 ** step, math.sqrt(1.0 - beta2 ** step), rect, rectify)
+    _run("radam_update", _radam, param, (grad, m, v), grad, m, v, beta1, beta2, eps, weight_decay,
+         lr, *scalar.radam_constants(beta1, beta2, step))
 
 
 @kernel("A1 A1 A1 A1 A1 f f f f b f f f")
 def _adabound(param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound, step_size, lower,
               upper):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        vi = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = mi
-        v[i] = vi
-        if amsbound:
-            vi = max(vmax[i], vi)
-            vmax[i] = vi
-        rate = min(max(step_size / (math.sqrt(vi) + eps), lower), upper)
-        param[i] -= rate * mi
+        _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
+                     step_size, lower, upper)
 
 
 @launcher
@@ -255,32 +172,23 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
                     amsbound, step):
     """AdaBound / AMSBound (Luo et al. 2019, reference implementation): Adam's per-coordinate
     rate clipped to [final_lr * (1 - 1 / (gamma t + 1)), final_lr * (1 + 1 / (gamma t))]."""
-    n = param.size
-    _check("adabound_update", n, grad, m, v, *((vmax,) if amsbound else ()))
-    step_size = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-    lower = final_lr * (1.0 - 1.0 / (gamma * step + 1.0))
-    upper = final_lr * (1.0 + 1.0 / (gamma * step))
-    if n:
-        _adabound[grid_1d(n)](param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
-                              step_size, lower, upper)
+    _run("adabound_update", _adabound, param, (grad, m, v, *((vmax,) if amsbound else ())), grad,
+         m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
+         *scalar.adabound_constants(lr, beta1, beta2, final_lr, gamma, step))
 
 
 @kernel("A1 A1 f")
 def _lookahead(slow, fast, alpha):
     for i in range(cuda.grid(1), slow.size, cuda.gridsize(1)):
-        s = slow[i] + alpha * (fast[i] - slow[i])
-        slow[i] = s
-        fast[i] = s
+        _lookahead_at(i, slow, fast, alpha)
 
 
 @launcher
 def lookahead_update(slow, fast, alpha):
     """Lookahead's synchronisation (Zhang et al. 2019): slow += alpha * (fast - slow); fast = slow."""
-    n = slow.size
-    if fast.size != n:
+    if fast.size != slow.size:
         raise ValueError("lookahead_update: slow and fast differ in size")
-    if n:
-        _lookahead[grid_1d(n)](slow, fast, alpha)
+    _run("lookahead_update", _lookahead, slow, (), fast, alpha)
 
 
 # ---- vector helpers for L-BFGS ---------------------------------------------------------------------
