@@ -642,6 +642,14 @@ def adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, ams
     param[i] -= rate * mi
 
 
+def lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay):
+    """Lion (Chen et al. 2023): param -= lr (sign(beta1 m + (1 - beta1) g) + weight_decay param),
+    then m = beta2 m + (1 - beta2) g; sign(0) = 0 and a NaN stays NaN."""
+    c = beta1 * m[i] + (1.0 - beta1) * grad[i]
+    param[i] -= lr * ((1.0 if c > 0.0 else (-1.0 if c < 0.0 else c)) + weight_decay * param[i])
+    m[i] = beta2 * m[i] + (1.0 - beta2) * grad[i]
+
+
 def lookahead_at(i, slow, fast, alpha):
     """Lookahead's synchronisation (Zhang et al. 2019): slow += alpha (fast - slow); fast = slow."""
     s = slow[i] + alpha * (fast[i] - slow[i])

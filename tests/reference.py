@@ -575,6 +575,14 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
     return p - np.clip(rate, lower, upper) * m, m, v, vmax
 
 
+def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
+    """Returns (param, m) after one Lion step (Chen et al. 2023, Algorithm 2):
+    u = sign(beta1 m + (1 - beta1) g), p -= lr (u + wd p), m = beta2 m + (1 - beta2) g."""
+    p, g, m = (np.asarray(a, dtype=np.float64) for a in (param, grad, m))
+    u = np.sign(beta1 * m + (1 - beta1) * g)
+    return p - lr * (u + weight_decay * p), beta2 * m + (1 - beta2) * g
+
+
 def lookahead_update(slow, fast, alpha):
     """Returns (slow, fast) after the synchronisation: both become slow + alpha (fast - slow)."""
     s, f = np.asarray(slow, np.float64), np.asarray(fast, np.float64)

@@ -1,5 +1,5 @@
 """CUDA twins of the newer optimizer kernels (Adadelta, NAdam, Adamax, RAdam, AdaBound/AMSBound,
-Lookahead) and of the L-BFGS vector helpers (dot, axpy, abs_sum, abs_max), against the CPU kernels
+Lion, Lookahead) and of the L-BFGS vector helpers (dot, axpy, abs_sum, abs_max), against the CPU kernels
 and the float64 references; then the optimizers themselves on the CUDA backend against the CPU.
 
 Runs in Numba's CUDA simulator by default (conftest sets NUMBA_ENABLE_CUDASIM=1), or on a GPU with
@@ -31,7 +31,7 @@ DTYPES = [np.float32, np.float64]
 N = 257
 #: the kernels this module covers (private CUDA kernel names)
 MINE = {f"optim._{k}" for k in ("adadelta", "nadam", "adamax", "radam", "adabound", "lookahead",
-                                "dot", "axpy", "abs_sum", "abs_max")}
+                                "lion", "dot", "axpy", "abs_sum", "abs_max")}
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +63,8 @@ CASES = [
                                 final_lr=0.1, gamma=1e-3, amsbound=False, step=2)),
     ("adabound_update", 3, dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
                                 final_lr=0.1, gamma=0.5, amsbound=True, step=30)),
+    ("lion_update", 1, dict(lr=1e-2, beta1=0.9, beta2=0.99, weight_decay=0.0)),
+    ("lion_update", 1, dict(lr=3e-2, beta1=0.8, beta2=0.95, weight_decay=0.1)),
 ]
 IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(CASES)]
 
@@ -211,7 +213,8 @@ def _run(make, device, dtype, steps, closure_based=False):
     lambda: O.RAdam(learning_rate=0.05),
     lambda: O.AMSBound(learning_rate=0.05, clipvalue=0.5),
     lambda: O.Lookahead(O.Adam(learning_rate=0.05), k=2, alpha=0.5),        # syncs at step 2
-], ids=["adadelta", "nadam-clip", "adamax", "radam", "amsbound-clip", "lookahead"])
+    lambda: O.Lion(learning_rate=0.01, weight_decay=0.1),
+], ids=["adadelta", "nadam-clip", "adamax", "radam", "amsbound-clip", "lookahead", "lion"])
 def test_optimizer_on_cuda_matches_cpu(make, dtype):
     got, opt = _run(make, "cuda", dtype, 3)
     want, _ = _run(make, "cpu", dtype, 3)
@@ -221,6 +224,22 @@ def test_optimizer_on_cuda_matches_cpu(make, dtype):
             assert_close(a, b, dtype, f"step {k + 1}")
     state = opt.get_state()                                        # host copies, as saved
     assert all(isinstance(v, np.ndarray) for v in state.values())
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_lion_follows_the_published_rule(device):
+    """Five Lion steps with weight decay on each device against the float64 NumPy rule."""
+    kw = dict(learning_rate=0.01, beta_1=0.8, beta_2=0.95, weight_decay=0.1)
+    got, opt = _run(lambda: O.Lion(**kw), device, np.float64, 5)
+    init, grads_fn, _ = _problem(np.float64)
+    params, ms = [p.copy() for p in init], [np.zeros_like(p) for p in init]
+    for k in range(5):
+        steps = [ref.lion_update(p, g, m, 0.01, 0.8, 0.95, 0.1)
+                 for p, g, m in zip(params, grads_fn(params), ms)]
+        params, ms = [s[0] for s in steps], [s[1] for s in steps]
+        for a, b in zip(got[k], params):
+            assert_close(a, b, np.float64, f"step {k + 1}")
+    assert opt.iterations == 5 and sorted(opt.get_state()) == ["iterations", "m/0", "m/1", "m/2"]
 
 
 @pytest.mark.parametrize("kw,dtype", [

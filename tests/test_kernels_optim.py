@@ -215,6 +215,23 @@ def test_adabound_update(rng, n, dtype, amsbound, weight_decay):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_lion_update(rng, n, dtype, weight_decay):
+    p, g, m = _arrays(rng, n, dtype, 1)
+    m -= 0.5                                         # both signs of the interpolated momentum
+    for step in range(1, 4):
+        g = rng.standard_normal(n).astype(dtype)
+        g[:2] = 0.0                                  # with m below: sign(0) = 0
+        m[:1] = 0.0
+        want = ref.lion_update(p, g, m, 1e-2, 0.9, 0.99, weight_decay)
+        optim.lion_update(p, g, m, 1e-2, 0.9, 0.99, weight_decay)
+        for got, w, what in zip((p, m), want, ("param", "m")):
+            _close(got, w, dtype, f"{what} at step {step}")
+            got[...] = w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
 def test_lookahead_update(rng, n, dtype):
     slow, fast = _arrays(rng, n, dtype, 0)
     want_slow, want_fast = ref.lookahead_update(slow, fast, 0.3)

@@ -395,7 +395,8 @@ def test_registry():
     for name, cls in [("sgd", O.SGD), ("ADAGRAD", O.Adagrad), ("RMSprop", O.RMSprop),
                       ("adam", O.Adam), ("AdamW", O.AdamW), ("adadelta", O.Adadelta),
                       ("Nadam", O.Nadam), ("adamax", O.Adamax), ("radam", O.RAdam),
-                      ("adabound", O.AdaBound), ("AMSBound", O.AMSBound), ("lbfgs", O.LBFGS)]:
+                      ("adabound", O.AdaBound), ("AMSBound", O.AMSBound), ("lbfgs", O.LBFGS),
+                      ("Lion", O.Lion)]:
         opt = O.get(name)
         assert type(opt) is cls and opt.iterations == 0
     inst = O.Adam(learning_rate=0.5)
@@ -404,7 +405,7 @@ def test_registry():
     assert type(ams) is O.Adam and ams.amsgrad and O.get("amsgrad") is not ams
     assert not O.AdaBound().amsbound and O.AMSBound().amsbound
     with pytest.raises(ValueError, match="unknown optimizer 'adafactor'.*adabound, adadelta, "
-                       "adagrad, adam, adamax, adamw, amsbound, amsgrad, lbfgs, nadam, radam, "
+                       "adagrad, adam, adamax, adamw, amsbound, amsgrad, lbfgs, lion, nadam, radam, "
                        "rmsprop, sgd$"):
         O.get("adafactor")
     with pytest.raises(ValueError, match="'lookahead'.*wraps another optimizer.*Lookahead\\(optimizer\\)"):
@@ -793,6 +794,7 @@ ROUND_TRIP = [
     (O.RAdam, dict(learning_rate=0.01)),
     (O.AdaBound, dict(learning_rate=0.01, gamma=0.05)),
     (O.AMSBound, dict(learning_rate=0.01, clipnorm=1.0)),
+    (O.Lion, dict(learning_rate=0.01, beta_1=0.8, weight_decay=0.1)),
     (O.Lookahead, dict(optimizer=O.Adam(learning_rate=0.01, amsgrad=True), k=3, alpha=0.5)),
     (O.Lookahead, dict(optimizer=O.Nadam(learning_rate=0.01, clipvalue=0.5), k=7)),
 ]
@@ -881,6 +883,8 @@ BAD_NEW = [
     (O.RAdam, "beta_1", -0.1), (O.RAdam, "epsilon", -1e-8),
     (O.AdaBound, "final_lr", 0.0), (O.AdaBound, "gamma", 0.0), (O.AdaBound, "gamma", 1.0),
     (O.AdaBound, "amsbound", 1), (O.AMSBound, "beta_2", 1.0), (O.AMSBound, "clipvalue", 0.0),
+    (O.Lion, "beta_1", 1.0), (O.Lion, "beta_2", -0.1), (O.Lion, "weight_decay", -1e-3),
+    (O.Lion, "learning_rate", -1e-4),
     (O.LBFGS, "max_iter", 0), (O.LBFGS, "max_iter", 2.0), (O.LBFGS, "max_eval", 0),
     (O.LBFGS, "history_size", True), (O.LBFGS, "tolerance_grad", -1.0),
     (O.LBFGS, "tolerance_change", math.nan), (O.LBFGS, "line_search_fn", "armijo"),
@@ -908,7 +912,10 @@ def test_new_defaults_and_config():
                                           tolerance_grad=1e-7, tolerance_change=1e-9,
                                           history_size=100, line_search_fn=None, clipnorm=None,
                                           clipvalue=None, global_clipnorm=None)
-    for cls in (O.Adadelta, O.Nadam, O.Adamax, O.RAdam, O.AdaBound, O.AMSBound, O.LBFGS):
+    assert O.Lion().get_config() == dict(learning_rate=1e-4, beta_1=0.9, beta_2=0.99,
+                                         weight_decay=0.0, clipnorm=None, clipvalue=None,
+                                         global_clipnorm=None)
+    for cls in (O.Adadelta, O.Nadam, O.Adamax, O.RAdam, O.AdaBound, O.AMSBound, O.Lion, O.LBFGS):
         opt = cls()
         assert cls.from_config(json.loads(json.dumps(opt.get_config()))).get_config() == opt.get_config()
 
@@ -1136,11 +1143,11 @@ class _Recording(CPUBackend):
 
 def test_new_optimizers_run_their_kernels_through_the_backend():
     names = ("adadelta_update", "nadam_update", "adamax_update", "radam_update",
-             "adabound_update", "lookahead_update", "dot", "axpy", "abs_sum", "abs_max", "scale")
+             "adabound_update", "lion_update", "lookahead_update", "dot", "axpy", "abs_sum", "abs_max", "scale")
     problem = Problem()
     for opt, kernel in ((O.Adadelta(), "adadelta_update"), (O.Nadam(), "nadam_update"),
                         (O.Adamax(), "adamax_update"), (O.RAdam(), "radam_update"),
-                        (O.AMSBound(), "adabound_update")):
+                        (O.AMSBound(), "adabound_update"), (O.Lion(), "lion_update")):
         opt.backend = rec = _Recording(names)
         params = problem.params()
         opt.step(params, problem.grads(params))
@@ -1186,8 +1193,9 @@ def _tiny_data():
 
 @pytest.mark.parametrize("make", [lambda: O.Lookahead(O.Adam(learning_rate=0.01), k=3),
                                   lambda: O.Nadam(learning_rate=0.01),
-                                  lambda: O.AMSBound(learning_rate=0.01, clipnorm=1.0)],
-                         ids=["lookahead", "nadam", "amsbound-clipnorm"])
+                                  lambda: O.AMSBound(learning_rate=0.01, clipnorm=1.0),
+                                  lambda: O.Lion(learning_rate=0.003, weight_decay=0.1)],
+                         ids=["lookahead", "nadam", "amsbound-clipnorm", "lion"])
 def test_model_save_load_resumes_new_optimizers(make, tmp_path):
     import numbanet as nb
     x, y = _tiny_data()

@@ -44,6 +44,7 @@ _radam_at, _radam_constants = (njit(**_INLINE)(scalar.radam_at),
                                njit(cache=True)(scalar.radam_constants))
 _adabound_at, _adabound_constants = (njit(**_INLINE)(scalar.adabound_at),
                                      njit(**_INLINE)(scalar.adabound_constants))
+_lion_at = njit(**_INLINE)(scalar.lion_at)
 _lookahead_at = njit(**_INLINE)(scalar.lookahead_at)
 
 
@@ -207,6 +208,20 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
         for i in prange(n):
             _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
                          step_size, lower, upper)
+
+
+@njit(**_OPTS)
+def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
+    """Lion (Chen et al. 2023) with decoupled weight decay, in place (kernels/scalar.py lion_at)."""
+    n = param.size
+    if grad.size != n or m.size != n:
+        raise ValueError("lion_update: buffer sizes differ from param")
+    if n < _PAR_MIN:
+        for i in range(n):
+            _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
+    else:
+        for i in prange(n):
+            _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
 
 
 @njit(**_OPTS)

@@ -22,6 +22,7 @@ _nadam_at = device(scalar.nadam_at)
 _adamax_at = device(scalar.adamax_at)
 _radam_at = device(scalar.radam_at)
 _adabound_at = device(scalar.adabound_at)
+_lion_at = device(scalar.lion_at)
 _lookahead_at = device(scalar.lookahead_at)
 
 
@@ -175,6 +176,18 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
     _run("adabound_update", _adabound, param, (grad, m, v, *((vmax,) if amsbound else ())), grad,
          m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
          *scalar.adabound_constants(lr, beta1, beta2, final_lr, gamma, step))
+
+
+@kernel("A1 A1 A1 f f f f")
+def _lion(param, grad, m, lr, beta1, beta2, weight_decay):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
+
+
+@launcher
+def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
+    """Lion (Chen et al. 2023) with decoupled weight decay, in place (kernels/scalar.py lion_at)."""
+    _run("lion_update", _lion, param, (grad, m), grad, m, lr, beta1, beta2, weight_decay)
 
 
 @kernel("A1 A1 f")

@@ -46,7 +46,7 @@ LBFGS_ITERATIONS = 5
 FAMILIES = (
     ("SGD, momentum, Nesterov", (_opt.SGD,)),
     ("Per-coordinate rates", (_opt.Adagrad, _opt.Adadelta, _opt.RMSprop)),
-    ("Adam and its variants", (_opt.Adam, _opt.Nadam, _opt.Adamax, _opt.RAdam)),
+    ("Adam and its variants", (_opt.Adam, _opt.Nadam, _opt.Adamax, _opt.RAdam, _opt.Lion)),
     ("Bounded rates, Lookahead, L-BFGS", (_opt.AdaBound, _opt.Lookahead, _opt.LBFGS)),
 )
 
@@ -69,6 +69,7 @@ def default_optimizers():
         "Nadam": O.Nadam(learning_rate=0.01),
         "Adamax": O.Adamax(learning_rate=0.02),
         "RAdam": O.RAdam(learning_rate=0.01),
+        "Lion": O.Lion(learning_rate=0.01),
         "AdaBound": O.AdaBound(learning_rate=0.01, final_lr=0.1),
         "AMSBound": O.AMSBound(learning_rate=0.01, final_lr=0.1),
         "Lookahead(Adam)": O.Lookahead(O.Adam(learning_rate=0.01), k=5, alpha=0.5),

@@ -9,8 +9,8 @@ created at the first step, keyed by position in the list. Gradient clipping (``c
 
 In order of increasing complexity: SGD (momentum, Nesterov), Adagrad, Adadelta, RMSprop, Adam
 (``amsgrad=True`` is AMSGrad, also reachable as ``get("amsgrad")``), AdamW, Nadam, Adamax, RAdam
-(all torch.optim formulas), AdaBound and AMSBound (Luo et al. 2019, as their reference
-implementation), Lookahead (Zhang et al. 2019, wrapping any of those) and L-BFGS
+(all torch.optim formulas), Lion (Chen et al. 2023), AdaBound and AMSBound (Luo et al. 2019,
+as their reference implementation), Lookahead (Zhang et al. 2019, wrapping any of those) and L-BFGS
 (torch.optim.LBFGS: full batch, ``step(params, grads, closure)``; ``model_closure`` builds the
 closure for a compiled model).
 """
@@ -711,6 +711,27 @@ class RAdam(Optimizer):
     def _update(self, param, grad, slots, lr, step):
         self._backend.radam_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1), lr,
                                    self.beta_1, self.beta_2, self.epsilon, self.weight_decay, step)
+
+
+@register
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): the sign of
+    beta_1 m + (1 - beta_1) g is the step, with decoupled weight decay, p -= lr (u + wd p); then
+    m = beta_2 m + (1 - beta_2) g. Its steps have unit size per coordinate, so its learning rate
+    is typically 3-10x smaller than Adam's."""
+
+    def __init__(self, learning_rate=1e-4, beta_1=0.9, beta_2=0.99, weight_decay=0.0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1 = _unit("beta_1", beta_1)
+        self.beta_2 = _unit("beta_2", beta_2)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+
+    def _slots(self):
+        return ("m",)
+
+    def _update(self, param, grad, slots, lr, step):
+        self._backend.lion_update(param, grad, slots["m"].reshape(-1), lr, self.beta_1,
+                                  self.beta_2, self.weight_decay)
 
 
 @register
