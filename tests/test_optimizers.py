@@ -912,7 +912,7 @@ def test_new_defaults_and_config():
                                           tolerance_grad=1e-7, tolerance_change=1e-9,
                                           history_size=100, line_search_fn=None, clipnorm=None,
                                           clipvalue=None, global_clipnorm=None)
-    assert O.Lion().get_config() == dict(learning_rate=1e-4, beta_1=0.9, beta_2=0.99,
+    assert O.Lion().get_config() == dict(learning_rate=1e-3, beta_1=0.9, beta_2=0.99,
                                          weight_decay=0.0, clipnorm=None, clipvalue=None,
                                          global_clipnorm=None)
     for cls in (O.Adadelta, O.Nadam, O.Adamax, O.RAdam, O.AdaBound, O.AMSBound, O.Lion, O.LBFGS):

@@ -718,9 +718,9 @@ class Lion(Optimizer):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"): the sign of
     beta_1 m + (1 - beta_1) g is the step, with decoupled weight decay, p -= lr (u + wd p); then
     m = beta_2 m + (1 - beta_2) g. Its steps have unit size per coordinate, so its learning rate
-    is typically 3-10x smaller than Adam's."""
+    is typically 3-10x smaller than Adam's (the default is Keras' 1e-3)."""
 
-    def __init__(self, learning_rate=1e-4, beta_1=0.9, beta_2=0.99, weight_decay=0.0, **kwargs):
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, weight_decay=0.0, **kwargs):
         super().__init__(learning_rate, **kwargs)
         self.beta_1 = _unit("beta_1", beta_1)
         self.beta_2 = _unit("beta_2", beta_2)
