@@ -7,13 +7,14 @@ arguments happens in float64 (a ``math`` function of a float32 value runs in flo
 types it by its argument); results are within a few float32 ulps once the kernel stores them.
 The exception: ``sigmoid_v32`` / ``tanh_v32`` take numpy.float32 constants to compute in float32.
 
-Activations: ``NAME(x[, alpha])`` is the forward value and ``NAME_grad(x, y[, alpha])`` the local
+Activations: ``NAME(x, alpha)`` is the forward value and ``NAME_grad(x, y, alpha)`` the local
 derivative dy/dx, given the forward input ``x`` and output ``y`` (a kernel multiplies it by the
-incoming gradient). Losses: per-element terms ``NAME(t, p[, param])`` of target ``t`` and
-prediction ``p`` and their derivatives d/dp ``NAME_grad(t, p[, param])``. Optimizers:
-``NAME_at(i, param, grad, *state, *hyper)`` updates element i of flat buffers in place, given the
-per-call constants ``NAME_constants(...)`` (the CPU kernels compute them inside the kernel, the
-CUDA ones on the host).
+incoming gradient); ``alpha`` is the parameter of leaky_relu and elu, an unused 0.0 default of the
+others, so that the kernels call every activation alike. Losses: per-element terms
+``NAME(t, p[, param])`` of target ``t`` and prediction ``p`` and their derivatives d/dp
+``NAME_grad(t, p[, param])``. Optimizers: ``NAME_at(i, param, grad, *state, *hyper)`` updates
+element i of flat buffers in place, given the per-call constants ``NAME_constants(...)`` (the CPU
+kernels compute them inside the kernel, the CUDA ones on the host).
 Written so that no finite input gives NaN or Inf (stable sigmoid and softplus, tails guarded).
 Each function is self-contained (math calls and arithmetic only, no calls to its neighbours), so
 that wrapping any one of them for either target needs nothing else from this module.
@@ -30,6 +31,9 @@ GELU_TANH_C = 0.044715
 
 # The elementwise activations by code: the ``activation`` argument of the fused forward kernels
 # (``dense_forward_activation``, ``conv2d_forward_activation``) is an index into this tuple.
+# Each is a pair of functions below, ``NAME(x, alpha)`` and ``NAME_grad(x, y, alpha)``; the kernel
+# modules (kernels/cpu/activations.py, kernels/cuda/activations.py) make NAME_forward and
+# NAME_backward of every name here, so a new activation is its two functions and its name here.
 ACTIVATION_CODES = ("linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
                     "softplus")
 
@@ -49,21 +53,21 @@ def fused_activation(code, pre, out):
 
 
 # ----------------------------------------------------------------------------------- activations
-def linear(x):
+def linear(x, alpha=0.0):
     """Identity."""
     return x
 
 
-def linear_grad(x, y):
+def linear_grad(x, y, alpha=0.0):
     return 1.0
 
 
-def relu(x):
+def relu(x, alpha=0.0):
     """max(x, 0); NaN stays NaN."""
     return 0.0 if x <= 0.0 else x
 
 
-def relu_grad(x, y):
+def relu_grad(x, y, alpha=0.0):
     """1 for x > 0, else 0 (0 at x == 0, as PyTorch)."""
     return 1.0 if x > 0.0 else 0.0
 
@@ -88,17 +92,17 @@ def elu_grad(x, y, alpha):
     return 1.0 if x > 0.0 else alpha * math.exp(x)
 
 
-def gelu(x):
+def gelu(x, alpha=0.0):
     """Exact GELU: x * Phi(x), with Phi(x) = erfc(-x / sqrt 2) / 2 accurate in both tails."""
     return 0.5 * x * math.erfc(-x * SQRT_HALF)
 
 
-def gelu_grad(x, y):
+def gelu_grad(x, y, alpha=0.0):
     """Phi(x) + x * phi(x)."""
     return 0.5 * math.erfc(-x * SQRT_HALF) + x * INV_SQRT_2PI * math.exp(-0.5 * x * x)
 
 
-def sigmoid(x):
+def sigmoid(x, alpha=0.0):
     """1 / (1 + exp(-x)), never overflowing: exp of a non-positive number only."""
     if x >= 0.0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -106,14 +110,14 @@ def sigmoid(x):
     return e / (1.0 + e)
 
 
-def sigmoid_grad(x, y):
+def sigmoid_grad(x, y, alpha=0.0):
     """sigmoid(x) * (1 - sigmoid(x)) = e / (1 + e)^2 with e = exp(-|x|) (no cancellation)."""
     e = math.exp(-math.fabs(x))
     d = 1.0 + e
     return e / (d * d)
 
 
-def gelu_tanh(x):
+def gelu_tanh(x, alpha=0.0):
     """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as x * sigmoid(2u)."""
     v = 2.0 * SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)
     if v >= 0.0:
@@ -122,7 +126,7 @@ def gelu_tanh(x):
     return x * e / (1.0 + e)
 
 
-def gelu_tanh_grad(x, y):
+def gelu_tanh_grad(x, y, alpha=0.0):
     """sigmoid(v) + x sigmoid'(v) dv/dx with v = 2u; beyond |x| > 30 exactly 1 or 0 in float64."""
     if x > 30.0:
         return 1.0
@@ -136,23 +140,23 @@ def gelu_tanh_grad(x, y):
     return s + x * dv * e / (d * d)
 
 
-def tanh(x):
+def tanh(x, alpha=0.0):
     return math.tanh(x)
 
 
-def tanh_grad(x, y):
+def tanh_grad(x, y, alpha=0.0):
     """1 - tanh(x)^2 = 4e / (1 + e)^2 with e = exp(-2|x|) (no cancellation near saturation)."""
     e = math.exp(-2.0 * math.fabs(x))
     d = 1.0 + e
     return 4.0 * e / (d * d)
 
 
-def softplus(x):
+def softplus(x, alpha=0.0):
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
     return (x if x > 0.0 else 0.0) + math.log1p(math.exp(-math.fabs(x)))
 
 
-def softplus_grad(x, y):
+def softplus_grad(x, y, alpha=0.0):
     """sigmoid(x), stable."""
     e = math.exp(-math.fabs(x))
     return 1.0 / (1.0 + e) if x >= 0.0 else e / (1.0 + e)
@@ -958,7 +962,8 @@ def tanh_grad_y(y):
 
 
 # Parameters of the activations that take one, for kernels given only an activation code
-# (SimpleRNN): Keras' defaults, leaky_relu's negative_slope and elu's alpha.
+# (SimpleRNN) and for layers not given one: Keras' defaults, leaky_relu's negative_slope and elu's
+# alpha.
 DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 
@@ -973,59 +978,24 @@ def activation_switch(wrap):
     ``activate(code, x, alpha)`` and ``activate_grad(code, x, y, alpha)`` (y the output), the
     activation ``code`` of ACTIVATION_CODES and its derivative, calling this module's functions
     compiled by ``wrap`` (``njit(inline="always")`` on the CPU, ``cuda.jit(device=True)`` on the
-    GPU). An unknown code is linear (hosts check codes with ``fused_activation``)."""
-    lin, lin_g = wrap(linear), wrap(linear_grad)
-    rel, rel_g = wrap(relu), wrap(relu_grad)
-    lre, lre_g = wrap(leaky_relu), wrap(leaky_relu_grad)
-    el, el_g = wrap(elu), wrap(elu_grad)
-    ge, ge_g = wrap(gelu), wrap(gelu_grad)
-    get, get_g = wrap(gelu_tanh), wrap(gelu_tanh_grad)
-    sig, sig_g = wrap(sigmoid), wrap(sigmoid_grad)
-    th, th_g = wrap(tanh), wrap(tanh_grad)
-    sp, sp_g = wrap(softplus), wrap(softplus_grad)
-    RELU, LEAKY, ELU, GELU, GELU_TANH, SIGMOID, TANH, SOFTPLUS = (
-        ACTIVATION_CODES.index(n) for n in ("relu", "leaky_relu", "elu", "gelu", "gelu_tanh",
-                                            "sigmoid", "tanh", "softplus"))
+    GPU). An unknown code is linear (hosts check codes with ``fused_activation``).
 
-    def activate(code, x, alpha):
-        if code == TANH:
-            return th(x)
-        if code == RELU:
-            return rel(x)
-        if code == LEAKY:
-            return lre(x, alpha)
-        if code == ELU:
-            return el(x, alpha)
-        if code == GELU:
-            return ge(x)
-        if code == GELU_TANH:
-            return get(x)
-        if code == SIGMOID:
-            return sig(x)
-        if code == SOFTPLUS:
-            return sp(x)
-        return lin(x)
-
-    def activate_grad(code, x, y, alpha):
-        if code == TANH:
-            return th_g(x, y)
-        if code == RELU:
-            return rel_g(x, y)
-        if code == LEAKY:
-            return lre_g(x, y, alpha)
-        if code == ELU:
-            return el_g(x, y, alpha)
-        if code == GELU:
-            return ge_g(x, y)
-        if code == GELU_TANH:
-            return get_g(x, y)
-        if code == SIGMOID:
-            return sig_g(x, y)
-        if code == SOFTPLUS:
-            return sp_g(x, y)
-        return lin_g(x, y)
-
-    return wrap(activate), wrap(activate_grad)
+    Both are written out from ACTIVATION_CODES as one flat function each, ``if code == 7: return
+    tanh(x, alpha)`` a line pair per code, tanh first (the recurrent layers' default), so that
+    they compile as the hand-written switch did (a chain of nested functions, one per code, made
+    the recurrent kernels' PTX compile ~15% slower)."""
+    order = sorted(range(1, len(ACTIVATION_CODES)), key=lambda c: ACTIVATION_CODES[c] != "tanh")
+    source = []
+    for head, suffix, args in (("activate(code, x, alpha)", "", "x, alpha"),
+                               ("activate_grad(code, x, y, alpha)", "_grad", "x, y, alpha")):
+        source.append(f"def {head}:")
+        source += [f"    if code == {c}:\n        return {ACTIVATION_CODES[c]}{suffix}({args})"
+                   for c in order]
+        source.append(f"    return linear{suffix}({args})\n")
+    namespace = {name + suffix: wrap(globals()[name + suffix])
+                 for name in ACTIVATION_CODES for suffix in ("", "_grad")}
+    exec(compile("\n".join(source), "<activation_switch>", "exec"), namespace)
+    return wrap(namespace["activate"]), wrap(namespace["activate_grad"])
 
 
 # The array arguments of the recurrent kernels by name, as dimensions: N batch, T steps, U units,

@@ -295,8 +295,7 @@ def test_global_pool(dtype, shape, rng):
 
 
 # ------------------------------------------------------------------------------------- activations
-ACTIVATIONS = ["linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
-               "softplus"]
+ACTIVATIONS = list(ACTIVATION_CODES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

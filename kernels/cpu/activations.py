@@ -2,7 +2,9 @@
 
 ``NAME_forward(x, alpha, out)`` and ``NAME_backward(x, y, grad_out, alpha, grad_in)`` with
 ``x``/``y`` the forward input/output; ``alpha`` is the leaky_relu slope / elu alpha and ignored by
-the others. The scalar maths lives in ``kernels/scalar.py`` (shared with the CUDA kernels).
+the others. The scalar maths lives in ``kernels/scalar.py`` (shared with the CUDA kernels); the
+elementwise kernels are made from it by ``_elementwise``, one pair per name of
+``scalar.ACTIVATION_CODES``.
 
 Each kernel has a serial loop for small arrays and a ``prange`` loop (2 threads here) for large
 ones; the threshold is set from measurements (see ``_PAR_MIN``). ``error_model="numpy"``: IEEE
@@ -14,6 +16,7 @@ timestamp): delete ``kernels/cpu/__pycache__`` after changing it.
 import math
 
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from .. import scalar
 
@@ -24,24 +27,51 @@ from .. import scalar
 _PAR_MIN = 1 << 14          # transcendental kernels
 _PAR_MIN_CHEAP = 1 << 18    # linear, relu, leaky_relu
 
-_linear = njit(inline="always")(scalar.linear)
-_linear_grad = njit(inline="always")(scalar.linear_grad)
-_relu = njit(inline="always")(scalar.relu)
-_relu_grad = njit(inline="always")(scalar.relu_grad)
-_leaky_relu = njit(inline="always")(scalar.leaky_relu)
-_leaky_relu_grad = njit(inline="always")(scalar.leaky_relu_grad)
-_elu = njit(inline="always")(scalar.elu)
-_elu_grad = njit(inline="always")(scalar.elu_grad)
-_gelu = njit(inline="always")(scalar.gelu)
-_gelu_grad = njit(inline="always")(scalar.gelu_grad)
-_gelu_tanh = njit(inline="always")(scalar.gelu_tanh)
-_gelu_tanh_grad = njit(inline="always")(scalar.gelu_tanh_grad)
-_sigmoid = njit(inline="always")(scalar.sigmoid)
-_sigmoid_grad = njit(inline="always")(scalar.sigmoid_grad)
-_tanh = njit(inline="always")(scalar.tanh)
-_tanh_grad = njit(inline="always")(scalar.tanh_grad)
-_softplus = njit(inline="always")(scalar.softplus)
-_softplus_grad = njit(inline="always")(scalar.softplus_grad)
+_CHEAP = ("linear", "relu", "leaky_relu")
+
+
+def _elementwise(name):
+    """(NAME_forward, NAME_backward) of activation ``name``: its scalar functions from
+    ``kernels/scalar.py`` applied elementwise, serially below the _PAR_MIN threshold and with
+    ``prange`` above. The scalar functions are made callable from compiled code with
+    ``register_jitable``, not wrapped as dispatchers: the kernels are closures, numba keys their
+    on-disk cache by the pickled closure cells, and a plain function pickles to the same bytes in
+    every process, a dispatcher does not (a per-process id), so a warm start would never hit."""
+    scalar_f = getattr(scalar, name)
+    f = register_jitable(scalar_f)
+    f_grad = register_jitable(getattr(scalar, name + "_grad"))
+    par_min = _PAR_MIN_CHEAP if name in _CHEAP else _PAR_MIN
+
+    def forward(x, alpha, out):
+        n = x.size
+        if n < par_min:
+            for i in range(n):
+                out[i] = f(x[i], alpha)
+        else:
+            for i in prange(n):
+                out[i] = f(x[i], alpha)
+
+    def backward(x, y, grad_out, alpha, grad_in):
+        n = x.size
+        if n < par_min:
+            for i in range(n):
+                grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
+        else:
+            for i in prange(n):
+                grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
+
+    doc = (scalar_f.__doc__ or "").strip().splitlines()
+    forward.__doc__ = f"out = {name}(x) elementwise" + (f": {doc[0]}" if doc else ".")
+    backward.__doc__ = f"grad_in = grad_out * {name}'(x) elementwise."
+    kernels = []
+    for fn, suffix in ((forward, "_forward"), (backward, "_backward")):
+        fn.__name__ = fn.__qualname__ = name + suffix      # names the cache file and tracebacks
+        kernels.append(njit(cache=True, parallel=True, error_model="numpy")(fn))
+    return kernels
+
+
+for _name in scalar.ACTIVATION_CODES:
+    globals()[_name + "_forward"], globals()[_name + "_backward"] = _elementwise(_name)
 
 
 def _fused_forward_kernel(activation, pre, out):
@@ -49,231 +79,6 @@ def _fused_forward_kernel(activation, pre, out):
     second half of the CPU fused forwards; bad arguments raise ValueError
     (``scalar.fused_activation``)."""
     return globals()[scalar.fused_activation(activation, pre, out) + "_forward"]
-
-
-# ------------------------------------------------------------------------------------- linear
-@njit(cache=True, parallel=True, error_model="numpy")
-def linear_forward(x, alpha, out):
-    """out = x."""
-    n = x.size
-    if n < _PAR_MIN_CHEAP:
-        for i in range(n):
-            out[i] = _linear(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _linear(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def linear_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out."""
-    n = x.size
-    if n < _PAR_MIN_CHEAP:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _linear_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _linear_grad(x[i], y[i])
-
-
-# ------------------------------------------------------------------------------------- relu
-@njit(cache=True, parallel=True, error_model="numpy")
-def relu_forward(x, alpha, out):
-    """out = max(x, 0)."""
-    n = x.size
-    if n < _PAR_MIN_CHEAP:
-        for i in range(n):
-            out[i] = _relu(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _relu(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def relu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out where x > 0, else 0."""
-    n = x.size
-    if n < _PAR_MIN_CHEAP:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _relu_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _relu_grad(x[i], y[i])
-
-
-# ------------------------------------------------------------------------------------- leaky_relu
-@njit(cache=True, parallel=True, error_model="numpy")
-def leaky_relu_forward(x, alpha, out):
-    """out = x for x >= 0, alpha * x below."""
-    n = x.size
-    if n < _PAR_MIN_CHEAP:
-        for i in range(n):
-            out[i] = _leaky_relu(x[i], alpha)
-    else:
-        for i in prange(n):
-            out[i] = _leaky_relu(x[i], alpha)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def leaky_relu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out for x > 0, alpha * grad_out otherwise."""
-    n = x.size
-    if n < _PAR_MIN_CHEAP:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _leaky_relu_grad(x[i], y[i], alpha)
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _leaky_relu_grad(x[i], y[i], alpha)
-
-
-# ------------------------------------------------------------------------------------- elu
-@njit(cache=True, parallel=True, error_model="numpy")
-def elu_forward(x, alpha, out):
-    """out = x for x >= 0, alpha * expm1(x) below."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _elu(x[i], alpha)
-    else:
-        for i in prange(n):
-            out[i] = _elu(x[i], alpha)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def elu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out for x > 0, grad_out * alpha * exp(x) otherwise."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _elu_grad(x[i], y[i], alpha)
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _elu_grad(x[i], y[i], alpha)
-
-
-# ------------------------------------------------------------------------------------- gelu
-@njit(cache=True, parallel=True, error_model="numpy")
-def gelu_forward(x, alpha, out):
-    """Exact GELU: out = x * Phi(x) (normal CDF through erfc)."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _gelu(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _gelu(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def gelu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * (Phi(x) + x phi(x))."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _gelu_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _gelu_grad(x[i], y[i])
-
-
-# ------------------------------------------------------------------------------------- gelu_tanh
-@njit(cache=True, parallel=True, error_model="numpy")
-def gelu_tanh_forward(x, alpha, out):
-    """tanh-approximate GELU: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _gelu_tanh(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _gelu_tanh(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def gelu_tanh_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * d gelu_tanh / dx."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _gelu_tanh_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _gelu_tanh_grad(x[i], y[i])
-
-
-# ------------------------------------------------------------------------------------- sigmoid
-@njit(cache=True, parallel=True, error_model="numpy")
-def sigmoid_forward(x, alpha, out):
-    """out = 1 / (1 + exp(-x)), stable for large |x|."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _sigmoid(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _sigmoid(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def sigmoid_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * sigmoid(x) (1 - sigmoid(x)), computed from x without cancellation."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _sigmoid_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _sigmoid_grad(x[i], y[i])
-
-
-# ------------------------------------------------------------------------------------- tanh
-@njit(cache=True, parallel=True, error_model="numpy")
-def tanh_forward(x, alpha, out):
-    """out = tanh(x)."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _tanh(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _tanh(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def tanh_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * (1 - tanh(x)^2), computed from x without cancellation."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _tanh_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _tanh_grad(x[i], y[i])
-
-
-# ------------------------------------------------------------------------------------- softplus
-@njit(cache=True, parallel=True, error_model="numpy")
-def softplus_forward(x, alpha, out):
-    """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _softplus(x[i])
-    else:
-        for i in prange(n):
-            out[i] = _softplus(x[i])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def softplus_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * sigmoid(x)."""
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _softplus_grad(x[i], y[i])
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _softplus_grad(x[i], y[i])
 
 
 # ------------------------------------------------------------------------------------- softmax

@@ -3,7 +3,8 @@ alias inputs.
 
 ``NAME_forward(x, alpha, out)`` / ``NAME_backward(x, y, grad_out, alpha, grad_in)`` as on the CPU;
 the scalar maths is ``kernels/scalar.py`` compiled as CUDA device functions. Every elementwise
-kernel is one grid-stride launch, generated from its scalar function by ``_elementwise``.
+kernel is one grid-stride launch, generated from its scalar function by ``_elementwise`` for every
+name of ``scalar.ACTIVATION_CODES``.
 Softmax runs ``lanes`` threads per row (block (lanes, rows), see ``_common.grid_rows``) with
 shared-memory row reductions, so wide rows are read coalesced.
 """
@@ -17,181 +18,44 @@ from ._common import (ROW_LANES, ROW_ROWS, Kernel, device, grid_1d, grid_rows, l
                       row_max, row_sum)
 
 
-def _elementwise(name, f, f_grad, with_alpha):
-    """(forward, backward) Kernels applying the device functions f / f_grad elementwise."""
-    if with_alpha:
-        def fwd(x, alpha, out):
-            for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-                out[i] = f(x[i], alpha)
+def _elementwise(name):
+    """(NAME_forward, NAME_backward) launchers of activation ``name``: its scalar functions from
+    ``kernels/scalar.py`` as device functions, applied by one grid-stride kernel each."""
+    scalar_f = getattr(scalar, name)
+    f, f_grad = device(scalar_f), device(getattr(scalar, name + "_grad"))
 
-        def bwd(x, y, grad_out, alpha, grad_in):
-            for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-                grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
-    else:
-        def fwd(x, alpha, out):
-            for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-                out[i] = f(x[i])
+    def fwd(x, alpha, out):
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            out[i] = f(x[i], alpha)
 
-        def bwd(x, y, grad_out, alpha, grad_in):
-            for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-                grad_in[i] = grad_out[i] * f_grad(x[i], y[i])
-    kf, kb = cuda.jit(fwd), cuda.jit(bwd)
-    return (Kernel(f"activations._{name}_forward", "A1 f A1", lambda dtype: kf),
-            Kernel(f"activations._{name}_backward", "A1 A1 A1 f A1", lambda dtype: kb))
+    def bwd(x, y, grad_out, alpha, grad_in):
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
+    jf, jb = cuda.jit(fwd), cuda.jit(bwd)
+    kf = Kernel(f"activations._{name}_forward", "A1 f A1", lambda dtype: jf)
+    kb = Kernel(f"activations._{name}_backward", "A1 A1 A1 f A1", lambda dtype: jb)
 
+    def forward(x, alpha, out):
+        if x.size:
+            kf[grid_1d(x.size)](x, alpha, out)
 
-_linear, _relu, _leaky_relu, _elu, _gelu, _gelu_tanh, _sigmoid, _tanh, _softplus = (
-    device(getattr(scalar, name)) for name in scalar.ACTIVATION_CODES)
-_WITH_ALPHA = ("leaky_relu", "elu")
-_K = {name: _elementwise(name, globals()["_" + name], device(getattr(scalar, name + "_grad")),
-                         name in _WITH_ALPHA)
-      for name in scalar.ACTIVATION_CODES}
-
-
-_RELU, _LEAKY_RELU, _ELU, _GELU, _GELU_TANH, _SIGMOID, _TANH, _SOFTPLUS = (
-    scalar.ACTIVATION_CODES.index(name) for name in ("relu", "leaky_relu", "elu", "gelu",
-                                                     "gelu_tanh", "sigmoid", "tanh", "softplus"))
+    def backward(x, y, grad_out, alpha, grad_in):
+        if x.size:
+            kb[grid_1d(x.size)](x, y, grad_out, alpha, grad_in)
+    doc = (scalar_f.__doc__ or "").strip().splitlines()
+    forward.__doc__ = f"out = {name}(x) elementwise" + (f": {doc[0]}" if doc else ".")
+    backward.__doc__ = f"grad_in = grad_out * {name}'(x) elementwise."
+    forward.__name__ = forward.__qualname__ = name + "_forward"
+    backward.__name__ = backward.__qualname__ = name + "_backward"
+    return launcher(forward), launcher(backward)
 
 
-@cuda.jit(device=True)
-def _activate(code, x, alpha):
-    """Activation ``code`` (an index into scalar.ACTIVATION_CODES) of x: the epilogue of the
-    fused forward GEMMs (dense_forward_activation, conv2d_forward_activation)."""
-    if code == _RELU:
-        return _relu(x)
-    if code == _LEAKY_RELU:
-        return _leaky_relu(x, alpha)
-    if code == _ELU:
-        return _elu(x, alpha)
-    if code == _GELU:
-        return _gelu(x)
-    if code == _GELU_TANH:
-        return _gelu_tanh(x)
-    if code == _SIGMOID:
-        return _sigmoid(x)
-    if code == _TANH:
-        return _tanh(x)
-    if code == _SOFTPLUS:
-        return _softplus(x)
-    return _linear(x)
+for _name in scalar.ACTIVATION_CODES:
+    globals()[_name + "_forward"], globals()[_name + "_backward"] = _elementwise(_name)
 
-
-def _fwd(name, x, alpha, out):
-    if x.size:
-        _K[name][0][grid_1d(x.size)](x, alpha, out)
-
-
-def _bwd(name, x, y, grad_out, alpha, grad_in):
-    if x.size:
-        _K[name][1][grid_1d(x.size)](x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def linear_forward(x, alpha, out):
-    """out = x."""
-    _fwd("linear", x, alpha, out)
-
-
-@launcher
-def linear_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out."""
-    _bwd("linear", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def relu_forward(x, alpha, out):
-    """out = max(x, 0)."""
-    _fwd("relu", x, alpha, out)
-
-
-@launcher
-def relu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * relu'(x)."""
-    _bwd("relu", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def leaky_relu_forward(x, alpha, out):
-    """out = x for x >= 0, alpha * x below."""
-    _fwd("leaky_relu", x, alpha, out)
-
-
-@launcher
-def leaky_relu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out for x > 0, alpha * grad_out otherwise."""
-    _bwd("leaky_relu", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def elu_forward(x, alpha, out):
-    """out = x for x >= 0, alpha * expm1(x) below."""
-    _fwd("elu", x, alpha, out)
-
-
-@launcher
-def elu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out for x > 0, grad_out * alpha * exp(x) otherwise."""
-    _bwd("elu", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def gelu_forward(x, alpha, out):
-    """Exact GELU: out = x * Phi(x)."""
-    _fwd("gelu", x, alpha, out)
-
-
-@launcher
-def gelu_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * (Phi(x) + x phi(x))."""
-    _bwd("gelu", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def gelu_tanh_forward(x, alpha, out):
-    """tanh-approximate GELU."""
-    _fwd("gelu_tanh", x, alpha, out)
-
-
-@launcher
-def gelu_tanh_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * d gelu_tanh / dx."""
-    _bwd("gelu_tanh", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def sigmoid_forward(x, alpha, out):
-    """out = 1 / (1 + exp(-x)), stable."""
-    _fwd("sigmoid", x, alpha, out)
-
-
-@launcher
-def sigmoid_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * sigmoid'(x)."""
-    _bwd("sigmoid", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def tanh_forward(x, alpha, out):
-    """out = tanh(x)."""
-    _fwd("tanh", x, alpha, out)
-
-
-@launcher
-def tanh_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * (1 - tanh(x)^2)."""
-    _bwd("tanh", x, y, grad_out, alpha, grad_in)
-
-
-@launcher
-def softplus_forward(x, alpha, out):
-    """out = log(1 + exp(x)), stable."""
-    _fwd("softplus", x, alpha, out)
-
-
-@launcher
-def softplus_backward(x, y, grad_out, alpha, grad_in):
-    """grad_in = grad_out * sigmoid(x)."""
-    _bwd("softplus", x, y, grad_out, alpha, grad_in)
+# the epilogue of the fused forward GEMMs (dense_forward_activation, conv2d_forward_activation):
+# activation ``code`` (an index into scalar.ACTIVATION_CODES) of x
+_activate = scalar.activation_switch(device)[0]
 
 
 # ------------------------------------------------------------------------------------- softmax

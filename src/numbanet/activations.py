@@ -1,21 +1,11 @@
 """Activation functions by name, dispatched to the ``<name>_forward``/``<name>_backward`` kernels."""
 import math
 
-from .kernels.scalar import ACTIVATION_CODES
+from .kernels.scalar import ACTIVATION_CODES, DEFAULT_ALPHA
 
-# name -> (kernel name, default alpha)
-ACTIVATIONS = {
-    "linear": ("linear", 0.0),
-    "relu": ("relu", 0.0),
-    "leaky_relu": ("leaky_relu", 0.2),
-    "elu": ("elu", 1.0),
-    "gelu": ("gelu", 0.0),
-    "gelu_tanh": ("gelu_tanh", 0.0),
-    "sigmoid": ("sigmoid", 0.0),
-    "tanh": ("tanh", 0.0),
-    "softplus": ("softplus", 0.0),
-    "softmax": ("softmax", 0.0),
-}
+# name -> (kernel name, default alpha): the elementwise activations of kernels/scalar.py and softmax
+ACTIVATIONS = {name: (name, DEFAULT_ALPHA.get(name, 0.0))
+               for name in ACTIVATION_CODES + ("softmax",)}
 
 
 def check_name(name, where="activation"):
