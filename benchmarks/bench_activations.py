@@ -2,7 +2,7 @@
 from . import common
 
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
-               "softplus", "softmax"]
+               "softplus", "mish", "softmax"]
 # shape name -> number of elements; softmax takes them as (elements // cols, cols)
 SIZES = {"small": 4096, "medium": 1 << 18, "large": 1 << 21}
 SOFTMAX_COLS = {"small": 64, "medium": 512, "large": 1024}

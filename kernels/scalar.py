@@ -35,7 +35,7 @@ GELU_TANH_C = 0.044715
 # modules (kernels/cpu/activations.py, kernels/cuda/activations.py) make NAME_forward and
 # NAME_backward of every name here, so a new activation is its two functions and its name here.
 ACTIVATION_CODES = ("linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
-                    "softplus")
+                    "softplus", "mish")
 
 
 def fused_activation(code, pre, out):
@@ -160,6 +160,20 @@ def softplus_grad(x, y, alpha=0.0):
     """sigmoid(x), stable."""
     e = math.exp(-math.fabs(x))
     return 1.0 / (1.0 + e) if x >= 0.0 else e / (1.0 + e)
+
+
+def mish(x, alpha=0.0):
+    """x * tanh(softplus(x)) (Misra 2019), softplus as above."""
+    return x * math.tanh((x if x > 0.0 else 0.0) + math.log1p(math.exp(-math.fabs(x))))
+
+
+def mish_grad(x, y, alpha=0.0):
+    """tanh(s) + x sigmoid(x) sech(s)^2, s = softplus(x); sech^2 = 4e / (1 + e)^2, e = exp(-2s)."""
+    e = math.exp(-math.fabs(x))
+    s = (x if x > 0.0 else 0.0) + math.log1p(e)
+    e2 = math.exp(-2.0 * s)
+    d = 1.0 + e2
+    return math.tanh(s) + x * (1.0 if x >= 0.0 else e) / (1.0 + e) * 4.0 * e2 / (d * d)
 
 
 # ----------------------------------------------------------------------------------- losses

@@ -103,6 +103,16 @@ def softplus_backward(x, y, grad_out, alpha):
     return _f64(grad_out) * _special.expit(_f64(x))
 
 
+def mish_forward(x, alpha):
+    return _f64(x) * np.tanh(np.logaddexp(0.0, _f64(x)))
+
+
+def mish_backward(x, y, grad_out, alpha):
+    x = _f64(x)
+    t = np.tanh(np.logaddexp(0.0, x))
+    return _f64(grad_out) * (t + x * _special.expit(x) * (1.0 - t * t))
+
+
 def softmax_forward(x, alpha):
     return _special.softmax(_f64(x), axis=1)
 

@@ -168,8 +168,8 @@ def test_forward_activation(name, dtype, rng, monkeypatch):
 def test_forward_activation_rejects_bad_codes():
     x, w, b = dev(np.ones((2, 3))), dev(np.ones((3, 4))), dev(np.zeros(4))
     with pytest.raises(ValueError, match="activation must be an int code"):
-        gpu_mod("dense").dense_forward_activation(x, w, b, 9, 0.0, dev(np.empty((2, 4))),
-                                                  dev(np.empty((2, 4))))
+        gpu_mod("dense").dense_forward_activation(x, w, b, len(ACTIVATION_CODES), 0.0,
+                                                  dev(np.empty((2, 4))), dev(np.empty((2, 4))))
     with pytest.raises(ValueError, match=r"pre and out must have the same shape"):
         gpu_mod("dense").dense_forward_activation(x, w, b, 1, 0.0, dev(np.empty((2, 4))),
                                                   dev(np.empty((1, 4))))

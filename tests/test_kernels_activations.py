@@ -10,7 +10,8 @@ from numbanet.testing import gradcheck
 
 # (name, alpha); alpha is ignored by all but leaky_relu and elu
 ELEMENTWISE = [("linear", 0.0), ("relu", 0.0), ("leaky_relu", 0.2), ("elu", 1.0), ("elu", 0.7),
-               ("gelu", 0.0), ("gelu_tanh", 0.0), ("sigmoid", 0.0), ("tanh", 0.0), ("softplus", 0.0)]
+               ("gelu", 0.0), ("gelu_tanh", 0.0), ("sigmoid", 0.0), ("tanh", 0.0), ("softplus", 0.0),
+               ("mish", 0.0)]
 CHEAP = ("linear", "relu", "leaky_relu")
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-6, np.float64: 1e-12}
@@ -45,7 +46,7 @@ def run(name, x, alpha, g):
 
 def test_public_names_match_the_contract():
     expected = sorted(f"{n}_{p}" for n in ["linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh",
-                                           "sigmoid", "tanh", "softplus", "softmax"]
+                                           "sigmoid", "tanh", "softplus", "mish", "softmax"]
                       for p in ["forward", "backward"])
     assert kernel_names(A) == expected
 
@@ -187,6 +188,7 @@ def torch_activation(name, alpha):
         "sigmoid": F.sigmoid,
         "tanh": F.tanh,
         "softplus": F.softplus,
+        "mish": F.mish,
         "softmax": lambda t: F.softmax(t, dim=1),
     }[name]
 

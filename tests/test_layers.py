@@ -7,7 +7,7 @@ from numbanet.testing import gradcheck
 
 L = nb.layers
 ACTS = ["linear", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh", "softplus",
-        "softmax"]
+        "mish", "softmax"]
 
 
 def _away_from_kinks(rng, shape):
@@ -44,6 +44,7 @@ def test_conv2d_gradcheck(rng, kwargs):
     lambda: L.ReLU(), lambda: L.LeakyReLU(negative_slope=0.1), lambda: L.ELU(alpha=0.7),
     lambda: L.GELU(), lambda: L.GELU(approximate=True), lambda: L.Sigmoid(), lambda: L.Tanh(),
     lambda: L.Softplus(), lambda: L.Softmax(), lambda: L.Activation("elu"),
+    lambda: L.Activation("mish"),
 ])
 def test_other_layers_gradcheck(rng, layer_fn):
     # Distinct values so max pooling has a unique winner in each window.
