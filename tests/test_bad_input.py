@@ -126,6 +126,12 @@ def test_values_that_overflow_the_model_dtype_are_rejected():
     with pytest.raises(ValueError, match=r"value 1e\+39 at index \(1, 2\) overflows float32"):
         model.predict(x)
     assert np.all(np.isfinite(mlp(dtype="float64").predict(x)))
+    # targets too: a finite float64 target that overflows float32 would make the loss inf
+    model.compile("sgd", "mse")
+    y = np.zeros((2, 3))
+    y[0, 1] = -3e39
+    with pytest.raises(ValueError, match=r"y: value -3e\+39 at index \(0, 1\) overflows float32"):
+        model.fit(np.ones((2, 4)), y, verbose=0)
 
 
 def test_full_batch_optimizer_on_mini_batches_warns(rng):

@@ -75,6 +75,15 @@ def _named(value, names, what):
     return [value] if len(names) == 1 else [value] * len(names)
 
 
+def _refuse_overflow(arr, cast, label):
+    """``cast`` is ``arr`` in the model's dtype: refuse a finite value that overflowed there,
+    naming it and its index (training on it would turn the loss or the outputs into inf/NaN)."""
+    if not np.all(np.isfinite(cast)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        raise ValueError(f"{label}: value {arr[bad].item()!r} at index {bad} overflows "
+                         f"{cast.dtype}")
+
+
 class _Info:
     """A model's cached per-structure facts (see ``Model._info``)."""
 
@@ -833,10 +842,7 @@ class Model(Layer, functional._GraphLayer):
                 if dtype is not None and dtype.kind == "f" and arr.dtype != dtype:
                     with np.errstate(over="ignore"):
                         cast = arr.astype(dtype)
-                    if not np.all(np.isfinite(cast)):
-                        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
-                        raise ValueError(f"{label}: value {arr[bad].item()!r} at index {bad} "
-                                         f"overflows {dtype}")
+                    _refuse_overflow(arr, cast, label)
                     arr = cast
             elif dtype is not None and dtype.kind in "iu":
                 arr = arr.astype(dtype, copy=False)
@@ -868,8 +874,12 @@ class Model(Layer, functional._GraphLayer):
                 raise ValueError(f"x and {label} have different numbers of samples: {n} and "
                                  f"{len(arr)}")
             shape = out_shapes[k] if out_shapes is not None else None
-            res.append(loss.prepare_targets(arr, shape if shape is not None else arr.shape[1:],
-                                            self.dtype))
+            with np.errstate(over="ignore"):
+                t = loss.prepare_targets(arr, shape if shape is not None else arr.shape[1:],
+                                         self.dtype)
+            if arr.dtype.kind == "f" and t.dtype.kind == "f" and t.size == arr.size:
+                _refuse_overflow(arr.reshape(t.shape), t, label)
+            res.append(t)
         return res
 
     def _output_shapes(self):
