@@ -877,7 +877,7 @@ class Model(Layer, functional._GraphLayer):
             with np.errstate(over="ignore"):
                 t = loss.prepare_targets(arr, shape if shape is not None else arr.shape[1:],
                                          self.dtype)
-            if arr.dtype.kind == "f" and t.dtype.kind == "f" and t.size == arr.size:
+            if arr.dtype.kind == "f" and t.dtype != arr.dtype and t.size == arr.size:
                 _refuse_overflow(arr.reshape(t.shape), t, label)
             res.append(t)
         return res
