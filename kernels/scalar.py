@@ -298,6 +298,16 @@ def squared_log_error_grad(t, p, eps):
     return 2.0 * d / (1.0 + p)
 
 
+def poisson(t, p, eps):
+    """p - t log(p + eps): the Poisson negative log-likelihood of count t with rate p, less the
+    constant log(t!) (Keras' Poisson; torch's poisson_nll_loss with log_input=False)."""
+    return p - t * math.log(p + eps)
+
+
+def poisson_grad(t, p, eps):
+    return 1.0 - t / (p + eps)
+
+
 def hinge(t, p):
     """max(1 - t p, 0) (targets -1/1)."""
     m = 1.0 - t * p

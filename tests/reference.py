@@ -687,6 +687,16 @@ def log_cosh_backward(y_true, y_pred, weights=None):
     return _loss_rows(np.tanh(p - t) / p.shape[1], weights)
 
 
+def poisson_forward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_reduce(np.mean(p - t * np.log(p + eps), axis=1), weights)
+
+
+def poisson_backward(y_true, y_pred, eps, weights=None):
+    t, p = _pair(y_true, y_pred)
+    return _loss_rows((1.0 - t / (p + eps)) / p.shape[1], weights)
+
+
 def msle_forward(y_true, y_pred, eps, weights=None):
     t, p = _pair(y_true, y_pred)
     d = np.log(np.maximum(p, eps) + 1.0) - np.log(np.maximum(t, eps) + 1.0)

@@ -45,7 +45,7 @@ def test_same_public_names_as_cpu():
 
 
 # losses whose CUDA kernels are flat grid-stride loops (the others are row-wise)
-POINTWISE = {"mse", "mae", "huber", "log_cosh", "msle", "hinge", "squared_hinge", "kl_divergence",
+POINTWISE = {"mse", "mae", "huber", "log_cosh", "msle", "poisson", "hinge", "squared_hinge", "kl_divergence",
              "binary_crossentropy", "binary_crossentropy_logits", "binary_focal_crossentropy",
              "binary_focal_crossentropy_logits"}
 

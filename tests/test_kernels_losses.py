@@ -21,6 +21,7 @@ LOSSES = {
     "huber": ((0.7,), "real", "real"),
     "log_cosh": ((), "real", "real"),
     "msle": ((EPS,), "pos", "pos"),
+    "poisson": ((EPS,), "pos", "pos"),
     "hinge": ((), "pm1", "real"),
     "squared_hinge": ((), "pm1", "real"),
     "kl_divergence": ((EPS,), "dist", "prob"),
@@ -464,6 +465,9 @@ def torch_loss(name, t, p, w):
     elif name == "msle":
         per = ((torch.log1p(torch.clamp(pt, min=EPS)) - torch.log1p(torch.clamp(tt, min=EPS)))
                ** 2).mean(1)
+    elif name == "poisson":
+        per = F.poisson_nll_loss(pt, tt, log_input=False, full=False, eps=params[0],
+                                 reduction="none").mean(1)
     elif name == "hinge":                             # Keras' hinge (not torch's hinge_embedding)
         per = torch.clamp(1.0 - tt * pt, min=0.0).mean(1)
     elif name == "squared_hinge":

@@ -21,6 +21,7 @@ CASES = [
     (LS.Huber, {"delta": 0.5}, "huber", (0.5,), "real", "real"),
     (LS.LogCosh, {}, "log_cosh", (), "real", "real"),
     (LS.MeanSquaredLogarithmicError, {}, "msle", (EPS,), "pos", "pos"),
+    (LS.Poisson, {}, "poisson", (EPS,), "pos", "pos"),
     (LS.Hinge, {}, "hinge", (), "pm1", "real"),
     (LS.SquaredHinge, {}, "squared_hinge", (), "pm1", "real"),
     (LS.KLDivergence, {}, "kl_divergence", (EPS,), "dist", "prob"),
@@ -146,7 +147,7 @@ def test_registered_names():
     expected = {
         "mse": LS.MeanSquaredError, "mae": LS.MeanAbsoluteError, "huber": LS.Huber,
         "log_cosh": LS.LogCosh, "logcosh": LS.LogCosh, "msle": LS.MeanSquaredLogarithmicError,
-        "mean_squared_logarithmic_error": LS.MeanSquaredLogarithmicError,
+        "mean_squared_logarithmic_error": LS.MeanSquaredLogarithmicError, "poisson": LS.Poisson,
         "kl_divergence": LS.KLDivergence, "kld": LS.KLDivergence, "hinge": LS.Hinge,
         "squared_hinge": LS.SquaredHinge, "binary_crossentropy": LS.BinaryCrossentropy,
         "binary_focal_crossentropy": LS.BinaryFocalCrossentropy,
@@ -400,6 +401,7 @@ def _mlp(out, act, seed):
     ("tversky", 8, "sigmoid", "mask"), ("hinge", 1, "tanh", "binary"),
     ("squared_hinge", 1, "tanh", "binary"), ("kl_divergence", 3, "softmax", "onehot"),
     ("log_cosh", 1, None, "real"), ("msle", 1, "softplus", "positive"),
+    ("poisson", 1, "softplus", "positive"),
 ])
 def test_models_train_with_the_new_losses(loss, out, act, kind, rng):
     x = rng.standard_normal((96, 4))
@@ -411,9 +413,25 @@ def test_models_train_with_the_new_losses(loss, out, act, kind, rng):
     model = _mlp(out, act, 0)
     model.compile(nb.optimizers.Adam(0.05), loss)
     h = model.fit(x, y, epochs=12, batch_size=16, verbose=0, seed=0)
-    assert h.history["loss"][-1] < 0.7 * h.history["loss"][0], h.history["loss"]
+    # the excess over the loss's minimum (y_pred = y_true; not 0 for Poisson) falls by 30%
+    floor = float(np.mean(y - y * np.log(y + EPS))) if loss == "poisson" else 0.0
+    assert h.history["loss"][-1] - floor < 0.7 * (h.history["loss"][0] - floor), \
+        h.history["loss"]
     # evaluate (fused logits path where it applies) equals the loss of the predictions
     loss_obj = model.loss
     if loss_obj.sample_weights(y) is None:
         assert model.evaluate(x, y, batch_size=96)["loss"] == pytest.approx(
             loss_obj(y, model.predict(x)), rel=1e-9)
+
+
+def test_poisson_matches_torch_poisson_nll(rng):
+    """Keras' Poisson is torch's poisson_nll_loss with rates (log_input=False), eps 1e-7."""
+    torch = pytest.importorskip("torch")
+    t = rng.poisson(2.0, (6, 3)).astype(np.float64)
+    p = rng.uniform(0.05, 4.0, (6, 3))
+    pt = torch.tensor(p, requires_grad=True)
+    want = torch.nn.functional.poisson_nll_loss(pt, torch.tensor(t), log_input=False, eps=EPS)
+    want.backward()
+    loss = LS.Poisson()
+    np.testing.assert_allclose(loss(t, p), want.item(), rtol=1e-12)
+    np.testing.assert_allclose(loss.gradient(t, p), pt.grad.numpy(), rtol=1e-10, atol=1e-15)

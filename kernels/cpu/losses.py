@@ -63,6 +63,7 @@ _bce_logits, _bce_logits_grad = (_uniform(scalar.binary_crossentropy_logits, 0),
 _log_cosh, _log_cosh_grad = _uniform(scalar.log_cosh, 0), _uniform(scalar.log_cosh_grad, 0)
 _msle, _msle_grad = (_uniform(scalar.squared_log_error, 1),
                      _uniform(scalar.squared_log_error_grad, 1))
+_poisson, _poisson_grad = _uniform(scalar.poisson, 1), _uniform(scalar.poisson_grad, 1)
 _hinge, _hinge_grad = _uniform(scalar.hinge, 0), _uniform(scalar.hinge_grad, 0)
 _sq_hinge, _sq_hinge_grad = (_uniform(scalar.squared_hinge, 0),
                               _uniform(scalar.squared_hinge_grad, 0))
@@ -470,6 +471,32 @@ def msle_backward(y_true, y_pred, eps, weights, grad):
     else:
         for r in prange(y_pred.shape[0]):
             _ew_grad_row(_msle_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
+
+
+# -------------------------------------------------------------------------------------------- poisson
+@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
+def poisson_forward(y_true, y_pred, eps, weights, out):
+    """out[0] = sum_i w_i mean_d (p - t log(p + eps)) / N (Keras' Poisson)."""
+    total = 0.0
+    if y_pred.size < _PAR_MIN:
+        for r in range(y_pred.shape[0]):
+            total += weights[r] * _ew_row(_poisson, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
+    else:
+        for r in prange(y_pred.shape[0]):
+            total += weights[r] * _ew_row(_poisson, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
+    out[0] = total / y_pred.size
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def poisson_backward(y_true, y_pred, eps, weights, grad):
+    """grad = w_i (1 - t / (p + eps)) / (N D)."""
+    inv = 1.0 / y_pred.size
+    if y_pred.size < _PAR_MIN:
+        for r in range(y_pred.shape[0]):
+            _ew_grad_row(_poisson_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
+    else:
+        for r in prange(y_pred.shape[0]):
+            _ew_grad_row(_poisson_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
 
 
 # -------------------------------------------------------------------------------------------- hinge

@@ -89,6 +89,27 @@ def num_sms():
 #: ``t<k>``: tuple of ``k`` int64.
 SPEC_CODES = "A I q d n f i b t"
 
+# The spec written as a named argument list: each argument of a kernel's Python function is
+# annotated with its kind, ``def _fill(out: A1, value: Float)``, and :func:`signature` reads the
+# codes from the annotations.
+A1, A2, A3, A4 = "A1", "A2", "A3", "A4"     # float arrays of the call's dtype (1-4 dims)
+L1 = "I1"                                   # integer labels (int32 or int64)
+Q1, Q2, Q4 = "q1", "q2", "q4"               # int64 arrays
+D1 = "d1"                                   # float64 arrays (accumulators, partial sums)
+N1, N2 = "n1", "n2"                         # int32 arrays (counters, flags)
+Float, Int, Bool = "f", "i", "b"            # scalars: float64, int64, bool
+Shape6 = "t6"                               # 6 int64 (shapes and strides of the op kernels)
+
+
+def signature(fn):
+    """The spec of kernel function ``fn``: its arguments' annotations, in order."""
+    params = inspect.signature(fn).parameters.values()
+    missing = [p.name for p in params if not isinstance(p.annotation, str)]
+    if missing:
+        raise TypeError(f"kernel {fn.__name__}: arguments {missing} have no kind annotation "
+                        f"(A1, Float, Int...)")
+    return " ".join(p.annotation for p in params)
+
 KERNELS = []                # every Kernel ever made, in creation order (for PTX compilation)
 LAUNCHED = set()            # names of the kernels launched while check_signatures was on
 
@@ -114,8 +135,9 @@ class Kernel:
     """
 
     def __init__(self, name, spec, build, options=None):
+        """``spec``: the kernel's annotated Python function (:func:`signature`) or its codes."""
         self.name = name
-        self.spec = tuple(spec.split())
+        self.spec = tuple((spec if isinstance(spec, str) else signature(spec)).split())
         self._build = build
         self.options = dict(options or {})
         self.uses_labels = any(c[0] == "I" for c in self.spec)
@@ -328,13 +350,23 @@ def jit(fn, **options):
     return cuda.jit(**{k: v for k, v in options.items() if k in params})(fn)
 
 
-def kernel(spec, **options):
-    """Decorator: compile ``fn`` with ``cuda.jit`` (one lazily-typed dispatcher for every dtype)."""
+def kernel(fn=None, **options):
+    """Decorator, ``@kernel`` or ``@kernel(**cuda_jit_options)`` on a function whose arguments are
+    annotated with their kinds: compile it with ``cuda.jit`` (one lazily-typed dispatcher for
+    every dtype)."""
     def deco(fn):
         disp = jit(fn, **options)
-        return Kernel(f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}", spec,
+        return Kernel(f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}", fn,
                       lambda dtype: disp, options)
-    return deco
+    if isinstance(fn, str):                 # older form: @kernel("A1 f")
+        spec = fn
+
+        def deco_spec(f):
+            disp = jit(f, **options)
+            return Kernel(f"{f.__module__.rsplit('.', 1)[-1]}.{f.__name__}", spec,
+                          lambda dtype: disp, options)
+        return deco_spec
+    return deco if fn is None else deco(fn)
 
 
 def launcher(fn):
@@ -531,8 +563,8 @@ def row_argmax(sv, sk, v, k):
 # ---------------------------------------------------------------------------------------------
 # fill and uniform random numbers (used by numbanet._cuda.CUDABackend)
 
-@kernel("A1 f")
-def _fill(out, value):
+@kernel
+def _fill(out: A1, value: Float):
     v = out.dtype.type(value)
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = v
@@ -574,8 +606,8 @@ def _philox(c0, c1, k0, k1):
     return c0, c1
 
 
-@kernel("A1 i i f")
-def _uniform(out, seed, bits, scale):
+@kernel
+def _uniform(out: A1, seed: Int, bits: Int, scale: Float):
     k0 = np.uint64(seed) & _M32
     k1 = (np.uint64(seed) >> _S32) & _M32
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -585,8 +617,8 @@ def _uniform(out, seed, bits, scale):
         out[i] = out.dtype.type(float(word >> np.uint64(64 - bits)) * scale)
 
 
-@kernel("A1 i")
-def _normal(out, seed):
+@kernel
+def _normal(out: A1, seed: Int):
     k0 = np.uint64(seed) & _M32
     k1 = (np.uint64(seed) >> _S32) & _M32
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):

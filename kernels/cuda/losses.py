@@ -87,6 +87,7 @@ _P = {name: _pointwise(name, f, g, nparams)
           ("huber", scalar.huber, scalar.huber_grad, 1),
           ("log_cosh", scalar.log_cosh, scalar.log_cosh_grad, 0),
           ("msle", scalar.squared_log_error, scalar.squared_log_error_grad, 1),
+          ("poisson", scalar.poisson, scalar.poisson_grad, 1),
           ("hinge", scalar.hinge, scalar.hinge_grad, 0),
           ("squared_hinge", scalar.squared_hinge, scalar.squared_hinge_grad, 0),
           ("kld", scalar.kl_divergence, scalar.kl_divergence_grad, 1),
@@ -161,6 +162,16 @@ def msle_forward(y_true, y_pred, eps, weights, out):
 def msle_backward(y_true, y_pred, eps, weights, grad):
     """Gradient of msle_forward (0 where p < eps)."""
     _pw_launch(1, "msle", y_true, y_pred, (eps,), weights, True, grad)
+
+
+def poisson_forward(y_true, y_pred, eps, weights, out):
+    """out[0] = sum_i w_i mean_d (p - t log(p + eps)) / N (Keras' Poisson)."""
+    _pw_launch(0, "poisson", y_true, y_pred, (eps,), weights, True, out)
+
+
+def poisson_backward(y_true, y_pred, eps, weights, grad):
+    """grad = w_i (1 - t / (p + eps)) / (N D)."""
+    _pw_launch(1, "poisson", y_true, y_pred, (eps,), weights, True, grad)
 
 
 def hinge_forward(y_true, y_pred, weights, out):

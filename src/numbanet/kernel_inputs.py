@@ -125,7 +125,7 @@ def loss_args(be, fn, n, d, dtype):
         y_pred = normal((n, d), dtype, 2, 3.0)
     elif categorical:
         y_pred = probabilities((n, d), dtype, 2)
-    elif binary or "msle" in name:
+    elif binary or "msle" in name or "poisson" in name:
         y_pred = uniform((n, d), dtype, 0.01, 0.99, salt=2)
     else:
         y_pred = normal((n, d), dtype, 2)

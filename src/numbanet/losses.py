@@ -448,6 +448,15 @@ class MeanSquaredLogarithmicError(MeanSquaredError):
         return (EPSILON,)
 
 
+class Poisson(MeanSquaredError):
+    """mean(y_pred - y_true log(y_pred + 1e-7)) (Keras): the negative log-likelihood of counts
+    y_true under Poisson rates y_pred, less the constant log(y_true!)."""
+    kernel = "poisson"
+
+    def _args(self):
+        return (EPSILON,)
+
+
 class Hinge(MeanSquaredError):
     """mean(max(1 - y_true * y_pred, 0)) with -1/1 targets; targets that are all 0 or 1 are
     converted to -1/1 first (as Keras does)."""
@@ -925,6 +934,7 @@ register(MeanAbsoluteError, "mae", "mean_absolute_error")
 register(Huber, "huber")
 register(LogCosh, "log_cosh", "logcosh")
 register(MeanSquaredLogarithmicError, "msle", "mean_squared_logarithmic_error")
+register(Poisson, "poisson")
 register(Hinge, "hinge")
 register(SquaredHinge, "squared_hinge")
 register(KLDivergence, "kl_divergence", "kld", "kullback_leibler_divergence")
