@@ -20,44 +20,37 @@ LogCosh, MSLE, hinges, binary crossentropy and binary focal), the sum over class
 crossentropies, categorical focal and KL divergence, one soft score per sample for Dice, Jaccard
 and Tversky.
 """
+import inspect
 import math
-import numbers
 
 import numpy as np
 
 from . import engine
+from . import validation as V
 from .backend import get_backend
+from .registry import Configurable, Registry
+from .validation import Number
 
 EPSILON = 1e-7
-
-
-def _number(value, what, owner, low=None, high=None, open_low=False):
-    """``value`` as a float, or ValueError naming ``what`` and the value."""
-    ok = (isinstance(value, (numbers.Real, np.floating, np.integer))
-          and not isinstance(value, (bool, np.bool_)) and np.isfinite(value))
-    if ok and low is not None:
-        ok = value > low if open_low else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        rng = ("" if low is None else (f" > {low}" if open_low else f" >= {low}")) + \
-              ("" if high is None else f" and <= {high}")
-        raise ValueError(f"{owner}: {what} must be a finite number{rng}, got {value!r}")
-    return float(value)
-
-
-def _flag(value, what, owner):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{owner}: {what} must be True or False, got {value!r}")
-    return bool(value)
+CLIP = "clip"       # in a loss's ``args``: EPSILON, for the probability kernels only
 
 
 def _shapes_match(expected, got):
     return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
 
 
-class Loss:
+class Loss(Configurable):
     """Base class: binds ``<kernel>_forward``/``<kernel>_backward`` (``_logits`` when asked).
+
+    A built-in loss is a declaration, read by this class' ``__init__`` and ``get_config``:
+
+    * ``kernel``: the kernel pair's name; ``params``: {argument: (default, check)} in constructor
+      order (``validation`` specs); ``args``: what the kernels take before the weights, argument
+      names and ``CLIP`` (the 1e-7 clipping constant, which the logits kernels do not take);
+      by default the ``params`` in order.
+    * ``has_logits`` adds ``from_logits``; ``target_kind`` ("binary", "categorical", "sparse")
+      adds ``class_weight`` (see ``ClassWeights``); ``targets`` checks or converts the targets
+      ("probabilities", "distributions", "signs").
 
     A custom loss subclasses ``Loss`` and defines ``call(y_true, y_pred)`` with ``nb.ops``,
     returning per-sample (or per-element) losses or a scalar: ``fit`` trains with it without a
@@ -68,25 +61,67 @@ class Loss:
     """
 
     kernel = None
+    params = {}
+    args = None
     fuses_with = None          # the output activation whose gradient this loss can absorb
     sparse = False             # integer class labels instead of targets shaped like y_pred
     has_logits = False         # a <kernel>_logits kernel pair exists (from_logits=True works)
     rowwise = False            # per row of the last axis (classes): extra axes are positions
+    target_kind = None         # class weights: "binary", "categorical" or "sparse"
+    targets = None             # target domain: "probabilities", "distributions" or "signs"
 
-    def __init__(self, from_logits=False, name=None, reduction="sum_over_batch_size"):
-        owner = name or type(self).__name__
-        if not isinstance(from_logits, (bool, np.bool_, int, np.integer)):
-            raise ValueError(f"{owner}: from_logits must be True or False, got {from_logits!r}")
-        if from_logits and not self.has_logits:
-            raise ValueError(f"{owner}: has no logits form, got from_logits={from_logits!r}")
-        if name is not None and not isinstance(name, str):
-            raise ValueError(f"{owner}: name must be a string, got {name!r}")
-        if reduction not in ("sum_over_batch_size", "sum"):
-            raise ValueError(f"{owner}: reduction must be 'sum_over_batch_size' or 'sum', got "
-                             f"{reduction!r}")
-        self.from_logits = bool(from_logits)
-        self.name = name or type(self).__name__
-        self.reduction = reduction
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # the declared signature, unless the class writes its own __init__
+        cls.__signature__ = None if "__init__" in cls.__dict__ else cls._declared_signature()
+
+    @classmethod
+    def _declared(cls):
+        """(argument, default, check) of each constructor argument, in order."""
+        out = [(n, d, check) for n, (d, check) in cls.params.items()]
+        if cls.has_logits:
+            out.append(("from_logits", False, V.FLAG))
+        if cls.target_kind:
+            out.append(("class_weight", None, None))       # checked by ClassWeights
+        out.append(("name", None, V.Text(optional=True)))
+        if cls.call is not Loss.call or cls is Loss:       # custom losses only
+            out.append(("reduction", "sum_over_batch_size",
+                        V.OneOf("sum_over_batch_size", "sum")))
+        return out
+
+    @classmethod
+    def _declared_signature(cls):
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        return inspect.Signature([inspect.Parameter(n, kind, default=d)
+                                  for n, d, _ in cls._declared()])
+
+    def __init__(self, *args, **kwargs):
+        declared = type(self)._declared()
+        sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   default=d) for n, d, _ in declared])
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__}{sig}: {e}") from None
+        bound.apply_defaults()
+        values = bound.arguments
+        if values.get("from_logits") and not self.has_logits:
+            raise ValueError(f"{type(self).__name__}: has no logits form, got "
+                             f"from_logits={values['from_logits']!r}")
+        self.name = type(self).__name__
+        self.name = V.Text(optional=True)(values["name"], "name", self.name) or self.name
+        self.from_logits = False
+        self.reduction = "sum_over_batch_size"
+        for n, _, check in declared:
+            if check is not None and n != "name":
+                setattr(self, n, check(values[n], n, self.name))
+        if self.target_kind:
+            self._class_weights = ClassWeights(values["class_weight"], self.target_kind,
+                                               self.name)
+
+    @property
+    def class_weight(self):
+        return self._class_weights.class_weight
 
     @property
     def is_custom(self):
@@ -98,20 +133,14 @@ class Loss:
         raise NotImplementedError(f"{type(self).__name__} defines no kernel and no call()")
 
     # -- kernels --------------------------------------------------------------------------------
-    def _args(self):
-        """Hyperparameters of the probability kernel (before the weights)."""
-        return ()
-
-    def _logits_args(self):
-        """Hyperparameters of the logits kernel (before the weights)."""
-        return ()
-
     def _kernel(self, logits):
-        if logits:
-            if not self.has_logits:
-                raise ValueError(f"{self.name}: has no logits form")
-            return self.kernel + "_logits", self._logits_args()
-        return self.kernel, self._args()
+        """The kernel pair's name and the hyperparameters it takes before the weights."""
+        if logits and not self.has_logits:
+            raise ValueError(f"{self.name}: has no logits form")
+        names = tuple(self.params) if self.args is None else self.args
+        args = tuple(EPSILON if a is CLIP else getattr(self, a) for a in names
+                     if not (logits and a is CLIP))
+        return self.kernel + ("_logits" if logits else ""), args
 
     def _2d(self, a):
         shape = a.shape
@@ -147,28 +176,26 @@ class Loss:
             return backend.asarray(host, dtype)
         return backend.asarray(weights.reshape(n), dtype)
 
-    def forward(self, backend, y_true, y_pred, weights=None, logits=False):
-        """sum_i w_i l_i / N as a backend array of shape (1,) (N rows: samples, or positions
-        of the samples for per-position outputs)."""
-        if self.is_custom:
-            return self._custom(backend, y_true, y_pred, weights, False)[0]
+    def _setup(self, backend, y_true, y_pred, weights, logits):
+        """(kernel name, hyperparameters, targets, 2-D predictions, weights) of a kernel call."""
         name, args = self._kernel(logits or self.from_logits)
         p = self._2d(y_pred)
         w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
-        out = backend.empty((1,), y_pred.dtype)
-        getattr(backend, name + "_forward")(self._targets(y_true), p, *args, w, out)
-        return out
+        return name, args, self._targets(y_true), p, w
+
+    def forward(self, backend, y_true, y_pred, weights=None, logits=False):
+        """sum_i w_i l_i / N as a backend array of shape (1,) (N rows: samples, or positions
+        of the samples for per-position outputs)."""
+        return self.value_and_grad(backend, y_true, y_pred, weights, False, logits)[0]
 
     def backward(self, backend, y_true, y_pred, weights=None, logits=False):
         """Its gradient with respect to ``y_pred`` (or the logits) as a backend array shaped
         like ``y_pred``."""
         if self.is_custom:
             return self._custom(backend, y_true, y_pred, weights, True)[1]
-        name, args = self._kernel(logits or self.from_logits)
-        p = self._2d(y_pred)
-        w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
+        name, args, t, p, w = self._setup(backend, y_true, y_pred, weights, logits)
         grad = backend.empty(y_pred.shape, y_pred.dtype)
-        getattr(backend, name + "_backward")(self._targets(y_true), p, *args, w, self._2d(grad))
+        getattr(backend, name + "_backward")(t, p, *args, w, self._2d(grad))
         return grad
 
     def value_and_grad(self, backend, y_true, y_pred, weights=None, gradients=True,
@@ -177,16 +204,19 @@ class Loss:
         logits) or None), sharing the set-up of the two kernel calls."""
         if self.is_custom:
             return self._custom(backend, y_true, y_pred, weights, gradients)
-        name, args = self._kernel(logits or self.from_logits)
-        p = self._2d(y_pred)
-        t = self._targets(y_true)
-        w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
-        out = backend.empty((1,), y_pred.dtype)
+        name, args, t, p, w = self._setup(backend, y_true, y_pred, weights, logits)
+        return self._run(backend, name, args, t, p, w, y_pred.shape, gradients)
+
+    @staticmethod
+    def _run(backend, name, args, t, p, w, shape, gradients):
+        """The forward kernel (and the backward one, into a gradient of ``shape``) on 2-D
+        predictions ``p``: (loss as a (1,) array, gradient or None)."""
+        out = backend.empty((1,), p.dtype)
         getattr(backend, name + "_forward")(t, p, *args, w, out)
         if not gradients:
             return out, None
-        grad = backend.empty(y_pred.shape, y_pred.dtype)
-        getattr(backend, name + "_backward")(t, p, *args, w, self._2d(grad))
+        grad = backend.empty(tuple(shape), p.dtype)
+        getattr(backend, name + "_backward")(t, p, *args, w, grad.reshape(p.shape))
         return out, grad
 
     def value_and_grad_masked(self, backend, y_true, y_pred, weights, mask, gradients=True,
@@ -215,14 +245,8 @@ class Loss:
             raise ValueError(f"{self.name}: a custom loss takes masked per-position outputs "
                              f"only without a mask; compute the mask inside call()")
         t = yt if self.sparse else yt.reshape(rows, -1)
-        wb = backend.asarray(row_w, y_pred.dtype)
-        out = backend.empty((1,), y_pred.dtype)
-        getattr(backend, name + "_forward")(t, p2, *args, wb, out)
-        if not gradients:
-            return out, None
-        grad = backend.empty(pshape, y_pred.dtype)
-        getattr(backend, name + "_backward")(t, p2, *args, wb, grad.reshape(p2.shape))
-        return out, grad
+        return self._run(backend, name, args, t, p2, backend.asarray(row_w, y_pred.dtype),
+                         pshape, gradients)
 
     def _reduce(self, values, weights):
         """A custom loss's ``call`` result reduced to a scalar tensor: per-sample values times
@@ -271,14 +295,21 @@ class Loss:
             raise ValueError(f"{self.name}: targets of shape {y.shape} do not match the model "
                              f"output shape {(None,) + expected}")
         shape = tuple(g for g in y.shape[1:]) if y.ndim > 1 else (1,)
-        return np.ascontiguousarray(y.reshape((len(y),) + shape), dtype=dtype)
+        y = np.ascontiguousarray(y.reshape((len(y),) + shape), dtype=dtype)
+        if self.targets == "signs" and np.all((y == 0) | (y == 1)):
+            y = 2 * y - 1              # 0/1 targets of a hinge loss become -1/1 (as Keras does)
+        if self.targets in ("probabilities", "distributions"):
+            _check_probabilities(self.name, y, rows=self.targets == "distributions")
+        return y
 
     def sample_weights(self, y_true):
         """Each sample's class weight as a (N,) float64 array, or None (no class weights)."""
-        return None
+        return self._class_weights.sample_weights(y_true) if self.target_kind else None
 
     def adapt(self, y_train):
         """Learn what the loss needs from the training targets (class_weight="balanced")."""
+        if self.target_kind:
+            self._class_weights.adapt(y_train)
         return self
 
     def _host(self, y_true, y_pred):
@@ -290,32 +321,17 @@ class Loss:
                              f"{y_pred.shape}")
         y_pred = np.ascontiguousarray(y_pred)
         shape = y_pred.shape[1:] if y_pred.ndim > 1 else (1,)
-        y_true = self.prepare_targets(y_true, shape, self._target_dtype(y_pred.dtype))
+        y_true = self.prepare_targets(y_true, shape, y_pred.dtype)
         if len(y_true) != len(y_pred):
             raise ValueError(f"{self.name}: y_true has {len(y_true)} samples, y_pred "
                              f"{len(y_pred)}")
         return y_true, y_pred.reshape((len(y_pred),) + shape)
 
-    def _target_dtype(self, dtype):
-        return dtype
-
     def _host_weights(self, y_true, sample_weight, n, dtype):
         """Class weights of ``y_true`` times ``sample_weight`` as a (N,) array, or None."""
         w = self.sample_weights(y_true)
         if sample_weight is not None:
-            try:
-                sw = np.asarray(sample_weight, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"{self.name}: sample_weight must be numeric, got "
-                                 f"{sample_weight!r}") from None
-            if sw.ndim == 2 and sw.shape[1] == 1:
-                sw = sw[:, 0]
-            if sw.shape != (n,):
-                raise ValueError(f"{self.name}: sample_weight must have shape ({n},), got "
-                                 f"{sw.shape}")
-            if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-                raise ValueError(f"{self.name}: sample_weight must be finite and >= 0, got "
-                                 f"{sample_weight!r}")
+            sw = V.sample_weights(self.name, sample_weight, n)
             w = sw if w is None else w * sw
         return None if w is None else np.ascontiguousarray(w, dtype=dtype)
 
@@ -344,16 +360,6 @@ class Loss:
         y_true, y_pred = self._host(y_true, y_pred)
         w = self._host_weights(y_true, sample_weight, len(y_pred), y_pred.dtype)
         return self.backward(get_backend("cpu"), y_true, y_pred, w).reshape(shape)
-
-    def get_config(self):
-        config = {"name": self.name}
-        if self.has_logits:
-            config["from_logits"] = self.from_logits
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 class _LossOp:
@@ -390,7 +396,7 @@ def _loss_tensor(loss, y_true, y_pred, sample_weight):
         yp = engine.convert_to_tensor(yp.numpy(), dtype=np.float32, device=be.name)
     shape = yp.shape[1:] if yp.ndim > 1 else (1,)
     t_host = y_true.numpy() if isinstance(y_true, engine._TensorLike) else np.asarray(y_true)
-    t_host = loss.prepare_targets(t_host, shape, loss._target_dtype(yp.dtype))
+    t_host = loss.prepare_targets(t_host, shape, yp.dtype)
     if len(t_host) != yp.shape[0]:
         raise ValueError(f"{loss.name}: y_true has {len(t_host)} samples, y_pred {yp.shape[0]}")
     w = loss._host_weights(t_host, sample_weight, yp.shape[0], yp.dtype)
@@ -406,105 +412,27 @@ def _loss_tensor(loss, y_true, y_pred, sample_weight):
     return out
 
 
-# --------------------------------------------------------------------------------------- regression
-class MeanSquaredError(Loss):
-    """mean((y_pred - y_true)^2)."""
-    kernel = "mse"
-
-    def __init__(self, name=None):
-        super().__init__(False, name)
-
-
-class MeanAbsoluteError(MeanSquaredError):
-    """mean(|y_pred - y_true|)."""
-    kernel = "mae"
-
-
-class Huber(MeanSquaredError):
-    """Quadratic for |error| <= delta, linear beyond."""
-    kernel = "huber"
-
-    def __init__(self, delta=1.0, name=None):
-        super().__init__(name)
-        self.delta = _number(delta, "delta", self.name, low=0.0, open_low=True)
-
-    def _args(self):
-        return (self.delta,)
-
-    def get_config(self):
-        return {**super().get_config(), "delta": self.delta}
-
-
-class LogCosh(MeanSquaredError):
-    """mean(log(cosh(y_pred - y_true))): quadratic near 0, linear far out; stable for any error."""
-    kernel = "log_cosh"
-
-
-class MeanSquaredLogarithmicError(MeanSquaredError):
-    """mean((log(1 + max(y_pred, eps)) - log(1 + max(y_true, eps)))^2), eps = 1e-7 (Keras)."""
-    kernel = "msle"
-
-    def _args(self):
-        return (EPSILON,)
-
-
-class Poisson(MeanSquaredError):
-    """mean(y_pred - y_true log(y_pred + 1e-7)) (Keras): the negative log-likelihood of counts
-    y_true under Poisson rates y_pred, less the constant log(y_true!)."""
-    kernel = "poisson"
-
-    def _args(self):
-        return (EPSILON,)
-
-
-class Hinge(MeanSquaredError):
-    """mean(max(1 - y_true * y_pred, 0)) with -1/1 targets; targets that are all 0 or 1 are
-    converted to -1/1 first (as Keras does)."""
-    kernel = "hinge"
-
-    def prepare_targets(self, y_true, output_shape, dtype):
-        y = super().prepare_targets(y_true, output_shape, dtype)
-        if np.all((y == 0) | (y == 1)):
-            y = 2 * y - 1
-        return y
-
-
-class SquaredHinge(Hinge):
-    """mean(max(1 - y_true * y_pred, 0)^2), -1/1 targets (0/1 converted)."""
-    kernel = "squared_hinge"
-
-
-class KLDivergence(MeanSquaredError):
-    """sum over the last axis of y_true log(y_true / y_pred), both clipped to [1e-7, 1] (Keras)."""
-    kernel = "kl_divergence"
-    rowwise = True
-
-    def _args(self):
-        return (EPSILON,)
+# ------------------------------------------------------------------------------------ target checks
+def _check_probabilities(owner, y, rows=False):
+    """Targets are probabilities: every entry in [0, 1] (soft targets allowed); with ``rows``
+    each row of the last axis is a distribution over the classes, summing to 1 (within 1e-3;
+    label smoothing keeps that)."""
+    bad = np.argwhere((y < 0) | (y > 1))
+    if bad.size:
+        at = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{owner}: targets must lie in [0, 1], got {y[at].item():.6g} "
+                         f"at index {at}")
+    if rows:
+        sums = y.reshape(-1, y.shape[-1]).sum(axis=1, dtype=np.float64)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+        if bad.size:
+            row = np.unravel_index(bad[0], y.shape[:-1])
+            raise ValueError(f"{owner}: each target row must sum to 1 (one-hot or class "
+                             f"probabilities), row {tuple(int(i) for i in row)} sums to "
+                             f"{sums[bad[0]]:.6g}")
 
 
 # ------------------------------------------------------------------------------------ class weights
-def _check_class_weight(class_weight, owner, binary):
-    """None, "balanced" or {class index: weight >= 0} (keys may be digit strings, as JSON gives)."""
-    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
-        return class_weight
-    if not isinstance(class_weight, dict):
-        raise ValueError(f"{owner}: class_weight must be None, 'balanced' or a dict "
-                         f"{{class index: weight}}, got {class_weight!r}")
-    out = {}
-    for k, v in class_weight.items():
-        key = None
-        if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
-            key = int(k)
-        elif isinstance(k, str) and k.strip().isdigit():
-            key = int(k)
-        if key is None or key < 0 or (binary and key > 1):
-            raise ValueError(f"{owner}: class_weight keys must be class indices "
-                             f"{'0 and 1' if binary else '>= 0'}, got {k!r}")
-        out[key] = _number(v, f"class_weight[{key}]", owner, low=0.0)
-    return out
-
-
 def _balanced(counts, n):
     """scikit-learn's "balanced": n / (classes present * count), 1 for absent classes."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -514,40 +442,55 @@ def _balanced(counts, n):
     return w
 
 
-class _ClassWeighted:
-    """``class_weight=`` on the crossentropies: a dict {class index: weight} (missing classes
-    weigh 1) or "balanced". ``target_kind``: "binary" (each element a 0/1 target: a sample
-    weighs the mean over its elements of y w1 + (1 - y) w0), "categorical" (one-hot or soft
-    targets: sum_c y_c w_c) or "sparse" (integer labels: w_label)."""
+class ClassWeights:
+    """The one implementation of class weights (a loss's ``class_weight=`` and ``fit``'s):
+    ``class_weight`` is None, a dict {class index: weight >= 0} (missing classes weigh 1; keys may
+    be digit strings, as JSON gives) or "balanced". ``kind`` says what the targets are: "binary"
+    (each element a 0/1 target: a sample weighs the mean over its elements of y w1 + (1 - y) w0),
+    "categorical" (one-hot or soft targets: sum_c y_c w_c) or "sparse" (integer labels:
+    w_label)."""
 
-    target_kind = None
+    def __init__(self, class_weight, kind, owner):
+        self.kind, self.owner, self._balanced_table = kind, owner, None
+        self.class_weight = self._check(class_weight)
 
-    def _init_class_weight(self, class_weight):
-        self.class_weight = _check_class_weight(class_weight, self.name,
-                                                self.target_kind == "binary")
-        self._balanced_table = None
+    def _check(self, class_weight):
+        owner, binary = self.owner, self.kind == "binary"
+        if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
+            return class_weight
+        if not isinstance(class_weight, dict):
+            raise ValueError(f"{owner}: class_weight must be None, 'balanced' or a dict "
+                             f"{{class index: weight}}, got {class_weight!r}")
+        out = {}
+        for k, v in class_weight.items():
+            key = int(k) if V.is_int(k) or (isinstance(k, str) and k.strip().isdigit()) else None
+            if key is None or key < 0 or (binary and key > 1):
+                raise ValueError(f"{owner}: class_weight keys must be class indices "
+                                 f"{'0 and 1' if binary else '>= 0'}, got {k!r}")
+            out[key] = V.NON_NEGATIVE(v, f"class_weight[{key}]", owner)
+        return out
 
-    def _class_targets(self, y):
+    def _targets(self, y):
         """Targets as float64 (N, D) (binary, categorical) or int64 (N,) labels (sparse)."""
         y = np.asarray(y)
         if y.ndim == 0 or len(y) == 0:
-            raise ValueError(f"{self.name}: expected a non-empty batch of targets, got shape "
+            raise ValueError(f"{self.owner}: expected a non-empty batch of targets, got shape "
                              f"{y.shape}")
-        if self.target_kind != "sparse":
+        if self.kind != "sparse":
             return y.reshape(len(y), -1).astype(np.float64)
         if y.ndim > 1 and y.size == len(y):
             y = y.reshape(len(y))
         if y.ndim != 1 or y.dtype.kind not in "fiub" or np.any(y < 0) or np.any(y != np.round(y)):
-            raise ValueError(f"{self.name}: class weights need integer labels >= 0 of shape "
+            raise ValueError(f"{self.owner}: class weights need integer labels >= 0 of shape "
                              f"(batch,), got {y.shape} {y.dtype}")
         return y.astype(np.int64)
 
     def _counts(self, y):
         """(class counts, number of samples) of prepared targets."""
-        if self.target_kind == "binary":
+        if self.kind == "binary":
             pos = float(y.sum())
             return np.array([y.size - pos, pos]), y.size
-        if self.target_kind == "categorical":
+        if self.kind == "categorical":
             return y.sum(axis=0), len(y)
         return np.bincount(y), len(y)
 
@@ -557,8 +500,8 @@ class _ClassWeighted:
             if self._balanced_table is not None:
                 return self._balanced_table
             return _balanced(*self._counts(y))
-        size = 2 if self.target_kind == "binary" else (
-            y.shape[1] if self.target_kind == "categorical" else int(y.max()) + 1)
+        size = 2 if self.kind == "binary" else (
+            y.shape[1] if self.kind == "categorical" else int(y.max()) + 1)
         table = np.ones(max([size] + [k + 1 for k in self.class_weight]))
         for k, v in self.class_weight.items():
             table[k] = v
@@ -567,17 +510,18 @@ class _ClassWeighted:
     def adapt(self, y_train):
         """class_weight="balanced": learn the class weights from the training targets."""
         if self.class_weight == "balanced":
-            self._balanced_table = _balanced(*self._counts(self._class_targets(y_train)))
+            self._balanced_table = _balanced(*self._counts(self._targets(y_train)))
         return self
 
     def sample_weights(self, y_true):
+        """Each sample's class weight as a (N,) float64 array, or None without class weights."""
         if self.class_weight is None:
             return None
-        y = self._class_targets(y_true)
+        y = self._targets(y_true)
         table = self._table(y)
-        if self.target_kind == "binary":
+        if self.kind == "binary":
             return np.mean(y * table[1] + (1.0 - y) * table[0], axis=1)
-        if self.target_kind == "categorical":
+        if self.kind == "categorical":
             cols = y.shape[1]
             if len(table) < cols:
                 table = np.concatenate([table, np.ones(cols - len(table))])
@@ -587,69 +531,120 @@ class _ClassWeighted:
         out[known] = table[y[known]]
         return out
 
-    def _class_weight_config(self):
-        cw = self.class_weight
-        return {"class_weight": dict(cw) if isinstance(cw, dict) else cw}
+
+# ----------------------------------------------------------------------------------------- registry
+REGISTRY = Registry("loss", Loss, hint="; register a custom loss with nb.losses.register(MyLoss) "
+                                  "before loading, or load with compile=False")
+CLASSES = REGISTRY.classes            # class name -> class (what load_model looks up)
+LOSSES = REGISTRY.names               # name -> class (what get and compile take)
+
+
+def get(loss):
+    """A loss instance from a name or an instance."""
+    return REGISTRY.get(loss)
+
+
+def register(cls=None, *names):
+    """Make a loss class known by name (for ``get`` and ``compile``) and to ``load_model``;
+    ``@register("name", ...)`` (or ``@register()``) is the class decorator form."""
+    if cls is None or isinstance(cls, str):
+        return REGISTRY.decorator(*names) if cls is None else REGISTRY.decorator(cls, *names)
+    return REGISTRY.register(cls, *names)
+
+
+# -- the built-in losses: a declaration each (kernel, hyperparameters, kernel arguments, names) --
+
+# --------------------------------------------------------------------------------------- regression
+@register("mse", "mean_squared_error")
+class MeanSquaredError(Loss):
+    """mean((y_pred - y_true)^2)."""
+    kernel = "mse"
+
+
+@register("mae", "mean_absolute_error")
+class MeanAbsoluteError(Loss):
+    """mean(|y_pred - y_true|)."""
+    kernel = "mae"
+
+
+@register("huber")
+class Huber(Loss):
+    """Quadratic for |error| <= delta, linear beyond."""
+    kernel = "huber"
+    params = {"delta": (1.0, V.POSITIVE)}
+
+
+@register("log_cosh", "logcosh")
+class LogCosh(Loss):
+    """mean(log(cosh(y_pred - y_true))): quadratic near 0, linear far out; stable for any error."""
+    kernel = "log_cosh"
+
+
+@register("msle", "mean_squared_logarithmic_error")
+class MeanSquaredLogarithmicError(Loss):
+    """mean((log(1 + max(y_pred, eps)) - log(1 + max(y_true, eps)))^2), eps = 1e-7 (Keras)."""
+    kernel = "msle"
+    args = (CLIP,)
+
+
+@register("poisson")
+class Poisson(Loss):
+    """mean(y_pred - y_true log(y_pred + 1e-7)) (Keras): the negative log-likelihood of counts
+    y_true under Poisson rates y_pred, less the constant log(y_true!)."""
+    kernel = "poisson"
+    args = (CLIP,)
+
+
+@register("hinge")
+class Hinge(Loss):
+    """mean(max(1 - y_true * y_pred, 0)) with -1/1 targets; targets that are all 0 or 1 are
+    converted to -1/1 first (as Keras does)."""
+    kernel = "hinge"
+    targets = "signs"
+
+
+@register("squared_hinge")
+class SquaredHinge(Loss):
+    """mean(max(1 - y_true * y_pred, 0)^2), -1/1 targets (0/1 converted)."""
+    kernel = "squared_hinge"
+    targets = "signs"
+
+
+@register("kl_divergence", "kld", "kullback_leibler_divergence")
+class KLDivergence(Loss):
+    """sum over the last axis of y_true log(y_true / y_pred), both clipped to [1e-7, 1] (Keras)."""
+    kernel = "kl_divergence"
+    args = (CLIP,)
+    rowwise = True
 
 
 # ------------------------------------------------------------------------------------- crossentropy
-class BinaryCrossentropy(_ClassWeighted, Loss):
+@register("binary_crossentropy")
+class BinaryCrossentropy(Loss):
     """Binary crossentropy on probabilities (clipped to [1e-7, 1 - 1e-7]) or logits."""
     kernel = "binary_crossentropy"
-    fuses_with = "sigmoid"
-    has_logits = True
-    target_kind = "binary"
-
-    def __init__(self, from_logits=False, class_weight=None, name=None):
-        super().__init__(from_logits, name)
-        self._init_class_weight(class_weight)
-
-    def _args(self):
-        return (EPSILON,)
-
-    def prepare_targets(self, y_true, output_shape, dtype):
-        y = super().prepare_targets(y_true, output_shape, dtype)
-        self._check_domain(y)
-        return y
-
-    def _check_domain(self, y):
-        """Targets are probabilities: every entry in [0, 1] (soft targets allowed)."""
-        bad = np.argwhere((y < 0) | (y > 1))
-        if bad.size:
-            at = tuple(int(i) for i in bad[0])
-            raise ValueError(f"{self.name}: targets must lie in [0, 1], got {y[at].item():.6g} "
-                             f"at index {at}")
-
-    def get_config(self):
-        return {**super().get_config(), **self._class_weight_config()}
+    args = (CLIP,)
+    fuses_with, has_logits = "sigmoid", True
+    target_kind, targets = "binary", "probabilities"
 
 
-class CategoricalCrossentropy(BinaryCrossentropy):
+@register("categorical_crossentropy")
+class CategoricalCrossentropy(Loss):
     """Crossentropy against one-hot (or soft) targets over the last axis (per position for
     outputs with extra axes, e.g. (batch, time, classes)); the softmax output's gradient fuses to
     p - y."""
     kernel = "categorical_crossentropy"
-    fuses_with = "softmax"
-    target_kind = "categorical"
-    rowwise = True
-
-    def _check_domain(self, y):
-        """Target rows are distributions over the classes (the last axis): entries in [0, 1]
-        summing to 1 (within 1e-3; label smoothing keeps that)."""
-        super()._check_domain(y)
-        sums = y.reshape(-1, y.shape[-1]).sum(axis=1, dtype=np.float64)
-        bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
-        if bad.size:
-            row = np.unravel_index(bad[0], y.shape[:-1])
-            raise ValueError(f"{self.name}: each target row must sum to 1 (one-hot or class "
-                             f"probabilities), row {tuple(int(i) for i in row)} sums to "
-                             f"{sums[bad[0]]:.6g}")
+    args = (CLIP,)
+    fuses_with, has_logits, rowwise = "softmax", True, True
+    target_kind, targets = "categorical", "distributions"
 
 
-class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+@register("sparse_categorical_crossentropy")
+class SparseCategoricalCrossentropy(Loss):
     """Crossentropy against integer class labels."""
     kernel = "sparse_categorical_crossentropy"
-    sparse = True
+    args = (CLIP,)
+    fuses_with, has_logits, rowwise, sparse = "softmax", True, True, True
     target_kind = "sparse"
 
     def prepare_targets(self, y_true, output_shape, dtype):
@@ -665,11 +660,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             want = "(batch,)" if not positions else str((None,) + positions)
             raise ValueError(f"{self.name}: labels must have shape {want} for outputs of shape "
                              f"{(None,) + output_shape}, got {y.shape}")
-        if y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                raise ValueError(f"{self.name}: labels must be integers, got non-integer values")
-        elif y.dtype.kind not in "iub":
-            raise TypeError(f"{self.name}: labels must be integers, got dtype {y.dtype}")
+        V.integer_labels(self.name, y)
         classes = output_shape[-1]
         if y.size and (y.min() < 0 or y.max() >= classes):
             bad = np.argwhere((y < 0) | (y >= classes))
@@ -680,145 +671,98 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         return np.ascontiguousarray(y, dtype=np.int64)
 
 
-class BinaryFocalCrossentropy(BinaryCrossentropy):
+@register("binary_focal_crossentropy")
+class BinaryFocalCrossentropy(Loss):
     """Keras 3 binary focal loss: per element (1 - p_t)^gamma * bce, p_t = y p + (1 - y)(1 - p);
     with ``apply_class_balancing`` also times alpha for y = 1 and 1 - alpha for y = 0. On
     probabilities the bce uses p clipped to [1e-7, 1 - 1e-7]; the logits form is unclipped and
     stable."""
     kernel = "binary_focal_crossentropy"
-
-    def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
-                 class_weight=None, name=None):
-        super().__init__(from_logits, class_weight, name)
-        self.apply_class_balancing = _flag(apply_class_balancing, "apply_class_balancing",
-                                           self.name)
-        self.alpha = _number(alpha, "alpha", self.name, low=0.0, high=1.0)
-        self.gamma = _number(gamma, "gamma", self.name, low=0.0)
-
-    def _args(self):
-        return (self.gamma, self.alpha, self.apply_class_balancing, EPSILON)
-
-    def _logits_args(self):
-        return (self.gamma, self.alpha, self.apply_class_balancing)
-
-    def get_config(self):
-        return {**super().get_config(), "apply_class_balancing": self.apply_class_balancing,
-                "alpha": self.alpha, "gamma": self.gamma}
+    params = {"apply_class_balancing": (False, V.FLAG), "alpha": (0.25, V.PROBABILITY),
+              "gamma": (2.0, V.NON_NEGATIVE)}
+    args = ("gamma", "alpha", "apply_class_balancing", CLIP)
+    fuses_with, has_logits = "sigmoid", True
+    target_kind, targets = "binary", "probabilities"
 
 
-class CategoricalFocalCrossentropy(CategoricalCrossentropy):
+@register("categorical_focal_crossentropy")
+class CategoricalFocalCrossentropy(Loss):
     """Keras 3 categorical focal loss: -alpha sum_c y_c (1 - p_c)^gamma log p_c, p = y_pred over
     its row sum, clipped to [1e-7, 1 - 1e-7] (logits: softmax, unclipped and stable)."""
     kernel = "categorical_focal_crossentropy"
-
-    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, class_weight=None, name=None):
-        super().__init__(from_logits, class_weight, name)
-        self.alpha = _number(alpha, "alpha", self.name, low=0.0)
-        self.gamma = _number(gamma, "gamma", self.name, low=0.0)
-
-    def _args(self):
-        return (self.gamma, self.alpha, EPSILON)
-
-    def _logits_args(self):
-        return (self.gamma, self.alpha)
-
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+    params = {"alpha": (0.25, V.NON_NEGATIVE), "gamma": (2.0, V.NON_NEGATIVE)}
+    args = ("gamma", "alpha", CLIP)
+    fuses_with, has_logits, rowwise = "softmax", True, True
+    target_kind, targets = "categorical", "distributions"
 
 
 # ------------------------------------------------------------------------------------- segmentation
-class Dice(MeanSquaredError):
+@register("dice")
+class Dice(Loss):
     """Soft Dice loss per sample over its flattened elements: 1 - (2 sum(y p) + s) /
     (sum(y) + sum(p) + s). The smoothing term ``smooth`` (> 0) sits in numerator and denominator,
     so an empty target predicted empty scores 1 (loss 0) and the loss never divides by zero."""
     kernel = "dice"
-
-    def __init__(self, smooth=EPSILON, name=None):
-        super().__init__(name)
-        self.smooth = _number(smooth, "smooth", self.name, low=0.0, open_low=True)
-
-    def _args(self):
-        return (self.smooth,)
-
-    def get_config(self):
-        return {**super().get_config(), "smooth": self.smooth}
+    params = {"smooth": (EPSILON, V.POSITIVE)}
 
 
-class Jaccard(Dice):
+@register("jaccard", "iou")
+class Jaccard(Loss):
     """Soft Jaccard (IoU) loss per sample: 1 - (sum(y p) + s) / (sum(y) + sum(p) - sum(y p) + s)."""
     kernel = "jaccard"
+    params = {"smooth": (EPSILON, V.POSITIVE)}
 
 
-class Tversky(Dice):
+@register("tversky")
+class Tversky(Loss):
     """Tversky loss per sample: 1 - (TP + s) / (TP + alpha FP + beta FN + s) with the soft counts
     TP = sum(y p), FP = sum((1 - y) p), FN = sum(y (1 - p)) (Keras: alpha weighs false
     positives, beta false negatives; alpha = beta = 0.5 is Dice, 1 and 1 is Jaccard)."""
     kernel = "tversky"
-
-    def __init__(self, alpha=0.5, beta=0.5, smooth=EPSILON, name=None):
-        super().__init__(smooth, name)
-        self.alpha = _number(alpha, "alpha", self.name, low=0.0)
-        self.beta = _number(beta, "beta", self.name, low=0.0)
-
-    def _args(self):
-        return (self.alpha, self.beta, self.smooth)
-
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+    params = {"alpha": (0.5, V.NON_NEGATIVE), "beta": (0.5, V.NON_NEGATIVE),
+              "smooth": (EPSILON, V.POSITIVE)}
 
 
 # --------------------------------------------------------------------------------------- embeddings
 class _EmbeddingLoss(Loss):
     """A loss of several embedding batches (N, ...) and no y_true/y_pred: called with its own
-    inputs, ``gradient`` returns one gradient per embedding input."""
+    inputs (``loss(*inputs, sample_weight=None)``), ``gradient`` returns one gradient per
+    embedding input; ``forward(backend, *inputs, weights)``/``backward`` take backend arrays."""
 
     inputs = ()            # names of the embedding inputs
+    labels = False         # a label per sample follows the embeddings
 
     def prepare_targets(self, y_true, output_shape, dtype):
         raise TypeError(f"{self.name}: takes ({', '.join(self._signature())}) and cannot be the "
                         f"loss of a model that maps x to y")
 
     def _signature(self):
-        return self.inputs
+        return self.inputs + (("y",) if self.labels else ())
 
-    def _embeddings(self, arrays):
-        arrays = [np.asarray(a) for a in arrays]
-        for nm, a in zip(self.inputs, arrays):
+    def _split(self, arrays, weights):
+        """(embeddings, labels, weights) of a positional argument list."""
+        k, n = len(self.inputs), len(self._signature())
+        if len(arrays) not in (n, n + 1):
+            raise TypeError(f"{self.name}: takes ({', '.join(self._signature())}) and an "
+                            f"optional sample weight, got {len(arrays)} arrays")
+        return arrays[:k], tuple(arrays[k:n]), arrays[n] if len(arrays) > n else weights
+
+    def _host_arrays(self, arrays, sample_weight):
+        """Checked host embeddings, labels and sample weights of ``loss(...)``'s arguments."""
+        emb, labels, sw = self._split(arrays, sample_weight)
+        emb = [np.asarray(a) for a in emb]
+        for nm, a in zip(self.inputs, emb):
             if a.dtype.kind not in "fiub" or a.ndim < 1 or len(a) < 1:
                 raise ValueError(f"{self.name}: {nm} must be a numeric non-empty batch, got "
                                  f"shape {a.shape} dtype {a.dtype}")
-            if a.shape != arrays[0].shape:
+            if a.shape != emb[0].shape:
                 raise ValueError(f"{self.name}: {nm} has shape {a.shape}, {self.inputs[0]} "
-                                 f"{arrays[0].shape}")
-        dtype = arrays[0].dtype if arrays[0].dtype in (np.float32, np.float64) else np.float64
-        return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
-
-    def _host_w(self, sample_weight, n, dtype):
-        return Loss._host_weights(self, None, sample_weight, n, dtype)
-
-    def sample_weights(self, y_true):
-        return None
-
-
-class ContrastiveLoss(_EmbeddingLoss):
-    """Contrastive loss on pairs of embeddings (Hadsell et al. 2006, the form of TensorFlow
-    Addons): ``loss(x1, x2, y)`` with y = 1 for a similar pair, 0 for a dissimilar one:
-    l = y d^2 + (1 - y) max(margin - d, 0)^2, d = ||x1 - x2 + eps||_2 (as
-    torch.nn.functional.pairwise_distance), averaged over the batch (times sample weights).
-    ``gradient(x1, x2, y)`` returns (d/dx1, d/dx2)."""
-    kernel = "contrastive"
-    inputs = ("x1", "x2")
-
-    def __init__(self, margin=1.0, eps=1e-6, name=None):
-        super().__init__(False, name)
-        self.margin = _number(margin, "margin", self.name, low=0.0)
-        self.eps = _number(eps, "eps", self.name, low=0.0)
-
-    def _signature(self):
-        return ("x1", "x2", "y")
-
-    def _args(self):
-        return (self.margin, self.eps)
+                                 f"{emb[0].shape}")
+        dtype = emb[0].dtype if emb[0].dtype in (np.float32, np.float64) else np.float64
+        emb = [np.ascontiguousarray(a, dtype=dtype) for a in emb]
+        n = len(emb[0])
+        labels = [self._labels(y, n, dtype) for y in labels]
+        return emb + labels + [Loss._host_weights(self, None, sw, n, dtype)]
 
     def _labels(self, y, n, dtype):
         y = np.asarray(y)
@@ -829,122 +773,53 @@ class ContrastiveLoss(_EmbeddingLoss):
                              f"dissimilar), got shape {y.shape}")
         return np.ascontiguousarray(y, dtype=dtype)
 
-    def forward(self, backend, x1, x2, y, weights=None):
-        """sum_i w_i l_i / N as a (1,) backend array (x1, x2 (N, ...), y (N,) backend arrays)."""
-        a, b = self._2d(x1), self._2d(x2)
-        w = self._weights(backend, weights, a.shape[0], x1.dtype)
-        out = backend.empty((1,), x1.dtype)
-        backend.contrastive_forward(a, b, y, *self._args(), w, out)
+    def sample_weights(self, y_true):
+        return None
+
+    def forward(self, backend, *arrays, weights=None):
+        """sum_i w_i l_i / N as a (1,) backend array."""
+        emb, labels, weights = self._split(arrays, weights)
+        x = [self._2d(a) for a in emb]
+        w = self._weights(backend, weights, x[0].shape[0], emb[0].dtype)
+        out = backend.empty((1,), emb[0].dtype)
+        getattr(backend, self.kernel + "_forward")(*x, *labels, *self._kernel(False)[1], w, out)
         return out
 
-    def backward(self, backend, x1, x2, y, weights=None):
-        """(d/dx1, d/dx2) as backend arrays shaped like x1."""
-        a, b = self._2d(x1), self._2d(x2)
-        w = self._weights(backend, weights, a.shape[0], x1.dtype)
-        g1, g2 = backend.empty(x1.shape, x1.dtype), backend.empty(x1.shape, x1.dtype)
-        backend.contrastive_backward(a, b, y, *self._args(), w, self._2d(g1), self._2d(g2))
-        return g1, g2
+    def backward(self, backend, *arrays, weights=None):
+        """The gradient with respect to each embedding input, backend arrays shaped like them."""
+        emb, labels, weights = self._split(arrays, weights)
+        x = [self._2d(a) for a in emb]
+        w = self._weights(backend, weights, x[0].shape[0], emb[0].dtype)
+        grads = [backend.empty(emb[0].shape, emb[0].dtype) for _ in emb]
+        getattr(backend, self.kernel + "_backward")(*x, *labels, *self._kernel(False)[1], w,
+                                                    *[self._2d(g) for g in grads])
+        return tuple(grads)
 
-    def __call__(self, x1, x2, y, sample_weight=None):
-        x1, x2 = self._embeddings((x1, x2))
-        y = self._labels(y, len(x1), x1.dtype)
-        w = self._host_w(sample_weight, len(x1), x1.dtype)
-        return float(self.forward(get_backend("cpu"), x1, x2, y, w)[0])
+    def __call__(self, *arrays, sample_weight=None):
+        return float(self.forward(get_backend("cpu"), *self._host_arrays(arrays, sample_weight))[0])
 
-    def gradient(self, x1, x2, y, sample_weight=None):
-        x1, x2 = self._embeddings((x1, x2))
-        y = self._labels(y, len(x1), x1.dtype)
-        w = self._host_w(sample_weight, len(x1), x1.dtype)
-        return self.backward(get_backend("cpu"), x1, x2, y, w)
-
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "eps": self.eps}
+    def gradient(self, *arrays, sample_weight=None):
+        return self.backward(get_backend("cpu"), *self._host_arrays(arrays, sample_weight))
 
 
+@register()
+class ContrastiveLoss(_EmbeddingLoss):
+    """Contrastive loss on pairs of embeddings (Hadsell et al. 2006, the form of TensorFlow
+    Addons): ``loss(x1, x2, y)`` with y = 1 for a similar pair, 0 for a dissimilar one:
+    l = y d^2 + (1 - y) max(margin - d, 0)^2, d = ||x1 - x2 + eps||_2 (as
+    torch.nn.functional.pairwise_distance), averaged over the batch (times sample weights).
+    ``gradient(x1, x2, y)`` returns (d/dx1, d/dx2). Called directly, not a model's loss."""
+    kernel = "contrastive"
+    params = {"margin": (1.0, V.NON_NEGATIVE), "eps": (1e-6, V.NON_NEGATIVE)}
+    inputs, labels = ("x1", "x2"), True
+
+
+@register()
 class TripletMarginLoss(_EmbeddingLoss):
     """torch.nn.TripletMarginLoss: ``loss(anchor, positive, negative)`` =
     mean(max(d(a, pos) - d(a, neg) + margin, 0)) with d(x, y) = ||x - y + eps||_p (p >= 1), times
     sample weights. ``gradient(...)`` returns (d/d anchor, d/d positive, d/d negative)."""
     kernel = "triplet_margin"
+    params = {"margin": (1.0, V.NON_NEGATIVE), "p": (2.0, Number(low=1)),
+              "eps": (1e-6, V.NON_NEGATIVE)}
     inputs = ("anchor", "positive", "negative")
-
-    def __init__(self, margin=1.0, p=2.0, eps=1e-6, name=None):
-        super().__init__(False, name)
-        self.margin = _number(margin, "margin", self.name, low=0.0)
-        self.p = _number(p, "p", self.name, low=1.0)
-        self.eps = _number(eps, "eps", self.name, low=0.0)
-
-    def _args(self):
-        return (self.margin, self.p, self.eps)
-
-    def forward(self, backend, anchor, positive, negative, weights=None):
-        """sum_i w_i l_i / N as a (1,) backend array."""
-        a, p, n = self._2d(anchor), self._2d(positive), self._2d(negative)
-        w = self._weights(backend, weights, a.shape[0], anchor.dtype)
-        out = backend.empty((1,), anchor.dtype)
-        backend.triplet_margin_forward(a, p, n, *self._args(), w, out)
-        return out
-
-    def backward(self, backend, anchor, positive, negative, weights=None):
-        """(d/d anchor, d/d positive, d/d negative) as backend arrays shaped like anchor."""
-        a, p, n = self._2d(anchor), self._2d(positive), self._2d(negative)
-        w = self._weights(backend, weights, a.shape[0], anchor.dtype)
-        grads = [backend.empty(anchor.shape, anchor.dtype) for _ in range(3)]
-        backend.triplet_margin_backward(a, p, n, *self._args(), w, *[self._2d(g) for g in grads])
-        return tuple(grads)
-
-    def __call__(self, anchor, positive, negative, sample_weight=None):
-        a, p, n = self._embeddings((anchor, positive, negative))
-        w = self._host_w(sample_weight, len(a), a.dtype)
-        return float(self.forward(get_backend("cpu"), a, p, n, w)[0])
-
-    def gradient(self, anchor, positive, negative, sample_weight=None):
-        a, p, n = self._embeddings((anchor, positive, negative))
-        w = self._host_w(sample_weight, len(a), a.dtype)
-        return self.backward(get_backend("cpu"), a, p, n, w)
-
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "p": self.p, "eps": self.eps}
-
-
-# ----------------------------------------------------------------------------------------- registry
-LOSSES = {}
-CLASSES = {}
-
-
-def get(loss):
-    """A loss instance from a name or an instance."""
-    if isinstance(loss, Loss):
-        return loss
-    if isinstance(loss, str) and loss.lower() in LOSSES:
-        return LOSSES[loss.lower()]()
-    raise ValueError(f"unknown loss {loss!r}; valid names are {', '.join(sorted(LOSSES))}")
-
-
-def register(cls, *names):
-    """Make a loss class known by name (for ``get`` and ``compile``) and to ``load_model``."""
-    CLASSES[cls.__name__] = cls
-    for n in names:
-        LOSSES[n] = cls
-    return cls
-
-
-register(MeanSquaredError, "mse", "mean_squared_error")
-register(MeanAbsoluteError, "mae", "mean_absolute_error")
-register(Huber, "huber")
-register(LogCosh, "log_cosh", "logcosh")
-register(MeanSquaredLogarithmicError, "msle", "mean_squared_logarithmic_error")
-register(Poisson, "poisson")
-register(Hinge, "hinge")
-register(SquaredHinge, "squared_hinge")
-register(KLDivergence, "kl_divergence", "kld", "kullback_leibler_divergence")
-register(BinaryCrossentropy, "binary_crossentropy")
-register(CategoricalCrossentropy, "categorical_crossentropy")
-register(SparseCategoricalCrossentropy, "sparse_categorical_crossentropy")
-register(BinaryFocalCrossentropy, "binary_focal_crossentropy")
-register(CategoricalFocalCrossentropy, "categorical_focal_crossentropy")
-register(Dice, "dice")
-register(Jaccard, "jaccard", "iou")
-register(Tversky, "tversky")
-register(ContrastiveLoss)          # embedding losses: called directly, not a model's loss
-register(TripletMarginLoss)

@@ -26,6 +26,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import random as _random
+from . import validation
 from ._files import atomic_write
 from .backend import get_backend
 from .layers.base import Layer, check_dtype, check_positive_int, fmt_shape, shapes_match
@@ -1117,12 +1118,7 @@ class Model(Layer, functional._GraphLayer):
         y, loss = ys[first], self.output_losses[first]
         w = None
         if sample_weight is not None:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            if w.shape != (len(y),):
-                raise ValueError(f"{where}: sample_weight must have shape ({len(y)},), got "
-                                 f"{w.shape}")
-            if not np.all(np.isfinite(w)) or np.any(w < 0):
-                raise ValueError(f"{where}: sample_weight must be finite and non-negative")
+            w = validation.sample_weights(where, sample_weight, len(y))
         if class_weight is not None:
             if not isinstance(class_weight, dict):
                 raise TypeError(f"{where}: class_weight must be a dict {{class index: weight}}, "
@@ -1131,20 +1127,12 @@ class Model(Layer, functional._GraphLayer):
             classes = None if shapes is None or not shapes[first] else shapes[first][-1]
             if classes == 1:
                 classes = 2
-            for k, v in class_weight.items():
-                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or \
-                        isinstance(v, bool) or not isinstance(v, (int, float)) or \
-                        not np.isfinite(v) or v < 0:
-                    raise ValueError(f"{where}: class_weight needs non-negative int classes and "
-                                     f"finite non-negative weights, got {k!r}: {v!r}")
+            table = losses_module.ClassWeights(class_weight, "sparse", where)
+            for k in table.class_weight:
                 if classes is not None and k >= classes:
                     raise ValueError(f"{where}: class_weight has class {k}, but the model "
                                      f"outputs {classes} classes (0..{classes - 1})")
-            labels = self._class_indices(y)
-            table = np.ones(max([int(labels.max()) + 1] + [int(k) + 1 for k in class_weight]))
-            for k, v in class_weight.items():
-                table[int(k)] = v
-            cw = table[labels]
+            cw = table.sample_weights(self._class_indices(y))
             w = cw if w is None else w * cw
         lw = loss.sample_weights(y)
         if lw is not None:
