@@ -16,76 +16,41 @@ closure for a compiled model).
 """
 import inspect
 import math
-import numbers
 import re
 import warnings
 
 import numpy as np
 
 from . import engine, schedules
+from . import validation as V
 from .backend import get_backend
+from .registry import Configurable, Registry, serialize
+from .validation import Integer, Number
 
-OPTIMIZERS = {}
 
-#: names that build a configured instance of a registered class: name -> (class name, kwargs)
-ALIASES = {"amsgrad": ("adam", {"amsgrad": True})}
+REGISTRY = Registry("optimizer")
+OPTIMIZERS = REGISTRY.names
+STEP = "step"           # in an optimizer's ``kernel_args``: the step number
 
 
 def register(cls):
     """Class decorator: make ``get(cls.__name__.lower())`` return a new ``cls()``."""
-    OPTIMIZERS[cls.__name__.lower()] = cls
-    return cls
+    return REGISTRY.register(cls, cls.__name__)
 
 
 def get(identifier):
-    """An optimizer instance from a registered name (case-insensitive) or an instance (returned as is)."""
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, str):
-        name = identifier.lower()
-        if name in ALIASES:
-            cls_name, kwargs = ALIASES[name]
-            return OPTIMIZERS[cls_name](**kwargs)
-        if name in OPTIMIZERS:
-            cls = OPTIMIZERS[name]
-            if getattr(cls, "_name_error", None):
-                raise ValueError(f"optimizer {identifier!r}: {cls._name_error}")
-            return cls()
-    names = [n for n, c in OPTIMIZERS.items() if not getattr(c, "_name_error", None)]
-    raise ValueError(f"unknown optimizer {identifier!r}; expected an Optimizer instance or one of: "
-                     f"{', '.join(sorted(names + list(ALIASES)))}")
+    """An optimizer instance from a registered name (case-insensitive), a ``serialize`` dict or an
+    instance (returned as is)."""
+    return REGISTRY.get(identifier)
 
 
-def _number(name, value, ok, rule):
-    """``value`` as a float when it is a finite real number passing ``ok``, else ValueError."""
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not ok(float(value))):
-        raise ValueError(f"`{name}` must be {rule}; received {name}={value!r}")
-    return float(value)
+def deserialize(config):
+    """The optimizer ``serialize`` described (a registered class, by class name)."""
+    return REGISTRY.deserialize(config)
 
 
-def _positive(name, value):
-    return _number(name, value, lambda x: x > 0, "a finite number > 0")
-
-
-def _nonnegative(name, value):
-    return _number(name, value, lambda x: x >= 0, "a finite number >= 0")
-
-
-def _unit(name, value):
-    return _number(name, value, lambda x: 0 <= x < 1, "a number in [0, 1)")
-
-
-def _positive_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}")
-    return int(value)
-
-
-def _flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be True or False; received {name}={value!r}")
-    return bool(value)
+def _check(owner, name, value, spec):
+    return spec(value, name, V.KerasOwner(owner))
 
 
 def _move(backend, array):
@@ -111,13 +76,16 @@ class _Slots(dict):
         return self.empty
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """Base class: learning rate (or schedule), clipping, iteration count and state bookkeeping.
 
-    A subclass stores its constructor arguments under the same names (``get_config`` reads them
-    back), lists the state arrays it needs in ``_slots()`` and defines
-    ``_update(param, grad, slots, lr, step)``: one kernel call updating the flat ``param`` in place.
-    Float attributes that must survive a save (running products...) are listed in
+    A built-in optimizer is a declaration read by this class' ``__init__`` and ``get_config``:
+    ``params`` ({argument: (default, check)}, the hyperparameters after ``learning_rate``, whose
+    default is ``default_learning_rate``; the clipping arguments follow), the state arrays it needs
+    in ``_slots()``, and its kernel: ``kernel`` is called as ``kernel(param, grad, *slots, lr,
+    *args)`` with the slot arrays named in ``kernel_slots`` and the attributes named in
+    ``kernel_args`` (``STEP``: the step number). ``_init()`` checks what one argument cannot
+    alone. Float attributes that must survive a save (running products...) are listed in
     ``_scalar_state`` as (state key, attribute name) pairs.
     """
 
@@ -126,21 +94,58 @@ class Optimizer:
     #: so it can be regrouped when the runs of variables it updates change
     elementwise = True
     _layout = None
+    __signature__ = None
+    _config_extra = ("clipnorm", "clipvalue", "global_clipnorm")
+    default_learning_rate = 0.001
+    params = {}
+    kernel, kernel_slots, kernel_args = None, (), ()
+    slot_when = {}
 
-    def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
-        self.learning_rate = learning_rate
-        self.clipnorm = None if clipnorm is None else _positive("clipnorm", clipnorm)
-        self.clipvalue = None if clipvalue is None else _positive("clipvalue", clipvalue)
-        self.global_clipnorm = (None if global_clipnorm is None
-                                else _positive("global_clipnorm", global_clipnorm))
-        clips = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
-                                   ("global_clipnorm", global_clipnorm)) if v is not None}
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__signature__ = None
+        else:
+            cls.__signature__ = inspect.Signature(
+                [inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                   default=cls.default_learning_rate)]
+                + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+                   for n, (d, _) in cls.params.items()]
+                + [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
+                   for n in Optimizer._config_extra])
+
+    def __init__(self, *args, **kwargs):
+        owner = type(self).__name__
+        if type(self).__signature__ is None:        # a subclass' own __init__ calls this one
+            bound = inspect.signature(Optimizer._base_init).bind(None, *args, **kwargs)
+            bound.arguments.pop("self")
+        else:
+            try:
+                bound = type(self).__signature__.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{owner}{type(self).__signature__}: {e}") from None
+        bound.apply_defaults()
+        values = bound.arguments
+        self.learning_rate = values["learning_rate"]
+        for name in self._config_extra:
+            setattr(self, name, _check(owner, name, values[name], V.Number(
+                low=0, low_open=True, optional=True)))
+        clips = {k: values[k] for k in self._config_extra if values[k] is not None}
         if len(clips) > 1:
             raise ValueError("only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set; "
                              f"received {', '.join(f'{k}={v!r}' for k, v in clips.items())}")
+        for name, (_, spec) in self.params.items():
+            setattr(self, name, _check(owner, name, values[name], spec))
         self.iterations = 0
         self._backend = get_backend("cpu")
         self._state = []                                    # one _Slots per parameter position
+        self._init()
+
+    def _base_init(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
+        """The arguments this class takes from a subclass' own ``__init__``."""
+
+    def _init(self):
+        """Checks across arguments and derived attributes, after the arguments are set."""
 
     # ------------------------------------------------------------------ hyperparameters
     @property
@@ -155,15 +160,16 @@ class Optimizer:
     def learning_rate(self, value):
         if isinstance(value, dict):
             value = schedules.deserialize(value)
-        self._learning_rate = value if callable(value) else _positive("learning_rate", value)
+        self._learning_rate = value if callable(value) else _check(
+            type(self).__name__, "learning_rate", value, V.POSITIVE)
 
     def _current_learning_rate(self):
         lr = self._learning_rate
         if not callable(lr):
             return lr
         value = lr(self.iterations)
-        return _number("learning_rate", value, lambda x: x >= 0,
-                       f"a finite number >= 0 (schedule at iterations={self.iterations})")
+        return _check(type(self).__name__, "learning_rate", value, Number(
+            low=0, rule=f"a finite number >= 0 (schedule at iterations={self.iterations})"))
 
     @property
     def backend(self):
@@ -174,15 +180,27 @@ class Optimizer:
     def backend(self, backend):
         new, old = get_backend(backend), self._backend
         if new is not old:
-            for slots in self._state:
-                slots.empty = _move(new, old.to_numpy(slots.empty))
-                for name in slots:
-                    slots[name] = _move(new, old.to_numpy(slots[name]))
+            self._move_state(lambda a: _move(new, old.to_numpy(a)))
         self._backend = new
 
+    def _move_state(self, move):
+        """Replace every state array ``a`` by ``move(a)`` (another backend's copy)."""
+        for slots in self._state:
+            slots.empty = move(slots.empty)
+            for name in slots:
+                slots[name] = move(slots[name])
+
     def _slots(self):
-        """Names of the per-parameter state arrays this configuration uses."""
-        return ()
+        """Names of the per-parameter state arrays this configuration uses: ``kernel_slots``, less
+        those whose attribute in ``slot_when`` is false (Adam's vmax without amsgrad...)."""
+        return tuple(n for n in self.kernel_slots
+                     if n not in self.slot_when or getattr(self, self.slot_when[n]))
+
+    def _update(self, param, grad, slots, lr, step):
+        """One kernel call updating the flat ``param`` in place (see the class docstring)."""
+        getattr(self._backend, self.kernel)(
+            param, grad, *[slots[n].reshape(-1) for n in self.kernel_slots], lr,
+            *[step if a is STEP else getattr(self, a) for a in self.kernel_args])
 
     def _slot_fill(self, name):
         """Initial value of a state array."""
@@ -434,17 +452,10 @@ class Optimizer:
         A schedule is saved as ``schedules.serialize(schedule)``; a plain function cannot be saved
         (TypeError).
         """
-        names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
-                 if n != "self" and p.kind is not p.VAR_KEYWORD]
-        names += ["clipnorm", "clipvalue", "global_clipnorm"]
-        config = {n: getattr(self, n) for n in dict.fromkeys(names)}
+        config = super().get_config()
         if callable(self._learning_rate):
             config["learning_rate"] = schedules.serialize(self._learning_rate)
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def get_state(self):
         """``{"iterations": int64 array, "<slot>/<index>": numpy copy of each state array}``."""
@@ -491,106 +502,62 @@ class Optimizer:
             setattr(self, attr, value)
 
 
+# the hyperparameters' checks
+BETA = V.UNIT                                  # decay rates in [0, 1)
+DECAY = (0.0, V.NON_NEGATIVE)                  # L2 (or decoupled) weight decay, default 0
+EPS = (1e-7, V.NON_NEGATIVE)                   # Keras' epsilon default
+
+
 @register
 class SGD(Optimizer):
     """SGD with momentum (dampening 0), Nesterov momentum and L2 weight decay (torch.optim.SGD)."""
+    default_learning_rate = 0.01
+    params = {"momentum": (0.0, V.NON_NEGATIVE), "nesterov": (False, V.FLAG),
+              "weight_decay": DECAY}
+    kernel, kernel_slots, slot_when = "sgd_update", ("velocity",), {"velocity": "momentum"}
+    kernel_args = ("momentum", "weight_decay", "nesterov")
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.momentum = _nonnegative("momentum", momentum)
-        self.nesterov = _flag("nesterov", nesterov)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+    def _init(self):
         if self.nesterov and self.momentum == 0:
-            raise ValueError(f"nesterov=True needs momentum > 0; received momentum={momentum!r}")
-
-    def _slots(self):
-        return ("velocity",) if self.momentum > 0 else ()
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.sgd_update(param, grad, slots["velocity"].reshape(-1), lr, self.momentum,
-                                 self.weight_decay, self.nesterov)
+            raise ValueError(f"nesterov=True needs momentum > 0; received momentum={self.momentum!r}")
 
 
 @register
 class Adagrad(Optimizer):
     """Adagrad without learning-rate decay (torch.optim.Adagrad), Keras defaults."""
-
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
-                 weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.initial_accumulator_value = _nonnegative("initial_accumulator_value",
-                                                      initial_accumulator_value)
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return ("accum",)
+    params = {"initial_accumulator_value": (0.1, V.NON_NEGATIVE), "epsilon": EPS,
+              "weight_decay": DECAY}
+    kernel, kernel_slots, kernel_args = "adagrad_update", ("accum",), ("epsilon", "weight_decay")
 
     def _slot_fill(self, name):
         return self.initial_accumulator_value
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.adagrad_update(param, grad, slots["accum"].reshape(-1), lr, self.epsilon,
-                                     self.weight_decay)
 
 
 @register
 class RMSprop(Optimizer):
     """RMSprop (torch.optim.RMSprop: eps outside the sqrt), ``rho`` is torch's ``alpha``."""
-
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.rho = _unit("rho", rho)
-        self.momentum = _nonnegative("momentum", momentum)
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.centered = _flag("centered", centered)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return (("square_avg",) + (("grad_avg",) if self.centered else ())
-                + (("momentum_buf",) if self.momentum > 0 else ()))
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.rmsprop_update(param, grad, slots["square_avg"].reshape(-1),
-                                     slots["grad_avg"].reshape(-1), slots["momentum_buf"].reshape(-1),
-                                     lr, self.rho, self.epsilon, self.weight_decay, self.momentum,
-                                     self.centered)
+    params = {"rho": (0.9, BETA), "momentum": (0.0, V.NON_NEGATIVE), "epsilon": EPS,
+              "centered": (False, V.FLAG), "weight_decay": DECAY}
+    kernel, kernel_slots = "rmsprop_update", ("square_avg", "grad_avg", "momentum_buf")
+    slot_when = {"grad_avg": "centered", "momentum_buf": "momentum"}
+    kernel_args = ("rho", "epsilon", "weight_decay", "momentum", "centered")
 
 
 @register
 class Adam(Optimizer):
     """Adam with L2 weight decay added to the gradient and optional AMSGrad (torch.optim.Adam)."""
-
-    _kernel = "adam_update"
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
-                 weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.beta_1 = _unit("beta_1", beta_1)
-        self.beta_2 = _unit("beta_2", beta_2)
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.amsgrad = _flag("amsgrad", amsgrad)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return ("m", "v", "vmax") if self.amsgrad else ("m", "v")
-
-    def _update(self, param, grad, slots, lr, step):
-        getattr(self._backend, self._kernel)(
-            param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1), slots["vmax"].reshape(-1),
-            lr, self.beta_1, self.beta_2, self.epsilon, self.weight_decay, self.amsgrad, step)
+    params = {"beta_1": (0.9, BETA), "beta_2": (0.999, BETA), "epsilon": EPS,
+              "amsgrad": (False, V.FLAG), "weight_decay": DECAY}
+    kernel, kernel_slots, slot_when = "adam_update", ("m", "v", "vmax"), {"vmax": "amsgrad"}
+    kernel_args = ("beta_1", "beta_2", "epsilon", "weight_decay", "amsgrad", STEP)
 
 
 @register
 class AdamW(Adam):
     """Adam with decoupled weight decay: param *= 1 - lr * weight_decay (torch.optim.AdamW)."""
-
-    _kernel = "adamw_update"
-
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, **kwargs)
+    params = {"weight_decay": (0.004, V.NON_NEGATIVE), "beta_1": (0.9, BETA),
+              "beta_2": (0.999, BETA), "epsilon": EPS, "amsgrad": (False, V.FLAG)}
+    kernel = "adamw_update"
 
 
 def _scalar(state, key, owner):
@@ -616,22 +583,11 @@ def _count(state, key, owner):
 @register
 class Adadelta(Optimizer):
     """Adadelta (torch.optim.Adadelta formula) with Keras' defaults (torch's are lr=1, rho=0.9,
-    eps=1e-6): ``learning_rate`` scales the unit-free Adadelta step."""
-
-    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.rho = _unit("rho", rho)
-        # acc_delta starts at 0, so epsilon alone sets the size of the first steps: it must be > 0
-        self.epsilon = _positive("epsilon", epsilon)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return ("square_avg", "acc_delta")
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.adadelta_update(param, grad, slots["square_avg"].reshape(-1),
-                                      slots["acc_delta"].reshape(-1), lr, self.rho, self.epsilon,
-                                      self.weight_decay)
+    eps=1e-6): ``learning_rate`` scales the unit-free Adadelta step. acc_delta starts at 0, so
+    epsilon alone sets the size of the first steps: it must be > 0."""
+    params = {"rho": (0.95, BETA), "epsilon": (1e-7, V.POSITIVE), "weight_decay": DECAY}
+    kernel, kernel_slots = "adadelta_update", ("square_avg", "acc_delta")
+    kernel_args = ("rho", "epsilon", "weight_decay")
 
 
 @register
@@ -642,75 +598,40 @@ class Nadam(Optimizer):
     mu_t. (Keras' Nadam uses the same schedule with 0.96^(0.004 t) but bias-corrects the moment
     slightly differently, so the two trajectories differ in the last digits.) L2 weight decay.
     """
-
+    params = {"beta_1": (0.9, BETA), "beta_2": (0.999, BETA), "epsilon": EPS,
+              "momentum_decay": (0.004, V.NON_NEGATIVE), "weight_decay": DECAY}
+    kernel, kernel_slots = "nadam_update", ("m", "v")
+    kernel_args = ("beta_1", "beta_2", "epsilon", "weight_decay", "_mu_t", "_mu_next",
+                   "_mu_product", STEP)
     _scalar_state = (("mu_product", "_mu_product"),)
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 momentum_decay=0.004, weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.beta_1 = _unit("beta_1", beta_1)
-        self.beta_2 = _unit("beta_2", beta_2)
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.momentum_decay = _nonnegative("momentum_decay", momentum_decay)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+    def _init(self):
         self._mu_product = 1.0                     # product of mu_1 .. mu_iterations
 
     def _mu(self, step):
         return self.beta_1 * (1.0 - 0.5 * 0.96 ** (step * self.momentum_decay))
 
-    def _slots(self):
-        return ("m", "v")
-
     def _begin_step(self, lr, step):
         self._mu_t, self._mu_next = self._mu(step), self._mu(step + 1)
         self._mu_product *= self._mu_t
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.nadam_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1), lr,
-                                   self.beta_1, self.beta_2, self.epsilon, self.weight_decay,
-                                   self._mu_t, self._mu_next, self._mu_product, step)
 
 
 @register
 class Adamax(Optimizer):
     """Adamax (torch.optim.Adamax): Adam with the infinity norm, u = max(beta_2 u, |g| + eps)."""
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.beta_1 = _unit("beta_1", beta_1)
-        self.beta_2 = _unit("beta_2", beta_2)
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return ("m", "u")
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.adamax_update(param, grad, slots["m"].reshape(-1), slots["u"].reshape(-1),
-                                    lr, self.beta_1, self.beta_2, self.epsilon, self.weight_decay,
-                                    step)
+    params = {"beta_1": (0.9, BETA), "beta_2": (0.999, BETA), "epsilon": EPS,
+              "weight_decay": DECAY}
+    kernel, kernel_slots = "adamax_update", ("m", "u")
+    kernel_args = ("beta_1", "beta_2", "epsilon", "weight_decay", STEP)
 
 
 @register
 class RAdam(Optimizer):
     """Rectified Adam (torch.optim.RAdam): momentum SGD while the variance estimate is unreliable
     (approximated SMA length rho_t <= 5), then Adam times the rectification term. L2 decay."""
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.beta_1 = _unit("beta_1", beta_1)
-        self.beta_2 = _unit("beta_2", beta_2)
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return ("m", "v")
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.radam_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1), lr,
-                                   self.beta_1, self.beta_2, self.epsilon, self.weight_decay, step)
+    params = Adamax.params
+    kernel, kernel_slots = "radam_update", ("m", "v")
+    kernel_args = Adamax.kernel_args
 
 
 @register
@@ -719,19 +640,8 @@ class Lion(Optimizer):
     beta_1 m + (1 - beta_1) g is the step, with decoupled weight decay, p -= lr (u + wd p); then
     m = beta_2 m + (1 - beta_2) g. Its steps have unit size per coordinate, so its learning rate
     is typically 3-10x smaller than Adam's (the default is Keras' 1e-3)."""
-
-    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.beta_1 = _unit("beta_1", beta_1)
-        self.beta_2 = _unit("beta_2", beta_2)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-
-    def _slots(self):
-        return ("m",)
-
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.lion_update(param, grad, slots["m"].reshape(-1), lr, self.beta_1,
-                                  self.beta_2, self.weight_decay)
+    params = {"beta_1": (0.9, BETA), "beta_2": (0.99, BETA), "weight_decay": DECAY}
+    kernel, kernel_slots, kernel_args = "lion_update", ("m",), ("beta_1", "beta_2", "weight_decay")
 
 
 @register
@@ -743,27 +653,21 @@ class AdaBound(Optimizer):
     final_lr * lr_t / lr_0, as the reference scales it. L2 weight decay; the defaults are the
     reference's (eps 1e-8).
     """
-
+    params = {"final_lr": (0.1, V.POSITIVE), "beta_1": (0.9, BETA), "beta_2": (0.999, BETA),
+              "gamma": (1e-3, Number(low=0, high=1, low_open=True, high_open=True)),
+              "epsilon": (1e-8, V.NON_NEGATIVE), "weight_decay": DECAY,
+              "amsbound": (False, V.FLAG)}
+    kernel, kernel_slots, slot_when = "adabound_update", ("m", "v", "vmax"), {"vmax": "amsbound"}
+    kernel_args = ("beta_1", "beta_2", "epsilon", "weight_decay", "_final_lr_t", "gamma",
+                   "amsbound", STEP)
     _scalar_state = (("base_lr", "_base_lr"),)
 
-    def __init__(self, learning_rate=0.001, final_lr=0.1, beta_1=0.9, beta_2=0.999, gamma=1e-3,
-                 epsilon=1e-8, weight_decay=0.0, amsbound=False, **kwargs):
-        super().__init__(learning_rate, **kwargs)
-        self.final_lr = _positive("final_lr", final_lr)
-        self.beta_1 = _unit("beta_1", beta_1)
-        self.beta_2 = _unit("beta_2", beta_2)
-        self.gamma = _number("gamma", gamma, lambda x: 0 < x < 1, "a number in (0, 1)")
-        self.epsilon = _nonnegative("epsilon", epsilon)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-        self.amsbound = _flag("amsbound", amsbound)
+    def _init(self):
         # the rate final_lr belongs to: the learning rate at construction (a schedule's at
         # iteration 0), kept when a callback later changes learning_rate, as the reference's
         # base_lrs; saved with the state
         lr = self._learning_rate
         self._base_lr = float(lr(0)) if callable(lr) else lr
-
-    def _slots(self):
-        return ("m", "v", "vmax") if self.amsbound else ("m", "v")
 
     def _begin_step(self, lr, step):
         if self._base_lr > 0:
@@ -771,21 +675,12 @@ class AdaBound(Optimizer):
         else:                                   # a schedule starting at 0: nothing to scale by
             self._final_lr_t = self.final_lr
 
-    def _update(self, param, grad, slots, lr, step):
-        self._backend.adabound_update(param, grad, slots["m"].reshape(-1), slots["v"].reshape(-1),
-                                      slots["vmax"].reshape(-1), lr, self.beta_1, self.beta_2,
-                                      self.epsilon, self.weight_decay, self._final_lr_t,
-                                      self.gamma, self.amsbound, step)
-
 
 @register
 class AMSBound(AdaBound):
     """AdaBound on AMSGrad's running maximum of the second moment (Luo et al. 2019)."""
-
-    def __init__(self, learning_rate=0.001, final_lr=0.1, beta_1=0.9, beta_2=0.999, gamma=1e-3,
-                 epsilon=1e-8, weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate, final_lr, beta_1, beta_2, gamma, epsilon, weight_decay,
-                         amsbound=True, **kwargs)
+    params = {k: v for k, v in AdaBound.params.items() if k != "amsbound"}
+    amsbound = True
 
 
 @register
@@ -820,8 +715,8 @@ class Lookahead(Optimizer):
             raise ValueError(f"Lookahead cannot wrap LBFGS (a full-batch method with its own line "
                              f"search); received optimizer={optimizer!r}")
         self.optimizer = inner
-        self.k = _positive_int("k", k)
-        self.alpha = _number("alpha", alpha, lambda x: 0 < x <= 1, "a number in (0, 1]")
+        self.k = _check("Lookahead", "k", k, Integer(1))
+        self.alpha = _check("Lookahead", "alpha", alpha, Number(low=0, high=1, low_open=True))
         self.iterations = 0
         self._backend = inner.backend
         self._slow = []                                     # one flat array per parameter
@@ -882,10 +777,6 @@ class Lookahead(Optimizer):
     def get_config(self):
         return {"optimizer": serialize(self.optimizer), "k": self.k, "alpha": self.alpha}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def get_state(self):
         """``iterations``, ``slow/<i>`` (the slow weights, flat) and ``inner/<key>`` for every
         entry of the inner optimizer's state."""
@@ -914,22 +805,6 @@ class Lookahead(Optimizer):
         self.optimizer.set_state(inner)
         self._slow = [_move(self._backend, slow[i]) for i in range(len(slow))]
         self.iterations = iterations
-
-
-def serialize(optimizer):
-    """``{"class_name": ..., "config": ...}`` of an optimizer (JSON-serializable)."""
-    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
-
-
-def deserialize(config):
-    """The optimizer ``serialize`` described (a registered class, by class name)."""
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"expected {{'class_name': ..., 'config': ...}}; received {config!r}")
-    classes = {c.__name__: c for c in OPTIMIZERS.values()}
-    if config["class_name"] not in classes:
-        raise ValueError(f"unknown optimizer class {config['class_name']!r}; known: "
-                         f"{', '.join(sorted(classes))}")
-    return classes[config["class_name"]].from_config(config.get("config", {}))
 
 
 def _cubic_minimum(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -980,34 +855,27 @@ class LBFGS(Optimizer):
             raise ValueError(f"LBFGS does not clip gradients (its line search and curvature pairs "
                              f"need the true gradient); received {k}={v!r}")
         super().__init__(learning_rate, **kwargs)
-        self.max_iter = _positive_int("max_iter", max_iter)
-        self.max_eval = (self.max_iter * 5 // 4 if max_eval is None
-                         else _positive_int("max_eval", max_eval))
-        self.tolerance_grad = _nonnegative("tolerance_grad", tolerance_grad)
-        self.tolerance_change = _nonnegative("tolerance_change", tolerance_change)
-        self.history_size = _positive_int("history_size", history_size)
+        self.max_iter, max_eval, self.tolerance_grad, self.tolerance_change, self.history_size = \
+            V.check(V.KerasOwner("LBFGS"), max_iter=(max_iter, Integer(1)),
+                    max_eval=(max_eval, Integer(1, optional=True)),
+                    tolerance_grad=(tolerance_grad, V.NON_NEGATIVE),
+                    tolerance_change=(tolerance_change, V.NON_NEGATIVE),
+                    history_size=(history_size, Integer(1)))
+        self.max_eval = self.max_iter * 5 // 4 if max_eval is None else max_eval
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"`line_search_fn` must be None or 'strong_wolfe'; received "
                              f"line_search_fn={line_search_fn!r}")
         self.line_search_fn = line_search_fn
         self._lb = {"func_evals": 0, "n_iter": 0}       # the algorithm's state (torch's names)
 
-    @property
-    def backend(self):
-        return self._backend
-
-    @backend.setter
-    def backend(self, backend):
-        new, old = get_backend(backend), self._backend
-        if new is not old:
-            lb = self._lb
-            for key in ("d", "prev_flat_grad"):
-                if key in lb:
-                    lb[key] = _move(new, old.to_numpy(lb[key]))
-            for key in ("old_dirs", "old_stps"):
-                if key in lb:
-                    lb[key] = [_move(new, old.to_numpy(a)) for a in lb[key]]
-        self._backend = new
+    def _move_state(self, move):
+        lb = self._lb
+        for key in ("d", "prev_flat_grad"):
+            if key in lb:
+                lb[key] = move(lb[key])
+        for key in ("old_dirs", "old_stps"):
+            if key in lb:
+                lb[key] = [move(a) for a in lb[key]]
 
     # ------------------------------------------------------------------ vector helpers (kernels)
     def _reduce(self, kernel, *arrays):
@@ -1323,3 +1191,7 @@ def model_closure(model, x, y):
 
     closure.params, closure.grads, _ = engine.variable_runs(model.trainable_weights)
     return closure
+
+
+REGISTRY.base = Optimizer
+REGISTRY.register(Adam, "amsgrad", amsgrad=True)    # AMSGrad is Adam(amsgrad=True)
