@@ -22,6 +22,8 @@ import warnings
 
 import numpy as np
 
+from . import validation as V
+
 
 class Callback:
     """Base class: override any hook. ``self.model`` is set by ``fit``."""
@@ -223,38 +225,10 @@ _MAXIMIZED = ("acc", "precision", "recall", "f1", "auc")
 
 
 def _bad(owner, name, value, rule):
-    return ValueError(f"{owner}: `{name}` must be {rule}; received {name}={value!r}")
+    return V.error(V.KerasOwner(owner), name, rule, value)
 
 
-def _int_arg(owner, name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise _bad(owner, name, value, f"an integer >= {minimum}")
-    return int(value)
-
-
-def _real_arg(owner, name, value, ok, rule):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not ok(float(value))):
-        raise _bad(owner, name, value, rule)
-    return float(value)
-
-
-def _bool_arg(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise _bad(owner, name, value, "True or False")
-    return bool(value)
-
-
-def _verbose_arg(owner, value):
-    if isinstance(value, bool) or value not in (0, 1):
-        raise _bad(owner, "verbose", value, "0 or 1")
-    return int(value)
-
-
-def _path_arg(owner, name, value):
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise _bad(owner, name, value, "a non-empty path (str or os.PathLike)")
-    return os.fspath(value)
+VERBOSE = V.OneOf(0, 1)
 
 
 def _mode_for(monitor, mode):
@@ -270,14 +244,12 @@ class _Monitor(Callback):
 
     def __init__(self, monitor, mode, min_delta):
         super().__init__()
-        owner = type(self).__name__
+        owner = V.KerasOwner(type(self).__name__)
         if not isinstance(monitor, str) or not monitor:
             raise _bad(owner, "monitor", monitor, "a non-empty string naming a logged quantity")
-        if mode not in ("auto", "min", "max"):
-            raise _bad(owner, "mode", mode, "'auto', 'min' or 'max'")
-        self.monitor, self.mode = monitor, mode
-        self.min_delta = _real_arg(owner, "min_delta", min_delta, lambda v: v >= 0,
-                                   "a finite number >= 0")
+        self.monitor, self.mode, self.min_delta = monitor, *V.check(
+            owner, mode=(mode, V.OneOf("auto", "min", "max")),
+            min_delta=(min_delta, V.NON_NEGATIVE))
         self._direction = _mode_for(monitor, mode)
         self._warned = False
 
@@ -326,13 +298,12 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor="val_loss", patience=0, min_delta=0, mode="auto",
                  restore_best_weights=False, baseline=None, start_from_epoch=0, verbose=0):
         super().__init__(monitor, mode, min_delta)
-        owner = type(self).__name__
-        self.patience = _int_arg(owner, "patience", patience)
-        self.restore_best_weights = _bool_arg(owner, "restore_best_weights", restore_best_weights)
-        self.baseline = None if baseline is None else _real_arg(
-            owner, "baseline", baseline, lambda v: True, "None or a finite number")
-        self.start_from_epoch = _int_arg(owner, "start_from_epoch", start_from_epoch)
-        self.verbose = _verbose_arg(owner, verbose)
+        (self.patience, self.restore_best_weights, self.baseline, self.start_from_epoch,
+         self.verbose) = V.check(
+            V.KerasOwner(type(self).__name__), patience=(patience, V.Integer(0)),
+            restore_best_weights=(restore_best_weights, V.FLAG),
+            baseline=(baseline, V.Number(optional=True)),
+            start_from_epoch=(start_from_epoch, V.Integer(0)), verbose=(verbose, VERBOSE))
         self._reset()
 
     def _reset(self):
@@ -387,7 +358,9 @@ class ModelCheckpoint(_Monitor):
                  verbose=0):
         super().__init__(monitor, mode, 0.0)
         owner = type(self).__name__
-        self.filepath = _path_arg(owner, "filepath", filepath)
+        self.filepath, self.save_best_only, self.verbose = V.check(
+            V.KerasOwner(owner), filepath=(filepath, V.Path()),
+            save_best_only=(save_best_only, V.FLAG), verbose=(verbose, VERBOSE))
         try:
             self._fields = [f for _, f, _, _ in string.Formatter().parse(self.filepath)
                             if f is not None]
@@ -397,8 +370,6 @@ class ModelCheckpoint(_Monitor):
         if any(f == "" or f.isdigit() for f in self._fields):
             raise _bad(owner, "filepath", filepath,
                        "a path whose format fields are named, like {epoch} or {val_loss:.2f}")
-        self.save_best_only = _bool_arg(owner, "save_best_only", save_best_only)
-        self.verbose = _verbose_arg(owner, verbose)
         self.best = self._initial_best()
 
     def on_train_begin(self, logs=None):
@@ -465,7 +436,7 @@ class LearningRateScheduler(Callback):
         if not callable(schedule):
             raise _bad(owner, "schedule", schedule, "a callable schedule(epoch, lr) -> lr")
         self.schedule = schedule
-        self.verbose = _verbose_arg(owner, verbose)
+        self.verbose = VERBOSE(verbose, "verbose", V.KerasOwner(owner))
         self._nargs = self._count_args(schedule)
 
     @staticmethod
@@ -515,13 +486,11 @@ class ReduceLROnPlateau(_Monitor):
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4,
                  cooldown=0, min_lr=0.0, verbose=0):
         super().__init__(monitor, mode, min_delta)
-        owner = type(self).__name__
-        self.factor = _real_arg(owner, "factor", factor, lambda v: 0 < v < 1,
-                                "a number in (0, 1)")
-        self.patience = _int_arg(owner, "patience", patience)
-        self.cooldown = _int_arg(owner, "cooldown", cooldown)
-        self.min_lr = _real_arg(owner, "min_lr", min_lr, lambda v: v >= 0, "a finite number >= 0")
-        self.verbose = _verbose_arg(owner, verbose)
+        self.factor, self.patience, self.cooldown, self.min_lr, self.verbose = V.check(
+            V.KerasOwner(type(self).__name__),
+            factor=(factor, V.Number(low=0, high=1, low_open=True, high_open=True)),
+            patience=(patience, V.Integer(0)), cooldown=(cooldown, V.Integer(0)),
+            min_lr=(min_lr, V.NON_NEGATIVE), verbose=(verbose, VERBOSE))
         self._reset()
 
     def _reset(self):
@@ -566,12 +535,12 @@ class CSVLogger(Callback):
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         owner = type(self).__name__
-        self.filename = _path_arg(owner, "filename", filename)
+        self.filename, self.append = V.check(V.KerasOwner(owner), filename=(filename, V.Path()),
+                                             append=(append, V.FLAG))
         if not isinstance(separator, str) or len(separator) != 1 or separator in "\r\n\"":
             raise _bad(owner, "separator", separator,
                        "a single character other than a quote or a line break")
         self.separator = separator
-        self.append = _bool_arg(owner, "append", append)
         self.keys = None
 
     def on_train_begin(self, logs=None):

@@ -16,21 +16,20 @@ Classification metrics read the model's outputs in one of two ways:
 ``confusion_matrix`` gives the per-class counts behind precision and recall.
 """
 import inspect
-import math
-import numbers
 
 import numpy as np
 
+from . import validation as V
+from .registry import Configurable, Registry
 
-class Metric:
+
+class Metric(Configurable):
     """Base class: ``update(y_true, y_pred)`` accumulates, ``result()`` reads, ``reset()``
     clears. The default state is a running mean ``total / count``."""
     name = None
 
     def __init__(self, name=None):
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"{type(self).__name__}: `name` must be a non-empty string; "
-                             f"received name={name!r}")
+        name = _check(self, "name", name, V.Text(optional=True))
         self.name = name or self.name or type(self).__name__.lower()
         self.reset()
 
@@ -40,24 +39,13 @@ class Metric:
     def result(self):
         return self.total / self.count if self.count else 0.0
 
-    def get_config(self):
-        return {"name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
 
-def _threshold(owner, value):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value)):
-        raise ValueError(f"{owner}: `threshold` must be a finite number; received "
-                         f"threshold={value!r}")
-    return float(value)
+def _check(metric, name, value, spec):
+    return spec(value, name, V.KerasOwner(type(metric).__name__))
 
 
 def _positions(y_true, y_pred):
@@ -97,11 +85,7 @@ def _class_labels(y, num_classes, what="y_true"):
     if y.ndim != 1:
         raise ValueError(f"{what}: expected labels of shape (batch,) or one-hot rows of shape "
                          f"(batch, classes), got shape {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"{what}: labels must be integers, got non-integer values")
-    elif y.dtype.kind not in "iub":
-        raise TypeError(f"{what}: labels must be integers, got dtype {y.dtype}")
+    V.integer_labels(what, y)
     labels = y.astype(np.int64)
     bad = labels < 0 if num_classes is None else (labels < 0) | (labels >= num_classes)
     if bad.any():
@@ -127,7 +111,7 @@ class Accuracy(Metric):
     name = "accuracy"
 
     def __init__(self, name=None, threshold=0.5):
-        self.threshold = _threshold(type(self).__name__, threshold)
+        self.threshold = _check(self, "threshold", threshold, V.Number())
         super().__init__(name)
 
     def update(self, y_true, y_pred):
@@ -143,8 +127,6 @@ class Accuracy(Metric):
         self.total += float(np.count_nonzero(correct))
         self.count += len(correct)
 
-    def get_config(self):
-        return {"name": self.name, "threshold": self.threshold}
 
 
 class BinaryAccuracy(Metric):
@@ -154,7 +136,7 @@ class BinaryAccuracy(Metric):
     name = "binary_accuracy"
 
     def __init__(self, threshold=0.5, name=None):
-        self.threshold = _threshold(type(self).__name__, threshold)
+        self.threshold = _check(self, "threshold", threshold, V.Number())
         super().__init__(name)
 
     def update(self, y_true, y_pred):
@@ -164,8 +146,6 @@ class BinaryAccuracy(Metric):
         self.total += float(np.count_nonzero(correct))
         self.count += correct.size
 
-    def get_config(self):
-        return {"threshold": self.threshold, "name": self.name}
 
 
 class TopKAccuracy(Metric):
@@ -178,10 +158,7 @@ class TopKAccuracy(Metric):
     name = "top_k_accuracy"
 
     def __init__(self, k=5, name=None):
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"{type(self).__name__}: `k` must be an integer >= 1; "
-                             f"received k={k!r}")
-        self.k = int(k)
+        self.k = _check(self, "k", k, V.Integer(1))
         super().__init__(name)
 
     def update(self, y_true, y_pred):
@@ -200,8 +177,6 @@ class TopKAccuracy(Metric):
         self.total += float(np.count_nonzero(correct))
         self.count += len(correct)
 
-    def get_config(self):
-        return {"k": self.k, "name": self.name}
 
 
 class _ClassCounts(Metric):
@@ -218,13 +193,8 @@ class _ClassCounts(Metric):
     AVERAGES = ("macro", "micro", "weighted")
 
     def __init__(self, threshold=0.5, average="macro", name=None):
-        owner = type(self).__name__
-        self.threshold = _threshold(owner, threshold)
-        if average not in self.AVERAGES:
-            allowed = ", ".join(map(repr, self.AVERAGES))
-            raise ValueError(f"{owner}: `average` must be one of {allowed}; "
-                             f"received average={average!r}")
-        self.average = average
+        self.threshold = _check(self, "threshold", threshold, V.Number())
+        self.average = _check(self, "average", average, V.OneOf(*self.AVERAGES))
         super().__init__(name)
 
     def reset(self):
@@ -276,8 +246,6 @@ class _ClassCounts(Metric):
         present = (tp + fp + fn) > 0
         return float(per_class[present].mean()) if present.any() else 0.0
 
-    def get_config(self):
-        return {"threshold": self.threshold, "average": self.average, "name": self.name}
 
 
 def _ratio(num, den):
@@ -349,10 +317,8 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
     probability per sample of shape (batch, 1) (class 1 when > 0.5). ``num_classes`` defaults
     to the number of score columns, else to the largest label + 1.
     """
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
-            num_classes, numbers.Integral) or num_classes < 1):
-        raise ValueError(f"confusion_matrix: `num_classes` must be None or an integer >= 1; "
-                         f"received num_classes={num_classes!r}")
+    num_classes = V.Integer(1, optional=True)(num_classes, "num_classes",
+                                              V.KerasOwner("confusion_matrix"))
     pred = np.asarray(y_pred)
     if pred.ndim == 2 and pred.shape[1] == 1:
         pred = (pred[:, 0] > 0.5).astype(np.int64)
@@ -374,16 +340,25 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
-METRICS = {
-    "accuracy": Accuracy, "acc": Accuracy,
-    "binary_accuracy": BinaryAccuracy,
-    "top_k_accuracy": TopKAccuracy, "top_k_categorical_accuracy": TopKAccuracy,
-    "sparse_top_k_categorical_accuracy": TopKAccuracy,
-    "precision": Precision, "recall": Recall, "f1": F1Score, "f1_score": F1Score,
-    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
-}
-CLASSES = {cls.__name__: cls for cls in set(METRICS.values())}
+REGISTRY = Registry("metric", Metric)
+CLASSES = REGISTRY.classes
+METRICS = REGISTRY.names
+
+
+def register(cls, *names):
+    """Make a metric class known to ``load_model`` and, by each of ``names``, to ``compile``."""
+    return REGISTRY.register(cls, *names)
+
+
+register(Accuracy, "accuracy", "acc")
+register(BinaryAccuracy, "binary_accuracy")
+register(TopKAccuracy, "top_k_accuracy", "top_k_categorical_accuracy",
+         "sparse_top_k_categorical_accuracy")
+register(Precision, "precision")
+register(Recall, "recall")
+register(F1Score, "f1", "f1_score")
+register(MeanSquaredError, "mse", "mean_squared_error")
+register(MeanAbsoluteError, "mae", "mean_absolute_error")
 _CANONICAL = {"acc": "accuracy"}
 
 
@@ -393,21 +368,11 @@ def get(metric, loss=None):
     The metric logs under the given name ("acc" logs as "accuracy"). Metrics with a
     ``threshold`` get 0 instead of 0.5 when ``loss`` works on logits.
     """
-    if isinstance(metric, Metric):
-        return metric
-    if isinstance(metric, str) and metric.lower() in METRICS:
-        key = metric.lower()
-        cls = METRICS[key]
-        kwargs = {"name": _CANONICAL.get(key, key)}
-        if getattr(loss, "from_logits", False) and "threshold" in inspect.signature(cls).parameters:
-            kwargs["threshold"] = 0.0
-        return cls(**kwargs)
-    raise ValueError(f"unknown metric {metric!r}; valid names are {', '.join(sorted(METRICS))}")
-
-
-def register(cls, *names):
-    """Make a metric class known to ``load_model`` and, by each of ``names``, to ``compile``."""
-    CLASSES[cls.__name__] = cls
-    for n in names:
-        METRICS[n] = cls
-    return cls
+    key = metric.lower() if isinstance(metric, str) else None
+    if key not in REGISTRY.names:
+        return REGISTRY.get(metric)
+    cls = REGISTRY.names[key]
+    kwargs = {"name": _CANONICAL.get(key, key)}
+    if getattr(loss, "from_logits", False) and "threshold" in inspect.signature(cls).parameters:
+        kwargs["threshold"] = 0.0
+    return cls(**kwargs)

@@ -29,6 +29,7 @@ from . import random as _random
 from . import validation
 from ._files import atomic_write
 from .backend import get_backend
+from .registry import serialize
 from .layers.base import Layer, check_dtype, check_positive_int, fmt_shape, shapes_match
 
 FORMAT = "numbanet-model"
@@ -1386,14 +1387,10 @@ class Model(Layer, functional._GraphLayer):
         if self.optimizer is None:
             return None
         self._ensure_compiled_outputs()
-        return {"optimizer": {"class_name": type(self.optimizer).__name__,
-                              "config": self.optimizer.get_config()},
-                "losses": [None if l is None else {"class_name": type(l).__name__,
-                                                   "config": l.get_config()}
-                           for l in self.output_losses],
+        return {"optimizer": serialize(self.optimizer),
+                "losses": [None if l is None else serialize(l) for l in self.output_losses],
                 "loss_weights": list(self.loss_weights),
-                "metrics": [[{"class_name": type(m).__name__, "config": m.get_config()}
-                             for m in ms] for ms in self.output_metrics]}
+                "metrics": [[serialize(m) for m in ms] for ms in self.output_metrics]}
 
     def _arrays(self):
         arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
@@ -1698,22 +1695,6 @@ def functional_from_config(config, device=None):
     return model
 
 
-def _from_config(registry, entry, what):
-    if not isinstance(entry, dict) or "class_name" not in entry:
-        raise ValueError(f"bad {what} entry {entry!r}")
-    cls = registry(entry["class_name"])
-    return cls.from_config(entry.get("config", {}))
-
-
-def _class_lookup(classes, what, hint=""):
-    def lookup(name):
-        if name not in classes:
-            raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(classes))}"
-                             f"{hint}")
-        return classes[name]
-    return lookup
-
-
 def load_model(path, device=None, compile=True):
     """Load a model saved with ``save``: same architecture, weights and (with ``compile``)
     optimizer state, loss and metrics."""
@@ -1740,28 +1721,20 @@ def load_model(path, device=None, compile=True):
                 raise ValueError(f"weight array {i} holds NaN or Inf")
         comp = config.get("compile")
         if comp and compile:
-            opt_classes = {c.__name__: c for c in optimizers_module.OPTIMIZERS.values()}
-            opt = _from_config(_class_lookup(opt_classes, "optimizer"), comp["optimizer"],
-                               "optimizer")
-            hint = ("; register a custom loss with nb.losses.register(MyLoss) before loading, "
-                    "or load with compile=False")
+            opt = optimizers_module.REGISTRY.deserialize(comp["optimizer"])
+            load_loss = losses_module.REGISTRY.deserialize
+            load_metric = metrics_module.REGISTRY.deserialize
             if "losses" in comp:
-                losses = [None if e is None else _from_config(
-                    _class_lookup(losses_module.CLASSES, "loss", hint), e, "loss")
-                    for e in comp["losses"]]
-                metrics = [[_from_config(_class_lookup(metrics_module.CLASSES, "metric"), m,
-                                         "metric") for m in ms] for ms in comp["metrics"]]
+                losses = [None if e is None else load_loss(e) for e in comp["losses"]]
+                metrics = [[load_metric(m) for m in ms] for ms in comp["metrics"]]
                 loss_arg = losses[0] if len(losses) == 1 else losses
                 metric_arg = metrics[0] if len(metrics) == 1 else metrics
                 model.compile(optimizer=opt, loss=loss_arg, metrics=metric_arg,
                               loss_weights=comp.get("loss_weights"))
                 _restore_metric_names(model, metrics)
             else:                                       # version 1: one loss
-                loss = _from_config(_class_lookup(losses_module.CLASSES, "loss", hint),
-                                    comp["loss"], "loss")
-                metrics = [_from_config(_class_lookup(metrics_module.CLASSES, "metric"), m,
-                                        "metric") for m in comp["metrics"]]
-                model.compile(optimizer=opt, loss=loss, metrics=metrics)
+                model.compile(optimizer=opt, loss=load_loss(comp["loss"]),
+                              metrics=[load_metric(m) for m in comp["metrics"]])
             state = {k[len("optimizer/"):]: v for k, v in arrays.items()
                      if k.startswith("optimizer/")}
             if version == 1:

@@ -12,34 +12,31 @@ store the constructor arguments under their own names) and ``register`` it to ma
 schedule savable.
 """
 import bisect
-import inspect
 import math
 import numbers
 
-SCHEDULES = {}
+from . import validation as V
+from .registry import Configurable, Registry
+from .validation import Integer, Number
+
+REGISTRY = Registry("learning rate schedule")
+SCHEDULES = REGISTRY.classes
 
 
 def register(cls):
     """Class decorator: make ``deserialize`` know ``cls`` by its class name."""
-    SCHEDULES[cls.__name__] = cls
-    return cls
+    return REGISTRY.register(cls)
 
 
-def _real(owner, name, value, ok=lambda v: True, rule="a finite number"):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not ok(float(value))):
-        raise ValueError(f"{owner}: `{name}` must be {rule}; received {name}={value!r}")
-    return float(value)
+def _real(owner, name, value, spec=Number()):
+    return spec(value, name, V.KerasOwner(owner))
 
 
 def _int(owner, name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{owner}: `{name}` must be an integer >= {minimum}; received "
-                         f"{name}={value!r}")
-    return int(value)
+    return Integer(minimum)(value, name, V.KerasOwner(owner))
 
 
-class LearningRateSchedule:
+class LearningRateSchedule(Configurable):
     """Base class: ``schedule(step)`` checks ``step`` and returns ``float(self._rate(step))``."""
 
     def __call__(self, step):
@@ -48,16 +45,6 @@ class LearningRateSchedule:
             raise ValueError(f"{type(self).__name__}: the step must be a finite number >= 0; "
                              f"received {step!r}")
         return float(self._rate(step))
-
-    def get_config(self):
-        """The constructor arguments, read back from the attributes of the same names."""
-        names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
-                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        return {n: getattr(self, n) for n in names}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -73,14 +60,10 @@ class ExponentialDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         owner = type(self).__name__
         self.initial_learning_rate = _real(owner, "initial_learning_rate", initial_learning_rate,
-                                           lambda v: v > 0, "a finite number > 0")
+                                           V.POSITIVE)
         self.decay_steps = _int(owner, "decay_steps", decay_steps, 1)
-        self.decay_rate = _real(owner, "decay_rate", decay_rate, lambda v: v > 0,
-                                "a finite number > 0")
-        if not isinstance(staircase, bool):
-            raise ValueError(f"{owner}: `staircase` must be True or False; received "
-                             f"staircase={staircase!r}")
-        self.staircase = staircase
+        self.decay_rate = _real(owner, "decay_rate", decay_rate, V.POSITIVE)
+        self.staircase = _real(owner, "staircase", staircase, V.FLAG)
 
     def _rate(self, step):
         p = step / self.decay_steps
@@ -97,9 +80,9 @@ class StepDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, step_size, gamma=0.1):
         owner = type(self).__name__
         self.initial_learning_rate = _real(owner, "initial_learning_rate", initial_learning_rate,
-                                           lambda v: v > 0, "a finite number > 0")
+                                           V.POSITIVE)
         self.step_size = _int(owner, "step_size", step_size, 1)
-        self.gamma = _real(owner, "gamma", gamma, lambda v: v > 0, "a finite number > 0")
+        self.gamma = _real(owner, "gamma", gamma, V.POSITIVE)
 
     def _rate(self, step):
         return self.initial_learning_rate * self.gamma ** math.floor(step / self.step_size)
@@ -120,7 +103,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:])):
             raise ValueError(f"{owner}: `boundaries` must be strictly increasing; received "
                              f"boundaries={boundaries!r}")
-        self.values = [_real(owner, f"values[{i}]", v, lambda x: x >= 0, "a finite number >= 0")
+        self.values = [_real(owner, f"values[{i}]", v, V.NON_NEGATIVE)
                        for i, v in enumerate(values)]
         if len(self.values) != len(self.boundaries) + 1:
             raise ValueError(f"{owner}: `values` must have one more entry than `boundaries`; "
@@ -148,11 +131,11 @@ class CosineDecay(LearningRateSchedule):
                  warmup_steps=0):
         owner = type(self).__name__
         self.initial_learning_rate = _real(owner, "initial_learning_rate", initial_learning_rate,
-                                           lambda v: v >= 0, "a finite number >= 0")
+                                           V.NON_NEGATIVE)
         self.decay_steps = _int(owner, "decay_steps", decay_steps, 1)
-        self.alpha = _real(owner, "alpha", alpha, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        self.warmup_target = None if warmup_target is None else _real(
-            owner, "warmup_target", warmup_target, lambda v: v > 0, "None or a finite number > 0")
+        self.alpha = _real(owner, "alpha", alpha, V.PROBABILITY)
+        self.warmup_target = _real(owner, "warmup_target", warmup_target,
+                                   Number(low=0, low_open=True, optional=True))
         self.warmup_steps = _int(owner, "warmup_steps", warmup_steps, 0)
         if self.warmup_target is None and self.warmup_steps > 0:
             raise ValueError(f"{owner}: warmup_steps={warmup_steps!r} needs a `warmup_target` "
@@ -192,14 +175,4 @@ def serialize(schedule):
 
 def deserialize(config):
     """The schedule ``serialize`` described (ValueError for an unknown or malformed entry)."""
-    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
-        raise ValueError(f"expected a schedule entry {{'class_name': ..., 'config': ...}}; "
-                         f"received {config!r}")
-    name = config["class_name"]
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown learning rate schedule {name!r}; known: "
-                         f"{', '.join(sorted(SCHEDULES))}")
-    args = config.get("config", {})
-    if not isinstance(args, dict):
-        raise ValueError(f"the config of schedule {name!r} must be a dict; received {args!r}")
-    return SCHEDULES[name].from_config(args)
+    return REGISTRY.deserialize(config)

@@ -2,6 +2,7 @@
 from .attention import (MultiHeadAttention, PositionalEmbedding, SinePositionEncoding,
                         TransformerDecoder, TransformerEncoder)
 from .augmentation import GaussianNoise, RandomFlip, RandomTranslation, SpatialDropout2D
+from ..registry import Registry
 from .base import Layer
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
                    GlobalAvgPool2D, GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D,
@@ -14,26 +15,27 @@ from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from .sequence import (AveragePooling1D, AvgPool1D, Conv1D, Embedding, GlobalAveragePooling1D,
                        GlobalMaxPooling1D, Masking, MaxPool1D, MaxPooling1D)
 
-LAYERS = {cls.__name__: cls for cls in (
-    Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Permute, Dropout, Activation, ReLU,
-    LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization,
-    LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
-    Minimum, Concatenate, Embedding, Masking, Conv1D, MaxPool1D, AvgPool1D,
-    GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional,
-    Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding, SinePositionEncoding,
-    TransformerEncoder, TransformerDecoder)}
+REGISTRY = Registry("layer", Layer, hint="; register a custom layer with "
+                                         "nb.layers.register(MyLayer)")
+LAYERS = REGISTRY.classes
+for _cls in (
+        Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Permute, Dropout, Activation, ReLU,
+        LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization,
+        LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
+        GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
+        Minimum, Concatenate, Embedding, Masking, Conv1D, MaxPool1D, AvgPool1D,
+        GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional,
+        Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding,
+        SinePositionEncoding, TransformerEncoder, TransformerDecoder):
+    REGISTRY.register(_cls)
+del _cls
 
 
 def get(name):
     """A layer class by its name (used when loading a saved model)."""
-    if name not in LAYERS:
-        raise ValueError(f"unknown layer {name!r}; valid names are {', '.join(sorted(LAYERS))}; "
-                         f"register a custom layer with nb.layers.register(MyLayer)")
-    return LAYERS[name]
+    return REGISTRY.lookup(name)
 
 
 def register(cls):
     """Make a layer class known to ``load_model``."""
-    LAYERS[cls.__name__] = cls
-    return cls
+    return REGISTRY.register(cls)

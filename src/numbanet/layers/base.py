@@ -25,6 +25,7 @@ import re
 import numpy as np
 
 from .. import engine, initializers
+from .. import validation as V
 from ..backend import get_backend
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -52,11 +53,7 @@ def check_dtype(dtype, where):
 
 
 def check_positive_int(value, name, where, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
-            value < (0 if allow_zero else 1):
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{where}: {name} must be {kind} integer, got {value!r}")
-    return int(value)
+    return V.Integer(0 if allow_zero else 1)(value, name, where)
 
 
 def check_pair(value, name, where, allow_zero=False):
@@ -125,10 +122,8 @@ class Layer:
     def __init__(self, name=None, dtype=None, trainable=True):
         object.__setattr__(self, "_sublayers", {})  # attribute name -> [layers] (see __setattr__)
         where = type(self).__name__
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
-        if not isinstance(trainable, (bool, np.bool_)):
-            raise ValueError(f"{where}: trainable must be True or False, got {trainable!r}")
+        name, trainable = V.check(where, name=(name, V.Text(optional=True)),
+                                  trainable=(trainable, V.FLAG))
         self.name = name or _auto_name(type(self))
         self.dtype = check_dtype(dtype, f"{where} {self.name!r}")
         self.built = False
@@ -169,9 +164,7 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{self!r}: trainable must be True or False, got {value!r}")
-        self._trainable = bool(value)
+        self._trainable = V.FLAG(value, "trainable", repr(self))
         for layer in self._direct_sublayers():
             layer.trainable = bool(value)
         engine.structure_changed()

@@ -2,23 +2,8 @@
 import numpy as np
 
 from .. import initializers
+from .. import validation as V
 from .base import Layer
-
-
-def _check_bool(value, name, where):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{where}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_float(value, name, where, lo, hi, lo_open=False):
-    """A finite float in [lo, hi] ((lo, hi] with ``lo_open``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)) \
-            or not np.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
-        span = f"{'(' if lo_open else '['}{lo}, {hi}]"
-        raise ValueError(f"{where}: {name} must be a finite float in {span}, got {value!r}")
-    return float(value)
 
 
 def _check_initializer(init, name, where):
@@ -36,9 +21,9 @@ class _Normalization(Layer):
     def __init__(self, epsilon, center, scale, gamma_initializer, beta_initializer, **kwargs):
         super().__init__(**kwargs)
         where = f"{type(self).__name__} {self.name!r}"
-        self.epsilon = _check_float(epsilon, "epsilon", where, 0.0, np.inf, lo_open=True)
-        self.center = _check_bool(center, "center", where)
-        self.scale = _check_bool(scale, "scale", where)
+        self.epsilon = V.POSITIVE(epsilon, "epsilon", where)
+        self.center = V.FLAG(center, "center", where)
+        self.scale = V.FLAG(scale, "scale", where)
         self.gamma_initializer = _check_initializer(gamma_initializer, "gamma_initializer", where)
         self.beta_initializer = _check_initializer(beta_initializer, "beta_initializer", where)
 
@@ -110,7 +95,7 @@ class BatchNormalization(_Normalization):
             raise ValueError(f"{where}: axis must be a non-zero int (axis 0 is the batch axis), "
                              f"got {axis!r}")
         self.axis = int(axis)
-        self.momentum = _check_float(momentum, "momentum", where, 0.0, 1.0)
+        self.momentum = V.PROBABILITY(momentum, "momentum", where)
         self.moving_mean_initializer = _check_initializer(moving_mean_initializer,
                                                           "moving_mean_initializer", where)
         self.moving_variance_initializer = _check_initializer(moving_variance_initializer,

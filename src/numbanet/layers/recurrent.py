@@ -19,15 +19,10 @@ import math
 import numpy as np
 
 from .. import activations, initializers, ops
+from .. import validation as V
 from .base import Layer, check_positive_int, fmt_shape
 
 __all__ = ["SimpleRNN", "LSTM", "GRU", "Bidirectional"]
-
-
-def _flag(value, name, where):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{where}: {name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 class _RNN(Layer):
@@ -49,10 +44,10 @@ class _RNN(Layer):
         self.activation = activations.check_name(activation, where)
         if self.activation == "softmax":
             raise ValueError(f"{where}: activation must be elementwise, got 'softmax'")
-        self.use_bias = _flag(use_bias, "use_bias", where)
-        self.return_sequences = _flag(return_sequences, "return_sequences", where)
-        self.return_state = _flag(return_state, "return_state", where)
-        self.go_backwards = _flag(go_backwards, "go_backwards", where)
+        self.use_bias = V.FLAG(use_bias, "use_bias", where)
+        self.return_sequences = V.FLAG(return_sequences, "return_sequences", where)
+        self.return_state = V.FLAG(return_state, "return_state", where)
+        self.go_backwards = V.FLAG(go_backwards, "go_backwards", where)
         self._inits = (kernel_initializer, recurrent_initializer, bias_initializer)
         self.kernel_initializer = initializers.get(kernel_initializer,
                                                    f"{where} kernel_initializer")
@@ -255,7 +250,7 @@ class LSTM(_RNN):
                              f"recurrent_activation='sigmoid' (Keras' defaults), got "
                              f"{activation!r} and {recurrent_activation!r}")
         super().__init__(units, activation=activation, **kwargs)
-        self.unit_forget_bias = _flag(unit_forget_bias, "unit_forget_bias", repr(self))
+        self.unit_forget_bias = V.FLAG(unit_forget_bias, "unit_forget_bias", repr(self))
 
     def _create_bias(self):
         v = self.add_param("bias", self._bias_shape(), self.bias_initializer, self.units,
