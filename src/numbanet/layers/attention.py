@@ -59,6 +59,7 @@ class MultiHeadAttention(Layer):
     the output bias). ``return_attention_scores=True`` also returns the attention weights
     (batch, heads, T_q, T_k), before dropout.
     """
+    _config_attrs = {"output_shape": "output_dim"}
 
     multi_input = True
     uses_mask = True
@@ -91,7 +92,8 @@ class MultiHeadAttention(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer,
                                                    f"{where} kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer, f"{where} bias_initializer")
-        self._init_specs = (kernel_initializer, bias_initializer)
+        self._init_specs = self._keep_specs(kernel_initializer=kernel_initializer,
+                                            bias_initializer=bias_initializer)
         if seed is not None:
             check_positive_int(seed, "seed", where, allow_zero=True)
         self.seed = seed
@@ -319,14 +321,6 @@ class MultiHeadAttention(Layer):
             res[2] = input_grad("key", g_k, k2, tk)
         return res
 
-    def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
-                "value_dim": self.value_dim, "dropout": self.dropout, "use_bias": self.use_bias,
-                "output_shape": self.output_dim,
-                "kernel_initializer": initializers.serialize(self._init_specs[0]),
-                "bias_initializer": initializers.serialize(self._init_specs[1]),
-                "seed": self.seed}
-
 
 def _relax_time(shapes):
     """(time, features) shapes with the time axis free (it may differ from call to call)."""
@@ -351,7 +345,7 @@ class PositionalEmbedding(Layer):
         self.vocabulary_size = check_positive_int(vocabulary_size, "vocabulary_size", where)
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim", where)
         self.mask_zero = bool(mask_zero)
-        self._init_spec = embeddings_initializer
+        self._init_spec, = self._keep_specs(embeddings_initializer=embeddings_initializer)
         from .sequence import Embedding
         self.token_embedding = Embedding(vocabulary_size, embedding_dim,
                                          embeddings_initializer=embeddings_initializer,
@@ -391,12 +385,6 @@ class PositionalEmbedding(Layer):
             raise ValueError(f"{self!r}: got sequences of {t} steps, more than its "
                              f"sequence_length={self.sequence_length}")
         return self.token_embedding(inputs) + self.position_embeddings[:t]
-
-    def get_config(self):
-        return {**super().get_config(), "sequence_length": self.sequence_length,
-                "vocabulary_size": self.vocabulary_size, "embedding_dim": self.embedding_dim,
-                "mask_zero": self.mask_zero,
-                "embeddings_initializer": initializers.serialize(self._init_spec)}
 
 
 class SinePositionEncoding(Layer):
@@ -438,9 +426,6 @@ class SinePositionEncoding(Layer):
             pe = self._cache[key] = self.backend.asarray(self.encoding(t, d).astype(inputs.dtype))
         return inputs + pe
 
-    def get_config(self):
-        return {**super().get_config(), "max_wavelength": self.max_wavelength}
-
 
 class _TransformerBlock(Layer):
     """Shared by the encoder and decoder blocks: arguments, sublayer creation, feedforward."""
@@ -463,7 +448,8 @@ class _TransformerBlock(Layer):
         self.activation = activations.check_name(activation, where)
         self.norm_first = bool(norm_first)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self._init_specs = (kernel_initializer, bias_initializer)
+        self._init_specs = self._keep_specs(kernel_initializer=kernel_initializer,
+                                            bias_initializer=bias_initializer)
 
     def _attention(self, suffix, hidden):
         if hidden // self.num_heads < 1:
@@ -511,14 +497,6 @@ class _TransformerBlock(Layer):
     def _feedforward(self, x, training):
         return self._residual(x, self.feedforward_norm, lambda h: self.feedforward_dropout(
             self.output_dense(self.intermediate_dense(h)), training=training), training)
-
-    def get_config(self):
-        return {**super().get_config(), "intermediate_dim": self.intermediate_dim,
-                "num_heads": self.num_heads, "dropout": self.dropout,
-                "activation": self.activation, "norm_first": self.norm_first,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "kernel_initializer": initializers.serialize(self._init_specs[0]),
-                "bias_initializer": initializers.serialize(self._init_specs[1])}
 
 
 class TransformerEncoder(_TransformerBlock):

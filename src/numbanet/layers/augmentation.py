@@ -48,9 +48,6 @@ class _RandomLayer(Layer):
     def set_rng_state(self, state):
         self.rng.bit_generator.state = state
 
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
-
 
 class _ImageLayer(_RandomLayer):
     """A random layer over (N, C, H, W) images."""
@@ -94,9 +91,6 @@ class SpatialDropout2D(_ImageLayer):
         self.backend.spatial_dropout2d_backward(grad_out, mask, grad_in)
         return grad_in
 
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
 
 class RandomFlip(_ImageLayer):
     """Random flips in training: ``"horizontal"`` mirrors left-right (the W axis),
@@ -136,9 +130,6 @@ class RandomFlip(_ImageLayer):
         grad_in = self.backend.empty(tuple(grad_out.shape), self.dtype)
         self.backend.flip_backward(grad_out, *flips, grad_in)
         return grad_in
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
 
 class RandomTranslation(_ImageLayer):
@@ -194,11 +185,6 @@ class RandomTranslation(_ImageLayer):
         self.backend.translate_backward(grad_out, *shifts, grad_in)
         return grad_in
 
-    def get_config(self):
-        f = [self.height_factor, self.width_factor]
-        f = [list(v) if isinstance(v, tuple) else v for v in f]
-        return {**super().get_config(), "height_factor": f[0], "width_factor": f[1]}
-
 
 class GaussianNoise(_RandomLayer):
     """Adds zero-mean Gaussian noise of standard deviation ``stddev`` in training (any input
@@ -229,6 +215,3 @@ class GaussianNoise(_RandomLayer):
     def _backward(self, ctx, grad_out, sink, need):
         """The noise does not depend on the input: the gradient passes through unchanged."""
         return grad_out if need else None
-
-    def get_config(self):
-        return {**super().get_config(), "stddev": self.stddev}

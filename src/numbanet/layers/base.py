@@ -77,6 +77,13 @@ def check_shape(shape, where, what="input shape"):
     return tuple(None if d is None else int(d) for d in shape)
 
 
+def _jsonable(value):
+    """Tuples (nested too) as lists, as JSON gives them back."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def shapes_match(expected, got):
     """Does the per-sample shape ``got`` fit ``expected`` (None matches any size)?"""
     return len(expected) == len(got) and all(e is None or g is None or e == g
@@ -118,6 +125,10 @@ class Layer:
     #: per-sample axes whose size may change from call to call (a sequence's length): None
     #: (none), "all", "leading" (all but the last) or a tuple of axis indices
     free_axes = None
+    #: constructor arguments a subclass fixes itself (left out of its config), and arguments
+    #: stored under another attribute name ({argument: attribute})
+    _config_skip = ()
+    _config_attrs = {}
 
     def __init__(self, name=None, dtype=None, trainable=True):
         object.__setattr__(self, "_sublayers", {})  # attribute name -> [layers] (see __setattr__)
@@ -579,11 +590,50 @@ class Layer:
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def get_config(self):
-        """Constructor arguments (JSON-serializable), so ``type(layer)(**config)`` rebuilds it."""
+        """Constructor arguments (JSON-serializable), so ``type(layer)(**config)`` rebuilds it:
+        ``name``, ``dtype`` (``trainable`` when False) and the arguments of the constructors up
+        the class chain (followed through ``**kwargs``, less ``_config_skip``), each read back by
+        ``_config_value`` (tuples as lists)."""
         config = {"name": self.name, "dtype": None if self.dtype is None else self.dtype.name}
         if not self.trainable:
             config["trainable"] = False
+        for name in self._config_names():
+            config[name] = _jsonable(self._config_value(name))
         return config
+
+    @classmethod
+    def _config_names(cls):
+        names = []
+        for klass in cls.__mro__:
+            if klass is Layer:
+                break
+            if "__init__" in vars(klass):
+                params = inspect.signature(klass.__init__).parameters.values()
+                names += [p.name for p in params if p.name != "self"
+                          and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                if not any(p.kind is p.VAR_KEYWORD for p in params):
+                    break
+        skip = set(cls._config_skip) | {"name", "dtype", "trainable"}
+        return [n for n in dict.fromkeys(names) if n not in skip]
+
+    def _config_value(self, name):
+        """Constructor argument ``name`` as saved: the attribute of that name (or of
+        ``_config_attrs[name]``), the argument as given for those kept by ``_keep_specs``;
+        initializers and regularizers in their serialized form."""
+        specs = self.__dict__.get("_specs", {})
+        value = specs[name] if name in specs else getattr(self, self._config_attrs.get(name, name))
+        if name.endswith("_initializer"):
+            return initializers.serialize(value)
+        if name.endswith("_regularizer"):
+            from .. import regularizers
+            return regularizers.serialize(value)
+        return value
+
+    def _keep_specs(self, **specs):
+        """Remember arguments as given (initializer names...) for the config; returns their
+        values in order."""
+        self.__dict__.setdefault("_specs", {}).update(specs)
+        return tuple(specs.values())
 
     @classmethod
     def from_config(cls, config):

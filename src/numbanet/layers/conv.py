@@ -18,10 +18,6 @@ def _padding_spec(padding, where):
     return check_pair(padding, "padding", where, allow_zero=True)
 
 
-def _padding_config(padding):
-    return padding if isinstance(padding, str) else list(padding)
-
-
 def _output_and_pad(size, k, stride, dilation, padding, axis):
     """Output length and top/left padding along one axis.
 
@@ -111,11 +107,6 @@ class Conv2D(_Affine):
         grad_in = be.empty(tuple(x.shape), self.dtype)
         be.conv2d_backward_input(g, self.params["kernel"], *self._geometry(), grad_in)
         return grad_in
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": _padding_config(self.padding), "dilation_rate": list(self.dilation_rate)}
 
 
 def _transpose_output_and_pad(size, k, stride, dilation, padding, output_padding, axis):
@@ -239,13 +230,6 @@ class Conv2DTranspose(_Affine):
         be.conv2d_forward(g, self.params["kernel"], self._zero_in, *self._geometry(), grad_in)
         return grad_in
 
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": _padding_config(self.padding),
-                "output_padding": None if self.output_padding is None else
-                list(self.output_padding), "dilation_rate": list(self.dilation_rate)}
-
 
 class _Pool2D(Layer):
     def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
@@ -266,10 +250,6 @@ class _Pool2D(Layer):
 
     def _geometry(self):
         return (*self.pool_size, *self.strides, *self.pads)
-
-    def get_config(self):
-        return {**super().get_config(), "pool_size": list(self.pool_size),
-                "strides": list(self.strides), "padding": _padding_config(self.padding)}
 
 
 class MaxPool2D(_Pool2D):
@@ -347,10 +327,6 @@ class UpSampling2D(Layer):
         self.backend.upsample2d_backward(grad_out, *self.size, grad_in)
         return grad_in
 
-    def get_config(self):
-        return {**super().get_config(), "size": list(self.size),
-                "interpolation": self.interpolation}
-
 
 class _GlobalPool2D(Layer):
     """Global pooling over the spatial axes of NCHW images: (N, C, H, W) -> (N, C), or
@@ -376,9 +352,6 @@ class _GlobalPool2D(Layer):
 
     def _out(self, be, n, c):
         return be.empty((n, c, 1, 1) if self.keepdims else (n, c), self.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "keepdims": self.keepdims}
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):

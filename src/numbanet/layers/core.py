@@ -32,7 +32,8 @@ class _Affine(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer, f"{where} kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer, f"{where} bias_initializer")
-        self._init_specs = (kernel_initializer, bias_initializer)
+        self._init_specs = self._keep_specs(kernel_initializer=kernel_initializer,
+                                            bias_initializer=bias_initializer)
         self.kernel_regularizer = None
         if kernel_regularizer is not None:
             from .. import regularizers
@@ -85,18 +86,6 @@ class _Affine(Layer):
     def activation_grad(self, ctx, grad_out, pre_activation):
         return grad_out if pre_activation else self.act.backward(self.backend, ctx[1], ctx[2],
                                                                  grad_out)
-
-    def get_config(self):
-        return {**super().get_config(), "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self._init_specs[0]),
-                "bias_initializer": initializers.serialize(self._init_specs[1]),
-                "kernel_regularizer": self._regularizer_config()}
-
-    def _regularizer_config(self):
-        if self.kernel_regularizer is None:
-            return None
-        from .. import regularizers
-        return regularizers.serialize(self.kernel_regularizer)
 
 
 class Dense(_Affine):
@@ -158,9 +147,6 @@ class Dense(_Affine):
         x2, z, y, shape = ctx
         return z if len(shape) == 2 else z.reshape(tuple(shape[:-1]) + (int(z.shape[1]),))
 
-    def get_config(self):
-        return {**super().get_config(), "units": self.units}
-
 
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...)."""
@@ -207,9 +193,6 @@ class Reshape(Layer):
     def _backward(self, ctx, grad_out, sink, need):
         return grad_out.reshape(ctx) if need else None
 
-    def get_config(self):
-        return {**super().get_config(), "target_shape": list(self.target_shape)}
-
 
 class Permute(Layer):
     """Permute the non-batch axes: ``dims`` is a permutation of 1..rank (Keras), e.g.
@@ -237,9 +220,6 @@ class Permute(Layer):
     def _backward(self, ctx, grad_out, sink, need):
         from ..ops import _TRANSPOSE
         return _TRANSPOSE.backward(ctx, grad_out, [True])[0] if need else None
-
-    def get_config(self):
-        return {**super().get_config(), "dims": list(self.dims)}
 
 
 class Dropout(Layer):
@@ -295,9 +275,6 @@ class Dropout(Layer):
         be.dropout_backward(v(grad_out), v(mask), v(grad_in))
         return grad_in
 
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
 
 class Activation(Layer):
     """Applies a named activation (``Activation("relu")``)."""
@@ -331,22 +308,15 @@ class Activation(Layer):
         return grad_out if pre_activation else self.act.backward(self.backend, ctx[1], ctx[2],
                                                                  grad_out)
 
-    def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
-
 
 def _fixed(act_name, doc):
     """An activation layer class with its activation fixed by name."""
     class _Fixed(Activation):
         __doc__ = doc
+        _config_skip = ("activation",)
 
         def __init__(self, **kwargs):
             super().__init__(act_name, **kwargs)
-
-        def get_config(self):
-            config = super().get_config()
-            del config["activation"]
-            return config
     return _Fixed
 
 
@@ -375,6 +345,7 @@ class _Parametrized(Activation):
     or as the first positional argument (``LeakyReLU(0.2)``, as Keras and PyTorch)."""
 
     param, act_name, default = None, None, None
+    _config_skip = ("activation",)
 
     def __init__(self, *args, **kwargs):
         if len(args) > 1:
@@ -395,9 +366,7 @@ class _Parametrized(Activation):
         return getattr(self, self.param)
 
     def get_config(self):
-        config = super().get_config()
-        del config["activation"]
-        return {**config, self.param: getattr(self, self.param)}
+        return {**super().get_config(), self.param: getattr(self, self.param)}
 
 
 class LeakyReLU(_Parametrized):
@@ -412,12 +381,8 @@ class ELU(_Parametrized):
 
 class GELU(Activation):
     """Gaussian error linear unit: exact (erf) or, with ``approximate=True``, the tanh form."""
+    _config_skip = ("activation",)
 
     def __init__(self, approximate=False, **kwargs):
         self.approximate = bool(approximate)
         super().__init__("gelu_tanh" if self.approximate else "gelu", **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["activation"]
-        return {**config, "approximate": self.approximate}

@@ -153,6 +153,3 @@ class Concatenate(_Merge):
 
     def _backward(self, ctx, grad_out, sink, need):
         return _ops._CONCATENATE.backward(ctx, grad_out, need)
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}

@@ -66,12 +66,6 @@ class _Normalization(Layer):
         gb = self._flat(grads["beta"]) if "beta" in grads else be.empty((size,), self.dtype)
         return gg, gb, accumulate
 
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon, "center": self.center,
-                "scale": self.scale,
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "beta_initializer": initializers.serialize(self.beta_initializer)}
-
 
 class BatchNormalization(_Normalization):
     """Batch normalization over every axis but ``axis`` (Ioffe & Szegedy, 2015).
@@ -159,12 +153,6 @@ class BatchNormalization(_Normalization):
                                         accumulate, self._x3(grad_in), gg, gb)
         return grad_in if need else None
 
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
-                "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
-                "moving_variance_initializer":
-                    initializers.serialize(self.moving_variance_initializer)}
-
 
 class LayerNormalization(_Normalization):
     """Layer normalization (Ba et al., 2016): each sample normalized over ``axis``, with
@@ -229,7 +217,3 @@ class LayerNormalization(_Normalization):
         be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd,
                               accumulate, self._x2(grad_in), gg, gb)
         return grad_in if need else None
-
-    def get_config(self):
-        axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis
-        return {**super().get_config(), "axis": axis}

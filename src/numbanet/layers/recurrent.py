@@ -48,7 +48,9 @@ class _RNN(Layer):
         self.return_sequences = V.FLAG(return_sequences, "return_sequences", where)
         self.return_state = V.FLAG(return_state, "return_state", where)
         self.go_backwards = V.FLAG(go_backwards, "go_backwards", where)
-        self._inits = (kernel_initializer, recurrent_initializer, bias_initializer)
+        self._inits = self._keep_specs(kernel_initializer=kernel_initializer,
+                                       recurrent_initializer=recurrent_initializer,
+                                       bias_initializer=bias_initializer)
         self.kernel_initializer = initializers.get(kernel_initializer,
                                                    f"{where} kernel_initializer")
         self.recurrent_initializer = initializers.get(recurrent_initializer,
@@ -192,14 +194,6 @@ class _RNN(Layer):
             return grads["bias"]
         return self.backend.empty((self.gates * self.units,), self.dtype)
 
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation,
-                "use_bias": self.use_bias, "return_sequences": self.return_sequences,
-                "return_state": self.return_state, "go_backwards": self.go_backwards,
-                "kernel_initializer": initializers.serialize(self._inits[0]),
-                "recurrent_initializer": initializers.serialize(self._inits[1]),
-                "bias_initializer": initializers.serialize(self._inits[2])}
-
 
 def _last_step(be, seq):
     """seq[:, -1] of a (batch, time, units) array, as a new contiguous (batch, units) array."""
@@ -239,6 +233,7 @@ class LSTM(_RNN):
     """Long short-term memory (Hochreiter & Schmidhuber, 1997), Keras 3: gates i, f, c, o;
     c_t = f * c_{t-1} + i * tanh(.), h_t = o * tanh(c_t). ``unit_forget_bias=True`` starts the
     forget gate's bias at 1. States: [h, c]."""
+    _config_skip = ("activation", "recurrent_activation")
 
     gates = 4
     states = 2
@@ -276,16 +271,12 @@ class LSTM(_RNN):
                                    finals[1], accumulate, grad_xp, grad_u, grad_states[0],
                                    grad_states[1])
 
-    def get_config(self):
-        config = super().get_config()
-        del config["activation"]
-        return {**config, "unit_forget_bias": self.unit_forget_bias}
-
 
 class GRU(_RNN):
     """Gated recurrent unit (Cho et al., 2014), Keras 3 with ``reset_after=True``: gates z, r, h;
     hh = tanh(x W_h + b_h + r * (h_{t-1} U_h + b'_h)), h_t = z * h_{t-1} + (1 - z) * hh. Its bias
     is (2, 3 * units): the input bias, then the recurrent bias."""
+    _config_skip = ("activation", "recurrent_activation", "reset_after")
 
     gates = 3
 
@@ -331,11 +322,6 @@ class GRU(_RNN):
                         self.go_backwards, hs, saved[0], grad_hs, finals[0], accumulate,
                         grad_xp, grad_u, gb, grad_states[0])
 
-    def get_config(self):
-        config = super().get_config()
-        del config["activation"]
-        return config
-
 
 class Bidirectional(Layer):
     """Runs a recurrent layer forward and a copy of it backward (``go_backwards``) over the
@@ -343,6 +329,7 @@ class Bidirectional(Layer):
     (a list of both). The backward layer's sequence output is put back in time order first.
     ``forward_layer`` and ``backward_layer`` are the two layers (Keras); with ``return_state``
     the forward states come before the backward ones."""
+    _config_skip = ("layer", "merge_mode", "backward_layer")  # written below
 
     tensor_kwargs = ("initial_state",)
     uses_mask = True

@@ -13,7 +13,6 @@ import numpy as np
 
 from .. import initializers, ops
 from .base import Layer, check_positive_int
-from .conv import _padding_config
 from .core import _Affine
 
 __all__ = ["Embedding", "Masking", "Conv1D", "MaxPool1D", "AvgPool1D",
@@ -43,7 +42,7 @@ class Embedding(Layer):
         self.mask_zero = bool(mask_zero)
         self.embeddings_initializer = initializers.get(embeddings_initializer,
                                                        f"{where} embeddings_initializer")
-        self._init_spec = embeddings_initializer
+        self._init_spec, = self._keep_specs(embeddings_initializer=embeddings_initializer)
 
     @property
     def produces_mask(self):
@@ -108,11 +107,6 @@ class Embedding(Layer):
         host = np.asarray(self.backend.to_numpy(inputs))
         return self.backend.asarray((host != 0).astype(self.dtype or np.float32))
 
-    def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim,
-                "output_dim": self.output_dim, "mask_zero": self.mask_zero,
-                "embeddings_initializer": initializers.serialize(self._init_spec)}
-
 
 class Masking(Layer):
     """Masks every step whose features all equal ``mask_value`` (Keras): the output is the input
@@ -161,9 +155,6 @@ class Masking(Layer):
 
     def compute_mask(self, inputs, mask):
         return self._step_mask(inputs)
-
-    def get_config(self):
-        return {**super().get_config(), "mask_value": self.mask_value}
 
 
 def _conv1d_output_and_pad(length, k, stride, dilation, padding):
@@ -281,11 +272,6 @@ class Conv1D(_Affine):
                                  be.kernel_view(grad_in, tuple(x4.shape)))
         return grad_in
 
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": _padding_config(self.padding), "dilation_rate": self.dilation_rate}
-
 
 def _one(v):
     """An int, or a 1-tuple / list of one int (Keras accepts both)."""
@@ -352,10 +338,6 @@ class _Pool1D(Layer):
             be.avg_pool2d_backward(g4, *geo, gi4)
         return grad_in
 
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
-                "padding": _padding_config(self.padding)}
-
 
 class MaxPool1D(_Pool1D):
     """Max over windows along the length of (batch, channels, length)."""
@@ -403,10 +385,6 @@ class _GlobalPool1D(Layer):
                             else (x.shape[0], 1, x.shape[2]))
             return self._masked(x, m)
         return self._pool(x)
-
-    def get_config(self):
-        return {**super().get_config(), "data_format": self.data_format,
-                "keepdims": self.keepdims}
 
 
 class GlobalAveragePooling1D(_GlobalPool1D):
