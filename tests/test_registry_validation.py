@@ -68,7 +68,7 @@ def test_sample_weights_check():
     np.testing.assert_array_equal(V.sample_weights("f", [[1], [2]], 2), [1.0, 2.0])
     with pytest.raises(ValueError, match=r"f: sample_weight must have shape \(3,\), got \(2,\)"):
         V.sample_weights("f", [1, 2], 3)
-    with pytest.raises(ValueError, match="f: sample_weight must be finite and >= 0"):
+    with pytest.raises(ValueError, match=r"f: sample_weight must be finite and >= 0 \(non-negative\)"):
         V.sample_weights("f", [1, -2], 2)
     with pytest.raises(ValueError, match="f: sample_weight must be numeric"):
         V.sample_weights("f", ["a", None], 2)

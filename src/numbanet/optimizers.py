@@ -180,11 +180,11 @@ class Optimizer(Configurable):
     def backend(self, backend):
         new, old = get_backend(backend), self._backend
         if new is not old:
-            self._move_state(lambda a: _move(new, old.to_numpy(a)))
+            self._move_state(new, lambda a: _move(new, old.to_numpy(a)))
         self._backend = new
 
-    def _move_state(self, move):
-        """Replace every state array ``a`` by ``move(a)`` (another backend's copy)."""
+    def _move_state(self, backend, move):
+        """Replace every state array ``a`` by ``move(a)``, its copy on ``backend``."""
         for slots in self._state:
             slots.empty = move(slots.empty)
             for name in slots:
@@ -734,17 +734,9 @@ class Lookahead(Optimizer):
     clipvalue = property(lambda self: self.optimizer.clipvalue)
     global_clipnorm = property(lambda self: self.optimizer.global_clipnorm)
 
-    @property
-    def backend(self):
-        return self._backend
-
-    @backend.setter
-    def backend(self, backend):
-        new, old = get_backend(backend), self._backend
-        self.optimizer.backend = new
-        if new is not old:
-            self._slow = [_move(new, old.to_numpy(s)) for s in self._slow]
-        self._backend = new
+    def _move_state(self, backend, move):
+        self.optimizer.backend = backend
+        self._slow = [move(s) for s in self._slow]
 
     def step(self, params, grads):
         """One inner step; every ``k``-th step also the slow/fast synchronisation."""
@@ -868,7 +860,7 @@ class LBFGS(Optimizer):
         self.line_search_fn = line_search_fn
         self._lb = {"func_evals": 0, "n_iter": 0}       # the algorithm's state (torch's names)
 
-    def _move_state(self, move):
+    def _move_state(self, backend, move):
         lb = self._lb
         for key in ("d", "prev_flat_grad"):
             if key in lb:

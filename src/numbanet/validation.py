@@ -160,7 +160,8 @@ def sample_weights(owner, value, n):
     if w.shape != (n,):
         raise ValueError(f"{owner}: sample_weight must have shape ({n},), got {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"{owner}: sample_weight must be finite and >= 0, got {value!r}")
+        raise ValueError(f"{owner}: sample_weight must be finite and >= 0 (non-negative), got "
+                         f"{value!r}")
     return w
 
 
