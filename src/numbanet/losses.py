@@ -20,7 +20,6 @@ LogCosh, MSLE, hinges, binary crossentropy and binary focal), the sum over class
 crossentropies, categorical focal and KL divergence, one soft score per sample for Dice, Jaccard
 and Tversky.
 """
-import inspect
 import math
 
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 from . import engine
 from . import validation as V
 from .backend import get_backend
-from .registry import Configurable, Registry
+from .registry import Declared, Registry
 from .validation import Number
 
 EPSILON = 1e-7
@@ -39,7 +38,7 @@ def _shapes_match(expected, got):
     return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
 
 
-class Loss(Configurable):
+class Loss(Declared):
     """Base class: binds ``<kernel>_forward``/``<kernel>_backward`` (``_logits`` when asked).
 
     A built-in loss is a declaration, read by this class' ``__init__`` and ``get_config``:
@@ -70,11 +69,6 @@ class Loss(Configurable):
     target_kind = None         # class weights: "binary", "categorical" or "sparse"
     targets = None             # target domain: "probabilities", "distributions" or "signs"
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # the declared signature, unless the class writes its own __init__
-        cls.__signature__ = None if "__init__" in cls.__dict__ else cls._declared_signature()
-
     @classmethod
     def _declared(cls):
         """(argument, default, check) of each constructor argument, in order."""
@@ -89,22 +83,9 @@ class Loss(Configurable):
                         V.OneOf("sum_over_batch_size", "sum")))
         return out
 
-    @classmethod
-    def _declared_signature(cls):
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        return inspect.Signature([inspect.Parameter(n, kind, default=d)
-                                  for n, d, _ in cls._declared()])
-
     def __init__(self, *args, **kwargs):
         declared = type(self)._declared()
-        sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                   default=d) for n, d, _ in declared])
-        try:
-            bound = sig.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"{type(self).__name__}{sig}: {e}") from None
-        bound.apply_defaults()
-        values = bound.arguments
+        values = self._bind(args, kwargs)
         if values.get("from_logits") and not self.has_logits:
             raise ValueError(f"{type(self).__name__}: has no logits form, got "
                              f"from_logits={values['from_logits']!r}")
@@ -141,6 +122,10 @@ class Loss(Configurable):
         args = tuple(EPSILON if a is CLIP else getattr(self, a) for a in names
                      if not (logits and a is CLIP))
         return self.kernel + ("_logits" if logits else ""), args
+
+    def _args(self):
+        """The hyperparameters the probability kernels take before the weights."""
+        return self._kernel(False)[1]
 
     def _2d(self, a):
         shape = a.shape

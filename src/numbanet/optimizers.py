@@ -14,7 +14,6 @@ as their reference implementation), Lookahead (Zhang et al. 2019, wrapping any o
 (torch.optim.LBFGS: full batch, ``step(params, grads, closure)``; ``model_closure`` builds the
 closure for a compiled model).
 """
-import inspect
 import math
 import re
 import warnings
@@ -24,13 +23,14 @@ import numpy as np
 from . import engine, schedules
 from . import validation as V
 from .backend import get_backend
-from .registry import Configurable, Registry, serialize
+from .registry import Declared, Registry, serialize
 from .validation import Integer, Number
 
 
 REGISTRY = Registry("optimizer")
 OPTIMIZERS = REGISTRY.names
 STEP = "step"           # in an optimizer's ``kernel_args``: the step number
+CLIP = Number(low=0, low_open=True, optional=True)   # clipnorm, clipvalue, global_clipnorm
 
 
 def register(cls):
@@ -76,7 +76,7 @@ class _Slots(dict):
         return self.empty
 
 
-class Optimizer(Configurable):
+class Optimizer(Declared):
     """Base class: learning rate (or schedule), clipping, iteration count and state bookkeeping.
 
     A built-in optimizer is a declaration read by this class' ``__init__`` and ``get_config``:
@@ -94,42 +94,24 @@ class Optimizer(Configurable):
     #: so it can be regrouped when the runs of variables it updates change
     elementwise = True
     _layout = None
-    __signature__ = None
-    _config_extra = ("clipnorm", "clipvalue", "global_clipnorm")
+    _config_extra = _keyword_only = ("clipnorm", "clipvalue", "global_clipnorm")
     default_learning_rate = 0.001
     params = {}
     kernel, kernel_slots, kernel_args = None, (), ()
     slot_when = {}
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__signature__ = None
-        else:
-            cls.__signature__ = inspect.Signature(
-                [inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                   default=cls.default_learning_rate)]
-                + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
-                   for n, (d, _) in cls.params.items()]
-                + [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
-                   for n in Optimizer._config_extra])
+    @classmethod
+    def _declared(cls):
+        return ([("learning_rate", cls.default_learning_rate, None)]
+                + [(n, d, check) for n, (d, check) in cls.params.items()]
+                + [(n, None, CLIP) for n in cls._keyword_only])
 
     def __init__(self, *args, **kwargs):
         owner = type(self).__name__
-        if type(self).__signature__ is None:        # a subclass' own __init__ calls this one
-            bound = inspect.signature(Optimizer._base_init).bind(None, *args, **kwargs)
-            bound.arguments.pop("self")
-        else:
-            try:
-                bound = type(self).__signature__.bind(*args, **kwargs)
-            except TypeError as e:
-                raise TypeError(f"{owner}{type(self).__signature__}: {e}") from None
-        bound.apply_defaults()
-        values = bound.arguments
+        values = self._bind(args, kwargs)
         self.learning_rate = values["learning_rate"]
         for name in self._config_extra:
-            setattr(self, name, _check(owner, name, values[name], V.Number(
-                low=0, low_open=True, optional=True)))
+            setattr(self, name, _check(owner, name, values[name], CLIP))
         clips = {k: values[k] for k in self._config_extra if values[k] is not None}
         if len(clips) > 1:
             raise ValueError("only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set; "
@@ -140,9 +122,6 @@ class Optimizer(Configurable):
         self._backend = get_backend("cpu")
         self._state = []                                    # one _Slots per parameter position
         self._init()
-
-    def _base_init(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
-        """The arguments this class takes from a subclass' own ``__init__``."""
 
     def _init(self):
         """Checks across arguments and derived attributes, after the arguments are set."""

@@ -106,3 +106,39 @@ class Configurable:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class Declared(Configurable):
+    """Constructor arguments declared as a table instead of written as an ``__init__``:
+    ``_declared()`` lists (argument, default, check) in order (``_keyword_only`` names those that
+    cannot be positional); the class' signature is generated from it (so ``inspect``,
+    ``get_config`` and positional calls work), unless the class writes its own ``__init__``.
+    ``_bind(args, kwargs)`` binds a call's arguments to it: {argument: value}, defaults applied.
+    """
+
+    __signature__ = None
+    _keyword_only = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = None if "__init__" in vars(cls) else cls._declared_signature()
+
+    @classmethod
+    def _declared(cls):
+        return []
+
+    @classmethod
+    def _declared_signature(cls):
+        kind = inspect.Parameter
+        return inspect.Signature([
+            kind(n, kind.KEYWORD_ONLY if n in cls._keyword_only else kind.POSITIONAL_OR_KEYWORD,
+                 default=d) for n, d, _ in cls._declared()])
+
+    def _bind(self, args, kwargs):
+        sig = type(self)._declared_signature()
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__}{sig}: {e}") from None
+        bound.apply_defaults()
+        return bound.arguments
