@@ -159,3 +159,17 @@ def test_class_weights_are_one_implementation(rng):
     with pytest.raises(ValueError, match="fit: class_weight keys must be class indices >= 0, "
                                          "got -1"):
         nb.losses.ClassWeights({-1: 1.0}, "sparse", "fit")
+
+
+def test_configs_leave_out_arguments_kept_under_no_attribute():
+    class Scaled(nb.layers.Layer):
+        def __init__(self, factor, **kwargs):
+            super().__init__(**kwargs)
+            self._f = factor
+    assert Scaled(2.0, name="s").get_config() == {"name": "s", "dtype": None}
+
+    class Kept(nb.layers.Layer):
+        def __init__(self, factor, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+    assert Kept(2.0, name="k").get_config() == {"name": "k", "dtype": None, "factor": 2.0}

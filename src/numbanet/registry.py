@@ -92,6 +92,7 @@ def signature_names(cls):
 
 class Configurable:
     """``get_config`` from the constructor's signature, ``from_config`` = ``cls(**config)``.
+    An argument the object keeps no attribute for is left out (its default rebuilds it).
 
     ``_config_extra`` names arguments a base class takes through ``**kwargs`` that belong in the
     config too.
@@ -101,7 +102,7 @@ class Configurable:
 
     def get_config(self):
         names = dict.fromkeys(signature_names(type(self)) + list(self._config_extra))
-        return {n: getattr(self, n) for n in names}
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
 
     @classmethod
     def from_config(cls, config):

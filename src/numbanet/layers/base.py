@@ -593,12 +593,15 @@ class Layer:
         """Constructor arguments (JSON-serializable), so ``type(layer)(**config)`` rebuilds it:
         ``name``, ``dtype`` (``trainable`` when False) and the arguments of the constructors up
         the class chain (followed through ``**kwargs``, less ``_config_skip``), each read back by
-        ``_config_value`` (tuples as lists)."""
+        ``_config_value`` (tuples as lists). An argument the layer keeps no attribute for is left
+        out: a layer of one's own that stores its arguments otherwise writes ``get_config``."""
         config = {"name": self.name, "dtype": None if self.dtype is None else self.dtype.name}
         if not self.trainable:
             config["trainable"] = False
+        specs = self.__dict__.get("_specs", {})
         for name in self._config_names():
-            config[name] = _jsonable(self._config_value(name))
+            if name in specs or hasattr(self, self._config_attrs.get(name, name)):
+                config[name] = _jsonable(self._config_value(name))
         return config
 
     @classmethod
