@@ -102,8 +102,9 @@ Shape6 = "t6"                               # 6 int64 (shapes and strides of the
 
 
 def signature(fn):
-    """The spec of kernel function ``fn``: its arguments' annotations, in order."""
-    params = inspect.signature(fn).parameters.values()
+    """The spec of kernel function ``fn`` (or of the Python function of a jitted kernel): its
+    arguments' annotations, in order."""
+    params = inspect.signature(getattr(fn, "py_func", fn)).parameters.values()
     missing = [p.name for p in params if not isinstance(p.annotation, str)]
     if missing:
         raise TypeError(f"kernel {fn.__name__}: arguments {missing} have no kind annotation "
@@ -135,7 +136,8 @@ class Kernel:
     """
 
     def __init__(self, name, spec, build, options=None):
-        """``spec``: the kernel's annotated Python function (:func:`signature`) or its codes."""
+        """``spec``: the kernel's annotated Python function (:func:`signature`), for a factory
+        one function it builds, or the codes as a string."""
         self.name = name
         self.spec = tuple((spec if isinstance(spec, str) else signature(spec)).split())
         self._build = build
@@ -558,6 +560,37 @@ def row_argmax(sv, sk, v, k):
     rk = sk[ty, 0]
     cuda.syncthreads()
     return rv, rk
+
+
+@cuda.jit(device=True)
+def row_loop(rows):
+    """(first, stop, step) of a row-wise kernel's grid-stride loop over ``rows`` rows: this
+    thread's row takes r = first, first + step, ... < stop. Every thread of a block takes as many
+    steps (the row reductions synchronize the block), so r may be past the last row: a thread
+    with r >= rows takes part in the reductions with nothing."""
+    rpb = cuda.blockDim.y
+    return (cuda.blockIdx.x * rpb + cuda.threadIdx.y, (rows + rpb - 1) // rpb * rpb,
+            cuda.gridDim.x * rpb)
+
+
+@cuda.jit(device=True)
+def row_max_sumexp(sh, x, r, live):
+    """(m, s) of row r of x (rows, cols), to each thread of the row: its maximum m and the sum of
+    exp(x - m) over it, in float64 (NaN propagates); ``live``: r < rows (see row_loop)."""
+    tx = cuda.threadIdx.x
+    lanes = cuda.blockDim.x
+    m = -math.inf
+    if live:
+        for j in range(tx, x.shape[1], lanes):
+            v = np.float64(x[r, j])
+            if v > m or v != v:
+                m = v
+    m = row_max(sh, m)
+    s = 0.0
+    if live:
+        for j in range(tx, x.shape[1], lanes):
+            s += math.exp(np.float64(x[r, j]) - m)
+    return m, row_sum(sh, s)
 
 
 # ---------------------------------------------------------------------------------------------
