@@ -17,7 +17,10 @@ element i of flat buffers in place, given the per-call constants ``NAME_constant
 kernels compute them inside the kernel, the CUDA ones on the host).
 Written so that no finite input gives NaN or Inf (stable sigmoid and softplus, tails guarded).
 Each function is self-contained (math calls and arithmetic only, no calls to its neighbours), so
-that wrapping any one of them for either target needs nothing else from this module.
+that wrapping any one of them for either target needs nothing else from this module; the one
+exception is the CPU's vectorizable exp family (``sigmoid_v``, ``tanh_v``, ``exp_neg_v`` and the
+float32 twins), which share their range reduction ``exp_neg_parts`` (``register_jitable``, so that
+any numba function calling them compiles it too).
 """
 import math
 import numbers
@@ -1063,3 +1066,35 @@ def recurrent_dims(kernel, gates, arrays):
         if not (contiguous() if contiguous is not None else a.flags["C_CONTIGUOUS"]):
             raise ValueError(f"{kernel}: {name} must be C-contiguous")
     return n, t, units
+
+
+# ------------------------------------------------------------------------------- random numbers
+# Philox4x32-10 (Salmon et al., SC'11), the counter-based generator of both targets (the CUDA
+# backend's uniform and normal fills, word2vec's draws on either target: the tests check that the
+# two agree bit for bit). 32x32-bit products fit in uint64 (no overflow, also in plain Python
+# and the CUDA simulator, where these are NumPy scalars).
+PHILOX_M32 = numpy.uint64(0xFFFFFFFF)
+PHILOX_S32 = numpy.uint64(32)
+_PH_M0 = numpy.uint64(0xD2511F53)
+_PH_M1 = numpy.uint64(0xCD9E8D57)
+_PH_W0 = numpy.uint64(0x9E3779B9)
+_PH_W1 = numpy.uint64(0xBB67AE85)
+
+
+def philox(c0, c1, k0, k1):
+    """Two 32-bit words (as uint64) of Philox4x32-10 for the counter (c0, c1, 0, 0) and key
+    (k0, k1), all uint64 below 2^32."""
+    c2 = numpy.uint64(0)
+    c3 = numpy.uint64(0)
+    for _ in range(10):
+        p0 = _PH_M0 * c0
+        p1 = _PH_M1 * c2
+        n0 = ((p1 >> PHILOX_S32) ^ c1 ^ k0) & PHILOX_M32
+        n2 = ((p0 >> PHILOX_S32) ^ c3 ^ k1) & PHILOX_M32
+        c1 = p1 & PHILOX_M32
+        c3 = p0 & PHILOX_M32
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + _PH_W0) & PHILOX_M32
+        k1 = (k1 + _PH_W1) & PHILOX_M32
+    return c0, c1

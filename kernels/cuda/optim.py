@@ -11,7 +11,7 @@ from numba import cuda
 
 from .. import scalar
 from ._common import (A1, Bool, D1, Float, MAX_THREADS, N1, device, grid_1d, grid_sum_store, kernel,
-                      launcher, reduction_args)
+                      last_block, launcher, reduction_args)
 
 _sgd_at = device(scalar.sgd_at)
 _adagrad_at = device(scalar.adagrad_at)
@@ -295,17 +295,9 @@ def _abs_max(x: A1, out: A1, partials: D1, count: N1):
     acc = 0.0
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         acc = _larger(acc, abs(np.float64(x[i])))
-    m = _block_max(sh, acc)
     t = cuda.threadIdx.x
     nb = cuda.gridDim.x
-    if t == 0:
-        partials[cuda.blockIdx.x] = m
-        cuda.threadfence()
-        ticket = cuda.atomic.add(count, 0, 1)
-        flag[0] = 1 if ticket == nb - 1 else 0
-    cuda.syncthreads()
-    if flag[0] == 1:
-        cuda.threadfence()
+    if last_block(flag, _block_max(sh, acc), partials, count):
         acc = 0.0
         for i in range(t, nb, cuda.blockDim.x):
             acc = _larger(acc, partials[i])

@@ -26,17 +26,8 @@ import numpy as np
 from numba import cuda
 
 from ._common import (A1, A2, A4, Int, Q1, Q2, Q4, ROW_LANES, ROW_ROWS, config, first_max_wins,
-                      grid_1d, grid_rows, kernel, launcher, row_argmax, row_loop, row_sum, view)
-
-
-@cuda.jit(device=True)
-def _nchw(idx, C, H, W):
-    """(n, c, h, w) of the flat C-order index ``idx`` of an (N, C, H, W) array."""
-    plane = idx // (H * W)
-    q = idx - plane * (H * W)
-    h = q // W
-    n = plane // C
-    return n, plane - n * C, h, q - h * W
+                      grid_1d, grid_rows, kernel, launcher, nchw, row_argmax, row_loop, row_sum,
+                      view)
 
 
 @kernel
@@ -45,7 +36,7 @@ def _max_fwd(x: A4, pool_h: Int, pool_w: Int, sh: Int, sw: Int, ph: Int, pw: Int
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
     for idx in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        n, c, oh, ow = _nchw(idx, C, OH, OW)
+        n, c, oh, ow = nchw(idx, C, OH, OW)
         m = -math.inf
         a = -1
         h0 = oh * sh - ph
@@ -106,7 +97,7 @@ def _avg_fwd(x: A4, pool_h: Int, pool_w: Int, sh: Int, sw: Int, ph: Int, pw: Int
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
     for idx in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        n, c, oh, ow = _nchw(idx, C, OH, OW)
+        n, c, oh, ow = nchw(idx, C, OH, OW)
         h0 = max(oh * sh - ph, 0)
         h1 = min(oh * sh - ph + pool_h, H)
         w0 = max(ow * sw - pw, 0)
@@ -132,7 +123,7 @@ def _avg_bwd(grad_out: A4, pool_h: Int, pool_w: Int, sh: Int, sw: Int, ph: Int, 
     N, C, H, W = grad_in.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        n, c, h, w = _nchw(idx, C, H, W)
+        n, c, h, w = nchw(idx, C, H, W)
         # outputs whose window [o*s - p, o*s - p + pool) covers h: o in [oh_lo, oh_hi]
         oh_lo = max(0, (h + ph - pool_h + sh) // sh)     # ceil((h + ph - pool_h + 1) / sh)
         oh_hi = min(OH - 1, (h + ph) // sh)
@@ -255,7 +246,7 @@ def _upsample_fwd(x: A4, sh: Int, sw: Int, out: A4):
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
     for idx in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        n, c, oh, ow = _nchw(idx, C, OH, OW)
+        n, c, oh, ow = nchw(idx, C, OH, OW)
         out[n, c, oh, ow] = x[n, c, oh // sh, ow // sw]
 
 
@@ -271,7 +262,7 @@ def upsample2d_forward(x, size_h, size_w, out):
 def _upsample_bwd(grad_out: A4, sh: Int, sw: Int, grad_in: A4):
     N, C, H, W = grad_in.shape
     for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        n, c, h, w = _nchw(idx, C, H, W)
+        n, c, h, w = nchw(idx, C, H, W)
         s = np.float64(0.0)     # (a NumPy float64 also in the simulator: float64 sums there)
         for i in range(sh):
             for j in range(sw):

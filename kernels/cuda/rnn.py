@@ -22,7 +22,6 @@ So a sequence of T steps costs T launches forward and 2T + 2 (+1 for a split-K G
 Launchers check the arguments' shapes, dtype and order on the host (ValueError naming the
 argument) and never synchronize.
 """
-import numpy as np
 from numba import cuda
 
 from .. import scalar
@@ -281,10 +280,12 @@ def _bias_sink(grad_u):
     return scratch("rnn_bias_sink", grad_u.shape[1], grad_u.dtype)
 
 
-def _backward_buffers(n, t_len, units, dtype):
-    """(hsave (N*T, U): h_{s-1} aligned with dA, direct (N, U))."""
-    return (scratch("rnn_hsave", n * t_len * units, dtype, (n * t_len, units)),
-            scratch("rnn_direct", n * units, dtype, (n, units)))
+def _backward_setup(n, t_len, u):
+    """(hsave (N*T, U): h_{s-1} aligned with dA, direct (N, U), u.T, the grid of a step)."""
+    units = u.shape[0]
+    return (scratch("rnn_hsave", n * t_len * units, u.dtype, (n * t_len, units)),
+            scratch("rnn_direct", n * units, u.dtype, (n, units)), _transposed(u),
+            grid_1d(n * units))
 
 
 @launcher
@@ -312,9 +313,7 @@ def simple_rnn_backward(u, h0, mask, reverse, activation, pre, hs, grad_hs, grad
     if n == 0:
         _empty_batch(accumulate, grad_u)
         return
-    hsave, direct = _backward_buffers(n, t_len, units, u.dtype)
-    grid = grid_1d(n * units)
-    ut = _transposed(u)
+    hsave, direct, ut, grid = _backward_setup(n, t_len, u)
     for s, t in _steps(t_len, reverse, backward=True):
         hp, sp = _prev(h0, hs, s)
         _rnn_grad_step[grid](hp, sp, mask, t, s, code, alpha, pre, hs, grad_hs,
@@ -348,9 +347,7 @@ def lstm_backward(u, h0, c0, mask, reverse, hs, cs, gates, grad_hs, grad_hT, gra
     if n == 0:
         _empty_batch(accumulate, grad_u)
         return
-    hsave, direct = _backward_buffers(n, t_len, units, u.dtype)
-    grid = grid_1d(n * units)
-    ut = _transposed(u)
+    hsave, direct, ut, grid = _backward_setup(n, t_len, u)
     for s, t in _steps(t_len, reverse, backward=True):
         hp, sp = _prev(h0, hs, s)
         cp, _ = _prev(c0, cs, s)
@@ -385,10 +382,8 @@ def gru_backward(u, u_bias, h0, mask, reverse, hs, gates, grad_hs, grad_hT, accu
     if n == 0:
         _empty_batch(accumulate, grad_u, grad_u_bias)
         return
-    hsave, direct = _backward_buffers(n, t_len, units, u.dtype)
+    hsave, direct, ut, grid = _backward_setup(n, t_len, u)
     drec = scratch("rnn_drec", n * t_len * 3 * units, u.dtype, (n, t_len, 3 * units))
-    grid = grid_1d(n * units)
-    ut = _transposed(u)
     for s, t in _steps(t_len, reverse, backward=True):
         hp, sp = _prev(h0, hs, s)
         _gru_grad_step[grid](hp, sp, mask, t, s, gates, grad_hs,
