@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._common import A1, A4, Float, Int, L1, flat, grid_1d, kernel, nchw
+from ._common import A1, A4, Float, Int, L1, flat, grid_1d, kernel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +64,12 @@ def _flip(x: A4, flip_h: L1, flip_w: L1, out: A4):
     hh = x.shape[2]
     ww = x.shape[3]
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        n, c, h, w = nchw(i, nc, hh, ww)
+        w = i % ww
+        t = i // ww
+        h = t % hh
+        t = t // hh
+        c = t % nc
+        n = t // nc
         sh = hh - 1 - h if flip_h[n] != 0 else h
         sw = ww - 1 - w if flip_w[n] != 0 else w
         out[n, c, h, w] = x[n, c, sh, sw]
@@ -92,7 +97,12 @@ def _translate(x: A4, dy: L1, dx: L1, sign: Int, out: A4):
     hh = x.shape[2]
     ww = x.shape[3]
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        n, c, h, w = nchw(i, nc, hh, ww)
+        w = i % ww
+        t = i // ww
+        h = t % hh
+        t = t // hh
+        c = t % nc
+        n = t // nc
         sh = h - sign * dy[n]
         sw = w - sign * dx[n]
         if sh >= 0 and sh < hh and sw >= 0 and sw < ww:
