@@ -17,12 +17,16 @@ element i of flat buffers in place, given the per-call constants ``NAME_constant
 kernels compute them inside the kernel, the CUDA ones on the host).
 Written so that no finite input gives NaN or Inf (stable sigmoid and softplus, tails guarded).
 Each function is self-contained (math calls and arithmetic only, no calls to its neighbours), so
-that wrapping any one of them for either target needs nothing else from this module.
+that wrapping any one of them for either target needs nothing else from this module; the one
+exception is the CPU's vectorizable exp family (``sigmoid_v``, ``tanh_v``, ``exp_neg_v`` and the
+float32 twins), which share their range reduction ``exp_neg_parts`` (``register_jitable``, so that
+any numba function calling them compiles it too).
 """
 import math
 import numbers
 
 import numpy
+from numba.extending import register_jitable
 
 SQRT_HALF = 0.7071067811865476          # 1 / sqrt(2)
 INV_SQRT_2PI = 0.3989422804014327       # 1 / sqrt(2 pi)
@@ -891,11 +895,10 @@ LN2_HI = 6.93147180369123816490e-01     # ln 2 in two parts: n * LN2_HI is exact
 LN2_LO = 1.90821492927058770002e-10
 
 
-def sigmoid_v(x):
-    """1 / (1 + exp(-x)), vectorizable: with e = exp(-|x|) = (1 + q) / 2^n, 2^n / (2^n + 1 + q)
-    for x >= 0 and (1 + q) / (2^n + 1 + q) below."""
-    y = math.fabs(x)
-    y = EXP_CLAMP if y > EXP_CLAMP else y           # NaN stays NaN
+@register_jitable
+def exp_neg_parts(y):
+    """(s, q) with exp(-y) = (1 + q) / s, for y in [0, EXP_CLAMP] (NaN gives a NaN q): s = 2^n
+    exact, q = expm1 of the reduced argument (the reduction described above)."""
     z = y * LOG2E + 0.5
     k = int(z if z == z else 0.0)                   # round(y / ln 2) (y >= 0: truncation)
     r = (k * LN2_HI - y) + k * LN2_LO
@@ -904,7 +907,21 @@ def sigmoid_v(x):
             1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (
                 1.0 / 6227020800)))))))))))))
     k1 = k >> 1
-    s = float(1 << k1) * float(1 << (k - k1))       # 2^k
+    return float(1 << k1) * float(1 << (k - k1)), q
+
+
+def exp_neg_v(y):
+    """exp(-y) for y >= 0, vectorizable: 0 beyond EXP_CLAMP; NaN gives NaN."""
+    big = y > EXP_CLAMP
+    s, q = exp_neg_parts(EXP_CLAMP if big else y)
+    return 0.0 if big else (1.0 + q) / s
+
+
+def sigmoid_v(x):
+    """1 / (1 + exp(-x)), vectorizable: with e = exp(-|x|) = (1 + q) / 2^n, 2^n / (2^n + 1 + q)
+    for x >= 0 and (1 + q) / (2^n + 1 + q) below."""
+    y = math.fabs(x)
+    s, q = exp_neg_parts(EXP_CLAMP if y > EXP_CLAMP else y)     # NaN stays NaN
     d = s + 1.0 + q
     return s / d if x >= 0.0 else (1.0 + q) / d
 
@@ -913,16 +930,7 @@ def tanh_v(x):
     """tanh(x), vectorizable: with e = exp(-2|x|) = (1 + q) / 2^n, sign(x) (2^n - 1 - q) /
     (2^n + 1 + q) (no cancellation near 0: q = expm1 of the reduced argument)."""
     y = 2.0 * math.fabs(x)
-    y = EXP_CLAMP if y > EXP_CLAMP else y
-    z = y * LOG2E + 0.5
-    k = int(z if z == z else 0.0)
-    r = (k * LN2_HI - y) + k * LN2_LO
-    q = r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
-        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
-            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (
-                1.0 / 6227020800)))))))))))))
-    k1 = k >> 1
-    s = float(1 << k1) * float(1 << (k - k1))
+    s, q = exp_neg_parts(EXP_CLAMP if y > EXP_CLAMP else y)
     t = (s - 1.0 - q) / (s + 1.0 + q)
     return t if x >= 0.0 else -t
 
@@ -941,10 +949,9 @@ _F32_C2, _F32_C3, _F32_C4, _F32_C5, _F32_C6, _F32_C7 = (
     _F32(1.0 / 5040))
 
 
-def sigmoid_v32(x):
-    """sigmoid_v in float32 arithmetic, for a float32 x."""
-    y = abs(x)
-    y = _F32_CLAMP if y > _F32_CLAMP else y
+@register_jitable
+def exp_neg_parts32(y):
+    """exp_neg_parts in float32 arithmetic, for a float32 y in [0, EXP_CLAMP]."""
     z = y * _F32_LOG2E + _F32_HALF
     k = int(z if z == z else _F32_ZERO)
     kf = _F32(k)
@@ -952,7 +959,13 @@ def sigmoid_v32(x):
     q = r * (_F32_ONE + r * (_F32_C2 + r * (_F32_C3 + r * (_F32_C4 + r * (_F32_C5 + r * (
         _F32_C6 + r * _F32_C7))))))
     k1 = k >> 1
-    s = _F32(1 << k1) * _F32(1 << (k - k1))
+    return _F32(1 << k1) * _F32(1 << (k - k1)), q
+
+
+def sigmoid_v32(x):
+    """sigmoid_v in float32 arithmetic, for a float32 x."""
+    y = abs(x)
+    s, q = exp_neg_parts32(_F32_CLAMP if y > _F32_CLAMP else y)
     d = s + _F32_ONE + q
     return s / d if x >= _F32_ZERO else (_F32_ONE + q) / d
 
@@ -960,15 +973,7 @@ def sigmoid_v32(x):
 def tanh_v32(x):
     """tanh_v in float32 arithmetic, for a float32 x."""
     y = _F32_TWO * abs(x)
-    y = _F32_CLAMP if y > _F32_CLAMP else y
-    z = y * _F32_LOG2E + _F32_HALF
-    k = int(z if z == z else _F32_ZERO)
-    kf = _F32(k)
-    r = (kf * _F32_LN2_HI - y) + kf * _F32_LN2_LO
-    q = r * (_F32_ONE + r * (_F32_C2 + r * (_F32_C3 + r * (_F32_C4 + r * (_F32_C5 + r * (
-        _F32_C6 + r * _F32_C7))))))
-    k1 = k >> 1
-    s = _F32(1 << k1) * _F32(1 << (k - k1))
+    s, q = exp_neg_parts32(_F32_CLAMP if y > _F32_CLAMP else y)
     t = (s - _F32_ONE - q) / (s + _F32_ONE + q)
     return t if x >= _F32_ZERO else -t
 
@@ -1061,3 +1066,35 @@ def recurrent_dims(kernel, gates, arrays):
         if not (contiguous() if contiguous is not None else a.flags["C_CONTIGUOUS"]):
             raise ValueError(f"{kernel}: {name} must be C-contiguous")
     return n, t, units
+
+
+# ------------------------------------------------------------------------------- random numbers
+# Philox4x32-10 (Salmon et al., SC'11), the counter-based generator of both targets (the CUDA
+# backend's uniform and normal fills, word2vec's draws on either target: the tests check that the
+# two agree bit for bit). 32x32-bit products fit in uint64 (no overflow, also in plain Python
+# and the CUDA simulator, where these are NumPy scalars).
+PHILOX_M32 = numpy.uint64(0xFFFFFFFF)
+PHILOX_S32 = numpy.uint64(32)
+_PH_M0 = numpy.uint64(0xD2511F53)
+_PH_M1 = numpy.uint64(0xCD9E8D57)
+_PH_W0 = numpy.uint64(0x9E3779B9)
+_PH_W1 = numpy.uint64(0xBB67AE85)
+
+
+def philox(c0, c1, k0, k1):
+    """Two 32-bit words (as uint64) of Philox4x32-10 for the counter (c0, c1, 0, 0) and key
+    (k0, k1), all uint64 below 2^32."""
+    c2 = numpy.uint64(0)
+    c3 = numpy.uint64(0)
+    for _ in range(10):
+        p0 = _PH_M0 * c0
+        p1 = _PH_M1 * c2
+        n0 = ((p1 >> PHILOX_S32) ^ c1 ^ k0) & PHILOX_M32
+        n2 = ((p0 >> PHILOX_S32) ^ c3 ^ k1) & PHILOX_M32
+        c1 = p1 & PHILOX_M32
+        c3 = p0 & PHILOX_M32
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + _PH_W0) & PHILOX_M32
+        k1 = (k1 + _PH_W1) & PHILOX_M32
+    return c0, c1

@@ -19,8 +19,8 @@ b = n * heads + h. Row (b, i) holds query i's scores against the Tk keys.
 How it runs: rows are independent, so work items are blocks of whole rows fixed by the shape
 (results do not depend on the thread count): serial below ``_PAR_MIN`` elements, ``prange``
 above. A row makes three passes: the maximum, exp into a float64 row buffer (one per work item)
-and its sum, then the scaled writes. exp is ``_exp_neg``, arithmetic only, so that the pass
-vectorizes (libm's exp is a scalar call, ~7 ns an element here).
+and its sum, then the scaled writes. exp is kernels/scalar.py's ``exp_neg_v``, arithmetic only,
+so that the pass vectorizes (libm's exp is a scalar call, ~7 ns an element here).
 
 The public kernels check their arguments on the host (``_forward_dims`` / ``_backward_dims``,
 shared with the CUDA launchers): ValueError naming the argument, before anything is written.
@@ -39,11 +39,6 @@ from .. import scalar
 _PAR_MIN = 1 << 14
 _PAR_MIN_BACKWARD = 1 << 15
 _CHUNK = 1 << 13
-
-_CLAMP = scalar.EXP_CLAMP
-_LOG2E = scalar.LOG2E
-_LN2_HI = scalar.LN2_HI
-_LN2_LO = scalar.LN2_LO
 
 
 # ------------------------------------------------------------------------------- host checks
@@ -153,23 +148,7 @@ def _u(i):
     return np.uint64(i)
 
 
-@njit(inline="always")
-def _exp_neg(y):
-    """exp(-y) for y >= 0 from arithmetic alone (vectorizes), as kernels/scalar.py sigmoid_v:
-    2^-n (1 + expm1(r)), r = n ln 2 - y reduced Cody-Waite, expm1 by its Taylor series to r^13
-    (within 2 float64 ulps); 0 beyond EXP_CLAMP (exp(-86) ~ 4e-38); NaN gives NaN."""
-    big = y > _CLAMP
-    yc = _CLAMP if big else y
-    z = yc * _LOG2E + 0.5
-    k = int(z if z == z else 0.0)
-    r = (k * _LN2_HI - yc) + k * _LN2_LO
-    q = r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
-        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
-            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (
-                1.0 / 6227020800)))))))))))))
-    k1 = k >> 1
-    s = float(1 << k1) * float(1 << (k - k1))
-    return 0.0 if big else (1.0 + q) / s
+_exp_neg = njit(inline="always")(scalar.exp_neg_v)
 
 
 @njit(cache=True, fastmath={"reassoc"})

@@ -54,32 +54,10 @@ _GUIDE_SHIFT = 15           # draws in [b << 15, (b + 1) << 15) share a guide en
 
 _sigmoid = njit(inline="always")(scalar.sigmoid)
 
-# Philox4x32-10, the generator of kernels/cuda/_common.py (tests check the two agree bit for bit)
-_M32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
-_PH_M0 = np.uint64(0xD2511F53)
-_PH_M1 = np.uint64(0xCD9E8D57)
-_PH_W0 = np.uint64(0x9E3779B9)
-_PH_W1 = np.uint64(0xBB67AE85)
-
-
-@njit(inline="always")
-def _philox(c0, c1, k0, k1):
-    """Two 32-bit words of Philox4x32-10 for the counter (c0, c1, 0, 0) and key (k0, k1)."""
-    c2 = np.uint64(0)
-    c3 = np.uint64(0)
-    for _ in range(10):
-        p0 = _PH_M0 * c0
-        p1 = _PH_M1 * c2
-        n0 = ((p1 >> _S32) ^ c1 ^ k0) & _M32
-        n2 = ((p0 >> _S32) ^ c3 ^ k1) & _M32
-        c1 = p1 & _M32
-        c3 = p0 & _M32
-        c0 = n0
-        c2 = n2
-        k0 = (k0 + _PH_W0) & _M32
-        k1 = (k1 + _PH_W1) & _M32
-    return c0, c1
+# Philox4x32-10, kernels/scalar.py's: the generator of the CUDA kernels too
+_M32 = scalar.PHILOX_M32
+_S32 = scalar.PHILOX_S32
+_philox = njit(inline="always")(scalar.philox)
 
 
 @njit(inline="always")

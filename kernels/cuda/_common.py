@@ -24,6 +24,8 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .. import scalar
+
 try:
     from numba.cuda.core.config import ENABLE_CUDASIM as _SIMULATOR
 except ImportError:
@@ -102,8 +104,9 @@ Shape6 = "t6"                               # 6 int64 (shapes and strides of the
 
 
 def signature(fn):
-    """The spec of kernel function ``fn``: its arguments' annotations, in order."""
-    params = inspect.signature(fn).parameters.values()
+    """The spec of kernel function ``fn`` (or of the Python function of a jitted kernel): its
+    arguments' annotations, in order."""
+    params = inspect.signature(getattr(fn, "py_func", fn)).parameters.values()
     missing = [p.name for p in params if not isinstance(p.annotation, str)]
     if missing:
         raise TypeError(f"kernel {fn.__name__}: arguments {missing} have no kind annotation "
@@ -135,7 +138,8 @@ class Kernel:
     """
 
     def __init__(self, name, spec, build, options=None):
-        """``spec``: the kernel's annotated Python function (:func:`signature`) or its codes."""
+        """``spec``: the kernel's annotated Python function (:func:`signature`), for a factory
+        one function it builds, or the codes as a string."""
         self.name = name
         self.spec = tuple((spec if isinstance(spec, str) else signature(spec)).split())
         self._build = build
@@ -384,6 +388,16 @@ def device(fn):
     return cuda.jit(device=True)(fn)
 
 
+@cuda.jit(device=True)
+def nchw(idx, C, H, W):
+    """(n, c, h, w) of the flat C-order index ``idx`` of an (N, C, H, W) array."""
+    plane = idx // (H * W)
+    q = idx - plane * (H * W)
+    h = q // W
+    n = plane // C
+    return n, plane - n * C, h, q - h * W
+
+
 # ---------------------------------------------------------------------------------------------
 # device scratch: grow-only buffers reused across calls (kernels run in stream order, so a buffer
 # is free again once the launch that used it is queued behind the next one)
@@ -453,21 +467,30 @@ def block_sum(sh, v):
 
 
 @cuda.jit(device=True)
+def last_block(flag, v, partials, count):
+    """Store this block's result ``v`` in ``partials[block]`` and take a ticket on ``count``
+    (atomic): True, in every thread, for the last block to finish, which may then read every
+    block's partial. ``flag``: int32 shared array of 1."""
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        partials[cuda.blockIdx.x] = v
+        cuda.threadfence()
+        ticket = cuda.atomic.add(count, 0, 1)
+        flag[0] = 1 if ticket == cuda.gridDim.x - 1 else 0
+    cuda.syncthreads()
+    if flag[0] == 1:
+        cuda.threadfence()
+        return True
+    return False
+
+
+@cuda.jit(device=True)
 def grid_sum_store(sh, flag, v, partials, count, out, scale):
     """``out[0] = scale * (sum of v over every thread of the grid)`` in one launch: each block
     stores its sum in ``partials[block]``; the last block to finish (atomic ticket on ``count``)
     adds the partials in block order and resets ``count``. ``flag``: int32 shared array of 1."""
-    s = block_sum(sh, v)
     t = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
     nb = cuda.gridDim.x
-    if t == 0:
-        partials[cuda.blockIdx.x] = s
-        cuda.threadfence()
-        ticket = cuda.atomic.add(count, 0, 1)
-        flag[0] = 1 if ticket == nb - 1 else 0
-    cuda.syncthreads()
-    if flag[0] == 1:
-        cuda.threadfence()
+    if last_block(flag, block_sum(sh, v), partials, count):
         acc = 0.0
         for i in range(t, nb, cuda.blockDim.x * cuda.blockDim.y):
             acc += partials[i]
@@ -560,6 +583,37 @@ def row_argmax(sv, sk, v, k):
     return rv, rk
 
 
+@cuda.jit(device=True)
+def row_loop(rows):
+    """(first, stop, step) of a row-wise kernel's grid-stride loop over ``rows`` rows: this
+    thread's row takes r = first, first + step, ... < stop. Every thread of a block takes as many
+    steps (the row reductions synchronize the block), so r may be past the last row: a thread
+    with r >= rows takes part in the reductions with nothing."""
+    rpb = cuda.blockDim.y
+    return (cuda.blockIdx.x * rpb + cuda.threadIdx.y, (rows + rpb - 1) // rpb * rpb,
+            cuda.gridDim.x * rpb)
+
+
+@cuda.jit(device=True)
+def row_max_sumexp(sh, x, r, live):
+    """(m, s) of row r of x (rows, cols), to each thread of the row: its maximum m and the sum of
+    exp(x - m) over it, in float64 (NaN propagates); ``live``: r < rows (see row_loop)."""
+    tx = cuda.threadIdx.x
+    lanes = cuda.blockDim.x
+    m = -math.inf
+    if live:
+        for j in range(tx, x.shape[1], lanes):
+            v = np.float64(x[r, j])
+            if v > m or v != v:
+                m = v
+    m = row_max(sh, m)
+    s = 0.0
+    if live:
+        for j in range(tx, x.shape[1], lanes):
+            s += math.exp(np.float64(x[r, j]) - m)
+    return m, row_sum(sh, s)
+
+
 # ---------------------------------------------------------------------------------------------
 # fill and uniform random numbers (used by numbanet._cuda.CUDABackend)
 
@@ -576,34 +630,11 @@ def fill(out, value):
         _fill[grid_1d(out.size)](flat(out), value)
 
 
-# Philox4x32-10 (Salmon et al., SC'11): counter = element index, key = seed. Counter-based, so the
-# numbers depend on (seed, index) only, not on the launch shape. 32x32-bit products fit in uint64
-# (no overflow, also in the simulator where these are NumPy scalars).
-_M32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
-_PH_M0 = np.uint64(0xD2511F53)
-_PH_M1 = np.uint64(0xCD9E8D57)
-_PH_W0 = np.uint64(0x9E3779B9)
-_PH_W1 = np.uint64(0xBB67AE85)
-
-
-@cuda.jit(device=True)
-def _philox(c0, c1, k0, k1):
-    """Two 32-bit words of Philox4x32-10 for the counter (c0, c1, 0, 0) and key (k0, k1)."""
-    c2 = np.uint64(0)
-    c3 = np.uint64(0)
-    for _ in range(10):
-        p0 = _PH_M0 * c0
-        p1 = _PH_M1 * c2
-        n0 = ((p1 >> _S32) ^ c1 ^ k0) & _M32
-        n2 = ((p0 >> _S32) ^ c3 ^ k1) & _M32
-        c1 = p1 & _M32
-        c3 = p0 & _M32
-        c0 = n0
-        c2 = n2
-        k0 = (k0 + _PH_W0) & _M32
-        k1 = (k1 + _PH_W1) & _M32
-    return c0, c1
+# Philox4x32-10 (kernels/scalar.py philox): counter = element index, key = seed. Counter-based,
+# so the numbers depend on (seed, index) only, not on the launch shape.
+_M32 = scalar.PHILOX_M32
+_S32 = scalar.PHILOX_S32
+_philox = device(scalar.philox)
 
 
 @kernel

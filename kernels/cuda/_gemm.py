@@ -79,8 +79,8 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._common import (VECTOR_ALIGN, Kernel, cdiv, config, counters, jit, launcher, num_sms,
-                      scratch)
+from ._common import (A2, A3, N1, Q2, VECTOR_ALIGN, Float, Int, Kernel, cdiv, config, counters,
+                      jit, launcher, num_sms, scratch)
 
 # ------------------------------------------------------------------ version 1: the plain GEMM
 TILE = 16       # gemm_plain: TILE x TILE threads per block, one output element each
@@ -90,7 +90,7 @@ TILE = 16       # gemm_plain: TILE x TILE threads per block, one output element 
 def _make_plain(dtype):
     nbt = numba.from_dtype(np.dtype(dtype))
 
-    def plain(A, B, C):
+    def plain(A: A2, B: A2, C: A2):
         As = cuda.shared.array((TILE, TILE), nbt)     # As[i, q] = A[m0 + i, k0 + q]
         Bs = cuda.shared.array((TILE, TILE), nbt)     # Bs[q, j] = B[k0 + q, n0 + j]
         tx = cuda.threadIdx.x
@@ -116,7 +116,7 @@ def _make_plain(dtype):
     return jit(plain)
 
 
-_plain = Kernel("_gemm._plain", "A2 A2 A2", _make_plain)
+_plain = Kernel("_gemm._plain", _make_plain(np.float64), _make_plain)
 
 
 @launcher
@@ -244,8 +244,10 @@ def _stager(load, is_a, L, BI, BK, NT, kfast):
     return stage
 
 
-def _make_gemm(dtype, tile, ops):
-    """The tile kernel of one variant (``ops``) for one dtype and tile shape."""
+def _make_gemm(dtype, tile, ops, kinds):
+    """The tile kernel of one variant (``ops``) for one dtype and tile shape; ``kinds``: those of
+    its operands A, B, C, D, E and of its geometry tuple."""
+    KA, KB, KC, KD, KE, KGEO = kinds
     a_ctx, load_a, b_ctx, load_b, store, a_kfast, b_kfast = ops
     BM, BN, BK, TM, TN, TX, TY, NT, LA, LB = _tile_shape(tile)
     VM, VN = _vec(TM), _vec(TN)
@@ -260,7 +262,8 @@ def _make_gemm(dtype, tile, ops):
     stage_a = _stager(load_a, True, LA, BM, BK, NT, a_kfast)
     stage_b = _stager(load_b, False, LB, BN, BK, NT, b_kfast)
 
-    def gemm_tile(A, B, C, D, E, P, tickets, T, M, N, K, kchunk, geo, act, alpha):
+    def gemm_tile(A: KA, B: KB, C: KC, D: KD, E: KE, P: A3, tickets: N1, T: Q2, M: Int, N: Int,
+                  K: Int, kchunk: Int, geo: KGEO, act: Int, alpha: Float):
         As = cuda.shared.array(SA, nbt, alignment=VECTOR_ALIGN)  # As[k*PA + m] = A[m0+m, kt+k]
         Bs = cuda.shared.array(SB, nbt, alignment=VECTOR_ALIGN)  # Bs[k*PB + n] = B[kt+k, n0+n]
         acc = cuda.local.array((TM, TN), nbt)
@@ -386,11 +389,11 @@ class Gemm:
     """One GEMM variant: its tile kernel, and the launcher."""
 
     def __init__(self, name, dims, ngeo, ops):
-        build = functools.lru_cache(maxsize=None)(lambda dtype, tile: _make_gemm(dtype, tile, ops))
-        a, b, c, d, e = dims
-        self.rank_e = e
-        self.tile = Kernel(f"{name}_tile",
-                           f"A{a} A{b} A{c} A{d} A{e} A3 n1 q2 i i i i t{ngeo} i f",
+        kinds = tuple(f"A{rank}" for rank in dims) + (f"t{ngeo}",)
+        build = functools.lru_cache(maxsize=None)(
+            lambda dtype, tile: _make_gemm(dtype, tile, ops, kinds))
+        self.rank_e = dims[4]
+        self.tile = Kernel(f"{name}_tile", build(np.float64, tuple(config.gemm_tile)),
                            lambda dtype: build(dtype, tuple(config.gemm_tile)))
 
     def __call__(self, A, B, C, D, M, N, K, geo, table=None, E=None, act=0, alpha=0.0):

@@ -14,8 +14,8 @@ import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import (ROW_LANES, ROW_ROWS, Kernel, device, grid_1d, grid_rows, launcher,
-                      row_max, row_sum)
+from ._common import (A1, A2, ROW_LANES, ROW_ROWS, Float, Kernel, device, grid_1d, grid_rows,
+                      launcher, row_loop, row_max_sumexp, row_sum)
 
 
 def _elementwise(name):
@@ -24,16 +24,16 @@ def _elementwise(name):
     scalar_f = getattr(scalar, name)
     f, f_grad = device(scalar_f), device(getattr(scalar, name + "_grad"))
 
-    def fwd(x, alpha, out):
+    def fwd(x: A1, alpha: Float, out: A1):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             out[i] = f(x[i], alpha)
 
-    def bwd(x, y, grad_out, alpha, grad_in):
+    def bwd(x: A1, y: A1, grad_out: A1, alpha: Float, grad_in: A1):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
     jf, jb = cuda.jit(fwd), cuda.jit(bwd)
-    kf = Kernel(f"activations._{name}_forward", "A1 f A1", lambda dtype: jf)
-    kb = Kernel(f"activations._{name}_backward", "A1 A1 A1 f A1", lambda dtype: jb)
+    kf = Kernel(f"activations._{name}_forward", fwd, lambda dtype: jf)
+    kb = Kernel(f"activations._{name}_backward", bwd, lambda dtype: jb)
 
     def forward(x, alpha, out):
         if x.size:
@@ -59,41 +59,25 @@ _activate = scalar.activation_switch(device)[0]
 
 
 # ------------------------------------------------------------------------------------- softmax
-def _softmax_fwd(x, alpha, out):
+def _softmax_fwd(x: A2, alpha: Float, out: A2):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     rows, cols = x.shape
-    tx = cuda.threadIdx.x
-    lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
-        live = r < rows
-        m = -math.inf
-        if live:
-            for j in range(tx, cols, lanes):
-                v = x[r, j]
-                if v > m or v != v:
-                    m = v
-        m = row_max(sh, m)
-        s = 0.0
-        if live:
-            for j in range(tx, cols, lanes):
-                s += math.exp(x[r, j] - m)
-        s = row_sum(sh, s)
-        if live:
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
+        m, s = row_max_sumexp(sh, x, r, r < rows)
+        if r < rows:
             inv = 1.0 / s
-            for j in range(tx, cols, lanes):
+            for j in range(cuda.threadIdx.x, cols, cuda.blockDim.x):
                 out[r, j] = math.exp(x[r, j] - m) * inv
 
 
-def _softmax_bwd(x, y, grad_out, alpha, grad_in):
+def _softmax_bwd(x: A2, y: A2, grad_out: A2, alpha: Float, grad_in: A2):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     rows, cols = y.shape
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         live = r < rows
         dot = 0.0
         if live:
@@ -105,9 +89,9 @@ def _softmax_bwd(x, y, grad_out, alpha, grad_in):
                 grad_in[r, j] = y[r, j] * (grad_out[r, j] - dot)
 
 
-_softmax_forward = Kernel("activations._softmax_forward", "A2 f A2",
+_softmax_forward = Kernel("activations._softmax_forward", _softmax_fwd,
                           lambda dtype, k=cuda.jit(_softmax_fwd): k)
-_softmax_backward = Kernel("activations._softmax_backward", "A2 A2 A2 f A2",
+_softmax_backward = Kernel("activations._softmax_backward", _softmax_bwd,
                            lambda dtype, k=cuda.jit(_softmax_bwd): k)
 
 

@@ -27,8 +27,10 @@ import numpy as np
 from numba import cuda
 
 from ..cpu.attention import _backward_dims, _forward_dims
-from ._common import ROW_LANES, ROW_ROWS, Kernel, _numba_type, flat, grid_rows, jit, launcher, \
-    row_max, row_sum
+from ._common import (A1, Bool, Float, Int, Kernel, ROW_LANES, ROW_ROWS, _numba_type, flat,
+                      grid_rows, jit, launcher, row_loop, row_max, row_sum)
+
+U1 = "u1"       # the kind of the mask argument: a C-contiguous uint8 array, 1 dim
 
 
 class _MaskKernel(Kernel):
@@ -53,15 +55,15 @@ class _MaskKernel(Kernel):
 
 
 # ------------------------------------------------------------------------------------- kernels
-def _fwd(scores, mask, has_mask, tq, tk, heads, causal, scale, u, rate, dropout, probs, weights):
+def _fwd(scores: A1, mask: U1, has_mask: Bool, tq: Int, tk: Int, heads: Int, causal: Bool,
+         scale: Float, u: A1, rate: Float, dropout: Bool, probs: A1, weights: A1):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
     rows = scores.size // tk
     keep = 1.0 / (1.0 - rate)
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         live = r < rows
         o = r * tk
         b = r // tq
@@ -95,15 +97,15 @@ def _fwd(scores, mask, has_mask, tq, tk, heads, causal, scale, u, rate, dropout,
                     weights[o + j] = p
 
 
-def _bwd(probs, u, dropout, rate, scale, tk, grad_weights, grad_scores):
+def _bwd(probs: A1, u: A1, dropout: Bool, rate: Float, scale: Float, tk: Int, grad_weights: A1,
+         grad_scores: A1):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
     rows = probs.size // tk
     keep = 1.0 / (1.0 - rate)
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         live = r < rows
         o = r * tk
         dot = 0.0
@@ -122,10 +124,8 @@ def _bwd(probs, u, dropout, rate, scale, tk, grad_weights, grad_scores):
                 grad_scores[o + j] = scale * np.float64(probs[o + j]) * (gp - dot)
 
 
-_forward = _MaskKernel("attention._forward", "A1 u1 b i i i b f A1 f b A1 A1",
-                       lambda dtype, k=jit(_fwd): k)
-_backward = _MaskKernel("attention._backward", "A1 A1 b f f i A1 A1",
-                        lambda dtype, k=jit(_bwd): k)
+_forward = _MaskKernel("attention._forward", _fwd, lambda dtype, k=jit(_fwd): k)
+_backward = _MaskKernel("attention._backward", _bwd, lambda dtype, k=jit(_bwd): k)
 
 
 # ------------------------------------------------------------------------------------- launchers

@@ -12,14 +12,14 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._common import flat, grid_1d, kernel
+from ._common import A1, A4, Float, Int, L1, flat, grid_1d, kernel
 
 
 # ---------------------------------------------------------------------------------------------
 # spatial dropout (flat views: x, out of N*C*H*W; u, mask of N*C)
 
-@kernel("A1 A1 i f f A1 A1")
-def _sdrop_fwd(x, u, hw, rate, keep_scale, out, mask):
+@kernel
+def _sdrop_fwd(x: A1, u: A1, hw: Int, rate: Float, keep_scale: Float, out: A1, mask: A1):
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     for p in range(start, u.size, stride):
@@ -40,8 +40,8 @@ def spatial_dropout2d_forward(x, u, rate, out, mask):
                                     flat(out), flat(mask))
 
 
-@kernel("A1 A1 i A1")
-def _sdrop_bwd(grad_out, mask, hw, grad_in):
+@kernel
+def _sdrop_bwd(grad_out: A1, mask: A1, hw: Int, grad_in: A1):
     for i in range(cuda.grid(1), grad_out.size, cuda.gridsize(1)):
         grad_in[i] = grad_out[i] * mask[i // hw]
 
@@ -58,8 +58,8 @@ def spatial_dropout2d_backward(grad_out, mask, grad_in):
 # ---------------------------------------------------------------------------------------------
 # flips
 
-@kernel("A4 I1 I1 A4")
-def _flip(x, flip_h, flip_w, out):
+@kernel
+def _flip(x: A4, flip_h: L1, flip_w: L1, out: A4):
     nc = x.shape[1]
     hh = x.shape[2]
     ww = x.shape[3]
@@ -91,8 +91,8 @@ def flip_backward(grad_out, flip_h, flip_w, grad_in):
 # ---------------------------------------------------------------------------------------------
 # translations
 
-@kernel("A4 I1 I1 i A4")
-def _translate(x, dy, dx, sign, out):
+@kernel
+def _translate(x: A4, dy: L1, dx: L1, sign: Int, out: A4):
     nc = x.shape[1]
     hh = x.shape[2]
     ww = x.shape[3]
@@ -127,8 +127,8 @@ def translate_backward(grad_out, dy, dx, grad_in):
 # ---------------------------------------------------------------------------------------------
 # Gaussian noise (flat 1-D)
 
-@kernel("A1 A1 f A1")
-def _gaussian_noise(x, noise, stddev, out):
+@kernel
+def _gaussian_noise(x: A1, noise: A1, stddev: Float, out: A1):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         out[i] = x[i] + stddev * noise[i]
 
@@ -139,8 +139,8 @@ def gaussian_noise_forward(x, noise, stddev, out):
         _gaussian_noise[grid_1d(x.size)](x, noise, stddev, out)
 
 
-@kernel("A1 A1")
-def _box_muller(u, out):
+@kernel
+def _box_muller(u: A1, out: A1):
     n = out.size
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         r = math.sqrt(-2.0 * math.log(1.0 - np.float64(u[i])))

@@ -30,7 +30,8 @@ import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import MAX_THREADS, block_sum, config, flat, kernel, launcher, scratch, view
+from ._common import (A1, A3, Bool, MAX_THREADS, block_sum, config, flat, kernel, launcher, scratch,
+                      view)
 from ._gemm import Affine, gemm
 from .activations import _activate
 
@@ -341,8 +342,8 @@ def conv2d_backward_params(x, grad_out, stride_h, stride_w, pad_h, pad_w, dil_h,
                      grad_w, grad_b)
 
 
-@kernel("A3 b A1")
-def _bias_grad(g3, accumulate, grad_b):
+@kernel
+def _bias_grad(g3: A3, accumulate: Bool, grad_b: A1):
     """One block per channel k (grid-stride over channels): grad_b[k] = sum of g3[:, k, :]
     (+= with ``accumulate``)."""
     sh = cuda.shared.array(MAX_THREADS, np.float64)

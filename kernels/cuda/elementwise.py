@@ -4,11 +4,12 @@ one-launch grid reduction (float64 partials, the last block adds them in order).
 import numpy as np
 from numba import cuda
 
-from ._common import MAX_THREADS, grid_1d, grid_sum_store, kernel, launcher, reduction_args
+from ._common import (A1, D1, Float, MAX_THREADS, N1, grid_1d, grid_sum_store, kernel, launcher,
+                      reduction_args)
 
 
-@kernel("A1 A1 f f A1 A1")
-def _dropout_fwd(x, u, rate, keep_scale, out, mask):
+@kernel
+def _dropout_fwd(x: A1, u: A1, rate: Float, keep_scale: Float, out: A1, mask: A1):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         xi = x[i]
         m = mask.dtype.type(keep_scale if u[i] >= rate else 0.0)
@@ -24,8 +25,8 @@ def dropout_forward(x, u, rate, out, mask):
         _dropout_fwd[grid_1d(x.size)](x, u, rate, keep_scale, out, mask)
 
 
-@kernel("A1 A1 A1")
-def _dropout_bwd(grad_out, mask, grad_in):
+@kernel
+def _dropout_bwd(grad_out: A1, mask: A1, grad_in: A1):
     for i in range(cuda.grid(1), grad_out.size, cuda.gridsize(1)):
         grad_in[i] = grad_out[i] * mask[i]
 
@@ -37,8 +38,8 @@ def dropout_backward(grad_out, mask, grad_in):
         _dropout_bwd[grid_1d(grad_out.size)](grad_out, mask, grad_in)
 
 
-@kernel("A1 A1 d1 n1")
-def _sum_squares(x, out, partials, count):
+@kernel
+def _sum_squares(x: A1, out: A1, partials: D1, count: N1):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     flag = cuda.shared.array(1, np.int32)
     acc = 0.0
@@ -55,8 +56,8 @@ def sum_squares(x, out):
     _sum_squares[grid](x, out, *reduction_args("sum_squares", grid[0]))
 
 
-@kernel("A1 f A1")
-def _scale(x, factor, out):
+@kernel
+def _scale(x: A1, factor: Float, out: A1):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         out[i] = x[i] * factor
 

@@ -22,8 +22,8 @@ import math
 import numba
 from numba import cuda
 
-from ._common import (MAX_THREADS, ROW_LANES, ROW_ROWS, block_sum, config, grid_1d, grid_rows,
-                      kernel, row_sum)
+from ._common import (A1, A2, A3, Bool, Float, Int, MAX_THREADS, ROW_LANES, ROW_ROWS, block_sum,
+                      config, grid_1d, grid_rows, kernel, row_loop, row_sum)
 
 
 def _channel_grid(channels):
@@ -34,8 +34,8 @@ def _channel_grid(channels):
 # ---------------------------------------------------------------------------------------------
 # batch normalization
 
-@kernel("A3 A1 A1 f A3 A1 A1")
-def _bn_forward_train(x, gamma, beta, eps, out, mean, invstd):
+@kernel
+def _bn_forward_train(x: A3, gamma: A1, beta: A1, eps: Float, out: A3, mean: A1, invstd: A1):
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     nc = x.shape[1]
     ns = x.shape[2]
@@ -63,8 +63,9 @@ def _bn_forward_train(x, gamma, beta, eps, out, mean, invstd):
             invstd[c] = inv
 
 
-@kernel("A3 A1 A1 A1 A1 f A3")
-def _bn_forward_infer(x, gamma, beta, running_mean, running_var, eps, out):
+@kernel
+def _bn_forward_infer(x: A3, gamma: A1, beta: A1, running_mean: A1, running_var: A1, eps: Float,
+                      out: A3):
     nc = x.shape[1]
     ns = x.shape[2]
     plane = nc * ns
@@ -102,8 +103,9 @@ def _store_param_grads(accumulate, grad_gamma, grad_beta, j, a, b):
     grad_beta[j] = grad_beta[j] + b if accumulate else b
 
 
-@kernel("A3 A3 A1 A1 A1 b A3 A1 A1")
-def _bn_backward(x, g, gamma, mean, invstd, accumulate, grad_in, grad_gamma, grad_beta):
+@kernel
+def _bn_backward(x: A3, g: A3, gamma: A1, mean: A1, invstd: A1, accumulate: Bool, grad_in: A3,
+                 grad_gamma: A1, grad_beta: A1):
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     nc = x.shape[1]
     ns = x.shape[2]
@@ -125,9 +127,9 @@ def _bn_backward(x, g, gamma, mean, invstd, accumulate, grad_in, grad_gamma, gra
             _store_param_grads(accumulate, grad_gamma, grad_beta, c, sgx * inv, sg)
 
 
-@kernel("A3 A3 A1 A1 A1 f b A3 A1 A1")
-def _bn_backward_infer(x, g, gamma, running_mean, running_var, eps, accumulate, grad_in,
-                       grad_gamma, grad_beta):
+@kernel
+def _bn_backward_infer(x: A3, g: A3, gamma: A1, running_mean: A1, running_var: A1, eps: Float,
+                       accumulate: Bool, grad_in: A3, grad_gamma: A1, grad_beta: A1):
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     nc = x.shape[1]
     ns = x.shape[2]
@@ -146,8 +148,9 @@ def _bn_backward_infer(x, g, gamma, running_mean, running_var, eps, accumulate, 
             _store_param_grads(accumulate, grad_gamma, grad_beta, c, sgx * inv, sg)
 
 
-@kernel("A1 A1 A1 A1 f f i")
-def _bn_update_running(running_mean, running_var, mean, invstd, eps, momentum, count):
+@kernel
+def _bn_update_running(running_mean: A1, running_var: A1, mean: A1, invstd: A1, eps: Float,
+                       momentum: Float, count: Int):
     unbias = count / (count - 1.0) if count > 1 else 1.0
     for c in range(cuda.grid(1), running_mean.size, cuda.gridsize(1)):
         inv = numba.float64(invstd[c])
@@ -194,16 +197,15 @@ def batchnorm_update_running(running_mean, running_var, mean, invstd, eps, momen
 # ---------------------------------------------------------------------------------------------
 # layer normalization
 
-@kernel("A2 A1 A1 f A2 A1 A1")
-def _ln_forward(x, gamma, beta, eps, out, mean, invstd):
+@kernel
+def _ln_forward(x: A2, gamma: A1, beta: A1, eps: Float, out: A2, mean: A1, invstd: A1):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     rows = x.shape[0]
     d = x.shape[1]
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for base in range(cuda.blockIdx.x * rpb, rows, cuda.gridDim.x * rpb):
-        r = base + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         live = r < rows
         acc = 0.0
         if live:
@@ -224,16 +226,15 @@ def _ln_forward(x, gamma, beta, eps, out, mean, invstd):
                 invstd[r] = inv
 
 
-@kernel("A2 A2 A1 A1 A1 A2")
-def _ln_backward_input(x, g, gamma, mean, invstd, grad_in):
+@kernel
+def _ln_backward_input(x: A2, g: A2, gamma: A1, mean: A1, invstd: A1, grad_in: A2):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     rows = x.shape[0]
     d = x.shape[1]
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for base in range(cuda.blockIdx.x * rpb, rows, cuda.gridDim.x * rpb):
-        r = base + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         live = r < rows
         mu = 0.0
         inv = 0.0
@@ -253,8 +254,9 @@ def _ln_backward_input(x, g, gamma, mean, invstd, grad_in):
                 grad_in[r, j] = inv * (g[r, j] * gamma[j] - s1 - (x[r, j] - mu) * inv * s2)
 
 
-@kernel("A2 A2 A1 A1 b A1 A1")
-def _ln_backward_params(x, g, mean, invstd, accumulate, grad_gamma, grad_beta):
+@kernel
+def _ln_backward_params(x: A2, g: A2, mean: A1, invstd: A1, accumulate: Bool, grad_gamma: A1,
+                        grad_beta: A1):
     sa = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     sb = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     rows = x.shape[0]

@@ -28,8 +28,9 @@ import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import (ROW_LANES, ROW_ROWS, Kernel, cdiv, device, grid_1d, grid_rows, jit,
-                      kernel, launcher, row_max, row_sum, scratch)
+from ._common import (A1, A2, Bool, D1, Float, Int, Kernel, L1, ROW_LANES, ROW_ROWS, Shape6, cdiv,
+                      device, grid_1d, grid_rows, jit, kernel, launcher, row_loop, row_max,
+                      row_max_sumexp, row_sum, scratch)
 
 _R = scalar.MAX_RANK
 _NONE = (0,) * _R               # strides of an operand an index helper is not asked about
@@ -114,14 +115,14 @@ def _code(kernel_name, code, codes, table):
 
 
 # ------------------------------------------------------------------------------------- unary
-@kernel("i A1 f f A1")
-def _unary_fwd(code, x, alpha, beta, out):
+@kernel
+def _unary_fwd(code: Int, x: A1, alpha: Float, beta: Float, out: A1):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         out[i] = _unary(code, x[i], alpha, beta)
 
 
-@kernel("i A1 A1 A1 f f A1")
-def _unary_bwd(code, x, y, grad_out, alpha, beta, grad_in):
+@kernel
+def _unary_bwd(code: Int, x: A1, y: A1, grad_out: A1, alpha: Float, beta: Float, grad_in: A1):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         grad_in[i] = grad_out[i] * _unary_grad(code, x[i], y[i], alpha, beta)
 
@@ -147,21 +148,22 @@ def unary_backward(code, x, y, grad_out, alpha, beta, grad_in):
 
 
 # ------------------------------------------------------------------------------------- binary
-@kernel("i A1 A1 A1")
-def _binary_fwd_flat(code, a, b, out):
+@kernel
+def _binary_fwd_flat(code: Int, a: A1, b: A1, out: A1):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = _binary(code, a[i], b[i])
 
 
-@kernel("i A1 A1 t6 t6 t6 A1")
-def _binary_fwd(code, a, b, shape, a_strides, b_strides, out):
+@kernel
+def _binary_fwd(code: Int, a: A1, b: A1, shape: Shape6, a_strides: Shape6, b_strides: Shape6,
+                out: A1):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         pa, pb, _ = _offsets(i, shape, a_strides, b_strides, _NONE)
         out[i] = _binary(code, a[pa], b[pb])
 
 
-@kernel("i A1 A1 A1 A1 A1")
-def _binary_bwd_flat(code, a, b, grad_out, grad_a, grad_b):
+@kernel
+def _binary_bwd_flat(code: Int, a: A1, b: A1, grad_out: A1, grad_a: A1, grad_b: A1):
     for i in range(cuda.grid(1), grad_out.size, cuda.gridsize(1)):
         av = a[i]
         bv = b[i]
@@ -170,8 +172,9 @@ def _binary_bwd_flat(code, a, b, grad_out, grad_a, grad_b):
         grad_b[i] = g * _binary_grad_b(code, av, bv)
 
 
-@kernel("i A1 A1 A1 t6 t6 t6 A1 A1")
-def _binary_bwd(code, a, b, grad_out, shape, a_strides, b_strides, grad_a, grad_b):
+@kernel
+def _binary_bwd(code: Int, a: A1, b: A1, grad_out: A1, shape: Shape6, a_strides: Shape6,
+                b_strides: Shape6, grad_a: A1, grad_b: A1):
     for i in range(cuda.grid(1), grad_out.size, cuda.gridsize(1)):
         pa, pb, _ = _offsets(i, shape, a_strides, b_strides, _NONE)
         av = a[pa]
@@ -223,15 +226,16 @@ def binary_backward(code, a, b, grad_out, shape, a_strides, b_strides, grad_a, g
 
 
 # ------------------------------------------------------------------------------------- where
-@kernel("A1 A1 A1 t6 t6 t6 t6 A1")
-def _where_fwd(cond, a, b, shape, c_strides, a_strides, b_strides, out):
+@kernel
+def _where_fwd(cond: A1, a: A1, b: A1, shape: Shape6, c_strides: Shape6, a_strides: Shape6,
+               b_strides: Shape6, out: A1):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         pc, pa, pb = _offsets(i, shape, c_strides, a_strides, b_strides)
         out[i] = a[pa] if cond[pc] != 0 else b[pb]
 
 
-@kernel("A1 A1 t6 t6 A1 A1")
-def _where_bwd(cond, grad_out, shape, c_strides, grad_a, grad_b):
+@kernel
+def _where_bwd(cond: A1, grad_out: A1, shape: Shape6, c_strides: Shape6, grad_a: A1, grad_b: A1):
     zero = grad_a.dtype.type(0)
     for i in range(cuda.grid(1), grad_out.size, cuda.gridsize(1)):
         pc, _, _ = _offsets(i, shape, c_strides, _NONE, _NONE)
@@ -275,20 +279,20 @@ def where_backward(cond, grad_out, shape, c_strides, grad_a, grad_b):
 
 
 # ------------------------------------------------------------------------------------- reductions
-@kernel("A1 t6 t6 t6 t6 i i i f b A1 d1")
-def _reduce_rows(x, keep_shape, keep_strides, red_shape, red_strides, nkeep, nred, splits,
-                 scale, is_max, out, partials):
+@kernel
+def _reduce_rows(x: A1, keep_shape: Shape6, keep_strides: Shape6, red_shape: Shape6,
+                 red_strides: Shape6, nkeep: Int, nred: Int, splits: Int, scale: Float,
+                 is_max: Bool, out: A1, partials: D1):
     """Row g = (output g // splits, chunk g % splits): ``lanes`` threads stride over the chunk's
     reduced elements, then a shared-memory tree combines them into out[g] (one chunk per
     output) or partials[g]."""
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
     rows = nkeep * splits
     chunk = (nred + splits - 1) // splits
-    for grp in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        g = grp * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for g in range(first, stop, step):
         live = g < rows
         acc = -math.inf if is_max else 0.0
         if live:
@@ -311,8 +315,8 @@ def _reduce_rows(x, keep_shape, keep_strides, red_shape, red_strides, nkeep, nre
                 out[g] = acc if is_max else acc * scale
 
 
-@kernel("i i f b d1 A1")
-def _reduce_partials(nkeep, splits, scale, is_max, partials, out):
+@kernel
+def _reduce_partials(nkeep: Int, splits: Int, scale: Float, is_max: Bool, partials: D1, out: A1):
     for o in range(cuda.grid(1), nkeep, cuda.gridsize(1)):
         acc = partials[o * splits]
         for c in range(1, splits):
@@ -366,8 +370,9 @@ def reduce_max(x, keep_shape, keep_strides, red_shape, red_strides, out):
 
 
 # ------------------------------------------------------------------------------------- copies
-@kernel("A1 i t6 t6 b A1 i t6 i")
-def _strided_copy(x, x_offset, shape, x_strides, accumulate, out, out_offset, out_strides, n):
+@kernel
+def _strided_copy(x: A1, x_offset: Int, shape: Shape6, x_strides: Shape6, accumulate: Bool, out: A1,
+                  out_offset: Int, out_strides: Shape6, n: Int):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         px, po, _ = _offsets(i, shape, x_strides, out_strides, _NONE)
         if accumulate:
@@ -401,8 +406,9 @@ def _make_matmul(dtype, tile):
     T = tile
     TP = tile + 1               # padded rows: the transposed staging stores hit distinct banks
 
-    def matmul(a, b, batch_shape, a_batch_strides, b_batch_strides, nbatch, m, n, k, lda, ldb,
-               trans_a, trans_b, accumulate, out):
+    def matmul(a: A1, b: A1, batch_shape: Shape6, a_batch_strides: Shape6, b_batch_strides: Shape6,
+               nbatch: Int, m: Int, n: Int, k: Int, lda: Int, ldb: Int, trans_a: Bool,
+               trans_b: Bool, accumulate: Bool, out: A1):
         As = cuda.shared.array((T, TP), nbt)        # As[i, q] = op(A)[m0 + i, k0 + q]
         Bs = cuda.shared.array((T, TP), nbt)        # Bs[q, j] = op(B)[k0 + q, n0 + j]
         tx = cuda.threadIdx.x
@@ -443,7 +449,7 @@ def _make_matmul(dtype, tile):
     return jit(matmul)
 
 
-_matmul = Kernel("ops._matmul", "A1 A1 t6 t6 t6 i i i i i i b b b A1",
+_matmul = Kernel("ops._matmul", _make_matmul(np.float64, config.matmul_tile),
                  lambda dtype: _make_matmul(dtype, config.matmul_tile))
 
 
@@ -482,8 +488,8 @@ def matmul_forward(a, b, batch_shape, a_batch_strides, b_batch_strides, m, n, k,
 
 
 # ------------------------------------------------------------------------------------- take
-@kernel("A1 I1 i i A1")
-def _take_fwd(x, idx, n, inner, out):
+@kernel
+def _take_fwd(x: A1, idx: L1, n: Int, inner: Int, out: A1):
     m = idx.size
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         r = e // inner                      # (o, j) row of the output
@@ -492,8 +498,8 @@ def _take_fwd(x, idx, n, inner, out):
         out[e] = x[(o * n + idx[r - o * m]) * inner + i]
 
 
-@kernel("A1 I1 i i i b A1")
-def _take_bwd(grad_out, idx, outer, n, inner, accumulate, grad_x):
+@kernel
+def _take_bwd(grad_out: A1, idx: L1, outer: Int, n: Int, inner: Int, accumulate: Bool, grad_x: A1):
     """Thread c owns column c = (o, i) of grad_x: zeroes it unless accumulating, then adds the
     rows of grad_out in index order."""
     m = idx.size
@@ -534,41 +540,25 @@ def take_backward(grad_out, idx, outer, n, inner, accumulate, grad_x):
 
 
 # ------------------------------------------------------------------------------------- log_softmax
-def _log_softmax_fwd(x, out):
+def _log_softmax_fwd(x: A2, out: A2):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     rows, cols = x.shape
-    tx = cuda.threadIdx.x
-    lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
-        live = r < rows
-        mx = -math.inf
-        if live:
-            for j in range(tx, cols, lanes):
-                v = np.float64(x[r, j])
-                if v > mx or v != v:
-                    mx = v
-        mx = row_max(sh, mx)
-        s = 0.0
-        if live:
-            for j in range(tx, cols, lanes):
-                s += math.exp(np.float64(x[r, j]) - mx)
-        s = row_sum(sh, s)
-        if live:
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
+        mx, s = row_max_sumexp(sh, x, r, r < rows)
+        if r < rows:
             lse = mx + math.log(s)
-            for j in range(tx, cols, lanes):
+            for j in range(cuda.threadIdx.x, cols, cuda.blockDim.x):
                 out[r, j] = x[r, j] - lse
 
 
-def _log_softmax_bwd(y, grad_out, grad_in):
+def _log_softmax_bwd(y: A2, grad_out: A2, grad_in: A2):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), np.float64)
     rows, cols = y.shape
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         live = r < rows
         s = 0.0
         if live:
@@ -580,9 +570,9 @@ def _log_softmax_bwd(y, grad_out, grad_in):
                 grad_in[r, j] = grad_out[r, j] - math.exp(np.float64(y[r, j])) * s
 
 
-_log_softmax_forward = Kernel("ops._log_softmax_forward", "A2 A2",
+_log_softmax_forward = Kernel("ops._log_softmax_forward", _log_softmax_fwd,
                               lambda dtype, k=cuda.jit(_log_softmax_fwd): k)
-_log_softmax_backward = Kernel("ops._log_softmax_backward", "A2 A2 A2",
+_log_softmax_backward = Kernel("ops._log_softmax_backward", _log_softmax_bwd,
                                lambda dtype, k=cuda.jit(_log_softmax_bwd): k)
 
 

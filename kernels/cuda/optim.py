@@ -10,8 +10,8 @@ import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import (MAX_THREADS, device, grid_1d, grid_sum_store, kernel, launcher,
-                      reduction_args)
+from ._common import (A1, Bool, D1, Float, MAX_THREADS, N1, device, grid_1d, grid_sum_store, kernel,
+                      last_block, launcher, reduction_args)
 
 _sgd_at = device(scalar.sgd_at)
 _adagrad_at = device(scalar.adagrad_at)
@@ -36,8 +36,9 @@ def _run(name, k, param, checked, *args):
         k[grid_1d(n)](param, *args)
 
 
-@kernel("A1 A1 A1 f f f b")
-def _sgd(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+@kernel
+def _sgd(param: A1, grad: A1, velocity: A1, lr: Float, momentum: Float, weight_decay: Float,
+         nesterov: Bool):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
 
@@ -49,8 +50,8 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
          grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
-@kernel("A1 A1 A1 f f f")
-def _adagrad(param, grad, accum, lr, eps, weight_decay):
+@kernel
+def _adagrad(param: A1, grad: A1, accum: A1, lr: Float, eps: Float, weight_decay: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
 
@@ -61,9 +62,9 @@ def adagrad_update(param, grad, accum, lr, eps, weight_decay):
     _run("adagrad_update", _adagrad, param, (grad, accum), grad, accum, lr, eps, weight_decay)
 
 
-@kernel("A1 A1 A1 A1 A1 f f f f f b")
-def _rmsprop(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
-             momentum, centered):
+@kernel
+def _rmsprop(param: A1, grad: A1, square_avg: A1, grad_avg: A1, momentum_buf: A1, lr: Float,
+             alpha: Float, eps: Float, weight_decay: Float, momentum: Float, centered: Bool):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
                     weight_decay, momentum, centered)
@@ -78,8 +79,9 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, e
          grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered)
 
 
-@kernel("A1 A1 A1 A1 A1 f f f f f b f f")
-def _adam(param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size, bc2_sqrt):
+@kernel
+def _adam(param: A1, grad: A1, m: A1, v: A1, vmax: A1, beta1: Float, beta2: Float, eps: Float,
+          l2: Float, decay: Float, amsgrad: Bool, step_size: Float, bc2_sqrt: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size,
                  bc2_sqrt)
@@ -104,8 +106,9 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
                  1.0 - lr * weight_decay, amsgrad, step)
 
 
-@kernel("A1 A1 A1 A1 f f f f")
-def _adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+@kernel
+def _adadelta(param: A1, grad: A1, square_avg: A1, acc_delta: A1, lr: Float, rho: Float, eps: Float,
+              weight_decay: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
 
@@ -117,8 +120,9 @@ def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_dec
          acc_delta, lr, rho, eps, weight_decay)
 
 
-@kernel("A1 A1 A1 A1 f f f f f f f")
-def _nadam(param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m):
+@kernel
+def _nadam(param: A1, grad: A1, m: A1, v: A1, beta1: Float, beta2: Float, eps: Float,
+           weight_decay: Float, bc2: Float, c_grad: Float, c_m: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
 
@@ -132,8 +136,9 @@ def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_
          *scalar.nadam_constants(lr, beta2, mu, mu_next, mu_product, step))
 
 
-@kernel("A1 A1 A1 A1 f f f f f")
-def _adamax(param, grad, m, u, beta1, beta2, eps, weight_decay, clr):
+@kernel
+def _adamax(param: A1, grad: A1, m: A1, u: A1, beta1: Float, beta2: Float, eps: Float,
+            weight_decay: Float, clr: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
 
@@ -145,8 +150,9 @@ def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
          weight_decay, scalar.adamax_constants(lr, beta1, step))
 
 
-@kernel("A1 A1 A1 A1 f f f f f f f f b")
-def _radam(param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect, rectify):
+@kernel
+def _radam(param: A1, grad: A1, m: A1, v: A1, beta1: Float, beta2: Float, eps: Float,
+           weight_decay: Float, lr: Float, bc1: Float, bc2_sqrt: Float, rect: Float, rectify: Bool):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect,
                   rectify)
@@ -160,9 +166,9 @@ def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
          lr, *scalar.radam_constants(beta1, beta2, step))
 
 
-@kernel("A1 A1 A1 A1 A1 f f f f b f f f")
-def _adabound(param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound, step_size, lower,
-              upper):
+@kernel
+def _adabound(param: A1, grad: A1, m: A1, v: A1, vmax: A1, beta1: Float, beta2: Float, eps: Float,
+              weight_decay: Float, amsbound: Bool, step_size: Float, lower: Float, upper: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
                      step_size, lower, upper)
@@ -178,8 +184,8 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
          *scalar.adabound_constants(lr, beta1, beta2, final_lr, gamma, step))
 
 
-@kernel("A1 A1 A1 f f f f")
-def _lion(param, grad, m, lr, beta1, beta2, weight_decay):
+@kernel
+def _lion(param: A1, grad: A1, m: A1, lr: Float, beta1: Float, beta2: Float, weight_decay: Float):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
 
@@ -190,8 +196,8 @@ def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
     _run("lion_update", _lion, param, (grad, m), grad, m, lr, beta1, beta2, weight_decay)
 
 
-@kernel("A1 A1 f")
-def _lookahead(slow, fast, alpha):
+@kernel
+def _lookahead(slow: A1, fast: A1, alpha: Float):
     for i in range(cuda.grid(1), slow.size, cuda.gridsize(1)):
         _lookahead_at(i, slow, fast, alpha)
 
@@ -206,8 +212,8 @@ def lookahead_update(slow, fast, alpha):
 
 # ---- vector helpers for L-BFGS ---------------------------------------------------------------------
 
-@kernel("A1 A1 A1 d1 n1")
-def _dot(x, y, out, partials, count):
+@kernel
+def _dot(x: A1, y: A1, out: A1, partials: D1, count: N1):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     flag = cuda.shared.array(1, np.int32)
     acc = 0.0
@@ -225,8 +231,8 @@ def dot(x, y, out):
     _dot[grid](x, y, out, *reduction_args("optim.dot", grid[0]))
 
 
-@kernel("f A1 A1")
-def _axpy(a, x, y):
+@kernel
+def _axpy(a: Float, x: A1, y: A1):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         y[i] += a * x[i]
 
@@ -240,8 +246,8 @@ def axpy(a, x, y):
         _axpy[grid_1d(x.size)](a, x, y)
 
 
-@kernel("A1 A1 d1 n1")
-def _abs_sum(x, out, partials, count):
+@kernel
+def _abs_sum(x: A1, out: A1, partials: D1, count: N1):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     flag = cuda.shared.array(1, np.int32)
     acc = 0.0
@@ -280,8 +286,8 @@ def _block_max(sh, v):
     return r
 
 
-@kernel("A1 A1 d1 n1")
-def _abs_max(x, out, partials, count):
+@kernel
+def _abs_max(x: A1, out: A1, partials: D1, count: N1):
     """Each block stores its maximum in ``partials``; the last block to finish (atomic ticket)
     takes the maximum of those and resets ``count`` (as _common.grid_sum_store does for sums)."""
     sh = cuda.shared.array(MAX_THREADS, np.float64)
@@ -289,17 +295,9 @@ def _abs_max(x, out, partials, count):
     acc = 0.0
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         acc = _larger(acc, abs(np.float64(x[i])))
-    m = _block_max(sh, acc)
     t = cuda.threadIdx.x
     nb = cuda.gridDim.x
-    if t == 0:
-        partials[cuda.blockIdx.x] = m
-        cuda.threadfence()
-        ticket = cuda.atomic.add(count, 0, 1)
-        flag[0] = 1 if ticket == nb - 1 else 0
-    cuda.syncthreads()
-    if flag[0] == 1:
-        cuda.threadfence()
+    if last_block(flag, _block_max(sh, acc), partials, count):
         acc = 0.0
         for i in range(t, nb, cuda.blockDim.x):
             acc = _larger(acc, partials[i])

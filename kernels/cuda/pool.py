@@ -25,22 +25,18 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._common import (ROW_LANES, ROW_ROWS, config, first_max_wins, grid_1d, grid_rows, kernel,
-                      launcher, row_argmax, row_sum, view)
+from ._common import (A1, A2, A4, Int, Q1, Q2, Q4, ROW_LANES, ROW_ROWS, config, first_max_wins,
+                      grid_1d, grid_rows, kernel, launcher, nchw, row_argmax, row_loop, row_sum,
+                      view)
 
 
-@kernel("A4 i i i i i i A4 q4")
-def _max_fwd(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax):
+@kernel
+def _max_fwd(x: A4, pool_h: Int, pool_w: Int, sh: Int, sw: Int, ph: Int, pw: Int, out: A4,
+             argmax: Q4):
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
-    P = OH * OW
-    for idx in range(cuda.grid(1), N * C * P, cuda.gridsize(1)):
-        plane = idx // P
-        q = idx - plane * P
-        oh = q // OW
-        ow = q - oh * OW
-        n = plane // C
-        c = plane - n * C
+    for idx in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
+        n, c, oh, ow = nchw(idx, C, OH, OW)
         m = -math.inf
         a = -1
         h0 = oh * sh - ph
@@ -67,8 +63,8 @@ def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out,
                                     out, argmax)
 
 
-@kernel("A2 q2 A2")
-def _max_bwd(g2, a2, gi2):
+@kernel
+def _max_bwd(g2: A2, a2: Q2, gi2: A2):
     planes, P = g2.shape
     HW = gi2.shape[1]
     t = cuda.threadIdx.x
@@ -96,18 +92,12 @@ def max_pool2d_backward(grad_out, argmax, grad_in):
             view(grad_in, N * C, H * W))
 
 
-@kernel("A4 i i i i i i A4")
-def _avg_fwd(x, pool_h, pool_w, sh, sw, ph, pw, out):
+@kernel
+def _avg_fwd(x: A4, pool_h: Int, pool_w: Int, sh: Int, sw: Int, ph: Int, pw: Int, out: A4):
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
-    P = OH * OW
-    for idx in range(cuda.grid(1), N * C * P, cuda.gridsize(1)):
-        plane = idx // P
-        q = idx - plane * P
-        oh = q // OW
-        ow = q - oh * OW
-        n = plane // C
-        c = plane - n * C
+    for idx in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
+        n, c, oh, ow = nchw(idx, C, OH, OW)
         h0 = max(oh * sh - ph, 0)
         h1 = min(oh * sh - ph + pool_h, H)
         w0 = max(ow * sw - pw, 0)
@@ -127,18 +117,13 @@ def avg_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out)
         _avg_fwd[grid_1d(out.size)](x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out)
 
 
-@kernel("A4 i i i i i i A4")
-def _avg_bwd(grad_out, pool_h, pool_w, sh, sw, ph, pw, grad_in):
+@kernel
+def _avg_bwd(grad_out: A4, pool_h: Int, pool_w: Int, sh: Int, sw: Int, ph: Int, pw: Int,
+             grad_in: A4):
     N, C, H, W = grad_in.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    HW = H * W
-    for idx in range(cuda.grid(1), N * C * HW, cuda.gridsize(1)):
-        plane = idx // HW
-        q = idx - plane * HW
-        h = q // W
-        w = q - h * W
-        n = plane // C
-        c = plane - n * C
+    for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        n, c, h, w = nchw(idx, C, H, W)
         # outputs whose window [o*s - p, o*s - p + pool) covers h: o in [oh_lo, oh_hi]
         oh_lo = max(0, (h + ph - pool_h + sh) // sh)     # ceil((h + ph - pool_h + 1) / sh)
         oh_hi = min(OH - 1, (h + ph) // sh)
@@ -166,15 +151,14 @@ def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad
 # ---------------------------------------------------------------------------------------------
 # global pooling over the rows of x (rows, cols)
 
-@kernel("A2 A1")
-def _global_avg_fwd(x, out):
+@kernel
+def _global_avg_fwd(x: A2, out: A1):
     sh = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     rows, cols = x.shape
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         s = 0.0
         if r < rows:
             for j in range(tx, cols, lanes):
@@ -191,8 +175,8 @@ def global_avg_pool_forward(x, out):
         _global_avg_fwd[grid_rows(x.shape[0])](x, out)
 
 
-@kernel("A1 A2")
-def _global_avg_bwd(grad_out, grad_in):
+@kernel
+def _global_avg_bwd(grad_out: A1, grad_in: A2):
     rows, cols = grad_in.shape
     for i in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
         r = i // cols
@@ -206,16 +190,15 @@ def global_avg_pool_backward(grad_out, grad_in):
         _global_avg_bwd[grid_1d(grad_in.size)](grad_out, grad_in)
 
 
-@kernel("A2 A1 q1")
-def _global_max_fwd(x, out, argmax):
+@kernel
+def _global_max_fwd(x: A2, out: A1, argmax: Q1):
     sv = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.float64)
     sk = cuda.shared.array((ROW_ROWS, ROW_LANES), numba.int64)
     rows, cols = x.shape
     tx = cuda.threadIdx.x
     lanes = cuda.blockDim.x
-    rpb = cuda.blockDim.y
-    for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
-        r = g * rpb + cuda.threadIdx.y
+    first, stop, step = row_loop(rows)
+    for r in range(first, stop, step):
         m = -math.inf
         k = -1
         if r < rows:
@@ -238,8 +221,8 @@ def global_max_pool_forward(x, out, argmax):
         _global_max_fwd[grid_rows(x.shape[0])](x, out, argmax)
 
 
-@kernel("A1 q1 A2")
-def _global_max_bwd(grad_out, argmax, grad_in):
+@kernel
+def _global_max_bwd(grad_out: A1, argmax: Q1, grad_in: A2):
     rows, cols = grad_in.shape
     zero = grad_in.dtype.type(0)
     for i in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
@@ -258,18 +241,12 @@ def global_max_pool_backward(grad_out, argmax, grad_in):
 # ---------------------------------------------------------------------------------------------
 # nearest-neighbour upsampling by integer factors
 
-@kernel("A4 i i A4")
-def _upsample_fwd(x, sh, sw, out):
+@kernel
+def _upsample_fwd(x: A4, sh: Int, sw: Int, out: A4):
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
-    P = OH * OW
-    for idx in range(cuda.grid(1), N * C * P, cuda.gridsize(1)):
-        plane = idx // P
-        q = idx - plane * P
-        oh = q // OW
-        ow = q - oh * OW
-        n = plane // C
-        c = plane - n * C
+    for idx in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
+        n, c, oh, ow = nchw(idx, C, OH, OW)
         out[n, c, oh, ow] = x[n, c, oh // sh, ow // sw]
 
 
@@ -281,17 +258,11 @@ def upsample2d_forward(x, size_h, size_w, out):
         _upsample_fwd[grid_1d(out.size)](x, size_h, size_w, out)
 
 
-@kernel("A4 i i A4")
-def _upsample_bwd(grad_out, sh, sw, grad_in):
+@kernel
+def _upsample_bwd(grad_out: A4, sh: Int, sw: Int, grad_in: A4):
     N, C, H, W = grad_in.shape
-    HW = H * W
-    for idx in range(cuda.grid(1), N * C * HW, cuda.gridsize(1)):
-        plane = idx // HW
-        q = idx - plane * HW
-        h = q // W
-        w = q - h * W
-        n = plane // C
-        c = plane - n * C
+    for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        n, c, h, w = nchw(idx, C, H, W)
         s = np.float64(0.0)     # (a NumPy float64 also in the simulator: float64 sums there)
         for i in range(sh):
             for j in range(sw):

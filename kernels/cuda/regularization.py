@@ -5,11 +5,11 @@ by a grid-stride loop."""
 import numpy as np
 from numba import cuda
 
-from ._common import MAX_THREADS, grid_1d, grid_sum_store, kernel, reduction_args
+from ._common import A1, D1, Float, MAX_THREADS, N1, grid_1d, grid_sum_store, kernel, reduction_args
 
 
-@kernel("A1 f f A1 d1 n1")
-def _l1l2_penalty(w, l1, l2, out, partials, count):
+@kernel
+def _l1l2_penalty(w: A1, l1: Float, l2: Float, out: A1, partials: D1, count: N1):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     flag = cuda.shared.array(1, np.int32)
     acc = 0.0
@@ -25,8 +25,8 @@ def l1l2_penalty(w, l1, l2, out):
     _l1l2_penalty[grid](w, l1, l2, out, *reduction_args("l1l2_penalty", grid[0]))
 
 
-@kernel("A1 f f A1")
-def _l1l2_penalty_bwd(w, l1, two_l2, grad):
+@kernel
+def _l1l2_penalty_bwd(w: A1, l1: Float, two_l2: Float, grad: A1):
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         v = np.float64(w[i])
         s = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else v * 0.0)

@@ -22,11 +22,10 @@ So a sequence of T steps costs T launches forward and 2T + 2 (+1 for a split-K G
 Launchers check the arguments' shapes, dtype and order on the host (ValueError naming the
 argument) and never synchronize.
 """
-import numpy as np
 from numba import cuda
 
 from .. import scalar
-from ._common import device, fill, grid_1d, kernel, launcher, scratch, view
+from ._common import A1, A2, A3, Float, Int, device, fill, grid_1d, kernel, launcher, scratch, view
 from .dense import dense_backward_weight
 
 _sigmoid = device(scalar.sigmoid)
@@ -37,8 +36,9 @@ _activate, _activate_grad = scalar.activation_switch(device)
 
 
 # ------------------------------------------------------------------------------------- kernels
-@kernel("A3 A2 A3 i A2 i i i f A3 A3")
-def _rnn_step(xp, u, hp, sp, mask, t, s, code, alpha, pre, hs):
+@kernel
+def _rnn_step(xp: A3, u: A2, hp: A3, sp: Int, mask: A2, t: Int, s: Int, code: Int, alpha: Float,
+              pre: A3, hs: A3):
     """SimpleRNN forward step s (time index t): pre = xp + hp[:, sp] @ u, hs = act(pre)."""
     n_rows, _, units = hs.shape
     for e in range(cuda.grid(1), n_rows * units, cuda.gridsize(1)):
@@ -51,8 +51,9 @@ def _rnn_step(xp, u, hp, sp, mask, t, s, code, alpha, pre, hs):
         hs[n, s, j] = _activate(code, acc, alpha) if mask[n, t] != 0 else hp[n, sp, j]
 
 
-@kernel("A3 A2 A3 A3 i A2 i i A3 A3 A3")
-def _lstm_step(xp, u, hp, cp, sp, mask, t, s, hs, cs, gates):
+@kernel
+def _lstm_step(xp: A3, u: A2, hp: A3, cp: A3, sp: Int, mask: A2, t: Int, s: Int, hs: A3, cs: A3,
+               gates: A3):
     """LSTM forward step s: the four dot products of unit j, the gates, the cell update."""
     n_rows, _, units = hs.shape
     u2 = 2 * units
@@ -87,8 +88,9 @@ def _lstm_step(xp, u, hp, cp, sp, mask, t, s, hs, cs, gates):
             hs[n, s, j] = hp[n, sp, j]
 
 
-@kernel("A3 A2 A1 A3 i A2 i i A3 A3")
-def _gru_step(xp, u, u_bias, hp, sp, mask, t, s, hs, gates):
+@kernel
+def _gru_step(xp: A3, u: A2, u_bias: A1, hp: A3, sp: Int, mask: A2, t: Int, s: Int, hs: A3,
+              gates: A3):
     """GRU forward step s: rec = hp[:, sp] @ u + u_bias for unit j's three gates, then z, r, hh."""
     n_rows, _, units = hs.shape
     u2 = 2 * units
@@ -114,8 +116,8 @@ def _gru_step(xp, u, u_bias, hp, sp, mask, t, s, hs, gates):
         hs[n, s, j] = z * h + (1.0 - z) * hh if mask[n, t] != 0 else h
 
 
-@kernel("A2 A2")
-def _transpose(u, ut):
+@kernel
+def _transpose(u: A2, ut: A2):
     """ut = u.T (u (U, G*U)): written coalesced."""
     rows, cols = u.shape
     for e in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
@@ -124,9 +126,9 @@ def _transpose(u, ut):
         ut[q, k] = u[k, q]
 
 
-@kernel("A3 i A2 i i i f A3 A3 A3 A2 A3 A3 A2")
-def _rnn_grad_step(hp, sp, mask, t, s, code, alpha, pre, hs, grad_hs, dh_in, hsave, grad_xp,
-                   direct):
+@kernel
+def _rnn_grad_step(hp: A3, sp: Int, mask: A2, t: Int, s: Int, code: Int, alpha: Float, pre: A3,
+                   hs: A3, grad_hs: A3, dh_in: A2, hsave: A3, grad_xp: A3, direct: A2):
     """SimpleRNN backward step s, elementwise: dA = dh act'(pre) (0 when masked)."""
     n_rows, _, units = hs.shape
     zero = grad_xp.dtype.type(0)
@@ -143,9 +145,10 @@ def _rnn_grad_step(hp, sp, mask, t, s, code, alpha, pre, hs, grad_hs, dh_in, hsa
             direct[n, j] = dh
 
 
-@kernel("A3 A3 i A2 i i A3 A3 A3 A2 A2 A3 A3 A2 A2")
-def _lstm_grad_step(hp, cp, sp, mask, t, s, cs, gates, grad_hs, dh_in, dc_in, hsave, grad_xp,
-                    direct, grad_c0):
+@kernel
+def _lstm_grad_step(hp: A3, cp: A3, sp: Int, mask: A2, t: Int, s: Int, cs: A3, gates: A3,
+                    grad_hs: A3, dh_in: A2, dc_in: A2, hsave: A3, grad_xp: A3, direct: A2,
+                    grad_c0: A2):
     """LSTM backward step s, elementwise: the four dA of unit j and dc to c_{s-1} (into
     grad_c0, which carries it; dc_in is grad_cT at the last step, grad_c0 after)."""
     n_rows, _, units = cs.shape
@@ -178,8 +181,9 @@ def _lstm_grad_step(hp, cp, sp, mask, t, s, cs, gates, grad_hs, dh_in, dc_in, hs
             direct[n, j] = dh
 
 
-@kernel("A3 i A2 i i A3 A3 A2 A3 A3 A3 A2")
-def _gru_grad_step(hp, sp, mask, t, s, gates, grad_hs, dh_in, hsave, grad_xp, drec, direct):
+@kernel
+def _gru_grad_step(hp: A3, sp: Int, mask: A2, t: Int, s: Int, gates: A3, grad_hs: A3, dh_in: A2,
+                   hsave: A3, grad_xp: A3, drec: A3, direct: A2):
     """GRU backward step s, elementwise: dA of unit j (grad_xp), the recurrent pre-activation
     gradient (drec: d rec_h = dA_h r) and dh z straight to h_{s-1}."""
     n_rows, _, units = grad_hs.shape
@@ -212,8 +216,8 @@ def _gru_grad_step(hp, sp, mask, t, s, gates, grad_hs, dh_in, hsave, grad_xp, dr
             direct[n, j] = dh
 
 
-@kernel("A3 i A2 A2 A2")
-def _dh_prev(d, t, ut, direct, grad_h):
+@kernel
+def _dh_prev(d: A3, t: Int, ut: A2, direct: A2, grad_h: A2):
     """grad_h[n, k] = direct[n, k] + d[n, t] . ut[:, k]: dh_{s-1} from the step's dA."""
     n_rows, units = grad_h.shape
     width = d.shape[2]
@@ -276,10 +280,12 @@ def _bias_sink(grad_u):
     return scratch("rnn_bias_sink", grad_u.shape[1], grad_u.dtype)
 
 
-def _backward_buffers(n, t_len, units, dtype):
-    """(hsave (N*T, U): h_{s-1} aligned with dA, direct (N, U))."""
-    return (scratch("rnn_hsave", n * t_len * units, dtype, (n * t_len, units)),
-            scratch("rnn_direct", n * units, dtype, (n, units)))
+def _backward_setup(n, t_len, u):
+    """(hsave (N*T, U): h_{s-1} aligned with dA, direct (N, U), u.T, the grid of a step)."""
+    units = u.shape[0]
+    return (scratch("rnn_hsave", n * t_len * units, u.dtype, (n * t_len, units)),
+            scratch("rnn_direct", n * units, u.dtype, (n, units)), _transposed(u),
+            grid_1d(n * units))
 
 
 @launcher
@@ -307,9 +313,7 @@ def simple_rnn_backward(u, h0, mask, reverse, activation, pre, hs, grad_hs, grad
     if n == 0:
         _empty_batch(accumulate, grad_u)
         return
-    hsave, direct = _backward_buffers(n, t_len, units, u.dtype)
-    grid = grid_1d(n * units)
-    ut = _transposed(u)
+    hsave, direct, ut, grid = _backward_setup(n, t_len, u)
     for s, t in _steps(t_len, reverse, backward=True):
         hp, sp = _prev(h0, hs, s)
         _rnn_grad_step[grid](hp, sp, mask, t, s, code, alpha, pre, hs, grad_hs,
@@ -343,9 +347,7 @@ def lstm_backward(u, h0, c0, mask, reverse, hs, cs, gates, grad_hs, grad_hT, gra
     if n == 0:
         _empty_batch(accumulate, grad_u)
         return
-    hsave, direct = _backward_buffers(n, t_len, units, u.dtype)
-    grid = grid_1d(n * units)
-    ut = _transposed(u)
+    hsave, direct, ut, grid = _backward_setup(n, t_len, u)
     for s, t in _steps(t_len, reverse, backward=True):
         hp, sp = _prev(h0, hs, s)
         cp, _ = _prev(c0, cs, s)
@@ -380,10 +382,8 @@ def gru_backward(u, u_bias, h0, mask, reverse, hs, gates, grad_hs, grad_hT, accu
     if n == 0:
         _empty_batch(accumulate, grad_u, grad_u_bias)
         return
-    hsave, direct = _backward_buffers(n, t_len, units, u.dtype)
+    hsave, direct, ut, grid = _backward_setup(n, t_len, u)
     drec = scratch("rnn_drec", n * t_len * 3 * units, u.dtype, (n, t_len, 3 * units))
-    grid = grid_1d(n * units)
-    ut = _transposed(u)
     for s, t in _steps(t_len, reverse, backward=True):
         hp, sp = _prev(h0, hs, s)
         _gru_grad_step[grid](hp, sp, mask, t, s, gates, grad_hs,

@@ -21,8 +21,8 @@ from numba import cuda
 
 from .. import scalar
 from ..cpu.word2vec import MAX_SENTENCE_LEN
-from ._common import (MAX_THREADS, _M32, _S32, _philox, block_sum, device, kernel, launcher,
-                      scratch)
+from ._common import (A2, Bool, D1, Float, Int, MAX_THREADS, N1, N2, Q1, _M32, _S32, _philox,
+                      block_sum, device, kernel, launcher, scratch)
 
 
 class _Config:
@@ -116,16 +116,17 @@ def _cbow_group(sh, syn0, syn1neg, ctx, lo, hi, skip, target, negs, lr, neu1, wo
                 syn0[w, d] += work[d]
 
 
-@kernel("n1 n1 n2 f A2 A2 A2")
-def _sg_update(inputs, targets, negatives, lr, syn0, syn1neg, work):
+@kernel
+def _sg_update(inputs: N1, targets: N1, negatives: N2, lr: Float, syn0: A2, syn1neg: A2, work: A2):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     b = cuda.blockIdx.x
     for p in range(b, inputs.size, cuda.gridDim.x):
         _sg_pair(sh, syn0, syn1neg, inputs[p], targets[p], negatives[p], lr, work[b])
 
 
-@kernel("q1 n1 n1 n2 f A2 A2 A2 A2")
-def _cbow_update(offsets, contexts, targets, negatives, lr, syn0, syn1neg, neu1, work):
+@kernel
+def _cbow_update(offsets: Q1, contexts: N1, targets: N1, negatives: N2, lr: Float, syn0: A2,
+                 syn1neg: A2, neu1: A2, work: A2):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     b = cuda.blockIdx.x
     for p in range(b, targets.size, cuda.gridDim.x):
@@ -202,9 +203,10 @@ def _draw_negatives(cum_table, ctr, cid, k0, k1, negs):
     cuda.syncthreads()
 
 
-@kernel("b n1 q1 q1 d1 q1 n1 i i i i A2 A2 q1 n1 n1 q1 n2 A2 A2")
-def _train(sg, tokens, sentences, chunks, lr, thresholds, cum_table, window, negative, seed,
-           first_chunk, syn0, syn1neg, trained, eff, red, ends, negs, neu1, work):
+@kernel
+def _train(sg: Bool, tokens: N1, sentences: Q1, chunks: Q1, lr: D1, thresholds: Q1, cum_table: N1,
+           window: Int, negative: Int, seed: Int, first_chunk: Int, syn0: A2, syn1neg: A2,
+           trained: Q1, eff: N1, red: N1, ends: Q1, negs: N2, neu1: A2, work: A2):
     sh = cuda.shared.array(MAX_THREADS, np.float64)
     b = cuda.blockIdx.x
     k0 = np.uint64(seed) & _M32
