@@ -38,7 +38,7 @@ which one is dropped (forward), or reads a zero output gradient (backward).
 import numpy as np
 from numba import njit
 
-from ._blas import gemm
+from ._blas import AT0, NO_TRANS, TRANS, gemm
 from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, plane_sums
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -451,13 +451,13 @@ def images(mode, xs, ys, U, b, planes, ph, pw, RB, IB, u0, u1):
                 _build_grads(ys, n0, rho0, rho1, TH, TW, Dy, M, T, one)
             for xi in range(16):
                 if fwd:                 # M[xi] (T x K) = V[xi] (T x C) @ U[xi] (C x K)
-                    gemm(False, False, T, K, C, 1.0, V, xi * T * C, C, Uf, xi * C * K, K,
+                    gemm(NO_TRANS, NO_TRANS, T, K, C, 1.0, V, xi * T * C, C, Uf, xi * C * K, K,
                          0.0, M, xi * T * K, K)
                 elif bwd_in:            # dV[xi] (T x C) = dM[xi] (T x K) @ U[xi] (K x C)
-                    gemm(False, False, T, C, K, 1.0, M, xi * T * K, K, Uf, xi * K * C, C,
+                    gemm(NO_TRANS, NO_TRANS, T, C, K, 1.0, M, xi * T * K, K, Uf, xi * K * C, C,
                          0.0, V, xi * T * C, C)
                 else:                   # dU[xi] (K x C) += dM[xi]^T (K x T) @ V[xi] (T x C)
-                    gemm(True, False, K, C, T, 1.0, M, xi * T * K, K, V, xi * T * C, C,
+                    gemm(TRANS, NO_TRANS, K, C, T, 1.0, M, xi * T * K, K, V, xi * T * C, C,
                          1.0, Uf, xi * K * C, C)
             if fwd:
                 _output_tiles(M, K, T, S, one)

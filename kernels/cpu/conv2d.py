@@ -18,7 +18,7 @@ input gradient, weight gradient), so a model compiles only the strategies its la
 
 Work is split into units of whole images (the weight gradient: a fixed number of chunks of
 images, each summing into its own partial), a function of the shapes only; a large call runs
-contiguous ranges of units on numba.get_num_threads() threads (see _run), so the bits do not
+contiguous ranges of units on numba.get_num_threads() threads (see _threads.run), so the bits do not
 depend on the thread count. The threads are the caller's and Python helper threads that wait
 blocked (never spinning) and call the ``nogil`` workers: no ``parallel=True``, whose compilation
 cost most of this module's, and no spinning thread pool to contend with BLAS or other processes. A block of rows/tiles is sized to stay in a core's L2 cache. Every
@@ -36,16 +36,13 @@ Inner loops never index with ``row[q + o]``: a possibly negative index makes Num
 wraparound test per element, which blocks vectorization. Long runs read through slices
 (``row[o:o + L]``), short ones (im2col) through flat views with unsigned offsets.
 """
-import os
-import threading
-
-import numba
 import numpy as np
 from numba import njit
 
 from . import _conv_winograd as _wino
-from ._blas import gemm
+from ._blas import AT0, NO_TRANS, gemm
 from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, bias_gradient, plane_sums
+from ._threads import run as _run
 from .activations import _fused_forward_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -214,7 +211,8 @@ def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, o
             _pad_image(x, n0 + seg[s, 0], ph, pw, xp)
             _im2col_rows(xp, KH, KW, sh, sw, dh, dw, seg[s, 1], seg[s, 2], OW, col,
                          seg[s, 3] * OW)
-        gemm(False, False, K, m, CKK, 1.0, wf, 0, CKK, colbuf, 0, m, 0.0, resbuf, 0, m)
+        gemm(NO_TRANS, NO_TRANS, K, m, CKK, 1.0, wf, AT0, CKK, colbuf, AT0, m, 0.0, resbuf, AT0,
+             m)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
             L = (oh1 - oh0) * OW
@@ -252,7 +250,7 @@ def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, d
                 dst = gbuf[k * m + r0 * OW:k * m + r0 * OW + L]
                 for q in range(L):
                     dst[q] = src[q]
-        gemm(False, False, CKK, m, K, 1.0, wf, 0, K, gbuf, 0, m, 0.0, dbuf, 0, m)
+        gemm(NO_TRANS, NO_TRANS, CKK, m, K, 1.0, wf, AT0, K, gbuf, AT0, m, 0.0, dbuf, AT0, m)
         dcol = dbuf[:CKK * m].reshape(CKK, m)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
@@ -294,7 +292,7 @@ def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh
                 step = np.uint64(OH * OW)
                 for k in range(Ku):
                     gT[dst + k] = gf[src + k * step]
-        gemm(False, False, CKK, K, m, 1.0, colbuf, 0, m, gT, 0, K, 1.0, accT, 0, K)
+        gemm(NO_TRANS, NO_TRANS, CKK, K, m, 1.0, colbuf, AT0, m, gT, AT0, K, 1.0, accT, AT0, K)
     for k in range(K):
         for r in range(CKK):
             acc[k, r] += accT[r * K + k]
@@ -488,82 +486,6 @@ def _sum_partials(partial, accumulate, grad_w):
             for t in range(T):
                 s += partial[t, k, r]
             grad_w[k, r] = grad_w[k, r] + s if accumulate else s
-
-
-# ---------------------------------------------------------------------------------------------
-# threads: a parallel call splits its units into one contiguous range per thread and runs the
-# ranges on the calling thread and on a pool of waiting (never spinning) threads; the workers
-# release the GIL. Units depend on the shapes only, so the bits do not depend on the threads.
-# ---------------------------------------------------------------------------------------------
-
-class _Helper:
-    """A thread that waits, blocked on a lock (never spinning), for one job at a time: set
-    ``job`` to (worker, args), release ``go``; ``done`` is released when it has run, with
-    ``job`` then None or the exception it raised (a handoff through two locks takes about half
-    the time of a concurrent.futures submit and result)."""
-
-    def __init__(self, name):
-        self.job = None
-        self.go, self.done = threading.Lock(), threading.Lock()
-        self.go.acquire()
-        self.done.acquire()
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            self.go.acquire()
-            worker, args = self.job
-            try:
-                worker(*args)
-                self.job = None
-            except BaseException as e:      # re-raised by _run in the calling thread
-                self.job = e
-            self.done.release()
-
-
-_helpers = []
-_helpers_lock = threading.Lock()        # one parallel call at a time uses the helpers
-
-
-def _reset_helpers():
-    global _helpers, _helpers_lock
-    _helpers, _helpers_lock = [], threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_helpers)
-
-
-def _run(worker, args, units, parallel=True):
-    """worker(*args, u0, u1) over units 0..units-1, on numba.get_num_threads() threads when
-    ``parallel``: contiguous ranges of units, the first on the calling thread. While another
-    Python thread's call has the helpers, this one runs its units serially (same bits)."""
-    threads = min(units, numba.get_num_threads()) if parallel else 1
-    if threads <= 1 or not _helpers_lock.acquire(blocking=False):
-        worker(*args, 0, units)
-        return
-    try:
-        while len(_helpers) < threads - 1:
-            _helpers.append(_Helper(f"numbanet-conv-{len(_helpers)}"))
-        cuts = [i * units // threads for i in range(threads + 1)]
-        helpers = _helpers[:threads - 1]
-        for i, h in enumerate(helpers, 1):
-            h.job = (worker, args + (cuts[i], cuts[i + 1]))
-            h.go.release()
-        try:
-            worker(*args, cuts[0], cuts[1])
-        finally:
-            try:
-                for h in helpers:
-                    h.done.acquire()
-            except BaseException:       # interrupted while waiting: drop helpers still busy
-                del _helpers[:]
-                raise
-        for h in helpers:
-            if h.job is not None:
-                e, h.job = h.job, None
-                raise e
-    finally:
-        _helpers_lock.release()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ reduction crosses a chunk: the same bits on any thread count).
 import numpy as np
 from numba import njit, prange
 
+from ._threads import run
+
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 # Input elements below which a call runs serially.
@@ -117,25 +119,20 @@ def _max_any_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
         _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap)
 
 
-@njit(cache=True, parallel=True)
-def _max_forward_par(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax):
+@njit(cache=True, nogil=True)
+def _max_forward_planes(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax, p0, p1):
+    """Planes p0..p1-1 (p = n*C + c) of max_pool2d_forward."""
     C = x.shape[1]
-    for p in prange(x.shape[0] * C):
+    for p in range(p0, p1):
         n, c = p // C, p % C
         _max_any_plane(x[n, c], pool_h, pool_w, sh, sw, ph, pw, out[n, c], argmax[n, c])
 
 
-@njit(cache=True)
 def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax):
     """out = max over each pool_h x pool_w window; argmax = h*W + w of the winner in its plane."""
-    N, C = x.shape[0], x.shape[1]
-    if x.size >= _PARALLEL_MIN_SIZE and N * C > 1:
-        _max_forward_par(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax)
-    else:
-        for n in range(N):
-            for c in range(C):
-                _max_any_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
-                               out[n, c], argmax[n, c])
+    planes = x.shape[0] * x.shape[1]
+    run(_max_forward_planes, (x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax),
+        planes, x.size >= _PARALLEL_MIN_SIZE)
 
 
 @njit(cache=True)
@@ -149,25 +146,20 @@ def _max_back_plane(gp, ap, gip):
             gip[k] += gp[q]
 
 
-@njit(cache=True, parallel=True)
-def _max_backward_par(g3, a3, gi3):
-    for p in prange(gi3.shape[0]):
+@njit(cache=True, nogil=True)
+def _max_backward_planes(g3, a3, gi3, p0, p1):
+    """Planes p0..p1-1 of max_pool2d_backward (flat planes)."""
+    for p in range(p0, p1):
         _max_back_plane(g3[p], a3[p], gi3[p])
 
 
-@njit(cache=True)
 def max_pool2d_backward(grad_out, argmax, grad_in):
     """grad_in = zeros, plus each grad_out element added at its argmax position."""
     N, C, H, W = grad_in.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    g3 = grad_out.reshape(N * C, OH * OW)
-    a3 = argmax.reshape(N * C, OH * OW)
-    gi3 = grad_in.reshape(N * C, H * W)
-    if grad_in.size >= _PARALLEL_MIN_SIZE and N * C > 1:
-        _max_backward_par(g3, a3, gi3)
-    else:
-        for p in range(N * C):
-            _max_back_plane(g3[p], a3[p], gi3[p])
+    run(_max_backward_planes, (grad_out.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW),
+                               grad_in.reshape(N * C, H * W)), N * C,
+        grad_in.size >= _PARALLEL_MIN_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------
