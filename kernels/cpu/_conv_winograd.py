@@ -238,7 +238,7 @@ def _input_tile_row(X, th, TW, C, E, V, t0, T, one):
     r0 = 2 * th * RS
     r1, r2, r3 = r0 + RS, r0 + 2 * RS, r0 + 3 * RS
     # B^T along the rows: e0 = d0 - d2, e1 = d1 + d2, e2 = d2 - d1, e3 = d1 - d3
-    _lin2(E, 0, X, r0, one, r2, m, RS)
+    _lin2(E, AT0, X, r0, one, r2, m, RS)
     _lin2(E, RS, X, r1, one, r2, one, RS)
     _lin2(E, 2 * RS, X, r2, one, r1, m, RS)
     _lin2(E, 3 * RS, X, r1, one, r3, m, RS)
@@ -440,7 +440,7 @@ def images(mode, xs, ys, U, b, planes, ph, pw, RB, IB, u0, u1):
                 plane_sums(ys, n0, n1, planes)
         else:
             n0, n1, Uf = u * IB, min(N, (u + 1) * IB), U[0].reshape(-1)
-        cur = -1
+        cur = np.int64(-1)
         rows = (n1 - n0) * TH
         for rho0 in range(0, rows, RB):
             rho1 = min(rows, rho0 + RB)

@@ -307,7 +307,7 @@ def _wide_grad(g, n, k, Wp, gw):
     """gw (flat, (OH-1)*Wp + OW) = g[n, k] laid out with row stride Wp. The Wp - OW gap cells
     between rows are never written: the caller zeroes ``gw`` once."""
     K, OH, OW = g.shape[1], g.shape[2], g.shape[3]
-    _copy_block(g.reshape(-1), (n * K + k) * OH * OW, OW, gw, 0, Wp, OH, OW)
+    _copy_block(g.reshape(-1), (n * K + k) * OH * OW, OW, gw, AT0, Wp, OH, OW)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -345,7 +345,7 @@ def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
                         for q in range(L):
                             acc[q] += wv * xs[q]
                         j += 1
-            _copy_block(acc, 0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
+            _copy_block(acc, AT0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
