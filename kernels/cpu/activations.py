@@ -7,9 +7,9 @@ elementwise kernels are made from it by ``_elementwise``, one pair per name of
 ``scalar.ACTIVATION_CODES``.
 
 Each kernel is one ``prange`` loop compiled twice, serially for small arrays and in parallel (2
-threads here) for large ones, each copy at its first call (see ``_threads.split_parallel``); the threshold is set
-from measurements (see ``_PAR_MIN``). ``error_model="numpy"``: IEEE
-division (no per-division zero check, 10-40% faster loops; nothing here divides by zero anyway).
+threads here) for large ones, each copy at its first call (see ``_threads.split_parallel``); the
+threshold is set from measurements (see ``_PAR_MIN``). ``error_model="numpy"``: IEEE division
+(no per-division zero check, 10-40% faster loops; nothing here divides by zero anyway).
 
 Note: ``cache=True`` does not notice edits to ``scalar.py`` (Numba only checks this file's own
 timestamp): delete ``kernels/cpu/__pycache__`` after changing it.

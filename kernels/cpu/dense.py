@@ -103,8 +103,8 @@ def _weight_worker(x, grad_out, accumulate, grad_w, grad_b, nb, t0, t1):
     beta = 1.0 if accumulate else 0.0
     for t in range(t0, t1):
         c0, c1 = t * i // nb, (t + 1) * i // nb
-        gemm(TRANS, NO_TRANS, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), AT0, u,
-             beta, grad_w.reshape(-1), c0 * u, u)
+        gemm(TRANS, NO_TRANS, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), AT0,
+             u, beta, grad_w.reshape(-1), c0 * u, u)
     if t0 == 0:
         s = np.zeros(u, grad_b.dtype)
         for r in range(n):
