@@ -22,6 +22,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import get_cython_function_address
 
+from ._jit import HELPER
+
 # Bound by symbol name (not as ctypes pointers, which Numba cannot cache): registered with
 # LLVM at import, before any cached kernel that calls them is loaded.
 for _name in ("sgemm", "dgemm"):
@@ -40,7 +42,7 @@ NO_TRANS, TRANS = np.bool_(False), np.bool_(True)
 AT0 = np.int64(0)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def gemm(ta, tb, m, n, k, alpha, a, a0, lda, b, b0, ldb, beta, c, c0, ldc):
     """C = alpha op(A) op(B) + beta C on row-major flat storage (see the module docstring)."""
     if m == 0 or n == 0:
@@ -71,7 +73,7 @@ def gemm(ta, tb, m, n, k, alpha, a, a0, lda, b, b0, ldb, beta, c, c0, ldc):
                dims[4:].ctypes.data, scal[1:].ctypes.data, pc.ctypes.data, dims[5:].ctypes.data)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def gemm2d(ta, tb, alpha, a, b, beta, c):
     """c = alpha op(a) @ op(b) + beta c for C-contiguous 2-D arrays (op: transpose when set)."""
     m, n = c.shape

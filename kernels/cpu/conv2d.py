@@ -42,6 +42,7 @@ from numba import njit
 from . import _conv_winograd as _wino
 from ._blas import AT0, NO_TRANS, gemm
 from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, bias_gradient, plane_sums
+from ._jit import HELPER
 from ._threads import run as _run
 from .activations import _fused_forward_kernel
 
@@ -66,13 +67,13 @@ _NO_PARTS = np.zeros((0, 1, 1), np.float64)
 # padded images
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw):
     """(Hp, Wp): the padded-input extent the output reads."""
     return (OH - 1) * sh + (KH - 1) * dh + 1, (OW - 1) * sw + (KW - 1) * dw + 1
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _copy_block(src, s0, s_step, dst, d0, d_step, rows, cols):
     """dst[d0 + r*d_step + t] = src[s0 + r*s_step + t] for r < rows, t < cols (flat arrays).
 
@@ -86,7 +87,7 @@ def _copy_block(src, s0, s_step, dst, d0, d_step, rows, cols):
             dst[b + t] = src[a + t]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _pad_image(x, n, ph, pw, xp):
     """xp = zeros with image n of x at offset (ph, pw), cropped to xp's extent."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
@@ -100,7 +101,7 @@ def _pad_image(x, n, ph, pw, xp):
                     xpf, (c * Hp + h0 + ph) * Wp + w0 + pw, Wp, h1 - h0, w1 - w0)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _crop_image(dxp, n, ph, pw, grad_in):
     """grad_in[n] = the image part of the padded gradient dxp (zero where dxp does not reach)."""
     C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
@@ -125,7 +126,7 @@ def _gemm_block_rows(CKK, K, OW, itemsize):
     return max(1, _GEMM_BLOCK_BYTES // (itemsize * (CKK + K) * OW))
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
     """col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow] = xp[c, oh*sh + i*dh, ow*sw + j*dw] for
     oh0 <= oh < oh1.
@@ -151,7 +152,7 @@ def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
                             cf[d0 + t] = xf[s0 + t * swu]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
     """dxp[c, oh*sh + i*dh, ow*sw + j*dw] += col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow]: the
     adjoint of _im2col_rows."""
@@ -174,7 +175,7 @@ def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
                             df[d0 + t * swu] += cf[s0 + t]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _block_segments(rho0, rho1, OH):
     """The images a block of output rows rho0..rho1-1 spans: (image offset, oh0, oh1, column
     offset in the block) per image, as an (s, 4) array."""
@@ -189,7 +190,7 @@ def _block_segments(rho0, rho1, OH):
     return seg
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, out):
     """out[n0:n1] = wm @ im2col(x) + b, RB output rows per GEMM."""
     C = x.shape[1]
@@ -224,7 +225,7 @@ def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, o
                     dst[q] = src[q] + bk
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB,
                                 grad_in):
     """grad_in[n0:n1] = col2im(wm.T @ grad_out), RB output rows per GEMM."""
@@ -261,7 +262,7 @@ def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, d
                 _crop_image(dxp, n, ph, pw, grad_in)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, acc):
     """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]).T,
     computed as im2col (CKK x rows) @ grad_out^T (rows x K) per block of RB output rows (BLAS
@@ -302,7 +303,7 @@ def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh
 # direct path (small C*KH*KW, unit strides)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _wide_grad(g, n, k, Wp, gw):
     """gw (flat, (OH-1)*Wp + OW) = g[n, k] laid out with row stride Wp. The Wp - OW gap cells
     between rows are never written: the caller zeroes ``gw`` once."""
@@ -310,7 +311,7 @@ def _wide_grad(g, n, k, Wp, gw):
     _copy_block(g.reshape(-1), (n * K + k) * OH * OW, OW, gw, AT0, Wp, OH, OW)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
     """out[n0:n1] for unit strides: per output plane, one contiguous loop per kernel tap."""
     K, C, KH, KW = w.shape
@@ -348,7 +349,7 @@ def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
             _copy_block(acc, AT0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_backward_input_images(grad_out, w, n0, n1, ph, pw, dh, dw, grad_in):
     """grad_in[n0:n1] for unit strides: each kernel tap scatters a whole (wide) gradient plane."""
     C = grad_in.shape[1]
@@ -374,7 +375,7 @@ def _direct_backward_input_images(grad_out, w, n0, n1, ph, pw, dh, dw, grad_in):
         _crop_image(dxp, n, ph, pw, grad_in)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_backward_weight_images(x, grad_out, KH, KW, n0, n1, ph, pw, dh, dw, acc):
     """acc (K, C*KH*KW) float64 += the weight gradient of images n0..n1-1 (unit strides): one
     dot product of a wide gradient plane with a shifted padded input plane per tap."""

@@ -24,6 +24,7 @@ reduction crosses a chunk: the same bits on any thread count).
 import numpy as np
 from numba import njit, prange
 
+from ._jit import HELPER
 from ._threads import run
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -41,7 +42,7 @@ _ROW_CHUNKS = 16
 _UPSAMPLE_PARALLEL_MIN = 1 << 18
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _window(o, stride, pad, size, n_in):
     """In-image part [a, z) of the window of output position o (empty when a >= z)."""
     s = o * stride - pad
@@ -52,7 +53,7 @@ def _window(o, stride, pad, size, n_in):
 # max pooling
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
     """One plane: op = window max, ap = flat index of the first maximum (a NaN wins, like torch)."""
     H, W = xp.shape
@@ -78,7 +79,7 @@ def _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
             ap[oh, ow] = k
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_plane_2x2(xp, op, ap):
     """_max_plane for the common 2x2 window, stride 2, no padding on any side (every window
     inside the image):
@@ -110,7 +111,7 @@ def _max_plane_2x2(xp, op, ap):
             ap[oh, ow] = k
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_any_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
     if (pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
             and 2 * op.shape[0] <= xp.shape[0] and 2 * op.shape[1] <= xp.shape[1]):
@@ -135,7 +136,7 @@ def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out,
         planes, x.size >= _PARALLEL_MIN_SIZE)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_back_plane(gp, ap, gip):
     """gip (flat plane) = scatter-add of gp at the argmax positions ap."""
     for q in range(gip.shape[0]):
