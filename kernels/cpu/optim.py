@@ -11,8 +11,7 @@ amsgrad or amsbound, ``grad_avg`` when not centered, ``momentum_buf`` without mo
 touched and may be empty arrays.
 
 Each kernel runs the inlined per-element update in a serial loop for small buffers and a
-``prange`` loop for large ones, compiled with ``parallel=True`` only at the first large call
-(``_kernel``). ``error_model="numpy"`` drops Python's division-by-zero check,
+``prange`` loop for large ones. ``error_model="numpy"`` drops Python's division-by-zero check,
 which otherwise keeps LLVM from vectorizing the loop (measured 4x slower for Adam).
 ``cache=True`` does not notice edits to ``scalar.py``: delete the numba cache after changing it.
 """
@@ -20,9 +19,9 @@ import numpy as np
 from numba import njit, prange
 
 from .. import scalar
-from ._threads import split_parallel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_OPTS = dict(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
 _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 
 # Elements at or above which the prange path runs. Measured on the 2-core machine with both cores
@@ -30,16 +29,6 @@ _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 # with momentum 0.99 -> 0.47 ms (serial -> 2 threads). At 2**15 the gain is 1.0-1.8x (~10 us) and at
 # 2**13 the thread start-up makes it slower; 2**16 keeps a margin.
 _PAR_MIN = 1 << 16
-
-
-def _kernel(size_arg=0):
-    """The kernel of a function whose loop is ``range`` below _PAR_MIN elements of argument
-    ``size_arg`` and ``prange`` above: compiled serially for small buffers, and with
-    ``parallel=True`` only at the first large call (_threads.split_parallel)."""
-    def make(fn):
-        return split_parallel(fn, fn.__name__, size_arg, _PAR_MIN, fastmath=_FASTMATH,
-                              error_model="numpy")
-    return make
 
 _sgd_at = njit(**_INLINE)(scalar.sgd_at)
 _adagrad_at = njit(**_INLINE)(scalar.adagrad_at)
@@ -59,7 +48,7 @@ _lion_at = njit(**_INLINE)(scalar.lion_at)
 _lookahead_at = njit(**_INLINE)(scalar.lookahead_at)
 
 
-@_kernel()
+@njit(**_OPTS)
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay, in place."""
     n = param.size
@@ -73,7 +62,7 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
             _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
-@_kernel()
+@njit(**_OPTS)
 def adagrad_update(param, grad, accum, lr, eps, weight_decay):
     """Adagrad (no learning-rate decay): accum += g^2; param -= lr * g / (sqrt(accum) + eps)."""
     n = param.size
@@ -87,7 +76,7 @@ def adagrad_update(param, grad, accum, lr, eps, weight_decay):
             _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
 
 
-@_kernel()
+@njit(**_OPTS)
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
                    momentum, centered):
     """RMSprop (torch): optional centering, momentum and L2 weight decay, eps outside the sqrt."""
@@ -105,7 +94,7 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, e
                         weight_decay, momentum, centered)
 
 
-@_kernel()
+@njit(**_OPTS)
 def _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay, amsgrad, step):
     """Shared body of adam_update/adamw_update; bias corrections computed once per call."""
     n = param.size
@@ -136,7 +125,7 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
                amsgrad, step)
 
 
-@_kernel()
+@njit(**_OPTS)
 def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
     """Adadelta (torch): the step is g * sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
     n = param.size
@@ -150,7 +139,7 @@ def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_dec
             _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
 
 
-@_kernel()
+@njit(**_OPTS)
 def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_next, mu_product,
                  step):
     """NAdam (torch): ``mu``/``mu_next`` are this and the next step's momentum coefficients and
@@ -167,7 +156,7 @@ def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_
             _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
 
 
-@_kernel()
+@njit(**_OPTS)
 def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
     """Adamax (torch): u = max(beta2 * u, |g| + eps); param -= lr / (1 - beta1^step) * m / u."""
     n = param.size
@@ -182,7 +171,7 @@ def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
             _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
 
 
-@_kernel()
+@njit(**_OPTS)
 def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """RAdam (torch): the Adam step times the rectification term once the approximated SMA
     length rho_t exceeds 5, plain bias-corrected momentum SGD before that."""
@@ -200,7 +189,7 @@ def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
                       rect, rectify)
 
 
-@_kernel()
+@njit(**_OPTS)
 def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, final_lr, gamma,
                     amsbound, step):
     """AdaBound / AMSBound (Luo et al. 2019, reference implementation): Adam's per-coordinate
@@ -221,7 +210,7 @@ def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay
                          step_size, lower, upper)
 
 
-@_kernel()
+@njit(**_OPTS)
 def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
     """Lion (Chen et al. 2023) with decoupled weight decay, in place (kernels/scalar.py lion_at)."""
     n = param.size
@@ -235,7 +224,7 @@ def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
             _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
 
 
-@_kernel()
+@njit(**_OPTS)
 def lookahead_update(slow, fast, alpha):
     """Lookahead's synchronisation (Zhang et al. 2019): slow += alpha * (fast - slow); fast = slow."""
     n = slow.size
@@ -252,7 +241,7 @@ def lookahead_update(slow, fast, alpha):
 # ---- vector helpers for L-BFGS (two-loop recursion, line search) on flat buffers -----------------
 # Reductions accumulate in float64; reassociation (fastmath) lets the sums vectorize.
 
-@_kernel()
+@njit(**_OPTS)
 def dot(x, y, out):
     """out[0] = sum(x * y), accumulated in float64."""
     n = x.size
@@ -268,7 +257,7 @@ def dot(x, y, out):
     out[0] = total
 
 
-@_kernel(1)
+@njit(**_OPTS)
 def axpy(a, x, y):
     """y += a * x, in place."""
     n = x.size
@@ -282,7 +271,7 @@ def axpy(a, x, y):
             y[i] += a * x[i]
 
 
-@_kernel()
+@njit(**_OPTS)
 def abs_sum(x, out):
     """out[0] = sum(|x|) (the L1 norm), accumulated in float64."""
     n = x.size
