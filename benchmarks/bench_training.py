@@ -38,8 +38,10 @@ class StartUp:
     """Start-up costs, measured in fresh processes.
 
     ``setup_cache`` (run once) compiles every CPU kernel on tiny float32 inputs in a fresh
-    process with an empty numba cache (NUMBA_CACHE_DIR = a new directory), then runs one LeNet
-    training step on that cache (compiling whatever the step needs beyond the tiny calls).
+    process with an empty numba cache (NUMBA_CACHE_DIR = a new directory), timing each kernel's
+    first call (``track_compile_<module>``: their sums per kernel module, added below the class),
+    then runs one LeNet training step on that cache (compiling whatever the step needs beyond the
+    tiny calls).
     """
 
     unit = "seconds"
@@ -48,9 +50,9 @@ class StartUp:
 
     def setup_cache(self):
         cache = os.path.abspath("numba-cache")
-        cold = common.cold_compile(cache_dir=cache)["compile"]
+        cold = common.cold_compile(cache_dir=cache)
         common.warm_start(self.model, cache)
-        return {"cold_compile": cold, "cache": cache}
+        return {"cold_compile": cold["compile"], "modules": cold["modules"], "cache": cache}
 
     def track_cold_compile(self, info):
         """Seconds spent compiling the whole kernel set from an empty cache (import excluded)."""
@@ -60,6 +62,21 @@ class StartUp:
         """Seconds from ``import numbanet`` to the end of the first LeNet ``train_step`` in a
         fresh process whose cache is filled (median of three processes)."""
         return statistics.median(common.warm_start(self.model, info["cache"]) for _ in range(3))
+
+
+def _module_compile_track(module):
+    def track(self, info):
+        return info["modules"].get(module, 0.0)
+    track.__name__ = f"track_compile_{module}"
+    track.__doc__ = (f"Seconds the kernels of kernels/cpu/{module}.py took to compile in "
+                     f"track_cold_compile (their first calls; a function that kernels of several "
+                     f"modules share counts for the first module to call it).")
+    return track
+
+
+# One compile-time track per kernel module (the modules this numbanet has).
+for _module in common.cpu_kernel_modules():
+    setattr(StartUp, f"track_compile_{_module}", _module_compile_track(_module))
 
 
 class TrainStepTorchRatio:

@@ -226,6 +226,20 @@ def loss_args(be, fn, n, d, dtype):
     return _kernel_inputs().loss_args(be, fn, n, d, dtype)
 
 
+def kernel_module(fn):
+    """The kernel module (``"conv2d"``, ...) a kernel is defined in."""
+    return getattr(fn, "py_func", fn).__module__.rsplit(".", 1)[-1]
+
+
+def cpu_kernel_modules():
+    """The names of numbanet's CPU kernel modules (none if numbanet is not importable here)."""
+    try:
+        from numbanet.backend import KERNEL_MODULES
+    except ImportError:
+        return ()
+    return tuple(KERNEL_MODULES)
+
+
 def kernel_calls(be, dtype="float32"):
     """(calls, uncovered): every kernel of ``be`` on tiny inputs (see numbanet.kernel_inputs)."""
     return _kernel_inputs().kernel_calls(be, dtype, "small")
@@ -250,12 +264,17 @@ be = numbanet.backend.get_backend("cpu")
 calls, uncovered = common.kernel_calls(be, "float32")
 only = sys.argv[2].split(",") if sys.argv[2] else None
 calls = [(n, a) for n, a in calls if only is None or n in only]
+per_kernel, modules = {}, {}
 t2 = time.perf_counter()
 for name, args in calls:
+    t = time.perf_counter()
     be.kernels[name](*args)
+    per_kernel[name] = time.perf_counter() - t
+    module = common.kernel_module(be.kernels[name])
+    modules[module] = modules.get(module, 0.0) + per_kernel[name]
 t3 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "compile": t3 - t2, "kernels": len(calls),
-                  "uncovered": uncovered}))
+                  "uncovered": uncovered, "per_kernel": per_kernel, "modules": modules}))
 """
 
 _WARM_START = r"""
@@ -287,7 +306,10 @@ def _probe(code, cache_dir, *args, timeout=1800):
 def cold_compile(only=(), cache_dir=None):
     """Compile every kernel (or those named in ``only``) once on tiny float32 inputs in a fresh
     process whose numba cache is ``cache_dir``, which must be empty (None: a temporary directory,
-    removed afterwards); the probe's dict (``compile`` = seconds in the kernel calls)."""
+    removed afterwards); the probe's dict: ``compile`` = seconds in the kernel calls,
+    ``per_kernel`` = seconds in each kernel's first call, ``modules`` = their sums per kernel
+    module (the kernels run in ``kernel_calls``'s order; a compiled function that several kernels
+    share is charged to the first of them)."""
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="numbanet-cold-") as cache:
             return cold_compile(only, cache)

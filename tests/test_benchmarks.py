@@ -21,8 +21,10 @@ MODULES = ["bench_activations", "bench_attention", "bench_conv", "bench_dense", 
 PREFIXES = ("time_", "peakmem_", "mem_", "track_")
 # One axis value each for these; every value of the other axes (activation, loss, ...).
 PICK = {"backend": "cpu", "shape": "small", "dtype": "float32"}
-# Fresh-process probes, tested below on a small scale.
-PROBES = {("StartUp", "track_cold_compile"), ("StartUp", "track_warm_start")}
+# Fresh-process probes (StartUp: every track reads what its setup_cache measured), tested below
+# on a small scale.
+PROBES = {("StartUp", m) for m in dir(importlib.import_module("benchmarks.bench_training").StartUp)
+          if m.startswith("track_")}
 
 
 def test_every_bench_module_is_listed():
@@ -94,6 +96,16 @@ def test_cold_compile_probe(tmp_path):
     r = common.cold_compile(only=("dense_forward", "scale"), cache_dir=str(tmp_path))
     assert r["kernels"] == 2 and r["compile"] > 0 and r["import"] > 0 and r["uncovered"] == []
     assert any(tmp_path.rglob("*.nbi"))                 # the probe wrote its cache there
+    assert sorted(r["per_kernel"]) == ["dense_forward", "scale"]
+    assert all(t > 0 for t in r["per_kernel"].values())
+    assert r["modules"] == {"dense": r["per_kernel"]["dense_forward"],
+                            "elementwise": r["per_kernel"]["scale"]}
+    # the per-module compile tracks of the asv suite read these sums
+    from benchmarks.bench_training import StartUp
+    info = {"cold_compile": r["compile"], "modules": r["modules"], "cache": str(tmp_path)}
+    assert StartUp().track_compile_dense(info) == r["modules"]["dense"]
+    assert StartUp().track_compile_conv2d(info) == 0.0     # no conv2d kernel in this probe
+    assert {f"track_compile_{m}" for m in common.cpu_kernel_modules()} <= set(dir(StartUp))
 
 
 def test_warm_start_probe():

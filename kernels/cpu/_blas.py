@@ -22,6 +22,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import get_cython_function_address
 
+from ._jit import HELPER
+
 # Bound by symbol name (not as ctypes pointers, which Numba cannot cache): registered with
 # LLVM at import, before any cached kernel that calls them is loaded.
 for _name in ("sgemm", "dgemm"):
@@ -33,8 +35,14 @@ _dgemm = types.ExternalFunction("numbanet_dgemm", _SIG)
 
 _N, _T = ord("N"), ord("T")
 
+# Arguments for gemm's flags and zero offsets: a Python literal (False, 0) in a call from compiled
+# code makes Numba compile gemm once more for each combination of literal values, these numpy
+# scalars type as plain bool / int64, so every caller shares one specialization per dtype.
+NO_TRANS, TRANS = np.bool_(False), np.bool_(True)
+AT0 = np.int64(0)
 
-@njit(cache=True)
+
+@njit(**HELPER)
 def gemm(ta, tb, m, n, k, alpha, a, a0, lda, b, b0, ldb, beta, c, c0, ldc):
     """C = alpha op(A) op(B) + beta C on row-major flat storage (see the module docstring)."""
     if m == 0 or n == 0:
@@ -65,10 +73,10 @@ def gemm(ta, tb, m, n, k, alpha, a, a0, lda, b, b0, ldb, beta, c, c0, ldc):
                dims[4:].ctypes.data, scal[1:].ctypes.data, pc.ctypes.data, dims[5:].ctypes.data)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def gemm2d(ta, tb, alpha, a, b, beta, c):
     """c = alpha op(a) @ op(b) + beta c for C-contiguous 2-D arrays (op: transpose when set)."""
     m, n = c.shape
     k = a.shape[0] if ta else a.shape[1]
-    gemm(ta, tb, m, n, k, alpha, a.reshape(-1), 0, a.shape[1], b.reshape(-1), 0, b.shape[1],
-         beta, c.reshape(-1), 0, n)
+    gemm(ta, tb, m, n, k, alpha, a.reshape(-1), AT0, a.shape[1], b.reshape(-1), AT0, b.shape[1],
+         beta, c.reshape(-1), AT0, n)

@@ -3,12 +3,14 @@ strategy workers, and the bias gradient's per-plane sums."""
 import numpy as np
 from numba import njit
 
+from ._jit import HELPER
+
 # Which pass a strategy's worker runs (one compiled function per strategy does all three, so a
 # model that trains compiles it once).
 FORWARD, BACKWARD_INPUT, BACKWARD_WEIGHT = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def plane_sums(g, n0, n1, planes):
     """planes[n, k] = sum of g[n, k] over the positions, n0 <= n < n1, in the data's dtype.
 

@@ -38,8 +38,9 @@ which one is dropped (forward), or reads a zero output gradient (backward).
 import numpy as np
 from numba import njit
 
-from ._blas import gemm
+from ._blas import AT0, NO_TRANS, TRANS, gemm
 from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, plane_sums
+from ._jit import HELPER
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -67,28 +68,28 @@ def tile_rows_per_block(C, K, TW, itemsize):
 # so that float32 data is never widened.
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _lin1(dst, d0, src, o0, s0, n):
     d, p0 = np.uint64(d0), np.uint64(o0)
     for j in range(np.uint64(n)):
         dst[d + j] = s0 * src[p0 + j]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _lin2(dst, d0, src, o0, s0, o1, s1, n):
     d, p0, p1 = np.uint64(d0), np.uint64(o0), np.uint64(o1)
     for j in range(np.uint64(n)):
         dst[d + j] = s0 * src[p0 + j] + s1 * src[p1 + j]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _lin3(dst, d0, src, o0, s0, o1, s1, o2, s2, n):
     d, p0, p1, p2 = np.uint64(d0), np.uint64(o0), np.uint64(o1), np.uint64(o2)
     for j in range(np.uint64(n)):
         dst[d + j] = s0 * src[p0 + j] + s1 * src[p1 + j] + s2 * src[p2 + j]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _lin4(dst, d0, src, o0, s0, o1, s1, o2, s2, o3, s3, n):
     d = np.uint64(d0)
     p0, p1, p2, p3 = np.uint64(o0), np.uint64(o1), np.uint64(o2), np.uint64(o3)
@@ -96,14 +97,14 @@ def _lin4(dst, d0, src, o0, s0, o1, s1, o2, s2, o3, s3, n):
         dst[d + j] = s0 * src[p0 + j] + s1 * src[p1 + j] + s2 * src[p2 + j] + s3 * src[p3 + j]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _acc_lin1(dst, d0, src, o0, s0, n):
     d, p0 = np.uint64(d0), np.uint64(o0)
     for j in range(np.uint64(n)):
         dst[d + j] += s0 * src[p0 + j]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _acc_lin3(dst, d0, src, o0, s0, o1, s1, o2, s2, n):
     d, p0, p1, p2 = np.uint64(d0), np.uint64(o0), np.uint64(o1), np.uint64(o2)
     for j in range(np.uint64(n)):
@@ -182,7 +183,7 @@ def weight_gradient(dU, accumulate, grad_w):
 # images <-> padded, parity-split, channels-last rows
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _image_to_rows(x, n, ph, pw, TH, TW, X):
     """X[hp, par, w2, c] = x[n, c, hp - ph, 2*w2 + par - pw] (0 outside the image), for the
     padded rows hp < 2*TH + 2; X flat."""
@@ -202,7 +203,7 @@ def _image_to_rows(x, n, ph, pw, TH, TW, X):
                 X[np.uint64(row + ((wp & 1) * Q + (wp >> 1)) * C + c)] = xf[src + np.uint64(iw)]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _rows_to_image(X, n, ph, pw, TH, TW, grad_in):
     """grad_in[n, c, ih, iw] = X[ih + ph, par, w2, c] (the adjoint of _image_to_rows: the
     padded cells that are no image cells are dropped)."""
@@ -227,7 +228,7 @@ def _rows_to_image(X, n, ph, pw, TH, TW, grad_in):
 # tile transforms (``one``: 1 in the data's dtype)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _input_tile_row(X, th, TW, C, E, V, t0, T, one):
     """V[xi, t0 + tw, c] = (B^T d B)[xi] for the tiles of tile row th (V flat, (16, T, C)).
 
@@ -238,7 +239,7 @@ def _input_tile_row(X, th, TW, C, E, V, t0, T, one):
     r0 = 2 * th * RS
     r1, r2, r3 = r0 + RS, r0 + 2 * RS, r0 + 3 * RS
     # B^T along the rows: e0 = d0 - d2, e1 = d1 + d2, e2 = d2 - d1, e3 = d1 - d3
-    _lin2(E, 0, X, r0, one, r2, m, RS)
+    _lin2(E, AT0, X, r0, one, r2, m, RS)
     _lin2(E, RS, X, r1, one, r2, one, RS)
     _lin2(E, 2 * RS, X, r2, one, r1, m, RS)
     _lin2(E, 3 * RS, X, r1, one, r3, m, RS)
@@ -257,7 +258,7 @@ def _input_tile_row(X, th, TW, C, E, V, t0, T, one):
         _lin2(V, d + 3 * TC, E, c1, one, c3, m, n)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _output_tiles(M, K, T, S, one):
     """y = A^T m A over flat (t, k) of M (16, T, K): y[a, b] is left in M's slot xi = 2a + b
     (M's first 4 rows); S (8, T, K) is scratch. (No transform runs in place: a loop whose
@@ -275,7 +276,7 @@ def _output_tiles(M, K, T, S, one):
         _lin3(M, (2 * a + 1) * KT, S, s1, one, s2, m, s3, m, KT)    # y_a1 = Sa1 - Sa2 - Sa3
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _scatter_outputs(M, K, T, t0, n, th, TW, b, out):
     """out[n, k, 2*th + a, 2*tw + b'] = y[a, b'][t0 + tw, k] + b[k] (cropped to out); y[a, b']
     is M's slot 2a + b', (T, K) flat."""
@@ -299,7 +300,7 @@ def _scatter_outputs(M, K, T, t0, n, th, TW, b, out):
                     of[dst + k * OHW] = M[src + k] + b[k]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gather_grads(g, n, th, TW, Dy, T, t0):
     """Dy[2a + b', t0 + tw, k] = g[n, k, 2*th + a, 2*tw + b'] (0 outside g); Dy flat (4, T, K)."""
     K, OH, OW = g.shape[1], g.shape[2], g.shape[3]
@@ -322,7 +323,7 @@ def _gather_grads(g, n, th, TW, Dy, T, t0):
                         Dy[dst + k] = gf[src + k * OHW]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _grad_tiles(Dy, K, T, dM, one):
     """dM[4i + j] = (A dy A^T)[i, j] over flat (t, k), A = [[1, 0], [1, 1], [1, -1], [0, -1]]:
     dM[i, j] = sum over a, b of A[i, a] A[j, b] dy[a, b]."""
@@ -349,7 +350,7 @@ def _grad_tiles(Dy, K, T, dM, one):
                 _lin1(dM, d, Dy, o00, rc0 * cc0, KT)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _input_grad_tile_row(dV, T, t0, TW, C, th, F, dX, one):
     """dX[2*th + r, s % 2, tw + s // 2, c] += (B dV B^T)[r, s] for the tiles of tile row th;
     dV flat (16, T, C); F (16 * TW * C) scratch."""
@@ -381,7 +382,7 @@ def _input_grad_tile_row(dV, T, t0, TW, C, th, F, dX, one):
 # images in blocks of tile rows (rho = (n - n0) * TH + th counts the tile rows of images n0..)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _build_inputs(x, n0, rho0, rho1, TH, TW, ph, pw, X, E, V, T, cur, one):
     """V (16, T, C) of the tile rows rho0..rho1-1. X holds image ``cur`` in rows form and is
     rebuilt when the image changes; returns the image X holds."""
@@ -395,7 +396,7 @@ def _build_inputs(x, n0, rho0, rho1, TH, TW, ph, pw, X, E, V, T, cur, one):
     return cur
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _build_grads(g, n0, rho0, rho1, TH, TW, Dy, dM, T, one):
     """dM (16, K, T) of the output gradients of the tile rows rho0..rho1-1."""
     for rho in range(rho0, rho1):
@@ -440,7 +441,7 @@ def images(mode, xs, ys, U, b, planes, ph, pw, RB, IB, u0, u1):
                 plane_sums(ys, n0, n1, planes)
         else:
             n0, n1, Uf = u * IB, min(N, (u + 1) * IB), U[0].reshape(-1)
-        cur = -1
+        cur = np.int64(-1)
         rows = (n1 - n0) * TH
         for rho0 in range(0, rows, RB):
             rho1 = min(rows, rho0 + RB)
@@ -451,13 +452,13 @@ def images(mode, xs, ys, U, b, planes, ph, pw, RB, IB, u0, u1):
                 _build_grads(ys, n0, rho0, rho1, TH, TW, Dy, M, T, one)
             for xi in range(16):
                 if fwd:                 # M[xi] (T x K) = V[xi] (T x C) @ U[xi] (C x K)
-                    gemm(False, False, T, K, C, 1.0, V, xi * T * C, C, Uf, xi * C * K, K,
+                    gemm(NO_TRANS, NO_TRANS, T, K, C, 1.0, V, xi * T * C, C, Uf, xi * C * K, K,
                          0.0, M, xi * T * K, K)
                 elif bwd_in:            # dV[xi] (T x C) = dM[xi] (T x K) @ U[xi] (K x C)
-                    gemm(False, False, T, C, K, 1.0, M, xi * T * K, K, Uf, xi * K * C, C,
+                    gemm(NO_TRANS, NO_TRANS, T, C, K, 1.0, M, xi * T * K, K, Uf, xi * K * C, C,
                          0.0, V, xi * T * C, C)
                 else:                   # dU[xi] (K x C) += dM[xi]^T (K x T) @ V[xi] (T x C)
-                    gemm(True, False, K, C, T, 1.0, M, xi * T * K, K, V, xi * T * C, C,
+                    gemm(TRANS, NO_TRANS, K, C, T, 1.0, M, xi * T * K, K, V, xi * T * C, C,
                          1.0, Uf, xi * K * C, C)
             if fwd:
                 _output_tiles(M, K, T, S, one)

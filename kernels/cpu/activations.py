@@ -6,9 +6,10 @@ the others. The scalar maths lives in ``kernels/scalar.py`` (shared with the CUD
 elementwise kernels are made from it by ``_elementwise``, one pair per name of
 ``scalar.ACTIVATION_CODES``.
 
-Each kernel has a serial loop for small arrays and a ``prange`` loop (2 threads here) for large
-ones; the threshold is set from measurements (see ``_PAR_MIN``). ``error_model="numpy"``: IEEE
-division (no per-division zero check, 10-40% faster loops; nothing here divides by zero anyway).
+Each kernel is one ``prange`` loop compiled twice, serially for small arrays and in parallel (2
+threads here) for large ones, each copy at its first call (see ``_threads.split_parallel``); the
+threshold is set from measurements (see ``_PAR_MIN``). ``error_model="numpy"``: IEEE division
+(no per-division zero check, 10-40% faster loops; nothing here divides by zero anyway).
 
 Note: ``cache=True`` does not notice edits to ``scalar.py`` (Numba only checks this file's own
 timestamp): delete ``kernels/cpu/__pycache__`` after changing it.
@@ -19,6 +20,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import scalar
+from ._threads import split_parallel
 
 # Sizes at or above which the prange path runs (measured on the shared 2-core machine, best of
 # many runs, serial vs 2 threads): kernels calling exp/erf/tanh gain 1.4x at 1e4 elements and
@@ -33,8 +35,9 @@ _CHEAP = ("linear", "relu", "leaky_relu")
 def _elementwise(name):
     """(NAME_forward, NAME_backward) of activation ``name``: its scalar functions from
     ``kernels/scalar.py`` applied elementwise, serially below the _PAR_MIN threshold and with
-    ``prange`` above. The scalar functions are made callable from compiled code with
-    ``register_jitable``, not wrapped as dispatchers: the kernels are closures, numba keys their
+    ``prange`` above (_threads.split_parallel). The scalar functions are made callable from
+    compiled code with ``register_jitable``, not wrapped as dispatchers: the kernels are
+    closures, numba keys their
     on-disk cache by the pickled closure cells, and a plain function pickles to the same bytes in
     every process, a dispatcher does not (a per-process id), so a warm start would never hit."""
     scalar_f = getattr(scalar, name)
@@ -43,31 +46,18 @@ def _elementwise(name):
     par_min = _PAR_MIN_CHEAP if name in _CHEAP else _PAR_MIN
 
     def forward(x, alpha, out):
-        n = x.size
-        if n < par_min:
-            for i in range(n):
-                out[i] = f(x[i], alpha)
-        else:
-            for i in prange(n):
-                out[i] = f(x[i], alpha)
+        for i in prange(x.size):
+            out[i] = f(x[i], alpha)
 
     def backward(x, y, grad_out, alpha, grad_in):
-        n = x.size
-        if n < par_min:
-            for i in range(n):
-                grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
-        else:
-            for i in prange(n):
-                grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
+        for i in prange(x.size):
+            grad_in[i] = grad_out[i] * f_grad(x[i], y[i], alpha)
 
     doc = (scalar_f.__doc__ or "").strip().splitlines()
     forward.__doc__ = f"out = {name}(x) elementwise" + (f": {doc[0]}" if doc else ".")
     backward.__doc__ = f"grad_in = grad_out * {name}'(x) elementwise."
-    kernels = []
-    for fn, suffix in ((forward, "_forward"), (backward, "_backward")):
-        fn.__name__ = fn.__qualname__ = name + suffix      # names the cache file and tracebacks
-        kernels.append(njit(cache=True, parallel=True, error_model="numpy")(fn))
-    return kernels
+    return (split_parallel(forward, name + "_forward", 0, par_min, error_model="numpy"),
+            split_parallel(backward, name + "_backward", 0, par_min, error_model="numpy"))
 
 
 for _name in scalar.ACTIVATION_CODES:
@@ -113,25 +103,19 @@ def _softmax_backward_row(y, grad_out, grad_in, r):
         grad_in[r, j] = y[r, j] * (grad_out[r, j] - dot)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def softmax_forward(x, alpha, out):
+def _softmax_forward(x, alpha, out):
     """Row-wise softmax of x (rows, cols), stable (row max subtracted)."""
-    rows = x.shape[0]
-    if x.size < _PAR_MIN:
-        for r in range(rows):
-            _softmax_row(x, out, r)
-    else:
-        for r in prange(rows):
-            _softmax_row(x, out, r)
+    for r in prange(x.shape[0]):
+        _softmax_row(x, out, r)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def softmax_backward(x, y, grad_out, alpha, grad_in):
+def _softmax_backward(x, y, grad_out, alpha, grad_in):
     """grad_in = y * (grad_out - sum_row(grad_out * y)), row-wise."""
-    rows = y.shape[0]
-    if y.size < _PAR_MIN_CHEAP:
-        for r in range(rows):
-            _softmax_backward_row(y, grad_out, grad_in, r)
-    else:
-        for r in prange(rows):
-            _softmax_backward_row(y, grad_out, grad_in, r)
+    for r in prange(y.shape[0]):
+        _softmax_backward_row(y, grad_out, grad_in, r)
+
+
+softmax_forward = split_parallel(_softmax_forward, "softmax_forward", 0, _PAR_MIN,
+                                 error_model="numpy")
+softmax_backward = split_parallel(_softmax_backward, "softmax_backward", 1, _PAR_MIN_CHEAP,
+                                  error_model="numpy")

@@ -18,7 +18,7 @@ input gradient, weight gradient), so a model compiles only the strategies its la
 
 Work is split into units of whole images (the weight gradient: a fixed number of chunks of
 images, each summing into its own partial), a function of the shapes only; a large call runs
-contiguous ranges of units on numba.get_num_threads() threads (see _run), so the bits do not
+contiguous ranges of units on numba.get_num_threads() threads (see _threads.run), so the bits do not
 depend on the thread count. The threads are the caller's and Python helper threads that wait
 blocked (never spinning) and call the ``nogil`` workers: no ``parallel=True``, whose compilation
 cost most of this module's, and no spinning thread pool to contend with BLAS or other processes. A block of rows/tiles is sized to stay in a core's L2 cache. Every
@@ -36,16 +36,14 @@ Inner loops never index with ``row[q + o]``: a possibly negative index makes Num
 wraparound test per element, which blocks vectorization. Long runs read through slices
 (``row[o:o + L]``), short ones (im2col) through flat views with unsigned offsets.
 """
-import os
-import threading
-
-import numba
 import numpy as np
 from numba import njit
 
 from . import _conv_winograd as _wino
-from ._blas import gemm
+from ._blas import AT0, NO_TRANS, gemm
 from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, bias_gradient, plane_sums
+from ._jit import HELPER
+from ._threads import run as _run
 from .activations import _fused_forward_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -69,13 +67,13 @@ _NO_PARTS = np.zeros((0, 1, 1), np.float64)
 # padded images
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw):
     """(Hp, Wp): the padded-input extent the output reads."""
     return (OH - 1) * sh + (KH - 1) * dh + 1, (OW - 1) * sw + (KW - 1) * dw + 1
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _copy_block(src, s0, s_step, dst, d0, d_step, rows, cols):
     """dst[d0 + r*d_step + t] = src[s0 + r*s_step + t] for r < rows, t < cols (flat arrays).
 
@@ -89,7 +87,7 @@ def _copy_block(src, s0, s_step, dst, d0, d_step, rows, cols):
             dst[b + t] = src[a + t]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _pad_image(x, n, ph, pw, xp):
     """xp = zeros with image n of x at offset (ph, pw), cropped to xp's extent."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
@@ -103,7 +101,7 @@ def _pad_image(x, n, ph, pw, xp):
                     xpf, (c * Hp + h0 + ph) * Wp + w0 + pw, Wp, h1 - h0, w1 - w0)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _crop_image(dxp, n, ph, pw, grad_in):
     """grad_in[n] = the image part of the padded gradient dxp (zero where dxp does not reach)."""
     C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
@@ -128,7 +126,7 @@ def _gemm_block_rows(CKK, K, OW, itemsize):
     return max(1, _GEMM_BLOCK_BYTES // (itemsize * (CKK + K) * OW))
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
     """col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow] = xp[c, oh*sh + i*dh, ow*sw + j*dw] for
     oh0 <= oh < oh1.
@@ -154,7 +152,7 @@ def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
                             cf[d0 + t] = xf[s0 + t * swu]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
     """dxp[c, oh*sh + i*dh, ow*sw + j*dw] += col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow]: the
     adjoint of _im2col_rows."""
@@ -177,7 +175,7 @@ def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
                             df[d0 + t * swu] += cf[s0 + t]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _block_segments(rho0, rho1, OH):
     """The images a block of output rows rho0..rho1-1 spans: (image offset, oh0, oh1, column
     offset in the block) per image, as an (s, 4) array."""
@@ -192,7 +190,7 @@ def _block_segments(rho0, rho1, OH):
     return seg
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, out):
     """out[n0:n1] = wm @ im2col(x) + b, RB output rows per GEMM."""
     C = x.shape[1]
@@ -214,7 +212,8 @@ def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, o
             _pad_image(x, n0 + seg[s, 0], ph, pw, xp)
             _im2col_rows(xp, KH, KW, sh, sw, dh, dw, seg[s, 1], seg[s, 2], OW, col,
                          seg[s, 3] * OW)
-        gemm(False, False, K, m, CKK, 1.0, wf, 0, CKK, colbuf, 0, m, 0.0, resbuf, 0, m)
+        gemm(NO_TRANS, NO_TRANS, K, m, CKK, 1.0, wf, AT0, CKK, colbuf, AT0, m, 0.0, resbuf, AT0,
+             m)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
             L = (oh1 - oh0) * OW
@@ -226,7 +225,7 @@ def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, o
                     dst[q] = src[q] + bk
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB,
                                 grad_in):
     """grad_in[n0:n1] = col2im(wm.T @ grad_out), RB output rows per GEMM."""
@@ -252,7 +251,7 @@ def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, d
                 dst = gbuf[k * m + r0 * OW:k * m + r0 * OW + L]
                 for q in range(L):
                     dst[q] = src[q]
-        gemm(False, False, CKK, m, K, 1.0, wf, 0, K, gbuf, 0, m, 0.0, dbuf, 0, m)
+        gemm(NO_TRANS, NO_TRANS, CKK, m, K, 1.0, wf, AT0, K, gbuf, AT0, m, 0.0, dbuf, AT0, m)
         dcol = dbuf[:CKK * m].reshape(CKK, m)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
@@ -263,7 +262,7 @@ def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, d
                 _crop_image(dxp, n, ph, pw, grad_in)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, acc):
     """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]).T,
     computed as im2col (CKK x rows) @ grad_out^T (rows x K) per block of RB output rows (BLAS
@@ -294,7 +293,7 @@ def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh
                 step = np.uint64(OH * OW)
                 for k in range(Ku):
                     gT[dst + k] = gf[src + k * step]
-        gemm(False, False, CKK, K, m, 1.0, colbuf, 0, m, gT, 0, K, 1.0, accT, 0, K)
+        gemm(NO_TRANS, NO_TRANS, CKK, K, m, 1.0, colbuf, AT0, m, gT, AT0, K, 1.0, accT, AT0, K)
     for k in range(K):
         for r in range(CKK):
             acc[k, r] += accT[r * K + k]
@@ -304,15 +303,15 @@ def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh
 # direct path (small C*KH*KW, unit strides)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _wide_grad(g, n, k, Wp, gw):
     """gw (flat, (OH-1)*Wp + OW) = g[n, k] laid out with row stride Wp. The Wp - OW gap cells
     between rows are never written: the caller zeroes ``gw`` once."""
     K, OH, OW = g.shape[1], g.shape[2], g.shape[3]
-    _copy_block(g.reshape(-1), (n * K + k) * OH * OW, OW, gw, 0, Wp, OH, OW)
+    _copy_block(g.reshape(-1), (n * K + k) * OH * OW, OW, gw, AT0, Wp, OH, OW)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
     """out[n0:n1] for unit strides: per output plane, one contiguous loop per kernel tap."""
     K, C, KH, KW = w.shape
@@ -347,10 +346,10 @@ def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
                         for q in range(L):
                             acc[q] += wv * xs[q]
                         j += 1
-            _copy_block(acc, 0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
+            _copy_block(acc, AT0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_backward_input_images(grad_out, w, n0, n1, ph, pw, dh, dw, grad_in):
     """grad_in[n0:n1] for unit strides: each kernel tap scatters a whole (wide) gradient plane."""
     C = grad_in.shape[1]
@@ -376,7 +375,7 @@ def _direct_backward_input_images(grad_out, w, n0, n1, ph, pw, dh, dw, grad_in):
         _crop_image(dxp, n, ph, pw, grad_in)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_backward_weight_images(x, grad_out, KH, KW, n0, n1, ph, pw, dh, dw, acc):
     """acc (K, C*KH*KW) float64 += the weight gradient of images n0..n1-1 (unit strides): one
     dot product of a wide gradient plane with a shifted padded input plane per tap."""
@@ -488,82 +487,6 @@ def _sum_partials(partial, accumulate, grad_w):
             for t in range(T):
                 s += partial[t, k, r]
             grad_w[k, r] = grad_w[k, r] + s if accumulate else s
-
-
-# ---------------------------------------------------------------------------------------------
-# threads: a parallel call splits its units into one contiguous range per thread and runs the
-# ranges on the calling thread and on a pool of waiting (never spinning) threads; the workers
-# release the GIL. Units depend on the shapes only, so the bits do not depend on the threads.
-# ---------------------------------------------------------------------------------------------
-
-class _Helper:
-    """A thread that waits, blocked on a lock (never spinning), for one job at a time: set
-    ``job`` to (worker, args), release ``go``; ``done`` is released when it has run, with
-    ``job`` then None or the exception it raised (a handoff through two locks takes about half
-    the time of a concurrent.futures submit and result)."""
-
-    def __init__(self, name):
-        self.job = None
-        self.go, self.done = threading.Lock(), threading.Lock()
-        self.go.acquire()
-        self.done.acquire()
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            self.go.acquire()
-            worker, args = self.job
-            try:
-                worker(*args)
-                self.job = None
-            except BaseException as e:      # re-raised by _run in the calling thread
-                self.job = e
-            self.done.release()
-
-
-_helpers = []
-_helpers_lock = threading.Lock()        # one parallel call at a time uses the helpers
-
-
-def _reset_helpers():
-    global _helpers, _helpers_lock
-    _helpers, _helpers_lock = [], threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_helpers)
-
-
-def _run(worker, args, units, parallel=True):
-    """worker(*args, u0, u1) over units 0..units-1, on numba.get_num_threads() threads when
-    ``parallel``: contiguous ranges of units, the first on the calling thread. While another
-    Python thread's call has the helpers, this one runs its units serially (same bits)."""
-    threads = min(units, numba.get_num_threads()) if parallel else 1
-    if threads <= 1 or not _helpers_lock.acquire(blocking=False):
-        worker(*args, 0, units)
-        return
-    try:
-        while len(_helpers) < threads - 1:
-            _helpers.append(_Helper(f"numbanet-conv-{len(_helpers)}"))
-        cuts = [i * units // threads for i in range(threads + 1)]
-        helpers = _helpers[:threads - 1]
-        for i, h in enumerate(helpers, 1):
-            h.job = (worker, args + (cuts[i], cuts[i + 1]))
-            h.go.release()
-        try:
-            worker(*args, cuts[0], cuts[1])
-        finally:
-            try:
-                for h in helpers:
-                    h.done.acquire()
-            except BaseException:       # interrupted while waiting: drop helpers still busy
-                del _helpers[:]
-                raise
-        for h in helpers:
-            if h.job is not None:
-                e, h.job = h.job, None
-                raise e
-    finally:
-        _helpers_lock.release()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Dense (fully connected) layer kernels: BLAS GEMM through ``np.dot`` inside ``@njit``.
 
-Large products are split into blocks of output rows, one single-threaded BLAS call per block on
-Numba's threads (the backend runs BLAS single-threaded, see ``numbanet.backend``): one thread
-pool for every kernel. The number of blocks depends on the shape only, never on the thread
+Large products are split into blocks of output rows, one single-threaded BLAS call per block,
+the blocks run on helper threads (``_threads.run``: one compiled worker for the serial and the
+parallel call, no ``parallel=True`` to compile; the backend runs BLAS single-threaded, see
+``numbanet.backend``). The number of blocks depends on the shape only, never on the thread
 count, so results are the same on any machine.
 
 The weight gradient calls BLAS through ``_blas.gemm`` (x read transposed in place, no copy) so
@@ -12,7 +13,8 @@ several times in one step sums its calls' gradients.
 import numpy as np
 from numba import njit, prange
 
-from ._blas import gemm
+from ._blas import AT0, NO_TRANS, TRANS, gemm
+from ._threads import run
 from .activations import _fused_forward_kernel
 
 # Multiply-adds below which one BLAS call on the calling thread is faster than a split.
@@ -23,7 +25,6 @@ _ROW_BLOCKS = 8
 _MIN_BLOCK_ROWS = 64
 
 
-@njit(cache=True)
 def _blocks(rows, work):
     """How many row blocks (1: no split)."""
     if work < _PARALLEL_MIN_WORK:
@@ -31,27 +32,23 @@ def _blocks(rows, work):
     return max(1, min(_ROW_BLOCKS, rows // _MIN_BLOCK_ROWS))
 
 
-@njit(cache=True, parallel=True)
-def _rows_dot(a, b, out, nb):
-    """out = a @ b, row blocks in parallel (a and out C-contiguous)."""
-    n = a.shape[0]
-    for t in prange(nb):
+@njit(cache=True, nogil=True)
+def _forward_blocks(x, w, b, out, nb, t0, t1):
+    """Row blocks t0..t1-1 (of nb) of out = x @ w + b."""
+    n, u = out.shape
+    for t in range(t0, t1):
         r0, r1 = t * n // nb, (t + 1) * n // nb
-        np.dot(a[r0:r1], b, out[r0:r1])
+        np.dot(x[r0:r1], w, out[r0:r1])
+        for i in range(r0, r1):
+            for j in range(u):
+                out[i, j] += b[j]
 
 
-@njit(cache=True)
 def dense_forward(x, w, b, out):
     """out = x @ w + b  (x (N, I), w (I, U), b (U,), out (N, U))."""
     n, u = out.shape
     nb = _blocks(n, n * u * x.shape[1])
-    if nb > 1:
-        _rows_dot(x, w, out, nb)
-    else:
-        np.dot(x, w, out)
-    for i in range(n):
-        for j in range(u):
-            out[i, j] += b[j]
+    run(_forward_blocks, (x, w, b, out, nb), nb, nb > 1)
 
 
 def dense_forward_activation(x, w, b, activation, alpha, pre, out):
@@ -62,15 +59,20 @@ def dense_forward_activation(x, w, b, activation, alpha, pre, out):
     activate(pre.reshape(-1), alpha, out.reshape(-1))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def _input_blocks(grad_out, w, grad_in, nb, t0, t1):
+    """Row blocks t0..t1-1 (of nb) of grad_in = grad_out @ w.T."""
+    n = grad_in.shape[0]
+    for t in range(t0, t1):
+        r0, r1 = t * n // nb, (t + 1) * n // nb
+        np.dot(grad_out[r0:r1], w.T, grad_in[r0:r1])
+
+
 def dense_backward_input(grad_out, w, grad_in):
     """grad_in = grad_out @ w.T."""
     n, i = grad_in.shape
     nb = _blocks(n, n * i * w.shape[1])
-    if nb > 1:
-        _rows_dot(grad_out, w.T, grad_in, nb)
-    else:
-        np.dot(grad_out, w.T, grad_in)
+    run(_input_blocks, (grad_out, w, grad_in, nb), nb, nb > 1)
 
 
 @njit(cache=True)
@@ -78,33 +80,44 @@ def _weight_rows(x, grad_out, beta, grad_w, c0, c1):
     """grad_w[c0:c1] = x[:, c0:c1].T @ grad_out + beta * grad_w[c0:c1] (one BLAS call)."""
     n, i = x.shape
     u = grad_out.shape[1]
-    gemm(True, False, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), 0, u,
+    gemm(TRANS, NO_TRANS, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), AT0, u,
          beta, grad_w.reshape(-1), c0 * u, u)
 
 
 @njit(cache=True, parallel=True)
 def _weight_blocks(x, grad_out, beta, grad_w, nb):
-    """_weight_rows by nb blocks of grad_w's rows, in parallel."""
+    """_weight_rows by nb blocks of grad_w's rows, in parallel (the recurrent layers' weight
+    gradients, kernels/cpu/rnn.py)."""
     i = x.shape[1]
     for t in prange(nb):
         _weight_rows(x, grad_out, beta, grad_w, t * i // nb, (t + 1) * i // nb)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def _weight_worker(x, grad_out, accumulate, grad_w, grad_b, nb, t0, t1):
+    """Blocks t0..t1-1 of nb blocks of grad_w's rows: grad_w[c0:c1] = x[:, c0:c1].T @ grad_out
+    (+ grad_w[c0:c1] with ``accumulate``), one BLAS call each; the block-0 range also does
+    grad_b (column sums of grad_out, the same order on any thread)."""
+    n, i = x.shape
+    u = grad_out.shape[1]
+    beta = 1.0 if accumulate else 0.0
+    for t in range(t0, t1):
+        c0, c1 = t * i // nb, (t + 1) * i // nb
+        gemm(TRANS, NO_TRANS, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), AT0,
+             u, beta, grad_w.reshape(-1), c0 * u, u)
+    if t0 == 0:
+        s = np.zeros(u, grad_b.dtype)
+        for r in range(n):
+            for j in range(u):
+                s[j] += grad_out[r, j]
+        for j in range(u):
+            grad_b[j] = grad_b[j] + s[j] if accumulate else s[j]
+
+
 def dense_backward_weight(x, grad_out, accumulate, grad_w, grad_b):
     """grad_w = x.T @ grad_out; grad_b = column sums of grad_out. With ``accumulate`` both are
     added into the existing gradients instead (BLAS beta = 1: no extra pass)."""
     n, u = grad_out.shape
     i = x.shape[1]
-    beta = 1.0 if accumulate else 0.0
     nb = _blocks(i, n * u * i)
-    if nb > 1:
-        _weight_blocks(x, grad_out, beta, grad_w, nb)
-    else:
-        _weight_rows(x, grad_out, beta, grad_w, 0, i)
-    s = np.zeros(u, grad_b.dtype)
-    for r in range(n):
-        for j in range(u):
-            s[j] += grad_out[r, j]
-    for j in range(u):
-        grad_b[j] = grad_b[j] + s[j] if accumulate else s[j]
+    run(_weight_worker, (x, grad_out, bool(accumulate), grad_w, grad_b, nb), nb, nb > 1)

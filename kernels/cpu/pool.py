@@ -24,6 +24,9 @@ reduction crosses a chunk: the same bits on any thread count).
 import numpy as np
 from numba import njit, prange
 
+from ._jit import HELPER
+from ._threads import run
+
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 # Input elements below which a call runs serially.
@@ -39,7 +42,7 @@ _ROW_CHUNKS = 16
 _UPSAMPLE_PARALLEL_MIN = 1 << 18
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _window(o, stride, pad, size, n_in):
     """In-image part [a, z) of the window of output position o (empty when a >= z)."""
     s = o * stride - pad
@@ -50,7 +53,7 @@ def _window(o, stride, pad, size, n_in):
 # max pooling
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
     """One plane: op = window max, ap = flat index of the first maximum (a NaN wins, like torch)."""
     H, W = xp.shape
@@ -76,7 +79,7 @@ def _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
             ap[oh, ow] = k
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_plane_2x2(xp, op, ap):
     """_max_plane for the common 2x2 window, stride 2, no padding on any side (every window
     inside the image):
@@ -108,7 +111,7 @@ def _max_plane_2x2(xp, op, ap):
             ap[oh, ow] = k
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_any_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
     if (pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
             and 2 * op.shape[0] <= xp.shape[0] and 2 * op.shape[1] <= xp.shape[1]):
@@ -117,28 +120,23 @@ def _max_any_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
         _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap)
 
 
-@njit(cache=True, parallel=True)
-def _max_forward_par(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax):
+@njit(cache=True, nogil=True)
+def _max_forward_planes(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax, p0, p1):
+    """Planes p0..p1-1 (p = n*C + c) of max_pool2d_forward."""
     C = x.shape[1]
-    for p in prange(x.shape[0] * C):
+    for p in range(p0, p1):
         n, c = p // C, p % C
         _max_any_plane(x[n, c], pool_h, pool_w, sh, sw, ph, pw, out[n, c], argmax[n, c])
 
 
-@njit(cache=True)
 def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax):
     """out = max over each pool_h x pool_w window; argmax = h*W + w of the winner in its plane."""
-    N, C = x.shape[0], x.shape[1]
-    if x.size >= _PARALLEL_MIN_SIZE and N * C > 1:
-        _max_forward_par(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax)
-    else:
-        for n in range(N):
-            for c in range(C):
-                _max_any_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
-                               out[n, c], argmax[n, c])
+    planes = x.shape[0] * x.shape[1]
+    run(_max_forward_planes, (x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax),
+        planes, x.size >= _PARALLEL_MIN_SIZE)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _max_back_plane(gp, ap, gip):
     """gip (flat plane) = scatter-add of gp at the argmax positions ap."""
     for q in range(gip.shape[0]):
@@ -149,25 +147,20 @@ def _max_back_plane(gp, ap, gip):
             gip[k] += gp[q]
 
 
-@njit(cache=True, parallel=True)
-def _max_backward_par(g3, a3, gi3):
-    for p in prange(gi3.shape[0]):
+@njit(cache=True, nogil=True)
+def _max_backward_planes(g3, a3, gi3, p0, p1):
+    """Planes p0..p1-1 of max_pool2d_backward (flat planes)."""
+    for p in range(p0, p1):
         _max_back_plane(g3[p], a3[p], gi3[p])
 
 
-@njit(cache=True)
 def max_pool2d_backward(grad_out, argmax, grad_in):
     """grad_in = zeros, plus each grad_out element added at its argmax position."""
     N, C, H, W = grad_in.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    g3 = grad_out.reshape(N * C, OH * OW)
-    a3 = argmax.reshape(N * C, OH * OW)
-    gi3 = grad_in.reshape(N * C, H * W)
-    if grad_in.size >= _PARALLEL_MIN_SIZE and N * C > 1:
-        _max_backward_par(g3, a3, gi3)
-    else:
-        for p in range(N * C):
-            _max_back_plane(g3[p], a3[p], gi3[p])
+    run(_max_backward_planes, (grad_out.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW),
+                               grad_in.reshape(N * C, H * W)), N * C,
+        grad_in.size >= _PARALLEL_MIN_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""Parallel CPU kernels that cost little to compile when they run serially.
+
+``split_parallel``: a kernel written as a ``prange`` loop, compiled serially for small inputs and
+with ``parallel=True`` only at its first large call.
+
+``run``: helper threads for kernels that split a call without ``parallel=True``.
+
+A parallel call splits its units of work into one contiguous range per thread and runs the
+ranges on the calling thread and on a pool of waiting (never spinning) Python threads; the
+compiled workers are ``nogil``. The units depend on the shapes only, so the bits of a result do
+not depend on the thread count. One compiled worker serves the serial and the parallel call
+(a ``prange`` loop would compile a second, parfor-lowered copy, several times as costly to
+compile as the loop itself), and no spinning thread pool contends with BLAS or other processes.
+"""
+import inspect
+import os
+import threading
+import types
+
+import numba
+
+
+class _Helper:
+    """A thread that waits, blocked on a lock (never spinning), for one job at a time: set
+    ``job`` to (worker, args), release ``go``; ``done`` is released when it has run, with
+    ``job`` then None or the exception it raised (a handoff through two locks takes about half
+    the time of a concurrent.futures submit and result)."""
+
+    def __init__(self, name):
+        self.job = None
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            worker, args = self.job
+            try:
+                worker(*args)
+                self.job = None
+            except BaseException as e:      # re-raised by run in the calling thread
+                self.job = e
+            self.done.release()
+
+
+_helpers = []
+_helpers_lock = threading.Lock()        # one parallel call at a time uses the helpers
+
+
+def _reset_helpers():
+    global _helpers, _helpers_lock
+    _helpers, _helpers_lock = [], threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_helpers)
+
+
+def run(worker, args, units, parallel=True):
+    """worker(*args, u0, u1) over units 0..units-1, on numba.get_num_threads() threads when
+    ``parallel``: contiguous ranges of units, the first on the calling thread. While another
+    Python thread's call has the helpers, this one runs its units serially (same bits)."""
+    threads = min(units, numba.get_num_threads()) if parallel else 1
+    if threads <= 1 or not _helpers_lock.acquire(blocking=False):
+        worker(*args, 0, units)
+        return
+    try:
+        while len(_helpers) < threads - 1:
+            _helpers.append(_Helper(f"numbanet-kernel-{len(_helpers)}"))
+        cuts = [i * units // threads for i in range(threads + 1)]
+        helpers = _helpers[:threads - 1]
+        for i, h in enumerate(helpers, 1):
+            h.job = (worker, args + (cuts[i], cuts[i + 1]))
+            h.go.release()
+        try:
+            worker(*args, cuts[0], cuts[1])
+        finally:
+            try:
+                for h in helpers:
+                    h.done.acquire()
+            except BaseException:       # interrupted while waiting: drop helpers still busy
+                del _helpers[:]
+                raise
+        for h in helpers:
+            if h.job is not None:
+                e, h.job = h.job, None
+                raise e
+    finally:
+        _helpers_lock.release()
+
+
+def split_parallel(fn, name, size_arg, par_min, **options):
+    """A kernel from ``fn`` (a loop over ``prange``): a plain Python function that calls ``fn``
+    compiled serially (``prange`` runs as ``range``) while argument ``size_arg`` has fewer than
+    ``par_min`` elements and compiled with ``parallel=True`` from ``par_min`` on (``options``:
+    further ``njit`` options of both). Each copy compiles at its first call, so a program whose
+    arrays stay small never compiles the parfor copy (several times as costly to compile as the
+    serial loop). The copies have names of their own, ``name`` and ``name + "_parallel"``, so
+    their own cache files: Numba keys its on-disk cache by the function's name and code, not by
+    ``parallel``."""
+    copies = {}
+    for suffix, par in (("", False), ("_parallel", True)):
+        f = types.FunctionType(fn.__code__, fn.__globals__, name + suffix, fn.__defaults__,
+                               fn.__closure__)
+        f.__qualname__ = name + suffix                  # names the cache file and tracebacks
+        f.__module__ = fn.__module__
+        copies[par] = numba.njit(cache=True, parallel=par, **options)(f)
+    serial, parallel = copies[False], copies[True]
+
+    def kernel(*args):
+        return (parallel if args[size_arg].size >= par_min else serial)(*args)
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__module__ = fn.__module__
+    kernel.__doc__ = fn.__doc__
+    kernel.__signature__ = inspect.signature(fn)
+    kernel.serial, kernel.parallel = serial, parallel
+    return kernel
