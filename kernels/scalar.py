@@ -251,6 +251,19 @@ def binary_crossentropy_logits_grad(t, z):
     return s - t
 
 
+def categorical_crossentropy(t, q, eps):
+    """-t log(clip(q, eps, 1 - eps)) of a normalised probability q (Keras)."""
+    qc = eps if q < eps else (1.0 - eps if q > 1.0 - eps else q)
+    return -t * math.log(qc)
+
+
+def categorical_crossentropy_grad(t, q, eps):
+    """d/dq of categorical_crossentropy: -t / q inside [eps, 1 - eps], 0 where the clip binds."""
+    if q < eps or q > 1.0 - eps:
+        return 0.0
+    return -t / q
+
+
 def log_clipped(p, eps):
     """log of p clipped to [eps, 1 - eps]."""
     if p < eps:
@@ -350,9 +363,12 @@ def kl_divergence_grad(t, p, eps):
     return -tc / p
 
 
-def binary_focal(t, p, gamma, alpha1, alpha0, eps):
+def binary_focal(t, p, gamma, alpha, balance, eps):
     """Keras binary focal crossentropy of one element: (t alpha1 + (1 - t) alpha0) u^gamma bce,
-    u = 1 - p_t = t (1 - p) + (1 - t) p with p unclipped, bce of p clipped to [eps, 1 - eps]."""
+    alpha1, alpha0 = alpha, 1 - alpha with class balancing, else 1; u = 1 - p_t =
+    t (1 - p) + (1 - t) p with p unclipped, bce of p clipped to [eps, 1 - eps]."""
+    alpha1 = alpha if balance else 1.0
+    alpha0 = 1.0 - alpha if balance else 1.0
     q = eps if p < eps else (1.0 - eps if p > 1.0 - eps else p)
     bce = -(t * math.log(q) + (1.0 - t) * math.log(1.0 - q))
     u = t * (1.0 - p) + (1.0 - t) * p
@@ -363,10 +379,12 @@ def binary_focal(t, p, gamma, alpha1, alpha0, eps):
     return (t * alpha1 + (1.0 - t) * alpha0) * f * bce
 
 
-def binary_focal_grad(t, p, gamma, alpha1, alpha0, eps):
+def binary_focal_grad(t, p, gamma, alpha, balance, eps):
     """d/dp of binary_focal: weight (gamma u^(gamma-1) (1 - 2t) bce + u^gamma dbce/dp), dbce = 0
     where the clip binds; at u = 0 the focal factor's derivative is taken as its limit from u > 0
     (0 for gamma > 1, 1 - 2t for gamma == 1, 0 for gamma < 1 by convention)."""
+    alpha1 = alpha if balance else 1.0
+    alpha0 = 1.0 - alpha if balance else 1.0
     q = eps if p < eps else (1.0 - eps if p > 1.0 - eps else p)
     bce = -(t * math.log(q) + (1.0 - t) * math.log(1.0 - q))
     dbce = 0.0 if (p < eps or p > 1.0 - eps) else (1.0 - t) / (1.0 - p) - t / p
@@ -380,9 +398,11 @@ def binary_focal_grad(t, p, gamma, alpha1, alpha0, eps):
     return (t * alpha1 + (1.0 - t) * alpha0) * (df * bce + f * dbce)
 
 
-def binary_focal_logits(t, z, gamma, alpha1, alpha0):
+def binary_focal_logits(t, z, gamma, alpha, balance):
     """binary_focal of sigmoid(z), unclipped and stable: bce = max(z, 0) - t z + log1p(exp(-|z|)),
     u = t sigmoid(-z) + (1 - t) sigmoid(z)."""
+    alpha1 = alpha if balance else 1.0
+    alpha0 = 1.0 - alpha if balance else 1.0
     e = math.exp(-math.fabs(z))
     if z >= 0.0:
         s, sn = 1.0 / (1.0 + e), e / (1.0 + e)
@@ -397,9 +417,11 @@ def binary_focal_logits(t, z, gamma, alpha1, alpha0):
     return (t * alpha1 + (1.0 - t) * alpha0) * f * bce
 
 
-def binary_focal_logits_grad(t, z, gamma, alpha1, alpha0):
+def binary_focal_logits_grad(t, z, gamma, alpha, balance):
     """d/dz: weight (gamma u^(gamma-1) (1 - 2t) s (1 - s) bce + u^gamma (s - t)), s = sigmoid(z);
     where u underflows to 0 the first term's limit is 0."""
+    alpha1 = alpha if balance else 1.0
+    alpha0 = 1.0 - alpha if balance else 1.0
     e = math.exp(-math.fabs(z))
     if z >= 0.0:
         s, sn = 1.0 / (1.0 + e), e / (1.0 + e)
@@ -510,6 +532,69 @@ def pnorm_grad(v, norm, p):
         return v / norm
     g = 1.0 if p == 1.0 else math.pow(math.fabs(v) / norm, p - 1.0)
     return g if v > 0.0 else -g
+
+
+# ----------------------------------------------------------------------------------- loss table
+class Loss:
+    """One loss kernel pair ``NAME_forward(*inputs, *hyper, weights, out)`` /
+    ``NAME_backward(*inputs, *hyper, weights, *grads)``; kernels/cpu/losses.py and
+    kernels/cuda/losses.py generate both from the rows of ``LOSSES``.
+
+    ``term``: for a pointwise loss the scalar function of one element, ``term(t, p, *hyper)``, its
+    derivative d/dp being ``TERM_grad``; for a row loss the name of the row computation that each
+    target module defines (``_TERM_row`` on the CPU, ``_ROWS[term]`` on the GPU). ``hyper``: the hyperparameter names. ``kinds``: the
+    kinds of target and prediction the loss takes (tests and benchmark inputs). ``cheap``: a
+    memory-bound loss (prange from _PAR_MIN_CHEAP elements, not _PAR_MIN). ``per_row``: the
+    per-sample loss of a pointwise loss is the sum over its elements, not their mean. ``args``:
+    the row computation's arguments from the hyperparameters (default: the hyperparameters);
+    ``scale``: a factor of the whole loss. ``inputs`` (default: ``y_true`` or ``labels``, then
+    ``y_pred`` or ``logits``) and ``grads`` name the arrays."""
+
+    def __init__(self, name, term, hyper="", kinds="", cheap=False, per_row=False, args=None,
+                 scale="1.0", inputs=None, grads="grad"):
+        self.name, self.term, self.hyper, self.kinds = name, term, tuple(hyper.split()), kinds
+        self.cheap, self.per_row, self.scale = cheap, per_row, scale
+        self.pointwise = not isinstance(term, str)
+        self.args = ", ".join(self.hyper) if args is None else args
+        if inputs is None:
+            inputs = ("labels " if kinds.startswith("labels") else "y_true ") + (
+                "logits" if name.endswith("_logits") else "y_pred")
+        self.inputs, self.grads = tuple(inputs.split()), tuple(grads.split())
+
+
+LOSSES = (
+    Loss("mse", squared_error, "", "real real", cheap=True),
+    Loss("mae", absolute_error, "", "real real", cheap=True),
+    Loss("huber", huber, "delta", "real real", cheap=True),
+    Loss("log_cosh", log_cosh, "", "real real"),
+    Loss("msle", squared_log_error, "eps", "pos pos"),
+    Loss("poisson", poisson, "eps", "pos pos"),
+    Loss("hinge", hinge, "", "pm1 real", cheap=True),
+    Loss("squared_hinge", squared_hinge, "", "pm1 real", cheap=True),
+    Loss("kl_divergence", kl_divergence, "eps", "dist prob", per_row=True),
+    Loss("binary_crossentropy", binary_crossentropy, "eps", "unit prob"),
+    Loss("binary_crossentropy_logits", binary_crossentropy_logits, "", "unit real"),
+    Loss("binary_focal_crossentropy", binary_focal, "gamma alpha apply_class_balancing eps",
+         "unit prob"),
+    Loss("binary_focal_crossentropy_logits", binary_focal_logits,
+         "gamma alpha apply_class_balancing", "unit real"),
+    Loss("categorical_crossentropy", "cce", "eps", "dist prob"),
+    Loss("categorical_crossentropy_logits", "cce_logits", "", "dist real"),
+    Loss("sparse_categorical_crossentropy", "sparse", "eps", "labels prob"),
+    Loss("sparse_categorical_crossentropy_logits", "sparse_logits", "", "labels real"),
+    Loss("categorical_focal_crossentropy", "cfocal", "gamma alpha eps", "dist prob",
+         args="gamma, eps", scale="alpha"),
+    Loss("categorical_focal_crossentropy_logits", "cfocal_logits", "gamma alpha", "dist real",
+         args="gamma", scale="alpha"),
+    Loss("dice", "overlap", "smooth", "mask prob", True, args="2.0, 0.0, 1.0, 1.0, smooth"),
+    Loss("jaccard", "overlap", "smooth", "mask prob", True, args="1.0, -1.0, 1.0, 1.0, smooth"),
+    Loss("tversky", "overlap", "alpha beta smooth", "mask prob", True,
+         args="1.0, 1.0 - alpha - beta, alpha, beta, smooth"),     # (k, m, wc, wb) of the score
+    Loss("contrastive", "contrastive", "margin eps", cheap=True, inputs="x1 x2 y",
+         grads="grad1 grad2"),
+    Loss("triplet_margin", "triplet", "margin p eps", inputs="anchor positive negative",
+         grads="grad_anchor grad_positive grad_negative"),
+)
 
 
 # ----------------------------------------------------------------------------------- optimizers

@@ -644,24 +644,30 @@ def _pair(y_true, y_pred):
     return _f64(y_true).reshape(p.shape), p
 
 
-def mse_forward(y_true, y_pred, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_reduce(np.mean((p - t) ** 2, axis=1), weights)
+def _mean_of_elements(term, dterm):
+    """(forward, backward) references of a loss whose per-sample value is the mean of
+    ``term(t, p, *hyper)`` over the sample's elements, ``dterm`` its derivative d/dp; called as
+    ``forward(y_true, y_pred, *hyper, weights=None)`` (weights positional or left out)."""
+    k = term.__code__.co_argcount - 2
+
+    def forward(y_true, y_pred, *args):
+        t, p = _pair(y_true, y_pred)
+        return _loss_reduce(np.mean(term(t, p, *args[:k]), axis=1), (*args, None)[k])
+
+    def backward(y_true, y_pred, *args):
+        t, p = _pair(y_true, y_pred)
+        return _loss_rows(dterm(t, p, *args[:k]) / p.shape[1], (*args, None)[k])
+    return forward, backward
 
 
-def mse_backward(y_true, y_pred, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_rows(2.0 * (p - t) / p.shape[1], weights)
-
-
-def mae_forward(y_true, y_pred, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_reduce(np.mean(np.abs(p - t), axis=1), weights)
-
-
-def mae_backward(y_true, y_pred, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_rows(np.sign(p - t) / p.shape[1], weights)
+mse_forward, mse_backward = _mean_of_elements(lambda t, p: (p - t) ** 2,
+                                              lambda t, p: 2.0 * (p - t))
+mae_forward, mae_backward = _mean_of_elements(lambda t, p: np.abs(p - t),
+                                              lambda t, p: np.sign(p - t))
+log_cosh_forward, log_cosh_backward = _mean_of_elements(
+    lambda t, p: np.logaddexp(p - t, t - p) - np.log(2.0), lambda t, p: np.tanh(p - t))
+poisson_forward, poisson_backward = _mean_of_elements(lambda t, p, eps: p - t * np.log(p + eps),
+                                                      lambda t, p, eps: 1.0 - t / (p + eps))
 
 
 def huber_forward(y_true, y_pred, delta, weights=None):
@@ -674,27 +680,6 @@ def huber_forward(y_true, y_pred, delta, weights=None):
 def huber_backward(y_true, y_pred, delta, weights=None):
     t, p = _pair(y_true, y_pred)
     return _loss_rows(np.clip(p - t, -delta, delta) / p.shape[1], weights)
-
-
-def log_cosh_forward(y_true, y_pred, weights=None):
-    t, p = _pair(y_true, y_pred)
-    e = p - t
-    return _loss_reduce(np.mean(np.logaddexp(e, -e) - np.log(2.0), axis=1), weights)
-
-
-def log_cosh_backward(y_true, y_pred, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_rows(np.tanh(p - t) / p.shape[1], weights)
-
-
-def poisson_forward(y_true, y_pred, eps, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_reduce(np.mean(p - t * np.log(p + eps), axis=1), weights)
-
-
-def poisson_backward(y_true, y_pred, eps, weights=None):
-    t, p = _pair(y_true, y_pred)
-    return _loss_rows((1.0 - t / (p + eps)) / p.shape[1], weights)
 
 
 def msle_forward(y_true, y_pred, eps, weights=None):

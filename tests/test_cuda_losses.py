@@ -17,6 +17,7 @@ from test_kernels_losses import LOSSES, embedding_case, make_inputs, make_weight
 import reference as ref
 from numbanet import _cuda
 from numbanet.backend import kernel_names
+from numbanet.kernels import scalar
 
 if _cuda.cuda is None or not (_cuda.is_simulator() or _cuda.is_available()):
     pytest.skip(f"CUDA kernels cannot run here: {_cuda.unavailable_reason()}",
@@ -45,9 +46,7 @@ def test_same_public_names_as_cpu():
 
 
 # losses whose CUDA kernels are flat grid-stride loops (the others are row-wise)
-POINTWISE = {"mse", "mae", "huber", "log_cosh", "msle", "poisson", "hinge", "squared_hinge", "kl_divergence",
-             "binary_crossentropy", "binary_crossentropy_logits", "binary_focal_crossentropy",
-             "binary_focal_crossentropy_logits"}
+POINTWISE = {loss.name for loss in scalar.LOSSES if loss.pointwise}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -6,6 +6,7 @@ from conftest import poisoned
 
 import reference as ref
 from numbanet.backend import kernel_names
+from numbanet.kernels import scalar
 from numbanet.kernels.cpu import losses as L
 from numbanet.testing import gradcheck
 
@@ -14,34 +15,16 @@ RTOL = {np.float32: 2e-6, np.float64: 1e-12}
 EPS = 1e-7
 LABEL_DTYPES = [np.int32, np.int64]
 
+# Hyperparameter values by name (per loss where it differs), the losses from the kernels' table
+HYPER = {"eps": EPS, "delta": 0.7, "gamma": 2.0, "alpha": 0.25, "apply_class_balancing": True,
+         "smooth": 0.01}
+HYPER_OF = {"tversky": {"alpha": 0.3, "beta": 0.7}}
 # name -> (hyperparameters before the weights, kind of y_true, kind of y_pred)
-LOSSES = {
-    "mse": ((), "real", "real"),
-    "mae": ((), "real", "real"),
-    "huber": ((0.7,), "real", "real"),
-    "log_cosh": ((), "real", "real"),
-    "msle": ((EPS,), "pos", "pos"),
-    "poisson": ((EPS,), "pos", "pos"),
-    "hinge": ((), "pm1", "real"),
-    "squared_hinge": ((), "pm1", "real"),
-    "kl_divergence": ((EPS,), "dist", "prob"),
-    "binary_crossentropy": ((EPS,), "unit", "prob"),
-    "binary_crossentropy_logits": ((), "unit", "real"),
-    "binary_focal_crossentropy": ((2.0, 0.25, True, EPS), "unit", "prob"),
-    "binary_focal_crossentropy_logits": ((2.0, 0.25, True), "unit", "real"),
-    "categorical_crossentropy": ((EPS,), "dist", "prob"),
-    "categorical_crossentropy_logits": ((), "dist", "real"),
-    "sparse_categorical_crossentropy": ((EPS,), "labels", "prob"),
-    "sparse_categorical_crossentropy_logits": ((), "labels", "real"),
-    "categorical_focal_crossentropy": ((2.0, 0.25, EPS), "dist", "prob"),
-    "categorical_focal_crossentropy_logits": ((2.0, 0.25), "dist", "real"),
-    "dice": ((0.01,), "mask", "prob"),
-    "jaccard": ((0.01,), "mask", "prob"),
-    "tversky": ((0.3, 0.7, 0.01), "mask", "prob"),
-}
-EMBEDDING = ["contrastive", "triplet_margin"]
+LOSSES = {loss.name: (tuple({**HYPER, **HYPER_OF.get(loss.name, {})}[h] for h in loss.hyper),
+                      *loss.kinds.split()) for loss in scalar.LOSSES if loss.kinds}
+EMBEDDING = [loss.name for loss in scalar.LOSSES if not loss.kinds]
 # the kernels that switch to prange at _PAR_MIN_CHEAP elements (the others at _PAR_MIN)
-CHEAP = {"mse", "mae", "huber", "hinge", "squared_hinge", "dice", "jaccard", "tversky"}
+CHEAP = {loss.name for loss in scalar.LOSSES if loss.cheap}
 SHAPES = [(1, 1), (1, 5), (7, 3), (64, 10), "par"]
 
 
@@ -391,7 +374,7 @@ def embedding_case(name, shape, dtype, rng, p=2.0):
                                     ("triplet_margin", 1.0), ("triplet_margin", 3.0)])
 def test_embedding_losses_match_reference(name, p, shape, dtype, rng):
     if shape == "par":
-        size = L._PAR_MIN_CHEAP if name == "contrastive" else L._PAR_MIN
+        size = L._PAR_MIN_CHEAP if name in CHEAP else L._PAR_MIN
         shape = (size // 16 + 1, 16)
     xs, extra = embedding_case(name, shape, dtype, rng, p)
     w = make_weights(shape[0], dtype, rng)

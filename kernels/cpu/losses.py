@@ -14,12 +14,17 @@ anchor, positive, negative) and write one gradient per embedding input.
 Probability inputs follow Keras: clipped to [eps, 1 - eps] (categorical ones first divided by
 their row sum), with the exact gradient of that clipped expression (zero where clipping binds).
 Logit versions use log-sum-exp / log1p(exp(-|z|)) and stay finite for any finite logits.
-Per-element maths lives in kernels/scalar.py (shared with the CUDA kernels).
+Per-element maths lives in kernels/scalar.py (shared with the CUDA kernels); every public kernel
+is generated from its row of ``scalar.LOSSES`` by ``_make`` (one source template, serial below
+the parallel threshold, ``prange`` above): a pointwise loss sums its scalar term over each row, a
+row loss calls the row computation ``_TERM_row`` / ``_TERM_row_grad`` defined here.
 
 Reductions use ``fastmath`` reassociation only (so the float64 sums vectorize); large inputs run a
 ``prange`` path over rows, small ones a serial loop. ``error_model="numpy"``: IEEE division, so an
 empty batch gives NaN rather than an exception. ``cache=True`` does not notice edits to
-``scalar.py``: delete the numba cache after changing it.
+``scalar.py``: delete the numba cache after changing it. The generated kernels are compiled from
+source text attributed to this file (numba's cache needs a real file): their names and line
+numbers name the cache entries, and they hold no closure cells, so a warm start hits the cache.
 """
 import math
 
@@ -33,49 +38,8 @@ _PAR_MIN = 1 << 14
 _PAR_MIN_CHEAP = 1 << 18
 _FM = {"reassoc", "contract"}
 
-
-def _uniform(f, nparams):
-    """``f(t, p, *params[:nparams])`` as an inlined function of (t, p, a, b, c, e), so that one
-    row helper serves every elementwise loss."""
-    f = njit(inline="always")(f)
-    if nparams == 0:
-        def g(t, p, a, b, c, e):
-            return f(t, p)
-    elif nparams == 1:
-        def g(t, p, a, b, c, e):
-            return f(t, p, a)
-    elif nparams == 3:
-        def g(t, p, a, b, c, e):
-            return f(t, p, a, b, c)
-    else:
-        def g(t, p, a, b, c, e):
-            return f(t, p, a, b, c, e)
-    return njit(inline="always")(g)
-
-
-_mse, _mse_grad = _uniform(scalar.squared_error, 0), _uniform(scalar.squared_error_grad, 0)
-_mae, _mae_grad = _uniform(scalar.absolute_error, 0), _uniform(scalar.absolute_error_grad, 0)
-_huber, _huber_grad = _uniform(scalar.huber, 1), _uniform(scalar.huber_grad, 1)
-_bce, _bce_grad = (_uniform(scalar.binary_crossentropy, 1),
-                   _uniform(scalar.binary_crossentropy_grad, 1))
-_bce_logits, _bce_logits_grad = (_uniform(scalar.binary_crossentropy_logits, 0),
-                                 _uniform(scalar.binary_crossentropy_logits_grad, 0))
-_log_cosh, _log_cosh_grad = _uniform(scalar.log_cosh, 0), _uniform(scalar.log_cosh_grad, 0)
-_msle, _msle_grad = (_uniform(scalar.squared_log_error, 1),
-                     _uniform(scalar.squared_log_error_grad, 1))
-_poisson, _poisson_grad = _uniform(scalar.poisson, 1), _uniform(scalar.poisson_grad, 1)
-_hinge, _hinge_grad = _uniform(scalar.hinge, 0), _uniform(scalar.hinge_grad, 0)
-_sq_hinge, _sq_hinge_grad = (_uniform(scalar.squared_hinge, 0),
-                              _uniform(scalar.squared_hinge_grad, 0))
-_kld, _kld_grad = _uniform(scalar.kl_divergence, 1), _uniform(scalar.kl_divergence_grad, 1)
-_bfocal, _bfocal_grad = _uniform(scalar.binary_focal, 4), _uniform(scalar.binary_focal_grad, 4)
-_bfocal_logits, _bfocal_logits_grad = (_uniform(scalar.binary_focal_logits, 3),
-                                       _uniform(scalar.binary_focal_logits_grad, 3))
-
 _log_clipped = njit(inline="always")(scalar.log_clipped)
 _neg_log_clipped_grad = njit(inline="always")(scalar.neg_log_clipped_grad)
-_cfocal = njit(inline="always")(scalar.categorical_focal)
-_cfocal_grad = njit(inline="always")(scalar.categorical_focal_grad)
 _cfocal_logits = njit(inline="always")(scalar.categorical_focal_logits)
 _cfocal_logits_grad = njit(inline="always")(scalar.categorical_focal_logits_grad)
 _tversky_score = njit(inline="always")(scalar.tversky_score)
@@ -88,22 +52,8 @@ _pnorm_grad = njit(inline="always")(scalar.pnorm_grad)
 
 
 # -------------------------------------------------------------------------------------- row helpers
-@njit(inline="always")
-def _ew_row(f, t, p, r, a, b, c, e):
-    """sum_j f(t[r, j], p[r, j], a, b, c, e)."""
-    s = 0.0
-    for j in range(p.shape[1]):
-        s += f(t[r, j], p[r, j], a, b, c, e)
-    return s
-
-
-@njit(inline="always")
-def _ew_grad_row(g, t, p, r, a, b, c, e, k, grad):
-    """grad[r, j] = k g(t[r, j], p[r, j], a, b, c, e)."""
-    for j in range(p.shape[1]):
-        grad[r, j] = g(t[r, j], p[r, j], a, b, c, e) * k
-
-
+# Row computations: ``_X_row(*inputs, r, *args)`` gives row r's loss, ``_X_row_grad(*inputs, r,
+# *args, k, *grads)`` writes row r's gradient times k (the sample's weight / N).
 @njit(inline="always")
 def _row_sum(a, r):
     s = 0.0
@@ -138,29 +88,6 @@ def _row_lse(z, r):
 
 
 @njit(inline="always")
-def _cce_row(y_true, y_pred, eps, r):
-    """-sum_c y_c log(clip(q_c / sum(q), eps, 1 - eps)) for row r."""
-    inv_s = 1.0 / _row_sum(y_pred, r)
-    loss = 0.0
-    for j in range(y_pred.shape[1]):
-        loss -= y_true[r, j] * _log_clipped(y_pred[r, j] * inv_s, eps)
-    return loss
-
-
-@njit(inline="always")
-def _cce_grad_row(y_true, y_pred, eps, k, grad, r):
-    """With p = q / S and a_c = dL/dp_c: dL/dq_k = (a_k - sum_c a_c p_c) / S (times k)."""
-    inv_s = 1.0 / _row_sum(y_pred, r)
-    dot = 0.0
-    for j in range(y_pred.shape[1]):
-        pj = y_pred[r, j] * inv_s
-        dot += y_true[r, j] * _neg_log_clipped_grad(pj, eps) * pj
-    for j in range(y_pred.shape[1]):
-        a = y_true[r, j] * _neg_log_clipped_grad(y_pred[r, j] * inv_s, eps)
-        grad[r, j] = (a - dot) * (inv_s * k)
-
-
-@njit(inline="always")
 def _cce_logits_row(y_true, z, r):
     """sum_c y_c (logsumexp(z) - z_c) for row r."""
     lse = _row_lse(z, r)
@@ -171,7 +98,7 @@ def _cce_logits_row(y_true, z, r):
 
 
 @njit(inline="always")
-def _cce_logits_grad_row(y_true, z, k, grad, r):
+def _cce_logits_row_grad(y_true, z, r, k, grad):
     """grad_c = (softmax(z)_c sum(y) - y_c) k for row r."""
     m = _row_max(z, r)
     inv_s = 1.0 / _row_sum_exp(z, r, m)
@@ -181,13 +108,13 @@ def _cce_logits_grad_row(y_true, z, k, grad, r):
 
 
 @njit(inline="always")
-def _sparse_row(labels, y_pred, eps, r):
+def _sparse_row(labels, y_pred, r, eps):
     """-log(clip(q_label / sum(q), eps, 1 - eps)) for row r."""
     return -_log_clipped(y_pred[r, labels[r]] / _row_sum(y_pred, r), eps)
 
 
 @njit(inline="always")
-def _sparse_grad_row(labels, y_pred, eps, k, grad, r):
+def _sparse_row_grad(labels, y_pred, r, eps, k, grad):
     """The categorical gradient with a one-hot target: (a onehot - a p_label) / S (times k)."""
     inv_s = 1.0 / _row_sum(y_pred, r)
     lab = labels[r]
@@ -206,7 +133,7 @@ def _sparse_logits_row(labels, z, r):
 
 
 @njit(inline="always")
-def _sparse_logits_grad_row(labels, z, k, grad, r):
+def _sparse_logits_row_grad(labels, z, r, k, grad):
     """grad = (softmax(z) - onehot(label)) k for row r."""
     m = _row_max(z, r)
     ks = k / _row_sum_exp(z, r, m)
@@ -224,30 +151,7 @@ def _check_labels(labels, classes):
 
 
 @njit(inline="always")
-def _cfocal_row(y_true, y_pred, gamma, eps, r):
-    """sum_c -y_c (1 - q_c)^gamma log q_c, q = clip(y_pred / row sum, eps, 1 - eps) (no alpha)."""
-    inv_s = 1.0 / _row_sum(y_pred, r)
-    loss = 0.0
-    for j in range(y_pred.shape[1]):
-        loss += _cfocal(y_true[r, j], y_pred[r, j] * inv_s, gamma, eps)
-    return loss
-
-
-@njit(inline="always")
-def _cfocal_grad_row(y_true, y_pred, gamma, eps, k, grad, r):
-    """Through the normalisation p = q / S: dL/dq_k = (a_k - sum_c a_c p_c) / S (times k)."""
-    inv_s = 1.0 / _row_sum(y_pred, r)
-    dot = 0.0
-    for j in range(y_pred.shape[1]):
-        pj = y_pred[r, j] * inv_s
-        dot += _cfocal_grad(y_true[r, j], pj, gamma, eps) * pj
-    for j in range(y_pred.shape[1]):
-        a = _cfocal_grad(y_true[r, j], y_pred[r, j] * inv_s, gamma, eps)
-        grad[r, j] = (a - dot) * (inv_s * k)
-
-
-@njit(inline="always")
-def _cfocal_logits_row(y_true, z, gamma, r):
+def _cfocal_logits_row(y_true, z, r, gamma):
     """sum_c -y_c (1 - q_c)^gamma log q_c with log q = log softmax(z) (no alpha)."""
     lse = _row_lse(z, r)
     loss = 0.0
@@ -257,7 +161,7 @@ def _cfocal_logits_row(y_true, z, gamma, r):
 
 
 @njit(inline="always")
-def _cfocal_logits_grad_row(y_true, z, gamma, k, grad, r):
+def _cfocal_logits_row_grad(y_true, z, r, gamma, k, grad):
     """grad_k = (b_k - q_k sum_c b_c) k, b_c = q_c dL/dq_c
     (scalar.categorical_focal_logits_grad)."""
     lse = _row_lse(z, r)
@@ -269,6 +173,9 @@ def _cfocal_logits_grad_row(y_true, z, gamma, k, grad, r):
         grad[r, j] = (_cfocal_logits_grad(y_true[r, j], lq, gamma) - math.exp(lq) * sb) * k
 
 
+# Dice, Jaccard, Tversky: soft scores over each sample's D elements from A = sum t p, B = sum t,
+# C = sum p; the smoothing term s is added to numerator and denominator (an empty target
+# predicted empty scores 1). The table gives (k, m, wc, wb) of each (scalar.tversky_score).
 @njit(inline="always")
 def _overlap_sums(t, p, r):
     """(sum t p, sum t, sum p) over row r."""
@@ -292,7 +199,7 @@ def _overlap_row(t, p, r, k, m, wc, wb, smooth):
 
 
 @njit(inline="always")
-def _overlap_grad_row(t, p, r, k, m, wc, wb, smooth, scale, grad):
+def _overlap_row_grad(t, p, r, k, m, wc, wb, smooth, scale, grad):
     a, b, c = _overlap_sums(t, p, r)
     for j in range(p.shape[1]):
         grad[r, j] = -_tversky_score_grad(t[r, j], a, b, c, k, m, wc, wb, smooth) * scale
@@ -309,6 +216,22 @@ def _dist2_row(x1, x2, eps, r):
 
 
 @njit(inline="always")
+def _contrastive_row(x1, x2, y, r, margin, eps):
+    """y d^2 + (1 - y) max(margin - d, 0)^2, d = ||x1 - x2 + eps||_2, for pair r."""
+    return _contrastive(_dist2_row(x1, x2, eps, r), y[r], margin)
+
+
+@njit(inline="always")
+def _contrastive_row_grad(x1, x2, y, r, margin, eps, k, grad1, grad2):
+    """grad1 = c (x1 - x2 + eps) k = -grad2 (scalar.contrastive_grad gives c)."""
+    c = _contrastive_grad(_dist2_row(x1, x2, eps, r), y[r], margin) * k
+    for j in range(x1.shape[1]):
+        v = (x1[r, j] - x2[r, j] + eps) * c
+        grad1[r, j] = v
+        grad2[r, j] = -v
+
+
+@njit(inline="always")
 def _pdist_row(x1, x2, p, eps, r):
     """||x1[r] - x2[r] + eps||_p (torch.pairwise_distance)."""
     s = 0.0
@@ -318,14 +241,15 @@ def _pdist_row(x1, x2, p, eps, r):
 
 
 @njit(inline="always")
-def _triplet_row(anchor, positive, negative, margin, p, eps, r):
+def _triplet_row(anchor, positive, negative, r, margin, p, eps):
+    """max(d(a, pos) - d(a, neg) + margin, 0), d(x, y) = ||x - y + eps||_p (torch)."""
     h = (_pdist_row(anchor, positive, p, eps, r) - _pdist_row(anchor, negative, p, eps, r)
          + margin)
     return h if h > 0.0 else 0.0
 
 
 @njit(inline="always")
-def _triplet_grad_row(anchor, positive, negative, margin, p, eps, k, ga, gp, gn, r):
+def _triplet_row_grad(anchor, positive, negative, r, margin, p, eps, k, ga, gp, gn):
     dp = _pdist_row(anchor, positive, p, eps, r)
     dn = _pdist_row(anchor, negative, p, eps, r)
     live = dp - dn + margin > 0.0
@@ -338,692 +262,107 @@ def _triplet_grad_row(anchor, positive, negative, margin, p, eps, k, ga, gp, gn,
         gn[r, j] = v
 
 
-# ------------------------------------------------------------------------------- mean squared error
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def mse_forward(y_true, y_pred, weights, out):
-    """out[0] = sum_i w_i mean_d (p - t)^2 / N."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_mse, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
+# ------------------------------------------------------------------------------ generated kernels
+# Row computations made from a scalar term ``_STEM_f`` and its derivative ``_STEM_df``. A
+# pointwise loss: the term summed over the row.
+_POINTWISE_ROW = """
+def _{stem}_row({inputs}, r{args}):
+    s = 0.0
+    for j in range({x}.shape[1]):
+        s += _{stem}_f({t}[r, j], {x}[r, j]{args})
+    return s
+
+
+def _{stem}_row_grad({inputs}, r{args}, k, grad):
+    for j in range({x}.shape[1]):
+        grad[r, j] = _{stem}_df({t}[r, j], {x}[r, j]{args}) * k
+"""
+
+# A loss of the probabilities q = y_pred / S, S the row sum: sum_c term(y_c, q_c); through the
+# normalisation, with a_c = d term / d q_c, dL/dy_pred_k = (a_k - sum_c a_c q_c) / S.
+_NORMALISED_ROW = """
+def _{stem}_row(y_true, y_pred, r{args}):
+    inv_s = 1.0 / _row_sum(y_pred, r)
+    loss = 0.0
+    for j in range(y_pred.shape[1]):
+        loss += _{stem}_f(y_true[r, j], y_pred[r, j] * inv_s{args})
+    return loss
+
+
+def _{stem}_row_grad(y_true, y_pred, r{args}, k, grad):
+    inv_s = 1.0 / _row_sum(y_pred, r)
+    dot = 0.0
+    for j in range(y_pred.shape[1]):
+        pj = y_pred[r, j] * inv_s
+        dot += _{stem}_df(y_true[r, j], pj{args}) * pj
+    for j in range(y_pred.shape[1]):
+        a = _{stem}_df(y_true[r, j], y_pred[r, j] * inv_s{args})
+        grad[r, j] = (a - dot) * (inv_s * k)
+"""
+
+# The public kernels: out[0] = scale * sum_r w_r l_r / N (N elements for a mean over elements)
+# and its gradient, serial below the parallel threshold, prange above.
+_KERNELS = """
+def {name}_forward({inputs}, {hyper}weights, out):
+    {check}total = 0.0
+    if {x}.size < {par_min}:
+        for r in range({x}.shape[0]):
+            total += weights[r] * {row}({inputs}, r{args})
     else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_mse, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
+        for r in prange({x}.shape[0]):
+            total += weights[r] * {row}({inputs}, r{args})
+    out[0] = {scale} * total / {x}.{count}
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def mse_backward(y_true, y_pred, weights, grad):
-    """grad = 2 w_i (p - t) / (N D)."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_mse_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv, grad)
+def {name}_backward({inputs}, {hyper}weights, {grads}):
+    {check}k = {scale} / {x}.{count}
+    if {x}.size < {par_min}:
+        for r in range({x}.shape[0]):
+            {row}_grad({inputs}, r{args}, weights[r] * k, {grads})
     else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_mse_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-
-
-# ------------------------------------------------------------------------------ mean absolute error
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def mae_forward(y_true, y_pred, weights, out):
-    """out[0] = sum_i w_i mean_d |p - t| / N."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_mae, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_mae, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def mae_backward(y_true, y_pred, weights, grad):
-    """grad = w_i sign(p - t) / (N D), 0 where they are equal."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_mae_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_mae_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-
-
-# -------------------------------------------------------------------------------------------- huber
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def huber_forward(y_true, y_pred, delta, weights, out):
-    """out[0] = sum_i w_i mean_d huber(p - t) / N: 0.5 e^2 for |e| <= delta, else
-    delta (|e| - delta/2)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_huber, y_true, y_pred, r, delta, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_huber, y_true, y_pred, r, delta, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def huber_backward(y_true, y_pred, delta, weights, grad):
-    """grad = w_i clip(p - t, -delta, delta) / (N D)."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_huber_grad, y_true, y_pred, r, delta, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_huber_grad, y_true, y_pred, r, delta, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-
-
-# ----------------------------------------------------------------------------------------- log-cosh
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def log_cosh_forward(y_true, y_pred, weights, out):
-    """out[0] = sum_i w_i mean_d log(cosh(p - t)) / N (stable for any finite error)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_log_cosh, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_log_cosh, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def log_cosh_backward(y_true, y_pred, weights, grad):
-    """grad = w_i tanh(p - t) / (N D)."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_log_cosh_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_log_cosh_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-
-
-# --------------------------------------------------------------------------------------------- msle
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def msle_forward(y_true, y_pred, eps, weights, out):
-    """out[0] = sum_i w_i mean_d (log1p(max(p, eps)) - log1p(max(t, eps)))^2 / N (Keras)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_msle, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_msle, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def msle_backward(y_true, y_pred, eps, weights, grad):
-    """grad = w_i 2 (log1p(p) - log1p(max(t, eps))) / ((1 + p) N D), 0 where p < eps."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_msle_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_msle_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-
-
-# -------------------------------------------------------------------------------------------- poisson
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def poisson_forward(y_true, y_pred, eps, weights, out):
-    """out[0] = sum_i w_i mean_d (p - t log(p + eps)) / N (Keras' Poisson)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_poisson, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_poisson, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def poisson_backward(y_true, y_pred, eps, weights, grad):
-    """grad = w_i (1 - t / (p + eps)) / (N D)."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_poisson_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_poisson_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-
-
-# -------------------------------------------------------------------------------------------- hinge
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def hinge_forward(y_true, y_pred, weights, out):
-    """out[0] = sum_i w_i mean_d max(1 - t p, 0) / N (targets -1/1)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_hinge, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_hinge, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def hinge_backward(y_true, y_pred, weights, grad):
-    """grad = -w_i t / (N D) where 1 - t p > 0, else 0."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_hinge_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_hinge_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def squared_hinge_forward(y_true, y_pred, weights, out):
-    """out[0] = sum_i w_i mean_d max(1 - t p, 0)^2 / N (targets -1/1)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_sq_hinge, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_sq_hinge, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def squared_hinge_backward(y_true, y_pred, weights, grad):
-    """grad = -2 w_i t max(1 - t p, 0) / (N D)."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_sq_hinge_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_sq_hinge_grad, y_true, y_pred, r, 0.0, 0.0, 0.0, 0.0, weights[r] * inv,
-                         grad)
-
-
-# ------------------------------------------------------------------------------------ KL divergence
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def kl_divergence_forward(y_true, y_pred, eps, weights, out):
-    """out[0] = sum_i w_i sum_d tc log(tc / pc) / N, t and p clipped to [eps, 1] (Keras)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_kld, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_kld, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.shape[0]
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def kl_divergence_backward(y_true, y_pred, eps, weights, grad):
-    """grad = -w_i tc / (p N) inside [eps, 1], 0 where the clip of p binds."""
-    inv = 1.0 / y_pred.shape[0]
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_kld_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_kld_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-
-
-# ------------------------------------------------------------------------------ binary crossentropy
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def binary_crossentropy_forward(y_true, y_pred, eps, weights, out):
-    """out[0] = sum_i w_i mean_d -(t log q + (1 - t) log(1 - q)) / N, q = clip(p, eps, 1 - eps)."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_bce, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_bce, y_true, y_pred, r, eps, 0.0, 0.0, 0.0)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def binary_crossentropy_backward(y_true, y_pred, eps, weights, grad):
-    """grad = w_i ((1 - t) / (1 - p) - t / p) / (N D) inside [eps, 1 - eps], 0 where clipped."""
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_bce_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_bce_grad, y_true, y_pred, r, eps, 0.0, 0.0, 0.0, weights[r] * inv, grad)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def binary_crossentropy_logits_forward(y_true, logits, weights, out):
-    """out[0] = sum_i w_i mean_d (max(z, 0) - t z + log1p(exp(-|z|))) / N (stable)."""
-    total = 0.0
-    if logits.size < _PAR_MIN:
-        for r in range(logits.shape[0]):
-            total += weights[r] * _ew_row(_bce_logits, y_true, logits, r, 0.0, 0.0, 0.0, 0.0)
-    else:
-        for r in prange(logits.shape[0]):
-            total += weights[r] * _ew_row(_bce_logits, y_true, logits, r, 0.0, 0.0, 0.0, 0.0)
-    out[0] = total / logits.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def binary_crossentropy_logits_backward(y_true, logits, weights, grad):
-    """grad = w_i (sigmoid(z) - t) / (N D)."""
-    inv = 1.0 / logits.size
-    if logits.size < _PAR_MIN:
-        for r in range(logits.shape[0]):
-            _ew_grad_row(_bce_logits_grad, y_true, logits, r, 0.0, 0.0, 0.0, 0.0,
-                         weights[r] * inv, grad)
-    else:
-        for r in prange(logits.shape[0]):
-            _ew_grad_row(_bce_logits_grad, y_true, logits, r, 0.0, 0.0, 0.0, 0.0,
-                         weights[r] * inv, grad)
-
-
-# ------------------------------------------------------------------------------------- binary focal
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def binary_focal_crossentropy_forward(y_true, y_pred, gamma, alpha, apply_class_balancing, eps,
-                                      weights, out):
-    """Keras BinaryFocalCrossentropy: per element (1 - p_t)^gamma bce(t, clip(p)), times
-    t alpha + (1 - t)(1 - alpha) with apply_class_balancing; mean over D, weighted, / N."""
-    a1 = alpha if apply_class_balancing else 1.0
-    a0 = 1.0 - alpha if apply_class_balancing else 1.0
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_bfocal, y_true, y_pred, r, gamma, a1, a0, eps)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _ew_row(_bfocal, y_true, y_pred, r, gamma, a1, a0, eps)
-    out[0] = total / y_pred.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def binary_focal_crossentropy_backward(y_true, y_pred, gamma, alpha, apply_class_balancing, eps,
-                                       weights, grad):
-    """Exact gradient of the forward expression (clipped bce, unclipped focal factor)."""
-    a1 = alpha if apply_class_balancing else 1.0
-    a0 = 1.0 - alpha if apply_class_balancing else 1.0
-    inv = 1.0 / y_pred.size
-    if y_pred.size < _PAR_MIN:
-        for r in range(y_pred.shape[0]):
-            _ew_grad_row(_bfocal_grad, y_true, y_pred, r, gamma, a1, a0, eps, weights[r] * inv,
-                         grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _ew_grad_row(_bfocal_grad, y_true, y_pred, r, gamma, a1, a0, eps, weights[r] * inv,
-                         grad)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def binary_focal_crossentropy_logits_forward(y_true, logits, gamma, alpha, apply_class_balancing,
-                                             weights, out):
-    """Binary focal crossentropy of sigmoid(z), unclipped and stable for any finite z."""
-    a1 = alpha if apply_class_balancing else 1.0
-    a0 = 1.0 - alpha if apply_class_balancing else 1.0
-    total = 0.0
-    if logits.size < _PAR_MIN:
-        for r in range(logits.shape[0]):
-            total += weights[r] * _ew_row(_bfocal_logits, y_true, logits, r, gamma, a1, a0, 0.0)
-    else:
-        for r in prange(logits.shape[0]):
-            total += weights[r] * _ew_row(_bfocal_logits, y_true, logits, r, gamma, a1, a0, 0.0)
-    out[0] = total / logits.size
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def binary_focal_crossentropy_logits_backward(y_true, logits, gamma, alpha, apply_class_balancing,
-                                              weights, grad):
-    """d/dz of the logits forward."""
-    a1 = alpha if apply_class_balancing else 1.0
-    a0 = 1.0 - alpha if apply_class_balancing else 1.0
-    inv = 1.0 / logits.size
-    if logits.size < _PAR_MIN:
-        for r in range(logits.shape[0]):
-            _ew_grad_row(_bfocal_logits_grad, y_true, logits, r, gamma, a1, a0, 0.0,
-                         weights[r] * inv, grad)
-    else:
-        for r in prange(logits.shape[0]):
-            _ew_grad_row(_bfocal_logits_grad, y_true, logits, r, gamma, a1, a0, 0.0,
-                         weights[r] * inv, grad)
-
-
-# -------------------------------------------------------------------------------------- categorical
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def categorical_crossentropy_forward(y_true, y_pred, eps, weights, out):
-    """Keras: p = y_pred / row sum, clipped to [eps, 1 - eps];
-    out[0] = sum_n w_n (-sum_c y log p) / N."""
-    rows = y_pred.shape[0]
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _cce_row(y_true, y_pred, eps, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _cce_row(y_true, y_pred, eps, r)
-    out[0] = total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def categorical_crossentropy_backward(y_true, y_pred, eps, weights, grad):
-    """Exact gradient of the forward expression through the row normalisation and the clip."""
-    rows = y_pred.shape[0]
-    inv_n = 1.0 / rows
-    if y_pred.size < _PAR_MIN:
-        for r in range(rows):
-            _cce_grad_row(y_true, y_pred, eps, weights[r] * inv_n, grad, r)
-    else:
-        for r in prange(rows):
-            _cce_grad_row(y_true, y_pred, eps, weights[r] * inv_n, grad, r)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def categorical_crossentropy_logits_forward(y_true, logits, weights, out):
-    """out[0] = sum_n w_n (-sum_c y log softmax(z)) / N, stable log-sum-exp."""
-    rows = logits.shape[0]
-    total = 0.0
-    if logits.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _cce_logits_row(y_true, logits, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _cce_logits_row(y_true, logits, r)
-    out[0] = total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def categorical_crossentropy_logits_backward(y_true, logits, weights, grad):
-    """grad = w_n (softmax(z) * sum_row(y) - y) / N."""
-    rows = logits.shape[0]
-    inv_n = 1.0 / rows
-    if logits.size < _PAR_MIN:
-        for r in range(rows):
-            _cce_logits_grad_row(y_true, logits, weights[r] * inv_n, grad, r)
-    else:
-        for r in prange(rows):
-            _cce_logits_grad_row(y_true, logits, weights[r] * inv_n, grad, r)
-
-
-# ------------------------------------------------------------------------------- sparse categorical
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def sparse_categorical_crossentropy_forward(labels, y_pred, eps, weights, out):
-    """Categorical crossentropy (Keras semantics) with integer labels (N,) instead of one-hot."""
-    rows = y_pred.shape[0]
-    _check_labels(labels, y_pred.shape[1])
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _sparse_row(labels, y_pred, eps, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _sparse_row(labels, y_pred, eps, r)
-    out[0] = total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def sparse_categorical_crossentropy_backward(labels, y_pred, eps, weights, grad):
-    """Exact gradient of the sparse forward expression (normalisation and clip included)."""
-    rows = y_pred.shape[0]
-    _check_labels(labels, y_pred.shape[1])
-    inv_n = 1.0 / rows
-    if y_pred.size < _PAR_MIN:
-        for r in range(rows):
-            _sparse_grad_row(labels, y_pred, eps, weights[r] * inv_n, grad, r)
-    else:
-        for r in prange(rows):
-            _sparse_grad_row(labels, y_pred, eps, weights[r] * inv_n, grad, r)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def sparse_categorical_crossentropy_logits_forward(labels, logits, weights, out):
-    """out[0] = sum_n w_n (logsumexp(z_n) - z_n[label_n]) / N."""
-    rows = logits.shape[0]
-    _check_labels(labels, logits.shape[1])
-    total = 0.0
-    if logits.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _sparse_logits_row(labels, logits, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _sparse_logits_row(labels, logits, r)
-    out[0] = total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def sparse_categorical_crossentropy_logits_backward(labels, logits, weights, grad):
-    """grad = w_n (softmax(z) - onehot(label)) / N."""
-    rows = logits.shape[0]
-    _check_labels(labels, logits.shape[1])
-    inv_n = 1.0 / rows
-    if logits.size < _PAR_MIN:
-        for r in range(rows):
-            _sparse_logits_grad_row(labels, logits, weights[r] * inv_n, grad, r)
-    else:
-        for r in prange(rows):
-            _sparse_logits_grad_row(labels, logits, weights[r] * inv_n, grad, r)
-
-
-# -------------------------------------------------------------------------------- categorical focal
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def categorical_focal_crossentropy_forward(y_true, y_pred, gamma, alpha, eps, weights, out):
-    """Keras CategoricalFocalCrossentropy: q = clip(y_pred / row sum, eps, 1 - eps);
-    l_n = -alpha sum_c y_c (1 - q_c)^gamma log q_c; out[0] = sum_n w_n l_n / N."""
-    rows = y_pred.shape[0]
-    total = 0.0
-    if y_pred.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _cfocal_row(y_true, y_pred, gamma, eps, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _cfocal_row(y_true, y_pred, gamma, eps, r)
-    out[0] = alpha * total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def categorical_focal_crossentropy_backward(y_true, y_pred, gamma, alpha, eps, weights, grad):
-    """Exact gradient through the row normalisation and the clip."""
-    rows = y_pred.shape[0]
-    k = alpha / rows
-    if y_pred.size < _PAR_MIN:
-        for r in range(rows):
-            _cfocal_grad_row(y_true, y_pred, gamma, eps, weights[r] * k, grad, r)
-    else:
-        for r in prange(rows):
-            _cfocal_grad_row(y_true, y_pred, gamma, eps, weights[r] * k, grad, r)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def categorical_focal_crossentropy_logits_forward(y_true, logits, gamma, alpha, weights, out):
-    """The categorical focal loss of softmax(z), unclipped, through a stable log-softmax."""
-    rows = logits.shape[0]
-    total = 0.0
-    if logits.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _cfocal_logits_row(y_true, logits, gamma, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _cfocal_logits_row(y_true, logits, gamma, r)
-    out[0] = alpha * total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def categorical_focal_crossentropy_logits_backward(y_true, logits, gamma, alpha, weights, grad):
-    """d/dz of the logits forward: alpha w_n (b_k - q_k sum_c b_c) / N."""
-    rows = logits.shape[0]
-    k = alpha / rows
-    if logits.size < _PAR_MIN:
-        for r in range(rows):
-            _cfocal_logits_grad_row(y_true, logits, gamma, weights[r] * k, grad, r)
-    else:
-        for r in prange(rows):
-            _cfocal_logits_grad_row(y_true, logits, gamma, weights[r] * k, grad, r)
-
-
-# --------------------------------------------------------------------------- Dice, Jaccard, Tversky
-# Soft scores over each sample's D elements from A = sum t p, B = sum t, C = sum p; the smoothing
-# term s is added to numerator and denominator (an empty target predicted empty scores 1).
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def dice_forward(y_true, y_pred, smooth, weights, out):
-    """l_n = 1 - (2 A + s) / (B + C + s); out[0] = sum_n w_n l_n / N."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _overlap_row(y_true, y_pred, r, 2.0, 0.0, 1.0, 1.0, smooth)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _overlap_row(y_true, y_pred, r, 2.0, 0.0, 1.0, 1.0, smooth)
-    out[0] = total / y_pred.shape[0]
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def dice_backward(y_true, y_pred, smooth, weights, grad):
-    """grad_j = -w_n d score / d p_j / N."""
-    inv_n = 1.0 / y_pred.shape[0]
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _overlap_grad_row(y_true, y_pred, r, 2.0, 0.0, 1.0, 1.0, smooth, weights[r] * inv_n,
-                              grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _overlap_grad_row(y_true, y_pred, r, 2.0, 0.0, 1.0, 1.0, smooth, weights[r] * inv_n,
-                              grad)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def jaccard_forward(y_true, y_pred, smooth, weights, out):
-    """l_n = 1 - (A + s) / (B + C - A + s) (soft IoU); out[0] = sum_n w_n l_n / N."""
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _overlap_row(y_true, y_pred, r, 1.0, -1.0, 1.0, 1.0, smooth)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _overlap_row(y_true, y_pred, r, 1.0, -1.0, 1.0, 1.0, smooth)
-    out[0] = total / y_pred.shape[0]
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def jaccard_backward(y_true, y_pred, smooth, weights, grad):
-    """grad_j = -w_n d score / d p_j / N."""
-    inv_n = 1.0 / y_pred.shape[0]
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _overlap_grad_row(y_true, y_pred, r, 1.0, -1.0, 1.0, 1.0, smooth, weights[r] * inv_n,
-                              grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _overlap_grad_row(y_true, y_pred, r, 1.0, -1.0, 1.0, 1.0, smooth, weights[r] * inv_n,
-                              grad)
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def tversky_forward(y_true, y_pred, alpha, beta, smooth, weights, out):
-    """l_n = 1 - (TP + s) / (TP + alpha FP + beta FN + s), TP = A, FP = C - A, FN = B - A (Keras:
-    alpha weighs false positives, beta false negatives); out[0] = sum_n w_n l_n / N."""
-    m = 1.0 - alpha - beta
-    total = 0.0
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            total += weights[r] * _overlap_row(y_true, y_pred, r, 1.0, m, alpha, beta, smooth)
-    else:
-        for r in prange(y_pred.shape[0]):
-            total += weights[r] * _overlap_row(y_true, y_pred, r, 1.0, m, alpha, beta, smooth)
-    out[0] = total / y_pred.shape[0]
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def tversky_backward(y_true, y_pred, alpha, beta, smooth, weights, grad):
-    """grad_j = -w_n d score / d p_j / N."""
-    m = 1.0 - alpha - beta
-    inv_n = 1.0 / y_pred.shape[0]
-    if y_pred.size < _PAR_MIN_CHEAP:
-        for r in range(y_pred.shape[0]):
-            _overlap_grad_row(y_true, y_pred, r, 1.0, m, alpha, beta, smooth, weights[r] * inv_n,
-                              grad)
-    else:
-        for r in prange(y_pred.shape[0]):
-            _overlap_grad_row(y_true, y_pred, r, 1.0, m, alpha, beta, smooth, weights[r] * inv_n,
-                              grad)
-
-
-# --------------------------------------------------------------------------------------- embeddings
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def contrastive_forward(x1, x2, y, margin, eps, weights, out):
-    """Pairs of embeddings x1, x2 (N, D) with labels y (N,) (1: similar, 0: dissimilar):
-    l_n = y d^2 + (1 - y) max(margin - d, 0)^2, d = ||x1 - x2 + eps||_2;
-    out[0] = sum w_n l_n / N."""
-    rows = x1.shape[0]
-    total = 0.0
-    if x1.size < _PAR_MIN_CHEAP:
-        for r in range(rows):
-            total += weights[r] * _contrastive(_dist2_row(x1, x2, eps, r), y[r], margin)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _contrastive(_dist2_row(x1, x2, eps, r), y[r], margin)
-    out[0] = total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def contrastive_backward(x1, x2, y, margin, eps, weights, grad1, grad2):
-    """grad1 = c (x1 - x2 + eps) w_n / N = -grad2 (scalar.contrastive_grad gives c)."""
-    rows = x1.shape[0]
-    inv_n = 1.0 / rows
-    if x1.size < _PAR_MIN_CHEAP:
-        for r in range(rows):
-            c = _contrastive_grad(_dist2_row(x1, x2, eps, r), y[r], margin) * weights[r] * inv_n
-            for j in range(x1.shape[1]):
-                v = (x1[r, j] - x2[r, j] + eps) * c
-                grad1[r, j] = v
-                grad2[r, j] = -v
-    else:
-        for r in prange(rows):
-            c = _contrastive_grad(_dist2_row(x1, x2, eps, r), y[r], margin) * weights[r] * inv_n
-            for j in range(x1.shape[1]):
-                v = (x1[r, j] - x2[r, j] + eps) * c
-                grad1[r, j] = v
-                grad2[r, j] = -v
-
-
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def triplet_margin_forward(anchor, positive, negative, margin, p, eps, weights, out):
-    """torch.nn.TripletMarginLoss: l_n = max(d(a, pos) - d(a, neg) + margin, 0) with
-    d(x, y) = ||x - y + eps||_p; out[0] = sum_n w_n l_n / N."""
-    rows = anchor.shape[0]
-    total = 0.0
-    if anchor.size < _PAR_MIN:
-        for r in range(rows):
-            total += weights[r] * _triplet_row(anchor, positive, negative, margin, p, eps, r)
-    else:
-        for r in prange(rows):
-            total += weights[r] * _triplet_row(anchor, positive, negative, margin, p, eps, r)
-    out[0] = total / rows
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def triplet_margin_backward(anchor, positive, negative, margin, p, eps, weights, grad_anchor,
-                            grad_positive, grad_negative):
-    """Gradients for the three inputs (0 for triplets inside the margin)."""
-    rows = anchor.shape[0]
-    inv_n = 1.0 / rows
-    if anchor.size < _PAR_MIN:
-        for r in range(rows):
-            _triplet_grad_row(anchor, positive, negative, margin, p, eps, weights[r] * inv_n,
-                              grad_anchor, grad_positive, grad_negative, r)
-    else:
-        for r in prange(rows):
-            _triplet_grad_row(anchor, positive, negative, margin, p, eps, weights[r] * inv_n,
-                              grad_anchor, grad_positive, grad_negative, r)
+        for r in prange({x}.shape[0]):
+            {row}_grad({inputs}, r{args}, weights[r] * k, {grads})
+"""
+
+
+def _define(template, **fields):
+    """Run ``template`` filled in with ``fields`` in this module's namespace, compiled as this
+    file (so that numba can cache what it defines)."""
+    exec(compile(template.format(**fields), __file__, "exec"), globals())
+
+
+def _inline(template, term, stem, **fields):
+    """``_STEM_row`` and ``_STEM_row_grad`` of ``template`` around the scalar function ``term``
+    and its derivative ``TERM_grad``, all inlined where they are called."""
+    g = globals()
+    g[f"_{stem}_f"] = njit(inline="always")(term)
+    g[f"_{stem}_df"] = njit(inline="always")(getattr(scalar, term.__name__ + "_grad"))
+    _define(template, stem=stem, **fields)
+    for f in (f"_{stem}_row", f"_{stem}_row_grad"):
+        g[f] = njit(inline="always")(g[f])
+
+
+_inline(_NORMALISED_ROW, scalar.categorical_crossentropy, "cce", args=", eps")
+_inline(_NORMALISED_ROW, scalar.categorical_focal, "cfocal", args=", gamma, eps")
+
+
+def _make(loss):
+    """NAME_forward and NAME_backward of table row ``loss`` (scalar.LOSSES)."""
+    name, x = loss.name, loss.inputs[1]
+    inputs = ", ".join(loss.inputs)
+    if loss.pointwise:
+        _inline(_POINTWISE_ROW, loss.term, name, inputs=inputs, x=x, t=loss.inputs[0],
+                args="".join(", " + h for h in loss.hyper))
+    _define(_KERNELS, name=name, inputs=inputs, x=x, hyper="".join(h + ", " for h in loss.hyper),
+            row=f"_{name if loss.pointwise else loss.term}_row", scale=loss.scale,
+            args="".join(", " + a for a in loss.args.split(", ") if a),
+            grads=", ".join(loss.grads), par_min="_PAR_MIN_CHEAP" if loss.cheap else "_PAR_MIN",
+            count="size" if loss.pointwise and not loss.per_row else "shape[0]",
+            check=f"_check_labels(labels, {x}.shape[1])\n    " if "labels" in loss.inputs else "")
+    for suffix, options in (("_forward", {"fastmath": _FM}), ("_backward", {})):
+        globals()[name + suffix] = njit(cache=True, parallel=True, error_model="numpy",
+                                        **options)(globals()[name + suffix])
+
+
+for _loss in scalar.LOSSES:
+    _make(_loss)

@@ -10,6 +10,8 @@ import inspect
 
 import numpy as np
 
+from numbanet.kernels import scalar
+
 SEED = 20240601
 RELU = 1        # activation code of the fused forwards' inputs (kernels/scalar.py ACTIVATION_CODES)
 
@@ -111,21 +113,21 @@ def loss_args(be, fn, n, d, dtype):
     the kinds the loss takes (labels, one-hot rows, 0/1, +-1, probabilities, logits), unit
     sample weights, typical scalars, then the output(s)."""
     name = getattr(fn, "py_func", fn).__name__
-    binary = any(k in name for k in ("binary", "dice", "jaccard", "tversky"))
-    categorical = "categorical" in name or "kl_divergence" in name
-    if "hinge" in name:
+    kinds = {loss.name: loss.kinds for loss in scalar.LOSSES}.get(name.rsplit("_", 1)[0])
+    tkind, pkind = (kinds or "real real").split()      # the kinds of scalar.LOSSES
+    if tkind == "pm1":
         y_true = (2.0 * (normal((n, d), dtype, 1) > 0) - 1.0).astype(dtype)
-    elif binary:
+    elif tkind in ("unit", "mask"):
         y_true = (uniform((n, d), dtype, salt=1) > 0.5).astype(dtype)
-    elif categorical:
+    elif tkind == "dist":
         y_true = onehot(n, d, dtype, 1)
     else:
         y_true = normal((n, d), dtype, 1)
     if "logits" in name:
         y_pred = normal((n, d), dtype, 2, 3.0)
-    elif categorical:
+    elif pkind == "prob" and tkind in ("dist", "labels"):
         y_pred = probabilities((n, d), dtype, 2)
-    elif binary or "msle" in name or "poisson" in name:
+    elif pkind in ("prob", "pos"):
         y_pred = uniform((n, d), dtype, 0.01, 0.99, salt=2)
     else:
         y_pred = normal((n, d), dtype, 2)
