@@ -1,9 +1,11 @@
 """Dense (fully connected) layer kernels: BLAS GEMM through ``np.dot`` inside ``@njit``.
 
 Large products are split into blocks of output rows, one single-threaded BLAS call per block,
-the blocks run on helper threads (``_threads.run``: one compiled worker for the serial and the
-parallel call, no ``parallel=True`` to compile; the backend runs BLAS single-threaded, see
-``numbanet.backend``). The number of blocks depends on the shape only, never on the thread
+the blocks run on Numba's threads (``prange``; the backend runs BLAS single-threaded, see
+``numbanet.backend``). Each block loop is compiled twice, serially and with ``parallel=True``
+(``_threads.split_parallel``), each copy at its first use, so a model whose products stay small
+never compiles the parfor copy. (Python helper threads, as the convolutions use, cost ~100 us of
+hand-off per call here: a quarter of a 128x784->256 product.) The number of blocks depends on the shape only, never on the thread
 count, so results are the same on any machine.
 
 The weight gradient calls BLAS through ``_blas.gemm`` (x read transposed in place, no copy) so
@@ -14,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._blas import AT0, NO_TRANS, TRANS, gemm
-from ._threads import run
+from ._threads import split_parallel
 from .activations import _fused_forward_kernel
 
 # Multiply-adds below which one BLAS call on the calling thread is faster than a split.
@@ -25,6 +27,13 @@ _ROW_BLOCKS = 8
 _MIN_BLOCK_ROWS = 64
 
 
+def _split(kernel, nb):
+    """The copy of a split_parallel kernel for nb blocks: the prange copy only for nb > 1 (a
+    Numba prange runs blocks on its threads with a few us of hand-off; a model whose products
+    stay small never compiles it)."""
+    return kernel.parallel if nb > 1 else kernel.serial
+
+
 def _blocks(rows, work):
     """How many row blocks (1: no split)."""
     if work < _PARALLEL_MIN_WORK:
@@ -32,11 +41,10 @@ def _blocks(rows, work):
     return max(1, min(_ROW_BLOCKS, rows // _MIN_BLOCK_ROWS))
 
 
-@njit(cache=True, nogil=True)
-def _forward_blocks(x, w, b, out, nb, t0, t1):
-    """Row blocks t0..t1-1 (of nb) of out = x @ w + b."""
+def _forward_blocks(x, w, b, out, nb):
+    """The nb row blocks of out = x @ w + b."""
     n, u = out.shape
-    for t in range(t0, t1):
+    for t in prange(nb):
         r0, r1 = t * n // nb, (t + 1) * n // nb
         np.dot(x[r0:r1], w, out[r0:r1])
         for i in range(r0, r1):
@@ -44,11 +52,14 @@ def _forward_blocks(x, w, b, out, nb, t0, t1):
                 out[i, j] += b[j]
 
 
+_forward_blocks = split_parallel(_forward_blocks, "_forward_blocks", 0, 0)
+
+
 def dense_forward(x, w, b, out):
     """out = x @ w + b  (x (N, I), w (I, U), b (U,), out (N, U))."""
     n, u = out.shape
     nb = _blocks(n, n * u * x.shape[1])
-    run(_forward_blocks, (x, w, b, out, nb), nb, nb > 1)
+    _split(_forward_blocks, nb)(x, w, b, out, nb)
 
 
 def dense_forward_activation(x, w, b, activation, alpha, pre, out):
@@ -59,20 +70,22 @@ def dense_forward_activation(x, w, b, activation, alpha, pre, out):
     activate(pre.reshape(-1), alpha, out.reshape(-1))
 
 
-@njit(cache=True, nogil=True)
-def _input_blocks(grad_out, w, grad_in, nb, t0, t1):
-    """Row blocks t0..t1-1 (of nb) of grad_in = grad_out @ w.T."""
+def _input_blocks(grad_out, w, grad_in, nb):
+    """The nb row blocks of grad_in = grad_out @ w.T."""
     n = grad_in.shape[0]
-    for t in range(t0, t1):
+    for t in prange(nb):
         r0, r1 = t * n // nb, (t + 1) * n // nb
         np.dot(grad_out[r0:r1], w.T, grad_in[r0:r1])
+
+
+_input_blocks = split_parallel(_input_blocks, "_input_blocks", 0, 0)
 
 
 def dense_backward_input(grad_out, w, grad_in):
     """grad_in = grad_out @ w.T."""
     n, i = grad_in.shape
     nb = _blocks(n, n * i * w.shape[1])
-    run(_input_blocks, (grad_out, w, grad_in, nb), nb, nb > 1)
+    _split(_input_blocks, nb)(grad_out, w, grad_in, nb)
 
 
 @njit(cache=True)
@@ -93,25 +106,25 @@ def _weight_blocks(x, grad_out, beta, grad_w, nb):
         _weight_rows(x, grad_out, beta, grad_w, t * i // nb, (t + 1) * i // nb)
 
 
-@njit(cache=True, nogil=True)
-def _weight_worker(x, grad_out, accumulate, grad_w, grad_b, nb, t0, t1):
-    """Blocks t0..t1-1 of nb blocks of grad_w's rows: grad_w[c0:c1] = x[:, c0:c1].T @ grad_out
-    (+ grad_w[c0:c1] with ``accumulate``), one BLAS call each; the block-0 range also does
-    grad_b (column sums of grad_out, the same order on any thread)."""
+def _weight_worker(x, grad_out, accumulate, grad_w, grad_b, nb):
+    """The nb blocks of grad_w's rows, grad_w[c0:c1] = x[:, c0:c1].T @ grad_out (+ grad_w[c0:c1]
+    with ``accumulate``), one BLAS call each; then grad_b (column sums of grad_out)."""
     n, i = x.shape
     u = grad_out.shape[1]
     beta = 1.0 if accumulate else 0.0
-    for t in range(t0, t1):
+    for t in prange(nb):
         c0, c1 = t * i // nb, (t + 1) * i // nb
         gemm(TRANS, NO_TRANS, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), AT0,
              u, beta, grad_w.reshape(-1), c0 * u, u)
-    if t0 == 0:
-        s = np.zeros(u, grad_b.dtype)
-        for r in range(n):
-            for j in range(u):
-                s[j] += grad_out[r, j]
+    s = np.zeros(u, grad_b.dtype)
+    for r in range(n):
         for j in range(u):
-            grad_b[j] = grad_b[j] + s[j] if accumulate else s[j]
+            s[j] += grad_out[r, j]
+    for j in range(u):
+        grad_b[j] = grad_b[j] + s[j] if accumulate else s[j]
+
+
+_weight_worker = split_parallel(_weight_worker, "_weight_worker", 0, 0)
 
 
 def dense_backward_weight(x, grad_out, accumulate, grad_w, grad_b):
@@ -120,4 +133,4 @@ def dense_backward_weight(x, grad_out, accumulate, grad_w, grad_b):
     n, u = grad_out.shape
     i = x.shape[1]
     nb = _blocks(i, n * u * i)
-    run(_weight_worker, (x, grad_out, bool(accumulate), grad_w, grad_b, nb), nb, nb > 1)
+    _split(_weight_worker, nb)(x, grad_out, bool(accumulate), grad_w, grad_b, nb)
