@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._jit import HELPER
-from ._threads import split_parallel
+from ._threads import run
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -120,22 +120,20 @@ def _max_any_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap):
         _max_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op, ap)
 
 
-def _max_forward_planes(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax):
-    """The planes (p = n*C + c) of max_pool2d_forward."""
+@njit(cache=True, nogil=True)
+def _max_forward_planes(x, pool_h, pool_w, sh, sw, ph, pw, out, argmax, p0, p1):
+    """Planes p0..p1-1 (p = n*C + c) of max_pool2d_forward."""
     C = x.shape[1]
-    for p in prange(x.shape[0] * C):
+    for p in range(p0, p1):
         n, c = p // C, p % C
         _max_any_plane(x[n, c], pool_h, pool_w, sh, sw, ph, pw, out[n, c], argmax[n, c])
 
 
-# serial and prange copies, each compiled at its first use (x.size from _PARALLEL_MIN_SIZE on)
-_max_forward_planes = split_parallel(_max_forward_planes, "_max_forward_planes", 0,
-                                     _PARALLEL_MIN_SIZE)
-
-
 def max_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax):
     """out = max over each pool_h x pool_w window; argmax = h*W + w of the winner in its plane."""
-    _max_forward_planes(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax)
+    planes = x.shape[0] * x.shape[1]
+    run(_max_forward_planes, (x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out, argmax),
+        planes, x.size >= _PARALLEL_MIN_SIZE)
 
 
 @njit(**HELPER)
@@ -149,22 +147,20 @@ def _max_back_plane(gp, ap, gip):
             gip[k] += gp[q]
 
 
-def _max_backward_planes(gi3, g3, a3):
-    """The planes of max_pool2d_backward (flat planes)."""
-    for p in prange(gi3.shape[0]):
+@njit(cache=True, nogil=True)
+def _max_backward_planes(g3, a3, gi3, p0, p1):
+    """Planes p0..p1-1 of max_pool2d_backward (flat planes)."""
+    for p in range(p0, p1):
         _max_back_plane(g3[p], a3[p], gi3[p])
-
-
-_max_backward_planes = split_parallel(_max_backward_planes, "_max_backward_planes", 0,
-                                      _PARALLEL_MIN_SIZE)
 
 
 def max_pool2d_backward(grad_out, argmax, grad_in):
     """grad_in = zeros, plus each grad_out element added at its argmax position."""
     N, C, H, W = grad_in.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
-    _max_backward_planes(grad_in.reshape(N * C, H * W), grad_out.reshape(N * C, OH * OW),
-                         argmax.reshape(N * C, OH * OW))
+    run(_max_backward_planes, (grad_out.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW),
+                               grad_in.reshape(N * C, H * W)), N * C,
+        grad_in.size >= _PARALLEL_MIN_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------
