@@ -69,3 +69,9 @@ def test_compare_covers_attention_on_both_targets():
     assert sorted(errors) == names
     for name, err in errors.items():
         assert err is not None and err < 1e-6, (name, err)
+
+
+def test_compare_table_points_to_the_pytorch_comparison(capsys):
+    assert main(["compare", "--ops", "relu_forward", "--size", "small", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "relu_forward" in out and "benchmarks/vs_torch.py" in out.splitlines()[-1]

@@ -167,6 +167,12 @@ def _fmt_err(e):
     return "-" if e is None else f"{e:.1e}"
 
 
+# numbanet against PyTorch is timed by benchmarks/vs_torch.py, not here (torch is not a dependency).
+TORCH_NOTE = ("Against PyTorch, layer by layer and per training step: python benchmarks/vs_torch.py "
+              "(README, Benchmarks: the figures of a 2-core AVX-512 Xeon, with how they were "
+              "measured).")
+
+
 def format_table(rows, cuda_note=None):
     head = (f"{'op':14s} {'kernel':42s} {'cpu ms':>9s} {'cuda ms':>9s} {'speedup':>8s} "
             f"{'cpu err':>8s} {'cuda err':>8s}")
@@ -215,4 +221,5 @@ def main(args):
         print(json.dumps({"rows": rows, "note": note, "size": args.size, "dtype": args.dtype}))
     else:
         print(format_table(rows, note))
+        print(TORCH_NOTE)
     return 0
