@@ -26,8 +26,8 @@ from numba import cuda
 
 from .. import scalar
 from ._common import (A1, A2, D1, L1, MAX_THREADS, N1, ROW_LANES, ROW_ROWS, Float, Int, Kernel,
-                      device, flat, grid_1d, grid_rows, grid_sum_store, reduction_args, row_max,
-                      row_sum)
+                      device, flat, grid_1d, grid_rows, grid_sum_store, reduction_args,
+                      row_max_sumexp, row_sum)
 
 _log_clipped = device(scalar.log_clipped)
 _neg_log_clipped_grad = device(scalar.neg_log_clipped_grad)
@@ -158,27 +158,9 @@ def _row_total(sh, a, r, live):
 
 
 @cuda.jit(device=True)
-def _row_max_sum_exp(sh, z, r, live):
-    """(m, sum_j exp(z[r, j] - m)) with m the maximum of row r (NaN if any), to every lane."""
-    tx, lanes = cuda.threadIdx.x, cuda.blockDim.x
-    m = -math.inf
-    if live:
-        for j in range(tx, z.shape[1], lanes):
-            v = z[r, j]
-            if v > m or v != v:
-                m = v
-    m = row_max(sh, m)
-    se = 0.0
-    if live:
-        for j in range(tx, z.shape[1], lanes):
-            se += math.exp(z[r, j] - m)
-    return m, row_sum(sh, se)
-
-
-@cuda.jit(device=True)
 def _row_lse(sh, z, r, live):
     """log-sum-exp of row r of z, to every lane of the row."""
-    m, se = _row_max_sum_exp(sh, z, r, live)
+    m, se = row_max_sumexp(sh, z, r, live)
     return m + math.log(se) if live else 0.0
 
 
@@ -192,7 +174,7 @@ def _cce_logits(sh, y_true, z, r, live):
 
 
 def _cce_logits_grad(sh, y_true, z, r, live, k, grad):
-    m, se = _row_max_sum_exp(sh, z, r, live)
+    m, se = row_max_sumexp(sh, z, r, live)
     st = _row_total(sh, y_true, r, live)
     if live:
         q = st / se
@@ -229,7 +211,7 @@ def _sparse_grad(sh, labels, y_pred, r, live, eps, k, grad):
 
 
 def _sparse_logits(sh, labels, z, r, live):
-    m, se = _row_max_sum_exp(sh, z, r, live)
+    m, se = row_max_sumexp(sh, z, r, live)
     if live and cuda.threadIdx.x == 0:
         lab = labels[r]
         if lab >= 0 and lab < z.shape[1]:
@@ -240,7 +222,7 @@ def _sparse_logits(sh, labels, z, r, live):
 
 def _sparse_logits_grad(sh, labels, z, r, live, k, grad):
     lab = labels[r] if live else -1
-    m, se = _row_max_sum_exp(sh, z, r, live)
+    m, se = row_max_sumexp(sh, z, r, live)
     if live:
         ks = k / se
         bad = lab < 0 or lab >= z.shape[1]
