@@ -31,6 +31,7 @@ import math
 from numba import njit, prange
 
 from .. import scalar
+from ._threads import split_parallel
 
 # prange above these sizes: same measurements as the activations (2 cores; thread start-up of a
 # few us only pays for memory-bound loops from ~1e5 elements, for log/exp loops from ~1e4).
@@ -301,27 +302,20 @@ def _{stem}_row_grad(y_true, y_pred, r{args}, k, grad):
 """
 
 # The public kernels: out[0] = scale * sum_r w_r l_r / N (N elements for a mean over elements)
-# and its gradient, serial below the parallel threshold, prange above.
+# and its gradient, each compiled serially for inputs below the parallel threshold and with
+# parallel=True above, each copy at its first use (_threads.split_parallel).
 _KERNELS = """
 def {name}_forward({inputs}, {hyper}weights, out):
     {check}total = 0.0
-    if {x}.size < {par_min}:
-        for r in range({x}.shape[0]):
-            total += weights[r] * {row}({inputs}, r{args})
-    else:
-        for r in prange({x}.shape[0]):
-            total += weights[r] * {row}({inputs}, r{args})
+    for r in prange({x}.shape[0]):
+        total += weights[r] * {row}({inputs}, r{args})
     out[0] = {scale} * total / {x}.{count}
 
 
 def {name}_backward({inputs}, {hyper}weights, {grads}):
     {check}k = {scale} / {x}.{count}
-    if {x}.size < {par_min}:
-        for r in range({x}.shape[0]):
-            {row}_grad({inputs}, r{args}, weights[r] * k, {grads})
-    else:
-        for r in prange({x}.shape[0]):
-            {row}_grad({inputs}, r{args}, weights[r] * k, {grads})
+    for r in prange({x}.shape[0]):
+        {row}_grad({inputs}, r{args}, weights[r] * k, {grads})
 """
 
 
@@ -356,12 +350,13 @@ def _make(loss):
     _define(_KERNELS, name=name, inputs=inputs, x=x, hyper="".join(h + ", " for h in loss.hyper),
             row=f"_{name if loss.pointwise else loss.term}_row", scale=loss.scale,
             args="".join(", " + a for a in loss.args.split(", ") if a),
-            grads=", ".join(loss.grads), par_min="_PAR_MIN_CHEAP" if loss.cheap else "_PAR_MIN",
+            grads=", ".join(loss.grads),
             count="size" if loss.pointwise and not loss.per_row else "shape[0]",
             check=f"_check_labels(labels, {x}.shape[1])\n    " if "labels" in loss.inputs else "")
+    par_min = _PAR_MIN_CHEAP if loss.cheap else _PAR_MIN
     for suffix, options in (("_forward", {"fastmath": _FM}), ("_backward", {})):
-        globals()[name + suffix] = njit(cache=True, parallel=True, error_model="numpy",
-                                        **options)(globals()[name + suffix])
+        globals()[name + suffix] = split_parallel(globals()[name + suffix], name + suffix,
+                                                  1, par_min, error_model="numpy", **options)
 
 
 for _loss in scalar.LOSSES:
