@@ -12,8 +12,9 @@ the two models' cosine similarities over all pairs of the 300 most frequent word
 same figure for two gensim runs with different seeds (what "alike" can mean for a stochastic
 method) and for two numbanet runs.
 
-Run by hand (gensim is in the ``bench`` extra): ``python benchmarks/word2vec_vs_gensim.py``, or
-through ``../shared/tools/fair-blas`` for the BLAS a user's machine would have. Its work sits
+Run by hand (gensim is in the ``bench`` extra): ``python benchmarks/word2vec_vs_gensim.py``; on a machine
+that sets ``OPENBLAS_CORETYPE``, run it with that variable unset for the BLAS a user's machine
+would have (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...``). Its work sits
 under ``__main__`` so asv's discovery never runs it.
 """
 import argparse
