@@ -113,9 +113,7 @@ def _weight_worker(x, grad_out, accumulate, grad_w, grad_b, nb):
     u = grad_out.shape[1]
     beta = 1.0 if accumulate else 0.0
     for t in prange(nb):
-        c0, c1 = t * i // nb, (t + 1) * i // nb
-        gemm(TRANS, NO_TRANS, c1 - c0, u, n, 1.0, x.reshape(-1), c0, i, grad_out.reshape(-1), AT0,
-             u, beta, grad_w.reshape(-1), c0 * u, u)
+        _weight_rows(x, grad_out, beta, grad_w, t * i // nb, (t + 1) * i // nb)
     s = np.zeros(u, grad_b.dtype)
     for r in range(n):
         for j in range(u):
