@@ -333,3 +333,14 @@ def test_idx_sizes_are_computed_without_overflow(tmp_path):
         (tmp_path / name).write_bytes(header + b"\x01\x02")
         with pytest.raises(ValueError, match=rf"{name}.*needs [0-9,]+ data bytes, found 2"):
             read_idx(tmp_path / name)
+
+
+def test_poisson_refuses_negative_counts():
+    """Poisson's targets are counts (or rates): a negative one is named with its index."""
+    model = nb.Sequential([nb.layers.Dense(1, activation="softplus")], input_shape=(2,))
+    model.compile("adam", "poisson")
+    y = np.array([[1.0], [-2.0], [0.0]])
+    with pytest.raises(ValueError, match=r"Poisson: targets must lie in \[0, inf\], got -2 at "
+                                         r"index \(1, 0\)"):
+        model.fit(np.ones((3, 2)), y, epochs=1, verbose=0)
+    model.fit(np.ones((3, 2)), np.abs(y), epochs=1, verbose=0)     # counts train

@@ -49,7 +49,7 @@ class Loss(Declared):
       by default the ``params`` in order.
     * ``has_logits`` adds ``from_logits``; ``target_kind`` ("binary", "categorical", "sparse")
       adds ``class_weight`` (see ``ClassWeights``); ``targets`` checks or converts the targets
-      ("probabilities", "distributions", "signs").
+      ("probabilities", "distributions", "signs", "counts": >= 0).
 
     A custom loss subclasses ``Loss`` and defines ``call(y_true, y_pred)`` with ``nb.ops``,
     returning per-sample (or per-element) losses or a scalar: ``fit`` trains with it without a
@@ -67,7 +67,7 @@ class Loss(Declared):
     has_logits = False         # a <kernel>_logits kernel pair exists (from_logits=True works)
     rowwise = False            # per row of the last axis (classes): extra axes are positions
     target_kind = None         # class weights: "binary", "categorical" or "sparse"
-    targets = None             # target domain: "probabilities", "distributions" or "signs"
+    targets = None             # target domain: "probabilities", "distributions", "signs", "counts"
 
     @classmethod
     def _declared(cls):
@@ -285,6 +285,8 @@ class Loss(Declared):
             y = 2 * y - 1              # 0/1 targets of a hinge loss become -1/1 (as Keras does)
         if self.targets in ("probabilities", "distributions"):
             _check_probabilities(self.name, y, rows=self.targets == "distributions")
+        elif self.targets == "counts":
+            _check_probabilities(self.name, y, high=math.inf)
         return y
 
     def sample_weights(self, y_true):
@@ -398,14 +400,14 @@ def _loss_tensor(loss, y_true, y_pred, sample_weight):
 
 
 # ------------------------------------------------------------------------------------ target checks
-def _check_probabilities(owner, y, rows=False):
-    """Targets are probabilities: every entry in [0, 1] (soft targets allowed); with ``rows``
-    each row of the last axis is a distribution over the classes, summing to 1 (within 1e-3;
-    label smoothing keeps that)."""
-    bad = np.argwhere((y < 0) | (y > 1))
+def _check_probabilities(owner, y, rows=False, high=1):
+    """Targets are probabilities: every entry in [0, high] (1: soft targets allowed; inf: counts
+    or rates); with ``rows`` each row of the last axis is a distribution over the classes,
+    summing to 1 (within 1e-3; label smoothing keeps that)."""
+    bad = np.argwhere((y < 0) | (y > high))
     if bad.size:
         at = tuple(int(i) for i in bad[0])
-        raise ValueError(f"{owner}: targets must lie in [0, 1], got {y[at].item():.6g} "
+        raise ValueError(f"{owner}: targets must lie in [0, {high:g}], got {y[at].item():.6g} "
                          f"at index {at}")
     if rows:
         sums = y.reshape(-1, y.shape[-1]).sum(axis=1, dtype=np.float64)
@@ -577,7 +579,7 @@ class Poisson(Loss):
     """mean(y_pred - y_true log(y_pred + 1e-7)) (Keras): the negative log-likelihood of counts
     y_true under Poisson rates y_pred, less the constant log(y_true!)."""
     kernel = "poisson"
-    args = (CLIP,)
+    args, targets = (CLIP,), "counts"
 
 
 @register("hinge")
