@@ -5,6 +5,10 @@ import os
 if os.environ.get("NUMBANET_TEST_REAL_CUDA", "0") != "1":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
+# fit's compile helper (a second process compiling kernels on a cold cache) only where a test
+# asks for it: tests/test_compile_helper.py
+os.environ.setdefault("NUMBANET_COMPILE_HELPER", "0")
+
 import numpy as np
 import pytest
 

@@ -4,6 +4,7 @@ A backend owns allocation, host/device transfer and kernel dispatch: every publi
 ``numbanet.kernels.<target>.<module>`` is bound as an attribute (``backend.conv2d_forward(...)``).
 Layers hold a backend and never import numba themselves.
 """
+import contextlib
 import importlib
 import os
 
@@ -43,6 +44,11 @@ class Backend:
 
     def __repr__(self):
         return f"<numbanet backend {self.name!r}>"
+
+    def first_compile(self, callback):
+        """Context manager: ``callback()`` runs once inside it when a kernel first has to be
+        compiled (a kernel missing from the on-disk cache); never on a warm start."""
+        return contextlib.nullcontext()
 
 
 def limit_kernel_blas_threads(n=None):
@@ -93,6 +99,10 @@ class CPUBackend(Backend):
     def __init__(self):
         super().__init__("cpu")
         self.blas_threads = limit_kernel_blas_threads()
+
+    def first_compile(self, callback):
+        from .kernels.cpu._jit import first_compile
+        return first_compile(callback)
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)

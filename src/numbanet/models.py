@@ -11,6 +11,7 @@ loss, backward and the optimizer update; only the scalars the user asked to see 
 Weights belong to layers (their storage is the backend's parameter arena): a layer shared by
 several models is trained through each of them.
 """
+import contextlib
 import json
 import os
 import warnings
@@ -18,6 +19,7 @@ import zipfile
 
 import numpy as np
 
+from . import _compile_helper
 from . import callbacks as callbacks_module
 from . import distributed as distributed_module
 from . import engine, functional
@@ -1261,8 +1263,11 @@ class Model(Layer, functional._GraphLayer):
                 ys_host = [None if v is None else v[part] for v in ys]
                 wb = None if weights is None else be.asarray(weights[part], self.dtype)
                 if len(part):
-                    value, outs = self._step(self._device_batch(xs, part),
-                                             self._device_targets(ys_host), wb)
+                    with _compile_helper.watch(self, xs, part, ys_host) \
+                            if epoch == initial_epoch and step == 0 and sync is None \
+                            else contextlib.nullcontext():
+                        value, outs = self._step(self._device_batch(xs, part),
+                                                 self._device_targets(ys_host), wb)
                 else:               # a last global batch smaller than the number of ranks
                     value, outs = sync.empty_step(), None
                 total += value * len(idx)
@@ -1708,33 +1713,14 @@ def load_model(path, device=None, compile=True):
         if version not in (1, FORMAT_VERSION):
             raise ValueError(f"format version {version!r}, this numbanet reads 1 and "
                              f"{FORMAT_VERSION}")
-        mc = config["model"]
-        if "nodes" in mc:
-            model = functional_from_config(mc)
-            if device is not None:
-                model.to(device)
-        else:
-            model = Sequential.from_config(mc, device=device)
+        model = model_from_config(config["model"], device)
         _set_arrays(model, arrays, path, "load_model")
         for i, w in enumerate(model.get_weights()):
             if w.dtype.kind == "f" and not np.all(np.isfinite(w)):
                 raise ValueError(f"weight array {i} holds NaN or Inf")
         comp = config.get("compile")
         if comp and compile:
-            opt = optimizers_module.REGISTRY.deserialize(comp["optimizer"])
-            load_loss = losses_module.REGISTRY.deserialize
-            load_metric = metrics_module.REGISTRY.deserialize
-            if "losses" in comp:
-                losses = [None if e is None else load_loss(e) for e in comp["losses"]]
-                metrics = [[load_metric(m) for m in ms] for ms in comp["metrics"]]
-                loss_arg = losses[0] if len(losses) == 1 else losses
-                metric_arg = metrics[0] if len(metrics) == 1 else metrics
-                model.compile(optimizer=opt, loss=loss_arg, metrics=metric_arg,
-                              loss_weights=comp.get("loss_weights"))
-                _restore_metric_names(model, metrics)
-            else:                                       # version 1: one loss
-                model.compile(optimizer=opt, loss=load_loss(comp["loss"]),
-                              metrics=[load_metric(m) for m in comp["metrics"]])
+            opt = compile_from_config(model, comp)
             state = {k[len("optimizer/"):]: v for k, v in arrays.items()
                      if k.startswith("optimizer/")}
             if version == 1:
@@ -1747,6 +1733,35 @@ def load_model(path, device=None, compile=True):
     except ValueError as e:
         raise ValueError(f"load_model: {path!r} is not a valid numbanet model file ({e})") from None
     return model
+
+
+def model_from_config(config, device=None):
+    """A Sequential or functional model (fresh weights) from its ``get_config()``."""
+    if "nodes" in config:
+        model = functional_from_config(config)
+        if device is not None:
+            model.to(device)
+        return model
+    return Sequential.from_config(config, device=device)
+
+
+def compile_from_config(model, comp):
+    """Compile ``model`` as the ``"compile"`` entry of a saved model describes (optimizer, losses,
+    metrics); returns the optimizer."""
+    opt = optimizers_module.REGISTRY.deserialize(comp["optimizer"])
+    load_loss = losses_module.REGISTRY.deserialize
+    load_metric = metrics_module.REGISTRY.deserialize
+    if "losses" in comp:
+        losses = [None if e is None else load_loss(e) for e in comp["losses"]]
+        metrics = [[load_metric(m) for m in ms] for ms in comp["metrics"]]
+        model.compile(optimizer=opt, loss=losses[0] if len(losses) == 1 else losses,
+                      metrics=metrics[0] if len(metrics) == 1 else metrics,
+                      loss_weights=comp.get("loss_weights"))
+        _restore_metric_names(model, metrics)
+    else:                                       # format version 1: one loss
+        model.compile(optimizer=opt, loss=load_loss(comp["loss"]),
+                      metrics=[load_metric(m) for m in comp["metrics"]])
+    return opt
 
 
 def _restore_metric_names(model, metrics):
