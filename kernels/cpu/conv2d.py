@@ -12,9 +12,13 @@ input gradient, weight gradient), so a model compiles only the strategies its la
   contiguous loop per kernel tap over a "wide" (OH, Wp) output whose extra Wp - OW columns per
   row are dropped.
 * GEMM (everything else: strides, dilations, other kernel sizes): im2col of a block of output
-  rows (spanning images when images are small) into ``col`` (C*KH*KW, rows*OW), one BLAS GEMM,
-  and a copy back to NCHW (plus bias). The weight gradient multiplies ``col`` by the transposed
-  output gradient (both GEMMs keep BLAS on its fast no-transpose path).
+  rows (spanning images when images are small) into ``col`` (rows*OW, KH*KW*C), one BLAS GEMM,
+  and a copy back to NCHW (plus bias). The im2col reads a channels-last copy of the padded image,
+  so one output position's taps are runs of C contiguous channels (KW*C with unit dilation)
+  whatever the stride; NCHW rows would give runs of OW elements, strided by the stride (7 for a
+  stride-2 layer on 14x14 inputs). The weight goes channels last too, (K, KH*KW*C); the weight
+  gradient multiplies the output gradient (K x rows) by ``col``; all GEMMs run on BLAS with
+  leading dimensions, no copies of the operands.
 
 Work is split into units of whole images (the weight gradient: a fixed number of chunks of
 images, each summing into its own partial), a function of the shapes only; a large call runs
@@ -40,7 +44,7 @@ import numpy as np
 from numba import njit
 
 from . import _conv_winograd as _wino
-from ._blas import AT0, NO_TRANS, gemm
+from ._blas import AT0, NO_TRANS, TRANS, gemm
 from ._conv_common import BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD, bias_gradient, plane_sums
 from ._jit import HELPER
 from ._threads import run as _run
@@ -127,52 +131,85 @@ def _gemm_block_rows(CKK, K, OW, itemsize):
 
 
 @njit(**HELPER)
-def _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
-    """col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow] = xp[c, oh*sh + i*dh, ow*sw + j*dw] for
-    oh0 <= oh < oh1.
-
-    The runs copied are short (OW), so they index flat views with unsigned offsets: no slice
-    set-up per run and no wraparound test per element."""
-    C, Hp, Wp = xp.shape
-    xf, cf = xp.reshape(-1), col.reshape(-1)
-    M = col.shape[1]
-    OWu, swu = np.uint64(OW), np.uint64(sw)
-    for c in range(C):
-        for i in range(KH):
-            for j in range(KW):
-                r = (c * KH + i) * KW + j
-                for oh in range(oh0, oh1):
-                    d0 = np.uint64(r * M + m0 + (oh - oh0) * OW)
-                    s0 = np.uint64((c * Hp + oh * sh + i * dh) * Wp + j * dw)
-                    if sw == 1:
-                        for t in range(OWu):
-                            cf[d0 + t] = xf[s0 + t]
-                    else:
-                        for t in range(OWu):
-                            cf[d0 + t] = xf[s0 + t * swu]
+def _pad_image_hwc(x, n, ph, pw, xh):
+    """xh (Hp, Wp, C) = zeros with image n of x, channels last, at offset (ph, pw), cropped to
+    xh's extent."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Hp, Wp = xh.shape[0], xh.shape[1]
+    xh[:] = 0.0
+    h0, h1 = max(0, -ph), min(H, Hp - ph)
+    w0, w1 = max(0, -pw), min(W, Wp - pw)
+    xf, hf = x.reshape(-1), xh.reshape(-1)
+    plane = np.uint64(H * W)
+    for h in range(h0, h1):
+        for w in range(w0, w1):                 # contiguous writes, reads one plane apart
+            d0 = np.uint64(((h + ph) * Wp + w + pw) * C)
+            s0 = np.uint64((n * C * H + h) * W + w)
+            for c in range(np.uint64(C)):
+                hf[d0 + c] = xf[s0 + c * plane]
 
 
 @njit(**HELPER)
-def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp):
-    """dxp[c, oh*sh + i*dh, ow*sw + j*dw] += col[(c*KH+i)*KW+j, m0 + (oh-oh0)*OW + ow]: the
+def _crop_image_hwc(dxh, n, ph, pw, grad_in):
+    """grad_in[n] = the image part of the channels-last padded gradient dxh (zero where dxh
+    does not reach)."""
+    C, H, W = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
+    Hp, Wp = dxh.shape[0], dxh.shape[1]
+    h0, h1 = max(0, -ph), min(H, Hp - ph)
+    w0, w1 = max(0, -pw), min(W, Wp - pw)
+    if h1 - h0 < H or w1 - w0 < W:
+        grad_in[n] = 0.0
+    gf, df = grad_in.reshape(-1), dxh.reshape(-1)
+    Cu = np.uint64(C)
+    for h in range(h0, h1):
+        for c in range(C):
+            d0 = np.uint64(((n * C + c) * H + h) * W)
+            s0 = np.uint64(((h + ph) * Wp + pw) * C + c)
+            for w in range(w0, w1):
+                gf[d0 + np.uint64(w)] = df[s0 + np.uint64(w) * Cu]
+
+
+@njit(**HELPER)
+def _im2col_rows(xh, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, m0):
+    """col[m0 + (oh-oh0)*OW + ow, (i*KW + j)*C + c] = xh[oh*sh + i*dh, ow*sw + j*dw, c] for
+    oh0 <= oh < oh1: one row of taps per output position, from the channels-last padded image.
+
+    A tap is a run of C contiguous channels, and with dw = 1 the KW taps of a kernel row are
+    one run of KW*C (flat views, unsigned offsets: no slice set-up, no wraparound test)."""
+    Hp, Wp, C = xh.shape
+    xf, cf = xh.reshape(-1), col.reshape(-1)
+    CKK = col.shape[1]
+    run = KW * C if dw == 1 else C
+    runu, taps = np.uint64(run), (1 if dw == 1 else KW)
+    for oh in range(oh0, oh1):
+        for ow in range(OW):
+            d = (m0 + (oh - oh0) * OW + ow) * CKK
+            for i in range(KH):
+                for j in range(taps):
+                    d0 = np.uint64(d + (i * KW + j) * C)
+                    s0 = np.uint64(((oh * sh + i * dh) * Wp + ow * sw + j * dw) * C)
+                    for t in range(runu):
+                        cf[d0 + t] = xf[s0 + t]
+
+
+@njit(**HELPER)
+def _col2im_rows(col, m0, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxh):
+    """dxh[oh*sh + i*dh, ow*sw + j*dw, c] += col[m0 + (oh-oh0)*OW + ow, (i*KW + j)*C + c]: the
     adjoint of _im2col_rows."""
-    C, Hp, Wp = dxp.shape
-    df, cf = dxp.reshape(-1), col.reshape(-1)
-    M = col.shape[1]
-    OWu, swu = np.uint64(OW), np.uint64(sw)
-    for c in range(C):
-        for i in range(KH):
-            for j in range(KW):
-                r = (c * KH + i) * KW + j
-                for oh in range(oh0, oh1):
-                    s0 = np.uint64(r * M + m0 + (oh - oh0) * OW)
-                    d0 = np.uint64((c * Hp + oh * sh + i * dh) * Wp + j * dw)
-                    if sw == 1:
-                        for t in range(OWu):
-                            df[d0 + t] += cf[s0 + t]
-                    else:
-                        for t in range(OWu):
-                            df[d0 + t * swu] += cf[s0 + t]
+    Hp, Wp, C = dxh.shape
+    df, cf = dxh.reshape(-1), col.reshape(-1)
+    CKK = col.shape[1]
+    run = KW * C if dw == 1 else C
+    runu, taps = np.uint64(run), (1 if dw == 1 else KW)
+    for oh in range(oh0, oh1):
+        for ow in range(OW):
+            s = (m0 + (oh - oh0) * OW + ow) * CKK
+            for i in range(KH):
+                for j in range(taps):
+                    s0 = np.uint64(s + (i * KW + j) * C)
+                    d0 = np.uint64(((oh * sh + i * dh) * Wp + ow * sw + j * dw) * C)
+                    for t in range(runu):
+                        df[d0 + t] += cf[s0 + t]
 
 
 @njit(**HELPER)
@@ -191,13 +228,25 @@ def _block_segments(rho0, rho1, OH):
 
 
 @njit(**HELPER)
+def _gather_grad_rows(g3, n, oh0, oh1, OW, K, gbuf, m, r0):
+    """gbuf (K x m) columns r0*OW.. = grad_out[n, :, oh0:oh1] (one contiguous run per k)."""
+    L = (oh1 - oh0) * OW
+    for k in range(K):
+        src = g3[n, k, oh0 * OW:oh1 * OW]
+        dst = gbuf[k * m + r0 * OW:k * m + r0 * OW + L]
+        for q in range(L):
+            dst[q] = src[q]
+
+
+@njit(**HELPER)
 def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, out):
-    """out[n0:n1] = wm @ im2col(x) + b, RB output rows per GEMM."""
+    """out[n0:n1] = wm @ im2col(x)^T + b, RB output rows per GEMM (wm: the weight as
+    (K, KH*KW*C), channels last)."""
     C = x.shape[1]
     K, CKK = wm.shape
     OH, OW = out.shape[2], out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
-    xp = np.empty((C, Hp, Wp), x.dtype)
+    xh = np.empty((Hp, Wp, C), x.dtype)
     colbuf = np.empty(CKK * RB * OW, x.dtype)
     resbuf = np.empty(K * RB * OW, x.dtype)
     wf = wm.reshape(-1)
@@ -206,13 +255,14 @@ def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, o
     for rho0 in range(0, rows, RB):
         rho1 = min(rows, rho0 + RB)
         m = (rho1 - rho0) * OW
-        col = colbuf[:CKK * m].reshape(CKK, m)
+        col = colbuf[:CKK * m].reshape(m, CKK)
         seg = _block_segments(rho0, rho1, OH)
         for s in range(seg.shape[0]):
-            _pad_image(x, n0 + seg[s, 0], ph, pw, xp)
-            _im2col_rows(xp, KH, KW, sh, sw, dh, dw, seg[s, 1], seg[s, 2], OW, col,
+            _pad_image_hwc(x, n0 + seg[s, 0], ph, pw, xh)
+            _im2col_rows(xh, KH, KW, sh, sw, dh, dw, seg[s, 1], seg[s, 2], OW, col,
                          seg[s, 3] * OW)
-        gemm(NO_TRANS, NO_TRANS, K, m, CKK, 1.0, wf, AT0, CKK, colbuf, AT0, m, 0.0, resbuf, AT0,
+        # res (K x m) = wm (K x CKK) @ col^T (CKK x m)
+        gemm(NO_TRANS, TRANS, K, m, CKK, 1.0, wf, AT0, CKK, colbuf, AT0, CKK, 0.0, resbuf, AT0,
              m)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
@@ -226,17 +276,18 @@ def _gemm_forward_images(x, wm, b, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, o
 
 
 @njit(**HELPER)
-def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB,
+def _gemm_backward_input_images(grad_out, wm, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB,
                                 grad_in):
-    """grad_in[n0:n1] = col2im(wm.T @ grad_out), RB output rows per GEMM."""
+    """grad_in[n0:n1] = col2im(grad_out^T @ wm), RB output rows per GEMM (wm as in
+    _gemm_forward_images)."""
     C = grad_in.shape[1]
-    CKK, K = wmT.shape
+    K, CKK = wm.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
-    dxp = np.empty((C, Hp, Wp), grad_in.dtype)
+    dxh = np.empty((Hp, Wp, C), grad_in.dtype)
     gbuf = np.empty(K * RB * OW, grad_in.dtype)
     dbuf = np.empty(CKK * RB * OW, grad_in.dtype)
-    wf = wmT.reshape(-1)
+    wf = wm.reshape(-1)
     g3 = grad_out.reshape(grad_out.shape[0], K, OH * OW)
     rows = (n1 - n0) * OH
     for rho0 in range(0, rows, RB):
@@ -244,59 +295,53 @@ def _gemm_backward_input_images(grad_out, wmT, n0, n1, KH, KW, sh, sw, ph, pw, d
         m = (rho1 - rho0) * OW
         seg = _block_segments(rho0, rho1, OH)
         for s in range(seg.shape[0]):
-            n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
-            L = (oh1 - oh0) * OW
-            for k in range(K):
-                src = g3[n, k, oh0 * OW:oh1 * OW]
-                dst = gbuf[k * m + r0 * OW:k * m + r0 * OW + L]
-                for q in range(L):
-                    dst[q] = src[q]
-        gemm(NO_TRANS, NO_TRANS, CKK, m, K, 1.0, wf, AT0, K, gbuf, AT0, m, 0.0, dbuf, AT0, m)
-        dcol = dbuf[:CKK * m].reshape(CKK, m)
+            _gather_grad_rows(g3, n0 + seg[s, 0], seg[s, 1], seg[s, 2], OW, K, gbuf, m,
+                              seg[s, 3])
+        # dcol (m x CKK) = gbuf^T (m x K) @ wm (K x CKK)
+        gemm(TRANS, NO_TRANS, m, CKK, K, 1.0, gbuf, AT0, m, wf, AT0, CKK, 0.0, dbuf, AT0, CKK)
+        dcol = dbuf[:CKK * m].reshape(m, CKK)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
             if oh0 == 0:
-                dxp[:] = 0.0
-            _col2im_rows(dcol, r0 * OW, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxp)
+                dxh[:] = 0.0
+            _col2im_rows(dcol, r0 * OW, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, dxh)
             if oh1 == OH:
-                _crop_image(dxp, n, ph, pw, grad_in)
+                _crop_image_hwc(dxh, n, ph, pw, grad_in)
 
 
 @njit(**HELPER)
 def _gemm_backward_weight_images(x, grad_out, n0, n1, KH, KW, sh, sw, ph, pw, dh, dw, RB, acc):
-    """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]).T,
-    computed as im2col (CKK x rows) @ grad_out^T (rows x K) per block of RB output rows (BLAS
-    without transposes), the blocks summed by the GEMMs (beta = 1) in the data's dtype."""
+    """acc (K, C*KH*KW) float64 += sum over images n0..n1-1 of grad_out[n] @ im2col(x[n]),
+    computed per block of RB output rows as grad_out (K x rows) @ col (rows x KH*KW*C), the
+    blocks summed by the GEMMs (beta = 1) in the data's dtype, channels last; reordered to
+    (C, KH, KW) at the end."""
     C = x.shape[1]
     K, CKK = acc.shape
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, sh, sw, dh, dw)
-    xp = np.empty((C, Hp, Wp), x.dtype)
+    xh = np.empty((Hp, Wp, C), x.dtype)
     colbuf = np.empty(CKK * RB * OW, x.dtype)
-    gT = np.empty(RB * OW * K, x.dtype)
-    accT = np.zeros(CKK * K, x.dtype)
-    gf = grad_out.reshape(-1)
-    Ku = np.uint64(K)
+    gbuf = np.empty(K * RB * OW, x.dtype)
+    accl = np.zeros(K * CKK, x.dtype)
+    g3 = grad_out.reshape(grad_out.shape[0], K, OH * OW)
     rows = (n1 - n0) * OH
     for rho0 in range(0, rows, RB):
         rho1 = min(rows, rho0 + RB)
         m = (rho1 - rho0) * OW
-        col = colbuf[:CKK * m].reshape(CKK, m)
+        col = colbuf[:CKK * m].reshape(m, CKK)
         seg = _block_segments(rho0, rho1, OH)
         for s in range(seg.shape[0]):
             n, oh0, oh1, r0 = n0 + seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
-            _pad_image(x, n, ph, pw, xp)
-            _im2col_rows(xp, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, r0 * OW)
-            for q in range((oh1 - oh0) * OW):           # gT[r0*OW + q, k] = g[n, k, oh0*OW + q]
-                src = np.uint64((n * K * OH + oh0) * OW + q)
-                dst = np.uint64((r0 * OW + q) * K)
-                step = np.uint64(OH * OW)
-                for k in range(Ku):
-                    gT[dst + k] = gf[src + k * step]
-        gemm(NO_TRANS, NO_TRANS, CKK, K, m, 1.0, colbuf, AT0, m, gT, AT0, K, 1.0, accT, AT0, K)
+            _pad_image_hwc(x, n, ph, pw, xh)
+            _im2col_rows(xh, KH, KW, sh, sw, dh, dw, oh0, oh1, OW, col, r0 * OW)
+            _gather_grad_rows(g3, n, oh0, oh1, OW, K, gbuf, m, r0)
+        gemm(NO_TRANS, NO_TRANS, K, CKK, m, 1.0, gbuf, AT0, m, colbuf, AT0, CKK, 1.0, accl, AT0,
+             CKK)
     for k in range(K):
-        for r in range(CKK):
-            acc[k, r] += accT[r * K + k]
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    acc[k, (c * KH + i) * KW + j] += accl[k * CKK + (i * KW + j) * C + c]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,9 +494,8 @@ def _direct_images(mode, xs, ys, w, b, parts, planes, ph, pw, dh, dw, IB, u0, u1
 @njit(cache=True, nogil=True)
 def _gemm_images(mode, xs, ys, wm, b, parts, planes, KH, KW, sh, sw, ph, pw, dh, dw, RB, IB,
                  u0, u1):
-    """GEMM strategy, RB output rows per block: FORWARD with wm = w as (K, C*KH*KW);
-    BACKWARD_INPUT with wm = its transpose (C*KH*KW, K), contiguous; BACKWARD_WEIGHT as
-    _direct_images (wm unused)."""
+    """GEMM strategy, RB output rows per block: FORWARD and BACKWARD_INPUT with wm = w as
+    (K, KH*KW*C) (_channels_last); BACKWARD_WEIGHT as _direct_images (wm unused)."""
     N = xs.shape[0]
     for u in range(u0, u1):
         if mode == BACKWARD_WEIGHT:
@@ -534,6 +578,11 @@ def _plan(x_shape, w_shape, out_hw, strides, dils, itemsize, weight=False):
     return how, par, 0, 1
 
 
+def _channels_last(w):
+    """The weight (K, C, KH, KW) as (K, KH*KW*C), the order of the GEMM path's im2col rows."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
+
 def _units(N, IB):
     return -(-N // IB)
 
@@ -557,7 +606,7 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out)
         _run(_direct_images, (FORWARD, x, out, w, b, _NO_PARTS, none, pad_h, pad_w, dil_h,
                               dil_w, IB), _units(N, IB), par)
     else:
-        _run(_gemm_images, (FORWARD, x, out, w.reshape(K, -1), b, _NO_PARTS, none,
+        _run(_gemm_images, (FORWARD, x, out, _channels_last(w), b, _NO_PARTS, none,
                             *w.shape[2:], stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, RB,
                             IB), _units(N, IB), par)
 
@@ -588,8 +637,8 @@ def conv2d_backward_input(grad_out, w, stride_h, stride_w, pad_h, pad_w, dil_h, 
         _run(_direct_images, (BACKWARD_INPUT, grad_in, grad_out, w, b, _NO_PARTS, none, pad_h,
                               pad_w, dil_h, dil_w, IB), _units(N, IB), par)
     else:
-        wmT = np.ascontiguousarray(w.reshape(K, -1).T)
-        _run(_gemm_images, (BACKWARD_INPUT, grad_in, grad_out, wmT, b, _NO_PARTS, none,
+        _run(_gemm_images, (BACKWARD_INPUT, grad_in, grad_out, _channels_last(w), b, _NO_PARTS,
+                            none,
                             *w.shape[2:], stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, RB,
                             IB), _units(N, IB), par)
 
