@@ -603,7 +603,8 @@ LOSSES = (
 # of ``param`` and of its state buffers in place (``grad`` is only read; a state buffer that a
 # configuration does not use, such as ``vmax`` without amsgrad, is never touched and may be
 # empty). ``NAME_constants(...)`` are the per-call constants (bias corrections, bounds) computed
-# once per update: inside the CPU kernel, on the host before a CUDA launch.
+# once per update: inside the CPU kernel, on the host before a CUDA launch. Each optimizer's row
+# of ``UPDATES`` (after these functions) is what both targets generate its kernel from.
 
 def sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov):
     """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay."""
@@ -616,7 +617,7 @@ def sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov):
 
 
 def adagrad_at(i, param, grad, accum, lr, eps, weight_decay):
-    """accum += g^2; param -= lr g / (sqrt(accum) + eps)."""
+    """Adagrad (no learning-rate decay): accum += g^2; param -= lr g / (sqrt(accum) + eps)."""
     g = grad[i] + weight_decay * param[i]
     s = accum[i] + g * g
     accum[i] = s
@@ -683,7 +684,9 @@ def nadam_constants(lr, beta2, mu, mu_next, mu_product, step):
 
 
 def nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m):
-    """NAdam with the host's momentum schedule folded into c_grad and c_m."""
+    """NAdam: the caller's momentum schedule (mu, mu_next: this and the next step's momentum
+    coefficients; mu_product: the product of all of them up to this step) is folded into c_grad
+    and c_m (nadam_constants)."""
     g = grad[i] + weight_decay * param[i]
     mi = beta1 * m[i] + (1.0 - beta1) * g
     vi = beta2 * v[i] + (1.0 - beta2) * g * g
@@ -772,6 +775,63 @@ def lookahead_at(i, slow, fast, alpha):
     s = slow[i] + alpha * (fast[i] - slow[i])
     slow[i] = s
     fast[i] = s
+
+
+# ----------------------------------------------------------------------------------- update table
+def _arg_names(fn):
+    """The parameter names of the plain function ``fn``, in order."""
+    return fn.__code__.co_varnames[:fn.__code__.co_argcount]
+
+
+class Update:
+    """One optimizer kernel ``NAME_update(param, grad, *slots, *hyper)``; kernels/cpu/optim.py and
+    kernels/cuda/optim.py generate it from its row of ``UPDATES``: check the buffer sizes, compute
+    ``NAME_constants`` once (if it exists; its arguments are named by its parameters), then call
+    ``NAME_at`` for every element. ``NAME_at``'s arguments after the state are hyperparameters or,
+    by name and in order, what ``NAME_constants`` returns.
+
+    ``slots``: the state buffers, in argument order; ``hyper``: the hyperparameter names.
+    ``when``: {slot: condition on the hyperparameters}, a slot only used (and size-checked) when its
+    condition holds. ``shared_by``: the public kernels that call this one loop with arguments of
+    their own (Adam and AdamW); the targets write those kernels, the loop is private.
+    ``flags``: the arguments of ``NAME_at`` that are booleans (the CUDA kernels declare kinds).
+    ``strict_constants``: compile ``NAME_constants`` without fastmath on the CPU."""
+
+    def __init__(self, name, slots, hyper, when=None, flags="", shared_by="",
+                 strict_constants=False):
+        self.name, self.slots, self.hyper = name, tuple(slots.split()), tuple(hyper.split())
+        self.flags = tuple(flags.split())
+        self.when, self.shared_by = dict(when or {}), tuple(shared_by.split())
+        self.strict_constants = strict_constants
+        self.at = globals()[name + "_at"]
+        self.constants = globals().get(name + "_constants")
+        self.at_args = _arg_names(self.at)[3 + len(self.slots):]
+        self.constant_args = self.constant_names = ()
+        if self.constants is not None:
+            self.constant_args = _arg_names(self.constants)
+            self.constant_names = tuple(a for a in self.at_args if a not in self.hyper)
+
+
+UPDATES = (
+    Update("sgd", "velocity", "lr momentum weight_decay nesterov",
+           when={"velocity": "momentum != 0.0"}, flags="nesterov"),
+    Update("adagrad", "accum", "lr eps weight_decay"),
+    Update("rmsprop", "square_avg grad_avg momentum_buf",
+           "lr alpha eps weight_decay momentum centered",
+           when={"grad_avg": "centered", "momentum_buf": "momentum > 0.0"}, flags="centered"),
+    # adam_update passes (l2, decay) = (weight_decay, 1), adamw_update (0, 1 - lr weight_decay)
+    Update("adam", "m v vmax", "lr beta1 beta2 eps l2 decay amsgrad step",
+           when={"vmax": "amsgrad"}, flags="amsgrad", shared_by="adam_update adamw_update"),
+    Update("adadelta", "square_avg acc_delta", "lr rho eps weight_decay"),
+    Update("nadam", "m v", "lr beta1 beta2 eps weight_decay mu mu_next mu_product step"),
+    Update("adamax", "m u", "lr beta1 beta2 eps weight_decay step"),
+    # fastmath's reassociation moves the rectification term by an ulp
+    Update("radam", "m v", "lr beta1 beta2 eps weight_decay step", flags="rectify",
+           strict_constants=True),
+    Update("adabound", "m v vmax", "lr beta1 beta2 eps weight_decay final_lr gamma amsbound step",
+           when={"vmax": "amsbound"}, flags="amsbound"),
+    Update("lion", "m", "lr beta1 beta2 weight_decay"),
+)
 
 
 # ----------------------------------------------------------------------------------- ops

@@ -2,11 +2,14 @@
 
 Sizes cover 1, odd and a size past the prange threshold (``_PAR_MIN``) so both loops run.
 """
+import inspect
+
 import numpy as np
 import pytest
 
 import reference as ref
 from conftest import poisoned
+from numbanet.kernels import scalar
 from numbanet.kernels.cpu import optim
 
 SIZES = (1, 7, 1000, optim._PAR_MIN + 3)
@@ -297,6 +300,23 @@ def test_new_kernels_size_checks_and_unused_vmax():
     assert np.isfinite(q).all() and np.isnan(nan).all()
     optim.adabound_update(q, np.ones(4), np.zeros(4), np.zeros(4), np.zeros(0), 1e-3, 0.9, 0.999,
                           1e-8, 0.0, 0.1, 1e-3, False, 1)
+
+
+@pytest.mark.parametrize("row", scalar.UPDATES, ids=lambda row: row.name)
+def test_table_kernels_take_their_rows_arguments_and_check_sizes(row):
+    """The kernel generated from each row of scalar.UPDATES takes (param, grad, *slots, *hyper)
+    and refuses a buffer of another size than param's, naming itself (hyperparameters 0.5 and
+    flags true: every slot of ``when`` is in use)."""
+    kernel = getattr(optim, f"_{row.name}_loop" if row.shared_by else f"{row.name}_update")
+    params = inspect.signature(kernel.py_func).parameters
+    assert list(params) == ["param", "grad", *row.slots, *row.hyper]
+    hyper = [True if h in row.flags else 0.5 for h in row.hyper]
+    name = row.shared_by[0] if row.shared_by else f"{row.name}_update"
+    for k in range(1, 2 + len(row.slots)):
+        buffers = [np.ones(4) for _ in range(2 + len(row.slots))]
+        buffers[k] = np.ones(3)
+        with pytest.raises(ValueError, match=name):
+            kernel(*buffers, *hyper)
 
 
 @pytest.mark.parametrize("n", [1000, optim._PAR_MIN + 7])

@@ -10,9 +10,11 @@ State buffers a configuration does not use (``velocity`` without momentum, ``vma
 amsgrad or amsbound, ``grad_avg`` when not centered, ``momentum_buf`` without momentum) are never
 touched and may be empty arrays.
 
-Each kernel runs the inlined per-element update in a serial loop for small buffers and a
-``prange`` loop for large ones. ``error_model="numpy"`` drops Python's division-by-zero check,
-which otherwise keeps LLVM from vectorizing the loop (measured 4x slower for Adam).
+Every update kernel but lookahead_update is generated from its row of ``scalar.UPDATES``
+(``_make``; Adam's loop is shared by the hand-written adam_update and adamw_update). Each kernel
+runs the inlined per-element update in a serial loop for small buffers and a ``prange`` loop for
+large ones. ``error_model="numpy"`` drops Python's division-by-zero check, which otherwise keeps
+LLVM from vectorizing the loop (measured 4x slower for Adam).
 ``cache=True`` does not notice edits to ``scalar.py``: delete the numba cache after changing it.
 """
 import numpy as np
@@ -30,85 +32,48 @@ _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 # 2**13 the thread start-up makes it slower; 2**16 keeps a margin.
 _PAR_MIN = 1 << 16
 
-_sgd_at = njit(**_INLINE)(scalar.sgd_at)
-_adagrad_at = njit(**_INLINE)(scalar.adagrad_at)
-_rmsprop_at = njit(**_INLINE)(scalar.rmsprop_at)
-_adam_at, _adam_constants = njit(**_INLINE)(scalar.adam_at), njit(**_INLINE)(scalar.adam_constants)
-_adadelta_at = njit(**_INLINE)(scalar.adadelta_at)
-_nadam_at, _nadam_constants = (njit(**_INLINE)(scalar.nadam_at),
-                               njit(**_INLINE)(scalar.nadam_constants))
-_adamax_at, _adamax_constants = (njit(**_INLINE)(scalar.adamax_at),
-                                 njit(**_INLINE)(scalar.adamax_constants))
-# RAdam's constants compiled apart, without fastmath (reassociated, rect moves by an ulp)
-_radam_at, _radam_constants = (njit(**_INLINE)(scalar.radam_at),
-                               njit(cache=True)(scalar.radam_constants))
-_adabound_at, _adabound_constants = (njit(**_INLINE)(scalar.adabound_at),
-                                     njit(**_INLINE)(scalar.adabound_constants))
-_lion_at = njit(**_INLINE)(scalar.lion_at)
-_lookahead_at = njit(**_INLINE)(scalar.lookahead_at)
-
-
-@njit(**_OPTS)
-def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
-    """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay, in place."""
+# The update kernels, generated from the rows of scalar.UPDATES: check the sizes of the buffers
+# the configuration uses, compute the per-call constants, then the per-element update in a serial
+# loop below _PAR_MIN and a prange loop from there. Compiled from source text attributed to this
+# file (numba's cache needs a real file; names and line numbers name the cache entries, and the
+# functions hold no closure cells, so a warm start hits the cache).
+_KERNEL = """
+def {kernel}(param, grad, {slots}, {hyper}):
     n = param.size
-    if grad.size != n or (momentum != 0.0 and velocity.size != n):
-        raise ValueError("sgd_update: buffer sizes differ from param")
-    if n < _PAR_MIN:
+    if grad.size != n{checks}:
+        raise ValueError("{label}: buffer sizes differ from param")
+{constants}    if n < _PAR_MIN:
         for i in range(n):
-            _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
+            _{name}_at(i, param, grad, {slots}, {at_args})
     else:
         for i in prange(n):
-            _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
+            _{name}_at(i, param, grad, {slots}, {at_args})
+"""
 
 
-@njit(**_OPTS)
-def adagrad_update(param, grad, accum, lr, eps, weight_decay):
-    """Adagrad (no learning-rate decay): accum += g^2; param -= lr * g / (sqrt(accum) + eps)."""
-    n = param.size
-    if grad.size != n or accum.size != n:
-        raise ValueError("adagrad_update: buffer sizes differ from param")
-    if n < _PAR_MIN:
-        for i in range(n):
-            _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
-    else:
-        for i in prange(n):
-            _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
+def _make(row):
+    """The kernel of table row ``row`` (scalar.UPDATES): ``NAME_update``, or ``_NAME_loop`` for a
+    loop that the public kernels of ``row.shared_by`` call."""
+    g, name = globals(), row.name
+    g[f"_{name}_at"] = njit(**_INLINE)(row.at)
+    if row.constants is not None:      # strict: compiled apart, without fastmath (RAdam)
+        g[f"_{name}_constants"] = (njit(cache=True) if row.strict_constants
+                                   else njit(**_INLINE))(row.constants)
+    kernel = f"_{name}_loop" if row.shared_by else f"{name}_update"
+    checks = "".join(f" or ({row.when[s]} and {s}.size != n)" if s in row.when
+                     else f" or {s}.size != n" for s in row.slots)
+    constants = (f"    {', '.join(row.constant_names)} = _{name}_constants("
+                 f"{', '.join(row.constant_args)})\n" if row.constants is not None else "")
+    text = _KERNEL.format(kernel=kernel, name=name, slots=", ".join(row.slots),
+                          hyper=", ".join(row.hyper), checks=checks, constants=constants,
+                          label="/".join(row.shared_by) or kernel, at_args=", ".join(row.at_args))
+    exec(compile(text, __file__, "exec"), g)
+    g[kernel].__doc__ = row.at.__doc__
+    g[kernel] = njit(**_OPTS)(g[kernel])
 
 
-@njit(**_OPTS)
-def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
-                   momentum, centered):
-    """RMSprop (torch): optional centering, momentum and L2 weight decay, eps outside the sqrt."""
-    n = param.size
-    if (grad.size != n or square_avg.size != n or (centered and grad_avg.size != n)
-            or (momentum > 0.0 and momentum_buf.size != n)):
-        raise ValueError("rmsprop_update: buffer sizes differ from param")
-    if n < _PAR_MIN:
-        for i in range(n):
-            _rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
-                        weight_decay, momentum, centered)
-    else:
-        for i in prange(n):
-            _rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
-                        weight_decay, momentum, centered)
-
-
-@njit(**_OPTS)
-def _adam_loop(param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay, amsgrad, step):
-    """Shared body of adam_update/adamw_update; bias corrections computed once per call."""
-    n = param.size
-    if grad.size != n or m.size != n or v.size != n or (amsgrad and vmax.size != n):
-        raise ValueError("adam_update/adamw_update: buffer sizes differ from param")
-    step_size, bc2_sqrt = _adam_constants(lr, beta1, beta2, step)
-    if n < _PAR_MIN:
-        for i in range(n):
-            _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad,
-                     step_size, bc2_sqrt)
-    else:
-        for i in prange(n):
-            _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad,
-                     step_size, bc2_sqrt)
+for _row in scalar.UPDATES:
+    _make(_row)
 
 
 # adam_update/adamw_update call the shared parallel loop from Python: a cached @njit caller
@@ -125,103 +90,7 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
                amsgrad, step)
 
 
-@njit(**_OPTS)
-def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
-    """Adadelta (torch): the step is g * sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
-    n = param.size
-    if grad.size != n or square_avg.size != n or acc_delta.size != n:
-        raise ValueError("adadelta_update: buffer sizes differ from param")
-    if n < _PAR_MIN:
-        for i in range(n):
-            _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
-    else:
-        for i in prange(n):
-            _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
-
-
-@njit(**_OPTS)
-def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_next, mu_product,
-                 step):
-    """NAdam (torch): ``mu``/``mu_next`` are this and the next step's momentum coefficients and
-    ``mu_product`` the product of all of them up to this step (the host keeps that schedule)."""
-    n = param.size
-    if grad.size != n or m.size != n or v.size != n:
-        raise ValueError("nadam_update: buffer sizes differ from param")
-    bc2, c_grad, c_m = _nadam_constants(lr, beta2, mu, mu_next, mu_product, step)
-    if n < _PAR_MIN:
-        for i in range(n):
-            _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
-    else:
-        for i in prange(n):
-            _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
-
-
-@njit(**_OPTS)
-def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
-    """Adamax (torch): u = max(beta2 * u, |g| + eps); param -= lr / (1 - beta1^step) * m / u."""
-    n = param.size
-    if grad.size != n or m.size != n or u.size != n:
-        raise ValueError("adamax_update: buffer sizes differ from param")
-    clr = _adamax_constants(lr, beta1, step)
-    if n < _PAR_MIN:
-        for i in range(n):
-            _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
-    else:
-        for i in prange(n):
-            _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
-
-
-@njit(**_OPTS)
-def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    """RAdam (torch): the Adam step times the rectification term once the approximated SMA
-    length rho_t exceeds 5, plain bias-corrected momentum SGD before that."""
-    n = param.size
-    if grad.size != n or m.size != n or v.size != n:
-        raise ValueError("radam_update: buffer sizes differ from param")
-    bc1, bc2_sqrt, rect, rectify = _radam_constants(beta1, beta2, step)
-    if n < _PAR_MIN:
-        for i in range(n):
-            _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt,
-                      rect, rectify)
-    else:
-        for i in prange(n):
-            _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt,
-                      rect, rectify)
-
-
-@njit(**_OPTS)
-def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, final_lr, gamma,
-                    amsbound, step):
-    """AdaBound / AMSBound (Luo et al. 2019, reference implementation): Adam's per-coordinate
-    rate lr * sqrt(1 - beta2^t) / (1 - beta1^t) / (sqrt(v) + eps) clipped to
-    [final_lr * (1 - 1 / (gamma t + 1)), final_lr * (1 + 1 / (gamma t))], times m. ``amsbound``
-    uses the running maximum of v (``vmax``), as AMSGrad."""
-    n = param.size
-    if grad.size != n or m.size != n or v.size != n or (amsbound and vmax.size != n):
-        raise ValueError("adabound_update: buffer sizes differ from param")
-    step_size, lower, upper = _adabound_constants(lr, beta1, beta2, final_lr, gamma, step)
-    if n < _PAR_MIN:
-        for i in range(n):
-            _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
-                         step_size, lower, upper)
-    else:
-        for i in prange(n):
-            _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
-                         step_size, lower, upper)
-
-
-@njit(**_OPTS)
-def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
-    """Lion (Chen et al. 2023) with decoupled weight decay, in place (kernels/scalar.py lion_at)."""
-    n = param.size
-    if grad.size != n or m.size != n:
-        raise ValueError("lion_update: buffer sizes differ from param")
-    if n < _PAR_MIN:
-        for i in range(n):
-            _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
-    else:
-        for i in prange(n):
-            _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
+_lookahead_at = njit(**_INLINE)(scalar.lookahead_at)
 
 
 @njit(**_OPTS)

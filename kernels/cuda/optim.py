@@ -5,6 +5,7 @@ The per-element maths (``NAME_at``) and the per-call constants (Adam's bias corr
 rectification, AdaBound's bounds: ``NAME_constants``, computed on the host) live in
 kernels/scalar.py, shared with the CPU kernels. State buffers a configuration does not use are
 never touched and may be empty; buffer sizes are checked on the host (ValueError, as on the CPU).
+Every update kernel but lookahead's is generated from its row of ``scalar.UPDATES`` (``_make``).
 """
 import numpy as np
 from numba import cuda
@@ -12,18 +13,6 @@ from numba import cuda
 from .. import scalar
 from ._common import (A1, Bool, D1, Float, MAX_THREADS, N1, device, grid_1d, grid_sum_store, kernel,
                       last_block, launcher, reduction_args)
-
-_sgd_at = device(scalar.sgd_at)
-_adagrad_at = device(scalar.adagrad_at)
-_rmsprop_at = device(scalar.rmsprop_at)
-_adam_at = device(scalar.adam_at)
-_adadelta_at = device(scalar.adadelta_at)
-_nadam_at = device(scalar.nadam_at)
-_adamax_at = device(scalar.adamax_at)
-_radam_at = device(scalar.radam_at)
-_adabound_at = device(scalar.adabound_at)
-_lion_at = device(scalar.lion_at)
-_lookahead_at = device(scalar.lookahead_at)
 
 
 def _run(name, k, param, checked, *args):
@@ -36,60 +25,45 @@ def _run(name, k, param, checked, *args):
         k[grid_1d(n)](param, *args)
 
 
-@kernel
-def _sgd(param: A1, grad: A1, velocity: A1, lr: Float, momentum: Float, weight_decay: Float,
-         nesterov: Bool):
+# The kernels and launchers generated from the rows of scalar.UPDATES: a grid-stride loop calling
+# ``NAME_at`` (``_NAME``), and its launcher, which checks the sizes of the buffers the
+# configuration uses and computes the per-call constants on the host.
+_KERNEL = """
+def _{name}(param: A1, grad: A1, {slot_kinds}, {at_kinds}):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _sgd_at(i, param, grad, velocity, lr, momentum, weight_decay, nesterov)
+        _{name}_at(i, param, grad, {slots}, {at_args})
 
 
-@launcher
-def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
-    """SGD with momentum (dampening 0), optional Nesterov and L2 weight decay, in place."""
-    _run("sgd_update", _sgd, param, (grad, *((velocity,) if momentum != 0.0 else ())),
-         grad, velocity, lr, momentum, weight_decay, nesterov)
+def {launcher}({label_arg}param, grad, {slots}, {hyper}):
+{constants}    _run({label}, _{name}, param, (grad, {checked}), grad, {slots}, {at_args})
+"""
 
 
-@kernel
-def _adagrad(param: A1, grad: A1, accum: A1, lr: Float, eps: Float, weight_decay: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _adagrad_at(i, param, grad, accum, lr, eps, weight_decay)
+def _make(row):
+    """The kernel ``_NAME`` of table row ``row`` (scalar.UPDATES) and its launcher: the public
+    ``NAME_update``, or ``_NAME_launch(name, ...)`` for the kernels of ``row.shared_by``."""
+    g, name = globals(), row.name
+    g[f"_{name}_at"] = device(row.at)
+    launcher_name = f"_{name}_launch" if row.shared_by else f"{name}_update"
+    checked = ", ".join(f"*(({s},) if {row.when[s]} else ())" if s in row.when else s
+                        for s in row.slots)
+    constants = (f"    {', '.join(row.constant_names)} = scalar.{name}_constants("
+                 f"{', '.join(row.constant_args)})\n" if row.constants is not None else "")
+    text = _KERNEL.format(
+        name=name, slots=", ".join(row.slots), slot_kinds=", ".join(f"{s}: A1" for s in row.slots),
+        at_kinds=", ".join(f"{a}: {'Bool' if a in row.flags else 'Float'}" for a in row.at_args),
+        at_args=", ".join(row.at_args), launcher=launcher_name, hyper=", ".join(row.hyper),
+        label_arg="name, " if row.shared_by else "", label="name" if row.shared_by
+        else repr(launcher_name), checked=checked, constants=constants)
+    exec(compile(text, __file__, "exec"), g)
+    g[f"_{name}"] = kernel(g[f"_{name}"])
+    if not row.shared_by:
+        g[launcher_name].__doc__ = row.at.__doc__
+        g[launcher_name] = launcher(g[launcher_name])
 
 
-@launcher
-def adagrad_update(param, grad, accum, lr, eps, weight_decay):
-    """Adagrad: accum += g^2; param -= lr * g / (sqrt(accum) + eps)."""
-    _run("adagrad_update", _adagrad, param, (grad, accum), grad, accum, lr, eps, weight_decay)
-
-
-@kernel
-def _rmsprop(param: A1, grad: A1, square_avg: A1, grad_avg: A1, momentum_buf: A1, lr: Float,
-             alpha: Float, eps: Float, weight_decay: Float, momentum: Float, centered: Bool):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _rmsprop_at(i, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
-                    weight_decay, momentum, centered)
-
-
-@launcher
-def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
-                   momentum, centered):
-    """RMSprop (torch): optional centering, momentum and L2 weight decay, eps outside the sqrt."""
-    _run("rmsprop_update", _rmsprop, param, (grad, square_avg, *((grad_avg,) if centered else ()),
-                                             *((momentum_buf,) if momentum > 0.0 else ())),
-         grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered)
-
-
-@kernel
-def _adam(param: A1, grad: A1, m: A1, v: A1, vmax: A1, beta1: Float, beta2: Float, eps: Float,
-          l2: Float, decay: Float, amsgrad: Bool, step_size: Float, bc2_sqrt: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _adam_at(i, param, grad, m, v, vmax, beta1, beta2, eps, l2, decay, amsgrad, step_size,
-                 bc2_sqrt)
-
-
-def _adam_launch(name, param, grad, m, v, vmax, lr, beta1, beta2, eps, l2, decay, amsgrad, step):
-    _run(name, _adam, param, (grad, m, v, *((vmax,) if amsgrad else ())), grad, m, v, vmax, beta1,
-         beta2, eps, l2, decay, amsgrad, *scalar.adam_constants(lr, beta1, beta2, step))
+for _row in scalar.UPDATES:
+    _make(_row)
 
 
 @launcher
@@ -106,94 +80,7 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
                  1.0 - lr * weight_decay, amsgrad, step)
 
 
-@kernel
-def _adadelta(param: A1, grad: A1, square_avg: A1, acc_delta: A1, lr: Float, rho: Float, eps: Float,
-              weight_decay: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _adadelta_at(i, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay)
-
-
-@launcher
-def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
-    """Adadelta (torch): the step is g * sqrt(acc_delta + eps) / sqrt(square_avg + eps), times lr."""
-    _run("adadelta_update", _adadelta, param, (grad, square_avg, acc_delta), grad, square_avg,
-         acc_delta, lr, rho, eps, weight_decay)
-
-
-@kernel
-def _nadam(param: A1, grad: A1, m: A1, v: A1, beta1: Float, beta2: Float, eps: Float,
-           weight_decay: Float, bc2: Float, c_grad: Float, c_m: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _nadam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, bc2, c_grad, c_m)
-
-
-@launcher
-def nadam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, mu, mu_next, mu_product,
-                 step):
-    """NAdam (torch): ``mu``/``mu_next`` are this and the next step's momentum coefficients and
-    ``mu_product`` the product of all of them up to this step (the host keeps that schedule)."""
-    _run("nadam_update", _nadam, param, (grad, m, v), grad, m, v, beta1, beta2, eps, weight_decay,
-         *scalar.nadam_constants(lr, beta2, mu, mu_next, mu_product, step))
-
-
-@kernel
-def _adamax(param: A1, grad: A1, m: A1, u: A1, beta1: Float, beta2: Float, eps: Float,
-            weight_decay: Float, clr: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _adamax_at(i, param, grad, m, u, beta1, beta2, eps, weight_decay, clr)
-
-
-@launcher
-def adamax_update(param, grad, m, u, lr, beta1, beta2, eps, weight_decay, step):
-    """Adamax (torch): u = max(beta2 * u, |g| + eps); param -= lr / (1 - beta1^step) * m / u."""
-    _run("adamax_update", _adamax, param, (grad, m, u), grad, m, u, beta1, beta2, eps,
-         weight_decay, scalar.adamax_constants(lr, beta1, step))
-
-
-@kernel
-def _radam(param: A1, grad: A1, m: A1, v: A1, beta1: Float, beta2: Float, eps: Float,
-           weight_decay: Float, lr: Float, bc1: Float, bc2_sqrt: Float, rect: Float, rectify: Bool):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _radam_at(i, param, grad, m, v, beta1, beta2, eps, weight_decay, lr, bc1, bc2_sqrt, rect,
-                  rectify)
-
-
-@launcher
-def radam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    """RAdam (torch): the Adam step times the rectification term once the approximated SMA
-    length rho_t exceeds 5, plain bias-corrected momentum SGD before that."""
-    _run("radam_update", _radam, param, (grad, m, v), grad, m, v, beta1, beta2, eps, weight_decay,
-         lr, *scalar.radam_constants(beta1, beta2, step))
-
-
-@kernel
-def _adabound(param: A1, grad: A1, m: A1, v: A1, vmax: A1, beta1: Float, beta2: Float, eps: Float,
-              weight_decay: Float, amsbound: Bool, step_size: Float, lower: Float, upper: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _adabound_at(i, param, grad, m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
-                     step_size, lower, upper)
-
-
-@launcher
-def adabound_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, final_lr, gamma,
-                    amsbound, step):
-    """AdaBound / AMSBound (Luo et al. 2019, reference implementation): Adam's per-coordinate
-    rate clipped to [final_lr * (1 - 1 / (gamma t + 1)), final_lr * (1 + 1 / (gamma t))]."""
-    _run("adabound_update", _adabound, param, (grad, m, v, *((vmax,) if amsbound else ())), grad,
-         m, v, vmax, beta1, beta2, eps, weight_decay, amsbound,
-         *scalar.adabound_constants(lr, beta1, beta2, final_lr, gamma, step))
-
-
-@kernel
-def _lion(param: A1, grad: A1, m: A1, lr: Float, beta1: Float, beta2: Float, weight_decay: Float):
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        _lion_at(i, param, grad, m, lr, beta1, beta2, weight_decay)
-
-
-@launcher
-def lion_update(param, grad, m, lr, beta1, beta2, weight_decay):
-    """Lion (Chen et al. 2023) with decoupled weight decay, in place (kernels/scalar.py lion_at)."""
-    _run("lion_update", _lion, param, (grad, m), grad, m, lr, beta1, beta2, weight_decay)
+_lookahead_at = device(scalar.lookahead_at)
 
 
 @kernel
