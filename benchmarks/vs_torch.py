@@ -392,6 +392,11 @@ def main():
                         help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.library == "numbanet" and args.device == "cpu":
+        # numbanet's own process starts its OpenMP runtime as in a program without PyTorch: the
+        # two share one libgomp, which reads its wait policy when the first of them loads it
+        import numbanet as nb
+        nb.backend.get_backend("cpu")
     import torch
     cases, syncs = CASES, (_no_sync, _no_sync)
     if args.device == "cuda":

@@ -1,6 +1,8 @@
 """CPU dense kernels against the float64 reference: one BLAS call for small products, row blocks
 on Numba's threads for large ones; the weight gradient with accumulate off (poisoned outputs) and
 on (added into previous contents), bit-identical on any thread count."""
+import os
+
 import numpy as np
 import pytest
 from conftest import accumulate_runs, accumulated, assert_close, poisoned
@@ -150,3 +152,29 @@ def test_dense_forward_activation_argument_checks():
                                          r"and \(1, 4\)"):
         D.dense_forward_activation(x, w, b, 1, 0.0, pre, short)
     assert np.isnan(short).all()
+
+
+def test_numba_pool_starts_with_a_short_spin():
+    """The CPU backend starts Numba's OpenMP pool with GOMP_SPINCOUNT set only while libgomp
+    loads (then removed from the environment), and leaves a policy the environment sets alone."""
+    import subprocess
+    import sys
+    code = ("import os, numba, numbanet as nb\n"
+            "from numbanet.kernels.cpu._threads import start_quiet_pool\n"
+            "nb.backend.get_backend('cpu')\n"
+            "print(numba.threading_layer(), 'GOMP_SPINCOUNT' in os.environ, start_quiet_pool())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    layer, leaked, again = out.stdout.split()
+    assert (leaked, again) == ("False", "False")
+    if layer == "omp":
+        probe = ("from numbanet.kernels.cpu._threads import start_quiet_pool\n"
+                 "print(start_quiet_pool())")
+        for extra, want in (({}, "True"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "False")):
+            got = subprocess.run([sys.executable, "-c", probe], env=dict(env, **extra),
+                                 capture_output=True, text=True, timeout=120)
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.split()[-1] == want

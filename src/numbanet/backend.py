@@ -99,6 +99,8 @@ class CPUBackend(Backend):
     def __init__(self):
         super().__init__("cpu")
         self.blas_threads = limit_kernel_blas_threads()
+        from .kernels.cpu._threads import start_quiet_pool
+        start_quiet_pool()
 
     def first_compile(self, callback):
         from .kernels.cpu._jit import first_compile
