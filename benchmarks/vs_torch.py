@@ -22,9 +22,10 @@ def _no_sync():
     pass
 
 
-def _timeit(fn, sync=_no_sync, min_time=0.05):
+def _timeit(fn, sync=_no_sync, min_time=0.25):
     """Seconds per call of ``fn`` (``sync`` waits for queued GPU work): enough calls to fill
-    ``min_time``."""
+    ``min_time``, so that the first call after ``compare``'s pause (cold caches, sleeping worker
+    threads: a LeNet step took 52 ms there and 43 ms back to back) weighs little."""
     sync()
     n, start = 0, time.perf_counter()
     while True:

@@ -178,3 +178,22 @@ def test_numba_pool_starts_with_a_short_spin():
                                  capture_output=True, text=True, timeout=120)
             assert got.returncode == 0, got.stderr
             assert got.stdout.split()[-1] == want
+
+
+def test_cpu_backend_keeps_freed_memory_on_glibc():
+    """On glibc the CPU backend raises malloc's mmap and trim thresholds (a training step's
+    arrays are not page-faulted in again every step), unless the environment sets them or
+    NUMBANET_MALLOC=keep."""
+    import platform
+    import subprocess
+    import sys
+    code = "import numbanet as nb; print(nb.backend.get_backend('cpu').malloc_tuned)"
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("NUMBANET_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    for extra, want in (({}, glibc), ({"NUMBANET_MALLOC": "keep"}, False),
+                        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False)):
+        out = subprocess.run([sys.executable, "-c", code], env=dict(base, **extra),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == str(want), extra
