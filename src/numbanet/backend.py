@@ -91,7 +91,7 @@ def limit_kernel_blas_threads(n=None):
 
 
 def keep_freed_memory():
-    """On glibc, serve blocks below 32 MiB from the heap and keep up to 64 MiB of freed memory
+    """On glibc, serve blocks below 32 MiB from the heap and keep up to 256 MiB of freed memory
     there (``mallopt``); returns whether it did.
 
     A training step allocates and frees the same large arrays (activations, gradients, kernel
@@ -99,7 +99,8 @@ def keep_freed_memory():
     to at most 32 MiB) to the kernel with mmap and gives them back when freed, and trims the
     heap top beyond 128 KiB, so every step page-faults its arrays in again, 4 KiB at a time:
     a LeNet step (batch 128, two threads) took 40-41 ms, 23-24 ms with this (peak RSS 318 ->
-    320 MiB). Left alone when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set,
+    320 MiB). (Keeping 64 MiB was not always enough: after larger models had run in the same
+    process the step sometimes took 42-45 ms again.) Left alone when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set,
     or with ``NUMBANET_MALLOC=keep``."""
     if os.environ.get("NUMBANET_MALLOC", "tune") == "keep" or \
             {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
@@ -113,7 +114,8 @@ def keep_freed_memory():
     except (OSError, AttributeError):
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 64 << 20))
+    return (bool(mallopt(M_MMAP_THRESHOLD, 32 << 20))
+            and bool(mallopt(M_TRIM_THRESHOLD, 256 << 20)))
 
 
 class CPUBackend(Backend):
