@@ -155,3 +155,25 @@ def test_the_helper_compiles_what_fit_needs(tmp_path):
     after = _python(count, env)
     assert after.returncode == 0, after.stderr
     assert after.stdout.split()[-1] == "0"
+
+
+def test_the_helper_is_not_started_for_large_models_or_batches(monkeypatch):
+    """Above MAX_PARAMS weights, or with a batch above MAX_BATCH_BYTES, fit compiles alone (the
+    helper's copy would cost more than it saves); NUMBANET_COMPILE_HELPER=0 turns it off."""
+    import numpy as np
+    import numbanet as nb
+    from numbanet import _compile_helper as helper
+    model = nb.Sequential([nb.layers.Dense(4)], input_shape=(3,))
+    model.compile(optimizer="adam", loss="mse")
+    monkeypatch.setattr(helper, "_started", [])
+    monkeypatch.setenv(helper.ENV, "1")
+    assert helper.wanted(model, False) == ((os.cpu_count() or 1) > 1)
+    assert not helper.wanted(model, True)                          # distributed: never
+    monkeypatch.setattr(helper, "MAX_PARAMS", model.count_params() - 1)
+    assert not helper.wanted(model, False)
+    monkeypatch.setattr(helper, "MAX_BATCH_BYTES", 10)
+    x, y = np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32)
+    assert helper.start(model, [x], [y]) is None and helper._started == []
+    monkeypatch.setenv(helper.ENV, "0")
+    monkeypatch.setattr(helper, "MAX_PARAMS", 10**9)
+    assert not helper.wanted(model, False)

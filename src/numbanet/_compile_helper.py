@@ -12,10 +12,11 @@ compiles goes to the on-disk cache; the training process loads it from there ins
 it. Both sides compile under the per-function file lock of ``kernels/cpu/_jit.py``, so neither
 compiles what the other is compiling, and the cache stays consistent.
 
-Only the first cold start of a process uses it (set ``NUMBANET_COMPILE_HELPER=0`` to turn it off),
-only on the CPU, for models that have a config (Sequential and functional), with more than one
-core. The helper's failures are its own: the training process compiles whatever the helper did
-not, exactly as without it. It is stopped when the training process exits.
+Only the first cold start of a process uses it (``NUMBANET_COMPILE_HELPER=0`` turns it off),
+only on the CPU, for models that have a config (Sequential and functional) of at most
+MAX_PARAMS weights and batches of at most MAX_BATCH_BYTES, with more than one core. The
+helper's failures are its own: the training process compiles whatever the helper did not,
+exactly as without it. It is stopped when the training process exits.
 """
 import atexit
 import contextlib
@@ -33,11 +34,18 @@ _started = []                       # the helper process, once started in this p
 _COMMAND = "import sys; from numbanet._compile_helper import run; run(sys.argv[1])"
 
 
+# Beyond these the helper's copy of the model or of the batch would cost more memory or time
+# than the compile it saves (small models are the ones whose first run is mostly compiling).
+MAX_PARAMS = 20_000_000
+MAX_BATCH_BYTES = 64 << 20
+
+
 def wanted(model, distributed):
     """Whether ``fit``'s first step should start a helper when it finds the cache cold."""
     return (not _started and os.environ.get(ENV, "1") != "0" and not distributed
             and not model.backend.is_device and model._plan is not None
-            and (os.cpu_count() or 1) > 1 and bool(sys.executable))
+            and (os.cpu_count() or 1) > 1 and bool(sys.executable)
+            and model.count_params() <= MAX_PARAMS)
 
 
 def watch(model, xs, part, ys, distributed=False):
@@ -51,7 +59,7 @@ def watch(model, xs, part, ys, distributed=False):
 def start(model, xs, ys):
     """Write the model's description and the batch to a temporary directory and start the
     helper on it; returns the process, or None when the model cannot be described."""
-    if any(a is None for a in ys):
+    if any(a is None for a in ys) or sum(np.asarray(a).nbytes for a in xs + ys) > MAX_BATCH_BYTES:
         return None
     try:
         spec = {"model": model.get_config(), "compile": model._compile_config()}
