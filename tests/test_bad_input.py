@@ -344,3 +344,15 @@ def test_poisson_refuses_negative_counts():
                                          r"index \(1, 0\)"):
         model.fit(np.ones((3, 2)), y, epochs=1, verbose=0)
     model.fit(np.ones((3, 2)), np.abs(y), epochs=1, verbose=0)     # counts train
+
+
+def test_model_and_compile_from_config_reject_what_is_not_a_config():
+    """model_from_config / compile_from_config name what they expected and what they got."""
+    import numbanet as nb
+    from numbanet.models import compile_from_config, model_from_config
+    with pytest.raises(TypeError, match="model_from_config: expected the dict .* got list"):
+        model_from_config([1, 2])
+    model = nb.Sequential([nb.layers.Dense(2)], input_shape=(3,))
+    with pytest.raises(ValueError, match="compile_from_config: expected a dict with an "
+                                         "'optimizer' entry .*'loss': 'mse'"):
+        compile_from_config(model, {"loss": "mse"})

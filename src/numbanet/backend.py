@@ -98,8 +98,8 @@ def keep_freed_memory():
     scratch) every step. By default glibc hands blocks from 128 KiB up (a threshold that grows
     to at most 32 MiB) to the kernel with mmap and gives them back when freed, and trims the
     heap top beyond 128 KiB, so every step page-faults its arrays in again, 4 KiB at a time:
-    a LeNet step (batch 128, two threads) took 40-41 ms, 23-24 ms with this (peak RSS 318 ->
-    320 MiB; keeping only 64 MiB let the step fall back to 42-45 ms after larger models had run
+    a LeNet step (batch 128, two threads) took 40-41 ms, 23-25 ms with this (peak RSS 318 ->
+    320-326 MiB; keeping only 64 MiB let the step fall back to 42-45 ms after larger models had run
     in the process). Left alone when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``
     is set, or with ``NUMBANET_MALLOC=keep``."""
     if os.environ.get("NUMBANET_MALLOC", "tune") == "keep" or \

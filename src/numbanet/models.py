@@ -1737,6 +1737,9 @@ def load_model(path, device=None, compile=True):
 
 def model_from_config(config, device=None):
     """A Sequential or functional model (fresh weights) from its ``get_config()``."""
+    if not isinstance(config, dict):
+        raise TypeError(f"model_from_config: expected the dict a model's get_config() returns, "
+                        f"got {type(config).__name__}")
     if "nodes" in config:
         model = functional_from_config(config)
         if device is not None:
@@ -1748,6 +1751,9 @@ def model_from_config(config, device=None):
 def compile_from_config(model, comp):
     """Compile ``model`` as the ``"compile"`` entry of a saved model describes (optimizer, losses,
     metrics); returns the optimizer."""
+    if not isinstance(comp, dict) or "optimizer" not in comp:
+        raise ValueError(f"compile_from_config: expected a dict with an 'optimizer' entry (a saved "
+                         f"model's \"compile\" entry), got {comp!r}")
     opt = optimizers_module.REGISTRY.deserialize(comp["optimizer"])
     load_loss = losses_module.REGISTRY.deserialize
     load_metric = metrics_module.REGISTRY.deserialize
