@@ -308,7 +308,7 @@ def test_table_kernels_take_their_rows_arguments_and_check_sizes(row):
     and refuses a buffer of another size than param's, naming itself (hyperparameters 0.5 and
     flags true: every slot of ``when`` is in use)."""
     kernel = getattr(optim, f"_{row.name}_loop" if row.shared_by else f"{row.name}_update")
-    params = inspect.signature(kernel.py_func).parameters
+    params = inspect.signature(kernel).parameters
     assert list(params) == ["param", "grad", *row.slots, *row.hyper]
     hyper = [True if h in row.flags else 0.5 for h in row.hyper]
     name = row.shared_by[0] if row.shared_by else f"{row.name}_update"

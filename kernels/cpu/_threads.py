@@ -90,11 +90,12 @@ def run(worker, args, units, parallel=True):
         _helpers_lock.release()
 
 
-def split_parallel(fn, name, size_arg, par_min, **options):
+def split_parallel(fn, name, size, par_min, **options):
     """A kernel from ``fn`` (a loop over ``prange``): a plain Python function that calls ``fn``
-    compiled serially (``prange`` runs as ``range``) while argument ``size_arg`` has fewer than
-    ``par_min`` elements and compiled with ``parallel=True`` from ``par_min`` on (``options``:
-    further ``njit`` options of both). Each copy compiles at its first call, so a program whose
+    compiled serially (``prange`` runs as ``range``) while its work is below ``par_min`` and
+    compiled with ``parallel=True`` from ``par_min`` on (``options``: further ``njit`` options of
+    both). The work is the element count of argument number ``size``, or ``size(*args)`` when
+    ``size`` is a function. Each copy compiles at its first call, so a program whose
     arrays stay small never compiles the parfor copy (several times as costly to compile as the
     serial loop). The copies have names of their own, ``name`` and ``name + "_parallel"``, so
     their own cache files: Numba keys its on-disk cache by the function's name and code, not by
@@ -108,14 +109,24 @@ def split_parallel(fn, name, size_arg, par_min, **options):
         copies[par] = numba.njit(cache=True, parallel=par, **options)(f)
     serial, parallel = copies[False], copies[True]
 
-    def kernel(*args):
-        return (parallel if args[size_arg].size >= par_min else serial)(*args)
+    if callable(size):
+        def kernel(*args):
+            return (parallel if size(*args) >= par_min else serial)(*args)
+    else:
+        def kernel(*args):
+            return (parallel if args[size].size >= par_min else serial)(*args)
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__module__ = fn.__module__
     kernel.__doc__ = fn.__doc__
     kernel.__signature__ = inspect.signature(fn)
     kernel.serial, kernel.parallel = serial, parallel
     return kernel
+
+
+
+def split_kernel(size, par_min, **options):
+    """Decorator form of split_parallel: the kernel takes the name of the decorated function."""
+    return lambda fn: split_parallel(fn, fn.__name__, size, par_min, **options)
 
 
 def start_quiet_pool():

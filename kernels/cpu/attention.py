@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import scalar
+from ._threads import split_kernel
 
 # Elements (B * Tq * Tk) at or above which rows run on Numba's threads, and elements per work
 # item there (whole rows). Serial vs 2 threads on the shared 2-core machine (float32, best of
@@ -222,14 +223,9 @@ def _forward_rows(s, mask, has_mask, tq, tk, heads, causal, scale, u, rate, drop
             weights[_u(o + j)] = 0.0
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def _forward(s, mask, has_mask, tq, tk, heads, causal, scale, u, rate, dropout, probs, weights):
     rows = s.size // tk
-    if s.size < _PAR_MIN:
-        e = np.empty(tk)
-        _forward_rows(s, mask, has_mask, tq, tk, heads, causal, scale, u, rate, dropout, probs,
-                      weights, 0, rows, e)
-        return
     rpu = max(1, _CHUNK // tk)
     for w in prange((rows + rpu - 1) // rpu):
         e = np.empty(tk)
@@ -254,13 +250,9 @@ def _backward_rows(p, u, rate, dropout, scale, tk, gw, gs, r0, r1, e):
             gs[_u(o + j)] = scale * np.float64(p[_u(o + j)]) * (e[_u(j)] - dot)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN_BACKWARD, error_model="numpy")
 def _backward(p, u, rate, dropout, scale, tk, gw, gs):
     rows = p.size // tk
-    if p.size < _PAR_MIN_BACKWARD:
-        e = np.empty(tk)
-        _backward_rows(p, u, rate, dropout, scale, tk, gw, gs, 0, rows, e)
-        return
     rpu = max(1, _CHUNK // tk)
     for w in prange((rows + rpu - 1) // rpu):
         e = np.empty(tk)

@@ -12,12 +12,14 @@
   float64 libm calls without SVML, runs at ~35 ns an element here).
 
 Loops run over the N*C image planes, the innermost over a contiguous row; ``prange`` over the
-planes when the array is large (``_PAR_MIN`` elements), serially otherwise.
+planes, compiled serially and run so below ``_PAR_MIN`` elements (``_threads.split_kernel``).
 """
 import math
 
 import numpy as np
 from numba import njit, prange
+
+from ._threads import split_kernel
 
 _PAR_MIN = 1 << 18
 
@@ -36,19 +38,15 @@ def _sdrop_plane(x, u, rate, keep_scale, out, mask, p, nc):
             out[n, c, h, w] = x[n, c, h, w] * m
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def spatial_dropout2d_forward(x, u, rate, out, mask):
     """mask[n, c] = (u[n, c] >= rate) / (1 - rate) (0 when rate >= 1); out = x * mask over each
     whole (n, c) plane. x, out: (N, C, H, W); u, mask: (N, C)."""
     nc = x.shape[1]
     planes = x.shape[0] * nc
     keep_scale = 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
-    if x.size < _PAR_MIN:
-        for p in range(planes):
-            _sdrop_plane(x, u, rate, keep_scale, out, mask, p, nc)
-    else:
-        for p in prange(planes):
-            _sdrop_plane(x, u, rate, keep_scale, out, mask, p, nc)
+    for p in prange(planes):
+        _sdrop_plane(x, u, rate, keep_scale, out, mask, p, nc)
 
 
 @njit(inline="always")
@@ -61,17 +59,13 @@ def _scale_plane(g, mask, out, p, nc):
             out[n, c, h, w] = g[n, c, h, w] * m
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def spatial_dropout2d_backward(grad_out, mask, grad_in):
     """grad_in = grad_out * mask[n, c] over each (n, c) plane."""
     nc = grad_out.shape[1]
     planes = grad_out.shape[0] * nc
-    if grad_out.size < _PAR_MIN:
-        for p in range(planes):
-            _scale_plane(grad_out, mask, grad_in, p, nc)
-    else:
-        for p in prange(planes):
-            _scale_plane(grad_out, mask, grad_in, p, nc)
+    for p in prange(planes):
+        _scale_plane(grad_out, mask, grad_in, p, nc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,19 +89,14 @@ def _flip_plane(x, flip_h, flip_w, out, p, nc):
                 out[n, c, h, w] = x[n, c, sh, w]
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _PAR_MIN)
 def _flip(x, flip_h, flip_w, out):
     nc = x.shape[1]
     planes = x.shape[0] * nc
-    if x.size < _PAR_MIN:
-        for p in range(planes):
-            _flip_plane(x, flip_h, flip_w, out, p, nc)
-    else:
-        for p in prange(planes):
-            _flip_plane(x, flip_h, flip_w, out, p, nc)
+    for p in prange(planes):
+        _flip_plane(x, flip_h, flip_w, out, p, nc)
 
 
-@njit(cache=True)
 def flip_forward(x, flip_h, flip_w, out):
     """Per-sample flips of (N, C, H, W) images: flip_h[n] != 0 reverses the H axis of sample n
     (a vertical flip, upside down), flip_w[n] != 0 reverses the W axis (a horizontal flip,
@@ -115,7 +104,6 @@ def flip_forward(x, flip_h, flip_w, out):
     _flip(x, flip_h, flip_w, out)
 
 
-@njit(cache=True)
 def flip_backward(grad_out, flip_h, flip_w, grad_in):
     """The gradient of flip_forward: the same flips applied to ``grad_out`` (a flip is its own
     inverse and its own transpose)."""
@@ -146,19 +134,14 @@ def _translate_plane(x, dy, dx, sign, out, p, nc):
                 out[n, c, h, w] = x[n, c, src, s] if s >= 0 and s < ww else 0.0
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _PAR_MIN)
 def _translate(x, dy, dx, sign, out):
     nc = x.shape[1]
     planes = x.shape[0] * nc
-    if x.size < _PAR_MIN:
-        for p in range(planes):
-            _translate_plane(x, dy, dx, sign, out, p, nc)
-    else:
-        for p in prange(planes):
-            _translate_plane(x, dy, dx, sign, out, p, nc)
+    for p in prange(planes):
+        _translate_plane(x, dy, dx, sign, out, p, nc)
 
 
-@njit(cache=True)
 def translate_forward(x, dy, dx, out):
     """Shift each (N, C, H, W) sample by whole pixels: out[n, c, h, w] = x[n, c, h - dy[n],
     w - dx[n]], zero where that falls outside the image (positive dy moves the content down,
@@ -166,7 +149,6 @@ def translate_forward(x, dy, dx, out):
     _translate(x, dy, dx, 1, out)
 
 
-@njit(cache=True)
 def translate_backward(grad_out, dy, dx, grad_in):
     """The gradient of translate_forward: grad_out shifted back by (-dy, -dx), zero-filled."""
     _translate(grad_out, dy, dx, -1, grad_in)
@@ -175,17 +157,13 @@ def translate_backward(grad_out, dy, dx, grad_in):
 # ---------------------------------------------------------------------------------------------
 # Gaussian noise (flat 1-D)
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def gaussian_noise_forward(x, noise, stddev, out):
     """out = x + stddev * noise (noise standard normal; out may alias x). The backward pass is
     the identity."""
     n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = x[i] + stddev * noise[i]
-    else:
-        for i in prange(n):
-            out[i] = x[i] + stddev * noise[i]
+    for i in prange(n):
+        out[i] = x[i] + stddev * noise[i]
 
 
 @njit(inline="always")
@@ -194,16 +172,12 @@ def _box_muller_one(u, n, out, i):
     out[i] = r * math.cos(2.0 * math.pi * np.float64(u[n + i]))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(1, _PAR_MIN // 4, error_model="numpy")
 def box_muller(u, out):
     """Standard normal numbers from uniform [0, 1) ones (Box-Muller, cosine branch):
     out[i] = sqrt(-2 log(1 - u[i])) * cos(2 pi u[n + i]) with n = out.size, u.size = 2n.
     1 - u is in (0, 1], so the log is finite; the tails end near 5.8 sigma for float32 uniforms
     (24 bits) and 8.6 sigma for float64 ones (53 bits)."""
     n = out.size
-    if n < _PAR_MIN // 4:
-        for i in range(n):
-            _box_muller_one(u, n, out, i)
-    else:
-        for i in prange(n):
-            _box_muller_one(u, n, out, i)
+    for i in prange(n):
+        _box_muller_one(u, n, out, i)

@@ -4,6 +4,8 @@ scaling. Memory-bound loops: serial below ``_PAR_MIN``, ``prange`` above (2 thre
 import numpy as np
 from numba import njit, prange
 
+from ._threads import split_kernel
+
 _PAR_MIN = 1 << 18
 _FM = {"reassoc", "contract"}
 
@@ -15,54 +17,37 @@ def _dropout_one(x, u, keep_scale, rate, out, mask, i):
     out[i] = xi * mask[i]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def dropout_forward(x, u, rate, out, mask):
     """mask = (u >= rate) / (1 - rate) (0 everywhere when rate >= 1); out = x * mask."""
     n = x.size
     keep_scale = 1.0 / (1.0 - rate) if rate < 1.0 else 0.0
-    if n < _PAR_MIN:
-        for i in range(n):
-            _dropout_one(x, u, keep_scale, rate, out, mask, i)
-    else:
-        for i in prange(n):
-            _dropout_one(x, u, keep_scale, rate, out, mask, i)
+    for i in prange(n):
+        _dropout_one(x, u, keep_scale, rate, out, mask, i)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def dropout_backward(grad_out, mask, grad_in):
     """grad_in = grad_out * mask."""
     n = grad_out.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * mask[i]
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * mask[i]
+    for i in prange(n):
+        grad_in[i] = grad_out[i] * mask[i]
 
 
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
+@split_kernel(0, _PAR_MIN, fastmath=_FM, error_model="numpy")
 def sum_squares(x, out):
     """out[0] = sum(x * x), accumulated in float64 (gradient norms, clipping)."""
     n = x.size
     total = 0.0
-    if n < _PAR_MIN:
-        for i in range(n):
-            v = np.float64(x[i])
-            total += v * v
-    else:
-        for i in prange(n):
-            v = np.float64(x[i])
-            total += v * v
+    for i in prange(n):
+        v = np.float64(x[i])
+        total += v * v
     out[0] = total
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def scale(x, factor, out):
     """out = x * factor."""
     n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = x[i] * factor
-    else:
-        for i in prange(n):
-            out[i] = x[i] * factor
+    for i in prange(n):
+        out[i] = x[i] * factor

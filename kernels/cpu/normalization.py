@@ -42,14 +42,18 @@ normalization itself is evaluated in float64, so float32 inputs with a mean far 
 their precision. Reductions over the batch are split into a fixed number of row chunks whose
 float64 partials are added in order: results do not depend on the thread count.
 
-Parallelism: ``prange`` over row chunks (reductions), images or rows (elementwise passes) once an
-array has ``_PAR_MIN`` elements; serial loops below that. Inner loops run along contiguous memory
+Parallelism: ``prange`` over row chunks (reductions), images or rows (elementwise passes), each
+loop compiled serially and run so below ``_PAR_MIN`` elements and compiled with ``parallel=True``
+at the first larger call (``_threads.split_kernel``); the batch normalization kernels run their
+passes from Python, so a small model never compiles a parfor copy. Inner loops run along contiguous memory
 (along S, or along C when S = 1).
 """
 import math
 
 import numpy as np
 from numba import njit, prange
+
+from ._threads import split_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -94,19 +98,15 @@ def _bn_chunk(x, g, center, mode, lo, hi, part):
             part[1, c] += b
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _PAR_MIN)
 def _bn_sums(x, g, center, mode, out):
     """out (2, C): the _bn_chunk sums over the whole batch, from a fixed set of row chunks
     added in order (the same result whatever the thread count)."""
     n = x.shape[0]
     nch = min(n, _CHUNKS)
     part = np.empty((nch, 2, x.shape[1]))
-    if x.size < _PAR_MIN:
-        for k in range(nch):
-            _bn_chunk(x, g, center, mode, k * n // nch, (k + 1) * n // nch, part[k])
-    else:
-        for k in prange(nch):
-            _bn_chunk(x, g, center, mode, k * n // nch, (k + 1) * n // nch, part[k])
+    for k in prange(nch):
+        _bn_chunk(x, g, center, mode, k * n // nch, (k + 1) * n // nch, part[k])
     for c in range(x.shape[1]):
         a = 0.0
         b = 0.0
@@ -137,14 +137,11 @@ def _bn_image(x, g, center, a, b, k, n, out):
             _bn_segment(x, g, center, a, b, k, n, c, out)
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@split_kernel(0, _PAR_MIN, fastmath=_FASTMATH)
 def _bn_apply(x, g, center, a, b, k, out):
-    """out = a * g + k * (x - center) + b per channel: parallel over images, or over the
-    channels of a single image."""
-    if x.size < _PAR_MIN:
-        for n in range(x.shape[0]):
-            _bn_image(x, g, center, a, b, k, n, out)
-    elif x.shape[0] > 1:
+    """out = a * g + k * (x - center) + b per channel: over images, or over the channels of a
+    single image with S > 1."""
+    if x.shape[0] > 1 or x.shape[2] == 1:
         for n in prange(x.shape[0]):
             _bn_image(x, g, center, a, b, k, n, out)
     else:
@@ -157,6 +154,20 @@ def _bn_apply(x, g, center, a, b, k, out):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
+def _bn_train_affine(sums, count, eps, gamma, beta, invstd):
+    """(scale, shift) of the training forward from the sums of squared deviations in sums[0];
+    writes invstd."""
+    nc = sums.shape[1]
+    scale = np.empty(nc)
+    shift = np.empty(nc)
+    for c in range(nc):
+        inv = 1.0 / math.sqrt(sums[0, c] / count + eps)
+        invstd[c] = inv
+        scale[c] = gamma[c] * inv
+        shift[c] = beta[c]
+    return scale, shift
+
+
 def batchnorm_forward_train(x3, gamma, beta, eps, out, mean, invstd):
     """Per-channel batch statistics of x3 (N, C, S) over N and S (biased variance), and
     out = (x - mean) * invstd * gamma + beta; writes mean (C,) and invstd (C,)."""
@@ -167,21 +178,15 @@ def batchnorm_forward_train(x3, gamma, beta, eps, out, mean, invstd):
     _bn_sums(x3, x3, zero, 0, sums)
     mu = sums[0] / count
     _bn_sums(x3, x3, mu, 1, sums)
-    scale = np.empty(nc)
-    shift = np.empty(nc)
-    for c in range(nc):
-        inv = 1.0 / math.sqrt(sums[0, c] / count + eps)
-        mean[c] = mu[c]
-        invstd[c] = inv
-        scale[c] = gamma[c] * inv
-        shift[c] = beta[c]
+    mean[:] = mu
+    scale, shift = _bn_train_affine(sums, count, eps, gamma, beta, invstd)
     _bn_apply(x3, x3, mu, zero, shift, scale, out)
 
 
 @njit(cache=True)
-def batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out):
-    """out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel."""
-    nc = x3.shape[1]
+def _bn_infer_affine(gamma, beta, running_mean, running_var, eps):
+    """(center, scale, shift) of the inference forward, float64."""
+    nc = gamma.shape[0]
     mu = np.empty(nc)
     scale = np.empty(nc)
     shift = np.empty(nc)
@@ -189,20 +194,33 @@ def batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out
         mu[c] = running_mean[c]
         scale[c] = gamma[c] / math.sqrt(running_var[c] + eps)
         shift[c] = beta[c]
-    _bn_apply(x3, x3, mu, np.zeros(nc), shift, scale, out)
+    return mu, scale, shift
 
 
-@njit(cache=True)
+def batchnorm_forward_infer(x3, gamma, beta, running_mean, running_var, eps, out):
+    """out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel."""
+    mu, scale, shift = _bn_infer_affine(gamma, beta, running_mean, running_var, eps)
+    _bn_apply(x3, x3, mu, np.zeros(x3.shape[1]), shift, scale, out)
+
+
 def _bn_backward(x3, grad_out3, gamma, center, invstd, train, accumulate, grad_in3, grad_gamma,
                  grad_beta):
     """Both backward passes, with xhat = (x - center) * invstd and M = N*S:
     grad_beta = sum g, grad_gamma = sum g * xhat (added into them with ``accumulate``), and
     grad_in = gamma * invstd * g, minus gamma * invstd * (sum g + xhat * sum g * xhat) / M in
     training mode."""
-    nc = x3.shape[1]
-    count = x3.shape[0] * x3.shape[2]
-    sums = np.empty((2, nc))
+    sums = np.empty((2, x3.shape[1]))
     _bn_sums(x3, grad_out3, center, 2, sums)
+    a, b, k = _bn_backward_affine(sums, x3.shape[0] * x3.shape[2], gamma, invstd, train,
+                                  accumulate, grad_gamma, grad_beta)
+    _bn_apply(x3, grad_out3, center, a, b, k, grad_in3)
+
+
+@njit(cache=True)
+def _bn_backward_affine(sums, count, gamma, invstd, train, accumulate, grad_gamma, grad_beta):
+    """grad_beta, grad_gamma from the sums, and the (a, b, k) of grad_in = a * g + k * (x -
+    center) + b."""
+    nc = sums.shape[1]
     a = np.empty(nc)
     k = np.zeros(nc)
     b = np.zeros(nc)
@@ -216,10 +234,9 @@ def _bn_backward(x3, grad_out3, gamma, center, invstd, train, accumulate, grad_i
         if train:
             k[c] = -gi * inv * inv * sums[1, c] / count
             b[c] = -gi * sums[0, c] / count
-    _bn_apply(x3, grad_out3, center, a, b, k, grad_in3)
+    return a, b, k
 
 
-@njit(cache=True)
 def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, accumulate, grad_in3, grad_gamma,
                        grad_beta):
     """Gradient of the training-mode forward, with xhat = (x - mean) * invstd, M = N*S:
@@ -229,7 +246,6 @@ def batchnorm_backward(x3, grad_out3, gamma, mean, invstd, accumulate, grad_in3,
                  accumulate, grad_in3, grad_gamma, grad_beta)
 
 
-@njit(cache=True)
 def batchnorm_backward_infer(x3, grad_out3, gamma, running_mean, running_var, eps, accumulate,
                              grad_in3, grad_gamma, grad_beta):
     """Gradient of the inference-mode forward (statistics fixed): with
@@ -276,17 +292,13 @@ def _ln_row(x, gamma, beta, eps, out, mean, invstd, r):
         out[r, j] = (x[r, j] - mu) * inv * gamma[j] + beta[j]
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _PAR_MIN)
 def layernorm_forward(x2, gamma, beta, eps, out, mean, invstd):
     """Each row of x2 (R, D) normalized over its D features (biased variance):
     out = (x - mean) * invstd * gamma + beta; writes mean (R,) and invstd (R,)."""
     rows = x2.shape[0]
-    if x2.size < _PAR_MIN:
-        for r in range(rows):
-            _ln_row(x2, gamma, beta, eps, out, mean, invstd, r)
-    else:
-        for r in prange(rows):
-            _ln_row(x2, gamma, beta, eps, out, mean, invstd, r)
+    for r in prange(rows):
+        _ln_row(x2, gamma, beta, eps, out, mean, invstd, r)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -315,7 +327,7 @@ def _ln_backward_rows(x, g, gamma, mean, invstd, lo, hi, grad_in, part):
             grad_in[r, j] = inv * (g[r, j] * gamma[j] - s1 - xh * s2)
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _PAR_MIN)
 def layernorm_backward(x2, grad_out2, gamma, mean, invstd, accumulate, grad_in2, grad_gamma,
                        grad_beta):
     """With xhat = (x - mean) * invstd per row and gg = g * gamma:
@@ -325,14 +337,9 @@ def layernorm_backward(x2, grad_out2, gamma, mean, invstd, accumulate, grad_in2,
     rows, d = x2.shape
     nch = min(rows, _CHUNKS)
     part = np.empty((nch, 2, d))
-    if x2.size < _PAR_MIN:
-        for k in range(nch):
-            _ln_backward_rows(x2, grad_out2, gamma, mean, invstd, k * rows // nch,
-                              (k + 1) * rows // nch, grad_in2, part[k])
-    else:
-        for k in prange(nch):
-            _ln_backward_rows(x2, grad_out2, gamma, mean, invstd, k * rows // nch,
-                              (k + 1) * rows // nch, grad_in2, part[k])
+    for k in prange(nch):
+        _ln_backward_rows(x2, grad_out2, gamma, mean, invstd, k * rows // nch,
+                          (k + 1) * rows // nch, grad_in2, part[k])
     for j in range(d):
         a = 0.0
         b = 0.0

@@ -13,7 +13,8 @@ work item then walks rows of the innermost dimension, an odometer (``_next_row``
 operand's offset from row to row, with no division per row or element; the row loops index
 with uint64 (``_u``) so that LLVM vectorizes them where the row strides are 1.
 
-Parallelism: a serial loop below ``_PAR_MIN`` elements, ``prange`` above, over work items fixed by
+Parallelism: each kernel is one ``prange`` loop, compiled serially and run below ``_PAR_MIN``
+elements and compiled with ``parallel=True`` for larger calls (``_split``), over work items fixed by
 the shapes alone (``_CHUNK`` elements of a row, an output, a block of outputs): results do not
 depend on the number of threads. Reductions accumulate in float64 in C order over the reduced
 space; one longer than ``_RED_CHUNK`` elements is summed in chunks of that many whose partial
@@ -29,6 +30,8 @@ from numba import njit, prange
 
 from .. import scalar
 from ._blas import gemm
+from ._jit import HELPER
+from ._threads import split_kernel
 
 # Sizes at or above which the prange paths run (element count of the index space; multiply-adds
 # for matmul). Serial vs 2 threads on the shared 2-core machine (best of 50, float32): exp,
@@ -56,6 +59,19 @@ _span = njit(scalar.span)
 _matrix_span = njit(scalar.matrix_span)
 
 
+def _index_space(i):
+    """The work of a kernel over the index space given as its argument ``i`` (a shape)."""
+    return lambda *args: math.prod(args[i])
+
+
+def _split(size, par_min=_PAR_MIN):
+    """Decorator: the kernel compiled serially below ``par_min`` elements of work and with
+    ``parallel=True`` above, each copy at its first call (_threads.split_parallel; ``size``: the
+    argument whose element count is the work, or a function of the arguments giving it). A
+    program whose tensors stay small never compiles a parfor copy."""
+    return split_kernel(size, par_min, error_model="numpy")
+
+
 # ------------------------------------------------------------------------------- index spaces
 @njit
 def _valid_shape(shape):
@@ -78,7 +94,7 @@ def _fits(size, offset, shape, strides):
     return lo >= 0 and hi < size
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _coalesce(shape, strides):
     """(sh, st): the index space ``shape`` walked by the operands whose stride tuples are
     ``strides`` (a tuple of tuples), with size-1 dimensions dropped and a dimension merged into
@@ -179,14 +195,14 @@ def _units(sh):
     rows per item, items per row, rows): about _CHUNK elements each, whole rows when rows are
     short, pieces of one row when they are long."""
     inner = sh[_R - 1]
-    rows = 1
-    for d in range(_R - 1):
+    rows = sh[0]
+    for d in range(1, _R - 1):
         rows *= sh[d]
-    if inner > _CHUNK:
-        per_row = (inner + _CHUNK - 1) // _CHUNK
-        return rows * per_row, 1, per_row, rows
-    rpu = _CHUNK // inner
-    return (rows + rpu - 1) // rpu, rpu, 1, rows
+    per_row = (inner + _CHUNK - 1) // _CHUNK       # 1 unless rows are long
+    rpu = max(1, _CHUNK // inner)                   # 1 if they are (no literal: one plan type)
+    if per_row > 1:
+        return rows * per_row, rpu, per_row, rows
+    return (rows + rpu - 1) // rpu, rpu, per_row, rows
 
 
 @njit(inline="always")
@@ -201,23 +217,18 @@ def _unit(u, plan, inner):
 
 
 # ------------------------------------------------------------------------------------- unary
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(1)
 def unary_forward(code, x, alpha, beta, out):
     """out[i] = unary(code, x[i], alpha, beta) (kernels/scalar.py UNARY_CODES); out may be x."""
     if code < 0 or code >= _N_UNARY:
         raise ValueError("unary_forward: code must index scalar.UNARY_CODES")
     if out.size != x.size:
         raise ValueError("unary_forward: out must have the size of x")
-    n = x.size
-    if n < _PAR_MIN:
-        for i in range(n):
-            out[i] = _unary(code, x[i], alpha, beta)
-    else:
-        for i in prange(n):
-            out[i] = _unary(code, x[i], alpha, beta)
+    for i in prange(x.size):
+        out[i] = _unary(code, x[i], alpha, beta)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(1)
 def unary_backward(code, x, y, grad_out, alpha, beta, grad_in):
     """grad_in[i] = grad_out[i] * unary_grad(code, x[i], y[i], alpha, beta), y the forward
     output; grad_in may be grad_out."""
@@ -226,12 +237,8 @@ def unary_backward(code, x, y, grad_out, alpha, beta, grad_in):
     n = x.size
     if y.size != n or grad_out.size != n or grad_in.size != n:
         raise ValueError("unary_backward: y, grad_out and grad_in must have the size of x")
-    if n < _PAR_MIN:
-        for i in range(n):
-            grad_in[i] = grad_out[i] * _unary_grad(code, x[i], y[i], alpha, beta)
-    else:
-        for i in prange(n):
-            grad_in[i] = grad_out[i] * _unary_grad(code, x[i], y[i], alpha, beta)
+    for i in prange(n):
+        grad_in[i] = grad_out[i] * _unary_grad(code, x[i], y[i], alpha, beta)
 
 
 # ------------------------------------------------------------------------------------- binary
@@ -250,7 +257,7 @@ def _binary_checks(code, a, b, shape, a_strides, b_strides, n):
     return 0
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _binary_forward_unit(code, a, b, sh, st, out, u, plan):
     inner = sh[_R - 1]
     r0, r1, j0, j1 = _unit(u, plan, inner)
@@ -265,7 +272,7 @@ def _binary_forward_unit(code, a, b, sh, st, out, u, plan):
         _next_row(sh, st, idx, off)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(6)
 def binary_forward(code, a, b, shape, a_strides, b_strides, out):
     """out[idx] = binary(code, a[idx . a_strides], b[idx . b_strides]) over the index space
     ``shape`` (kernels/scalar.py BINARY_CODES); out flat, C order, prod(shape) elements."""
@@ -285,15 +292,11 @@ def binary_forward(code, a, b, shape, a_strides, b_strides, out):
         return
     sh, st = _coalesce(shape, (a_strides, b_strides))
     plan = _units(sh)
-    if n < _PAR_MIN:
-        for u in range(plan[0]):
-            _binary_forward_unit(code, a, b, sh, st, out, u, plan)
-    else:
-        for u in prange(plan[0]):
-            _binary_forward_unit(code, a, b, sh, st, out, u, plan)
+    for u in prange(plan[0]):
+        _binary_forward_unit(code, a, b, sh, st, out, u, plan)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan):
     inner = sh[_R - 1]
     r0, r1, j0, j1 = _unit(u, plan, inner)
@@ -310,7 +313,7 @@ def _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan)
         _next_row(sh, st, idx, off)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(3)
 def binary_backward(code, a, b, grad_out, shape, a_strides, b_strides, grad_a, grad_b):
     """Full-size gradients over ``shape`` (flat, C order): grad_a[idx] = grad_out[idx] *
     binary_grad_a(code, a[..], b[..]), likewise grad_b; the caller reduces them (reduce_sum) to
@@ -332,16 +335,12 @@ def binary_backward(code, a, b, grad_out, shape, a_strides, b_strides, grad_a, g
         return
     sh, st = _coalesce(shape, (a_strides, b_strides))
     plan = _units(sh)
-    if n < _PAR_MIN:
-        for u in range(plan[0]):
-            _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan)
-    else:
-        for u in prange(plan[0]):
-            _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan)
+    for u in prange(plan[0]):
+        _binary_backward_unit(code, a, b, grad_out, sh, st, grad_a, grad_b, u, plan)
 
 
 # ------------------------------------------------------------------------------------- where
-@njit(cache=True)
+@njit(**HELPER)
 def _where_forward_unit(cond, a, b, sh, st, out, u, plan):
     inner = sh[_R - 1]
     r0, r1, j0, j1 = _unit(u, plan, inner)
@@ -356,7 +355,7 @@ def _where_forward_unit(cond, a, b, sh, st, out, u, plan):
         _next_row(sh, st, idx, off)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(7)
 def where_forward(cond, a, b, shape, c_strides, a_strides, b_strides, out):
     """out[idx] = a[..] where cond[..] != 0 else b[..], all three broadcast through their
     strides over ``shape``; cond is a float array of the call's dtype."""
@@ -375,15 +374,11 @@ def where_forward(cond, a, b, shape, c_strides, a_strides, b_strides, out):
         raise ValueError("where_forward: b is too small for shape and b_strides")
     sh, st = _coalesce(shape, (c_strides, a_strides, b_strides))
     plan = _units(sh)
-    if n < _PAR_MIN:
-        for u in range(plan[0]):
-            _where_forward_unit(cond, a, b, sh, st, out, u, plan)
-    else:
-        for u in prange(plan[0]):
-            _where_forward_unit(cond, a, b, sh, st, out, u, plan)
+    for u in prange(plan[0]):
+        _where_forward_unit(cond, a, b, sh, st, out, u, plan)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan):
     inner = sh[_R - 1]
     r0, r1, j0, j1 = _unit(u, plan, inner)
@@ -400,7 +395,7 @@ def _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan):
         _next_row(sh, st, idx, off)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(1)
 def where_backward(cond, grad_out, shape, c_strides, grad_a, grad_b):
     """Full-size gradients of where: grad_a = grad_out where cond else 0, grad_b = grad_out
     where not cond else 0 (flat, C order over ``shape``)."""
@@ -416,16 +411,12 @@ def where_backward(cond, grad_out, shape, c_strides, grad_a, grad_b):
         raise ValueError("where_backward: cond is too small for shape and c_strides")
     sh, st = _coalesce(shape, (c_strides,))
     plan = _units(sh)
-    if n < _PAR_MIN:
-        for u in range(plan[0]):
-            _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan)
-    else:
-        for u in prange(plan[0]):
-            _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan)
+    for u in prange(plan[0]):
+        _where_backward_unit(cond, grad_out, sh, st, grad_a, grad_b, u, plan)
 
 
 # ------------------------------------------------------------------------------------- reductions
-@njit(cache=True)
+@njit(**HELPER)
 def _reduce_range(x, p, rsh, rst, e0, e1, is_max):
     """Sum (or maximum, NaN propagating) in float64 of x over the elements [e0, e1) (C order)
     of the coalesced reduced space, from offset ``p``."""
@@ -461,7 +452,7 @@ def _combine(acc, v, is_max):
     return acc + v
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _reduce_output(x, ksh, kst, rsh, rst, nred, splits, scale, is_max, out, part, u):
     """Work item ``u`` of the per-output path: output ``u // splits``, its chunk ``u % splits``
     of the reduced space (written to ``part[u]``, or to ``out`` when there is one chunk)."""
@@ -475,7 +466,7 @@ def _reduce_output(x, ksh, kst, rsh, rst, nred, splits, scale, is_max, out, part
         part[u] = v
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _reduce_columns(x, rsh, rst, nred, nkeep, scale, is_max, out, blk):
     """Block ``blk`` of the column path: the kept space is one contiguous dimension (output o
     reads x[o + reduced offset]), so each reduced position adds a contiguous run of x into a
@@ -501,51 +492,10 @@ def _reduce_columns(x, rsh, rst, nred, nkeep, scale, is_max, out, blk):
         out[o0 + i] = acc[i] if is_max else scale * acc[i]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _reduce(x, keep_shape, keep_strides, red_shape, red_strides, scale, is_max, out):
-    """reduce_sum (``is_max`` False) and reduce_max; arguments checked by the caller."""
-    nkeep = _shape_size(keep_shape)
-    nred = _shape_size(red_shape)
-    if nkeep == 0:
-        return
-    if nred == 0:
-        out[:nkeep] = 0.0
-        return
-    ksh, kst = _coalesce(keep_shape, (keep_strides,))
-    rsh, rst = _coalesce(red_shape, (red_strides,))
-    parallel = nkeep * nred >= _PAR_MIN
-    columns = kst[0, _R - 1] == 1 and nkeep == ksh[_R - 1] and nkeep >= _COLUMN_MIN \
-        and rst[0, _R - 1] != 1
-    if columns:
-        blocks = (nkeep + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
-        if parallel:
-            for blk in prange(blocks):
-                _reduce_columns(x, rsh, rst, nred, nkeep, scale, is_max, out, blk)
-        else:
-            for blk in range(blocks):
-                _reduce_columns(x, rsh, rst, nred, nkeep, scale, is_max, out, blk)
-        return
-    splits = (nred + _RED_CHUNK - 1) // _RED_CHUNK
-    units = nkeep * splits
-    part = np.empty(units if splits > 1 else 0)
-    if parallel:
-        for u in prange(units):
-            _reduce_output(x, ksh, kst, rsh, rst, nred, splits, scale, is_max, out, part, u)
-    else:
-        for u in range(units):
-            _reduce_output(x, ksh, kst, rsh, rst, nred, splits, scale, is_max, out, part, u)
-    if splits > 1:
-        for o in range(nkeep):
-            acc = part[o * splits]
-            for c in range(1, splits):
-                acc = _combine(acc, part[o * splits + c], is_max)
-            out[o] = acc if is_max else scale * acc
-
-
 @njit(inline="always")
-def _reduce_checks(x, keep_shape, keep_strides, red_shape, red_strides, out):
+def _reduce_checks(x, keep_shape, keep_strides, red_shape, red_strides, is_max, out):
     """0 when the arguments of a reduction are valid, else which one is not (1 shapes, 2 out,
-    3 x)."""
+    3 x, 4 an empty maximum)."""
     if not (_valid_shape(keep_shape) and _valid_shape(red_shape)):
         return 1
     nkeep = _shape_size(keep_shape)
@@ -558,42 +508,73 @@ def _reduce_checks(x, keep_shape, keep_strides, red_shape, red_strides, out):
         rlo, rhi = _span(0, red_shape, red_strides)
         if klo + rlo < 0 or khi + rhi >= x.size:
             return 3
+    if is_max and nkeep > 0 and _shape_size(red_shape) == 0:
+        return 4
     return 0
 
 
-@njit(cache=True, error_model="numpy")
+@_split(lambda x, keep_shape, keep_strides, red_shape, red_strides, scale, is_max, out:
+        math.prod(keep_shape) * math.prod(red_shape))
+def _reduce(x, keep_shape, keep_strides, red_shape, red_strides, scale, is_max, out):
+    """reduce_sum (``is_max`` False) and reduce_max."""
+    bad = _reduce_checks(x, keep_shape, keep_strides, red_shape, red_strides, is_max, out)
+    if bad == 1 and is_max:
+        raise ValueError("reduce_max: keep_shape and red_shape must be MAX_RANK (6) sizes >= 0")
+    if bad == 1:
+        raise ValueError("reduce_sum: keep_shape and red_shape must be MAX_RANK (6) sizes >= 0")
+    if bad == 2 and is_max:
+        raise ValueError("reduce_max: out must have prod(keep_shape) elements")
+    if bad == 2:
+        raise ValueError("reduce_sum: out must have prod(keep_shape) elements")
+    if bad == 3 and is_max:
+        raise ValueError("reduce_max: x is too small for the shapes and strides")
+    if bad == 3:
+        raise ValueError("reduce_sum: x is too small for the shapes and strides")
+    if bad == 4:
+        raise ValueError("reduce_max: red_shape is empty (a maximum of no elements)")
+    nkeep = _shape_size(keep_shape)
+    nred = _shape_size(red_shape)
+    if nkeep == 0:
+        return
+    if nred == 0:
+        out[:nkeep] = 0.0
+        return
+    ksh, kst = _coalesce(keep_shape, (keep_strides,))
+    rsh, rst = _coalesce(red_shape, (red_strides,))
+    columns = kst[0, _R - 1] == 1 and nkeep == ksh[_R - 1] and nkeep >= _COLUMN_MIN \
+        and rst[0, _R - 1] != 1
+    if columns:
+        for blk in prange((nkeep + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK):
+            _reduce_columns(x, rsh, rst, nred, nkeep, scale, is_max, out, blk)
+        return
+    splits = (nred + _RED_CHUNK - 1) // _RED_CHUNK
+    units = nkeep * splits
+    part = np.empty(units if splits > 1 else 0)
+    for u in prange(units):
+        _reduce_output(x, ksh, kst, rsh, rst, nred, splits, scale, is_max, out, part, u)
+    if splits > 1:
+        for o in range(nkeep):
+            acc = part[o * splits]
+            for c in range(1, splits):
+                acc = _combine(acc, part[o * splits + c], is_max)
+            out[o] = acc if is_max else scale * acc
+
+
 def reduce_sum(x, keep_shape, keep_strides, red_shape, red_strides, scale, out):
     """out[o] = scale * sum over the index space red_shape of x[o . keep_strides + r .
     red_strides] (o in C order over keep_shape), summed in float64 in C order over red_shape;
     an empty reduction gives 0."""
-    bad = _reduce_checks(x, keep_shape, keep_strides, red_shape, red_strides, out)
-    if bad == 1:
-        raise ValueError("reduce_sum: keep_shape and red_shape must be MAX_RANK (6) sizes >= 0")
-    if bad == 2:
-        raise ValueError("reduce_sum: out must have prod(keep_shape) elements")
-    if bad == 3:
-        raise ValueError("reduce_sum: x is too small for the shapes and strides")
     _reduce(x, keep_shape, keep_strides, red_shape, red_strides, scale, False, out)
 
 
-@njit(cache=True, error_model="numpy")
 def reduce_max(x, keep_shape, keep_strides, red_shape, red_strides, out):
     """out[o] = maximum over the index space red_shape (as reduce_sum), NaN propagating as
     torch.amax; the reduction must not be empty."""
-    bad = _reduce_checks(x, keep_shape, keep_strides, red_shape, red_strides, out)
-    if bad == 1:
-        raise ValueError("reduce_max: keep_shape and red_shape must be MAX_RANK (6) sizes >= 0")
-    if bad == 2:
-        raise ValueError("reduce_max: out must have prod(keep_shape) elements")
-    if bad == 3:
-        raise ValueError("reduce_max: x is too small for the shapes and strides")
-    if _shape_size(red_shape) == 0 and out.size > 0:
-        raise ValueError("reduce_max: red_shape is empty (a maximum of no elements)")
     _reduce(x, keep_shape, keep_strides, red_shape, red_strides, 1.0, True, out)
 
 
 # ------------------------------------------------------------------------------------- copies
-@njit(cache=True)
+@njit(**HELPER)
 def _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan):
     r0, r1, j0, j1 = _unit(u, plan, sh[_R - 1])
     sx, so = st[0, _R - 1], st[1, _R - 1]
@@ -610,7 +591,7 @@ def _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan):
         _next_row(sh, st, idx, off)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(_index_space(2))
 def strided_copy(x, x_offset, shape, x_strides, accumulate, out, out_offset, out_strides):
     """out[out_offset + idx . out_strides] = (or += with ``accumulate``) x[x_offset + idx .
     x_strides] over the index space ``shape``; the output positions must be distinct.
@@ -626,22 +607,19 @@ def strided_copy(x, x_offset, shape, x_strides, accumulate, out, out_offset, out
         raise ValueError("strided_copy: out is too small for out_offset, shape and out_strides")
     sh, st = _coalesce(shape, (x_strides, out_strides))
     plan = _units(sh)
-    if n < _PAR_MIN:
-        for u in range(plan[0]):
-            _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan)
-    else:
-        for u in prange(plan[0]):
-            _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan)
+    for u in prange(plan[0]):
+        _copy_unit(x, x_offset, sh, st, accumulate, out, out_offset, u, plan)
 
 
 # ------------------------------------------------------------------------------------- matmul
-@njit(cache=True)
+@njit(**HELPER)
 def _matmul_one(a, b, bsh, bst, m, n, k, lda, ldb, trans_a, trans_b, beta, out, t):
     gemm(trans_a, trans_b, m, n, k, 1.0, a, _offset_of(t, bsh, bst, 0), lda,
          b, _offset_of(t, bsh, bst, 1), ldb, beta, out, t * m * n, n)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(lambda a, b, batch_shape, a_batch_strides, b_batch_strides, m, n, k, *_:
+        math.prod(batch_shape) * m * n * k if math.prod(batch_shape) > 1 else 0, _MATMUL_PAR_MIN)
 def matmul_forward(a, b, batch_shape, a_batch_strides, b_batch_strides, m, n, k, lda, ldb,
                    trans_a, trans_b, accumulate, out):
     """out[t] (=, or += with ``accumulate``) op(A_t) @ op(B_t) for each batch index t (C order
@@ -671,12 +649,8 @@ def matmul_forward(a, b, batch_shape, a_batch_strides, b_batch_strides, m, n, k,
         return
     beta = 1.0 if accumulate else 0.0
     bsh, bst = _coalesce(batch_shape, (a_batch_strides, b_batch_strides))
-    if nb > 1 and nb * m * n * k >= _MATMUL_PAR_MIN:
-        for t in prange(nb):
-            _matmul_one(a, b, bsh, bst, m, n, k, lda, ldb, trans_a, trans_b, beta, out, t)
-    else:
-        for t in range(nb):
-            _matmul_one(a, b, bsh, bst, m, n, k, lda, ldb, trans_a, trans_b, beta, out, t)
+    for t in prange(nb):
+        _matmul_one(a, b, bsh, bst, m, n, k, lda, ldb, trans_a, trans_b, beta, out, t)
 
 
 # ------------------------------------------------------------------------------------- take
@@ -689,7 +663,7 @@ def _take_checks(idx, n):
     return True
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _take_row(x, idx, n, inner, out, r):
     """Row r = (o, j) of the output: out[o, j, :] = x[o, idx[j], :]."""
     m = idx.size
@@ -700,7 +674,7 @@ def _take_row(x, idx, n, inner, out, r):
         out[_u(dst + i)] = x[_u(src + i)]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(5)
 def take_forward(x, idx, outer, n, inner, out):
     """Gather along one axis: x is (outer, n, inner) and out (outer, m, inner), flat, with
     out[o, j, i] = x[o, idx[j], i] for the m integer indices idx, all in [0, n)."""
@@ -713,16 +687,11 @@ def take_forward(x, idx, outer, n, inner, out):
         raise ValueError("take_forward: out must have outer * idx.size * inner elements")
     if not _take_checks(idx, n):
         raise ValueError("take_forward: idx has an index outside [0, n)")
-    rows = outer * m
-    if rows * inner < _PAR_MIN:
-        for r in range(rows):
-            _take_row(x, idx, n, inner, out, r)
-    else:
-        for r in prange(rows):
-            _take_row(x, idx, n, inner, out, r)
+    for r in prange(outer * m):
+        _take_row(x, idx, n, inner, out, r)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _take_columns(grad_out, idx, n, inner, accumulate, grad_x, u, per_o):
     """Work item u = (o, block of columns): zeroes grad_x[o, :, block] unless accumulating, then
     adds grad_out[o, j, block] into grad_x[o, idx[j], block] for j in order."""
@@ -742,7 +711,7 @@ def _take_columns(grad_out, idx, n, inner, accumulate, grad_x, u, per_o):
             grad_x[_u(dst + i)] += grad_out[_u(src + i)]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(lambda grad_out, idx, outer, n, inner, accumulate, grad_x: grad_out.size + grad_x.size)
 def take_backward(grad_out, idx, outer, n, inner, accumulate, grad_x):
     """Scatter-add, the gradient of take_forward (and of an Embedding, outer = 1): grad_x
     (outer, n, inner) is zeroed unless ``accumulate``, then grad_x[o, idx[j], i] +=
@@ -758,17 +727,12 @@ def take_backward(grad_out, idx, outer, n, inner, accumulate, grad_x):
     if not _take_checks(idx, n):
         raise ValueError("take_backward: idx has an index outside [0, n)")
     per_o = (inner + _TAKE_COLUMNS - 1) // _TAKE_COLUMNS
-    units = outer * per_o
-    if outer * (m + n) * inner < _PAR_MIN:
-        for u in range(units):
-            _take_columns(grad_out, idx, n, inner, accumulate, grad_x, u, per_o)
-    else:
-        for u in prange(units):
-            _take_columns(grad_out, idx, n, inner, accumulate, grad_x, u, per_o)
+    for u in prange(outer * per_o):
+        _take_columns(grad_out, idx, n, inner, accumulate, grad_x, u, per_o)
 
 
 # ------------------------------------------------------------------------------------- log_softmax
-@njit(cache=True)
+@njit(**HELPER)
 def _log_softmax_row(x, out, r):
     """out[r] = x[r] - max - log(sum exp(x[r] - max)), the sum in float64."""
     cols = x.shape[1]
@@ -787,7 +751,7 @@ def _log_softmax_row(x, out, r):
         out[r, j] = x[r, j] - lse
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _log_softmax_backward_row(y, grad_out, grad_in, r):
     """grad_in[r] = grad_out[r] - exp(y[r]) * sum(grad_out[r]), the sum in float64."""
     cols = y.shape[1]
@@ -798,31 +762,21 @@ def _log_softmax_backward_row(y, grad_out, grad_in, r):
         grad_in[r, j] = grad_out[r, j] - math.exp(np.float64(y[r, j])) * s
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(0)
 def log_softmax_forward(x, out):
     """Row-wise log-softmax of x (rows, cols) over the last axis, stable (row max subtracted,
     log-sum-exp in float64); out may be x."""
     if out.shape != x.shape:
         raise ValueError("log_softmax_forward: out must have the shape of x")
-    rows = x.shape[0]
-    if x.size < _PAR_MIN:
-        for r in range(rows):
-            _log_softmax_row(x, out, r)
-    else:
-        for r in prange(rows):
-            _log_softmax_row(x, out, r)
+    for r in prange(x.shape[0]):
+        _log_softmax_row(x, out, r)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_split(0)
 def log_softmax_backward(y, grad_out, grad_in):
     """grad_in = grad_out - exp(y) * rowsum(grad_out), y the forward output; grad_in may be
     grad_out."""
     if grad_out.shape != y.shape or grad_in.shape != y.shape:
         raise ValueError("log_softmax_backward: grad_out and grad_in must have the shape of y")
-    rows = y.shape[0]
-    if y.size < _PAR_MIN:
-        for r in range(rows):
-            _log_softmax_backward_row(y, grad_out, grad_in, r)
-    else:
-        for r in prange(rows):
-            _log_softmax_backward_row(y, grad_out, grad_in, r)
+    for r in prange(y.shape[0]):
+        _log_softmax_backward_row(y, grad_out, grad_in, r)

@@ -12,8 +12,9 @@ touched and may be empty arrays.
 
 Every update kernel but lookahead_update is generated from its row of ``scalar.UPDATES``
 (``_make``; Adam's loop is shared by the hand-written adam_update and adamw_update). Each kernel
-runs the inlined per-element update in a serial loop for small buffers and a ``prange`` loop for
-large ones. ``error_model="numpy"`` drops Python's division-by-zero check, which otherwise keeps
+is one ``prange`` loop over the inlined per-element update, compiled serially for small buffers
+and with ``parallel=True`` for large ones, each copy at its first call
+(``_threads.split_parallel``). ``error_model="numpy"`` drops Python's division-by-zero check, which otherwise keeps
 LLVM from vectorizing the loop (measured 4x slower for Adam).
 ``cache=True`` does not notice edits to ``scalar.py``: delete the numba cache after changing it.
 """
@@ -21,9 +22,10 @@ import numpy as np
 from numba import njit, prange
 
 from .. import scalar
+from ._threads import split_parallel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-_OPTS = dict(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+_OPTS = dict(fastmath=_FASTMATH, error_model="numpy")
 _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 
 # Elements at or above which the prange path runs. Measured on the 2-core machine with both cores
@@ -33,8 +35,8 @@ _INLINE = dict(inline="always", fastmath=_FASTMATH, error_model="numpy")
 _PAR_MIN = 1 << 16
 
 # The update kernels, generated from the rows of scalar.UPDATES: check the sizes of the buffers
-# the configuration uses, compute the per-call constants, then the per-element update in a serial
-# loop below _PAR_MIN and a prange loop from there. Compiled from source text attributed to this
+# the configuration uses, compute the per-call constants, then the per-element update in a prange
+# loop (run serially below _PAR_MIN). Compiled from source text attributed to this
 # file (numba's cache needs a real file; names and line numbers name the cache entries, and the
 # functions hold no closure cells, so a warm start hits the cache).
 _KERNEL = """
@@ -42,12 +44,8 @@ def {kernel}(param, grad, {slots}, {hyper}):
     n = param.size
     if grad.size != n{checks}:
         raise ValueError("{label}: buffer sizes differ from param")
-{constants}    if n < _PAR_MIN:
-        for i in range(n):
-            _{name}_at(i, param, grad, {slots}, {at_args})
-    else:
-        for i in prange(n):
-            _{name}_at(i, param, grad, {slots}, {at_args})
+{constants}    for i in prange(n):
+        _{name}_at(i, param, grad, {slots}, {at_args})
 """
 
 
@@ -69,7 +67,7 @@ def _make(row):
                           label="/".join(row.shared_by) or kernel, at_args=", ".join(row.at_args))
     exec(compile(text, __file__, "exec"), g)
     g[kernel].__doc__ = row.at.__doc__
-    g[kernel] = njit(**_OPTS)(g[kernel])
+    g[kernel] = split_parallel(g[kernel], kernel, 0, _PAR_MIN, **_OPTS)
 
 
 for _row in scalar.UPDATES:
@@ -93,64 +91,43 @@ def adamw_update(param, grad, m, v, vmax, lr, beta1, beta2, eps, weight_decay, a
 _lookahead_at = njit(**_INLINE)(scalar.lookahead_at)
 
 
-@njit(**_OPTS)
 def lookahead_update(slow, fast, alpha):
     """Lookahead's synchronisation (Zhang et al. 2019): slow += alpha * (fast - slow); fast = slow."""
     n = slow.size
     if fast.size != n:
         raise ValueError("lookahead_update: slow and fast differ in size")
-    if n < _PAR_MIN:
-        for i in range(n):
-            _lookahead_at(i, slow, fast, alpha)
-    else:
-        for i in prange(n):
-            _lookahead_at(i, slow, fast, alpha)
+    for i in prange(n):
+        _lookahead_at(i, slow, fast, alpha)
 
 
 # ---- vector helpers for L-BFGS (two-loop recursion, line search) on flat buffers -----------------
 # Reductions accumulate in float64; reassociation (fastmath) lets the sums vectorize.
 
-@njit(**_OPTS)
 def dot(x, y, out):
     """out[0] = sum(x * y), accumulated in float64."""
     n = x.size
     if y.size != n:
         raise ValueError("dot: x and y differ in size")
     total = 0.0
-    if n < _PAR_MIN:
-        for i in range(n):
-            total += np.float64(x[i]) * np.float64(y[i])
-    else:
-        for i in prange(n):
-            total += np.float64(x[i]) * np.float64(y[i])
+    for i in prange(n):
+        total += np.float64(x[i]) * np.float64(y[i])
     out[0] = total
 
 
-@njit(**_OPTS)
 def axpy(a, x, y):
     """y += a * x, in place."""
     n = x.size
     if y.size != n:
         raise ValueError("axpy: x and y differ in size")
-    if n < _PAR_MIN:
-        for i in range(n):
-            y[i] += a * x[i]
-    else:
-        for i in prange(n):
-            y[i] += a * x[i]
+    for i in prange(n):
+        y[i] += a * x[i]
 
 
-@njit(**_OPTS)
 def abs_sum(x, out):
     """out[0] = sum(|x|) (the L1 norm), accumulated in float64."""
-    n = x.size
     total = 0.0
-    if n < _PAR_MIN:
-        for i in range(n):
-            total += abs(np.float64(x[i]))
-    else:
-        for i in prange(n):
-            total += abs(np.float64(x[i]))
+    for i in prange(x.size):
+        total += abs(np.float64(x[i]))
     out[0] = total
 
 
@@ -167,13 +144,9 @@ def _abs_max_range(x, start, stop):
     return m
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def abs_max(x, out):
     """out[0] = max(|x|) (the infinity norm; 0 for an empty x); a NaN in x gives NaN."""
     n = x.size
-    if n < _PAR_MIN:
-        out[0] = _abs_max_range(x, 0, n)
-        return
     chunks = 16
     part = np.empty(chunks)
     for c in prange(chunks):
@@ -186,3 +159,9 @@ def abs_max(x, out):
             if v != v:
                 break
     out[0] = m
+
+
+lookahead_update, dot, abs_sum = (split_parallel(f, f.__name__, 0, _PAR_MIN, **_OPTS)
+                                  for f in (lookahead_update, dot, abs_sum))
+axpy = split_parallel(axpy, "axpy", 1, _PAR_MIN, **_OPTS)
+abs_max = split_parallel(abs_max, "abs_max", 0, _PAR_MIN, error_model="numpy")

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._jit import HELPER
-from ._threads import run
+from ._threads import run, split_kernel
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -184,24 +184,18 @@ def _avg_plane(xp, pool_h, pool_w, sh, sw, ph, pw, op):
             op[oh, ow] = s / cnt if cnt > 0 else 0.0
 
 
-@njit(cache=True, parallel=True)
-def _avg_forward_par(x, pool_h, pool_w, sh, sw, ph, pw, out):
+def _planes_work(x, *_):
+    """The work of a kernel over the (n, c) planes of ``x``: its size, 0 for a single plane."""
+    return x.size if x.shape[0] * x.shape[1] > 1 else 0
+
+
+@split_kernel(_planes_work, _PARALLEL_MIN_SIZE)
+def avg_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out):
+    """out = mean of the in-image cells of each window (padding not counted)."""
     C = x.shape[1]
     for p in prange(x.shape[0] * C):
         n, c = p // C, p % C
-        _avg_plane(x[n, c], pool_h, pool_w, sh, sw, ph, pw, out[n, c])
-
-
-@njit(cache=True)
-def avg_pool2d_forward(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out):
-    """out = mean of the in-image cells of each window (padding not counted)."""
-    N, C = x.shape[0], x.shape[1]
-    if x.size >= _PARALLEL_MIN_SIZE and N * C > 1:
-        _avg_forward_par(x, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out)
-    else:
-        for n in range(N):
-            for c in range(C):
-                _avg_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out[n, c])
+        _avg_plane(x[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, out[n, c])
 
 
 @njit(cache=True)
@@ -225,25 +219,14 @@ def _avg_back_plane(gp, pool_h, pool_w, sh, sw, ph, pw, gip):
                     gr[w] += s
 
 
-@njit(cache=True, parallel=True)
-def _avg_backward_par(grad_out, pool_h, pool_w, sh, sw, ph, pw, grad_in):
+@split_kernel(lambda grad_out, *args: _planes_work(args[-1]), _PARALLEL_MIN_SIZE)
+def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, grad_in):
+    """grad_in = each grad_out element spread evenly over the in-image cells of its window."""
     C = grad_in.shape[1]
     for p in prange(grad_in.shape[0] * C):
         n, c = p // C, p % C
-        _avg_back_plane(grad_out[n, c], pool_h, pool_w, sh, sw, ph, pw, grad_in[n, c])
-
-
-@njit(cache=True)
-def avg_pool2d_backward(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, grad_in):
-    """grad_in = each grad_out element spread evenly over the in-image cells of its window."""
-    N, C = grad_in.shape[0], grad_in.shape[1]
-    if grad_in.size >= _PARALLEL_MIN_SIZE and N * C > 1:
-        _avg_backward_par(grad_out, pool_h, pool_w, stride_h, stride_w, pad_h, pad_w, grad_in)
-    else:
-        for n in range(N):
-            for c in range(C):
-                _avg_back_plane(grad_out[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
-                                grad_in[n, c])
+        _avg_back_plane(grad_out[n, c], pool_h, pool_w, stride_h, stride_w, pad_h, pad_w,
+                        grad_in[n, c])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,51 +307,38 @@ def _max_back_rows(grad_out, argmax, lo, hi, grad_in):
             grad_in[r, k] = grad_out[r]
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _GLOBAL_PARALLEL_MIN)
 def global_avg_pool_forward(x, out):
     """out[r] = mean of row r of x (rows, cols), summed in float64 (0 for an empty row)."""
     rows = x.shape[0]
-    if x.size < _GLOBAL_PARALLEL_MIN:
-        _avg_rows(x, 0, rows, out)
-    else:
-        for t in prange(_ROW_CHUNKS):
-            _avg_rows(x, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, out)
+    for t in prange(_ROW_CHUNKS):
+        _avg_rows(x, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, out)
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(1, _GLOBAL_PARALLEL_MIN)
 def global_avg_pool_backward(grad_out, grad_in):
     """grad_in[r, :] = grad_out[r] / cols."""
     rows = grad_in.shape[0]
-    if grad_in.size < _GLOBAL_PARALLEL_MIN:
-        _avg_back_rows(grad_out, 0, rows, grad_in)
-    else:
-        for t in prange(_ROW_CHUNKS):
-            _avg_back_rows(grad_out, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS,
-                           grad_in)
+    for t in prange(_ROW_CHUNKS):
+        _avg_back_rows(grad_out, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, grad_in)
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(0, _GLOBAL_MAX_PARALLEL_MIN)
 def global_max_pool_forward(x, out, argmax):
     """out[r] = max of row r of x (rows, cols); argmax[r] (int64) = the column of its first
     occurrence. A row holding a NaN gives NaN, argmax at its first NaN (as torch.max)."""
     rows = x.shape[0]
-    if x.size < _GLOBAL_MAX_PARALLEL_MIN:
-        _max_rows(x, 0, rows, out, argmax)
-    else:
-        for t in prange(_ROW_CHUNKS):
-            _max_rows(x, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, out, argmax)
+    for t in prange(_ROW_CHUNKS):
+        _max_rows(x, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS, out, argmax)
 
 
-@njit(cache=True, parallel=True)
+@split_kernel(2, _GLOBAL_PARALLEL_MIN)
 def global_max_pool_backward(grad_out, argmax, grad_in):
     """grad_in (rows, cols) = zeros, except grad_in[r, argmax[r]] = grad_out[r]."""
     rows = grad_in.shape[0]
-    if grad_in.size < _GLOBAL_PARALLEL_MIN:
-        _max_back_rows(grad_out, argmax, 0, rows, grad_in)
-    else:
-        for t in prange(_ROW_CHUNKS):
-            _max_back_rows(grad_out, argmax, t * rows // _ROW_CHUNKS,
-                           (t + 1) * rows // _ROW_CHUNKS, grad_in)
+    for t in prange(_ROW_CHUNKS):
+        _max_back_rows(grad_out, argmax, t * rows // _ROW_CHUNKS, (t + 1) * rows // _ROW_CHUNKS,
+                       grad_in)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,23 +396,7 @@ def _upsample_back_planes(g3, sh, sw, gi3, p0, p1, acc):
                 dst[w] = acc[w]
 
 
-@njit(cache=True, parallel=True)
-def _upsample_par(x3, sh, sw, o3):
-    P = x3.shape[0]
-    for t in prange(_ROW_CHUNKS):
-        _upsample_planes(x3, sh, sw, o3, t * P // _ROW_CHUNKS, (t + 1) * P // _ROW_CHUNKS)
-
-
-@njit(cache=True, parallel=True)
-def _upsample_back_par(g3, sh, sw, gi3):
-    P = gi3.shape[0]
-    for t in prange(_ROW_CHUNKS):
-        acc = np.empty(gi3.shape[2], np.float64)
-        _upsample_back_planes(g3, sh, sw, gi3, t * P // _ROW_CHUNKS, (t + 1) * P // _ROW_CHUNKS,
-                              acc)
-
-
-@njit(cache=True)
+@split_kernel(lambda x, size_h, size_w, out: _planes_work(out), _UPSAMPLE_PARALLEL_MIN)
 def upsample2d_forward(x, size_h, size_w, out):
     """out (N, C, H*size_h, W*size_w) = x (N, C, H, W) with every pixel repeated size_h times down
     and size_w times across (nearest-neighbour upsampling)."""
@@ -450,13 +404,11 @@ def upsample2d_forward(x, size_h, size_w, out):
     P = N * C
     x3 = x.reshape(P, H, W)
     o3 = out.reshape(P, H * size_h, W * size_w)
-    if out.size >= _UPSAMPLE_PARALLEL_MIN and P > 1:
-        _upsample_par(x3, size_h, size_w, o3)
-    else:
-        _upsample_planes(x3, size_h, size_w, o3, 0, P)
+    for t in prange(_ROW_CHUNKS):
+        _upsample_planes(x3, size_h, size_w, o3, t * P // _ROW_CHUNKS, (t + 1) * P // _ROW_CHUNKS)
 
 
-@njit(cache=True)
+@split_kernel(_planes_work, _UPSAMPLE_PARALLEL_MIN)
 def upsample2d_backward(grad_out, size_h, size_w, grad_in):
     """grad_in (N, C, H, W) = the sum of each size_h x size_w block of grad_out (N, C, H*size_h,
     W*size_w), summed in float64; every element written."""
@@ -464,7 +416,7 @@ def upsample2d_backward(grad_out, size_h, size_w, grad_in):
     P = N * C
     g3 = grad_out.reshape(P, H * size_h, W * size_w)
     gi3 = grad_in.reshape(P, H, W)
-    if grad_out.size >= _UPSAMPLE_PARALLEL_MIN and P > 1:
-        _upsample_back_par(g3, size_h, size_w, gi3)
-    else:
-        _upsample_back_planes(g3, size_h, size_w, gi3, 0, P, np.empty(W, np.float64))
+    for t in prange(_ROW_CHUNKS):
+        acc = np.empty(W, np.float64)
+        _upsample_back_planes(g3, size_h, size_w, gi3, t * P // _ROW_CHUNKS,
+                              (t + 1) * P // _ROW_CHUNKS, acc)

@@ -7,6 +7,8 @@ above.
 import numpy as np
 from numba import njit, prange
 
+from ._threads import split_kernel
+
 _PAR_MIN = 1 << 18
 _FM = {"reassoc", "contract"}
 
@@ -21,22 +23,16 @@ def _sign(v):
     return v * 0.0
 
 
-@njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
+@split_kernel(0, _PAR_MIN, fastmath=_FM, error_model="numpy")
 def l1l2_penalty(w, l1, l2, out):
     """out[0] = l1 * sum|w| + l2 * sum(w * w), both sums accumulated in float64."""
     n = w.size
     s1 = 0.0
     s2 = 0.0
-    if n < _PAR_MIN:
-        for i in range(n):
-            v = np.float64(w[i])
-            s1 += abs(v)
-            s2 += v * v
-    else:
-        for i in prange(n):
-            v = np.float64(w[i])
-            s1 += abs(v)
-            s2 += v * v
+    for i in prange(n):
+        v = np.float64(w[i])
+        s1 += abs(v)
+        s2 += v * v
     out[0] = l1 * s1 + l2 * s2
 
 
@@ -46,7 +42,7 @@ def _penalty_grad_one(w, l1, two_l2, grad, i):
     grad[i] += l1 * _sign(v) + two_l2 * v
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@split_kernel(0, _PAR_MIN, error_model="numpy")
 def l1l2_penalty_backward(w, l1, l2, grad):
     """grad += l1 * sign(w) + 2 * l2 * w.
 
@@ -55,9 +51,5 @@ def l1l2_penalty_backward(w, l1, l2, grad):
     """
     n = w.size
     two_l2 = 2.0 * l2
-    if n < _PAR_MIN:
-        for i in range(n):
-            _penalty_grad_one(w, l1, two_l2, grad, i)
-    else:
-        for i in prange(n):
-            _penalty_grad_one(w, l1, two_l2, grad, i)
+    for i in prange(n):
+        _penalty_grad_one(w, l1, two_l2, grad, i)

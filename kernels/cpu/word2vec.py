@@ -42,11 +42,11 @@ import numpy as np
 from numba import njit, prange
 
 from .. import scalar
+from ._threads import split_parallel
 
 MAX_SENTENCE_LEN = 10000    # kept words trained per sentence (gensim's MAX_SENTENCE_LEN)
 
 _FM = {"reassoc", "contract"}
-_OPTS = dict(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 _INLINE = dict(inline="always", fastmath=_FM, error_model="numpy")
 _PAR_MIN_PAIRS = 4096       # examples at or above which the *_update kernels use prange...
 _PART = 1024                # ...over parts of this many consecutive examples
@@ -165,7 +165,6 @@ def _sg_update_part(inputs, targets, negatives, lr, syn0, syn1neg, p0, p1):
         _sg_pair(syn0, syn1neg, inputs[p], targets[p], negatives[p], lr, work)
 
 
-@njit(**_OPTS)
 def skipgram_update(inputs, targets, negatives, lr, syn0, syn1neg):
     """The fused skip-gram negative-sampling step on P pairs: inputs (P,), targets (P,) and
     negatives (P, K) int32 word indices, learning rate ``lr``; updates syn0 and syn1neg in
@@ -181,12 +180,13 @@ def skipgram_update(inputs, targets, negatives, lr, syn0, syn1neg):
         raise ValueError("skipgram_update: a word index of inputs, targets or negatives lies "
                          "outside [0, V)")
     parts = _parts(n)
-    if parts == 1:
-        _sg_update_part(inputs, targets, negatives, lr, syn0, syn1neg, 0, n)
-    else:
-        for part in prange(parts):
-            _sg_update_part(inputs, targets, negatives, lr, syn0, syn1neg, n * part // parts,
-                            n * (part + 1) // parts)
+    for part in prange(parts):
+        _sg_update_part(inputs, targets, negatives, lr, syn0, syn1neg, n * part // parts,
+                        n * (part + 1) // parts)
+
+
+skipgram_update = split_parallel(skipgram_update, "skipgram_update", 0, _PAR_MIN_PAIRS,
+                                 fastmath=_FM, error_model="numpy")
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -198,7 +198,6 @@ def _cbow_update_part(offsets, contexts, targets, negatives, lr, syn0, syn1neg, 
                     negatives[p], lr, neu1, work)
 
 
-@njit(**_OPTS)
 def cbow_update(offsets, contexts, targets, negatives, lr, syn0, syn1neg):
     """The fused CBOW negative-sampling step on G groups: group g's context words are
     contexts[offsets[g]:offsets[g + 1]] (offsets (G + 1,) int64, increasing from 0 to
@@ -221,12 +220,13 @@ def cbow_update(offsets, contexts, targets, negatives, lr, syn0, syn1neg):
         raise ValueError("cbow_update: a word index of contexts, targets or negatives lies "
                          "outside [0, V)")
     parts = _parts(n)
-    if parts == 1:
-        _cbow_update_part(offsets, contexts, targets, negatives, lr, syn0, syn1neg, 0, n)
-    else:
-        for part in prange(parts):
-            _cbow_update_part(offsets, contexts, targets, negatives, lr, syn0, syn1neg,
-                              n * part // parts, n * (part + 1) // parts)
+    for part in prange(parts):
+        _cbow_update_part(offsets, contexts, targets, negatives, lr, syn0, syn1neg,
+                          n * part // parts, n * (part + 1) // parts)
+
+
+cbow_update = split_parallel(cbow_update, "cbow_update", 2, _PAR_MIN_PAIRS, fastmath=_FM,
+                             error_model="numpy")
 
 
 # ------------------------------------------------------------------------- whole-batch training
@@ -357,7 +357,6 @@ def _train_chunk(sg, tokens, sentences, s0, s1, lr, thresholds, cum_table, guide
     return n
 
 
-@njit(cache=True, parallel=True)
 def _train(sg, tokens, sentences, chunks, lr, thresholds, cum_table, window, negative, seed,
            first_chunk, syn0, syn1neg, trained):
     _train_checks(tokens, sentences, chunks, lr, thresholds, cum_table, window, negative, seed,
@@ -368,18 +367,17 @@ def _train(sg, tokens, sentences, chunks, lr, thresholds, cum_table, window, neg
     if nchunk == 0:
         return
     guide = _guide(cum_table)
-    if nchunk == 1:         # no thread team to wake and join for one chunk
-        trained[0] = _train_chunk(sg, tokens, sentences, chunks[0], chunks[1], lr[0],
-                                  thresholds, cum_table, guide, window, negative, k0, k1,
-                                  np.uint64(first_chunk), syn0, syn1neg)
-        return
     for c in prange(nchunk):
         trained[c] = _train_chunk(sg, tokens, sentences, chunks[c], chunks[c + 1], lr[c],
                                   thresholds, cum_table, guide, window, negative, k0, k1,
                                   np.uint64(first_chunk + c), syn0, syn1neg)
 
 
-@njit(cache=True)
+# one chunk runs serially (no thread team to wake and join)
+_train = split_parallel(_train, "_train", lambda sg, tokens, sentences, chunks, *_: chunks.size - 1,
+                        2)
+
+
 def skipgram_train(tokens, sentences, chunks, lr, thresholds, cum_table, window, negative, seed,
                    first_chunk, syn0, syn1neg, trained):
     """Skip-gram training on a batch: tokens (N,) int32 word indices of the sentences, one after
@@ -392,7 +390,6 @@ def skipgram_train(tokens, sentences, chunks, lr, thresholds, cum_table, window,
            first_chunk, syn0, syn1neg, trained)
 
 
-@njit(cache=True)
 def cbow_train(tokens, sentences, chunks, lr, thresholds, cum_table, window, negative, seed,
                first_chunk, syn0, syn1neg, trained):
     """CBOW training on a batch (the arguments of skipgram_train): each kept word is predicted
