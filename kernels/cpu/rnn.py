@@ -37,7 +37,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .. import scalar
-from ._blas import gemm
+from ._blas import AT0, NO_TRANS, TRANS, gemm
 from .dense import _blocks as _weight_blocks_for
 from .dense import _weight_blocks, _weight_rows, dense_backward_weight
 
@@ -122,8 +122,8 @@ def _copy(dst, src):
 @njit(inline="always")
 def _step_gemm(trans_b, m, n, k, a, a0, lda, u, beta, c, c0, ldc):
     """c rows = a rows @ op(u) (+ beta c): one step's recurrent product for a block of m rows."""
-    gemm(False, trans_b, m, n, k, 1.0, a.reshape(-1), a0, lda, u.reshape(-1), 0, u.shape[1], beta,
-         c.reshape(-1), c0, ldc)
+    gemm(NO_TRANS, trans_b, m, n, k, 1.0, a.reshape(-1), a0, lda, u.reshape(-1), AT0, u.shape[1],
+         beta, c.reshape(-1), c0, ldc)
 
 
 @njit(inline="always")
@@ -131,9 +131,9 @@ def _prev_gemm(s, r0, m, n, h0, hs, u, c, c0, ldc):
     """c rows = h_{s-1} @ u for rows r0..r0+m of the batch at processing step s (h0 at s = 0)."""
     t_len, units = hs.shape[1], hs.shape[2]
     if s == 0:
-        _step_gemm(False, m, n, units, h0, r0 * units, units, u, 0.0, c, c0, ldc)
+        _step_gemm(NO_TRANS, m, n, units, h0, r0 * units, units, u, 0.0, c, c0, ldc)
     else:
-        _step_gemm(False, m, n, units, hs, (r0 * t_len + s - 1) * units, t_len * units, u, 0.0,
+        _step_gemm(NO_TRANS, m, n, units, hs, (r0 * t_len + s - 1) * units, t_len * units, u, 0.0,
                    c, c0, ldc)
 
 
@@ -192,7 +192,7 @@ def _rnn_bwd_rows(u, h0, mask, reverse, code, alpha, pre, hs, grad_hs, grad_hT, 
             else:                                   # all of dh to the previous state
                 d[:] = 0.0
             _copy(hprev[n, t], h0[n] if s == 0 else hs[n, s - 1])
-        _step_gemm(True, r1 - r0, units, units, grad_xp, (r0 * t_len + t) * units, t_len * units,
+        _step_gemm(TRANS, r1 - r0, units, units, grad_xp, (r0 * t_len + t) * units, t_len * units,
                    u, 1.0, grad_h0, r0 * units, units)
 
 
@@ -306,7 +306,7 @@ def _lstm_bwd_rows(u, h0, c0, mask, reverse, hs, cs, gates, grad_hs, grad_hT, gr
                     dhc[j] += gh[j]
                 d[:] = 0.0
             _copy(hprev[n, t], hp)
-        _step_gemm(True, r1 - r0, units, u4, grad_xp, (r0 * t_len + t) * u4, t_len * u4, u, 1.0,
+        _step_gemm(TRANS, r1 - r0, units, u4, grad_xp, (r0 * t_len + t) * u4, t_len * u4, u, 1.0,
                    grad_h0, r0 * units, units)
 
 
@@ -410,7 +410,7 @@ def _gru_bwd_rows(u, h0, mask, reverse, hs, gates, grad_hs, grad_hT, grad_xp, gr
                 d[:] = 0.0
                 dr[:] = 0.0
             _copy(hprev[n, t], hp)
-        _step_gemm(True, r1 - r0, units, u3, drec, (r0 * t_len + t) * u3, t_len * u3, u, 1.0,
+        _step_gemm(TRANS, r1 - r0, units, u3, drec, (r0 * t_len + t) * u3, t_len * u3, u, 1.0,
                    grad_h0, r0 * units, units)
 
 
