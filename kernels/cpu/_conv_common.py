@@ -14,32 +14,15 @@ FORWARD, BACKWARD_INPUT, BACKWARD_WEIGHT = 0, 1, 2
 def plane_sums(g, n0, n1, planes):
     """planes[n, k] = sum of g[n, k] over the positions, n0 <= n < n1, in the data's dtype.
 
-    The sum runs in 8 interleaved accumulators (kept in registers, and added up as one vector
-    by LLVM) combined in a fixed order at the end, without fastmath: the same bits wherever it
-    is compiled, so the bias gradient fused into a weight-gradient pass equals
-    conv2d_backward_bias's."""
+    One BLAS matrix-vector product per image (g[n] as K x positions, times ones): vectorized,
+    and the same bits wherever it is called from, so the bias gradient fused into a
+    weight-gradient pass equals conv2d_backward_bias's. (A loop in a fixed order, which LLVM may
+    not vectorize without fastmath, ran at a third of the speed: 0.65 ms of a first layer's
+    2.3 ms backward pass, batch 128, K 32, 28x28.)"""
     K, P = g.shape[1], g.shape[2] * g.shape[3]
-    gf = g.reshape(-1)
-    P8 = P - P % 8
-    zero = np.zeros(1, g.dtype)[0]
+    ones = np.ones(P, g.dtype)
     for n in range(n0, n1):
-        for k in range(K):
-            base = np.uint64((n * K + k) * P)
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
-            for p0 in range(0, P8, 8):
-                q = base + np.uint64(p0)
-                a0 += gf[q]
-                a1 += gf[q + np.uint64(1)]
-                a2 += gf[q + np.uint64(2)]
-                a3 += gf[q + np.uint64(3)]
-                a4 += gf[q + np.uint64(4)]
-                a5 += gf[q + np.uint64(5)]
-                a6 += gf[q + np.uint64(6)]
-                a7 += gf[q + np.uint64(7)]
-            s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-            for p in range(P8, P):
-                s += gf[base + np.uint64(p)]
-            planes[n, k] = s
+        np.dot(g[n].reshape(K, P), ones, planes[n])
 
 
 @njit(cache=True)

@@ -357,8 +357,29 @@ def _wide_grad(g, n, k, Wp, gw):
 
 
 @njit(**HELPER, fastmath=_FASTMATH)
+def _direct_forward_3x3(xf, w, bk, k, L, Wp, dh, dw, acc):
+    """acc[:L] = bk + the nine taps of output channel k of a 3x3 kernel summed over the padded
+    planes xf (C, Hp*Wp): one pass per input channel that loads each output once (the three-tap
+    passes of _direct_forward_images load and store it three times: measured 2x slower)."""
+    r1, r2 = dh * Wp, 2 * dh * Wp
+    for c in range(xf.shape[0]):
+        xc = xf[c]
+        w00, w01, w02 = w[k, c, 0, 0], w[k, c, 0, 1], w[k, c, 0, 2]
+        w10, w11, w12 = w[k, c, 1, 0], w[k, c, 1, 1], w[k, c, 1, 2]
+        w20, w21, w22 = w[k, c, 2, 0], w[k, c, 2, 1], w[k, c, 2, 2]
+        x0, x1, x2 = xc[0:L], xc[dw:dw + L], xc[2 * dw:2 * dw + L]
+        y0, y1, y2 = xc[r1:r1 + L], xc[r1 + dw:r1 + dw + L], xc[r1 + 2 * dw:r1 + 2 * dw + L]
+        z0, z1, z2 = xc[r2:r2 + L], xc[r2 + dw:r2 + dw + L], xc[r2 + 2 * dw:r2 + 2 * dw + L]
+        for q in range(L):
+            acc[q] = (acc[q] if c > 0 else bk) + (
+                w00 * x0[q] + w01 * x1[q] + w02 * x2[q] + w10 * y0[q] + w11 * y1[q]
+                + w12 * y2[q] + w20 * z0[q] + w21 * z1[q] + w22 * z2[q])
+
+
+@njit(**HELPER, fastmath=_FASTMATH)
 def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
-    """out[n0:n1] for unit strides: per output plane, one contiguous loop per kernel tap."""
+    """out[n0:n1] for unit strides: per output plane, one contiguous loop per kernel tap (3x3:
+    per input channel, _direct_forward_3x3)."""
     K, C, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
     Hp, Wp = _padded_extent(OH, OW, KH, KW, 1, 1, dh, dw)
@@ -369,6 +390,10 @@ def _direct_forward_images(x, w, b, n0, n1, ph, pw, dh, dw, out):
     for n in range(n0, n1):
         _pad_image(x, n, ph, pw, xp)
         for k in range(K):
+            if KH == 3 and KW == 3:
+                _direct_forward_3x3(xf, w, b[k], k, L, Wp, dh, dw, acc)
+                _copy_block(acc, AT0, Wp, out.reshape(-1), (n * K + k) * OH * OW, OW, OH, OW)
+                continue
             bk = b[k]
             for q in range(L):
                 acc[q] = bk
@@ -480,10 +505,12 @@ def _direct_images(mode, xs, ys, w, b, parts, planes, ph, pw, dh, dw, IB, u0, u1
     N, KH, KW = xs.shape[0], w.shape[2], w.shape[3]
     for u in range(u0, u1):
         if mode == BACKWARD_WEIGHT:
-            n0, n1 = u * N // parts.shape[0], (u + 1) * N // parts.shape[0]
-            _direct_backward_weight_images(xs, ys, KH, KW, n0, n1, ph, pw, dh, dw, parts[u])
-            if planes.shape[0] > 0:
-                plane_sums(ys, n0, n1, planes)
+            # image by image: the bias's sums read each gradient image while it is in cache
+            # (after the whole chunk, a second pass from memory: 0.6 of 2.2 ms for a first layer)
+            for n in range(u * N // parts.shape[0], (u + 1) * N // parts.shape[0]):
+                _direct_backward_weight_images(xs, ys, KH, KW, n, n + 1, ph, pw, dh, dw, parts[u])
+                if planes.shape[0] > 0:
+                    plane_sums(ys, n, n + 1, planes)
         elif mode == FORWARD:
             _direct_forward_images(xs, w, b, u * IB, min(N, (u + 1) * IB), ph, pw, dh, dw, ys)
         else:
