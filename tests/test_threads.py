@@ -1,6 +1,6 @@
 """kernels/cpu/_threads.py: split_parallel compiles its serial copy for calls below the threshold
 and its parallel copy only at the first call from the threshold on, both giving the reference
-result, without numba warnings; run() splits units over threads with the same result."""
+result, without numba warnings; run() covers every unit exactly once."""
 import warnings
 
 import numba
