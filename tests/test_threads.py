@@ -1,6 +1,7 @@
 """kernels/cpu/_threads.py: split_parallel compiles its serial copy for calls below the threshold
 and its parallel copy only at the first call from the threshold on, both giving the reference
-result, without numba warnings; run() covers every unit exactly once."""
+result, without numba warnings, and every signature of the serial copy is a plain vectorized loop;
+run() covers every unit exactly once."""
 import warnings
 
 import numba
@@ -50,6 +51,34 @@ def test_split_parallel_compiles_each_copy_at_its_first_call_without_warnings():
             assert (len(total.serial.signatures), len(total.parallel.signatures)) == copies
     numba_warnings = [w for w in caught if issubclass(w.category, numba.NumbaWarning)]
     assert numba_warnings == []
+
+
+def test_serial_copy_is_a_vectorized_loop_for_every_signature(tmp_path, monkeypatch):
+    """The serial copy goes through numba's parallel pipeline with every transformation off, so
+    the loop over an inline helper vectorizes (reference counting of the helper's arrays removed)
+    and no signature, the second one included, becomes a threaded parfor. An empty cache
+    directory: numba cannot show the LLVM IR of code loaded from its cache."""
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    axpy = _threads.split_parallel(_axpy, "axpy_sigs_probe", 1, PAR_MIN)
+    total = _threads.split_parallel(_total, "total_sigs_probe", 0, PAR_MIN)
+    rng = np.random.default_rng()
+    for dtype in (np.float32, np.float64):
+        x, y = rng.standard_normal(40).astype(dtype), rng.standard_normal(40).astype(dtype)
+        out = np.zeros(1)
+        total(x, out)
+        np.testing.assert_allclose(out[0], x.astype(np.float64).sum(), rtol=1e-12)
+        expect = (y + dtype(2.5) * x).astype(dtype)
+        axpy(dtype(2.5), x, y)
+        np.testing.assert_array_equal(y, expect)
+    assert not axpy.parallel.signatures and not total.parallel.signatures
+    for copy in (axpy.serial, total.serial):
+        assert len(copy.signatures) == 2
+        for sig in copy.signatures:
+            llvm = copy.inspect_llvm(sig)
+            assert "parfor" not in llvm, (copy, sig)
+    for sig in axpy.serial.signatures:
+        llvm = axpy.serial.inspect_llvm(sig)
+        assert "vector.body" in llvm and "NRT_decref" not in llvm.split("vector.body")[1][:4000]
 
 
 @pytest.mark.parametrize("units", [1, 2, 7])
