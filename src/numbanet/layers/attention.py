@@ -13,8 +13,7 @@ import math
 import numpy as np
 
 from .. import initializers, ops
-from .. import random as _random
-from .base import Layer, check_positive_int, fmt_shape
+from .base import Layer, Seeded, check_positive_int, fmt_shape
 from .core import Dense, Dropout
 from .normalization import LayerNormalization
 
@@ -44,7 +43,7 @@ def _heads_apart(be, x, n, h, t, d, out):
     be.strided_copy(ops._flat(be, x), 0, shape, xs, False, ops._flat(be, out), 0, os_)
 
 
-class MultiHeadAttention(Layer):
+class MultiHeadAttention(Seeded, Layer):
     """Multi-head attention (Keras): ``mha(query, value, key=None, attention_mask=None,
     use_causal_mask=False, return_attention_scores=False, training=None)`` on (batch, time,
     features) sequences.
@@ -94,10 +93,7 @@ class MultiHeadAttention(Layer):
         self.bias_initializer = initializers.get(bias_initializer, f"{where} bias_initializer")
         self._init_specs = self._keep_specs(kernel_initializer=kernel_initializer,
                                             bias_initializer=bias_initializer)
-        if seed is not None:
-            check_positive_int(seed, "seed", where, allow_zero=True)
-        self.seed = seed
-        self.rng = None
+        self._set_seed(seed, where)
 
     def __call__(self, query, value=None, key=None, **kwargs):
         if value is None and isinstance(query, (list, tuple)) and len(query) in (2, 3):
@@ -157,13 +153,7 @@ class MultiHeadAttention(Layer):
                            width)
             if self.use_bias:
                 self.add_param(f"{name}_bias", (width,), self.bias_initializer, fan_in, width)
-        self.rng = np.random.default_rng(self.seed) if self.seed is not None else _random.spawn()
-
-    def rng_state(self):
-        return self.rng.bit_generator.state
-
-    def set_rng_state(self, state):
-        self.rng.bit_generator.state = state
+        self._new_rng()
 
     def _bias(self, name, width):
         if self.use_bias:

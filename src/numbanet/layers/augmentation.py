@@ -14,8 +14,7 @@ import math
 
 import numpy as np
 
-from .. import random as _random
-from .base import Layer, check_positive_int
+from .base import Layer, Seeded
 
 __all__ = ["SpatialDropout2D", "RandomFlip", "RandomTranslation", "GaussianNoise"]
 
@@ -26,27 +25,18 @@ def _is_real(value):
         and math.isfinite(value)
 
 
-class _RandomLayer(Layer):
+class _RandomLayer(Seeded, Layer):
     """A parameter-free layer with its own random generator."""
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None:
-            check_positive_int(seed, "seed", self._where(), allow_zero=True)
-        self.seed = None if seed is None else int(seed)
-        self.rng = None
+        self._set_seed(seed, self._where())
 
     def _where(self):
         return f"{type(self).__name__} {self.name!r}"
 
     def create_params(self, input_shape):
-        self.rng = np.random.default_rng(self.seed) if self.seed is not None else _random.spawn()
-
-    def rng_state(self):
-        return self.rng.bit_generator.state
-
-    def set_rng_state(self, state):
-        self.rng.bit_generator.state = state
+        self._new_rng()
 
 
 class _ImageLayer(_RandomLayer):

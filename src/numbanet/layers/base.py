@@ -25,6 +25,7 @@ import re
 import numpy as np
 
 from .. import engine, initializers
+from .. import random as _random
 from .. import validation as V
 from ..backend import get_backend
 
@@ -644,6 +645,28 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__} {self.name!r}"
+
+
+class Seeded:
+    """A layer with a numpy Generator of its own: from ``seed``, or without one spawned from
+    numbanet's global generator when its parameters are created (so ``nb.seed(n)`` makes a run
+    reproducible); ``rng_state``/``set_rng_state`` let ``numbanet.testing.gradcheck`` replay
+    a draw."""
+
+    def _set_seed(self, seed, where):
+        if seed is not None:
+            check_positive_int(seed, "seed", where, allow_zero=True)
+        self.seed = None if seed is None else int(seed)
+        self.rng = None
+
+    def _new_rng(self):
+        self.rng = np.random.default_rng(self.seed) if self.seed is not None else _random.spawn()
+
+    def rng_state(self):
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self.rng.bit_generator.state = state
 
 
 class _CallContext:

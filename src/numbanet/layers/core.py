@@ -4,8 +4,7 @@ import math
 import numpy as np
 
 from .. import activations, initializers
-from .. import random as _random
-from .base import Layer, check_positive_int
+from .base import Layer, Seeded, check_positive_int
 
 
 def _last(layer, what):
@@ -222,7 +221,7 @@ class Permute(Layer):
         return _TRANSPOSE.backward(ctx, grad_out, [True])[0] if need else None
 
 
-class Dropout(Layer):
+class Dropout(Seeded, Layer):
     """Inverted dropout: zeroes a ``rate`` fraction in training, scales the rest by 1/(1-rate)."""
 
     supports_masking = True
@@ -232,19 +231,11 @@ class Dropout(Layer):
         super().__init__(**kwargs)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout {self.name!r}: rate must be a float in [0, 1), got {rate!r}")
-        if seed is not None:
-            check_positive_int(seed, "seed", f"Dropout {self.name!r}", allow_zero=True)
-        self.rate, self.seed = float(rate), seed
-        self.rng = None
+        self.rate = float(rate)
+        self._set_seed(seed, f"Dropout {self.name!r}")
 
     def create_params(self, input_shape):
-        self.rng = np.random.default_rng(self.seed) if self.seed is not None else _random.spawn()
-
-    def rng_state(self):
-        return self.rng.bit_generator.state
-
-    def set_rng_state(self, state):
-        self.rng.bit_generator.state = state
+        self._new_rng()
 
     @property
     def mask(self):
