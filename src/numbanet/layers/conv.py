@@ -90,22 +90,17 @@ class Conv2D(_Affine):
                                    (x.shape[0],) + self.output_shape)
         return y, (x, z, y)
 
-    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
-        be = self.backend
-        x = ctx[0]
-        g = self.activation_grad(ctx, grad_out, pre_activation)
-        pg = sink.layer_grads(self)
-        if pg is not None:
-            grads, accumulate = pg
-            if self.use_bias:
-                be.conv2d_backward_params(x, g, *self._geometry(), accumulate, grads["kernel"],
-                                          grads["bias"])
-            else:
-                be.conv2d_backward_weight(x, g, *self._geometry(), accumulate, grads["kernel"])
-        if not need:
-            return None
-        grad_in = be.empty(tuple(x.shape), self.dtype)
-        be.conv2d_backward_input(g, self.params["kernel"], *self._geometry(), grad_in)
+    def _param_grads(self, ctx, g, grads, accumulate):
+        if self.use_bias:
+            self.backend.conv2d_backward_params(ctx[0], g, *self._geometry(), accumulate,
+                                                grads["kernel"], grads["bias"])
+        else:
+            self.backend.conv2d_backward_weight(ctx[0], g, *self._geometry(), accumulate,
+                                                grads["kernel"])
+
+    def _input_grad(self, ctx, g):
+        grad_in = self.backend.empty(tuple(ctx[0].shape), self.dtype)
+        self.backend.conv2d_backward_input(g, self.params["kernel"], *self._geometry(), grad_in)
         return grad_in
 
 
@@ -212,22 +207,18 @@ class Conv2DTranspose(_Affine):
         y = self.act.forward(be, z)
         return y, (x, z, y)
 
-    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
-        be = self.backend
-        x = ctx[0]
-        g = self.activation_grad(ctx, grad_out, pre_activation)
-        pg = sink.layer_grads(self)
-        if pg is not None:
-            grads, accumulate = pg
-            # d/dw of <conv2d_backward_input(x, w), g> is the convolution's weight gradient with
-            # g as its input and x as its output gradient
-            be.conv2d_backward_weight(g, x, *self._geometry(), accumulate, grads["kernel"])
-            if self.use_bias:
-                be.conv2d_backward_bias(g, accumulate, grads["bias"])
-        if not need:
-            return None
-        grad_in = be.empty(tuple(x.shape), self.dtype)
-        be.conv2d_forward(g, self.params["kernel"], self._zero_in, *self._geometry(), grad_in)
+    def _param_grads(self, ctx, g, grads, accumulate):
+        # d/dw of <conv2d_backward_input(x, w), g> is the convolution's weight gradient with
+        # g as its input and x as its output gradient
+        self.backend.conv2d_backward_weight(g, ctx[0], *self._geometry(), accumulate,
+                                            grads["kernel"])
+        if self.use_bias:
+            self.backend.conv2d_backward_bias(g, accumulate, grads["bias"])
+
+    def _input_grad(self, ctx, g):
+        grad_in = self.backend.empty(tuple(ctx[0].shape), self.dtype)
+        self.backend.conv2d_forward(g, self.params["kernel"], self._zero_in, *self._geometry(),
+                                    grad_in)
         return grad_in
 
 

@@ -86,6 +86,15 @@ class _Affine(Layer):
         return grad_out if pre_activation else self.act.backward(self.backend, ctx[1], ctx[2],
                                                                  grad_out)
 
+    def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
+        """The activation's gradient ``g``, then ``_param_grads(ctx, g, grads, accumulate)``
+        when the sink wants this layer's gradients and ``_input_grad(ctx, g)`` when ``need``."""
+        g = self.activation_grad(ctx, grad_out, pre_activation)
+        pg = sink.layer_grads(self)
+        if pg is not None:
+            self._param_grads(ctx, g, *pg)
+        return self._input_grad(ctx, g) if need else None
+
 
 class Dense(_Affine):
     """Fully connected layer: ``activation(x @ kernel + bias)``; kernel is (in_features, units).
