@@ -194,3 +194,21 @@ def test_affine_layers_fuse_elementwise_activations(rng, monkeypatch, make, acti
     w, b = (np.asarray(layer.params[k], np.float64) for k in ("kernel", "bias"))
     if isinstance(layer, L.Dense):
         np.testing.assert_allclose(z, x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: L.Dense(4, activation="tanh"), (2, 3, 5)),
+                                         (lambda: L.Conv1D(4, 3, activation="tanh"), (2, 3, 7))],
+                         ids=["dense3d", "conv1d"])
+def test_logits_have_the_output_shape(rng, make, shape):
+    """``logits`` of a layer that reshapes its input for its kernel (Dense on 3-D input, Conv1D)
+    comes back in the output's shape, the same array a fused from_logits loss sees."""
+    layer = make()
+    x = rng.standard_normal(shape).astype(np.float32)
+    layer.build(x.shape[1:])
+    y = np.asarray(layer.forward(x), np.float64)
+    z = np.asarray(layer.logits, np.float64)
+    assert z.shape == y.shape
+    np.testing.assert_allclose(np.tanh(z), y, rtol=1e-5, atol=1e-6)
+    if isinstance(layer, L.Dense):
+        w, b = (np.asarray(layer.params[k], np.float64) for k in ("kernel", "bias"))
+        np.testing.assert_allclose(z, x @ w + b, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,21 @@ def _last(layer, what):
     return layer._last
 
 
-class _Affine(Layer):
+class _Logits:
+    """A layer whose context keeps its pre-activation output as entry 1, which a loss given
+    ``from_logits`` fuses with (``_logits(ctx)``); ``logits`` is that of the last ``forward``."""
+
+    @property
+    def logits(self):
+        """The pre-activation output of the last ``forward``."""
+        return self._logits(_last(self, "logits"))
+
+    @staticmethod
+    def _logits(ctx):
+        return ctx[1]
+
+
+class _Affine(_Logits, Layer):
     """Shared by Dense and Conv2D: a kernel, an optional bias and an optional activation.
 
     ``_backward(..., pre_activation=True)`` takes the gradient with respect to the
@@ -59,15 +73,6 @@ class _Affine(Layer):
         """Where the bias gradient goes (scratch when there is no bias)."""
         return grads["bias"] if self.use_bias else \
             self.backend.empty((self.bias_size,), self.dtype)
-
-    @property
-    def logits(self):
-        """The pre-activation output of the last ``forward``."""
-        return _last(self, "logits")[1]
-
-    @staticmethod
-    def _logits(ctx):
-        return ctx[1]
 
     def affine_forward(self, kernel, args, shape):
         """``kernel`` (dense_forward / conv2d_forward) of ``args`` into a new ``shape`` array,
@@ -276,7 +281,7 @@ class Dropout(Seeded, Layer):
         return grad_in
 
 
-class Activation(Layer):
+class Activation(_Logits, Layer):
     """Applies a named activation (``Activation("relu")``)."""
 
     supports_masking = True
@@ -289,14 +294,6 @@ class Activation(Layer):
 
     def _alpha(self):
         return None
-
-    @property
-    def logits(self):
-        return _last(self, "logits")[1]
-
-    @staticmethod
-    def _logits(ctx):
-        return ctx[1]
 
     def _forward(self, x, training):
         y = self.act.forward(self.backend, x)
