@@ -89,3 +89,52 @@ def test_run_covers_every_unit_once(units):
         h[u0:u1] += 1
     _threads.run(worker, (hits,), units)
     assert hits.tolist() == [1] * units
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["own-runtime", "ld-preload"])
+def test_pool_binds_its_own_openmp_when_torch_loaded_first(tmp_path, preload):
+    """PyTorch imported first loads its libgomp with global symbols and its default long spin:
+    the CPU backend then loads Numba's pool so that it binds to the libgomp it links (a second
+    runtime, started with the short spin), not to PyTorch's; with LD_PRELOAD set it leaves the
+    binding alone. Checked from the dynamic linker's own record of GOMP_parallel's binding."""
+    import glob
+    import os
+    import subprocess
+    import sys
+    if not hasattr(os, "RTLD_DEEPBIND"):
+        pytest.skip("RTLD_DEEPBIND is glibc's")
+    torch = pytest.importorskip("torch")
+    torch_gomp = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*"))
+    if not torch_gomp:
+        pytest.skip("this PyTorch build has no libgomp of its own")
+    code = ("import torch, numba, numbanet as nb\n"
+            "from numbanet.kernels.cpu import _threads\n"
+            "print(_threads._other_openmp_loaded())\n"
+            "nb.backend.get_backend('cpu')\n"
+            "print(numba.threading_layer())\n"
+            "import numpy as np\n"
+            "x = np.ones(1 << 16)\n"
+            "print(numba.njit(lambda x: x.sum(), parallel=True)(x))\n"
+            "print(float(torch.ones(64, 64).sum()))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER",
+                        "LD_PRELOAD")}
+    env.update(LD_DEBUG="bindings", LD_DEBUG_OUTPUT=str(tmp_path / "ld"))
+    if preload:
+        env["LD_PRELOAD"] = "libm.so.6"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    loaded, layer, total, torch_total = out.stdout.split()
+    assert (loaded, total, torch_total) == ("True", "65536.0", "4096.0")
+    if layer != "omp":
+        pytest.skip(f"Numba chose the {layer} threading layer")
+    bound = set()
+    for name in glob.glob(str(tmp_path / "ld*")):
+        with open(name, errors="replace") as f:
+            for line in f:
+                if "omppool" in line.split(" to ")[0] and "`GOMP_parallel'" in line:
+                    bound.add(os.path.realpath(line.split(" to ")[1].split(" [")[0]))
+    torch_gomp = {os.path.realpath(p) for p in torch_gomp}
+    assert bound, "no record of the pool's GOMP_parallel binding"
+    assert (bound <= torch_gomp) if preload else not (bound & torch_gomp), bound
