@@ -14,8 +14,9 @@ from numbanet.kernels.scalar import ACTIVATION_CODES
 
 DTYPES = [np.float32, np.float64]
 
-# (N, I, U): small (one call), large (blocks), a single row, more threads than rows.
-SHAPES = [(3, 5, 7), (130, 131, 129), (1, 4100, 600), (2, 1100, 1000), (1030, 64, 70)]
+# (N, I, U): small (one call), large (blocks), a single row, more threads than rows, the most
+# row blocks.
+SHAPES = [(3, 5, 7), (130, 131, 129), (1, 4100, 600), (2, 1100, 1000), (2050, 40, 30)]
 
 
 def test_shapes_hit_both_paths():
