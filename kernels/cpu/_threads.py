@@ -194,7 +194,7 @@ def start_quiet_pool():
     os.environ["GOMP_SPINCOUNT"] = "10000"
     try:
         if deep:
-            sys.setdlopenflags(os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
+            sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
         parallel._launch_threads()
     finally:
         sys.setdlopenflags(flags)
