@@ -183,6 +183,26 @@ def test_nan_loss_stops_training_naming_epoch_and_step(rng):
     assert len(history.history.get("loss", [])) <= 5
 
 
+def test_fit_with_no_epochs_to_run_returns_an_empty_history(rng):
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = rng.standard_normal((20, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 20)
+    before = model.get_weights()
+    for kwargs in ({"epochs": 0}, {"epochs": 2, "initial_epoch": 2},
+                   {"epochs": 2, "initial_epoch": 5}):
+        history = model.fit(x, y, verbose=0, validation_split=0.2, **kwargs)
+        assert history.history == {} and history.epoch == [], kwargs
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    history = model.fit(x, y, epochs=3, initial_epoch=1, verbose=0)
+    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=f"initial_epoch must be a non-negative integer, "
+                                             f"got {bad}"):
+            model.fit(x, y, epochs=1, initial_epoch=bad, verbose=0)
+
+
 def test_progress_output(rng, capsys):
     x = rng.standard_normal((40, 5)).astype(np.float32)
     y = rng.integers(0, 3, 40)

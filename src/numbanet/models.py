@@ -1186,6 +1186,7 @@ class Model(Layer, functional._GraphLayer):
         self._require_compiled("fit")
         self._follow_layers()
         epochs = check_positive_int(epochs, "epochs", "fit", allow_zero=True)
+        initial_epoch = check_positive_int(initial_epoch, "initial_epoch", "fit", allow_zero=True)
         batch_size = check_positive_int(batch_size, "batch_size", "fit")
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0.0 <= validation_split < 1.0:
@@ -1297,7 +1298,6 @@ class Model(Layer, functional._GraphLayer):
         cb.on_train_end()
         if sync is not None:
             sync.end()
-        del per_out, multi
         return history
 
     def _evaluate(self, xs, ys, batch_size, weights=None):
