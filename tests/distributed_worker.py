@@ -34,6 +34,14 @@ def functional(dtype, seed):
     return nb.Model(inp, L.Dense(10, activation="softmax")(h))
 
 
+def two_outputs(dtype, seed):
+    nb.seed(seed)
+    inp = nb.Input(shape=(1, 8, 8), dtype=dtype)
+    h = L.Dense(16, activation="tanh")(L.Flatten()(inp))
+    return nb.Model(inp, [L.Dense(10, activation="softmax", name="cls")(h),
+                          L.Dense(1, name="reg")(h)])
+
+
 def rel_err(got, want):
     return max(float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64))) /
                      max(float(np.max(np.abs(np.asarray(w, np.float64)))), 1e-30))
@@ -81,6 +89,30 @@ def equivalence(outdir):
                     "keys": sorted(hist) == sorted(ref_hist),
                     "identical": identical,
                     "optimizer": type(model.optimizer).__name__}
+    # two outputs: the per-output losses (cls_loss, reg_loss) are global like the loss, on
+    # every step, including a last global batch of 2 samples on 3 ranks (one rank has none)
+    x, y = digits(124, "float64")
+    targets = [y, y[:, None] / 10.0]
+    for kind, opt, batch in (("two-outputs", lambda: nb.optimizers.SGD(0.1), 10),
+                             ("two-outputs-lbfgs", lambda: nb.optimizers.LBFGS(max_iter=3),
+                              110)):
+        def fit(distributed):
+            m = two_outputs("float64", 4)
+            m.compile(opt(), ["sparse_categorical_crossentropy", "mse"], loss_weights=[1.0, 0.0])
+            h = m.fit(x, targets, epochs=2, batch_size=batch, seed=3, verbose=0,
+                      validation_split=0.1, distributed=distributed)
+            return m, h.history
+        model, hist = fit(True)
+        same_logs = all(other == hist for other in dist.allgather(hist))
+        identical = same_on_every_rank(model.get_weights()) and same_logs
+        if r == 0:
+            ref, ref_hist = fit(False)
+            result["cases"][f"{kind}-float64"] = {
+                "weights": rel_err(model.get_weights(), ref.get_weights()),
+                "history": max(abs(a - b) / max(abs(b), 1e-12) for k in ref_hist
+                               for a, b in zip(hist[k], ref_hist[k])),
+                "keys": sorted(hist) == sorted(ref_hist) and "reg_loss" in hist,
+                "identical": identical, "optimizer": type(model.optimizer).__name__}
     # L-BFGS: full batch, every evaluation of the closure averaged
     x, y = digits(90, "float64")
 

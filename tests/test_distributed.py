@@ -117,15 +117,17 @@ def test_same_weights_as_one_process(mpi, tmp_path, k):
     """k ranks, each taking its slice of every global batch of 10 (not divisible by 3; the last
     global batch has 2 samples, fewer than 3 ranks), end with the weights one process gets with
     batches of 10: Sequential (conv) and functional models (gradient clipping after the
-    average), float64 and float32, L-BFGS, and a custom loop with apply_gradients. The ranks'
-    weights are bit-identical and so are their logs (global loss and metrics)."""
+    average), float64 and float32, L-BFGS, a custom loop with apply_gradients, and a model with
+    two outputs (SGD and L-BFGS) whose per-output losses are global too. The ranks' weights are
+    bit-identical and so are their logs (global loss, per-output losses and metrics)."""
     proc, _ = mpirun(k, "equivalence", tmp_path)
     _ok(proc)
     result = _read(tmp_path / "equivalence.json")
     assert result["size"] == k
     assert set(result["cases"]) == {"sequential-float64", "functional-float64",
                                     "sequential-float32", "functional-float32",
-                                    "lbfgs-float64", "custom-loop-float64"}
+                                    "lbfgs-float64", "custom-loop-float64",
+                                    "two-outputs-float64", "two-outputs-lbfgs-float64"}
     for name, case in result["cases"].items():
         rtol = F32_RTOL if "float32" in name else F64_RTOL
         assert case["identical"], f"{name}: the ranks' weights differ"

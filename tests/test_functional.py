@@ -248,6 +248,56 @@ def test_multiple_inputs_and_outputs_lists_and_dicts(rng, tmp_path):
         model.predict({"a": xa, "c": xb})
 
 
+def test_per_output_losses_are_logged_unweighted_in_training_and_evaluation(rng):
+    """Each loss-carrying output's own loss, before its loss weight (a zero weight included),
+    is logged as <output>_loss in the batch and epoch logs (averaged over the epoch's samples
+    like loss) and by evaluate; EarlyStopping can watch it."""
+    inp = nb.Input((4,), dtype="float64")
+    h = L.Dense(8, activation="tanh")(inp)
+    model = nb.Model(inp, [L.Dense(3, activation="softmax", name="cls")(h),
+                           L.Dense(1, name="reg")(h)])
+    x = rng.standard_normal((40, 4))
+    yc, yr = rng.integers(0, 3, 40), rng.standard_normal((40, 1))
+    pc, pr = model.predict(x)
+    want_cls = -np.mean(np.log(pc[np.arange(40), yc]))
+    want_reg = np.mean((pr - yr) ** 2)
+    for weights in ([1.0, 0.0], [0.5, 2.0]):
+        model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], loss_weights=weights)
+        result = model.evaluate(x, [yc, yr], batch_size=16)
+        assert result["cls_loss"] == pytest.approx(want_cls, rel=1e-12)
+        assert result["reg_loss"] == pytest.approx(want_reg, rel=1e-12)
+        assert result["loss"] == pytest.approx(weights[0] * want_cls + weights[1] * want_reg,
+                                               rel=1e-12)
+    # frozen weights: every batch sees the same model, so the epoch's averages (batches of
+    # 16, 16 and 8) are the whole data's losses
+    batches = []
+
+    class Batches(nb.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(dict(logs))
+    model.trainable = False
+    history = model.fit(x, [yc, yr], epochs=2, batch_size=16, verbose=0, validation_split=0.2,
+                        callbacks=[Batches()])
+    assert list(history.history) == ["loss", "cls_loss", "reg_loss", "val_loss",
+                                     "val_cls_loss", "val_reg_loss"]
+    train = model.evaluate(x[:32], [yc[:32], yr[:32]])
+    for key in ("loss", "cls_loss", "reg_loss"):
+        assert history.history[key] == pytest.approx([train[key]] * 2, rel=1e-12)
+    assert len(batches) == 4 and all({"cls_loss", "reg_loss"} <= set(b) for b in batches)
+    assert batches[1]["reg_loss"] == pytest.approx(train["reg_loss"], rel=1e-12)
+    # training moves them, and EarlyStopping watches one of them
+    model.trainable = True
+    stop = nb.callbacks.EarlyStopping(monitor="cls_loss", patience=1, mode="max")
+    history = model.fit(x, [yc, yr], epochs=5, batch_size=8, verbose=0, callbacks=[stop])
+    assert stop.stopped_epoch == 1 and len(history.history["cls_loss"]) == 2
+    assert history.history["cls_loss"][1] < history.history["cls_loss"][0]
+    # a single-output model logs its loss alone
+    single = nb.Sequential([L.Dense(3, activation="softmax")], input_shape=(4,))
+    single.compile("sgd", "sparse_categorical_crossentropy")
+    assert list(single.fit(x, yc, verbose=0, validation_split=0.2).history) == \
+        ["loss", "val_loss"]
+
+
 def test_layer_shared_by_two_models_trains_through_each(rng):
     """A layer (an encoder) used by two models: training either changes the one copy."""
     encoder = L.Dense(4, activation="tanh", name="encoder")

@@ -492,13 +492,15 @@ class _DistributedMixin:
     def reduce_loss(self, value):
         """The global batch's loss on every rank: this rank's ``value`` weighted by its share
         of the batch, summed over the ranks (every rank then takes the same decision on a
-        non-finite loss)."""
+        non-finite loss). ``value`` may be a list of floats (the loss and the per-output
+        losses), reduced in one call and returned as a list."""
         s = _require()
         if s.size == 1:
             return value
-        buf = np.array([float(value) * self._dist_scale()])
+        listed = isinstance(value, (list, tuple))
+        buf = np.array(value if listed else [value], dtype=np.float64) * self._dist_scale()
         _call("the loss allreduce", s.comm.Allreduce, s.MPI.IN_PLACE, buf, op=s.MPI.SUM)
-        return float(buf[0])
+        return [float(v) for v in buf] if listed else float(buf[0])
 
     def _dist_plan(self, variables):
         """(gradient runs, packed?) for ``variables``; the ranks' layouts are compared (one
@@ -763,25 +765,33 @@ class FitSync:
         self.optimizer._dist_weight = (hi - lo) / n if s.size > 1 else None
         return idx[lo:hi]
 
-    def empty_step(self):
+    def empty_step(self, n_outputs=0):
         """A step for a rank with no sample in the global batch: zero gradients, weight 0, the
-        same collective calls and update as the other ranks; returns the global loss."""
+        same collective calls and update as the other ranks; returns (the global loss, the
+        ``n_outputs`` global per-output losses or None), as ``Model._step`` does."""
         model, opt = self.model, self.optimizer
         variables = model._info().trainable
         for v in variables:
             model.backend.fill_(v.layer.grads[v.key], 0.0)
         if getattr(opt, "needs_closure", False):
+            per = []
+
             def closure():
                 for v in variables:
                     model.backend.fill_(v.layer.grads[v.key], 0.0)
+                if n_outputs and not per:           # the first evaluation, as Model._step
+                    per.extend(opt.reduce_loss([0.0] * n_outputs))
                 return 0.0
-            return opt.step_variables(variables, closure)
-        value = opt.reduce_loss(0.0)
+            return opt.step_variables(variables, closure), per or None
+        if n_outputs:
+            value, *per = opt.reduce_loss([0.0] * (1 + n_outputs))
+        else:
+            value, per = opt.reduce_loss(0.0), None
         if value - value != 0.0:
             opt._dist_weight = None
-            return value
+            return value, per
         opt.step_variables(variables)
-        return value
+        return value, per
 
     def end_epoch(self, logs):
         """Global metrics into ``logs`` (the loss is already global) and averaged buffers."""

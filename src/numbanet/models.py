@@ -955,7 +955,9 @@ class Model(Layer, functional._GraphLayer):
         return self._fusion()[0]
 
     def _losses(self, ys, outs, ctx, wb, gradients, info=None):
-        """(list of (1,) loss arrays, per-output gradient arrays, pre-activation flags)."""
+        """(list of (1,) weighted loss arrays, per-output gradient arrays, pre-activation flags,
+        list of (1,) unweighted loss arrays): one loss array per output that has a loss; the
+        unweighted ones are what ``<output>_loss`` reports (a zero loss weight included)."""
         be = self.backend
         fusion = (info or self._info()).fusion
         masks = ctx[2] if self._plan is not None and len(ctx) > 2 else None
@@ -964,8 +966,8 @@ class Model(Layer, functional._GraphLayer):
             step = plan.producer[plan.output_slots[0]]
             logits = plan.steps[step][0]._logits(ctx[1][step])
             value, grad = loss.value_and_grad(be, ys[0], logits, wb, gradients, logits=True)
-            return [value], [grad], fusion
-        values, grads = [], []
+            return [value], [grad], fusion, [value]
+        values, grads, raw = [], [], []
         for k, (loss, weight) in enumerate(zip(self.output_losses, self.loss_weights)):
             if loss is None:
                 grads.append(None)
@@ -981,13 +983,16 @@ class Model(Layer, functional._GraphLayer):
                                                       logits=logits)
             else:
                 value, g = loss.value_and_grad(be, yb, pred, wb, gradients, logits=logits)
+            raw.append(value)
             if weight != 1.0:
-                be.scale(value, weight, value)
+                weighted = be.empty(tuple(value.shape), value.dtype)
+                be.scale(value, weight, weighted)
+                value = weighted
                 if g is not None:
                     be.scale(be.kernel_view(g, (g.size,)), weight, be.kernel_view(g, (g.size,)))
             values.append(value)
             grads.append(g)
-        return values, grads, fusion
+        return values, grads, fusion, raw
 
     def _regularized(self):
         return self._info().regularized
@@ -1019,7 +1024,7 @@ class Model(Layer, functional._GraphLayer):
 
     def _loss_and_backward(self, xbs, ybs, wb, info=None):
         """Forward, losses, backward into the layers' gradient buffers; returns (losses,
-        outputs)."""
+        outputs, each loss-carrying output's unweighted loss)."""
         info = info or self._info()
         single = len(xbs) == 1
         engine._training.append(True)
@@ -1028,7 +1033,7 @@ class Model(Layer, functional._GraphLayer):
         finally:
             engine._training.pop()
         outs = [out] if len(info.names) == 1 else list(out)
-        values, grads, fusion = self._losses(ybs, outs, ctx, wb, True, info)
+        values, grads, fusion, raw = self._losses(ybs, outs, ctx, wb, True, info)
         self._last_masks = None if self._plan is None or ctx[2] is None else \
             self._output_masks(ctx)
         added = self._added_losses(ctx) if self._may_add_losses() else ()
@@ -1045,10 +1050,13 @@ class Model(Layer, functional._GraphLayer):
         values = values + [t.value for t in added]
         if info.regularized:
             values = values + self._regularize(True, info)
-        return values, outs
+        return values, outs, raw
 
-    def _step(self, xbs, ybs, wb=None, info=None):
-        """One optimizer step; returns (loss, outputs). A non-finite loss leaves the weights,
+    def _step(self, xbs, ybs, wb=None, info=None, per_output=False):
+        """One optimizer step; returns (loss, outputs, per-output losses). The per-output
+        losses (the unweighted loss of each loss-carrying output, before the update, as floats)
+        are read back only with ``per_output``, else None; with a DistributedOptimizer they are
+        global, reduced in the same call as the loss. A non-finite loss leaves the weights,
         buffers and optimizer state as they were before the step (training then stops)."""
         info = info or self._info()
         opt = self.optimizer
@@ -1057,11 +1065,18 @@ class Model(Layer, functional._GraphLayer):
         variables = info.trainable
         saved = [(b, np.array(l.backend.to_numpy(b), copy=True)) for l, _, b in
                  self._buffer_items()] if info.has_buffers else None
+        reduce_loss = getattr(opt, "reduce_loss", None)
         if getattr(opt, "needs_closure", False):     # L-BFGS re-evaluates the batch
             before = self.get_weights(), opt.get_state()
+            per = []
 
             def closure():
-                return self._value(self._loss_and_backward(xbs, ybs, wb)[0])
+                losses, _, raw = self._loss_and_backward(xbs, ybs, wb)
+                if per_output and not per:          # the starting point's, like the loss
+                    per.extend(self._host_values(raw))
+                    if reduce_loss is not None:
+                        per[:] = reduce_loss(per)
+                return self._value(losses)
             value = opt.step_variables(variables, closure)
             if not np.isfinite(value) or not all(np.all(np.isfinite(w))
                                                  for w in self.get_weights()):
@@ -1069,17 +1084,24 @@ class Model(Layer, functional._GraphLayer):
                 opt.set_state(before[1])
                 self._restore(saved)
             outs = self._outputs_list(self._forward(xbs if len(xbs) > 1 else xbs[0], False)[0])
-            return value, outs
-        losses, outs = self._loss_and_backward(xbs, ybs, wb, info)
+            return value, outs, per if per_output else None
+        losses, outs, raw = self._loss_and_backward(xbs, ybs, wb, info)
         value = self._value(losses)
-        reduce_loss = getattr(opt, "reduce_loss", None)
+        per = self._host_values(raw) if per_output else None
         if reduce_loss is not None:     # a DistributedOptimizer: every rank sees the global loss
-            value = reduce_loss(value)
+            if per is None:
+                value = reduce_loss(value)
+            else:
+                value, *per = reduce_loss([value] + per)
         if value - value != 0.0:                     # NaN or Inf: no update from this step
             self._restore(saved)
-            return value, outs
+            return value, outs, per
         opt.step_variables(variables)
-        return value, outs
+        return value, outs, per
+
+    def _host_values(self, arrays):
+        """(1,) backend arrays as a list of floats."""
+        return [float(self.backend.to_numpy(a).reshape(-1)[0]) for a in arrays]
 
     def _restore(self, saved):
         for b, host in saved or ():
@@ -1110,8 +1132,8 @@ class Model(Layer, functional._GraphLayer):
         info = self._info()
         w = self._sample_weights(ys, sample_weight, None, "train_step", info)
         wb = None if w is None else self.backend.asarray(w, self.dtype)
-        loss, _ = self._step(self._device_batch(xs, None, info), self._device_targets(ys), wb,
-                             info)
+        loss, _, _ = self._step(self._device_batch(xs, None, info), self._device_targets(ys), wb,
+                                info)
         return loss
 
     def _sample_weights(self, ys, sample_weight, class_weight, where, info=None):
@@ -1248,7 +1270,10 @@ class Model(Layer, functional._GraphLayer):
         self.stop_training, self.stop_reason = False, None
         be = self.backend
         names = self._out_names()
-        multi = len([l for l in self.output_losses if l is not None]) > 1
+        # "<output>_loss" of each loss-carrying output, as evaluate reports them (only for
+        # several outputs: a single-output model reads back nothing more than its loss)
+        per_keys = [f"{names[k]}_loss" for k, l in enumerate(self.output_losses)
+                    if l is not None] if len(names) > 1 else []
         cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch)
@@ -1256,7 +1281,7 @@ class Model(Layer, functional._GraphLayer):
             for m in self.metrics:
                 m.reset()
             total, seen = 0.0, 0
-            per_out = np.zeros(len(names))
+            per_total = np.zeros(len(per_keys))
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 part = idx if sync is None else sync.shard(idx)     # this rank's samples
@@ -1267,13 +1292,18 @@ class Model(Layer, functional._GraphLayer):
                     with _compile_helper.watch(self, xs, part, ys_host) \
                             if epoch == initial_epoch and step == 0 and sync is None \
                             else contextlib.nullcontext():
-                        value, outs = self._step(self._device_batch(xs, part),
-                                                 self._device_targets(ys_host), wb)
+                        value, outs, per = self._step(self._device_batch(xs, part),
+                                                      self._device_targets(ys_host), wb,
+                                                      per_output=bool(per_keys))
                 else:               # a last global batch smaller than the number of ranks
-                    value, outs = sync.empty_step(), None
+                    value, per = sync.empty_step(len(per_keys))
+                    outs = None
                 total += value * len(idx)
                 seen += len(idx)
                 logs = {"loss": total / seen}
+                if per_keys:
+                    per_total += np.asarray(per) * len(idx)
+                    logs.update(zip(per_keys, (float(v) / seen for v in per_total)))
                 if self.metrics:
                     if outs is not None:
                         self._update_metrics(ys_host, outs, getattr(self, "_last_masks", None))
@@ -1283,7 +1313,9 @@ class Model(Layer, functional._GraphLayer):
                 cb.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
-            logs = {"loss": total / max(seen, 1), **{m.name: m.result() for m in self.metrics}}
+            logs = {"loss": total / max(seen, 1),
+                    **{k: float(v) / max(seen, 1) for k, v in zip(per_keys, per_total)},
+                    **{m.name: m.result() for m in self.metrics}}
             if sync is not None:
                 sync.end_epoch(logs)
             if validation_data is not None and not self.stop_reason:
@@ -1308,6 +1340,7 @@ class Model(Layer, functional._GraphLayer):
         names = self._out_names()
         totals = np.zeros(len(names))
         total = 0.0
+        active = [k for k, l in enumerate(self.output_losses) if l is not None]
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
             xb = self._device_batch([a[sl] for a in xs])
@@ -1317,28 +1350,23 @@ class Model(Layer, functional._GraphLayer):
             with engine.training_scope(False):
                 out, ctx = self._forward(x, False)
             outs = self._outputs_list(out)
-            values, _, _ = self._losses(self._device_targets(ys_host), outs, ctx, wb, False)
+            values, _, _, raw = self._losses(self._device_targets(ys_host), outs, ctx, wb,
+                                             False)
             size = len(xb[0])
             if self._may_add_losses():
                 total += size * sum(float(be.to_numpy(t.value).reshape(-1)[0])
                                     for t in self._added_losses(ctx))
-            k_val = 0
-            for k, l in enumerate(self.output_losses):
-                if l is None:
-                    continue
-                v = float(be.to_numpy(values[k_val])[0])
-                totals[k] += v * size
-                total += v * size
-                k_val += 1
+            for k, v, r in zip(active, values, raw):
+                total += float(be.to_numpy(v)[0]) * size
+                if len(names) > 1:
+                    totals[k] += float(be.to_numpy(r)[0]) * size
             if self.metrics:
                 self._update_metrics(ys_host, outs, self._output_masks(ctx))
         penalty = self._value(self._regularize(gradients=False))
         result = {"loss": total / n + penalty}
-        active = [k for k, l in enumerate(self.output_losses) if l is not None]
         if len(names) > 1:
             for k in active:
-                w = self.loss_weights[k]
-                result[f"{names[k]}_loss"] = totals[k] / n / (w if w else 1.0)
+                result[f"{names[k]}_loss"] = float(totals[k] / n)
         result.update({m.name: m.result() for m in self.metrics})
         return result
 
