@@ -248,6 +248,39 @@ def test_multiple_inputs_and_outputs_lists_and_dicts(rng, tmp_path):
         model.predict({"a": xa, "c": xb})
 
 
+def test_one_array_for_several_inputs_or_outputs_is_refused(rng):
+    """One array is not fed to every input (a - a = 0) nor used as every output's targets;
+    one loss, metric list or loss weight still applies to every output (Keras)."""
+    a, b = nb.Input((4,), name="a"), nb.Input((4,), name="b")
+    model = nb.Model([a, b], L.Dense(2, activation="softmax")(L.Subtract()([a, b])))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = rng.standard_normal((3, 4)), np.array([0, 1, 1])
+    msg = r"x: expected 2 inputs \(a, b\) as a list or a dict by name, got one ndarray"
+    for call in (lambda: model.predict(x), lambda: model.fit(x, y, verbose=0),
+                 lambda: model.evaluate(x, y), lambda: model.train_step(x, y)):
+        with pytest.raises(ValueError, match=msg):
+            call()
+    inp = nb.Input((4,))
+    h = L.Dense(8, activation="tanh")(inp)
+    two = nb.Model(inp, [L.Dense(1, name="p")(h), L.Dense(1, name="q")(h)])
+    two.compile("sgd", "mse", metrics=["mae"], loss_weights=0.5)
+    assert [type(l).__name__ for l in two.output_losses] == ["MeanSquaredError"] * 2
+    assert [m.name for m in two.metrics] == ["p_mae", "q_mae"]
+    assert two.loss_weights == [0.5, 0.5]
+    yr = rng.standard_normal((3, 1))
+    with pytest.raises(ValueError, match=r"y: expected 2 outputs \(p, q\) as a list or a dict"):
+        two.fit(x, yr, verbose=0)
+    assert set(two.evaluate(x, [yr, yr])) == {"loss", "p_loss", "q_loss", "p_mae", "q_mae"}
+    # one output: a one-item list of a NumPy scalar is a batch of one sample
+    single = nb.Sequential([L.Dense(3, activation="softmax")], input_shape=(4,))
+    single.compile("sgd", "sparse_categorical_crossentropy")
+    labels = np.array([2, 0, 1])
+    want = single.evaluate(x[:1], labels[:1])["loss"]
+    assert single.evaluate(x[:1], [labels[0]])["loss"] == want
+    assert single.evaluate(x[:1], [int(labels[0])])["loss"] == want
+    assert single.evaluate(x, list(labels))["loss"] == single.evaluate(x, labels)["loss"]
+
+
 def test_per_output_losses_are_logged_unweighted_in_training_and_evaluation(rng):
     """Each loss-carrying output's own loss, before its loss weight (a zero weight included),
     is logged as <output>_loss in the batch and epoch logs (averaged over the epoch's samples

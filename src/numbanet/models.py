@@ -59,24 +59,30 @@ def _unique(items):
     return out
 
 
-def _named(value, names, what):
-    """``value`` (one item, a list in order, or a dict by name) as a list aligned with
-    ``names``; dict entries missing from it are None."""
+def _named(value, names, what, kind="output", broadcast=False):
+    """``value`` (a list in order, a dict by name, or one item) as a list aligned with
+    ``names`` (the model's inputs or outputs, ``kind``); dict entries missing from it are None.
+    One item for several names is refused (one array for a model with several inputs is
+    ambiguous) unless ``broadcast`` (a single setting that applies to every output)."""
     if isinstance(value, dict):
         unknown = [k for k in value if k not in names]
         if unknown:
             raise ValueError(f"{what}: unknown name {unknown[0]!r}; expected one of {names}")
         return [value.get(n) for n in names]
-    if isinstance(value, (list, tuple)) and len(names) > 1:
+    if len(names) == 1:
+        # a one-item list holding an array is that array; a list of scalars is a batch
+        if isinstance(value, (list, tuple)) and len(value) == 1 and np.ndim(value[0]) > 0:
+            return [value[0]]
+        return [value]
+    if isinstance(value, (list, tuple)):
         if len(value) != len(names):
-            raise ValueError(f"{what}: expected {len(names)} entries (one per "
-                             f"{'input' if 'x' in what else 'output'}: {names}), got "
-                             f"{len(value)}")
+            raise ValueError(f"{what}: expected {len(names)} entries (one per {kind}: "
+                             f"{names}), got {len(value)}")
         return list(value)
-    if len(names) == 1 and isinstance(value, (list, tuple)) and len(value) == 1 and \
-            hasattr(value[0], "shape"):
-        return [value[0]]
-    return [value] if len(names) == 1 else [value] * len(names)
+    if broadcast:
+        return [value] * len(names)
+    raise ValueError(f"{what}: expected {len(names)} {kind}s ({', '.join(names)}) as a list or "
+                     f"a dict by name, got one {type(value).__name__}")
 
 
 def _refuse_overflow(arr, cast, label):
@@ -727,7 +733,7 @@ class Model(Layer, functional._GraphLayer):
                 raise ValueError(f"compile: {len(w)} loss_weights for {n} outputs {names}")
             weights = list(w)
         else:
-            weights = _named(w, names, "compile loss_weights")
+            weights = _named(w, names, "compile loss_weights", broadcast=True)
             weights = [1.0 if v is None else v for v in weights]
             for v in weights:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) \
@@ -812,7 +818,7 @@ class Model(Layer, functional._GraphLayer):
     def _check_x(self, x, name="x", info=None):
         specs = (info or self._info()).specs
         xs = [x] if len(specs) == 1 and isinstance(x, np.ndarray) else \
-            _named(x, [s[0] for s in specs], name)
+            _named(x, [s[0] for s in specs], name, "input")
         out = []
         for (iname, shape, dtype), xi in zip(specs, xs):
             label = name if len(specs) == 1 else f"{name}[{iname!r}]"
