@@ -114,6 +114,23 @@ def test_early_stopping_restores_best_when_loss_turns_nan(data):
     same_weights(model.get_weights(), rec.weights[best])
 
 
+def test_early_stopping_restores_batchnorm_statistics_with_the_best_weights(data):
+    """The best epoch's moving mean and variance come back with its weights."""
+    nb.seed(0)
+    model = nb.Sequential([L.Dense(4), L.BatchNormalization(momentum=0.5), L.Dense(1)],
+                          input_shape=(3,), dtype="float64")
+    model.compile(nb.optimizers.SGD(0.05), "mse")
+    rec = Recorder()
+    stop = C.EarlyStopping(monitor="score", patience=10, restore_best_weights=True)
+    fit(model, data, [Inject([3.0, 1.0, 2.0, 2.5]), rec, stop], epochs=4)
+    bn = model.layers[1]
+    assert len(rec.weights[1]) == 8
+    assert not np.array_equal(rec.weights[1][4], rec.weights[3][4])    # the statistics moved
+    same_weights(model.get_weights(), rec.weights[1])
+    np.testing.assert_array_equal(bn.buffers["moving_mean"], rec.weights[1][4])
+    np.testing.assert_array_equal(bn.buffers["moving_variance"], rec.weights[1][5])
+
+
 def test_early_stopping_on_real_validation_loss(data):
     model, rec = tiny(lr=0.05), Recorder()
     stop = C.EarlyStopping(patience=2, restore_best_weights=True)       # monitor="val_loss"

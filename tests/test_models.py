@@ -115,6 +115,58 @@ def test_save_load_round_trip_and_resume(tmp_path, rng, digits):
         np.testing.assert_array_equal(a, b)
 
 
+def bn_mlp(seed):
+    nb.seed(seed)
+    return nb.Sequential([L.Flatten(), L.Dense(16), L.BatchNormalization(), L.ReLU(),
+                          L.Dense(10, activation="softmax")], input_shape=(1, 8, 8))
+
+
+def test_weights_include_buffers_and_files_keep_their_layout(tmp_path, digits):
+    """get_weights/set_weights cover model.weights (BatchNormalization's moving statistics
+    too, Keras), so copying them copies the model; model files keep parameters under
+    weights/{i} and buffers under buffers/{i}, as before."""
+    x_train, x_test, y_train, _ = digits
+    a = bn_mlp(0)
+    a.compile("adam", "sparse_categorical_crossentropy")
+    a.fit(x_train[:200], y_train[:200], epochs=2, verbose=0)
+    weights = a.get_weights()
+    assert [w.shape for w in weights] == [tuple(v.shape) for v in a.weights]
+    assert [v.name.split("/")[1] for v in a.weights][2:6] == ["gamma", "beta", "moving_mean",
+                                                            "moving_variance"]
+    for w, v in zip(weights, a.weights):
+        np.testing.assert_array_equal(w, v.numpy())
+    b = bn_mlp(1)
+    b.set_weights(weights)
+    np.testing.assert_array_equal(a.predict(x_test), b.predict(x_test))
+    with pytest.raises(ValueError, match="has 8 weight arrays, got 6"):
+        b.set_weights(weights[:6])
+    # a file in the layout written before get_weights covered buffers loads the same
+    params = [w for w, v in zip(weights, a.weights) if v.kind == "param"]
+    buffers = [w for w, v in zip(weights, a.weights) if v.kind == "buffer"]
+    old = tmp_path / "old.npz"
+    np.savez(old, config=np.array(json.dumps({"format": "numbanet-model-weights",
+                                              "version": 2})),
+             **{f"weights/{i}": w for i, w in enumerate(params)},
+             **{f"buffers/{i}": w for i, w in enumerate(buffers)})
+    c = bn_mlp(2)
+    c.load_weights(old)
+    np.testing.assert_array_equal(a.predict(x_test), c.predict(x_test))
+    a.save_weights(tmp_path / "new.npz")
+    a.save(tmp_path / "model.npz")
+    with np.load(old) as o, np.load(tmp_path / "new.npz") as n, \
+            np.load(tmp_path / "model.npz") as m:
+        assert sorted(o.files) == sorted(n.files)
+        for k in o.files:
+            if k != "config":
+                np.testing.assert_array_equal(o[k], n[k])
+                np.testing.assert_array_equal(o[k], m[k])
+    np.testing.assert_array_equal(nb.load_model(tmp_path / "model.npz").predict(x_test),
+                                  a.predict(x_test))
+    # Keras counts the moving statistics as non-trainable parameters
+    assert a.count_params() == 64 * 16 + 16 + 4 * 16 + 16 * 10 + 10
+    assert a.layers[2].count_params() == 4 * 16
+
+
 def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
     model = mlp()
     model.compile("sgd", "sparse_categorical_crossentropy")

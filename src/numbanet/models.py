@@ -307,8 +307,8 @@ class Model(Layer, functional._GraphLayer):
                                f"data (or fit) first")
 
     def count_params(self):
-        return int(sum(v.size for l in self._own_layers() for v in l._local_weights("all")
-                       if v.kind == "param"))
+        """The number of weight values, non-trainable ones (buffers) included (Keras)."""
+        return int(sum(v.size for l in self._own_layers() for v in l._local_weights("all")))
 
     def summary(self, print_fn=print):
         """Print (or pass to ``print_fn``) a table of layers, output shapes, parameter counts and,
@@ -375,25 +375,45 @@ class Model(Layer, functional._GraphLayer):
     def _buffer_items(self):
         return [(l, k, b) for l in self._own_layers() for k, b in l.buffers.items()]
 
+    def _weight_items(self):
+        """(layer, key, array) of every weight in ``weights`` order: each layer's parameters,
+        then its buffers."""
+        return [(l, k, a) for l in self._own_layers()
+                for k, a in list(l.params.items()) + list(l.buffers.items())]
+
     def get_weights(self):
-        """Every parameter as a NumPy array, in layer order (kernel before bias)."""
-        return [l.backend.to_numpy(p).copy() for l, _, p in self._param_items()]
+        """Every weight as a NumPy array, in ``weights`` order: trainable and not, so
+        BatchNormalization's moving statistics too (Keras)."""
+        return [l.backend.to_numpy(a).copy() for l, _, a in self._weight_items()]
 
     def set_weights(self, weights):
-        """Set every parameter from a list shaped like ``get_weights()``."""
+        """Set every weight from a list shaped like ``get_weights()``."""
         self._require_built("set_weights")
-        items = self._param_items()
+        self._assign(self._weight_items(), weights, "set_weights")
+
+    def _get_params(self):
+        """The parameters alone (no buffers) as NumPy arrays, in layer order: what model files
+        store as ``weights/{i}``."""
+        return [l.backend.to_numpy(p).copy() for l, _, p in self._param_items()]
+
+    def _set_params(self, weights, what):
+        self._assign(self._param_items(), weights, what)
+
+    @staticmethod
+    def _assign(items, weights, what):
+        """Copy ``weights`` into the arrays of ``items`` after checking their number and
+        shapes (nothing is changed when one does not fit)."""
         weights = list(weights)
         if len(weights) != len(items):
-            raise ValueError(f"set_weights: the model has {len(items)} weight arrays, got "
+            raise ValueError(f"{what}: the model has {len(items)} weight arrays, got "
                              f"{len(weights)}")
-        for (layer, key, p), w in zip(items, weights):
+        for (layer, key, a), w in zip(items, weights):
             w = np.asarray(w)
-            if tuple(w.shape) != tuple(p.shape):
-                raise ValueError(f"set_weights: {layer!r} {key} has shape {tuple(p.shape)}, got "
+            if tuple(w.shape) != tuple(a.shape):
+                raise ValueError(f"{what}: {layer!r} {key} has shape {tuple(a.shape)}, got "
                                  f"{tuple(w.shape)}")
-        for (layer, _, p), w in zip(items, weights):
-            layer.backend.copy_(p, np.ascontiguousarray(w, dtype=p.dtype))
+        for (layer, _, a), w in zip(items, weights):
+            layer.backend.copy_(a, np.ascontiguousarray(w, dtype=a.dtype))
 
     def gradient_norms(self):
         """L2 norm of each layer's parameter gradients after the last step: ``{name: norm}``.
@@ -1073,7 +1093,7 @@ class Model(Layer, functional._GraphLayer):
                  self._buffer_items()] if info.has_buffers else None
         reduce_loss = getattr(opt, "reduce_loss", None)
         if getattr(opt, "needs_closure", False):     # L-BFGS re-evaluates the batch
-            before = self.get_weights(), opt.get_state()
+            before = self._get_params(), opt.get_state()
             per = []
 
             def closure():
@@ -1085,8 +1105,8 @@ class Model(Layer, functional._GraphLayer):
                 return self._value(losses)
             value = opt.step_variables(variables, closure)
             if not np.isfinite(value) or not all(np.all(np.isfinite(w))
-                                                 for w in self.get_weights()):
-                self.set_weights(before[0])
+                                                 for w in self._get_params()):
+                self._set_params(before[0], "fit")
                 opt.set_state(before[1])
                 self._restore(saved)
             outs = self._outputs_list(self._forward(xbs if len(xbs) > 1 else xbs[0], False)[0])
@@ -1432,7 +1452,7 @@ class Model(Layer, functional._GraphLayer):
                 "metrics": [[serialize(m) for m in ms] for ms in self.output_metrics]}
 
     def _arrays(self):
-        arrays = {f"weights/{i}": w for i, w in enumerate(self.get_weights())}
+        arrays = {f"weights/{i}": w for i, w in enumerate(self._get_params())}
         arrays.update({f"buffers/{i}": layer.backend.to_numpy(b)
                        for i, (layer, _, b) in enumerate(self._buffer_items())})
         return arrays
@@ -1518,7 +1538,7 @@ def _set_arrays(model, arrays, path, what):
             from None
     if f"weights/{n}" in arrays:
         raise ValueError(f"{what}: {path!r} holds more weight arrays than the model's {n}")
-    model.set_weights(weights)
+    model._set_params(weights, what)
     for i, (layer, key, b) in enumerate(model._buffer_items()):
         if f"buffers/{i}" not in arrays:
             raise ValueError(f"{what}: {path!r} lacks buffer {i} ({layer.name}/{key})")
@@ -1749,7 +1769,7 @@ def load_model(path, device=None, compile=True):
                              f"{FORMAT_VERSION}")
         model = model_from_config(config["model"], device)
         _set_arrays(model, arrays, path, "load_model")
-        for i, w in enumerate(model.get_weights()):
+        for i, w in enumerate(model._get_params()):
             if w.dtype.kind == "f" and not np.all(np.isfinite(w)):
                 raise ValueError(f"weight array {i} holds NaN or Inf")
         comp = config.get("compile")

@@ -358,7 +358,9 @@ class Layer:
             l.trainable and l.params for l in self._sublayers_deep())
 
     def count_params(self):
-        return int(sum(int(np.prod(p.shape)) for p in self.params.values())) + \
+        """The number of weight values, buffers (non-trainable state) included (Keras)."""
+        return int(sum(int(np.prod(a.shape)) for a in (*self.params.values(),
+                                                       *self.buffers.values()))) + \
             sum(l.count_params() for l in self._sublayers_deep())
 
     # -- calling --------------------------------------------------------------------------------
