@@ -436,6 +436,19 @@ def test_sample_and_class_weights_scale_each_samples_loss(rng):
         a.fit(x, y, sample_weight=-np.ones(12), verbose=0)
     with pytest.raises(TypeError, match="class_weight must be a dict"):
         a.fit(x, y, class_weight=[1, 2], verbose=0)
+    # with several outputs it would weigh every output (a regression head too): refused
+    inp = nb.Input((5,))
+    h = L.Dense(4, activation="tanh")(inp)
+    two = nb.Model(inp, [L.Dense(3, activation="softmax", name="cls")(h),
+                         L.Dense(1, name="reg")(h)])
+    two.compile("sgd", ["sparse_categorical_crossentropy", "mse"])
+    before = two.get_weights()
+    with pytest.raises(ValueError, match=r"fit: class_weight is only supported for models with "
+                                         r"a single output, got a model with 2 outputs "
+                                         r"\(cls, reg\)"):
+        two.fit(x, [y, x[:, :1]], class_weight=cw, verbose=0)
+    for u, v in zip(before, two.get_weights()):
+        np.testing.assert_array_equal(u, v)
 
 
 def test_dropout_batchnorm_cnn_on_digits(digits):

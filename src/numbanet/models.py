@@ -1165,12 +1165,17 @@ class Model(Layer, functional._GraphLayer):
     def _sample_weights(self, ys, sample_weight, class_weight, where, info=None):
         """Per-sample weights (float64, (N,)) from ``sample_weight``, ``class_weight`` and the
         loss's own class weights, or None when every weight is 1."""
-        first = (info or self._info()).first
+        info = info or self._info()
+        first = info.first
         y, loss = ys[first], self.output_losses[first]
         w = None
         if sample_weight is not None:
             w = validation.sample_weights(where, sample_weight, len(y))
         if class_weight is not None:
+            if len(info.names) > 1:
+                raise ValueError(f"{where}: class_weight is only supported for models with a "
+                                 f"single output, got a model with {len(info.names)} "
+                                 f"outputs ({', '.join(info.names)})")
             if not isinstance(class_weight, dict):
                 raise TypeError(f"{where}: class_weight must be a dict {{class index: weight}}, "
                                 f"got {type(class_weight).__name__}")
