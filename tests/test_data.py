@@ -365,3 +365,37 @@ def test_cross_validate_returns_per_fold_scores():
     assert np.mean(scores["accuracy"]) > 0.8
     with pytest.raises(TypeError, match="build_model must be a callable"):
         nb.data.cross_validate(None, x, y)
+
+
+def test_cross_validate_stratifies_by_the_models_loss_not_the_targets_dtype():
+    """Integer regression targets get plain folds (stratifying them failed); float class labels
+    of a crossentropy get stratified folds. The scores are those of a fit/evaluate on the
+    folds of KFold / StratifiedKFold with the same seed."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 3))
+    y_int = (x @ [3.0, 2.0, 1.0] * 10).round().astype(int)        # nearly every value once
+    y_cls = (x[:, 0] > 0).astype(np.float64)
+
+    def regression():
+        model = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,), dtype="float64")
+        model.compile(nb.optimizers.SGD(0.01), "mse")
+        return model
+
+    def classifier():
+        model = nb.Sequential([nb.layers.Dense(2, activation="softmax")], input_shape=(3,),
+                              dtype="float64")
+        model.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        return model
+    for build, y, folds in ((regression, y_int, nb.data.KFold),
+                            (classifier, y_cls, nb.data.StratifiedKFold)):
+        nb.seed(0)
+        got = nb.data.cross_validate(build, x, y, k=4, seed=3, fit_kwargs={"epochs": 2})
+        nb.seed(0)
+        want = []
+        for train, test in folds(4, shuffle=True, seed=3).split(x, y):
+            model = build()
+            model.fit(x[train], y[train], epochs=2, verbose=0)
+            want.append(model.evaluate(x[test], y[test])["loss"])
+        assert got["loss"] == want
+    with pytest.raises(ValueError, match="n_splits=4 is more than the number of samples"):
+        nb.data.cross_validate(regression, x, y_int, k=4, stratified=True)

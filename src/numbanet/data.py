@@ -471,7 +471,8 @@ def cross_validate(build_model, x, y, k=5, stratified=None, shuffle=True, seed=N
 
     ``build_model()`` returns a compiled model. Returns ``{"loss": [...], "<metric>": [...]}``
     with one score per fold (from ``model.evaluate``). Stratified folds are used by default when
-    the model's loss takes class labels or one-hot targets.
+    the model's loss takes class labels or one-hot targets (a classification loss, not the
+    targets' dtype: integer regression targets get plain folds).
     """
     if not callable(build_model):
         raise TypeError(f"cross_validate: build_model must be a callable returning a compiled "
@@ -481,20 +482,33 @@ def cross_validate(build_model, x, y, k=5, stratified=None, shuffle=True, seed=N
     _check_same_length("cross_validate", x, y)
     fit_kwargs = dict(fit_kwargs or {})
     fit_kwargs.setdefault("verbose", 0)
+    if seed is None:                        # drawn first, as before the model is built
+        seed = int(_random.get_rng().integers(0, 2**31 - 1))
+    model = _compiled_model(build_model)    # the first fold's model: its loss picks the folds
+    if stratified is None:
+        stratified = _takes_class_labels(model.loss)
+    folds = (StratifiedKFold if stratified else KFold)(k, shuffle=shuffle, seed=seed)
     scores = {}
-    for train, test in _splitter(k, stratified, shuffle, seed, y).split(x, y):
-        model = build_model()
-        if getattr(model, "loss", None) is None:
-            raise ValueError("cross_validate: build_model must return a compiled model")
+    for fold, (train, test) in enumerate(folds.split(x, y)):
+        if fold:
+            model = _compiled_model(build_model)
         model.fit(x[train], y[train], **fit_kwargs)
         for name, value in model.evaluate(x[test], y[test]).items():
             scores.setdefault(name, []).append(value)
     return scores
 
 
-def _splitter(k, stratified, shuffle, seed, y):
-    if stratified is None:
-        stratified = y.dtype.kind in "iub" or (y.ndim == 2 and y.shape[1] > 1)
-    cls = StratifiedKFold if stratified else KFold
-    return cls(k, shuffle=shuffle, seed=seed if seed is not None else
-               int(_random.get_rng().integers(0, 2**31 - 1)))
+def _compiled_model(build_model):
+    model = build_model()
+    if getattr(model, "loss", None) is None:
+        raise ValueError("cross_validate: build_model must return a compiled model")
+    return model
+
+
+def _takes_class_labels(loss):
+    """Whether ``loss`` (a model's loss, or its list of per-output losses) is a classification
+    loss: class labels, one-hot or 0/1 targets (crossentropies, focal losses, hinges)."""
+    if isinstance(loss, (list, tuple)):
+        loss = next((l for l in loss if l is not None), None)
+    return getattr(loss, "target_kind", None) is not None or \
+        getattr(loss, "targets", None) == "signs"
