@@ -171,6 +171,84 @@ def test_subclassed_model_shares_weights_and_trains_with_fit(rng):
     assert gradcheck(Tower_in_float64(rng), rng.standard_normal((3, 4)))
 
 
+def test_subclassed_model_builds_and_trains_its_own_weights(rng, tmp_path):
+    """A Model subclass's build(input_shape) runs once, before the first call (per-sample shape,
+    as layers get it), and the weights it creates with add_weight (in build or __init__) are
+    the model's weights: trained by fit and by a GradientTape loop, frozen with it, saved."""
+    class Linear(nb.Model):
+        builds = 0
+
+        def build(self, input_shape):
+            Linear.builds += 1
+            self.k = self.add_weight("k", (input_shape[-1], 2))
+
+        def call(self, x):
+            return x @ self.k
+
+    x = rng.standard_normal((8, 3))
+    model = Linear()
+    out = model(x)
+    np.testing.assert_allclose(out.numpy(), x @ model.k.numpy(), rtol=1e-12)
+    assert model.k.dtype == np.float64 and Linear.builds == 1
+    model(x)
+    assert Linear.builds == 1
+    assert model.weights == model.trainable_weights == [model.k]
+    # a GradientTape loop: d/dk of mean((x k - y)^2) is 2 x^T (x k - y) / (8 * 2)
+    y = rng.standard_normal((8, 2))
+    with nb.GradientTape() as tape:
+        loss = nb.losses.MeanSquaredError()(y, model(x))
+    (grad,) = tape.gradient(loss, model.trainable_weights)
+    k = model.k.numpy()
+    np.testing.assert_allclose(grad.numpy(), 2 * x.T @ (x @ k - y) / 16, rtol=1e-12)
+    nb.optimizers.SGD(0.5).apply_gradients([(grad, model.k)])
+    np.testing.assert_allclose(model.k.numpy(), k - 0.5 * grad.numpy(), rtol=1e-12)
+
+    class Scaled(nb.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = L.Dense(4, activation="tanh")
+            self.scale = self.add_weight("scale", (4,), initializer="ones")
+            self.calls = self.add_weight("calls", (1,), initializer="zeros", trainable=False)
+
+        def build(self, input_shape):
+            self.w = self.add_weight("w", (4, 1))
+
+        def call(self, x):
+            return (self.hidden(x) * self.scale) @ self.w
+
+    nb.seed(0)
+    target = x @ np.array([[1.0], [-2.0], [0.5]])
+    model = Scaled()
+    model.compile(nb.optimizers.Adam(0.05), "mse")
+    history = model.fit(x, target, epochs=30, batch_size=4, verbose=0)
+    assert [v.name.split("/")[1] for v in model.weights] == ["scale", "w", "calls", "kernel",
+                                                            "bias"]
+    assert [v.name.split("/")[1] for v in model.trainable_weights] == ["scale", "w", "kernel",
+                                                                      "bias"]
+    assert model.non_trainable_weights == [model.calls]
+    assert model.count_params() == 4 + 4 + 1 + 3 * 4 + 4
+    assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+    assert not np.array_equal(model.scale.numpy(), np.ones(4))
+    model.save_weights(tmp_path / "scaled.npz")
+    again = Scaled()
+    again(x[:1])
+    again.load_weights(tmp_path / "scaled.npz")
+    np.testing.assert_array_equal(again.predict(x), model.predict(x))
+    for a, b in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.trainable = False
+    frozen = model.get_weights()
+    assert model.trainable_weights == []
+    model.fit(x, target, epochs=1, verbose=0)
+    for a, b in zip(frozen, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # an unbuilt Sequential called on data builds itself the same way
+    chain = nb.Sequential([L.Dense(2)])
+    out = chain(x)
+    assert chain.input_shape == (3,) and chain.dtype == np.float64
+    np.testing.assert_allclose(out.numpy(), chain.predict(x), rtol=1e-12)
+
+
 def Tower_in_float64(rng):
     class Tower(nb.Model):
         def __init__(self):

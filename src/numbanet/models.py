@@ -258,8 +258,12 @@ class Model(Layer, functional._GraphLayer):
         return self._cached("sublayers", make)
 
     def _own_layers(self):
-        """The layers holding weights, each once (sublayers of nested models included)."""
-        return [l for l in self._sublayers_deep() if not isinstance(l, Model)]
+        """The layers holding weights, each once (sublayers of nested models included): a
+        subclassed model's own ``add_weight`` weights come first (this model, then any nested
+        model with weights of its own, holds them)."""
+        layers = [l for l in self._sublayers_deep()
+                  if not isinstance(l, Model) or l.params or l.buffers]
+        return [self] + layers if self.params or self.buffers else layers
 
     @property
     def trainable(self):
@@ -272,6 +276,7 @@ class Model(Layer, functional._GraphLayer):
         self._trainable = bool(value)
         for layer in self._sublayers_deep():
             layer.trainable = bool(value)
+        engine.structure_changed()              # the model's own weights (add_weight) too
 
     @property
     def trainable_weights(self):
@@ -452,13 +457,16 @@ class Model(Layer, functional._GraphLayer):
                 return
 
     def _move_to(self, backend):
+        if self.params or self.buffers:         # a subclassed model's own weights
+            Layer._move_to(self, backend)
         self.backend = backend
 
     # -- running --------------------------------------------------------------------------------
     def __call__(self, inputs, *args, **kwargs):
         if functional.is_symbolic(inputs):
-            if self._plan is None and not self.built:
-                pass
+            if not self.built and self._defines_build():
+                self._build_own([(tuple(t.shape[1:]), t.dtype)
+                                 for t in functional.flatten(inputs)])
             return functional.call_symbolic(self, inputs, args, kwargs)
         self._follow_layers()
         return self._call_eager(inputs, *args, **kwargs)
@@ -466,6 +474,26 @@ class Model(Layer, functional._GraphLayer):
     def _build_from(self, arrays):
         if self._plan is not None:
             return
+        if self._defines_build():
+            self._build_own([(tuple(int(d) for d in a.shape[1:]), a.dtype) for a in arrays])
+        self.built = True
+
+    def _defines_build(self):
+        """Whether this unbuilt (subclassed) model has a ``build`` of its own to call."""
+        return self._plan is None and type(self).build is not Layer.build
+
+    def _build_own(self, specs):
+        """Call the model's ``build(input_shape)`` once, before its first call (Keras), with
+        the per-sample shape of its input (batch axis excluded, as layers get it; a list for
+        several inputs). ``specs``: (shape, dtype) per input; a float64 input makes a model
+        without a dtype float64, so the weights ``build`` creates match it."""
+        if self.dtype is None and any(np.dtype(d) == np.float64 for _, d in specs):
+            self.dtype = np.dtype(np.float64)
+        shapes = [s for s, _ in specs]
+        shape = shapes[0] if len(shapes) == 1 else shapes
+        self.build(shape)
+        if self._plan is None:
+            self.input_shape = shape
         self.built = True
 
     def check_input(self, x, index=0):
@@ -935,6 +963,8 @@ class Model(Layer, functional._GraphLayer):
         if self._plan is not None and getattr(self, "_n_outputs", None) is not None:
             return
         if self._plan is None and getattr(self, "_n_outputs", None) is None:
+            if not self.built and self._defines_build():
+                self._build_own([(a.shape[1:], a.dtype) for a in xs])
             be = self.backend
             sample = [be.asarray(a[:1]) for a in xs]
             with engine.stop_recording():
