@@ -182,6 +182,39 @@ def test_mha_bad_arguments():
         mha(x)
 
 
+def test_mha_called_with_and_without_a_key(rng):
+    """The key defaults to the value: a layer built on (query, value) takes an explicit key of
+    the value's shape (the same answer when it is the value); a layer built with a key of other
+    features than the value's needs it, and says so."""
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    mha = L.MultiHeadAttention(2, 2, dtype="float64")
+    out = np.asarray(mha(q, v))
+    np.testing.assert_allclose(np.asarray(mha(q, v, v)), out, rtol=1e-12)
+    k = rng.standard_normal((2, 5, 4))
+    assert not np.allclose(np.asarray(mha(q, v, k)), out)
+    with pytest.raises(ValueError, match=r"built without a key.*got \(2, 5, 6\)"):
+        mha(q, v, rng.standard_normal((2, 5, 6)))
+    wide = L.MultiHeadAttention(2, 2, dtype="float64")
+    wide(q, v, rng.standard_normal((2, 5, 6)))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention.*built with a key of 6 features.*"
+                                         r"\(2, 5, 4\).*the key is the value"):
+        wide(q, v)
+
+
+def test_decoder_called_with_and_without_an_encoder_sequence(rng):
+    x, enc = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    solo = L.TransformerDecoder(8, 2)
+    solo(x)
+    with pytest.raises(ValueError, match="TransformerDecoder.*built without an encoder sequence "
+                                         ".*called with one"):
+        solo(x, enc)
+    cross = L.TransformerDecoder(8, 2)
+    cross(x, enc)
+    with pytest.raises(ValueError, match="built with an encoder sequence.*called without one"):
+        cross(x)
+    assert np.asarray(cross(x, enc)).shape == (2, 3, 4)
+
+
 def test_position_embeddings(rng):
     pe = L.PositionalEmbedding(6, 11, 4, mask_zero=True, dtype="float64")
     ids = rng.integers(0, 11, (3, 5))

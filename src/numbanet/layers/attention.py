@@ -119,6 +119,32 @@ class MultiHeadAttention(Seeded, Layer):
             raise ValueError(f"{self!r}: key and value must have the same number of steps, got "
                              f"{shapes[2][0]} and {shapes[1][0]}")
 
+    def check_input(self, x, index=0):
+        """A key (input 2) given to a layer built on (query, value) is checked against the
+        value's shape: the key projection was built on the value's features (Keras: the key
+        defaults to the value)."""
+        if index == 2 and len(self.input_shape) == 2:
+            got = tuple(int(d) for d in x.shape)
+            if len(got) != 3 or got[2] != self.input_shape[1][1]:
+                raise ValueError(f"{self!r}: was built without a key (the key is the value, of "
+                                 f"shape {fmt_shape(self.input_shape[1])}); a key must have "
+                                 f"that shape, got {got}")
+            index = 1
+        return super().check_input(x, index)
+
+    def _check_features(self, arrays):
+        """Each input's features against its projection's kernel (a cheap shape check): a
+        layer built with a key of other features than the value's needs that key, and inside
+        a model an upstream layer may change its output width after the model is built."""
+        names = ("query", "value", "key")
+        for name, a in zip(names, list(arrays) + [arrays[1]] * (3 - len(arrays))):
+            want = int(self.params[f"{name}_kernel"].shape[0])
+            if len(a.shape) != 3 or int(a.shape[2]) != want:
+                given = "" if name != "key" or len(arrays) == 3 else \
+                    " (no key given: the key is the value)"
+                raise ValueError(f"{self!r}: was built with a {name} of {want} features, got "
+                                 f"{name} shape {tuple(int(d) for d in a.shape)}{given}")
+
     def compute_output_shape(self, input_shape):
         self._check_shapes(input_shape)
         q = input_shape[0]
@@ -187,6 +213,7 @@ class MultiHeadAttention(Seeded, Layer):
                  value_mask=None, key_mask=None, use_causal_mask=False,
                  return_attention_scores=False):
         be = self.backend
+        self._check_features(x)
         q, v = x[0], x[1]
         k = x[2] if len(x) == 3 else v
         n, tq, dq = (int(d) for d in q.shape)
@@ -547,9 +574,16 @@ class TransformerDecoder(_TransformerBlock):
 
     def __call__(self, decoder_sequence, encoder_sequence=None, **kwargs):
         if encoder_sequence is None and isinstance(decoder_sequence, (list, tuple)):
-            return super().__call__(list(decoder_sequence), **kwargs)
-        return super().__call__([decoder_sequence] if encoder_sequence is None else
-                                [decoder_sequence, encoder_sequence], **kwargs)
+            inputs = list(decoder_sequence)
+        else:
+            inputs = [decoder_sequence] if encoder_sequence is None else \
+                [decoder_sequence, encoder_sequence]
+        if self.built and len(inputs) != len(self.input_shape):
+            built = "with" if len(self.input_shape) == 2 else "without"
+            called = "with" if len(inputs) == 2 else "without"
+            raise ValueError(f"{self!r}: was built {built} an encoder sequence (cross-attention) "
+                             f"and called {called} one; call it the same way every time")
+        return super().__call__(inputs, **kwargs)
 
     def compute_output_shape(self, input_shape):
         for s in input_shape:
@@ -596,9 +630,6 @@ class TransformerDecoder(_TransformerBlock):
             decoder_padding_mask = masks[0]
         if len(inputs) == 2 and encoder_padding_mask is None:
             encoder_padding_mask = masks[1] if len(masks) > 1 else None
-        if len(inputs) == 2 and not hasattr(self, "cross_attention"):
-            raise ValueError(f"{self!r}: was built without an encoder sequence; call it the "
-                             f"same way every time")
         x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention_dropout(
             self.self_attention(h, h, value_mask=decoder_padding_mask,
                                 attention_mask=decoder_attention_mask,
