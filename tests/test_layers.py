@@ -94,6 +94,25 @@ def test_shape_mismatch_names_layer_and_shapes():
         L.Dense(3).forward(np.array([["a", "b"]]))
 
 
+@pytest.mark.parametrize("make, built, wrong, match", [
+    (lambda: L.Dense(1, name="d"), (2, 4), (2, 6),
+     r"Dense 'd': expected inputs with 4 features \(its kernel is \(4, 1\)\), got 6"),
+    (lambda: L.Conv2D(2, 3), (1, 3, 5, 5), (1, 2, 5, 5), "Conv2D.*3 channels.*got 2"),
+    (lambda: L.Conv2DTranspose(2, 3), (1, 3, 4, 4), (1, 5, 4, 4), "Conv2DTranspose.*3 chann"),
+    (lambda: L.Conv1D(2, 3), (1, 3, 6), (1, 4, 6), r"Conv1D.*3 channels.*\(2, 3, 3\).*got 4"),
+    (lambda: L.LSTM(2), (1, 3, 4), (1, 3, 5), r"LSTM.*4 features.*\(4, 8\).*got 5"),
+    (lambda: L.BatchNormalization(), (2, 3), (2, 4), "BatchNormalization.*3 entries on axis 1"),
+    (lambda: L.LayerNormalization(), (2, 3), (2, 4), r"LayerNormalization.*\(3,\).*\(2, 4\)"),
+])
+def test_forward_checks_the_features_its_weights_were_built_for(make, built, wrong, match):
+    """A model's layers get their inputs unchecked, and an upstream layer may change its output
+    width after the build: the forward path names the layer instead of a kernel assertion."""
+    layer = make()
+    layer.forward(np.ones(built, np.float32))
+    with pytest.raises(ValueError, match=match):
+        layer._forward(np.ones(wrong, np.float32), False)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda: L.Dense(0), "units must be a positive integer, got 0"),
     (lambda: L.Dense(-3), "got -3"),

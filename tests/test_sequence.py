@@ -184,6 +184,19 @@ def test_text_vectorization_keras_behaviour():
         tv("a single string")
 
 
+def test_multi_hot_width_changed_after_the_model_was_built_is_named():
+    """Adapting a multi_hot TextVectorization after building the model changes its output width:
+    the Dense after it says what it was built for instead of failing inside a kernel."""
+    vec = nb.text.TextVectorization(output_mode="multi_hot")
+    inp = nb.Input(shape=(), dtype="string")
+    model = nb.Model(inp, L.Dense(1, name="head")(vec(inp)))
+    assert model.predict(np.array(["a b"], dtype=object)).shape == (1, 1)
+    vec.adapt(["a b c", "d e"])
+    with pytest.raises(ValueError, match=r"Dense 'head': expected inputs with 2 features "
+                                         r"\(its kernel is \(2, 1\)\), got 7"):
+        model.predict(np.array(["a b"], dtype=object))
+
+
 def test_text_vectorization_in_a_model_saves_its_vocabulary(tmp_path, rng):
     tv = nb.text.TextVectorization(output_sequence_length=4)
     texts = np.array(["good movie", "bad movie", "good good", "bad"], dtype=object)

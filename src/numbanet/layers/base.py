@@ -95,6 +95,20 @@ def fmt_shape(shape):
     return str((None,) + tuple(shape))
 
 
+def check_features(layer, x, axis, weight, dim=0, what="features"):
+    """Raise a ValueError naming ``layer`` unless axis ``axis`` of input ``x`` has the size of
+    axis ``dim`` of its weight ``weight``. A cheap shape comparison for the forward path: a
+    model's layers get their inputs unchecked, and an upstream layer may change its output
+    width after the model was built (a TextVectorization adapted later); the kernel would
+    fail on an internal size assertion instead."""
+    w = layer.params[weight] if weight in layer.params else layer.buffers[weight]
+    shape = tuple(int(d) for d in x.shape)      # (a simulated device array's takes no -1)
+    want, got = int(w.shape[dim]), shape[axis]
+    if got != want:
+        raise ValueError(f"{layer!r}: expected inputs with {want} {what} (its {weight} is "
+                         f"{tuple(int(d) for d in w.shape)}), got {got} (input shape {shape})")
+
+
 def _accepts(fn, name):
     try:
         params = inspect.signature(fn).parameters

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..kernels.scalar import BINARY_CODES
-from .base import Layer, check_pair, check_positive_int
+from .base import Layer, check_features, check_pair, check_positive_int
 from .core import _Affine
 
 _ADD = BINARY_CODES.index("add")
@@ -85,6 +85,7 @@ class Conv2D(_Affine):
         return (*self.strides, *self.pads, *self.dilation_rate)
 
     def _forward(self, x, training):
+        check_features(self, x, 1, "kernel", 1, "channels")
         z, y = self.affine_forward("conv2d_forward",
                                    (x, self.params["kernel"], self.bias, *self._geometry()),
                                    (x.shape[0],) + self.output_shape)
@@ -196,6 +197,7 @@ class Conv2DTranspose(_Affine):
 
     def _forward(self, x, training):
         be = self.backend
+        check_features(self, x, 1, "kernel", 0, "channels")
         n, f, oh, ow = (int(x.shape[0]),) + tuple(self.output_shape)
         z = be.empty((n, f, oh, ow), self.dtype)
         be.conv2d_backward_input(x, self.params["kernel"], *self._geometry(), z)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from .. import activations, initializers
-from .base import Layer, Seeded, check_positive_int
+from .base import Layer, Seeded, check_features, check_positive_int
 
 
 def _last(layer, what):
@@ -127,6 +127,7 @@ class Dense(_Affine):
 
     def _forward(self, x, training):
         be = self.backend
+        check_features(self, x, -1, "kernel")
         shape = tuple(x.shape)
         rows = shape[0] if len(shape) == 2 else math.prod(shape[:-1])
         x2 = x if len(shape) == 2 else be.kernel_view(x, (rows, shape[-1]))

@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import initializers
 from .. import validation as V
-from .base import Layer
+from .base import Layer, check_features
 
 
 def _check_initializer(init, name, where):
@@ -123,6 +123,7 @@ class BatchNormalization(_Normalization):
         inference; a frozen layer (``trainable=False``) always runs in inference mode, as
         Keras."""
         be = self.backend
+        check_features(self, x, self.axis, "moving_mean", what=f"entries on axis {self.axis}")
         x3 = self._x3(x)
         out = be.empty(tuple(x.shape), self.dtype)
         out3 = self._x3(out)
@@ -202,6 +203,10 @@ class LayerNormalization(_Normalization):
 
     def _forward(self, x, training):
         be = self.backend
+        got = tuple(int(d) for d in x.shape)
+        if got[len(got) - len(self.param_shape):] != self.param_shape:
+            raise ValueError(f"{self!r}: was built to normalize trailing axes of shape "
+                             f"{self.param_shape}, got input shape {got}")
         x2 = self._x2(x)
         out = be.empty(tuple(x.shape), self.dtype)
         mean, invstd = be.empty((x2.shape[0],), self.dtype), be.empty((x2.shape[0],), self.dtype)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import activations, initializers, ops
 from .. import validation as V
-from .base import Layer, check_positive_int, fmt_shape
+from .base import Layer, check_features, check_positive_int, fmt_shape
 
 __all__ = ["SimpleRNN", "LSTM", "GRU", "Bidirectional"]
 
@@ -139,6 +139,7 @@ class _RNN(Layer):
         n, t, d = (int(v) for v in x.shape)
         if t < 1:
             raise ValueError(f"{self!r}: got a sequence of 0 steps")
+        check_features(self, x, 2, "kernel")
         u, g = self.units, self.gates
         x2 = be.kernel_view(x, (n * t, d))
         xp = be.empty((n, t, g * u), self.dtype)

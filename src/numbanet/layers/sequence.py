@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import initializers, ops
-from .base import Layer, check_positive_int
+from .base import Layer, check_features, check_positive_int
 from .core import _Affine
 
 __all__ = ["Embedding", "Masking", "Conv1D", "MaxPool1D", "AvgPool1D",
@@ -238,6 +238,7 @@ class Conv1D(_Affine):
 
     def _forward(self, x, training):
         be = self.backend
+        check_features(self, x, 1, "kernel", 1, "channels")
         n, c, length = (int(d) for d in x.shape)
         out_len, geo = self._geometry(length)
         x4 = be.kernel_view(x, (n, c, 1, length))
