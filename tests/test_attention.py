@@ -201,6 +201,33 @@ def test_mha_called_with_and_without_a_key(rng):
         wide(q, v)
 
 
+@pytest.mark.parametrize("kwargs, got", [
+    (dict(value_mask=np.ones((2, 4))), r"value_mask must have shape \(2, 5\).*got \(2, 4\)"),
+    (dict(key_mask=np.ones(10)), r"key_mask must have shape \(2, 5\).*got \(10,\)"),
+    (dict(value_mask=np.ones((5, 2))), r"value_mask.*\(2, 5\) \(batch, time\), got \(5, 2\)"),
+    (dict(query_mask=np.ones((2, 5))), r"query_mask must have shape \(2, 3\).*got \(2, 5\)"),
+])
+def test_mha_mask_shapes_are_checked(kwargs, got, rng):
+    """A (time, batch) mask with batch * time elements used to be reshaped silently."""
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    with pytest.raises(ValueError, match="MultiHeadAttention.*" + got):
+        L.MultiHeadAttention(2, 2)(q, v, **kwargs)
+
+
+def test_transformer_padding_mask_shapes_are_checked(rng):
+    x, enc = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3, 4))
+    with pytest.raises(ValueError, match=r"TransformerEncoder.*padding_mask must have shape "
+                                         r"\(2, 5\).*got \(2, 4\)"):
+        L.TransformerEncoder(8, 2)(x, padding_mask=np.ones((2, 4)))
+    dec = L.TransformerDecoder(8, 2)
+    with pytest.raises(ValueError, match=r"TransformerDecoder.*encoder_padding_mask.*\(2, 3\)"):
+        dec(x, enc, encoder_padding_mask=np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"decoder_padding_mask.*\(2, 5\).*got \(5, 2\)"):
+        dec(x, enc, decoder_padding_mask=np.ones((5, 2)))
+    ok = np.asarray(dec(x, enc, encoder_padding_mask=np.ones((2, 3))))
+    np.testing.assert_allclose(ok, np.asarray(dec(x, enc)), rtol=1e-6)
+
+
 def test_decoder_called_with_and_without_an_encoder_sequence(rng):
     x, enc = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
     solo = L.TransformerDecoder(8, 2)

@@ -29,6 +29,14 @@ def _bmm(be, a, b, batch, a_strides, b_strides, m, n, k, lda, ldb, ta, tb, out):
                       bool(ta), bool(tb), False, ops._flat(be, out))
 
 
+def _check_step_mask(layer, name, mask, n, t):
+    """A per-step mask must be (batch, time) = (n, t): a reshape would reinterpret a (t, n) one
+    silently, or fail with NumPy's message."""
+    if mask is not None and tuple(int(d) for d in mask.shape) != (n, t):
+        raise ValueError(f"{layer!r}: {name} must have shape ({n}, {t}) (batch, time), got "
+                         f"{tuple(int(d) for d in mask.shape)}")
+
+
 def _heads_side_by_side(be, x, n, h, t, d, out):
     """(n, h, t, d) -> (n, t, h * d) (the heads' columns side by side), one strided copy."""
     shape, xs, os_ = ops._collapse((n, h, t, d), (h * t * d, t * d, d, 1),
@@ -227,6 +235,9 @@ class MultiHeadAttention(Seeded, Layer):
             query_mask = masks[0] if query_mask is None else query_mask
             value_mask = masks[1] if value_mask is None else value_mask
             key_mask = masks[2] if key_mask is None else key_mask
+        for name, m, t in (("query_mask", query_mask, tq), ("value_mask", value_mask, tk),
+                           ("key_mask", key_mask, tk)):
+            _check_step_mask(self, name, m, n, t)
         kmask = value_mask if key_mask is None else key_mask if value_mask is None else \
             ops._MUL.forward(be, value_mask, key_mask)[0]
         h, kd, vd = self.num_heads, self.key_dim, self.value_dim
@@ -553,6 +564,8 @@ class TransformerEncoder(_TransformerBlock):
     def call(self, x, padding_mask=None, attention_mask=None, mask=None, training=False):
         if padding_mask is None:
             padding_mask = mask
+        _check_step_mask(self, "padding_mask", padding_mask,
+                         *(int(d) for d in tuple(x.shape)[:2]))
         x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention_dropout(
             self.self_attention(h, h, value_mask=padding_mask, attention_mask=attention_mask,
                                 training=training), training=training), training)
@@ -630,6 +643,11 @@ class TransformerDecoder(_TransformerBlock):
             decoder_padding_mask = masks[0]
         if len(inputs) == 2 and encoder_padding_mask is None:
             encoder_padding_mask = masks[1] if len(masks) > 1 else None
+        _check_step_mask(self, "decoder_padding_mask", decoder_padding_mask,
+                         *(int(d) for d in tuple(x.shape)[:2]))
+        if len(inputs) == 2:
+            _check_step_mask(self, "encoder_padding_mask", encoder_padding_mask,
+                             *(int(d) for d in tuple(inputs[1].shape)[:2]))
         x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention_dropout(
             self.self_attention(h, h, value_mask=decoder_padding_mask,
                                 attention_mask=decoder_attention_mask,
