@@ -184,6 +184,25 @@ def test_text_vectorization_keras_behaviour():
         tv("a single string")
 
 
+def test_text_vectorization_vocabulary_file_and_single_strings(tmp_path):
+    """Keras: a str vocabulary is the path of a file with one token per line; a single string
+    is not a batch of texts (it was split into characters)."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("hello\nworld\r\nthe end\n", encoding="utf-8")
+    for given in (str(path), path):
+        tv = nb.text.TextVectorization(vocabulary=given, split=None, standardize=None)
+        assert tv.get_vocabulary() == ["", "[UNK]", "hello", "world", "the end"]
+    tv = nb.text.TextVectorization(vocabulary=str(path))
+    np.testing.assert_array_equal(tv(["world x hello"]), [[3, 1, 2]])
+    with pytest.raises(ValueError, match="path of a file with one token per line.*'cat'"):
+        nb.text.TextVectorization(vocabulary="cat")
+    with pytest.raises(TypeError, match="got one string; wrap it in a list"):
+        nb.text.TextVectorization().adapt("hello world")
+    fresh = nb.text.TextVectorization()
+    fresh.adapt(("hello world" for _ in range(2)))              # any iterable of texts
+    assert fresh.get_vocabulary() == ["", "[UNK]", "hello", "world"]
+
+
 def test_multi_hot_width_changed_after_the_model_was_built_is_named():
     """Adapting a multi_hot TextVectorization after building the model changes its output width:
     the Dense after it says what it was built for instead of failing inside a kernel."""

@@ -7,6 +7,7 @@ or (batch, 1)) gives an int64 array (batch, length): padded with 0 to the longes
 ``output_sequence_length`` (also truncating). It is a layer: in a functional model it follows
 ``nb.Input(shape=(), dtype="string")`` and its vocabulary is saved with the model.
 """
+import os
 import re
 import string
 from collections import Counter
@@ -89,7 +90,7 @@ class TextVectorization(Layer):
 
     def _texts(self, texts):
         """A batch of strings from a list or an array of shape (batch,) or (batch, 1)."""
-        if isinstance(texts, str):
+        if isinstance(texts, (str, bytes)):
             raise TypeError(f"{self!r}: expected a batch of texts (a list or an array of "
                             f"strings), got one string; wrap it in a list")
         arr = np.asarray(texts, dtype=object)
@@ -111,7 +112,7 @@ class TextVectorization(Layer):
     def adapt(self, texts):
         """Learn the vocabulary from ``texts`` (replacing any previous one)."""
         counts = Counter()
-        for t in self._texts(list(texts)):
+        for t in self._texts(texts if isinstance(texts, (str, bytes)) else list(texts)):
             counts.update(self._tokens(t))
         counts.pop(PAD, None)
         counts.pop(OOV, None)
@@ -125,7 +126,10 @@ class TextVectorization(Layer):
         self._index = {tok: i for i, tok in enumerate(self._vocab)}
 
     def set_vocabulary(self, vocabulary):
-        """Use ``vocabulary`` (tokens in index order; a leading "" and "[UNK]" are optional)."""
+        """Use ``vocabulary``: tokens in index order (a leading "" and "[UNK]" are optional), or
+        as in Keras the path of a text file (UTF-8) with one token per line."""
+        if isinstance(vocabulary, (str, os.PathLike)):
+            vocabulary = self._read_vocabulary(vocabulary)
         vocab = [str(v) for v in vocabulary]
         if vocab[:2] == [PAD, OOV]:
             vocab = vocab[2:]
@@ -136,6 +140,19 @@ class TextVectorization(Layer):
             raise ValueError(f"{self!r}: {len(vocab) + 2} tokens with padding and OOV exceed "
                              f"max_tokens={self.max_tokens}")
         self._set(vocab)
+
+    def _read_vocabulary(self, path):
+        """The lines of a vocabulary file (without their line endings)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except OSError as e:
+            raise ValueError(f"{self!r}: vocabulary given as a string is the path of a file with "
+                             f"one token per line; cannot read {os.fspath(path)!r}: "
+                             f"{e.strerror or e}") from None
+        if lines and lines[-1] == "":
+            lines.pop()                                  # the last line's newline
+        return [line[:-1] if line.endswith("\r") else line for line in lines]
 
     def get_vocabulary(self):
         """The tokens in index order: "", "[UNK]", then the learned ones."""
