@@ -203,6 +203,23 @@ def test_text_vectorization_vocabulary_file_and_single_strings(tmp_path):
     assert fresh.get_vocabulary() == ["", "[UNK]", "hello", "world"]
 
 
+def test_empty_texts_give_one_padding_step_whatever_the_batch():
+    """A batch of only empty texts is (batch, 1) of padding, as those texts are in a mixed
+    batch: a text model's predictions do not depend on the batch size."""
+    vec = nb.text.TextVectorization()
+    vec.adapt(["a great movie", "terrible plot"])
+    np.testing.assert_array_equal(vec(["", ""]), [[0], [0]])
+    np.testing.assert_array_equal(vec(["great", ""]), [[3], [0]])
+    nb.seed(0)
+    inp = nb.Input(shape=(), dtype="string")
+    emb = L.Embedding(vec.vocabulary_size(), 4, mask_zero=True)(vec(inp))
+    model = nb.Model(inp, L.Dense(1)(L.GRU(3)(emb)))
+    x = np.array(["a great movie", "", ""], dtype=object)
+    whole = model.predict(x, batch_size=4)
+    np.testing.assert_allclose(model.predict(x, batch_size=1), whole, rtol=1e-5, atol=1e-7)
+    assert np.all(whole[1:] == 0.0)         # no unmasked step: the zero state, zero bias
+
+
 def test_multi_hot_width_changed_after_the_model_was_built_is_named():
     """Adapting a multi_hot TextVectorization after building the model changes its output width:
     the Dense after it says what it was built for instead of failing inside a kernel."""

@@ -3,9 +3,10 @@
 ``adapt(texts)`` learns the vocabulary: index 0 is padding (""), 1 the out-of-vocabulary token
 "[UNK]", then the tokens by decreasing frequency (ties in the order they were first seen), at
 most ``max_tokens`` entries in all. Calling it on strings (a list, or an array of shape (batch,)
-or (batch, 1)) gives an int64 array (batch, length): padded with 0 to the longest text, or to
-``output_sequence_length`` (also truncating). It is a layer: in a functional model it follows
-``nb.Input(shape=(), dtype="string")`` and its vocabulary is saved with the model.
+or (batch, 1)) gives an int64 array (batch, length): padded with 0 to the longest text (at
+least one step), or to ``output_sequence_length`` (also truncating). It is a layer: in a
+functional model it follows ``nb.Input(shape=(), dtype="string")`` and its vocabulary is saved
+with the model.
 """
 import os
 import re
@@ -179,7 +180,9 @@ class TextVectorization(Layer):
             if self.output_mode == "multi_hot":
                 out = (out > 0).astype(np.float32)
             return out
-        length = self.output_sequence_length or max((len(r) for r in ids), default=0)
+        # at least one step: a batch of empty texts gives the all-padding rows they get in a
+        # mixed batch, not (batch, 0), so the answer does not depend on the batch size
+        length = self.output_sequence_length or max(max((len(r) for r in ids), default=0), 1)
         out = np.zeros((len(ids), length), np.int64)
         for r, row in enumerate(ids):
             row = row[:length]
