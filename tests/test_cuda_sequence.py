@@ -74,3 +74,26 @@ def test_transformer_on_cuda_matches_cpu(small_sim, rng):
     assert gpu.train_step(x, x) == pytest.approx(cpu.train_step(x, x), rel=1e-5)
     for a, b in zip(cpu.get_weights(), gpu.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [L.GlobalAveragePooling1D, L.GlobalMaxPooling1D])
+def test_global_pool1d_of_a_fully_masked_sample_is_zero_on_cuda(small_sim, cls, rng):
+    """The CUDA backend pools a sample with no unmasked step to 0 with a zero gradient, as the
+    CPU does, and agrees with it on the others."""
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    x[0] = 0.0
+    x[1, 1:] = 0.0
+    results = []
+    for device in ("cpu", "cuda"):
+        t = nb.ops.convert_to_tensor(x, device=device)
+        with nb.GradientTape() as tape:
+            tape.watch(t)
+            out = cls()(L.Masking()(t))
+            loss = nb.ops.sum(out * np.arange(1, 5, dtype=np.float32))
+        assert out.backend.name == device
+        results.append((np.asarray(out), np.asarray(tape.gradient(loss, t))))
+    (cpu_out, cpu_grad), (gpu_out, gpu_grad) = results
+    assert np.all(gpu_out[0] == 0.0) and np.all(gpu_grad[0] == 0.0)
+    np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-6)
+    np.testing.assert_allclose(gpu_out[1], x[1, 0], rtol=1e-6)
+    np.testing.assert_allclose(gpu_grad, cpu_grad, rtol=1e-6)

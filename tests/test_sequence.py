@@ -126,6 +126,28 @@ def test_global_pool1d_with_and_without_mask(cls, rng):
         np.testing.assert_allclose(got[i], ref, rtol=1e-12)
 
 
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("cls", [L.GlobalAveragePooling1D, L.GlobalMaxPooling1D])
+def test_global_pool1d_of_a_fully_masked_sample_is_zero(cls, keepdims, rng):
+    """A sample with no unmasked step pools to 0 with a zero gradient (max gave the dtype's
+    lowest value, -3.4e38 in float32, and a loss of 1e37); the others pool their steps."""
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    x[0] = 0.0                                      # every step masked
+    x[1, 2:] = 0.0
+    t = nb.ops.convert_to_tensor(x)
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        out = cls(keepdims=keepdims)(L.Masking()(t))
+        loss = nb.ops.sum(out * np.arange(1, 6, dtype=np.float32))
+    got, grad = np.asarray(out).reshape(3, 5), np.asarray(tape.gradient(loss, t))
+    assert np.all(np.isfinite(got)) and np.all(got[0] == 0.0)
+    assert np.all(grad[0] == 0.0)
+    pool = np.mean if cls is L.GlobalAveragePooling1D else np.max
+    np.testing.assert_allclose(got[1], pool(x[1, :2], axis=0), rtol=1e-6)
+    np.testing.assert_allclose(got[2], pool(x[2], axis=0), rtol=1e-6)
+    assert np.all(grad[1, 2:] == 0.0) and np.any(grad[1, :2] != 0.0)
+
+
 def test_masking_layer(rng):
     x = rng.standard_normal((2, 4, 3))
     x[0, 1] = 0.0

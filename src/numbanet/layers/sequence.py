@@ -402,14 +402,17 @@ class GlobalAveragePooling1D(_GlobalPool1D):
 
 class GlobalMaxPooling1D(_GlobalPool1D):
     """The maximum over the steps (of the unmasked ones, with a mask; ties share the
-    gradient)."""
+    gradient). A sample with no unmasked step gives 0 and a zero gradient, as
+    GlobalAveragePooling1D does (not the dtype's lowest value, which made losses overflow)."""
 
     def _pool(self, x):
         return ops.max(x, axis=self._axis, keepdims=self.keepdims)
 
     def _masked(self, x, m):
         lowest = np.finfo(x.dtype).min
-        return ops.max(ops.where(m, x, lowest), axis=self._axis, keepdims=self.keepdims)
+        pooled = ops.max(ops.where(m, x, lowest), axis=self._axis, keepdims=self.keepdims)
+        any_step = ops.max(m, axis=self._axis, keepdims=self.keepdims)
+        return ops.where(any_step, pooled, 0.0)
 
 
 MaxPooling1D, AveragePooling1D = MaxPool1D, AvgPool1D
