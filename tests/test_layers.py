@@ -134,6 +134,30 @@ def test_bad_arguments_raise_clear_errors(make, match):
         make()
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda: L.LSTM(3, dropout=0.2), r"^LSTM: unexpected keyword argument 'dropout'"),
+    (lambda: L.LSTM(3, stateful=True), r"^LSTM: unexpected keyword argument 'stateful'"),
+    (lambda: L.GRU(3, recurrent_dropout=0.1), r"^GRU: .*'recurrent_dropout'"),
+    (lambda: L.SimpleRNN(3, unroll=True), r"^SimpleRNN: .*'unroll'"),
+    (lambda: L.MultiHeadAttention(2, 2, attention_axes=(1,)),
+     r"^MultiHeadAttention: unexpected keyword argument 'attention_axes'"),
+    (lambda: L.Dense(2, kernel_constraint="max_norm"),
+     r"^Dense: .*'kernel_constraint'.*Dense takes units, activation, use_bias, "
+     r"kernel_initializer, bias_initializer, kernel_regularizer, name, dtype, trainable\)$"),
+    (lambda: L.ReLU(max_value=6), r"'max_value'.*ReLU takes name, dtype, trainable\)$"),
+    (lambda: L.LeakyReLU(alpha=0.1), r"'alpha'.*LeakyReLU takes negative_slope, name, dtype"),
+    (lambda: L.Bidirectional(L.LSTM(2), merge_modes="sum"),
+     r"'merge_modes'.*takes layer, merge_mode, backward_layer, name"),
+])
+def test_unsupported_keyword_arguments_name_the_layer(make, match):
+    """Every layer's constructor (the common one) names the layer, the argument and what it
+    takes, instead of ``Layer.__init__() got an unexpected keyword argument``."""
+    with pytest.raises(TypeError, match=match):
+        make()
+    lstm = str(pytest.raises(TypeError, L.LSTM, 3, dropout=0.2).value)
+    assert "units" in lstm and "return_sequences" in lstm and "dropout'" in lstm
+
+
 def test_reshape_that_does_not_fit():
     with pytest.raises(ValueError, match="cannot reshape"):
         L.Reshape((5, 5)).forward(np.ones((2, 12), np.float32))

@@ -145,9 +145,15 @@ class Layer:
     _config_skip = ()
     _config_attrs = {}
 
-    def __init__(self, name=None, dtype=None, trainable=True):
+    def __init__(self, name=None, dtype=None, trainable=True, **unknown):
         object.__setattr__(self, "_sublayers", {})  # attribute name -> [layers] (see __setattr__)
         where = type(self).__name__
+        if unknown:
+            # a Keras argument numbanet does not implement (dropout=, stateful=...) reaches
+            # here through the subclasses' **kwargs: name the layer, not Layer.__init__
+            takes = ", ".join(self._constructor_names())
+            raise TypeError(f"{where}: unexpected keyword argument {next(iter(unknown))!r} "
+                            f"(not supported here; {where} takes {takes})")
         name, trainable = V.check(where, name=(name, V.Text(optional=True)),
                                   trainable=(trainable, V.FLAG))
         self.name = name or _auto_name(type(self))
@@ -622,19 +628,30 @@ class Layer:
         return config
 
     @classmethod
-    def _config_names(cls):
-        names = []
+    def _constructor_names(cls):
+        """The named arguments of the constructors up the class chain (followed through
+        ``**kwargs``), ``name``, ``dtype`` and ``trainable`` last; less those a subclass fixes
+        (in ``_config_skip`` but not in the signature of the class's own constructor)."""
+        names, own = [], None
         for klass in cls.__mro__:
             if klass is Layer:
                 break
             if "__init__" in vars(klass):
                 params = inspect.signature(klass.__init__).parameters.values()
-                names += [p.name for p in params if p.name != "self"
-                          and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                named = [p.name for p in params if p.name != "self"
+                         and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                own = named if own is None else own
+                names += named
                 if not any(p.kind is p.VAR_KEYWORD for p in params):
                     break
+        fixed = set(cls._config_skip) - set(own or ())
+        base = ["name", "dtype", "trainable"]
+        return [n for n in dict.fromkeys(names) if n not in base and n not in fixed] + base
+
+    @classmethod
+    def _config_names(cls):
         skip = set(cls._config_skip) | {"name", "dtype", "trainable"}
-        return [n for n in dict.fromkeys(names) if n not in skip]
+        return [n for n in cls._constructor_names() if n not in skip]
 
     def _config_value(self, name):
         """Constructor argument ``name`` as saved: the attribute of that name (or of

@@ -360,6 +360,10 @@ class _Parametrized(Activation):
         setattr(self, self.param, float(value))
         super().__init__(self.act_name, **kwargs)
 
+    @classmethod
+    def _constructor_names(cls):
+        return [cls.param] + super()._constructor_names()
+
     def _alpha(self):
         return getattr(self, self.param)
 
