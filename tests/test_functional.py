@@ -543,6 +543,57 @@ def test_tape_semantics(rng):
     assert tape.gradient(out, dense.trainable_weights) == [None, None]
 
 
+def test_float64_gradients_reaching_float32_weights_match_torch(rng):
+    """A float64 tensor mixed into a float32 model: each weight's gradient is converted to the
+    weight's dtype (float32), with torch's values (torch promotes and converts the same way)."""
+    torch = pytest.importorskip("torch")
+    nb.seed(int(rng.integers(1 << 30)))
+    inp = nb.Input((3,))
+    model = nb.Model(inp, L.Dense(2)(L.Dense(4, activation="tanh")(inp)))
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    y = rng.standard_normal((5, 2))
+    scale = rng.standard_normal((5, 2))
+    k = model.layers[1].trainable_weights[0]
+    c = rng.standard_normal(k.shape)
+    with nb.GradientTape() as tape:
+        p = model(x)
+        loss = nb.ops.mean(nb.ops.square(p - nb.ops.convert_to_tensor(y))) + \
+            nb.ops.sum(p * nb.ops.convert_to_tensor(scale)) + \
+            nb.ops.sum(k * nb.ops.convert_to_tensor(c))
+    assert loss.dtype == np.float64
+    grads = tape.gradient(loss, model.trainable_weights)
+    w = [torch.tensor(v.numpy(), requires_grad=True) for v in model.trainable_weights]
+    tp = torch.tanh(torch.tensor(x) @ w[0] + w[1]) @ w[2] + w[3]
+    tloss = ((tp - torch.tensor(y)) ** 2).mean() + (tp * torch.tensor(scale)).sum() + \
+        (w[0] * torch.tensor(c)).sum()
+    assert tloss.dtype == torch.float64
+    tloss.backward()
+    for v, g, t in zip(model.trainable_weights, grads, w):
+        assert g.dtype == np.float32 and t.grad.dtype == torch.float32, v.name
+        np.testing.assert_allclose(np.asarray(g), t.grad.numpy(), rtol=2e-5, atol=2e-6,
+                                   err_msg=v.name)
+
+
+def test_float64_gradient_into_a_float32_layer_and_tensor(rng):
+    """The gradient of a float32 source is float32 and equals the all-float64 computation's."""
+    nb.seed(int(rng.integers(1 << 30)))
+    dense = L.Dense(2)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    dense(x)
+    w64 = rng.standard_normal((3, 2))
+    xt = nb.ops.convert_to_tensor(x)
+    with nb.GradientTape() as tape:
+        tape.watch(xt)
+        loss = nb.ops.sum(dense(xt) * nb.ops.convert_to_tensor(w64))
+    gk, gb, gx = tape.gradient(loss, dense.trainable_weights + [xt])
+    assert gk.dtype == gb.dtype == gx.dtype == np.float32
+    kernel = np.asarray(dense.trainable_weights[0], np.float64)
+    np.testing.assert_allclose(np.asarray(gk), x.astype(np.float64).T @ w64, rtol=2e-5,
+                               atol=2e-6)
+    np.testing.assert_allclose(np.asarray(gb), w64.sum(0), rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(gx), w64 @ kernel.T, rtol=2e-5, atol=2e-6)
+
+
 def test_custom_loss_with_ops_trains_with_fit(rng):
     class MyMSE(nb.losses.Loss):
         def call(self, y_true, y_pred):

@@ -712,6 +712,16 @@ def _sum_grads(be, a, b):
     return out
 
 
+def _grad_as(be, g, like):
+    """The gradient ``g`` in the dtype of the value ``like`` it belongs to (as PyTorch and
+    TensorFlow, a gradient has its source's dtype): a float64 gradient reaching a float32 tensor
+    or weight is converted here, never handed on as is (kernels would read its bits as float32)."""
+    dtype = np.dtype(like.dtype)
+    if np.dtype(g.dtype) == dtype:
+        return g
+    return be.asarray(g, dtype=dtype).reshape(tuple(g.shape))
+
+
 def _layer_wants(fn, sink, memo):
     """Does the sink want a parameter gradient of layer ``fn`` or of a layer inside it?"""
     key = id(fn)
@@ -770,6 +780,7 @@ def backprop(entries, seeds, sink, input_ids=()):
         for t, g, n in zip(e.inputs, gin, need):
             if not n or g is None:
                 continue
+            g = _grad_as(be, g, t)
             if type(t) is Variable:
                 sink.add(t, g)
             else:
@@ -889,8 +900,7 @@ class GradientTape:
             if tuple(og.shape) != target.shape:
                 raise ValueError(f"GradientTape.gradient: output_gradients has shape "
                                  f"{tuple(og.shape)}, the target {target.shape}")
-            seed = be.asarray(og, dtype=target.dtype) if not be.is_device or \
-                isinstance(og, np.ndarray) else og
+            seed = be.asarray(og, dtype=target.dtype).reshape(target.shape)
         variables = [s for s in srcs if isinstance(s, Variable)]
         sink = TapeSink(variables)
         tensor_ids = [id(s) for s in srcs if isinstance(s, Tensor)]
