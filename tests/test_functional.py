@@ -145,6 +145,39 @@ def test_global_pooling_and_permute_and_dense_on_any_rank(rng):
         assert gradcheck(layer, rng.permutation(2 * 3 * 4 * 5).reshape(2, 3, 4, 5) * 0.01)
 
 
+def test_custom_call_layer_takes_any_input_its_weights_fit(rng):
+    class Lin(L.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight("w", (input_shape[-1], 2))
+            super().build(input_shape)
+
+        def call(self, x):
+            return x @ self.w
+
+    layer = Lin()
+    for steps in (5, 6, 1):
+        x = rng.standard_normal((1, steps, 4)).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(layer(x)), x @ np.asarray(layer.w), rtol=1e-5,
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match="matmul.*not aligned"):
+        layer(np.ones((1, 5, 3), np.float32))
+    # in a graph: built on the dummy sizes, then called on any length
+    seq = nb.Input((None, 4))
+    layer2 = Lin()
+    out = layer2(seq)
+    assert out.shape == (None, None, 2)
+    model = nb.Model(seq, out)
+    for steps in (2, 9):
+        x = rng.standard_normal((3, steps, 4)).astype(np.float32)
+        np.testing.assert_allclose(model.predict(x), x @ np.asarray(layer2.w), rtol=1e-5,
+                                   atol=1e-6)
+    # numbanet's own layers keep their check
+    dense = L.Dense(2, name="d7")
+    dense(np.ones((1, 5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"'d7': expected input of shape \(None, None, 4\)"):
+        dense(np.ones((1, 5, 3), np.float32))
+
+
 def test_subclassed_model_shares_weights_and_trains_with_fit(rng):
     class Tower(nb.Model):
         def __init__(self):

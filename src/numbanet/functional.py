@@ -223,7 +223,7 @@ def call_symbolic(layer, inputs, args, kwargs):
             layer.dtype = np.dtype(np.float64)
         if not custom:
             layer.build(shapes if layer.multi_input else shapes[0])
-    if layer.built:
+    if layer.built and layer.checks_input_shape():
         _check_shapes(layer, shapes)
     if custom or getattr(layer, "infer_by_running", False):
         if kw_tensors:
