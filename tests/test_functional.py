@@ -145,6 +145,30 @@ def test_global_pooling_and_permute_and_dense_on_any_rank(rng):
         assert gradcheck(layer, rng.permutation(2 * 3 * 4 * 5).reshape(2, 3, 4, 5) * 0.01)
 
 
+def test_ops_on_symbolic_tensors_keep_a_real_size_7_and_unknown_sizes(rng):
+    assert (nb.Input((7,)) * 2).shape == (None, 7)
+    inp = nb.Input((1, 28, 28))
+    h = L.MaxPool2D(2)(L.MaxPool2D(2)(L.Conv2D(4, 3, padding="same")(inp)))
+    assert h.shape == (None, 4, 7, 7)
+    h2 = h + L.Conv2D(4, 3, padding="same")(h)
+    assert h2.shape == (None, 4, 7, 7)
+    out = L.Dense(3)(L.Flatten()(h2))
+    assert out.shape == (None, 3)
+    assert nb.Model(inp, out).predict(rng.standard_normal((2, 1, 28, 28))).shape == (2, 3)
+    # sizes known only when called stay None; sizes that do not depend on them are known
+    seq = nb.Input((None, 7))
+    doubled, summed = seq * 2, nb.ops.sum(seq, axis=1)
+    per_step, first = nb.ops.mean(seq, axis=-1), nb.ops.max(seq, axis=1, keepdims=True)
+    assert doubled.shape == (None, None, 7) and summed.shape == (None, 7)
+    assert per_step.shape == (None, None) and first.shape == (None, 1, 7)
+    model = nb.Model(seq, [doubled, summed, per_step, first])
+    for steps in (3, 7, 11):
+        x = rng.standard_normal((2, steps, 7)).astype(np.float32)
+        got = model.predict(x)
+        for g, want in zip(got, [x * 2, x.sum(1), x.mean(-1), x.max(1, keepdims=True)]):
+            np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
 def test_custom_call_layer_takes_any_input_its_weights_fit(rng):
     class Lin(L.Layer):
         def build(self, input_shape):

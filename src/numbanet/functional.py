@@ -154,18 +154,25 @@ def _dummy(shape, dtype, fill_none):
     return np.ones(tuple(fill_none if d is None else d for d in shape), dtype)
 
 
-_DUMMY_BATCH, _DUMMY_NONE = 2, 7
+_DUMMY_BATCH, _DUMMY_SIZES = 2, (7, 11)
 
 
 def _infer_outputs(layer, inputs, listed, kwargs):
-    """Output shapes and dtypes of a layer without its own ``compute_output_shape``: run it once
-    on small dummy inputs (sizes 7 where the input's were unknown) outside every tape."""
-    arrays = [_dummy((_DUMMY_BATCH,) + tuple(t.shape[1:]), t.dtype, _DUMMY_NONE) for t in inputs]
-    with engine.stop_recording():
-        out = layer._call_eager(arrays if listed else arrays[0], training=False, **kwargs)
+    """Output shapes and dtypes of a layer without its own ``compute_output_shape``: run it on
+    small dummy inputs outside every tape. Where an input's size is unknown, it runs twice, with
+    sizes 7 and then 11 there: an output size that differs between the runs is unknown (None),
+    one that is the same is known (so a real size 7 stays 7)."""
+    unknown = any(d is None for t in inputs for d in t.shape[1:])
+    runs = []
+    for size in _DUMMY_SIZES if unknown else _DUMMY_SIZES[:1]:
+        arrays = [_dummy((_DUMMY_BATCH,) + tuple(t.shape[1:]), t.dtype, size) for t in inputs]
+        with engine.stop_recording():
+            out = layer._call_eager(arrays if listed else arrays[0], training=False, **kwargs)
+        runs.append([tuple(o.shape[1:]) for o in flatten(out)])
     outs = flatten(out)
-    shapes = [(None,) + tuple(None if d == _DUMMY_NONE else d for d in o.shape[1:])
-              for o in outs]
+    shapes = [(None,) + tuple(d if all(len(r[i]) == len(s) and r[i][k] == d for r in runs)
+                              else None for k, d in enumerate(s))
+              for i, s in enumerate(runs[0])]
     return shapes, [o.dtype for o in outs], isinstance(out, (list, tuple))
 
 
@@ -221,7 +228,7 @@ def call_symbolic(layer, inputs, args, kwargs):
         if layer.dtype is None and layer.input_kind == "float" and \
                 any(t.dtype == np.float64 for t in items):
             layer.dtype = np.dtype(np.float64)
-        if not custom:
+        if not custom or isinstance(layer, OpLayer):
             layer.build(shapes if layer.multi_input else shapes[0])
     if layer.built and layer.checks_input_shape():
         _check_shapes(layer, shapes)
