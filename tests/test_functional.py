@@ -353,6 +353,20 @@ def test_ops_in_a_functional_graph_save_and_load(rng, tmp_path):
     np.testing.assert_array_equal(nb.load_model(tmp_path / "ops.npz").predict(x), pred)
 
 
+def test_one_op_used_several_times_in_a_graph(rng, tmp_path):
+    inp = nb.Input((3,), dtype="float64")
+    out = inp * 2.0 + inp * inp * 3.0
+    model = nb.Model(inp, out)
+    names = [l.name for l in model.layers]
+    assert len(set(names)) == len(names) == 5
+    x = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(model.predict(x), x * 2 + x * x * 3, rtol=1e-12)
+    assert gradcheck(model, x)
+    model.save(tmp_path / "ops.npz")
+    np.testing.assert_array_equal(nb.load_model(tmp_path / "ops.npz").predict(x),
+                                  model.predict(x))
+
+
 def test_multiple_inputs_and_outputs_lists_and_dicts(rng, tmp_path):
     a, b = nb.Input((4,), name="a"), nb.Input((2,), name="b")
     h = L.Dense(8, activation="relu")(L.Concatenate()([a, b]))

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import engine
-from .layers.base import Layer, check_shape, fmt_shape, shapes_match
+from .layers.base import Layer, _auto_name, check_shape, fmt_shape, shapes_match
 
 __all__ = ["Input", "SymbolicTensor", "InputLayer", "Node", "Plan", "is_symbolic"]
 
@@ -281,7 +281,7 @@ class OpLayer(Layer):
         from . import ops
         if op not in ops.__all__ or op == "convert_to_tensor":
             raise ValueError(f"OpLayer: unknown op {op!r}")
-        super().__init__(name=name or f"op_{op}", dtype=dtype, **config)
+        super().__init__(name=name or _auto_name(OpLayer, f"op_{op}"), dtype=dtype, **config)
         self.op, self.args, self.kwargs = op, list(args), dict(kwargs or {})
 
     def build(self, input_shape):

@@ -34,8 +34,9 @@ _counts = {}
 _call_order = itertools.count()
 
 
-def _auto_name(cls):
-    base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
+def _auto_name(cls, base=None):
+    """A unique default name: ``base`` (the class name in snake case), then base_1, base_2..."""
+    base = base or re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
     _counts[base] = _counts.get(base, 0) + 1
     return base if _counts[base] == 1 else f"{base}_{_counts[base] - 1}"
 
