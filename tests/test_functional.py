@@ -353,6 +353,30 @@ def test_ops_in_a_functional_graph_save_and_load(rng, tmp_path):
     np.testing.assert_array_equal(nb.load_model(tmp_path / "ops.npz").predict(x), pred)
 
 
+def test_slicing_symbolic_tensors_in_a_graph_save_and_load(rng, tmp_path):
+    import json
+    inp = nb.Input((4, 3), dtype="float64")
+    keys = [(slice(None), slice(1, None)), (slice(None), slice(None, None, -1)),
+            (Ellipsis, 0), (slice(None), None, 2, slice(0, 3, 2))]
+    parts = [inp[k] for k in keys]
+    assert [p.shape for p in parts] == [(None, 3, 3), (None, 4, 3), (None, 4), (None, 1, 2)]
+    x = rng.standard_normal((2, 4, 3))
+    for p, k in zip(parts, keys):       # the key goes through JSON and back to the same tuple
+        config = json.loads(json.dumps(p.node.layer.get_config()))
+        rebuilt = type(p.node.layer)(**config)
+        np.testing.assert_array_equal(np.asarray(rebuilt.call([nb.ops.convert_to_tensor(x)])),
+                                      x[k])
+    model = nb.Model(inp, parts)
+    got = model.predict(x)
+    for g, k in zip(got, keys):
+        np.testing.assert_array_equal(g, x[k])
+    assert gradcheck(nb.Model(inp, nb.ops.sum(parts[1][:, 1:, ::-1] * parts[0], axis=1)), x)
+    model.save(tmp_path / "slices.npz")
+    again = nb.load_model(tmp_path / "slices.npz")
+    for g, h in zip(got, again.predict(x)):
+        np.testing.assert_array_equal(g, h)
+
+
 def test_one_op_used_several_times_in_a_graph(rng, tmp_path):
     inp = nb.Input((3,), dtype="float64")
     out = inp * 2.0 + inp * inp * 3.0

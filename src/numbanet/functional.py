@@ -304,12 +304,20 @@ _SLOT = "__tensor__"
 
 
 def _template(value, tensors):
-    """Replace symbolic tensors in an op's arguments by placeholders (collected in order)."""
+    """Replace symbolic tensors in an op's arguments by placeholders (collected in order); the
+    rest as JSON values (tuples, slices and Ellipsis tagged, so ``_fill`` gives them back)."""
     if isinstance(value, SymbolicTensor):
         tensors.append(value)
         return {_SLOT: len(tensors) - 1}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):
+        return {"__tuple__": [_template(v, tensors) for v in value]}
+    if isinstance(value, list):
         return [_template(v, tensors) for v in value]
+    if isinstance(value, slice):
+        return {"__slice__": [_template(v, tensors) for v in (value.start, value.stop,
+                                                               value.step)]}
+    if value is Ellipsis:
+        return {"__ellipsis__": True}
     if isinstance(value, np.ndarray):
         return {"__array__": value.tolist(), "dtype": value.dtype.name}
     if isinstance(value, np.generic):
@@ -321,10 +329,18 @@ def _template(value, tensors):
 
 
 def _fill(value, it):
-    if isinstance(value, dict) and _SLOT in value:
-        return next(it)
-    if isinstance(value, dict) and "__array__" in value:
-        return np.asarray(value["__array__"], dtype=value["dtype"])
+    """An op's argument from its template, with the next of ``it`` for each placeholder."""
+    if isinstance(value, dict):
+        if _SLOT in value:
+            return next(it)
+        if "__array__" in value:
+            return np.asarray(value["__array__"], dtype=value["dtype"])
+        if "__tuple__" in value:
+            return tuple(_fill(v, it) for v in value["__tuple__"])
+        if "__slice__" in value:
+            return slice(*(_fill(v, it) for v in value["__slice__"]))
+        if "__ellipsis__" in value:
+            return Ellipsis
     if isinstance(value, list):
         return [_fill(v, it) for v in value]
     return value
