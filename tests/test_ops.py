@@ -194,6 +194,29 @@ def test_float32_tensors_and_host_operands(rng):
     assert "Tensor" in repr(x)
 
 
+def test_scalars_have_shape_empty_tuple_as_numpy_and_torch(rng):
+    torch = pytest.importorskip("torch")
+    v = float(rng.standard_normal())
+    for value in (v, np.float64(v), np.array(v), np.array(v, np.float32)):
+        t = nb.ops.convert_to_tensor(value)
+        assert t.shape == () == tuple(torch.tensor(np.asarray(value)).shape), type(value)
+        assert float(t) == pytest.approx(v, rel=1e-6)
+    x = nb.ops.convert_to_tensor(rng.standard_normal(3))
+    c = np.array(v)
+    with nb.GradientTape() as tape:
+        tape.watch(x)
+        s = nb.ops.sum(x)
+        y = s * c + c                          # 0-d tensor and 0-d NumPy operands: 0-d
+        z = nb.ops.cast(y, np.float32)
+    assert s.shape == y.shape == z.shape == () == np.shape(np.sum(np.asarray(x)) * c + c)
+    assert float(y) == pytest.approx(float(np.sum(np.asarray(x)) * v + v), rel=1e-12)
+    gx = tape.gradient(z, x)
+    tx = torch.tensor(np.asarray(x), requires_grad=True)
+    (tx.sum() * torch.tensor(c) + torch.tensor(c)).float().backward()
+    np.testing.assert_allclose(np.asarray(gx), tx.grad.numpy(), rtol=1e-12)
+    assert gx.shape == (3,) and gx.dtype == np.float64
+
+
 def test_bad_arguments_are_clear_errors(rng):
     x = nb.ops.convert_to_tensor(rng.standard_normal((3, 4)))
     with pytest.raises(ValueError, match=r"add: shapes \(3, 4\) and \(3,\) do not broadcast"):

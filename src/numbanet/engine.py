@@ -290,6 +290,13 @@ def backend_of(*values):
     return found if found is not None else current_backend()
 
 
+def to_backend(be, a, dtype=None):
+    """``be.asarray(a, dtype)`` that keeps a 0-d array 0-d (the backends' ``asarray`` makes it
+    1-d, as ``np.ascontiguousarray``; NumPy and PyTorch keep scalars of shape ())."""
+    out = be.asarray(a, dtype=dtype)
+    return out.reshape(()) if len(np.shape(a)) == 0 and len(out.shape) else out
+
+
 def convert_to_tensor(value, dtype=None, device=None):
     """``value`` (an array, a number, a nested list, a tensor) as a :class:`Tensor` on ``device``
     (default: the tensor's own device, else the current device). Integer and bool inputs keep
@@ -301,10 +308,10 @@ def convert_to_tensor(value, dtype=None, device=None):
         if be is src and (dtype is None or np.dtype(dtype) == value.dtype):
             return value if isinstance(value, Tensor) else Tensor(value.value, src)
         host = src.to_numpy(value.value)
-        return Tensor(be.asarray(host, dtype=dtype or host.dtype), be)
+        return Tensor(to_backend(be, host, dtype or host.dtype), be)
     be = be or current_backend()
     if not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
-        return Tensor(be.asarray(value, dtype=dtype), be)
+        return Tensor(to_backend(be, value, dtype), be)
     try:
         host = np.asarray(value)
     except Exception as e:
@@ -315,7 +322,7 @@ def convert_to_tensor(value, dtype=None, device=None):
     if dtype is None:
         dtype = host.dtype if host.dtype.kind in "biu" or host.dtype == np.float64 \
             and isinstance(value, np.ndarray) else np.float32
-    return Tensor(be.asarray(host, dtype=dtype), be)
+    return Tensor(to_backend(be, host, dtype), be)
 
 
 # ---------------------------------------------------------------------------------------------

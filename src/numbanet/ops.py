@@ -18,7 +18,8 @@ import numbers
 import numpy as np
 
 from . import engine
-from .engine import Tensor, Variable, _TensorLike, backend_of, convert_to_tensor, record
+from .engine import (Tensor, Variable, _TensorLike, backend_of, convert_to_tensor, record,
+                     to_backend)
 from .kernels.scalar import BINARY_CODES, MAX_RANK, UNARY_CODES
 
 __all__ = ["convert_to_tensor", "add", "subtract", "multiply", "divide", "negative", "power",
@@ -54,15 +55,14 @@ def _value(be, v, dtype, what):
         a = v.value
         if np.dtype(a.dtype) == dtype:
             return a
-        host = v.backend.to_numpy(a)
-        return be.asarray(host, dtype=dtype)
+        return to_backend(be, v.backend.to_numpy(a), dtype)
     try:
         host = np.asarray(v)
     except Exception as e:
         raise TypeError(f"{what}: could not convert {type(v).__name__} to an array ({e})") from None
     if host.dtype.kind not in "biuf":
         raise TypeError(f"{what}: expected numbers, got dtype {host.dtype}")
-    return be.asarray(host, dtype=dtype)
+    return to_backend(be, host, dtype)
 
 
 def _tracked(v):
@@ -1096,7 +1096,7 @@ class _Cast(Op):
         be, src = ctx
         if src.kind != "f":
             return [None]
-        return [be.asarray(be.to_numpy(g), dtype=src)]
+        return [to_backend(be, be.to_numpy(g), src)]
 
 
 _CAST = _Cast()
