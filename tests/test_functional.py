@@ -689,6 +689,26 @@ def test_float64_gradient_into_a_float32_layer_and_tensor(rng):
     np.testing.assert_allclose(np.asarray(gx), w64 @ kernel.T, rtol=2e-5, atol=2e-6)
 
 
+def test_entering_a_recording_tape_again_is_an_error(rng):
+    x = nb.ops.convert_to_tensor(rng.standard_normal(3))
+    tape = nb.GradientTape()
+    with tape:
+        tape.watch(x)
+        with pytest.raises(RuntimeError, match="already recording"):
+            with tape:
+                pass
+        y = nb.ops.sum(x * x)
+    # the tape still records each call once
+    np.testing.assert_allclose(np.asarray(tape.gradient(y, x)), 2 * np.asarray(x), rtol=1e-12)
+    again = nb.GradientTape(persistent=True)
+    for _ in range(2):                          # entered again after its block: fine
+        with again:
+            again.watch(x)
+            z = nb.ops.sum(nb.ops.exp(x))
+    np.testing.assert_allclose(np.asarray(again.gradient(z, x)), np.exp(np.asarray(x)),
+                               rtol=1e-12)
+
+
 def test_custom_loss_with_ops_trains_with_fit(rng):
     class MyMSE(nb.losses.Loss):
         def call(self, y_true, y_pred):

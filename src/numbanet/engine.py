@@ -818,6 +818,10 @@ class GradientTape:
         self._active = False
 
     def __enter__(self):
+        if self._active:
+            raise RuntimeError("GradientTape: this tape is already recording; a tape cannot be "
+                               "entered again inside its own `with` block (its calls would be "
+                               "recorded twice); use a second tape")
         if self._used and not self.persistent:
             raise RuntimeError("GradientTape: this tape was already used for gradient(); create "
                                "a new tape (or pass persistent=True)")
