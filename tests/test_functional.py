@@ -709,6 +709,40 @@ def test_entering_a_recording_tape_again_is_an_error(rng):
                                rtol=1e-12)
 
 
+def test_gradient_of_a_gradient_is_refused_not_silently_none(rng):
+    x = nb.ops.convert_to_tensor(rng.standard_normal(3))
+    with nb.GradientTape() as outer:
+        outer.watch(x)
+        with nb.GradientTape() as inner:
+            inner.watch(x)
+            y = nb.ops.sum(x * x * x)
+        g = inner.gradient(y, x)
+        np.testing.assert_allclose(np.asarray(g), 3 * np.asarray(x) ** 2, rtol=1e-12)
+        z = nb.ops.sum(g * 2.0)
+    with pytest.raises(RuntimeError, match="second-order gradients .* not supported.*"
+                                           "stop_gradient"):
+        outer.gradient(z, x)
+    with nb.GradientTape(persistent=True) as tape:       # the gradient itself as the target
+        tape.watch(x)
+        y = nb.ops.sum(nb.ops.exp(x))
+        g = tape.gradient(y, x)
+    with pytest.raises(RuntimeError, match="second-order"):
+        tape.gradient(g, x, output_gradients=np.ones(3))
+    # a target that does not use the inner gradient, or uses it as a constant, is fine
+    with nb.GradientTape(persistent=True) as outer:
+        outer.watch(x)
+        with nb.GradientTape() as inner:
+            inner.watch(x)
+            y = nb.ops.sum(x * x * x)
+        g = inner.gradient(y, x)
+        plain = nb.ops.sum(nb.ops.exp(x))
+        weighted = nb.ops.sum(nb.ops.stop_gradient(g) * x)
+    np.testing.assert_allclose(np.asarray(outer.gradient(plain, x)), np.exp(np.asarray(x)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(outer.gradient(weighted, x)), np.asarray(g),
+                               rtol=1e-12)
+
+
 def test_custom_loss_with_ops_trains_with_fit(rng):
     class MyMSE(nb.losses.Loss):
         def call(self, y_true, y_pred):

@@ -719,6 +719,17 @@ def _sum_grads(be, a, b):
     return out
 
 
+# Gradients that tape.gradient returned while a tape was recording. The backward pass that made
+# them is not recorded, so a target computed from one would miss that path: second-order
+# gradients are refused instead (backprop raises when a target depends on one).
+_gradient_results = weakref.WeakSet()
+
+_SECOND_ORDER = ("GradientTape.gradient: the target depends on a gradient that tape.gradient "
+                 "returned while this tape was recording; second-order gradients (a gradient "
+                 "of a gradient) are not supported. To use that gradient as a constant, pass "
+                 "it through nb.ops.stop_gradient(...) first")
+
+
 def _grad_as(be, g, like):
     """The gradient ``g`` in the dtype of the value ``like`` it belongs to (as PyTorch and
     TensorFlow, a gradient has its source's dtype): a float64 gradient reaching a float32 tensor
@@ -749,6 +760,8 @@ def backprop(entries, seeds, sink, input_ids=()):
             chosen.append(e)
             for t in e.inputs:
                 if t is not None:
+                    if _gradient_results and t in _gradient_results:
+                        raise RuntimeError(_SECOND_ORDER)
                     live.add(id(t))
     if not chosen:
         return {i: None for i in input_ids}
@@ -892,6 +905,8 @@ class GradientTape:
         if not isinstance(target, Tensor):
             raise TypeError(f"GradientTape.gradient: the target must be a Tensor computed under "
                             f"the tape, got {type(target).__name__}")
+        if target in _gradient_results and id(target) in self._tracked:
+            raise RuntimeError(_SECOND_ORDER)
         if id(target) not in self._tracked:
             if target in self._seen:             # computed here from constants: no gradient
                 self._used = True
@@ -930,6 +945,14 @@ class GradientTape:
         if not self.persistent:
             self._entries, self._tracked, self._keep = [], set(), []
             self._seen = weakref.WeakSet()
+        if recording():
+            # tapes recording now track the results, so a target computed from them is seen
+            # to depend on them (and refused) rather than taken for a constant
+            results = [g for g in out if g is not None]
+            _gradient_results.update(results)
+            for tape in _scopes[-1]:
+                tape._tracked.update(id(g) for g in results)
+                tape._keep.extend(results)
         return out[0] if single else out
 
     def reset(self):
