@@ -217,6 +217,27 @@ def test_scalars_have_shape_empty_tuple_as_numpy_and_torch(rng):
     assert gx.shape == (3,) and gx.dtype == np.float64
 
 
+@pytest.mark.parametrize("sa, sb", [((2, 0), (0, 3)), ((0, 4), (4, 3)), ((2, 4), (4, 0)),
+                                     ((3, 2, 0), (0, 5)), ((0, 2, 3), (3, 4)), ((0,), (0, 3)),
+                                     ((3, 1, 2, 0), (4, 0, 2))])
+def test_matmul_of_empty_operands_matches_torch(sa, sb, rng):
+    torch = pytest.importorskip("torch")
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    ta, tb = nb.ops.convert_to_tensor(a), nb.ops.convert_to_tensor(b)
+    with nb.GradientTape() as tape:
+        tape.watch([ta, tb])
+        out = ta @ tb
+    g = rng.standard_normal(out.shape)
+    ga, gb = tape.gradient(out, [ta, tb], output_gradients=g)
+    xa, xb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    tout = xa @ xb
+    tout.backward(torch.tensor(g))
+    assert out.shape == tuple(tout.shape) and ga.shape == sa and gb.shape == sb
+    np.testing.assert_array_equal(np.asarray(out), tout.detach().numpy())
+    np.testing.assert_array_equal(np.asarray(ga), xa.grad.numpy())
+    np.testing.assert_allclose(np.asarray(gb), xb.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_bad_arguments_are_clear_errors(rng):
     x = nb.ops.convert_to_tensor(rng.standard_normal((3, 4)))
     with pytest.raises(ValueError, match=r"add: shapes \(3, 4\) and \(3,\) do not broadcast"):

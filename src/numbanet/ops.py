@@ -921,7 +921,15 @@ class _MatMul(Op):
 
 def _mm(be, a, b, ba, bb, batch, m, n, k, ta, tb, out, accumulate=False):
     """out (batch, m, n) = op(a) @ op(b) through matmul_forward; ``a`` holds matrices of ``ba``
-    batches (broadcast to ``batch``), stored (k, m) when ``ta`` else (m, k); likewise b."""
+    batches (broadcast to ``batch``), stored (k, m) when ``ta`` else (m, k); likewise b.
+    Empty operands call no kernel: an empty ``out`` has nothing to write, and a sum over k = 0
+    terms is zero."""
+    if m * n * math.prod(batch) == 0:
+        return
+    if k == 0:
+        if not accumulate:
+            be.fill_(out, 0.0)
+        return
     lda = m if ta else k
     ldb = k if tb else n
     a_mat, b_mat = m * k, k * n
