@@ -503,3 +503,26 @@ def test_saved_file_gets_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_sequential_takes_a_variable_length_input_shape(rng):
+    """input_shape=(None,) builds a Sequential for sequences of any length (as Input((None,))
+    does in a graph); sizes that are not positive ints or None are still refused."""
+    L = nb.layers
+    model = nb.Sequential([L.Embedding(10, 4, mask_zero=True), L.LSTM(3),
+                           L.Dense(1, activation="sigmoid")], input_shape=(None,))
+    assert model.output_shape == (1,) and model.input_shape == (None,)
+    inp = nb.Input((None,), dtype="int64")
+    graph = nb.Model(inp, model.layers[2](model.layers[1](model.layers[0](inp))))
+    ids = rng.integers(1, 10, size=(4, 3))
+    ids[:, 2] = 0
+    short, long = model.predict(ids), model.predict(np.pad(ids, ((0, 0), (0, 4))))
+    np.testing.assert_array_equal(short, long)          # padding steps are skipped
+    np.testing.assert_array_equal(short, graph.predict(ids))
+    model.compile("adam", "binary_crossentropy")
+    before = model.get_weights()
+    model.fit(ids, np.array([1, 0, 1, 0]), epochs=1, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    for bad in [(0,), ("a",), (True,), (2, -1)]:
+        with pytest.raises(ValueError, match="Sequential.build: input_shape must be a tuple"):
+            nb.Sequential([L.Dense(2)], input_shape=bad)

@@ -32,7 +32,8 @@ from . import validation
 from ._files import atomic_write
 from .backend import get_backend
 from .registry import serialize
-from .layers.base import Layer, check_dtype, check_positive_int, fmt_shape, shapes_match
+from .layers.base import (Layer, check_dtype, check_positive_int, check_shape, fmt_shape,
+                          shapes_match)
 
 FORMAT = "numbanet-model"
 FORMAT_VERSION = 2
@@ -1626,14 +1627,7 @@ class Sequential(Model):
         """Build every layer for samples of ``input_shape`` (batch axis excluded)."""
         if not self._layers:
             raise ValueError("Sequential.build: the model has no layers")
-        if isinstance(input_shape, (int, np.integer)):
-            input_shape = (input_shape,)
-        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-        if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-                            for d in shape):
-            raise ValueError(f"Sequential.build: input_shape must be a tuple of positive ints "
-                             f"(batch axis excluded), got {input_shape!r}")
-        shape = tuple(int(d) for d in shape)
+        shape = check_shape(input_shape, "Sequential.build", "input_shape")
         first = self._layers[0]
         dtype = self.dtype or first.dtype or np.dtype(np.float32)
         if first.input_kind != "float":
