@@ -233,6 +233,41 @@ def test_checkpoint_skips_nan_epochs_and_missing_monitor(tmp_path, data):
         fit(tiny(), data, [C.ModelCheckpoint(tmp_path / "{val_acc}.npz")], epochs=1)
 
 
+
+class _Tower(nb.Model):
+    """A subclassed model: its architecture is code, so only its weights can be saved."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = L.Dense(4, activation="tanh"), L.Dense(1)
+
+    def call(self, x, training=False):
+        return self.out(self.hidden(x))
+
+
+def _tower():
+    nb.seed(0)
+    model = _Tower()
+    model.compile(nb.optimizers.SGD(0.05), "mse")
+    return model
+
+
+def test_checkpoint_of_a_subclassed_model_saves_weights_only(tmp_path, data):
+    model, rec = _tower(), Recorder()
+    with pytest.raises(ValueError, match="subclassed model.*save_weights_only=True"):
+        fit(model, data, [rec, C.ModelCheckpoint(tmp_path / "m.npz")], epochs=2)
+    assert rec.weights == [] and model.optimizer.iterations == 0    # refused before training
+    ckpt = C.ModelCheckpoint(tmp_path / "w-{epoch}.npz", save_weights_only=True)
+    fit(model, data, [rec, ckpt], epochs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w-1.npz", "w-2.npz"]
+    for epoch in (1, 2):
+        other = _tower()
+        other.predict(data[0][:1])                                  # builds it
+        other.load_weights(tmp_path / f"w-{epoch}.npz")
+        same_weights(other.get_weights(), rec.weights[epoch - 1])
+    with pytest.raises(ValueError, match="save_weights_only` must be True or False"):
+        C.ModelCheckpoint("x.npz", save_weights_only="yes")
+
 # -- learning rate ------------------------------------------------------------------------------
 def test_learning_rate_scheduler_sets_the_rate_each_epoch(data):
     model, rec = tiny(), Recorder()

@@ -351,16 +351,19 @@ class ModelCheckpoint(_Monitor):
     ``filepath`` may hold format fields filled from the epoch (1-based) and the logs, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; missing folders are created. An epoch cut short
     by a NaN loss (``model.stop_reason`` set) is not saved, so a good checkpoint is never
-    replaced by NaN weights.
+    replaced by NaN weights. ``save_weights_only`` writes ``model.save_weights`` instead (the
+    only way for a subclassed model, whose architecture is code: without it such a model is
+    refused when training begins, not after its first epoch).
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
-                 verbose=0):
+                 verbose=0, save_weights_only=False):
         super().__init__(monitor, mode, 0.0)
         owner = type(self).__name__
-        self.filepath, self.save_best_only, self.verbose = V.check(
+        self.filepath, self.save_best_only, self.verbose, self.save_weights_only = V.check(
             V.KerasOwner(owner), filepath=(filepath, V.Path()),
-            save_best_only=(save_best_only, V.FLAG), verbose=(verbose, VERBOSE))
+            save_best_only=(save_best_only, V.FLAG), verbose=(verbose, VERBOSE),
+            save_weights_only=(save_weights_only, V.FLAG))
         try:
             self._fields = [f for _, f, _, _ in string.Formatter().parse(self.filepath)
                             if f is not None]
@@ -374,6 +377,12 @@ class ModelCheckpoint(_Monitor):
 
     def on_train_begin(self, logs=None):
         self._warned = False
+        if not self.save_weights_only:
+            try:
+                self.model.get_config()
+            except NotImplementedError as e:
+                raise ValueError(f"ModelCheckpoint: {e}; pass save_weights_only=True to "
+                                 f"checkpoint its weights") from None
 
     def _path(self, epoch, logs):
         values = {**logs, "epoch": epoch + 1}
@@ -405,7 +414,10 @@ class ModelCheckpoint(_Monitor):
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self.model.save(path)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
 
 
 def _float_learning_rate(callback):
