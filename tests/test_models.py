@@ -526,3 +526,34 @@ def test_sequential_takes_a_variable_length_input_shape(rng):
     for bad in [(0,), ("a",), (True,), (2, -1)]:
         with pytest.raises(ValueError, match="Sequential.build: input_shape must be a tuple"):
             nb.Sequential([L.Dense(2)], input_shape=bad)
+
+
+def test_validation_losses_use_the_validation_sample_weights(rng):
+    """validation_data=(x, y, sample_weight) weights the validation loss, and validation_split
+    splits sample_weight with the data (Keras); (n, 1) sample weights are taken as (n,)."""
+    x = rng.standard_normal((40, 3))
+    y = x @ np.array([[0.5], [-1.0], [0.25]]) + 0.1 * rng.standard_normal((40, 1))
+    w = rng.uniform(0.0, 3.0, 40)
+
+    def model():
+        nb.seed(0)
+        m = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,), dtype="float64")
+        m.compile(nb.optimizers.SGD(0.05), "mse")
+        return m
+    m = model()
+    h = m.fit(x[:30], y[:30], epochs=1, verbose=0, validation_data=(x[30:], y[30:], w[30:]))
+    want = m.evaluate(x[30:], y[30:], sample_weight=w[30:])["loss"]
+    assert want != pytest.approx(m.evaluate(x[30:], y[30:])["loss"])
+    assert h.history["val_loss"][0] == pytest.approx(want, rel=1e-12)
+    m = model()
+    h = m.fit(x, y, epochs=1, verbose=0, validation_split=0.25, sample_weight=w[:, None],
+              shuffle=False)
+    split = model()
+    split.fit(x[:30], y[:30], epochs=1, verbose=0, sample_weight=w[:30], shuffle=False)
+    np.testing.assert_array_equal(m.get_weights()[0], split.get_weights()[0])
+    want = m.evaluate(x[30:], y[30:], sample_weight=w[30:])["loss"]
+    assert h.history["val_loss"][0] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match=r"validation_data must be \(x_val, y_val\) or"):
+        model().fit(x, y, verbose=0, validation_data=(x, y, w, w))
+    with pytest.raises(ValueError, match=r"fit validation_data: sample_weight must have shape"):
+        model().fit(x, y, verbose=0, validation_data=(x, y, w[:3]))

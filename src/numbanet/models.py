@@ -1285,31 +1285,32 @@ class Model(Layer, functional._GraphLayer):
             warnings.warn(f"fit: {type(self.optimizer).__name__} is a full-batch method, but "
                           f"batch_size={batch_size} splits the {n} samples into mini-batches; "
                           f"use fit(..., batch_size=len(x))", RuntimeWarning, stacklevel=2)
-        if sample_weight is not None and np.shape(sample_weight) != (n,):
-            raise ValueError(f"fit: sample_weight must have shape ({n},), got "
-                             f"{np.shape(sample_weight)}")
+        if sample_weight is not None:
+            sample_weight = validation.sample_weights("fit", sample_weight, n)
+        val = None                      # (x, y, sample weights or None) of the validation data
         if validation_data is None and validation_split > 0:
             n_val = int(n * validation_split)
             if n_val < 1 or n_val >= n:
                 raise ValueError(f"fit: validation_split={validation_split} leaves "
                                  f"{n - n_val} training and {n_val} validation samples of {n}")
-            validation_data = ([a[-n_val:] for a in xs], [None if v is None else v[-n_val:]
-                                                          for v in ys], True)
+            val = ([a[-n_val:] for a in xs], [None if v is None else v[-n_val:] for v in ys],
+                   None if sample_weight is None else sample_weight[-n_val:])
             xs, ys = [a[:-n_val] for a in xs], [None if v is None else v[:-n_val] for v in ys]
             n -= n_val
             if sample_weight is not None:
-                sample_weight = np.asarray(sample_weight)[:-n_val]
+                sample_weight = sample_weight[:-n_val]
         first = next(k for k, l in enumerate(self.output_losses) if l is not None)
         self.output_losses[first].adapt(ys[first])
         weights = self._sample_weights(ys, sample_weight, class_weight, "fit")
         if validation_data is not None:
-            if len(validation_data) == 3 and validation_data[2] is True:
-                vx, vy = validation_data[0], validation_data[1]
-            else:
-                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                    raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-                vx, vy = self._prepare(*validation_data, "fit validation_data")
-            validation_data = (vx, vy, self._sample_weights(vy, None, None, "fit"))
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("fit: validation_data must be (x_val, y_val) or (x_val, y_val, "
+                                 "sample_weight_val)")
+            vx, vy = self._prepare(*validation_data[:2], "fit validation_data")
+            val = (vx, vy, validation_data[2] if len(validation_data) == 3 else None)
+        if val is not None:
+            validation_data = (val[0], val[1],
+                               self._sample_weights(val[1], val[2], None, "fit validation_data"))
         sync = distributed_module.FitSync.start(self, distributed)      # None: one process
         rng = sync.shuffle_rng(seed) if sync is not None else \
             np.random.default_rng(seed) if seed is not None else _random.spawn()
