@@ -131,6 +131,16 @@ def test_top1_equals_accuracy_on_untied_scores(rng):
     assert run(M.Precision(average="micro"), labels, scores) == pytest.approx(acc)
 
 
+def test_accuracy_takes_labels_of_shape_n_1(rng):
+    # (batch, 1) integer labels (Keras datasets such as CIFAR-10 ship them) are labels, not
+    # one-hot rows of one column: every argmax used to be compared with class 0
+    scores = rng.standard_normal((20, 4))
+    labels = rng.integers(0, 4, 20)
+    expected = np.mean(np.argmax(scores, axis=1) == labels)
+    assert run(M.Accuracy(), labels[:, None], scores, (7,)) == pytest.approx(expected)
+    assert run(M.Accuracy(), labels[:, None], scores) == run(M.Accuracy(), labels, scores)
+
+
 def test_binary_accuracy_mse_mae_by_hand(rng):
     y = np.array([[1, 0], [0, 0], [1, 1]])
     p = np.array([[0.8, 0.6], [0.3, 0.5], [0.51, 0.2]])

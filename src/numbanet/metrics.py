@@ -120,8 +120,8 @@ class Accuracy(Metric):
         y_true = np.asarray(y_true)
         if y_pred.shape[1] == 1:
             correct = (y_pred[:, 0] > self.threshold) == (y_true.reshape(-1) > 0.5)
-        elif y_true.ndim == 1:
-            correct = np.argmax(y_pred, axis=1) == y_true
+        elif y_true.ndim == 1 or y_true.shape[1:] == (1,):     # labels, (batch,) or (batch, 1)
+            correct = np.argmax(y_pred, axis=1) == y_true.reshape(-1)
         else:
             correct = np.argmax(y_pred, axis=1) == np.argmax(y_true.reshape(len(y_true), -1), axis=1)
         self.total += float(np.count_nonzero(correct))
