@@ -177,7 +177,8 @@ def mish_grad(x, y, alpha=0.0):
     s = (x if x > 0.0 else 0.0) + math.log1p(e)
     e2 = math.exp(-2.0 * s)
     d = 1.0 + e2
-    return math.tanh(s) + x * (1.0 if x >= 0.0 else e) / (1.0 + e) * 4.0 * e2 / (d * d)
+    sech2 = 4.0 * e2 / (d * d)                  # before x: x * 4 would overflow near the max
+    return math.tanh(s) + x * ((1.0 if x >= 0.0 else e) / (1.0 + e)) * sech2
 
 
 # ----------------------------------------------------------------------------------- losses

@@ -100,6 +100,17 @@ def test_extreme_inputs_stay_finite(name, alpha, dtype):
     assert_close(gi[ok], rg[ok], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,alpha", ELEMENTWISE)
+def test_largest_finite_inputs_stay_finite(name, alpha, dtype):
+    # mish's gradient was NaN at x near the float64 maximum (x * 4 overflowed before the
+    # vanishing sech^2 factor could multiply it)
+    big = np.finfo(dtype).max
+    x = np.array([-big, -big / 2, big / 4, big / 2, big], dtype=dtype)
+    y, gi = run(name, x, alpha, np.ones_like(x))
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(gi)), (y, gi)
+
+
 def test_nan_propagates():
     x = np.array([np.nan, 1.0])
     for name, alpha in ELEMENTWISE:
