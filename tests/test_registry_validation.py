@@ -173,3 +173,23 @@ def test_configs_leave_out_arguments_kept_under_no_attribute():
             super().__init__(**kwargs)
             self.factor = factor
     assert Kept(2.0, name="k").get_config() == {"name": "k", "dtype": None, "factor": 2.0}
+
+
+def test_class_names_are_names_too_as_in_keras():
+    """A registered class's name works where its aliases do (Keras' get("MeanSquaredError")),
+    and initializers take Keras' class names ("HeNormal") as their snake_case names."""
+    assert type(nb.losses.get("MeanSquaredError")) is nb.losses.MeanSquaredError
+    assert type(nb.losses.get("SparseCategoricalCrossentropy")) is \
+        nb.losses.SparseCategoricalCrossentropy
+    assert type(nb.metrics.get("Accuracy")) is type(nb.metrics.get("accuracy"))
+    for camel, snake in [("HeNormal", "he_normal"), ("GlorotUniform", "glorot_uniform"),
+                         ("TruncatedNormal", "truncated_normal"), ("Zeros", "zeros")]:
+        assert nb.initializers.get(camel) is nb.initializers.get(snake)
+    layer = nb.layers.Dense(3, kernel_initializer="LecunNormal")
+    layer.build((4,))
+    assert layer.params["kernel"].shape == (4, 3)
+    for bad in ("MeanSquaredErr", "meansquarederror"):
+        with pytest.raises(ValueError, match="unknown loss"):
+            nb.losses.get(bad)
+    with pytest.raises(ValueError, match="unknown initializer 'HeNormall'"):
+        nb.initializers.get("HeNormall")

@@ -1,4 +1,6 @@
 """Weight initializers by name (Keras semantics: 'normal' variants draw from a truncated normal)."""
+import re
+
 import numpy as np
 
 from . import random as _random
@@ -125,8 +127,10 @@ def get(name, where="initializer"):
         return CLASSES[name["class_name"]](**name.get("config", {}))
     if callable(name):
         return name
-    if isinstance(name, str) and name.lower() in INITIALIZERS:
-        return INITIALIZERS[name.lower()]
+    if isinstance(name, str):
+        key = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()    # Keras' "HeNormal" too
+        if key in INITIALIZERS:
+            return INITIALIZERS[key]
     raise ValueError(f"{where}: unknown initializer {name!r}; valid names are "
                      f"{', '.join(sorted(INITIALIZERS))}")
 

@@ -51,8 +51,8 @@ class Registry:
         if key in self.presets:
             cls, kwargs = self.presets[key]
             return cls(**kwargs)
-        if key in self.names:
-            cls = self.names[key]
+        if key in self.names or identifier in self.classes:   # a name, or a class name (Keras)
+            cls = self.names[key] if key in self.names else self.classes[identifier]
             if getattr(cls, "_name_error", None):
                 raise ValueError(f"{self.kind} {identifier!r}: {cls._name_error}")
             return cls()
