@@ -279,6 +279,22 @@ def test_cli_checks_output_and_plot_paths_before_training(tmp_path, capsys, monk
     assert not trained and not (tmp_path / "ok.npz").exists()
 
 
+def test_cli_refuses_a_plot_that_would_overwrite_the_model(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from numbanet import cli
+    monkeypatch.setattr(cli, "build_digits_cnn", lambda device="cpu":
+                        (_ for _ in ()).throw(AssertionError("trained")))
+    model = tmp_path / "m.npz"
+    model.write_bytes(b"previous model")
+    assert cli.main(["train", "--output", str(model), "--plot", str(model), "--verbose",
+                     "0"]) == 2
+    assert "would overwrite the model" in capsys.readouterr().err
+    png = tmp_path / "m.png"                  # the default plot is OUTPUT with .png
+    assert cli.main(["train", "--output", str(png), "--verbose", "0"]) == 2
+    assert "would overwrite the model" in capsys.readouterr().err
+    assert model.read_bytes() == b"previous model" and not png.exists()
+
+
 def test_cli_saves_the_model_before_drawing(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     from numbanet import cli

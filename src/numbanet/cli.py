@@ -57,6 +57,10 @@ def train(args):
         nb.plot.require_matplotlib()        # fail before training, not after it
     if args.plot:
         check_writable(args.plot, "the plot")
+        if os.path.realpath(args.plot) == os.path.realpath(args.output):
+            raise ValueError(f"the plot {args.plot!r} (--plot; by default OUTPUT with .png) is "
+                             f"the model file --output {args.output!r}: the curves would "
+                             f"overwrite the model; give --plot another path, or --plot ''")
     nb.seed(args.seed)
     x, y = nb.datasets.load_digits()
     x_train, x_test, y_train, y_test = nb.data.train_test_split(
