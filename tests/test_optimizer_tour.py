@@ -41,6 +41,16 @@ def test_plot_is_written(tmp_path):
     assert (tmp_path / "nan.png").stat().st_size > 0
 
 
+def test_unwritable_plot_fails_before_training(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(tour, "_train",
+                        lambda *a: (_ for _ in ()).throw(AssertionError("trained")))
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        tour.compare_optimizers(["adam"], epochs=1, plot=tmp_path / "missing" / "tour.png")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        tour.compare_optimizers(["adam"], epochs=1, plot=tmp_path)
+
+
 def test_default_optimizers_cover_every_class():
     chosen = tour.default_optimizers()
     classes = {type(o) for o in chosen.values()}

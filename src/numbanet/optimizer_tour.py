@@ -36,7 +36,7 @@ import numpy as np
 from . import callbacks, datasets, layers
 from . import optimizers as _opt
 from . import random as _random
-from ._files import atomic_write
+from ._files import atomic_write, check_writable
 from .models import Sequential
 from .plot import require_matplotlib
 
@@ -138,6 +138,7 @@ def compare_optimizers(optimizers=None, epochs=10, seed=0, plot=None, batch_size
             raise ValueError(f"compare_optimizers: `plot` must be a PNG path; received "
                              f"plot={plot!r}")
         require_matplotlib()                              # fail before training, not after
+        check_writable(plot, "the plot")
     chosen = _as_dict(optimizers)
     x, y = datasets.load_digits()
     saved_rng = _random.get_rng()
