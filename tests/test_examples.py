@@ -13,6 +13,15 @@ def test_list_names_every_example(capsys):
         assert name in out
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_shows_the_command_and_the_examples_options(flag, capsys):
+    assert cli.main(["example", flag]) == 0
+    assert "--list" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:                # argparse's own --help of the example
+        cli.main(["example", "gan", flag])
+    assert e.value.code == 0 and "--latent" in capsys.readouterr().out
+
+
 def test_unknown_example_is_a_clear_error(capsys):
     assert cli.main(["example", "no-such-model"]) == 2
     err = capsys.readouterr().err

@@ -121,6 +121,11 @@ def _compare(args):
 
 def _example(args):
     from . import examples
+    if args.help and args.name:
+        examples.run(args.name, ["--help"])     # the example's own options
+    if args.help:
+        args.print_help()
+        return 0
     if args.list or not args.name:
         for name, title in examples.listing():
             print(f"{name:14s} {title}")
@@ -170,10 +175,12 @@ def main(argv=None):
     c.set_defaults(func=_compare)
     e = sub.add_parser("example", help="run one of the course's models (numbanet example --list)",
                        add_help=False)
+    e.add_argument("-h", "--help", action="store_true",
+                   help="show this help message, or with NAME the example's options, and exit")
     e.add_argument("name", nargs="?", help="the example (see --list)")
     e.add_argument("--list", action="store_true", help="list the examples")
     e.add_argument("rest", nargs=argparse.REMAINDER, help="the example's options (its --help)")
-    e.set_defaults(func=_example)
+    e.set_defaults(func=_example, print_help=e.print_help)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
