@@ -196,8 +196,11 @@ class Standardizer:
         x64 = x.astype(np.float64, copy=False)
         if not np.all(np.isfinite(x64)):
             raise ValueError("Standardizer.fit: x contains NaN or infinite values")
-        self.mean_ = x64.mean(axis=axes, keepdims=True)
-        self.std_ = x64.std(axis=axes, keepdims=True)
+        # A constant feature's mean is its value exactly: the rounded mean of a large constant
+        # is off by an ulp, which divided by epsilon is far from 0.
+        lo, hi = x64.min(axis=axes, keepdims=True), x64.max(axis=axes, keepdims=True)
+        self.mean_ = np.where(lo == hi, lo, x64.mean(axis=axes, keepdims=True))
+        self.std_ = np.where(lo == hi, 0.0, x64.std(axis=axes, keepdims=True))
         return self
 
     def transform(self, x):
