@@ -279,6 +279,21 @@ def test_cli_checks_output_and_plot_paths_before_training(tmp_path, capsys, monk
     assert not trained and not (tmp_path / "ok.npz").exists()
 
 
+@pytest.mark.parametrize("argv,option", [
+    (["train", "--learning-rate", "inf"], "--learning-rate"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["optimizers", "--seed", "-1"], "--seed"),
+])
+def test_cli_rejects_bad_numbers_naming_the_option(argv, option, capsys):
+    from numbanet import cli, examples
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and f"argument {option}:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        examples.run("gan", ["--seed", "-1"])
+    assert "argument --seed:" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_plot_that_would_overwrite_the_model(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     from numbanet import cli

@@ -1,5 +1,6 @@
 """The ``numbanet`` command: ``numbanet train`` (the main job) and ``numbanet compare``."""
 import argparse
+import math
 import os
 import sys
 import time
@@ -11,10 +12,21 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        if not value > 0:
+        if not 0 < value < math.inf:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
         return value
     return parse
+
+
+def non_negative_int(text):
+    """argparse type of a seed: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {text!r}")
+    return value
 
 
 def build_digits_cnn(device="cpu"):
@@ -142,7 +154,7 @@ def main(argv=None):
     t.add_argument("--batch-size", type=_positive(int), default=32)
     t.add_argument("--learning-rate", type=_positive(float), default=1e-3)
     t.add_argument("--optimizer", default="adam")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=0)
     t.add_argument("--output", default="numbanet-digits.npz")
     t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
@@ -158,7 +170,7 @@ def main(argv=None):
     o = sub.add_parser("optimizers", help="train the same small model on the digits with each "
                                           "optimizer and plot the loss curves side by side")
     o.add_argument("--epochs", type=_positive(int), default=10)
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=non_negative_int, default=0)
     o.add_argument("--plot", metavar="PNG", default="numbanet-optimizers.png")
     o.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     o.set_defaults(func=_optimizers)

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import os
 
+from ..cli import non_negative_int
+
 #: name -> module (in the order ``--list`` shows them)
 EXAMPLES = {
     "char-lstm": "char_lstm",
@@ -33,7 +35,7 @@ def parser_for(name):
     """The argument parser of example ``name``: the common options, then its own."""
     module = load(name)
     p = argparse.ArgumentParser(prog=f"numbanet example {name}", description=module.TITLE)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--output-dir", default=".", help="where the pictures go (default: here)")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
