@@ -38,6 +38,11 @@ def test_char_lstm_learns_below_the_unigram_entropy(tmp_path):
     assert sample.startswith("The ") and len(sample) == len("The ") + 40
     with pytest.raises(ValueError, match="--prompt"):
         examples.run("char-lstm", ["--prompt", "", "--chars", "2000", "--epochs", "1"])
+    for argv, match in ((["--epochs", "0"], "--epochs must be at least 1, got 0"),
+                        (["--seq-len", "0"], "--seq-len must be at least 1, got 0"),
+                        (["--chars", "100"], "--chars 100 gives 1 window")):
+        with pytest.raises(ValueError, match=match):
+            examples.run("char-lstm", argv + ["--verbose", "0"])
 
 
 def test_transformer_reverses_and_draws_its_attention(tmp_path):

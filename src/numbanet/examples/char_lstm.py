@@ -77,6 +77,12 @@ def run(args):
     import numbanet as nb
     if not args.prompt:
         raise ValueError("--prompt must hold at least one character")
+    for name in ("epochs", "chars", "seq_len", "units", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
+                             f"{getattr(args, name)}")
+    if args.length < 0:
+        raise ValueError(f"--length must be at least 0, got {args.length}")
     nb.seed(args.seed)
     text = english_text(args.chars)
     chars = sorted(set(text))
@@ -84,6 +90,10 @@ def run(args):
     ids = np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
     entropy = unigram_entropy(ids, len(chars))
     x, y = windows(ids, args.seq_len)
+    if len(x) < 2:
+        raise ValueError(f"--chars {args.chars} gives {len(x)} window(s) of --seq-len "
+                         f"{args.seq_len}; at least 2 are needed (one to validate on): give more "
+                         f"--chars or a smaller --seq-len")
     split = max(1, len(x) // 10)
     x_train, y_train, x_val, y_val = x[split:], y[split:], x[:split], y[:split]
     print(f"char-lstm: {len(text):,} characters of the pydoc topics, {len(chars)} distinct; "
