@@ -123,6 +123,15 @@ def test_cgan_draws_the_digit_it_is_asked_for(tmp_path, capsys):
     assert again["classifier_accuracy"] == result["classifier_accuracy"]
 
 
+def test_cgan_checks_the_classifier_path_before_training(tmp_path, monkeypatch):
+    from numbanet.examples import cgan
+    monkeypatch.setattr(cgan, "classifier", lambda nb: (_ for _ in ()).throw(
+        AssertionError("trained")))
+    with pytest.raises(FileNotFoundError, match="cannot write the classifier"):
+        examples.run("cgan", ["--classifier", str(tmp_path / "missing" / "c.npz"),
+                              "--verbose", "0", "--output-dir", str(tmp_path)])
+
+
 def planted_corpus(rng, sentences=600):
     """Sentences that each draw their words from one of three planted groups of words."""
     groups = [["red", "green", "blue", "yellow"], ["cat", "dog", "horse", "cow"],

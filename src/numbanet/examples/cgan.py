@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from .._files import check_writable
 from . import gan
 
 TITLE = "conditional GAN on the digits, checked by a separately trained digits classifier"
@@ -76,6 +77,8 @@ def get_classifier(nb, path, x_train, y_train, x_test, y_test, args):
         model = nb.load_model(path).to(args.device)
         print(f"digits classifier: loaded from {path}")
     else:
+        if path:
+            check_writable(path, "the classifier")      # fail before training, not after
         model = classifier(nb).to(args.device)
         model.compile(nb.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
