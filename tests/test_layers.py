@@ -67,6 +67,20 @@ def test_dropout_is_inverted_seeded_and_off_at_inference(rng):
     np.testing.assert_allclose(d1.backward(g), np.where(mask, g / 0.75, 0), rtol=1e-6)
 
 
+def test_dropout_takes_a_numpy_rate():
+    """A rate read from a NumPy array or config is a NumPy float; it was refused as 'not a
+    float' unless it happened to be np.float64."""
+    for rate in (np.float32(0.25), np.float16(0.25), np.float64(0.25)):
+        layer = L.Dropout(rate, seed=3)
+        assert layer.rate == 0.25 and type(layer.get_config()["rate"]) is float
+        np.testing.assert_array_equal(layer.forward(np.ones((4, 5)), training=True),
+                                      L.Dropout(0.25, seed=3).forward(np.ones((4, 5)),
+                                                                      training=True))
+    for bad in (np.float32(1.0), np.float32("nan"), np.bool_(False), "0.5"):
+        with pytest.raises(ValueError, match="Dropout.*rate must be a float in"):
+            L.Dropout(bad)
+
+
 def test_dtype_follows_first_input():
     layer = L.Dense(3)
     assert layer.forward(np.ones((2, 4))).dtype == np.float64

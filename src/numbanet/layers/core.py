@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .. import activations, initializers
+from .. import validation as V
 from .base import Layer, Seeded, check_features, check_positive_int
 
 
@@ -244,7 +245,7 @@ class Dropout(Seeded, Layer):
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        if not V.is_real(rate) or not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout {self.name!r}: rate must be a float in [0, 1), got {rate!r}")
         self.rate = float(rate)
         self._set_seed(seed, f"Dropout {self.name!r}")
