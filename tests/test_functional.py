@@ -115,6 +115,19 @@ def test_merge_layers_forward_gradcheck_and_torch(make, shapes, rng):
         np.testing.assert_allclose(np.asarray(a), t.grad.numpy(), rtol=1e-12, atol=1e-14)
 
 
+def test_concatenate_takes_a_numpy_int_axis(rng):
+    """An axis computed with NumPy (np.int64) was refused as 'not a non-zero int'."""
+    xs = [rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 1, 4))]
+    layer = L.Concatenate(axis=np.int64(1))
+    assert type(layer.axis) is int and type(layer.get_config()["axis"]) is int
+    np.testing.assert_array_equal(np.asarray(layer(xs)), np.concatenate(xs, axis=1))
+    assert L.Concatenate(axis=np.int32(-1))([nb.Input((2, 3)), nb.Input((2, 5))]).shape == \
+        (None, 2, 8)
+    for bad in (np.int64(0), np.bool_(True), np.float64(1.0)):
+        with pytest.raises(ValueError, match="Concatenate.*axis must be a non-zero int"):
+            L.Concatenate(axis=bad)
+
+
 def test_merge_shape_mismatch_names_layer_and_shapes():
     a, b = nb.Input((3,)), nb.Input((4,))
     with pytest.raises(ValueError, match=r"Add 'plus'.*input 0 is \(None, 3\), input 1 is "

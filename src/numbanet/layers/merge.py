@@ -2,6 +2,7 @@
 Concatenate (along an axis). Each takes a list of inputs and runs the elementwise and strided
 copy kernels of ``kernels/<device>/ops.py``."""
 from .. import ops as _ops
+from .. import validation as V
 from .base import Layer, fmt_shape
 
 
@@ -114,10 +115,10 @@ class Concatenate(_Merge):
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+        if not V.is_int(axis) or axis == 0:
             raise ValueError(f"Concatenate {self.name!r}: axis must be a non-zero int (axis 0 is "
                              f"the batch), got {axis!r}")
-        self.axis = axis
+        self.axis = int(axis)
 
     def _axis(self, rank):
         """The axis among the per-sample axes (0-based), for inputs of ``rank`` sample axes."""
