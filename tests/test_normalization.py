@@ -333,6 +333,37 @@ def test_batchnorm_matches_torch(dtype, tol, rng):
             x = (1.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
 
 
+def test_batchnorm_takes_any_size_on_the_other_axes(rng):
+    """Sizes known only at run time (nb.Input((channels, None))) and sizes that change between
+    calls: statistics per channel over whatever the batch holds, as Keras and torch. Building
+    from a None size crashed with an internal TypeError; a second image size was refused."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    inp = nb.Input((3, None), dtype="float64")
+    bn = N.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    model = nb.Model(inp, bn(inp))
+    _random_affine(bn, rng)
+    t_rm = torch.tensor(bn.buffers["moving_mean"].copy())
+    t_rv = torch.tensor(bn.buffers["moving_variance"].copy())
+    for length in (5, 2, 7):
+        x = 1.0 + 2.0 * rng.standard_normal((4, 3, length))
+        want = F.batch_norm(torch.tensor(x), t_rm, t_rv, torch.tensor(bn.params["gamma"]),
+                            torch.tensor(bn.params["beta"]), training=True, momentum=0.1,
+                            eps=1e-3)
+        np.testing.assert_allclose(np.asarray(model(x, training=True)), want.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(bn.buffers["moving_variance"], t_rv.numpy(), rtol=1e-10)
+        assert model.predict(x[:1, :, :length - 1]).shape == (1, 3, length - 1)
+    steps = nb.Input((None, 4))
+    model = nb.Model(steps, N.BatchNormalization(axis=-1)(steps))
+    assert model.predict(np.ones((2, 6, 4))).shape == (2, 6, 4)
+    image = N.BatchNormalization()
+    for size in ((5, 5), (3, 8)):
+        x = rng.standard_normal((2, 3, *size))
+        assert gradcheck(image, x)
+    with pytest.raises(ValueError, match="needs a known size on axis 1"):
+        N.BatchNormalization()(nb.Input((None, 5)))
+
+
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 @pytest.mark.parametrize("shape,axis", [((3, 4, 6), -1), ((2, 3, 4, 5), (1, 2, 3)), ((1, 8), -1)])
 def test_layernorm_matches_torch(shape, axis, dtype, tol, rng):

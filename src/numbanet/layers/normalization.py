@@ -1,4 +1,6 @@
 """BatchNormalization and LayerNormalization (kernels: numbanet.kernels.<device>.normalization)."""
+import math
+
 import numpy as np
 
 from .. import initializers
@@ -71,7 +73,8 @@ class BatchNormalization(_Normalization):
     """Batch normalization over every axis but ``axis`` (Ioffe & Szegedy, 2015).
 
     ``axis=1`` is the channel axis of NCHW images and the feature axis of (N, F) inputs; any other
-    single non-batch axis works too. ``training=True`` normalizes with the batch mean and biased
+    single non-batch axis works too; the other axes may have any size (None in ``nb.Input``), a
+    different one at each call. ``training=True`` normalizes with the batch mean and biased
     variance and updates the moving statistics, Keras-style:
     ``moving = momentum * moving + (1 - momentum) * batch`` (PyTorch's momentum is
     ``1 - momentum``), the moving variance taking the unbiased batch variance as PyTorch does.
@@ -101,9 +104,13 @@ class BatchNormalization(_Normalization):
             raise ValueError(f"{self!r}: axis {self.axis} is not a non-batch axis of input shape "
                              f"{(None,) + tuple(input_shape)}")
         a = self.axis % rank
-        self._view = (int(np.prod(input_shape[:a - 1])), input_shape[a - 1],
-                      int(np.prod(input_shape[a:])))
+        if input_shape[a - 1] is None:
+            raise ValueError(f"{self!r}: needs a known size on axis {self.axis}, got input shape "
+                             f"{(None,) + tuple(input_shape)}")
+        self._a = a
         self.param_shape = (input_shape[a - 1],)
+        # the other axes may change size between calls (a sequence's length, an image's size)
+        self.free_axes = tuple(i for i in range(rank - 1) if i != a - 1)
         return input_shape
 
     def create_params(self, input_shape):
@@ -115,8 +122,10 @@ class BatchNormalization(_Normalization):
             self.buffers[key] = self.backend.asarray(value, dtype=self.dtype)
 
     def _x3(self, a):
-        pre, c, post = self._view
-        return a.reshape((a.shape[0] * pre, c, post))
+        """``a`` as (everything before the axis, the axis, everything after it)."""
+        shape = tuple(int(d) for d in a.shape)
+        return a.reshape((math.prod(shape[:self._a]), shape[self._a],
+                          math.prod(shape[self._a + 1:])))
 
     def _forward(self, x, training):
         """Batch statistics in training (and the moving statistics updated), the moving ones in
