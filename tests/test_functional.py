@@ -849,3 +849,21 @@ def test_resnet_style_model_on_digits_reaches_97_percent():
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, seed=0, verbose=0)
     assert model.evaluate(x_test, y_test)["accuracy"] >= 0.97
+
+
+def test_a_layer_built_in_one_float_dtype_refuses_another_in_a_graph():
+    """A graph hands arrays from layer to layer uncast: a float32 layer or nested model fed a
+    float64 tensor is refused when the graph is built (it reached the kernels and failed there
+    on a Numba typing error), naming the layer and both dtypes."""
+    L = nb.layers
+    inner = nb.Sequential([L.Conv2D(2, 3)], input_shape=(2, 4, 4))
+    with pytest.raises(ValueError, match=r"Sequential 'sequential\w*' was built in float32 but "
+                                         r"gets a float64 input"):
+        inner(nb.Input((2, 4, 4), dtype="float64"))
+    dense = L.Dense(2, dtype="float64")
+    dense.build((3,))
+    with pytest.raises(ValueError, match=r"built in float64 but gets a float32 input"):
+        dense(nb.Input((3,)))
+    same = nb.Input((2, 4, 4))                      # the matching dtype still builds and runs
+    out = nb.Model(same, L.Flatten()(inner(same))).predict(np.ones((1, 2, 4, 4), np.float32))
+    assert out.shape == (1, 8)

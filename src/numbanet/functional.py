@@ -232,6 +232,13 @@ def call_symbolic(layer, inputs, args, kwargs):
             layer.build(shapes if layer.multi_input else shapes[0])
     if layer.built and layer.checks_input_shape():
         _check_shapes(layer, shapes)
+    if layer.built and layer.input_kind == "float" and not isinstance(layer, OpLayer) and \
+            layer.dtype is not None and layer.dtype.kind == "f":
+        for t in items:     # a graph hands arrays on uncast: the kernels would get mixed dtypes
+            if t.dtype.kind == "f" and t.dtype != layer.dtype:
+                raise ValueError(f"{layer!r} was built in {layer.dtype} but gets a {t.dtype} "
+                                 f"input in this graph; give the model's Input the same dtype "
+                                 f"or build the layer in {t.dtype}")
     if custom or getattr(layer, "infer_by_running", False):
         if kw_tensors:
             raise TypeError(f"{layer!r}: a layer without compute_output_shape takes no tensor "
