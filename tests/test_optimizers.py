@@ -1253,3 +1253,101 @@ def test_model_closure_needs_a_compiled_model():
     model = nb.Sequential([nb.layers.Dense(2)], input_shape=(3,))
     with pytest.raises(RuntimeError, match="compile"):
         O.model_closure(model, np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+def _two_layer_mlp(nb):
+    return nb.Sequential([nb.layers.Dense(4, activation="tanh"), nb.layers.Dense(4),
+                          nb.layers.Dense(1)], input_shape=(3,), dtype="float64")
+
+
+def _torch_mlp_loss(torch, weights, x, y):
+    w0, b0, w1, b1, w2, b2 = weights
+    h = torch.tanh(torch.from_numpy(x) @ w0 + b0) @ w1 + b1
+    return ((h @ w2 + b2 - torch.from_numpy(y)) ** 2).mean()
+
+
+@pytest.mark.parametrize("how", ["frozen", "apply_gradients"])
+def test_a_variable_left_out_keeps_its_state(how):
+    """Momentum of weights left out of some steps (a layer frozen in fit, a subset given to
+    apply_gradients) resumes when they are updated again, as torch skips a None gradient; it was
+    reset to zero."""
+    torch = pytest.importorskip("torch")
+    import numbanet as nb
+    nb.seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+    model = _two_layer_mlp(nb)
+    opt = O.SGD(0.05, momentum=0.9)
+    model.compile(opt, "mse")
+    tw = [torch.tensor(w, requires_grad=True) for w in model.get_weights()]
+    topt = torch.optim.SGD(tw, lr=0.05, momentum=0.9)
+
+    def step(skip_first_layer):
+        if how == "frozen":
+            model.layers[0].trainable = not skip_first_layer
+            model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+        else:
+            with nb.GradientTape() as tape:
+                loss = nb.losses.MeanSquaredError()(y, model(x, training=True))
+            weights = model.trainable_weights
+            pairs = list(zip(tape.gradient(loss, weights), weights))
+            opt.apply_gradients(pairs[2:] if skip_first_layer else pairs)
+        topt.zero_grad()
+        _torch_mlp_loss(torch, tw, x, y).backward()
+        if skip_first_layer:
+            tw[0].grad = tw[1].grad = None
+        topt.step()
+
+    for skip in (False, True, True, False, False):
+        step(skip)
+    for a, b in zip(model.get_weights(), tw):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_one_optimizer_taking_turns_on_two_models_keeps_both_states():
+    """A momentum optimizer alternating between two models (two weight lists) updates each as
+    if it had its own: switching no longer resets the other model's velocity."""
+    import numbanet as nb
+    nb.seed(0)
+    rng = np.random.default_rng(1)
+    a, b = _two_layer_mlp(nb), _two_layer_mlp(nb)
+    x = rng.standard_normal((5, 3))
+    shared = O.SGD(0.1, momentum=0.9)
+    own = {id(a): O.SGD(0.1, momentum=0.9), id(b): O.SGD(0.1, momentum=0.9)}
+    twins = {id(a): _two_layer_mlp(nb), id(b): _two_layer_mlp(nb)}
+    for m in (a, b):
+        twins[id(m)].set_weights(m.get_weights())
+
+    def step(m, opt):
+        with nb.GradientTape() as tape:
+            loss = nb.ops.sum(nb.ops.square(m(x)))
+        opt.apply_gradients(zip(tape.gradient(loss, m.trainable_weights), m.trainable_weights))
+
+    for _ in range(3):
+        for m in (a, b):
+            step(m, shared)
+            step(twins[id(m)], own[id(m)])
+    for m in (a, b):
+        for u, v in zip(m.get_weights(), twins[id(m)].get_weights()):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_stateless_optimizer_follows_a_change_of_grouping():
+    """Plain SGD (no state arrays) trains on when freezing a middle layer splits the weights
+    into two runs of storage; it raised 'SGD holds state for 1 parameters but step got 2'."""
+    import numbanet as nb
+    nb.seed(0)
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+    model = _two_layer_mlp(nb)
+    model.compile(O.SGD(0.05), "mse")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    model.layers[1].trainable = False
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    after = model.get_weights()
+    for k in range(6):
+        assert np.array_equal(before[k], after[k]) == (k in (2, 3))
+    model.layers[1].trainable = True
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert not np.array_equal(after[2], model.get_weights()[2])

@@ -94,6 +94,9 @@ class Optimizer(Declared):
     #: so it can be regrouped when the runs of variables it updates change
     elementwise = True
     _layout = None
+    #: {(slot name, variable): flat host array} of the variables the last update left out
+    #: (always replaced, never mutated, so this class-level default stays empty)
+    _parked = {}
     _config_extra = _keyword_only = ("clipnorm", "clipvalue", "global_clipnorm")
     default_learning_rate = 0.001
     params = {}
@@ -249,7 +252,8 @@ class Optimizer(Declared):
     def step_variables(self, variables, closure=None):
         """Update ``variables`` (Variables) from the gradients in their layers' gradient buffers
         (what a model's backward pass fills): one kernel call per run of adjacent storage. The
-        state follows each variable when the grouping changes (a layer frozen or added)."""
+        state follows each variable when the grouping changes (a layer frozen or added); a
+        variable left out of a step keeps its state for the next step that updates it."""
         separate = self.clipnorm is not None
         version = engine._structure[0]
         c = self.__dict__.get("_runs_cache")
@@ -272,7 +276,8 @@ class Optimizer(Declared):
 
     def apply_gradients(self, grads_and_vars):
         """Keras' ``apply_gradients``: ``(gradient, variable)`` pairs, e.g.
-        ``zip(tape.gradient(loss, weights), weights)``; a None gradient skips its variable."""
+        ``zip(tape.gradient(loss, weights), weights)``; a None gradient skips its variable
+        (which keeps its state, as a variable of another call does)."""
         Variable, _TensorLike = engine.Variable, engine._TensorLike
         pairs = list(grads_and_vars)
         variables, skipped = [], []
@@ -344,8 +349,11 @@ class Optimizer(Declared):
             self.set_state({"iterations": np.array(self.iterations)})
             return
         per_var, other = self._split_state(old)
-        if not per_var:
-            return
+        per_var.update(self._parked)
+        kept = {v for run in new for v in run}
+        # a variable left out of this update keeps its state for when it comes back (a frozen
+        # layer unfrozen, a None gradient, one optimizer taking turns on two models), as torch
+        self._parked = {k: a for k, a in per_var.items() if k[1] not in kept}
         names = sorted({n for n, _ in per_var})
         self._join_state(per_var, other, new, names)
 
@@ -384,6 +392,7 @@ class Optimizer(Declared):
                                  f"{v.name} {v.size}")
             per_var[(name, v)] = value
         layout = engine.variable_runs(variables, separate=self.clipnorm is not None)[2]
+        self._parked = {}
         names = sorted({n for n, _ in per_var})
         if not per_var:
             self.set_state(other)
