@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import numbanet as nb
-from numbanet.testing import gradcheck
+from numbanet.testing import gradcheck, numeric_gradient
 
 L = nb.layers
 
@@ -649,6 +649,26 @@ def test_tape_semantics(rng):
     with nb.GradientTape() as tape:
         out = nb.ops.sum(x)
     assert tape.gradient(out, dense.trainable_weights) == [None, None]
+
+
+def test_a_variable_requested_twice_gets_its_gradient_at_both_places(rng):
+    """The weights of an encoder and of the autoencoder around it, concatenated, name the
+    encoder's weights twice: each place gets the gradient (as TensorFlow); the first was None."""
+    inp = nb.Input((4,), dtype="float64")
+    encoder = nb.Model(inp, L.Dense(2, activation="tanh", dtype="float64")(inp))
+    outer = nb.Input((4,), dtype="float64")
+    auto = nb.Model(outer, L.Dense(4, dtype="float64")(encoder(outer)))
+    x = rng.standard_normal((5, 4))
+    with nb.GradientTape() as tape:
+        loss = nb.ops.mean(nb.ops.square(auto(x) - x))
+    weights = encoder.trainable_weights + auto.trainable_weights
+    grads = tape.gradient(loss, weights)
+    assert all(g is not None for g in grads)
+    for k in range(2):
+        np.testing.assert_array_equal(np.asarray(grads[k]), np.asarray(grads[2 + k]))
+    kernel = encoder.trainable_weights[0]
+    numeric = numeric_gradient(lambda: np.mean((auto.predict(x) - x) ** 2), kernel.value)
+    np.testing.assert_allclose(np.asarray(grads[0]), numeric, rtol=1e-6, atol=1e-9)
 
 
 def test_float64_gradients_reaching_float32_weights_match_torch(rng):

@@ -512,13 +512,19 @@ class LayerSink(GradSink):
 
 class TapeSink(GradSink):
     """Gradients of requested variables into fresh buffers (``tape.gradient``); other parameters
-    of a layer whose weight is requested go to scratch."""
+    of a layer whose weight is requested go to scratch. A variable requested twice gets its
+    gradient at each place (``result(i)``)."""
 
     def __init__(self, variables):
         self.index = {}
+        self.first = []                 # for each requested position, that of its first request
         for i, v in enumerate(variables):
-            self.index.setdefault(id(v.layer), {})[v.key] = i
+            self.first.append(self.index.setdefault(id(v.layer), {}).setdefault(v.key, i))
         self.results = [None] * len(variables)
+
+    def result(self, i):
+        """The gradient of the ``i``-th requested variable (None if nothing reached it)."""
+        return self.results[self.first[i]]
 
     def wants(self, layer):
         return id(layer) in self.index
@@ -936,7 +942,7 @@ class GradientTape:
         out, vi = [], 0
         for s in srcs:
             if isinstance(s, Variable):
-                g = sink.results[vi]
+                g = sink.result(vi)
                 vi += 1
             else:
                 g = got.get(id(s))
