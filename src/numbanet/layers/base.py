@@ -103,9 +103,10 @@ def check_features(layer, x, axis, weight, dim=0, what="features"):
     width after the model was built (a TextVectorization adapted later); the kernel would
     fail on an internal size assertion instead."""
     w = layer.params[weight] if weight in layer.params else layer.buffers[weight]
-    shape = tuple(int(d) for d in x.shape)      # (a simulated device array's takes no -1)
-    want, got = int(w.shape[dim]), shape[axis]
+    shape = x.shape                 # (a simulated device array's shape takes no negative index)
+    want, got = w.shape[dim], shape[axis + len(shape) if axis < 0 else axis]
     if got != want:
+        shape = tuple(int(d) for d in shape)
         raise ValueError(f"{layer!r}: expected inputs with {want} {what} (its {weight} is "
                          f"{tuple(int(d) for d in w.shape)}), got {got} (input shape {shape})")
 
