@@ -54,6 +54,15 @@ def same_on_every_rank(arrays):
     return all(other == mine for other in dist.allgather(mine))
 
 
+def against_one_process(model, hist, ref, ref_hist, identical):
+    """How a distributed fit (``model``, its ``hist``) compares with one process's."""
+    return {"weights": rel_err(model.get_weights(), ref.get_weights()),
+            "history": max(abs(a - b) / max(abs(b), 1e-12) for k in ref_hist
+                           for a, b in zip(hist[k], ref_hist[k])),
+            "keys": sorted(hist) == sorted(ref_hist), "identical": identical,
+            "optimizer": type(model.optimizer).__name__}
+
+
 def write(outdir, name, result):
     with open(os.path.join(outdir, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -81,14 +90,8 @@ def equivalence(outdir):
             model, hist = fit(True)
             identical = same_on_every_rank(model.get_weights())
             if r == 0:
-                ref, ref_hist = fit(False)
-                result["cases"][f"{kind}-{dtype}"] = {
-                    "weights": rel_err(model.get_weights(), ref.get_weights()),
-                    "history": max(abs(a - b) / max(abs(b), 1e-12) for k in ref_hist
-                                   for a, b in zip(hist[k], ref_hist[k])),
-                    "keys": sorted(hist) == sorted(ref_hist),
-                    "identical": identical,
-                    "optimizer": type(model.optimizer).__name__}
+                result["cases"][f"{kind}-{dtype}"] = against_one_process(
+                    model, hist, *fit(False), identical)
     # two outputs: the per-output losses (cls_loss, reg_loss) are global like the loss, on
     # every step, including a last global batch of 2 samples on 3 ranks (one rank has none)
     x, y = digits(124, "float64")
@@ -106,13 +109,9 @@ def equivalence(outdir):
         same_logs = all(other == hist for other in dist.allgather(hist))
         identical = same_on_every_rank(model.get_weights()) and same_logs
         if r == 0:
-            ref, ref_hist = fit(False)
-            result["cases"][f"{kind}-float64"] = {
-                "weights": rel_err(model.get_weights(), ref.get_weights()),
-                "history": max(abs(a - b) / max(abs(b), 1e-12) for k in ref_hist
-                               for a, b in zip(hist[k], ref_hist[k])),
-                "keys": sorted(hist) == sorted(ref_hist) and "reg_loss" in hist,
-                "identical": identical, "optimizer": type(model.optimizer).__name__}
+            case = against_one_process(model, hist, *fit(False), identical)
+            case["keys"] = case["keys"] and "reg_loss" in hist
+            result["cases"][f"{kind}-float64"] = case
     # L-BFGS: full batch, every evaluation of the closure averaged
     x, y = digits(90, "float64")
 
