@@ -269,3 +269,32 @@ def test_logits_have_the_output_shape(rng, make, shape):
     if isinstance(layer, L.Dense):
         w, b = (np.asarray(layer.params[k], np.float64) for k in ("kernel", "bias"))
         np.testing.assert_allclose(z, x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_get_and_set_weights(rng):
+    """Layers have Keras' get_weights/set_weights: every weight in ``weights`` order (a
+    BatchNormalization's moving statistics too, a wrapper's inner layers after its own)."""
+    L = nb.layers
+    bn = L.BatchNormalization()
+    bn.forward(rng.standard_normal((6, 3)).astype(np.float32), training=True)
+    got = bn.get_weights()
+    assert [w.shape for w in got] == [tuple(v.shape) for v in bn.weights] == [(3,)] * 4
+    new = [rng.standard_normal(3).astype(np.float32) for _ in got]
+    new[3] = np.abs(new[3]) + 0.5                      # a moving variance is positive
+    bn.set_weights(new)
+    for a, b in zip(bn.get_weights(), new):
+        np.testing.assert_array_equal(a, b)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    gamma, beta, mean, var = new
+    np.testing.assert_allclose(bn.forward(x), gamma * (x - mean) / np.sqrt(var + bn.epsilon)
+                               + beta, rtol=1e-5, atol=1e-6)
+    bi = L.Bidirectional(L.LSTM(2))
+    bi.forward(rng.standard_normal((2, 4, 3)).astype(np.float32))
+    assert [w.shape for w in bi.get_weights()] == [tuple(v.shape) for v in bi.weights]
+    assert len(bi.get_weights()) == 6
+    with pytest.raises(ValueError, match=r"has 4 weight arrays, got 3"):
+        bn.set_weights(new[:3])
+    with pytest.raises(ValueError, match=r"gamma has shape \(3,\), got \(2,\)"):
+        bn.set_weights([np.ones(2)] + new[1:])
+    with pytest.raises(RuntimeError, match="not built"):
+        L.Dense(2).set_weights([])

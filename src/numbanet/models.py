@@ -387,11 +387,6 @@ class Model(Layer, functional._GraphLayer):
         return [(l, k, a) for l in self._own_layers()
                 for k, a in list(l.params.items()) + list(l.buffers.items())]
 
-    def get_weights(self):
-        """Every weight as a NumPy array, in ``weights`` order: trainable and not, so
-        BatchNormalization's moving statistics too (Keras)."""
-        return [l.backend.to_numpy(a).copy() for l, _, a in self._weight_items()]
-
     def set_weights(self, weights):
         """Set every weight from a list shaped like ``get_weights()``."""
         self._require_built("set_weights")
@@ -404,22 +399,6 @@ class Model(Layer, functional._GraphLayer):
 
     def _set_params(self, weights, what):
         self._assign(self._param_items(), weights, what)
-
-    @staticmethod
-    def _assign(items, weights, what):
-        """Copy ``weights`` into the arrays of ``items`` after checking their number and
-        shapes (nothing is changed when one does not fit)."""
-        weights = list(weights)
-        if len(weights) != len(items):
-            raise ValueError(f"{what}: the model has {len(items)} weight arrays, got "
-                             f"{len(weights)}")
-        for (layer, key, a), w in zip(items, weights):
-            w = np.asarray(w)
-            if tuple(w.shape) != tuple(a.shape):
-                raise ValueError(f"{what}: {layer!r} {key} has shape {tuple(a.shape)}, got "
-                                 f"{tuple(w.shape)}")
-        for (layer, _, a), w in zip(items, weights):
-            layer.backend.copy_(a, np.ascontiguousarray(w, dtype=a.dtype))
 
     def gradient_norms(self):
         """L2 norm of each layer's parameter gradients after the last step: ``{name: norm}``.

@@ -349,6 +349,38 @@ class Layer:
 
     variables = weights
 
+    def _weight_items(self):
+        """(layer, key, array) of every weight in ``weights`` order (models: their layers')."""
+        return [(l, k, a) for l in [self] + self._sublayers_deep()
+                for k, a in list(l.params.items()) + list(l.buffers.items())]
+
+    def get_weights(self):
+        """Every weight as a NumPy array, in ``weights`` order: trainable and not, so
+        BatchNormalization's moving statistics too (Keras)."""
+        return [l.backend.to_numpy(a).copy() for l, _, a in self._weight_items()]
+
+    def set_weights(self, weights):
+        """Set every weight from a list shaped like ``get_weights()``."""
+        if not self.built:
+            raise RuntimeError(f"{self!r}.set_weights: the layer is not built; call it on data "
+                               f"or build(input_shape) first")
+        self._assign(self._weight_items(), weights, "set_weights")
+
+    def _assign(self, items, weights, what):
+        """Copy ``weights`` into the arrays of ``items`` after checking their number and
+        shapes (nothing is changed when one does not fit)."""
+        weights = list(weights)
+        if len(weights) != len(items):
+            raise ValueError(f"{what}: {self!r} has {len(items)} weight arrays, got "
+                             f"{len(weights)}")
+        for (layer, key, a), w in zip(items, weights):
+            w = np.asarray(w)
+            if tuple(w.shape) != tuple(a.shape):
+                raise ValueError(f"{what}: {layer!r} {key} has shape {tuple(a.shape)}, got "
+                                 f"{tuple(w.shape)}")
+        for (layer, _, a), w in zip(items, weights):
+            layer.backend.copy_(a, np.ascontiguousarray(w, dtype=a.dtype))
+
     def _direct_sublayers(self):
         """The layers set as attributes of this one, each once."""
         subs = self.__dict__.get("_sublayers")
