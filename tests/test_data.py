@@ -404,3 +404,11 @@ def test_cross_validate_stratifies_by_the_models_loss_not_the_targets_dtype():
         assert got["loss"] == want
     with pytest.raises(ValueError, match="n_splits=4 is more than the number of samples"):
         nb.data.cross_validate(regression, x, y_int, k=4, stratified=True)
+
+
+def test_one_hot_of_a_huge_label_names_it():
+    """A label so large that the one-hot array cannot be allocated is named in the error (it
+    was NumPy's 'Maximum allowed dimension exceeded' or a MemoryError for a 4 TiB array)."""
+    for labels in ([0, 2**62], np.array([1e20])):   # beyond what any allocation can hold
+        with pytest.raises(ValueError, match=r"do not fit in memory \(the largest label is"):
+            nb.data.one_hot(labels)

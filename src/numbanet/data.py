@@ -108,8 +108,13 @@ def one_hot(labels, num_classes=None, dtype=np.float32):
         idx = tuple(int(i) for i in np.unravel_index(np.argmax(labels), labels.shape))
         raise ValueError(f"one_hot: labels must be in [0, {num_classes - 1}] for "
                          f"num_classes={num_classes}, got {hi!r} at index {idx}")
+    try:
+        out = np.zeros((labels.size, num_classes), dtype=dtype)
+    except (MemoryError, ValueError):
+        raise ValueError(f"one_hot: {labels.size} labels x {num_classes} classes do not fit in "
+                         f"memory (the largest label is {hi!r}); check the labels or pass "
+                         f"num_classes") from None
     flat = labels.reshape(-1).astype(np.intp)
-    out = np.zeros((flat.size, num_classes), dtype=dtype)
     out[np.arange(flat.size), flat] = 1
     return out.reshape(labels.shape + (num_classes,))
 
