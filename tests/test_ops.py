@@ -264,3 +264,26 @@ def test_bad_arguments_are_clear_errors(rng):
         nb.ops.convert_to_tensor(["a", "b"])
     with pytest.raises(ValueError, match="concatenate.*differ outside axis"):
         nb.ops.concatenate([x, np.ones((2, 3))], axis=0)
+
+
+def test_a_number_to_the_power_of_a_tensor(rng):
+    """``base ** t`` for a positive number: value and gradient as torch, eagerly and in a
+    graph; any other base is a TypeError naming it."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((3, 4))
+    for base in (2, 0.5, np.float32(10.0)):
+        t = ops.convert_to_tensor(x)
+        with nb.GradientTape() as tape:
+            tape.watch(t)
+            y = ops.sum(base ** t * t)
+        tx = torch.tensor(x, requires_grad=True)
+        ty = (float(base) ** tx * tx).sum()
+        ty.backward()
+        np.testing.assert_allclose(float(y), ty.item(), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(tape.gradient(y, t)), tx.grad.numpy(), rtol=1e-12)
+    inp = nb.Input((4,), dtype="float64")
+    graph = nb.Model(inp, 3 ** inp)
+    np.testing.assert_allclose(graph.predict(x), 3.0 ** x, rtol=1e-12)
+    for bad in (0, -2.0, float("inf"), True, "2", 1j):
+        with pytest.raises(TypeError, match="positive finite real number as the base"):
+            bad ** ops.convert_to_tensor(x)

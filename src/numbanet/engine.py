@@ -117,6 +117,9 @@ class _TensorLike:
         """``ndarray + tensor`` and the like go to the differentiable op; other ufuncs compute
         on NumPy copies."""
         name = _UFUNCS.get(ufunc.__name__)
+        if name == "power" and method == "__call__" and not kwargs and \
+                not isinstance(inputs[0], _TensorLike):
+            return inputs[1].__rpow__(inputs[0])            # np.float32(2) ** tensor
         if method == "__call__" and name is not None and not kwargs:
             return getattr(_ops(), name)(*inputs)
         inputs = [np.asarray(a) if isinstance(a, _TensorLike) else a for a in inputs]
@@ -183,6 +186,14 @@ class _TensorLike:
 
     def __pow__(self, exponent):
         return _ops().power(self, exponent)
+
+    def __rpow__(self, base):
+        """``base ** t`` for a positive real number ``base``: exp(t log base)."""
+        if isinstance(base, (bool, np.bool_)) or not isinstance(base, (int, float, np.number)) \
+                or not np.isreal(base) or not 0 < base < math.inf:
+            raise TypeError(f"base ** tensor takes a positive finite real number as the base, "
+                            f"got {base!r}")
+        return _ops().exp(self * math.log(base))
 
     def __neg__(self):
         return _ops().negative(self)
