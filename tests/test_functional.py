@@ -776,6 +776,23 @@ def test_gradient_of_a_gradient_is_refused_not_silently_none(rng):
                                rtol=1e-12)
 
 
+def test_a_gradient_from_inside_a_tape_is_a_constant_to_later_tapes(rng):
+    """Only the tapes recording when tape.gradient returned a gradient refuse it as part of a
+    target; a tape opened afterwards takes it as a constant, as any other tensor."""
+    x = nb.ops.convert_to_tensor(rng.standard_normal(3))
+    w = nb.ops.convert_to_tensor(rng.standard_normal(3))
+    with nb.GradientTape():
+        with nb.GradientTape() as inner:
+            inner.watch(x)
+            y = nb.ops.sum(x * x * x)
+        g = inner.gradient(y, x)
+    with nb.GradientTape() as later:
+        later.watch(w)
+        z = nb.ops.sum(g * w)
+    np.testing.assert_allclose(np.asarray(later.gradient(z, w)), 3 * np.asarray(x) ** 2,
+                               rtol=1e-12)
+
+
 def test_custom_loss_with_ops_trains_with_fit(rng):
     class MyMSE(nb.losses.Loss):
         def call(self, y_true, y_pred):

@@ -736,11 +736,6 @@ def _sum_grads(be, a, b):
     return out
 
 
-# Gradients that tape.gradient returned while a tape was recording. The backward pass that made
-# them is not recorded, so a target computed from one would miss that path: second-order
-# gradients are refused instead (backprop raises when a target depends on one).
-_gradient_results = weakref.WeakSet()
-
 _SECOND_ORDER = ("GradientTape.gradient: the target depends on a gradient that tape.gradient "
                  "returned while this tape was recording; second-order gradients (a gradient "
                  "of a gradient) are not supported. To use that gradient as a constant, pass "
@@ -754,7 +749,7 @@ def _grad_as(be, g, like):
     dtype = np.dtype(like.dtype)
     if np.dtype(g.dtype) == dtype:
         return g
-    return be.asarray(g, dtype=dtype).reshape(tuple(g.shape))
+    return to_backend(be, g, dtype)
 
 
 def _layer_wants(fn, sink, memo):
@@ -765,10 +760,11 @@ def _layer_wants(fn, sink, memo):
     return memo[key]
 
 
-def backprop(entries, seeds, sink, input_ids=()):
+def backprop(entries, seeds, sink, input_ids=(), refuse=()):
     """Walk ``entries`` (in call order) backward from ``seeds`` {id(tensor): gradient}; parameter
     gradients go to ``sink``. Returns the gradients of the tensors whose ids are ``input_ids``
-    (a dict id -> gradient or None)."""
+    (a dict id -> gradient or None). A seed depending on a tensor whose id is in ``refuse`` (a
+    gradient returned while the tape was recording) is a RuntimeError."""
     # what reaches the seeds
     live = set(seeds)
     chosen = []
@@ -777,7 +773,7 @@ def backprop(entries, seeds, sink, input_ids=()):
             chosen.append(e)
             for t in e.inputs:
                 if t is not None:
-                    if _gradient_results and t in _gradient_results:
+                    if refuse and id(t) in refuse:
                         raise RuntimeError(_SECOND_ORDER)
                     live.add(id(t))
     if not chosen:
@@ -842,6 +838,10 @@ class GradientTape:
         self._entries = []
         self._tracked = set()           # ids of tensors produced or watched under this tape
         self._keep = []                 # watched tensors (their ids must stay valid)
+        # ids of gradients tape.gradient returned while this tape recorded: the backward pass
+        # that made them is not recorded, so a target computed from one would miss that path;
+        # second-order gradients are refused instead (a later tape takes them as constants)
+        self._from_gradient = set()
         self._watched_layers = set()
         self._seen = weakref.WeakSet()  # computed under the tape from nothing it tracks
         self._used = False
@@ -922,7 +922,7 @@ class GradientTape:
         if not isinstance(target, Tensor):
             raise TypeError(f"GradientTape.gradient: the target must be a Tensor computed under "
                             f"the tape, got {type(target).__name__}")
-        if target in _gradient_results and id(target) in self._tracked:
+        if id(target) in self._from_gradient:
             raise RuntimeError(_SECOND_ORDER)
         if id(target) not in self._tracked:
             if target in self._seen:             # computed here from constants: no gradient
@@ -947,7 +947,7 @@ class GradientTape:
         variables = [s for s in srcs if isinstance(s, Variable)]
         sink = TapeSink(variables)
         tensor_ids = [id(s) for s in srcs if isinstance(s, Tensor)]
-        got = backprop(self._entries, {id(target): seed}, sink, tensor_ids)
+        got = backprop(self._entries, {id(target): seed}, sink, tensor_ids, self._from_gradient)
         if id(target) in tensor_ids and got.get(id(target)) is None:
             got[id(target)] = seed
         out, vi = [], 0
@@ -960,21 +960,22 @@ class GradientTape:
             out.append(None if g is None else Tensor(g, s.backend))
         self._used = True
         if not self.persistent:
-            self._entries, self._tracked, self._keep = [], set(), []
+            self.reset()
             self._seen = weakref.WeakSet()
         if recording():
             # tapes recording now track the results, so a target computed from them is seen
             # to depend on them (and refused) rather than taken for a constant
             results = [g for g in out if g is not None]
-            _gradient_results.update(results)
             for tape in _scopes[-1]:
                 tape._tracked.update(id(g) for g in results)
+                tape._from_gradient.update(id(g) for g in results)
                 tape._keep.extend(results)
         return out[0] if single else out
 
     def reset(self):
         """Forget everything recorded so far."""
         self._entries, self._tracked, self._keep = [], set(), []
+        self._from_gradient = set()
 
 
 def is_number(v):
