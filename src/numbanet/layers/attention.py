@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import initializers, ops
-from .base import Layer, Seeded, check_positive_int, fmt_shape
+from .base import Layer, Seeded, check_positive_int, check_step_mask, fmt_shape
 from .core import Dense, Dropout
 from .normalization import LayerNormalization
 
@@ -27,14 +27,6 @@ def _bmm(be, a, b, batch, a_strides, b_strides, m, n, k, lda, ldb, ta, tb, out):
     shape, sa, sb = ops._collapse(batch, a_strides, b_strides)
     be.matmul_forward(ops._flat(be, a), ops._flat(be, b), shape, sa, sb, m, n, k, lda, ldb,
                       bool(ta), bool(tb), False, ops._flat(be, out))
-
-
-def _check_step_mask(layer, name, mask, n, t):
-    """A per-step mask must be (batch, time) = (n, t): a reshape would reinterpret a (t, n) one
-    silently, or fail with NumPy's message."""
-    if mask is not None and tuple(int(d) for d in mask.shape) != (n, t):
-        raise ValueError(f"{layer!r}: {name} must have shape ({n}, {t}) (batch, time), got "
-                         f"{tuple(int(d) for d in mask.shape)}")
 
 
 def _heads_side_by_side(be, x, n, h, t, d, out):
@@ -237,7 +229,7 @@ class MultiHeadAttention(Seeded, Layer):
             key_mask = masks[2] if key_mask is None else key_mask
         for name, m, t in (("query_mask", query_mask, tq), ("value_mask", value_mask, tk),
                            ("key_mask", key_mask, tk)):
-            _check_step_mask(self, name, m, n, t)
+            check_step_mask(self, name, m, n, t)
         kmask = value_mask if key_mask is None else key_mask if value_mask is None else \
             ops._MUL.forward(be, value_mask, key_mask)[0]
         h, kd, vd = self.num_heads, self.key_dim, self.value_dim
@@ -564,7 +556,7 @@ class TransformerEncoder(_TransformerBlock):
     def call(self, x, padding_mask=None, attention_mask=None, mask=None, training=False):
         if padding_mask is None:
             padding_mask = mask
-        _check_step_mask(self, "padding_mask", padding_mask,
+        check_step_mask(self, "padding_mask", padding_mask,
                          *(int(d) for d in tuple(x.shape)[:2]))
         x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention_dropout(
             self.self_attention(h, h, value_mask=padding_mask, attention_mask=attention_mask,
@@ -643,10 +635,10 @@ class TransformerDecoder(_TransformerBlock):
             decoder_padding_mask = masks[0]
         if len(inputs) == 2 and encoder_padding_mask is None:
             encoder_padding_mask = masks[1] if len(masks) > 1 else None
-        _check_step_mask(self, "decoder_padding_mask", decoder_padding_mask,
+        check_step_mask(self, "decoder_padding_mask", decoder_padding_mask,
                          *(int(d) for d in tuple(x.shape)[:2]))
         if len(inputs) == 2:
-            _check_step_mask(self, "encoder_padding_mask", encoder_padding_mask,
+            check_step_mask(self, "encoder_padding_mask", encoder_padding_mask,
                              *(int(d) for d in tuple(inputs[1].shape)[:2]))
         x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention_dropout(
             self.self_attention(h, h, value_mask=decoder_padding_mask,

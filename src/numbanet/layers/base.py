@@ -111,6 +111,14 @@ def check_features(layer, x, axis, weight, dim=0, what="features"):
                          f"{tuple(int(d) for d in w.shape)}), got {got} (input shape {shape})")
 
 
+def check_step_mask(layer, name, mask, n, t):
+    """A per-step mask (None: none) must be (batch, time) = (n, t): a reshape would reinterpret
+    a (t, n) one silently, or fail with NumPy's message."""
+    if mask is not None and tuple(int(d) for d in mask.shape) != (n, t):
+        raise ValueError(f"{layer!r}: {name} must have shape ({n}, {t}) (batch, time), got "
+                         f"{tuple(int(d) for d in mask.shape)}")
+
+
 def _accepts(fn, name):
     try:
         params = inspect.signature(fn).parameters

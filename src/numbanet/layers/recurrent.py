@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import activations, initializers, ops
 from .. import validation as V
-from .base import Layer, check_features, check_positive_int, fmt_shape
+from .base import (Layer, check_features, check_positive_int, check_step_mask,
+                   fmt_shape)
 
 __all__ = ["SimpleRNN", "LSTM", "GRU", "Bidirectional"]
 
@@ -127,9 +128,7 @@ class _RNN(Layer):
         be = self.backend
         if mask is None:
             return be.full((n, t), 1.0, self.dtype)
-        if tuple(mask.shape) != (n, t):
-            raise ValueError(f"{self!r}: mask must have shape ({n}, {t}) (batch, time), got "
-                             f"{tuple(mask.shape)}")
+        check_step_mask(self, "mask", mask, n, t)
         if np.dtype(mask.dtype) != self.dtype:
             mask = be.asarray(np.asarray(be.to_numpy(mask)).astype(self.dtype))
         return mask
