@@ -1047,10 +1047,8 @@ class Model(Layer, functional._GraphLayer):
 
     def _value(self, losses):
         """The reported loss: the data terms plus every regularization penalty, as a float."""
-        to_numpy = self.backend.to_numpy
-        if len(losses) == 1:
-            return float(to_numpy(losses[0]).reshape(-1)[0])
-        return float(sum(float(to_numpy(v).reshape(-1)[0]) for v in losses))
+        values = self._host_values(losses)
+        return values[0] if len(values) == 1 else float(sum(values))
 
     # -- one step ---------------------------------------------------------------------------------
     def _outputs_list(self, out):
