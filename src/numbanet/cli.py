@@ -6,27 +6,22 @@ import sys
 import time
 
 
-def _positive(kind):
+def _positive(kind, zero=False):
+    """argparse type: a finite ``kind`` above 0 (at least 0 with ``zero``)."""
+    word = "non-negative" if zero else "positive"
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a {word} {kind.__name__}, got {text!r}")
+        if not (0 <= value if zero else 0 < value) or not value < math.inf:
+            raise argparse.ArgumentTypeError(f"expected a {word} {kind.__name__}, got {text!r}")
         return value
     return parse
 
 
-def non_negative_int(text):
-    """argparse type of a seed: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative int, got {text!r}")
-    return value
+non_negative_int = _positive(int, zero=True)      # a seed
 
 
 def build_digits_cnn(device="cpu"):

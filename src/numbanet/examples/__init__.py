@@ -23,6 +23,14 @@ EXAMPLES = {
 }
 
 
+def check_sizes(args, names):
+    """Each option in ``names`` (argparse dests) must be at least 1: a ValueError naming it."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
+                             f"{getattr(args, name)}")
+
+
 def load(name):
     """The example module ``name``."""
     if name not in EXAMPLES:

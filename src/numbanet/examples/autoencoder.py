@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from . import check_sizes
+
 TITLE = "dense, convolutional and denoising autoencoders on the digits, against PCA"
 
 
@@ -102,10 +104,7 @@ def draw(rows, titles, path):
 
 def run(args):
     import numbanet as nb
-    for name in ("code_size", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
+    check_sizes(args, ("code_size", "epochs", "batch_size"))
     if args.conv_epochs < 0:
         raise ValueError(f"--conv-epochs must be 0 or more, got {args.conv_epochs}")
     if args.conv_epochs and args.code_size % 4:

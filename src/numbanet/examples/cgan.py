@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from .._files import check_writable
-from . import gan
+from . import check_sizes, gan
 
 TITLE = "conditional GAN on the digits, checked by a separately trained digits classifier"
 
@@ -106,8 +106,8 @@ def recognition(nb, gen, clf, latent, per_digit):
 
 def run(args):
     import numbanet as nb
-    gan.check(args, ("epochs", "latent", "batch_size", "sample_every", "per_digit",
-                     "classifier_epochs"))
+    check_sizes(args, ("epochs", "latent", "batch_size", "sample_every", "per_digit",
+                       "classifier_epochs"))
     nb.seed(args.seed)
     x, y = nb.datasets.load_digits()
     x_train, x_test, y_train, y_test = nb.data.train_test_split(x, y, test_size=0.2,

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import english_text
+from . import check_sizes, english_text
 
 TITLE = "character-level LSTM language model on English text that ships with Python"
 
@@ -77,10 +77,7 @@ def run(args):
     import numbanet as nb
     if not args.prompt:
         raise ValueError("--prompt must hold at least one character")
-    for name in ("epochs", "chars", "seq_len", "units", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
+    check_sizes(args, ("epochs", "chars", "seq_len", "units", "batch_size"))
     if args.length < 0:
         raise ValueError(f"--length must be at least 0, got {args.length}")
     nb.seed(args.seed)

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from . import check_sizes
+
 TITLE = "GAN on the digits, custom training loop with two tapes and two optimizers"
 
 
@@ -32,13 +34,6 @@ def add_arguments(p):
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--sample-every", type=int, default=15,
                    help="draw a row of samples every this many epochs")
-
-
-def check(args, names):
-    for name in names:
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
 
 
 def generator(nb, latent):
@@ -146,7 +141,7 @@ def draw_rows(rows, titles, path, title):
 
 def run(args):
     import numbanet as nb
-    check(args, ("epochs", "latent", "batch_size", "sample_every"))
+    check_sizes(args, ("epochs", "latent", "batch_size", "sample_every"))
     nb.seed(args.seed)
     x, _ = nb.datasets.load_digits()
     print(f"gan: {len(x)} digits; generator {args.latent} -> 128 -> 128 -> 64 pixels, "

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from . import check_sizes
+
 TITLE = "transformer encoder learning to reverse sequences, with its attention maps"
 
 
@@ -71,11 +73,8 @@ def draw(maps, ids, path):
 
 def run(args):
     import numbanet as nb
-    for name in ("samples", "length", "vocab", "width", "heads", "blocks", "epochs",
-                 "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
+    check_sizes(args, ("samples", "length", "vocab", "width", "heads", "blocks", "epochs",
+                       "batch_size"))
     nb.seed(args.seed)
     rng = np.random.default_rng(args.seed)
     n_test = max(1, args.samples // 5)

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from . import check_sizes
+
 TITLE = "variational autoencoder with a 2-D latent space on the digits"
 
 
@@ -113,10 +115,7 @@ def draw(nb, mu, labels, decoder, grid, output_dir):
 
 def run(args):
     import numbanet as nb
-    for name in ("epochs", "batch_size", "grid"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
+    check_sizes(args, ("epochs", "batch_size", "grid"))
     nb.seed(args.seed)
     x, y = nb.datasets.load_digits()
     x_train, x_test, _, y_test = nb.data.train_test_split(x, y, test_size=0.2, seed=args.seed)

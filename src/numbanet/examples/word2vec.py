@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import english_text
+from . import check_sizes, english_text
 
 TITLE = "word2vec (skip-gram or CBOW) on English text that ships with Python, or your corpus"
 
@@ -90,10 +90,7 @@ def draw(words, points, path, title):
 
 def run(args):
     import numbanet as nb
-    for name in ("vector_size", "window", "negative", "epochs", "topn"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
+    check_sizes(args, ("vector_size", "window", "negative", "epochs", "topn"))
     for name in ("corpus", "similarity", "analogies"):
         path = getattr(args, name)
         if path is not None and not os.path.isfile(path):
