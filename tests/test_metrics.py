@@ -234,3 +234,103 @@ def test_regression_metrics_in_fit(rng):
     assert history.history["val_mse"][-1] == pytest.approx(np.mean((pred - y) ** 2), rel=1e-10)
     assert history.history["val_mae"][-1] == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-10)
     assert history.history["val_mse"][-1] == pytest.approx(history.history["val_loss"][-1])
+
+
+# -- Keras' metric API for custom loops: update_state / reset_state / __call__, sample weights,
+# Mean, the Keras class names
+
+
+def _weighted_cases(rng, n=9, classes=3):
+    labels = rng.integers(0, classes, n)
+    probs = scores_for(rng.integers(0, classes, n), classes, rng)
+    binary_t = rng.integers(0, 2, (n, 1)).astype(float)
+    binary_p = rng.uniform(0, 1, (n, 1))
+    real_t, real_p = rng.standard_normal((n, 2)), rng.standard_normal((n, 2))
+    return [(M.Accuracy(), labels, probs), (M.TopKAccuracy(k=2), labels, probs),
+            (M.BinaryAccuracy(), binary_t, binary_p), (M.MeanSquaredError(), real_t, real_p),
+            (M.MeanAbsoluteError(), real_t, real_p),
+            (M.Precision(), labels, probs), (M.Recall(average="weighted"), labels, probs),
+            (M.F1Score(average="micro"), labels, probs), (M.F1Score(), binary_t, binary_p)]
+
+
+def test_integer_sample_weights_count_each_sample_that_many_times(rng):
+    """A sample of weight k counts as k copies of it (0: left out), for every metric."""
+    for metric, y_true, y_pred in _weighted_cases(rng):
+        w = rng.integers(0, 4, len(y_true))
+        w[0] = 0
+        metric.reset_state()
+        metric.update_state(y_true[:4], y_pred[:4], sample_weight=w[:4])
+        metric.update_state(y_true[4:], y_pred[4:], sample_weight=w[4:].astype(float))
+        weighted = metric.result()
+        repeated = run(metric, np.repeat(y_true, w, axis=0), np.repeat(y_pred, w, axis=0))
+        assert weighted == pytest.approx(repeated, rel=1e-12), type(metric).__name__
+
+
+def test_fractional_sample_weights_by_hand():
+    acc = M.Accuracy()
+    acc.update_state([0, 1, 1], [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]],
+                     sample_weight=[0.5, 0.25, 1.0])
+    assert acc.result() == pytest.approx((0.5 + 1.0) / 1.75)
+    mse = M.MeanSquaredError()
+    # per-sample means of the squared errors [1, 4] and [0, 9]: (0.2 * 2.5 + 0.6 * 4.5) / 0.8
+    mse.update_state([[1.0, 2.0], [0.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]], sample_weight=[0.2, 0.6])
+    assert mse.result() == pytest.approx((0.2 * 2.5 + 0.6 * 4.5) / 0.8)
+    prec = M.Precision()                     # binary: weighted tp / (tp + fp)
+    prec.update_state([[1], [0], [1]], [[0.9], [0.8], [0.1]], sample_weight=[0.5, 2.0, 1.0])
+    assert prec.result() == pytest.approx(0.5 / 2.5)
+
+
+def test_sequence_outputs_take_weights_per_sample_or_per_position(rng):
+    labels = rng.integers(0, 3, (4, 5))
+    probs = scores_for(rng.integers(0, 3, 20), 3, rng).reshape(4, 5, 3)
+    per_sample = rng.uniform(0.1, 1.0, 4)
+    a = M.Accuracy()
+    a.update_state(labels, probs, sample_weight=per_sample)
+    b = M.Accuracy()
+    b.update_state(labels, probs, sample_weight=np.repeat(per_sample[:, None], 5, axis=1))
+    correct = np.argmax(probs, axis=-1) == labels
+    expected = np.sum(per_sample[:, None] * correct) / (5 * per_sample.sum())
+    assert a.result() == pytest.approx(expected) and b.result() == pytest.approx(expected)
+
+
+def test_calling_a_metric_updates_it_and_returns_the_result(rng):
+    y, p = rng.integers(0, 3, 8), scores_for(rng.integers(0, 3, 8), 3, rng)
+    called, plain = M.Accuracy(), M.Accuracy()
+    first = called(y[:5], p[:5])
+    assert first == run(plain, y[:5], p[:5], splits=())
+    assert called(y[5:], p[5:]) == run(plain, y, p)
+    called.reset_state()
+    assert called.result() == 0.0
+
+
+def test_mean_metric_in_a_custom_loop():
+    loss = M.Mean()
+    for v in (0.5, np.float32(1.5), nb.ops.convert_to_tensor(np.float32(4.0))):
+        loss.update_state(v)
+    assert loss.result() == pytest.approx(2.0)
+    assert loss(np.array([1.0, 3.0]), sample_weight=[3.0, 1.0]) == \
+        pytest.approx((6.0 + 3.0 * 1.0 + 1.0 * 3.0) / (3 + 4))
+    with pytest.raises(ValueError, match="Mean averages"):
+        M.get("Mean")
+    model = nb.Sequential([nb.layers.Dense(2)], input_shape=(3,))
+    with pytest.raises(ValueError, match="Mean averages"):
+        model.compile("sgd", "mse", metrics=[M.Mean()])
+
+
+def test_bad_sample_weight_names_the_metric():
+    with pytest.raises(ValueError, match=r"Accuracy: sample_weight of shape \(2,\)"):
+        M.Accuracy().update_state([0, 1, 1], [[1, 0], [0, 1], [0, 1]], sample_weight=[1, 2])
+
+
+def test_keras_class_names_log_under_their_names(rng):
+    x = rng.standard_normal((16, 4)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    model = nb.Sequential([nb.layers.Dense(3, activation="softmax")], input_shape=(4,))
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  metrics=["sparse_categorical_accuracy", M.CategoricalAccuracy()])
+    history = model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    acc = run(M.Accuracy(), y, model.predict(x), splits=())
+    assert set(history.history) >= {"sparse_categorical_accuracy", "categorical_accuracy"}
+    result = model.evaluate(x, y)
+    assert result["sparse_categorical_accuracy"] == pytest.approx(acc)
+    assert result["categorical_accuracy"] == pytest.approx(acc)

@@ -1,5 +1,11 @@
 """Metrics, accumulated over batches on the host (``update``, ``result``, ``reset``).
 
+Keras' names work too, for custom training loops: ``update_state(y_true, y_pred,
+sample_weight=None)``, ``reset_state()``, and calling a metric updates it and returns
+``result()``; ``Mean`` averages values (a loss per step); ``sample_weight`` weights each
+sample (Keras semantics: a weighted mean over samples, a weighted count for precision, recall
+and F1). ``fit`` and ``evaluate`` pass no sample weights to metrics (Keras' ``metrics``).
+
 ``fit``/``evaluate`` hand every metric the batch's targets and the model's outputs as NumPy
 arrays; ``result()`` is the value over everything seen since the last ``reset()``. By name in
 ``compile(metrics=[...])``: "accuracy" ("acc"), "binary_accuracy", "top_k_accuracy",
@@ -24,8 +30,9 @@ from .registry import Configurable, Registry
 
 
 class Metric(Configurable):
-    """Base class: ``update(y_true, y_pred)`` accumulates, ``result()`` reads, ``reset()``
-    clears. The default state is a running mean ``total / count``."""
+    """Base class: ``update(y_true, y_pred, sample_weight=None)`` accumulates, ``result()``
+    reads, ``reset()`` clears (Keras: ``update_state``, ``reset_state``, ``metric(...)``). The
+    default state is a running mean ``total / count``."""
     name = None
 
     def __init__(self, name=None):
@@ -39,6 +46,32 @@ class Metric(Configurable):
     def result(self):
         return self.total / self.count if self.count else 0.0
 
+    def update_state(self, *args, **kwargs):
+        """Keras' name of ``update``."""
+        self.update(*args, **kwargs)
+
+    def reset_state(self):
+        """Keras' name of ``reset``."""
+        self.reset()
+
+    def __call__(self, *args, **kwargs):
+        """Update with one batch and return ``result()`` (Keras)."""
+        self.update(*args, **kwargs)
+        return self.result()
+
+    def _add(self, values, sample_weight):
+        """Add the per-position values (rows: samples or their positions, in sample order) to
+        the running mean, each row weighted by its sample's weight."""
+        values = np.asarray(values, dtype=np.float64)
+        rows = values.reshape(len(values), values[:1].size) if values.ndim else values.reshape(1, 1)
+        if sample_weight is None:
+            self.total += float(rows.sum())
+            self.count += rows.size
+            return
+        w = _row_weights(self, sample_weight, len(rows))
+        self.total += float(np.sum(w * rows.sum(axis=1)))
+        self.count += float(np.sum(w)) * rows.shape[1]
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
@@ -46,6 +79,21 @@ class Metric(Configurable):
 
 def _check(metric, name, value, spec):
     return spec(value, name, V.KerasOwner(type(metric).__name__))
+
+
+def _row_weights(metric, sample_weight, rows):
+    """Per-row weights from one weight per sample ((batch,) or (batch, 1)) or per position of
+    a sequence output ((batch, steps): rows are its positions in sample order)."""
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    w = w.reshape(-1) if w.ndim else w.reshape(1)
+    if w.size == rows:
+        return w
+    if w.size and rows % w.size == 0:
+        return np.repeat(w, rows // w.size)
+    raise ValueError(f"{type(metric).__name__}: sample_weight of shape "
+                     f"{np.shape(sample_weight)} does not match a batch of {rows} values")
 
 
 def _positions(y_true, y_pred):
@@ -114,7 +162,7 @@ class Accuracy(Metric):
         self.threshold = _check(self, "threshold", threshold, V.Number())
         super().__init__(name)
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = _positions(y_true, y_pred)
         y_pred = _scores(y_pred)
         y_true = np.asarray(y_true)
@@ -124,9 +172,29 @@ class Accuracy(Metric):
             correct = np.argmax(y_pred, axis=1) == y_true.reshape(-1)
         else:
             correct = np.argmax(y_pred, axis=1) == np.argmax(y_true.reshape(len(y_true), -1), axis=1)
-        self.total += float(np.count_nonzero(correct))
-        self.count += len(correct)
+        self._add(correct, sample_weight)
 
+
+
+class SparseCategoricalAccuracy(Accuracy):
+    """Keras' name of ``Accuracy`` for integer labels (``Accuracy`` tells labels from one-hot
+    rows by their shape)."""
+    name = "sparse_categorical_accuracy"
+
+
+class CategoricalAccuracy(Accuracy):
+    """Keras' name of ``Accuracy`` for one-hot targets."""
+    name = "categorical_accuracy"
+
+
+class Mean(Metric):
+    """Running mean of the values given, weighted by ``sample_weight`` (Keras' ``Mean``): in a
+    custom loop, ``train_loss = Mean(); train_loss(loss)`` each step, ``train_loss.result()``
+    at the end of the epoch. Takes values (numbers, arrays or tensors), not (y_true, y_pred)."""
+    name = "mean"
+
+    def update(self, values, sample_weight=None):
+        self._add(values, sample_weight)
 
 
 class BinaryAccuracy(Metric):
@@ -139,12 +207,10 @@ class BinaryAccuracy(Metric):
         self.threshold = _check(self, "threshold", threshold, V.Number())
         super().__init__(name)
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true, y_pred, sample_weight=None):
         y_pred = _scores(y_pred)
         y_true = _same_size(y_true, y_pred, type(self).__name__)
-        correct = (y_pred > self.threshold) == (y_true > 0.5)
-        self.total += float(np.count_nonzero(correct))
-        self.count += correct.size
+        self._add((y_pred > self.threshold) == (y_true > 0.5), sample_weight)
 
 
 
@@ -161,7 +227,7 @@ class TopKAccuracy(Metric):
         self.k = _check(self, "k", k, V.Integer(1))
         super().__init__(name)
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = _positions(y_true, y_pred)
         y_pred = _scores(y_pred)
         if y_pred.shape[1] < 2:
@@ -173,9 +239,7 @@ class TopKAccuracy(Metric):
                              f"predictions")
         true_score = y_pred[np.arange(len(labels)), labels]
         higher = np.count_nonzero(y_pred > true_score[:, None], axis=1)
-        correct = (higher < self.k) & ~np.isnan(true_score)
-        self.total += float(np.count_nonzero(correct))
-        self.count += len(correct)
+        self._add((higher < self.k) & ~np.isnan(true_score), sample_weight)
 
 
 
@@ -201,22 +265,26 @@ class _ClassCounts(Metric):
         self.tp = self.fp = self.fn = None
         self.binary = None
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = _positions(y_true, y_pred)
         y_pred = _scores(y_pred)
         n, units = y_pred.shape
+        w = None if sample_weight is None else _row_weights(self, sample_weight, n)
         if units == 1:
             predicted = y_pred[:, 0] > self.threshold
             actual = _same_size(y_true, y_pred, type(self).__name__)[:, 0] > 0.5
-            tp = np.array([np.count_nonzero(predicted & actual)])
-            fp = np.array([np.count_nonzero(predicted & ~actual)])
-            fn = np.array([np.count_nonzero(~predicted & actual)])
+            cells = np.stack([predicted & actual, predicted & ~actual, ~predicted & actual])
+            tp, fp, fn = (c[None] for c in (cells.sum(axis=1) if w is None else cells @ w))
         else:
             labels = _class_labels(y_true, units)
             if len(labels) != n:
                 raise ValueError(f"{type(self).__name__}: {len(labels)} targets for {n} "
                                  f"predictions")
-            cm = confusion_matrix(labels, y_pred, num_classes=units)
+            if w is None:
+                cm = confusion_matrix(labels, y_pred, num_classes=units)
+            else:                                   # weighted counts (Keras)
+                cm = np.bincount(labels * units + np.argmax(y_pred, axis=1), weights=w,
+                                 minlength=units * units).reshape(units, units)
             tp = np.diag(cm)
             fp, fn = cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
         if self.tp is None:
@@ -226,9 +294,8 @@ class _ClassCounts(Metric):
             raise ValueError(f"{type(self).__name__}: y_pred has {units} output units but earlier "
                              f"batches had {1 if self.binary else len(self.tp)}; call reset() "
                              f"between different models")
-        self.tp += tp
-        self.fp += fp
-        self.fn += fn
+        # integer counts stay exact; weighted ones make them float
+        self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
 
     def result(self):
         if self.tp is None:
@@ -292,20 +359,17 @@ class MeanSquaredError(Metric):
         y_pred = _scores(y_pred).astype(np.float64)
         return _same_size(y_true, y_pred, type(self).__name__).astype(np.float64) - y_pred
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true, y_pred, sample_weight=None):
         d = self._errors(y_true, y_pred)
-        self.total += float(np.sum(d * d))
-        self.count += d.size
+        self._add(d * d, sample_weight)
 
 
 class MeanAbsoluteError(MeanSquaredError):
     """Mean of |y_true - y_pred| over every output value seen."""
     name = "mean_absolute_error"
 
-    def update(self, y_true, y_pred):
-        d = self._errors(y_true, y_pred)
-        self.total += float(np.sum(np.abs(d)))
-        self.count += d.size
+    def update(self, y_true, y_pred, sample_weight=None):
+        self._add(np.abs(self._errors(y_true, y_pred)), sample_weight)
 
 
 def confusion_matrix(y_true, y_pred, num_classes=None):
@@ -351,6 +415,9 @@ def register(cls, *names):
 
 
 register(Accuracy, "accuracy", "acc")
+register(SparseCategoricalAccuracy, "sparse_categorical_accuracy")
+register(CategoricalAccuracy, "categorical_accuracy")
+register(Mean)
 register(BinaryAccuracy, "binary_accuracy")
 register(TopKAccuracy, "top_k_accuracy", "top_k_categorical_accuracy",
          "sparse_top_k_categorical_accuracy")
@@ -370,7 +437,11 @@ def get(metric, loss=None):
     """
     key = metric.lower() if isinstance(metric, str) else None
     if key not in REGISTRY.names:
-        return REGISTRY.get(metric)
+        found = REGISTRY.get(metric)
+        if isinstance(found, Mean):
+            raise ValueError(f"metric {metric!r}: Mean averages the values given to it (a loss in "
+                             f"a custom loop); compile's metrics take (y_true, y_pred)")
+        return found
     cls = REGISTRY.names[key]
     kwargs = {"name": _CANONICAL.get(key, key)}
     if getattr(loss, "from_logits", False) and "threshold" in inspect.signature(cls).parameters:
