@@ -1,4 +1,6 @@
 """Layers: gradients by finite differences, PyTorch agreement, shapes, dtypes and bad input."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -106,6 +108,23 @@ def test_shape_mismatch_names_layer_and_shapes():
         L.Conv2D(2, 5).forward(np.ones((1, 1, 3, 3), np.float32))
     with pytest.raises(TypeError, match="numeric"):
         L.Dense(3).forward(np.array([["a", "b"]]))
+
+
+def test_keras_channels_last_images_are_named_not_trained_silently():
+    """(height, width, channels) images given where (channels, height, width) is expected: a
+    window that does not fit says how to transpose; square images that fit get a warning (a
+    (32, 32, 3) CIFAR batch would otherwise train a model 32 channels deep and 3 pixels wide)."""
+    with pytest.raises(ValueError, match=r"\(None, 28, 28, 1\).*transpose\(0, 3, 1, 2\)"):
+        nb.Sequential([L.Conv2D(4, 3)], input_shape=(28, 28, 1))
+    with pytest.warns(UserWarning, match=r"conv2d.*\(None, 32, 32, 3\) looks like \(height, "
+                                         r"width, channels\)"):
+        nb.Sequential([L.Conv2D(4, 3, padding="same", name="conv2d")], input_shape=(32, 32, 3))
+    with pytest.warns(UserWarning, match="looks like"):
+        L.MaxPool2D().build((16, 16, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb.Sequential([L.Conv2D(4, 3), L.MaxPool2D()], input_shape=(3, 32, 32))
+        L.Conv2D(4, 3).build((8, 6, 3))
 
 
 @pytest.mark.parametrize("make, built, wrong, match", [

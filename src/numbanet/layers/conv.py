@@ -1,4 +1,6 @@
 """Conv2D, Conv2DTranspose, 2-D pooling and upsampling layers (NCHW inputs, OIHW kernels)."""
+import warnings
+
 import numpy as np
 
 from ..kernels.scalar import BINARY_CODES
@@ -35,6 +37,12 @@ def _output_and_pad(size, k, stride, dilation, padding, axis):
     return (size + 2 * p - span) // stride + 1, p
 
 
+# Keras' images are (height, width, channels); ours PyTorch's (channels, height, width).
+_LAYOUT_HINT = ("numbanet's 2-D layers take (channels, height, width) images (PyTorch's NCHW); "
+                "images stored as (height, width, channels) (Keras' default) need "
+                "x.transpose(0, 3, 1, 2) and input_shape=(channels, height, width)")
+
+
 def _spatial_output(layer, input_shape, kernel, strides, dilation, padding):
     if len(input_shape) != 3:
         raise ValueError(f"{layer!r}: expects 4-D input (batch, channels, height, width), got "
@@ -48,9 +56,15 @@ def _spatial_output(layer, input_shape, kernel, strides, dilation, padding):
                                padding, axis)
         if o < 1:
             raise ValueError(f"{layer!r}: window {kernel} (dilation {dilation}) does not fit input "
-                             f"of shape {(None,) + tuple(input_shape)} with padding {padding!r}")
+                             f"of shape {(None,) + tuple(input_shape)} with padding {padding!r}; "
+                             f"{_LAYOUT_HINT}")
         dims.append(o)
         pads.append(p)
+    c, h, w = input_shape
+    if c == h >= 8 and w in (1, 3, 4):      # (28, 28, 1), (32, 32, 3): square images, last
+        warnings.warn(f"{layer!r}: input shape {(None,) + tuple(input_shape)} looks like "
+                      f"(height, width, channels) images; {_LAYOUT_HINT}", UserWarning,
+                      stacklevel=2)
     return tuple(dims), tuple(pads)
 
 
