@@ -97,3 +97,27 @@ def test_global_pool1d_of_a_fully_masked_sample_is_zero_on_cuda(small_sim, cls, 
     np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-6)
     np.testing.assert_allclose(gpu_out[1], x[1, 0], rtol=1e-6)
     np.testing.assert_allclose(gpu_grad, cpu_grad, rtol=1e-6)
+
+
+def test_channels_last_conv1d_and_pools_on_cuda_match_cpu(small_sim, rng):
+    """data_format="channels_last" transposes on the device as on the CPU: outputs and tape
+    gradients (input and weights) agree."""
+    x = rng.standard_normal((2, 7, 3)).astype(np.float32)
+    results = []
+    for device in ("cpu", "cuda"):
+        nb.seed(0)
+        conv = L.Conv1D(4, 3, padding="same", activation="relu", data_format="channels_last")
+        layers = [conv, L.MaxPool1D(2, data_format="channels_last"),
+                  L.AvgPool1D(2, padding="same", data_format="channels_last")]
+        t = nb.ops.convert_to_tensor(x, device=device)
+        with nb.GradientTape() as tape:
+            tape.watch(t)
+            out = t
+            for layer in layers:
+                out = layer(out)
+            loss = nb.ops.sum(out * np.arange(1, 5, dtype=np.float32))
+        assert out.backend.name == device and tuple(out.shape) == (2, 2, 4)
+        grads = tape.gradient(loss, [t] + conv.trainable_weights)
+        results.append([np.asarray(out)] + [np.asarray(g) for g in grads])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

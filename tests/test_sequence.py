@@ -106,6 +106,209 @@ def test_pool1d_against_torch(cls, torch_fn, rng):
     np.testing.assert_allclose(np.asarray(tape.gradient(out, t)), tx.grad.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("padding, stride, dilation", [("valid", 1, 1), ("same", 2, 1),
+                                                       ("causal", 1, 2)])
+def test_conv1d_channels_last_against_channels_first_and_torch(padding, stride, dilation, rng):
+    """data_format="channels_last": (batch, steps, channels) -> (batch, steps', filters), the
+    same kernel (filters, in_channels, kernel_size) as channels_first; values and gradients
+    (input, kernel, bias) are those of torch's Conv1d on the permuted input."""
+    kw = dict(strides=stride, padding=padding, dilation_rate=dilation, activation="tanh",
+              dtype="float64")
+    last = L.Conv1D(4, 3, data_format="channels_last", **kw)
+    first = L.Conv1D(4, 3, data_format="channels_first", **kw)
+    x = rng.standard_normal((2, 9, 3))
+    y = np.asarray(last(x))
+    first(x.transpose(0, 2, 1))
+    first.set_weights(last.get_weights())
+    assert last.params["kernel"].shape == (4, 3, 3)
+    np.testing.assert_allclose(y, np.asarray(first(x.transpose(0, 2, 1))).transpose(0, 2, 1),
+                               rtol=1e-13, atol=1e-13)
+    assert gradcheck(last, x)
+    g = rng.standard_normal(y.shape)
+    t = nb.ops.convert_to_tensor(x)
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        out = nb.ops.sum(last(t) * g)
+    gx, gw, gb = tape.gradient(out, [t] + last.trainable_weights)
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    tx = torch.tensor(x, requires_grad=True)
+    conv = torch.nn.Conv1d(3, 4, 3, stride=stride, dilation=dilation).double()
+    conv.weight.data = torch.tensor(np.asarray(last.params["kernel"]))
+    conv.bias.data = torch.tensor(np.asarray(last.params["bias"]))
+    xp = tx.permute(0, 2, 1)
+    if padding == "causal":
+        xp = F.pad(xp, (2 * dilation, 0))
+    elif padding == "same":
+        total = max((-(-9 // stride) - 1) * stride + 3 - 9, 0)
+        xp = F.pad(xp, (total // 2, total - total // 2))
+    ty = torch.tanh(conv(xp)).permute(0, 2, 1)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    ty.backward(torch.tensor(g))
+    for got, want in ((gx, tx.grad), (gw, conv.weight.grad), (gb, conv.bias.grad)):
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_conv1d_channels_last_softmax_is_over_the_filters_and_fuses_with_the_loss(rng):
+    """A channels_last Conv1D's activation runs on (batch, steps, filters): a softmax output
+    classifies each step (Keras), and the loss that fuses with it reads its logits in that
+    layout (the reported loss is that of predict's probabilities)."""
+    nb.seed(0)
+    inp = nb.Input((None, 3), dtype="float64")
+    model = nb.Model(inp, L.Conv1D(4, 3, padding="same", activation="softmax",
+                                   data_format="channels_last")(inp))
+    model.compile(nb.optimizers.SGD(1.0), "sparse_categorical_crossentropy")
+    assert model._fused()
+    x, y = rng.standard_normal((2, 6, 3)), rng.integers(0, 4, (2, 6))
+    p = model.predict(x)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-12)
+    take = np.take_along_axis(p, y[..., None], axis=-1)
+    assert model.evaluate(x, y)["loss"] == pytest.approx(-np.mean(np.log(take)), rel=1e-10)
+    assert gradcheck(model.layers[1], x)
+    with nb.GradientTape() as tape:                 # the fused gradient is the loss's
+        loss = nb.losses.SparseCategoricalCrossentropy()(y, model(x))
+    want = [np.asarray(g) for g in tape.gradient(loss, model.trainable_weights)]
+    before = model.get_weights()
+    model.train_step(x, y)                          # one SGD step of rate 1
+    for w0, w1, g in zip(before, model.get_weights(), want):
+        np.testing.assert_allclose(w0 - w1, g, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("cls, torch_fn", [(L.MaxPool1D, "max_pool1d"),
+                                           (L.AvgPool1D, "avg_pool1d")])
+def test_pool1d_channels_last_against_torch(cls, torch_fn, rng):
+    layer = cls(3, strides=2, data_format="channels_last", dtype="float64")
+    x = rng.permutation(2 * 4 * 9).reshape(2, 9, 4).astype(np.float64)
+    y = np.asarray(layer(x))
+    assert y.shape == (2, 4, 4)
+    np.testing.assert_array_equal(
+        y, np.asarray(cls(3, strides=2, dtype="float64")(x.transpose(0, 2, 1))).transpose(0, 2, 1))
+    assert gradcheck(layer, x)
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    ty = getattr(torch.nn.functional, torch_fn)(tx.permute(0, 2, 1), 3, 2).permute(0, 2, 1)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
+    g = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(g))
+    t = nb.ops.convert_to_tensor(x)
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        out = nb.ops.sum(layer(t) * g)
+    np.testing.assert_allclose(np.asarray(tape.gradient(out, t)), tx.grad.numpy(), rtol=1e-12)
+
+
+def _keras_text_cnn(t=None, vocab=12, name="cnn"):
+    inp = nb.Input((t,), dtype="int64")
+    x = L.Embedding(vocab, 8, mask_zero=True)(inp)
+    x = L.Conv1D(16, 3, activation="relu", data_format="channels_last")(x)
+    x = L.MaxPool1D(2, padding="same", data_format="channels_last")(x)
+    x = L.GlobalMaxPooling1D()(x)
+    return nb.Model(inp, L.Dense(1, activation="sigmoid")(x), name=name)
+
+
+def test_keras_text_cnn_trains_saves_and_takes_any_length(tmp_path, rng):
+    """Input(ids) -> Embedding -> Conv1D(channels_last) -> MaxPool1D -> GlobalMaxPooling1D ->
+    Dense, as a Keras user writes it: it learns whether the bigram (3, 4) occurs anywhere in the
+    sequence (a filter over the steps sees it; one over the features could not), saves and
+    loads, and takes sequences of another length (the steps are a free axis)."""
+    nb.seed(1)
+    model = _keras_text_cnn()
+    model.compile(nb.optimizers.Adam(0.02), "binary_crossentropy", metrics=["accuracy"])
+    x = rng.integers(5, 12, (128, 10))
+    y = rng.integers(0, 2, 128)
+    at = rng.integers(0, 9, 128)
+    x[y == 1, at[y == 1]], x[y == 1, at[y == 1] + 1] = 3, 4
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    assert model.evaluate(x, y)["accuracy"] >= 0.95
+    assert model.layers[2].get_config()["data_format"] == "channels_last"
+    model.save(tmp_path / "cnn.npz")
+    loaded = nb.load_model(tmp_path / "cnn.npz")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    longer = np.concatenate([rng.integers(5, 12, (2, 7)), [[3, 4, 5, 6, 7], [5, 6, 7, 8, 9]]], 1)
+    p = loaded.predict(longer).ravel()
+    assert p[0] > 0.5 > p[1]
+
+
+def test_1d_layers_data_format_config_round_trip():
+    for layer in (L.Conv1D(2, 3, data_format="channels_last"), L.AvgPool1D(),
+                  L.MaxPool1D(data_format="channels_last"),
+                  L.GlobalMaxPooling1D(data_format="channels_first")):
+        config = layer.get_config()
+        again = type(layer).from_config(config)
+        assert again.get_config() == config and again.data_format == layer.data_format
+    assert L.Conv1D(2, 3).get_config()["data_format"] is None       # the default stays one
+    assert L.Conv1D(2, 3).data_format == "channels_first"
+    assert L.GlobalAveragePooling1D().data_format == "channels_last"
+    old = L.Conv1D(2, 3).get_config()
+    del old["data_format"]                      # a model saved before data_format existed
+    assert L.Conv1D.from_config(old).data_format == "channels_first"
+    with pytest.raises(ValueError, match=r"Conv1D 'c': data_format must be 'channels_last'.*"
+                                         r"got 'NLC'"):
+        L.Conv1D(2, 3, data_format="NLC", name="c")
+    with pytest.raises(ValueError, match=r"MaxPool1D 'p': data_format must be.*got 'nhwc'"):
+        L.MaxPool1D(data_format="nhwc", name="p")
+
+
+def test_channels_last_conv_and_pool_on_variable_length_and_shapes(rng):
+    inp = nb.Input((None, 3), dtype="float64")
+    x = L.Conv1D(5, 3, padding="same", data_format="channels_last")(inp)
+    out = L.AvgPool1D(2, data_format="channels_last")(x)
+    assert out.shape == (None, None, 5)
+    model = nb.Model(inp, out)
+    for t in (6, 10):
+        assert model.predict(rng.standard_normal((2, t, 3))).shape == (2, t // 2, 5)
+    with pytest.raises(ValueError, match=r"Conv1D 'k'.*\(batch, steps, features\).*"
+                                         r"channels_last.*known number of channels.*"
+                                         r"\(None, 4, None\)"):
+        nb.Sequential([L.Conv1D(2, 3, data_format="channels_last", name="k")],
+                      input_shape=(4, None))
+
+
+def test_layout_mixups_are_refused_when_the_graph_is_built():
+    """A Conv1D or 1-D pool left at the default (channels_first) on a (batch, steps, features)
+    input, and a global pool left at its default (channels_last) on a channels_first Conv1D or
+    pool, would train a wrong model silently: building the graph names both layers and the
+    data_format to pass. An explicit data_format is taken as meant."""
+    def text(*layers):
+        return nb.Sequential([L.Embedding(10, 4, name="emb"), *layers], input_shape=(12,))
+
+    keras_hint = r'data_format="channels_last" \(Keras layout.*data_format="channels_first" ' \
+        r'\(PyTorch layout'
+    with pytest.raises(ValueError, match=r"Conv1D 'conv'.*from Embedding 'emb'.*\(batch, "
+                                         r"steps, features\).*" + keras_hint):
+        text(L.Conv1D(8, 3, activation="relu", name="conv"), L.GlobalMaxPooling1D())
+    with pytest.raises(ValueError, match=r"Conv1D 'conv'.*from Embedding 'emb'"):
+        text(L.Dropout(0.2), L.Conv1D(8, 3, name="conv"))           # through Dropout too
+    with pytest.raises(ValueError, match=r"MaxPool1D 'pool'.*from LSTM 'rnn'"):
+        text(L.LSTM(3, return_sequences=True, name="rnn"), L.MaxPool1D(name="pool"))
+    with pytest.raises(ValueError, match=r"AvgPool1D 'pool'.*from Conv1D 'c'"):
+        text(L.Conv1D(8, 3, data_format="channels_last", name="c"), L.AvgPool1D(name="pool"))
+    ids = nb.Input((12,), dtype="int64")
+    with pytest.raises(ValueError, match=r"Conv1D 'conv'.*from MultiHeadAttention 'mha'"):
+        h = L.Embedding(10, 4)(ids)
+        L.Conv1D(8, 3, name="conv")(L.MultiHeadAttention(2, 2, name="mha")(h, h))
+    with pytest.raises(ValueError, match=r"GlobalMaxPooling1D 'g'.*from Conv1D 'c'.*\(batch, "
+                                         r"channels, length\).*pool over the channels.*"
+                                         r'data_format="channels_first" here.*give Conv1D '
+                                         r"'c' data_format=\"channels_last\""):
+        nb.Sequential([L.Conv1D(8, 3, name="c"), L.GlobalMaxPooling1D(name="g")],
+                      input_shape=(4, 12))
+    with pytest.raises(ValueError, match=r"GlobalAveragePooling1D 'g'.*from MaxPool1D 'p'"):
+        x = nb.Input((4, 12))
+        L.GlobalAveragePooling1D(name="g")(L.MaxPool1D(name="p")(L.Conv1D(8, 3)(x)))
+    # explicit formats are taken as meant; so is the PyTorch layout from a float Input
+    text(L.Conv1D(8, 3, data_format="channels_first"),
+         L.GlobalMaxPooling1D(data_format="channels_first"))
+    with pytest.raises(ValueError, match=r"GlobalMaxPooling1D 'g'.*from Conv1D 'c'"):
+        text(L.Conv1D(8, 3, data_format="channels_first", name="c"),
+             L.GlobalMaxPooling1D(name="g"))
+    text(L.Conv1D(8, 3, data_format="channels_last"), L.Dropout(0.1),
+         L.MaxPool1D(data_format="channels_last"), L.GlobalMaxPooling1D())
+    text(L.Permute((2, 1)), L.Conv1D(8, 3), L.GlobalMaxPooling1D(data_format="channels_first"))
+    nb.Sequential([L.Conv1D(8, 3), L.MaxPool1D(), L.GlobalAveragePooling1D(
+        data_format="channels_first")], input_shape=(4, 12))
+
+
 @pytest.mark.parametrize("cls", [L.GlobalAveragePooling1D, L.GlobalMaxPooling1D])
 def test_global_pool1d_with_and_without_mask(cls, rng):
     x = rng.standard_normal((3, 5, 4))

@@ -22,12 +22,13 @@ class SymbolicTensor(engine._TensorLike):
     sizes known only at run time) and a dtype, produced by ``nb.Input`` or by a layer call.
     Operators and ``nb.ops`` on it add op nodes to the graph."""
 
-    __slots__ = ("_shape", "_dtype", "node", "index", "name", "__weakref__")
+    __slots__ = ("_shape", "_dtype", "node", "index", "name", "layout", "__weakref__")
 
     def __init__(self, shape, dtype, node=None, index=0, name=None):
         self._shape = tuple(shape)
         self._dtype = np.dtype(dtype)
         self.node, self.index, self.name = node, index, name
+        self.layout = None          # (layout, layer that gave it) of a 3-D tensor, or None
 
     @property
     def shape(self):
@@ -218,6 +219,7 @@ def call_symbolic(layer, inputs, args, kwargs):
         raise TypeError(f"{layer!r}: takes one input, got a list of {len(items)}")
     if layer.multi_input and not listed:
         raise TypeError(f"{layer!r}: expects a list of inputs, got one tensor")
+    layer.check_layout([t.layout for t in items])
     if layer._first_call is None:
         from .layers.base import _call_order
         layer._first_call = next(_call_order)
@@ -255,8 +257,22 @@ def call_symbolic(layer, inputs, args, kwargs):
     node.outputs = [SymbolicTensor(s, d, node, i) for i, (s, d) in enumerate(zip(out_shapes,
                                                                                out_dtypes))]
     node.listed_out = listed_out
+    if out_shapes and len(out_shapes[0]) == 3:
+        node.outputs[0].layout = _layout_of(layer, items)
     layer._inbound_nodes.append(node)
     return node.outputs if listed_out else node.outputs[0]
+
+
+def _layout_of(layer, inputs):
+    """The (layout, layer that gave it) of a 3-D first output of ``layer`` called on
+    ``inputs``, or None where unknown (see ``Layer.output_layout``)."""
+    own = layer.output_layout
+    if own != "keep":
+        return (own, layer) if own else None
+    tags = [t.layout for t in inputs]
+    if tags[0] is not None and all(t is not None and t[0] == tags[0][0] for t in tags):
+        return tags[0]
+    return None
 
 
 def _check_shapes(layer, shapes):

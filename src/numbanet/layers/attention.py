@@ -58,6 +58,8 @@ class MultiHeadAttention(Seeded, Layer):
     the output bias). ``return_attention_scores=True`` also returns the attention weights
     (batch, heads, T_q, T_k), before dropout.
     """
+
+    output_layout = "channels_last"
     _config_attrs = {"output_shape": "output_dim"}
 
     multi_input = True
@@ -356,6 +358,7 @@ class PositionalEmbedding(Layer):
     input_kind = "int"
     supports_masking = True
     free_axes = (0,)
+    output_layout = "channels_last"
 
     def __init__(self, sequence_length, vocabulary_size, embedding_dim, mask_zero=False,
                  embeddings_initializer="uniform", **kwargs):
@@ -414,6 +417,7 @@ class SinePositionEncoding(Layer):
 
     supports_masking = True
     free_axes = (0,)
+    output_layout = "channels_last"
 
     def __init__(self, max_wavelength=10000, **kwargs):
         super().__init__(**kwargs)
@@ -452,6 +456,7 @@ class _TransformerBlock(Layer):
 
     supports_masking = True
     uses_mask = True
+    output_layout = "channels_last"
 
     def __init__(self, intermediate_dim, num_heads, dropout=0.0, activation="relu",
                  norm_first=False, layer_norm_epsilon=1e-5, kernel_initializer="glorot_uniform",

@@ -181,6 +181,8 @@ class GaussianNoise(_RandomLayer):
     shape). On the CPU the layer's generator draws the noise (``standard_normal``); on a device
     the backend's uniforms go through the ``box_muller`` kernel there."""
 
+    output_layout = "keep"
+
     def __init__(self, stddev, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         if not _is_real(stddev) or stddev < 0:

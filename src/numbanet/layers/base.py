@@ -150,6 +150,12 @@ class Layer:
     #: per-sample axes whose size may change from call to call (a sequence's length): None
     #: (none), "all", "leading" (all but the last) or a tuple of axis indices
     free_axes = None
+    #: the layout of the (first) output when it is (batch, a, b), which the 1-D layers check
+    #: their ``data_format`` against when a graph is built (``check_layout``): "channels_last"
+    #: for (batch, steps, features) (Embedding, recurrent and attention layers),
+    #: "channels_first" for (batch, channels, length), "keep" for the inputs' layout when they
+    #: agree (elementwise layers: Dropout, activations, normalization, merges), None: unknown
+    output_layout = None
     #: constructor arguments a subclass fixes itself (left out of its config), and arguments
     #: stored under another attribute name ({argument: attribute})
     _config_skip = ()
@@ -257,6 +263,11 @@ class Layer:
             present = [m for m in mask if m is not None]
             return _and_masks(self.backend, present) if present else None
         return mask
+
+    def check_layout(self, layouts):
+        """Refuse, when a graph is built, inputs this layer would read in the wrong layout.
+        ``layouts``: per input, None (unknown) or (layout, the layer that gave it) (see
+        ``output_layout``). Nothing to check here."""
 
     def output_dtypes(self, n):
         """The dtypes of the call's ``n`` outputs."""

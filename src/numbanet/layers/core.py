@@ -242,6 +242,7 @@ class Dropout(Seeded, Layer):
 
     supports_masking = True
     free_axes = "all"
+    output_layout = "keep"
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -288,6 +289,7 @@ class Activation(_Logits, Layer):
 
     supports_masking = True
     free_axes = "all"
+    output_layout = "keep"
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)

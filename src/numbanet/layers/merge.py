@@ -11,6 +11,7 @@ class _Merge(Layer):
 
     multi_input = True
     supports_masking = True             # the output's mask: the inputs' masks combined (and)
+    output_layout = "keep"
     min_inputs, max_inputs = 2, None
 
     def compute_output_shape(self, input_shape):

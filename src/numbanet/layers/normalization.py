@@ -20,6 +20,8 @@ def _is_int(v):
 class _Normalization(Layer):
     """Shared parts: epsilon, center/scale, gamma/beta as parameters or constants."""
 
+    output_layout = "keep"
+
     def __init__(self, epsilon, center, scale, gamma_initializer, beta_initializer, **kwargs):
         super().__init__(**kwargs)
         where = f"{type(self).__name__} {self.name!r}"

@@ -34,6 +34,7 @@ class _RNN(Layer):
     tensor_kwargs = ("initial_state",)
     uses_mask = True
     free_axes = (0,)
+    output_layout = "channels_last"         # with return_sequences: (batch, steps, units)
 
     def __init__(self, units, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -334,6 +335,7 @@ class Bidirectional(Layer):
     tensor_kwargs = ("initial_state",)
     uses_mask = True
     free_axes = (0,)
+    output_layout = "channels_last"
     MODES = ("concat", "sum", "mul", "ave", None)
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):

@@ -1,11 +1,29 @@
 """Sequence layers: Embedding, Masking, Conv1D, the 1-D pools and global pools.
 
-Sequences are batch-major. Conv1D and the 1-D pools take PyTorch's (batch, channels, length)
-layout (like Conv2D's NCHW) and run the 2-D kernels on (batch, channels, 1, length); the
-global 1-D pools take Keras' (batch, steps, features) by default (what Embedding and the
-recurrent layers give), or ``data_format="channels_first"``. Masks (Keras): an Embedding with
-``mask_zero=True`` or a Masking layer gives a (batch, steps) mask that the layers after it use:
-recurrent layers skip masked steps, global pools and losses ignore them.
+Sequences are batch-major, in one of two layouts, chosen per layer by ``data_format``:
+
+* "channels_last": (batch, steps, features), Keras' layout. Embedding, Masking, the recurrent
+  and attention layers give it; the global 1-D pools take it by default.
+* "channels_first": (batch, channels, length), PyTorch's (like Conv2D's NCHW). Conv1D and the
+  1-D pools take it when ``data_format`` is not given (what they always took).
+
+Conv1D and the 1-D pools run the 2-D kernels on (batch, channels, 1, length); with
+"channels_last" they transpose their input to that layout and their output (and gradients)
+back. Their kernel is (filters, in_channels, kernel_size) in both layouts.
+
+A layout mix-up is refused when a graph (Sequential or functional model) is built: a Conv1D or
+1-D pool left without ``data_format`` whose input is (batch, steps, features) (from an
+Embedding, a recurrent or attention layer, Masking, or a channels_last Conv1D, also through
+Dropout, activations, normalization or merges) would convolve over the features, and a global
+pool left without it whose input comes from a channels_first Conv1D or pool would pool over the
+channels: both raise a ValueError naming the two layers and the ``data_format`` to pass. An
+explicit ``data_format`` is never second-guessed; where the graph does not tell (an
+``nb.Input`` of floats, a Permute, a layer called on arrays) the default stands. So the Keras
+text CNN is ``Embedding -> Conv1D(64, 5, data_format="channels_last") -> GlobalMaxPooling1D()``.
+
+Masks (Keras): an Embedding with ``mask_zero=True`` or a Masking layer gives a (batch, steps)
+mask that the layers after it use: recurrent layers skip masked steps, global pools and losses
+ignore them (Conv1D and the 1-D pools drop it: their outputs mix neighbouring steps).
 """
 import math
 
@@ -30,6 +48,7 @@ class Embedding(Layer):
     input_kind = "int"
     supports_masking = True
     free_axes = "all"
+    output_layout = "channels_last"             # ids (batch, steps) -> (batch, steps, output_dim)
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
                  **kwargs):
@@ -116,6 +135,7 @@ class Masking(Layer):
     supports_masking = True
     produces_mask = True
     free_axes = (0,)
+    output_layout = "channels_last"
 
     def __init__(self, mask_value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -182,22 +202,80 @@ def _check_padding_1d(padding, where, causal=True):
     return check_positive_int(padding, "padding", where, allow_zero=True)
 
 
-def _ncl(layer, input_shape):
-    if len(input_shape) != 2 or any(d is None for d in input_shape[:1]):
-        raise ValueError(f"{layer!r}: expects (batch, channels, length) input with known "
-                         f"channels, got input shape {(None,) + tuple(input_shape)}")
+_FORMATS = ("channels_first", "channels_last")
+_LAYOUT_TEXT = {"channels_first": "(batch, channels, length)",
+                "channels_last": "(batch, steps, features)"}
 
 
-class Conv1D(_Affine):
-    """1-D convolution over (batch, channels, length) (PyTorch's Conv1d layout): kernel
-    (filters, in_channels, kernel_size); ``padding`` "valid", "same" (Keras: ceil(length /
-    stride) outputs), "causal" (left padding only: output t sees inputs <= t) or an int (both
-    ends). Runs the Conv2D kernels on (batch, channels, 1, length)."""
+def _check_data_format(data_format, where):
+    if data_format is not None and data_format not in _FORMATS:
+        raise ValueError(f"{where}: data_format must be 'channels_last' (batch, steps, "
+                         f"features), 'channels_first' (batch, channels, length) or None, got "
+                         f"{data_format!r}")
+    return data_format
 
-    free_axes = (1,)
+
+class _Layout1D:
+    """``data_format`` of Conv1D and the 1-D pools: the kernels run on (batch, channels,
+    length); a channels_last input is transposed to it (``_swap``) and the output back, in
+    backward too. ``data_format=None`` means channels_first, and ``check_layout`` refuses it on
+    a (batch, steps, features) input."""
+
+    def _set_data_format(self, data_format, where):
+        self._format_given = _check_data_format(data_format, where) is not None
+        self.data_format = data_format or "channels_first"
+        self._keep_specs(data_format=data_format)       # the config keeps None as None
+
+    @property
+    def _channels_last(self):
+        return self.data_format == "channels_last"
+
+    @property
+    def free_axes(self):
+        return (0,) if self._channels_last else (1,)    # the steps may change between calls
+
+    @property
+    def output_layout(self):
+        return self.data_format
+
+    def _swap(self, x):
+        """(batch, a, b) -> a contiguous (batch, b, a) with channels_last, else ``x``."""
+        return ops._permute(self.backend, x, (0, 2, 1)) if self._channels_last else x
+
+    def _channels_length(self, input_shape):
+        """(channels, length) of a per-sample input shape, after checking it."""
+        if len(input_shape) != 2 or input_shape[1 if self._channels_last else 0] is None:
+            raise ValueError(f"{self!r}: expects {_LAYOUT_TEXT[self.data_format]} input "
+                             f"(data_format={self.data_format!r}) with a known number of "
+                             f"channels, got input shape {(None,) + tuple(input_shape)}")
+        return tuple(input_shape[::-1]) if self._channels_last else tuple(input_shape)
+
+    def _laid_out(self, channels, length):
+        return (length, channels) if self._channels_last else (channels, length)
+
+    def check_layout(self, layouts):
+        got = layouts[0]
+        if self._format_given or got is None or got[0] != "channels_last":
+            return
+        raise ValueError(
+            f"{self!r}: its input comes from {got[1]!r}, whose output is (batch, steps, "
+            f"features) (Keras' layout), but data_format is not given, which means "
+            f"channels_first (batch, channels, length): it would run along the features with "
+            f"the steps as channels. Pass data_format=\"channels_last\" (Keras layout: along the "
+            f"steps) or data_format=\"channels_first\" (PyTorch layout, to keep it)")
+
+
+class Conv1D(_Layout1D, _Affine):
+    """1-D convolution: kernel (filters, in_channels, kernel_size) (PyTorch's Conv1d) over
+    (batch, channels, length) with ``data_format`` "channels_first" (the default, None), or
+    over (batch, steps, channels) -> (batch, steps', filters) with "channels_last" (Keras; the
+    activation then runs on that output, a softmax over the filters). ``padding`` "valid",
+    "same" (Keras: ceil(length / stride) outputs), "causal" (left padding only: output t sees
+    inputs <= t) or an int (both ends). Runs the Conv2D kernels on (batch, channels, 1,
+    length)."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 activation=None, **kwargs):
+                 activation=None, data_format=None, **kwargs):
         super().__init__(activation=activation, **kwargs)
         where = f"Conv1D {self.name!r}"
         self.filters = check_positive_int(filters, "filters", where)
@@ -205,23 +283,23 @@ class Conv1D(_Affine):
         self.strides = check_positive_int(_one(strides), "strides", where)
         self.dilation_rate = check_positive_int(_one(dilation_rate), "dilation_rate", where)
         self.padding = _check_padding_1d(padding, where)
+        self._set_data_format(data_format, where)
 
     def compute_output_shape(self, input_shape):
-        _ncl(self, input_shape)
-        length = input_shape[1]
+        length = self._channels_length(input_shape)[1]
         if length is None:
             self.pad = None
-            return (self.filters, None)
+            return self._laid_out(self.filters, None)
         out, self.pad = _conv1d_output_and_pad(length, self.kernel_size, self.strides,
                                                self.dilation_rate, self.padding)
         if out < 1:
             raise ValueError(f"{self!r}: kernel {self.kernel_size} (dilation "
                              f"{self.dilation_rate}) does not fit input of length {length} with "
                              f"padding {self.padding!r}")
-        return (self.filters, out)
+        return self._laid_out(self.filters, out)
 
     def create_params(self, input_shape):
-        c, k = input_shape[0], self.kernel_size
+        c, k = self._channels_length(input_shape)[0], self.kernel_size
         self.create_affine((self.filters, c, k), self.filters, c * k, self.filters * k)
 
     def _geometry(self, length):
@@ -238,26 +316,37 @@ class Conv1D(_Affine):
 
     def _forward(self, x, training):
         be = self.backend
-        check_features(self, x, 1, "kernel", 1, "channels")
+        check_features(self, x, 2 if self._channels_last else 1, "kernel", 1, "channels")
+        x = self._swap(x)
         n, c, length = (int(d) for d in x.shape)
         out_len, geo = self._geometry(length)
         x4 = be.kernel_view(x, (n, c, 1, length))
-        z4, y4 = self.affine_forward("conv2d_forward", (x4, self._w4(self.params["kernel"]),
-                                                        self.bias, *geo),
-                                     (n, self.filters, 1, out_len))
+        args = (x4, self._w4(self.params["kernel"]), self.bias, *geo)
+        shape4 = (n, self.filters, 1, out_len)
+        if self._channels_last:     # activation on (batch, steps, filters): softmax over filters
+            z4 = be.empty(shape4, self.dtype)
+            be.conv2d_forward(*args, z4)
+            z = self._swap(be.kernel_view(z4, (n, self.filters, out_len)))
+            y = self.act.forward(be, z)
+            return y, (x4, z, y, geo, (n, c, length))
+        z4, y4 = self.affine_forward("conv2d_forward", args, shape4)
         y = y4.reshape((n, self.filters, out_len))
         return y, (x4, z4, y4, geo, (n, c, length))
 
     @staticmethod
     def _logits(ctx):
-        z = ctx[1]
-        return z.reshape((z.shape[0], z.shape[1], z.shape[3]))
+        z = ctx[1]                  # (n, filters, 1, length), or (n, steps, filters)
+        return z.reshape((z.shape[0], z.shape[1], z.shape[3])) if len(z.shape) == 4 else z
 
     def _backward(self, ctx, grad_out, sink, need, pre_activation=False):
         be = self.backend
-        x4, z4, y4, geo, shape = ctx
-        g4 = be.kernel_view(grad_out, tuple(z4.shape))
-        g = self.activation_grad((None, z4, y4), g4, pre_activation)
+        x4, z, y, geo, shape = ctx
+        if self._channels_last:
+            g = self._swap(self.activation_grad((None, z, y), grad_out, pre_activation))
+            g = be.kernel_view(g, (shape[0], self.filters, 1, int(z.shape[1])))
+        else:
+            g4 = be.kernel_view(grad_out, tuple(z.shape))
+            g = self.activation_grad((None, z, y), g4, pre_activation)
         pg = sink.layer_grads(self)
         if pg is not None:
             grads, accumulate = pg
@@ -271,7 +360,7 @@ class Conv1D(_Affine):
         grad_in = be.empty(shape, self.dtype)
         be.conv2d_backward_input(g, self._w4(self.params["kernel"]), *geo,
                                  be.kernel_view(grad_in, tuple(x4.shape)))
-        return grad_in
+        return self._swap(grad_in)
 
 
 def _one(v):
@@ -281,19 +370,21 @@ def _one(v):
     return v
 
 
-class _Pool1D(Layer):
-    """Pooling over the length of (batch, channels, length), on the 2-D pooling kernels."""
+class _Pool1D(_Layout1D, Layer):
+    """Pooling over the length of (batch, channels, length) (``data_format`` "channels_first",
+    the default) or over the steps of (batch, steps, channels) ("channels_last"), on the 2-D
+    pooling kernels."""
 
     kind = None
-    free_axes = (1,)
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(**kwargs)
         where = f"{type(self).__name__} {self.name!r}"
         self.pool_size = check_positive_int(_one(pool_size), "pool_size", where)
         self.strides = self.pool_size if strides is None else \
             check_positive_int(_one(strides), "strides", where)
         self.padding = _check_padding_1d(padding, where, causal=False)
+        self._set_data_format(data_format, where)
 
     def _geometry(self, length):
         out, pad = _conv1d_output_and_pad(length, self.pool_size, self.strides, 1, self.padding)
@@ -306,13 +397,12 @@ class _Pool1D(Layer):
         return out, (1, self.pool_size, 1, self.strides, 0, pad)
 
     def compute_output_shape(self, input_shape):
-        _ncl(self, input_shape)
-        if input_shape[1] is None:
-            return (input_shape[0], None)
-        return (input_shape[0], self._geometry(input_shape[1])[0])
+        c, length = self._channels_length(input_shape)
+        return self._laid_out(c, None if length is None else self._geometry(length)[0])
 
     def _forward(self, x, training):
         be = self.backend
+        x = self._swap(x)
         n, c, length = (int(d) for d in x.shape)
         out_len, geo = self._geometry(length)
         x4 = be.kernel_view(x, (n, c, 1, length))
@@ -321,15 +411,16 @@ class _Pool1D(Layer):
         if self.kind == "max":
             argmax = be.empty((n, c, 1, out_len), np.int64)
             be.max_pool2d_forward(x4, *geo, o4, argmax)
-            return out, (argmax, geo, (n, c, length))
+            return self._swap(out), (argmax, geo, (n, c, length))
         be.avg_pool2d_forward(x4, *geo, o4)
-        return out, (None, geo, (n, c, length))
+        return self._swap(out), (None, geo, (n, c, length))
 
     def _backward(self, ctx, grad_out, sink, need):
         if not need:
             return None
         be = self.backend
         argmax, geo, (n, c, length) = ctx
+        grad_out = self._swap(grad_out)
         grad_in = be.empty((n, c, length), self.dtype)
         g4 = be.kernel_view(grad_out, (n, c, 1, int(grad_out.shape[2])))
         gi4 = be.kernel_view(grad_in, (n, c, 1, length))
@@ -337,35 +428,48 @@ class _Pool1D(Layer):
             be.max_pool2d_backward(g4, argmax, gi4)
         else:
             be.avg_pool2d_backward(g4, *geo, gi4)
-        return grad_in
+        return self._swap(grad_in)
 
 
 class MaxPool1D(_Pool1D):
-    """Max over windows along the length of (batch, channels, length)."""
+    """Max over windows along the length of (batch, channels, length) (or the steps of
+    (batch, steps, channels) with ``data_format="channels_last"``)."""
     kind = "max"
 
 
 class AvgPool1D(_Pool1D):
-    """Mean over windows along the length of (batch, channels, length) (padding not counted)."""
+    """Mean over windows along the length of (batch, channels, length) (or the steps of
+    (batch, steps, channels) with ``data_format="channels_last"``; padding not counted)."""
     kind = "avg"
 
 
 class _GlobalPool1D(Layer):
-    """Pooling over all the steps: (batch, steps, features) -> (batch, features) with the default
-    ``data_format="channels_last"`` (Keras), or (batch, channels, length) -> (batch, channels)
-    with "channels_first". Masked steps are left out."""
+    """Pooling over all the steps: (batch, steps, features) -> (batch, features) with
+    ``data_format="channels_last"`` (Keras; the default, None), or (batch, channels, length) ->
+    (batch, channels) with "channels_first". Masked steps are left out. Left at the default,
+    it refuses (when a graph is built) an input from a channels_first Conv1D or 1-D pool."""
 
     uses_mask = True
 
-    def __init__(self, data_format="channels_last", keepdims=False, **kwargs):
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
         where = f"{type(self).__name__} {self.name!r}"
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(f"{where}: data_format must be 'channels_last' or 'channels_first', "
-                             f"got {data_format!r}")
+        self._format_given = _check_data_format(data_format, where) is not None
         if not isinstance(keepdims, (bool, np.bool_)):
             raise ValueError(f"{where}: keepdims must be True or False, got {keepdims!r}")
-        self.data_format, self.keepdims = data_format, bool(keepdims)
+        self.data_format, self.keepdims = data_format or "channels_last", bool(keepdims)
+        self._keep_specs(data_format=data_format)
+
+    def check_layout(self, layouts):
+        got = layouts[0]
+        if self._format_given or got is None or got[0] != "channels_first":
+            return
+        raise ValueError(
+            f"{self!r}: its input comes from {got[1]!r}, whose output is (batch, channels, "
+            f"length) (channels_first), but data_format is not given, which means channels_last "
+            f"(batch, steps, features): it would pool over the channels. Pass "
+            f"data_format=\"channels_first\" here (pool over the length), or give {got[1]!r} "
+            f"data_format=\"channels_last\" (Keras layout)")
 
     @property
     def _axis(self):
