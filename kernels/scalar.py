@@ -844,11 +844,16 @@ UPDATES = (
 
 MAX_RANK = 6    # index spaces of the op kernels: shapes and strides are tuples of 6 int64
 
-UNARY_CODES = ("neg", "square", "sqrt", "exp", "log", "abs", "power", "clip", "affine", "rdiv")
-NEG, SQUARE, SQRT, EXP, LOG, ABS, POWER, CLIP, AFFINE, RDIV = range(len(UNARY_CODES))
+UNARY_CODES = ("neg", "square", "sqrt", "exp", "log", "abs", "power", "clip", "affine", "rdiv",
+               "sign")
+NEG, SQUARE, SQRT, EXP, LOG, ABS, POWER, CLIP, AFFINE, RDIV, SIGN = range(len(UNARY_CODES))
 
-BINARY_CODES = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "equal")
-ADD, SUBTRACT, MULTIPLY, DIVIDE, MAXIMUM, MINIMUM, EQUAL = range(len(BINARY_CODES))
+# the comparisons (equal to less_equal) give 1.0 where true, else 0.0 (false with a NaN operand,
+# except not_equal), and have zero derivatives
+BINARY_CODES = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "equal",
+                "not_equal", "greater", "greater_equal", "less", "less_equal")
+(ADD, SUBTRACT, MULTIPLY, DIVIDE, MAXIMUM, MINIMUM, EQUAL, NOT_EQUAL, GREATER, GREATER_EQUAL,
+ LESS, LESS_EQUAL) = range(len(BINARY_CODES))
 
 
 def unary(code, x, alpha, beta):
@@ -877,6 +882,12 @@ def unary(code, x, alpha, beta):
         return beta if v > beta else v
     if code == AFFINE:
         return alpha * x + beta
+    if code == SIGN:        # as np.sign: 0 at +-0, NaN stays NaN
+        if x > 0.0:
+            return 1.0
+        if x < 0.0:
+            return -1.0
+        return 0.0 if x == 0.0 else x
     return alpha / x        # RDIV
 
 
@@ -906,12 +917,14 @@ def unary_grad(code, x, y, alpha, beta):
         return 1.0 if alpha <= x and x <= beta else 0.0
     if code == AFFINE:
         return alpha
+    if code == SIGN:
+        return 0.0
     return -alpha / x / x   # RDIV (two divisions: no overflow of x * x in float32)
 
 
 def binary(code, a, b):
     """Binary op ``code`` (BINARY_CODES) of a and b. maximum / minimum propagate NaN (either
-    input NaN gives NaN, as torch); equal is 1.0 or 0.0."""
+    input NaN gives NaN, as torch); the comparisons are 1.0 or 0.0."""
     if code == ADD:
         return a + b
     if code == SUBTRACT:
@@ -924,7 +937,17 @@ def binary(code, a, b):
         return a if a > b or a != a else b
     if code == MINIMUM:
         return a if a < b or a != a else b
-    return 1.0 if a == b else 0.0   # EQUAL
+    if code == EQUAL:
+        return 1.0 if a == b else 0.0
+    if code == NOT_EQUAL:
+        return 1.0 if a != b else 0.0
+    if code == GREATER:
+        return 1.0 if a > b else 0.0
+    if code == GREATER_EQUAL:
+        return 1.0 if a >= b else 0.0
+    if code == LESS:
+        return 1.0 if a < b else 0.0
+    return 1.0 if a <= b else 0.0   # LESS_EQUAL
 
 
 def binary_grad_a(code, a, b):
@@ -944,7 +967,7 @@ def binary_grad_a(code, a, b):
         if a == b:
             return 0.5
         return 0.0 if a > b else 1.0
-    return 0.0                      # EQUAL
+    return 0.0                      # the comparisons
 
 
 def binary_grad_b(code, a, b):
@@ -965,7 +988,7 @@ def binary_grad_b(code, a, b):
         if a == b:
             return 0.5
         return 0.0 if a < b else 1.0
-    return 0.0                      # EQUAL
+    return 0.0                      # the comparisons
 
 
 # Index spaces of the op kernels (host-side checks on both targets; njit-compiled on the CPU).

@@ -987,7 +987,8 @@ def _unary_value(name, x, alpha, beta):
                 "exp": lambda: np.exp(x), "log": lambda: np.log(x), "abs": lambda: np.abs(x),
                 "power": lambda: np.power(x, alpha),
                 "clip": lambda: np.minimum(np.maximum(x, alpha), beta),
-                "affine": lambda: alpha * x + beta, "rdiv": lambda: alpha / x}[name]()
+                "affine": lambda: alpha * x + beta, "rdiv": lambda: alpha / x,
+                "sign": lambda: np.sign(x)}[name]()
 
 
 def _unary_derivative(name, x, alpha, beta):
@@ -998,7 +999,8 @@ def _unary_derivative(name, x, alpha, beta):
                 "power": lambda: (np.zeros_like(x) if alpha == 0 else
                                   alpha * np.power(x, alpha - 1.0)),
                 "clip": lambda: ((x >= alpha) & (x <= beta)).astype(np.float64),
-                "affine": lambda: np.full_like(x, alpha), "rdiv": lambda: -alpha / (x * x)}[name]()
+                "affine": lambda: np.full_like(x, alpha), "rdiv": lambda: -alpha / (x * x),
+                "sign": lambda: np.zeros_like(x)}[name]()
 
 
 def unary_forward(name, x, alpha, beta):
@@ -1013,7 +1015,9 @@ def _binary_value(name, a, b):
     with np.errstate(all="ignore"):
         return {"add": np.add, "subtract": np.subtract, "multiply": np.multiply,
                 "divide": np.divide, "maximum": np.maximum, "minimum": np.minimum,
-                "equal": lambda a, b: (a == b).astype(np.float64)}[name](a, b)
+                "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater,
+                "greater_equal": np.greater_equal, "less": np.less,
+                "less_equal": np.less_equal}[name](a, b).astype(np.float64)
 
 
 def _binary_derivatives(name, a, b):
@@ -1032,7 +1036,7 @@ def _binary_derivatives(name, a, b):
             ga, gb = np.where(a == b, 0.5, 1.0) * one, np.where(a == b, 0.5, 1.0) * one
             lose_a, lose_b = (a < b, a > b) if name == "maximum" else (a > b, a < b)
             return np.where(lose_a, 0.0, ga), np.where(lose_b, 0.0, gb)
-        return 0 * one, 0 * one                          # equal
+        return 0 * one, 0 * one                          # the comparisons
 
 
 def binary_forward(name, a, b, shape, a_strides, b_strides):

@@ -91,6 +91,11 @@ def test_unary(dtype, rng):
     d = dev(x)
     G.unary_forward(scalar.NEG, d, 0.0, 0.0, d)                     # in place
     np.testing.assert_array_equal(d.copy_to_host(), -x)
+    edges = np.array([np.nan, -0.0, 0.0, -np.inf, np.inf, -2.0], dtype)
+    (c,), (y,) = run_pair("ops", "unary_forward", [scalar.SIGN, edges, 0.0, 0.0],
+                          [((6,), dtype)])
+    np.testing.assert_array_equal(y, np.sign(edges))                # NaN stays NaN
+    np.testing.assert_array_equal(y, c)
 
 
 # ----------------------------------------------------------------------------------- binary
@@ -111,7 +116,8 @@ def test_binary(shapes, dtype, rng):
         a, b = data(rng, shapes[0], dtype), data(rng, shapes[1], dtype)
         if name == "divide":
             b = (np.sign(b) + (b == 0)) * (0.5 + np.abs(b))
-        if name in ("maximum", "minimum", "equal"):
+        if name in ("maximum", "minimum", "equal", "not_equal", "greater", "greater_equal",
+                    "less", "less_equal"):
             a.reshape(-1)[::3] = b.reshape(-1)[0]                        # ties
         a, b = a.reshape(-1).astype(dtype), b.reshape(-1).astype(dtype)
         args = [code, a, b, shape, sa, sb]
@@ -125,11 +131,12 @@ def test_binary(shapes, dtype, rng):
             check(got, cpu, want, dtype, f"{name} {what}")
 
 
-def test_maximum_minimum_nan_and_ties():
+def test_maximum_minimum_and_comparisons_nan_and_ties():
     a = np.array([1.0, 2.0, 3.0, np.nan, 1.0, np.nan])
     b = np.array([2.0, 2.0, 1.0, 1.0, np.nan, np.nan])
     shape, s = t6((6,)), (0,) * 5 + (1,)
-    for name in ("maximum", "minimum"):
+    for name in ("maximum", "minimum", "equal", "not_equal", "greater", "greater_equal", "less",
+                 "less_equal"):
         code = scalar.BINARY_CODES.index(name)
         (c,), (o,) = run_pair("ops", "binary_forward", [code, a, b, shape, s, s],
                               [((6,), np.float64)])
@@ -310,7 +317,8 @@ def test_bad_arguments_raise():
     x = dev(np.zeros(6))
     s6, c = t6((2, 3)), (0,) * 4 + (3, 1)
     cases = [
-        (lambda: G.unary_forward(10, x, 0.0, 0.0, x), r"unary_forward: code must index"),
+        (lambda: G.unary_forward(len(scalar.UNARY_CODES), x, 0.0, 0.0, x),
+         r"unary_forward: code must index"),
         (lambda: G.unary_backward(0, x, x, x, 0.0, 0.0, dev(np.empty(5))),
          r"unary_backward: grad_in must have x.size = 6 elements, got 5"),
         (lambda: G.binary_forward(0, x, x, s6, c, c, dev(np.empty(5))),

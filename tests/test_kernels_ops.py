@@ -71,11 +71,16 @@ def broadcast_case(a_shape, b_shape):
     return t6(full), bstrides(a_shape, full), bstrides(b_shape, full), full
 
 
+# the codes whose tie a == b is a case of its own (a kink, or where a comparison flips)
+TIES = ("maximum", "minimum", "equal", "not_equal", "greater", "greater_equal", "less",
+        "less_equal")
+
+
 def binary_inputs(name, rng, a_shape, b_shape, dtype):
     a, b = data(rng, a_shape, dtype), data(rng, b_shape, dtype)
     if name == "divide":
         b = (np.sign(b) + (b == 0)) * (0.5 + np.abs(b))       # away from 0
-    if name in ("maximum", "minimum", "equal") and a.size and b.size:
+    if name in TIES and a.size and b.size:
         a.reshape(-1)[::3] = b.reshape(-1)[0]                  # ties
     return a.astype(dtype), b.astype(dtype)
 
@@ -143,7 +148,7 @@ def test_unary_backward_matches_finite_differences(name, rng):
     alpha, beta = UNARY_PARAMS.get(name, (0.0, 0.0))
     code = scalar.UNARY_CODES.index(name)
     x0 = unary_input(name, rng, 9, np.float64)
-    if name in ("abs", "clip"):
+    if name in ("abs", "clip", "sign"):
         x0 = x0[np.abs(np.abs(x0) - 0.6) > 0.15]               # away from the kinks
         x0 = x0[np.abs(x0) > 0.05]
     g = rng.standard_normal(x0.size)
@@ -183,6 +188,10 @@ def test_unary_domain_edges():
     np.testing.assert_array_equal(bwd("clip", [-1.0, 1.0, -1.01, 1.01, 0.0], -1.0, 1.0),
                                   [1.0, 1.0, 0.0, 0.0, 1.0])
     np.testing.assert_array_equal(fwd("clip", [0.0, 5.0], 2.0, 1.0), [1.0, 1.0])  # alpha > beta
+    y = fwd("sign", [nan, -0.0, 0.0, -inf, inf, -1e-300, 3.0])              # as np.sign
+    np.testing.assert_array_equal(y, [nan, 0.0, 0.0, -1.0, 1.0, -1.0, 1.0])
+    assert not np.signbit(y[1])
+    np.testing.assert_array_equal(bwd("sign", [-2.0, 0.0, 3.0]), [0.0, 0.0, 0.0])
 
 
 def test_unary_agrees_with_torch():
@@ -195,7 +204,9 @@ def test_unary_agrees_with_torch():
              ("power", 0.0, 0, lambda t: torch.pow(t, 0.0)),
              ("clip", -0.5, 0.7, lambda t: torch.clamp(t, -0.5, 0.7)),
              ("affine", -1.5, 0.25, lambda t: -1.5 * t + 0.25),
-             ("rdiv", 2.0, 0, lambda t: 2.0 / t)]
+             ("rdiv", 2.0, 0, lambda t: 2.0 / t),
+             # NaN stays NaN, as np.sign (torch.sign gives 0)
+             ("sign", 0, 0, lambda t: torch.sign(t) + torch.where(t.isnan(), t.detach(), 0.0))]
     for name, alpha, beta, fn in cases:
         t = torch.tensor(x, requires_grad=True)
         out = fn(t)
@@ -264,6 +275,12 @@ def test_maximum_minimum_nan_and_tie_rules():
                                   [1.0, 2.0, 1.0, nan, nan, nan])
     np.testing.assert_array_equal(run_binary("equal", a, b, shape, s, s, np.float64),
                                   [0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    # a comparison with a NaN operand is false, except not_equal
+    for name, want in (("not_equal", [1, 0, 1, 1, 1, 1]), ("greater", [0, 0, 1, 0, 0, 0]),
+                       ("greater_equal", [0, 1, 1, 0, 0, 0]), ("less", [1, 0, 0, 0, 0, 0]),
+                       ("less_equal", [1, 1, 0, 0, 0, 0])):
+        np.testing.assert_array_equal(run_binary(name, a, b, shape, s, s, np.float64), want,
+                                      err_msg=name)
     ga, gb = run_binary_backward("maximum", a, b, np.ones(6), shape, s, s, np.float64)
     np.testing.assert_array_equal(ga, [0.0, 0.5, 1.0, 1.0, 1.0, 1.0])
     np.testing.assert_array_equal(gb, [1.0, 0.5, 0.0, 1.0, 1.0, 1.0])
@@ -290,7 +307,7 @@ def reduce_to(full_grad, full, shape):
 def test_binary_backward_matches_finite_differences(name, shapes, rng):
     shape, sa, sb, full = broadcast_case(*shapes)
     a0, b0 = binary_inputs(name, rng, *shapes, np.float64)
-    if name in ("maximum", "minimum", "equal"):            # no ties: the kinks
+    if name in TIES:                                       # no ties: the kinks
         a0 = a0 + 0.3 * (np.abs(a0 - b0.reshape(-1)[0]) < 0.1) + 0.01
     g = rng.standard_normal(full)
 
@@ -309,14 +326,17 @@ def test_binary_agrees_with_torch(rng):
     b = np.array([2.0, 2.0, 1.0, -1.0])
     shape, sa, sb, full = broadcast_case(a.shape, b.shape)
     fns = {"add": torch.add, "subtract": torch.sub, "multiply": torch.mul, "divide": torch.div,
-           "maximum": torch.maximum, "minimum": torch.minimum, "equal": None}
+           "maximum": torch.maximum, "minimum": torch.minimum}
+    compare = {"equal": torch.eq, "not_equal": torch.ne, "greater": torch.gt,
+               "greater_equal": torch.ge, "less": torch.lt, "less_equal": torch.le}
     g = rng.standard_normal(full)
-    for name, fn in fns.items():
+    for name, fn in {**fns, **compare}.items():
         out = run_binary(name, a, b, shape, sa, sb, np.float64)
         ga, gb = run_binary_backward(name, a, b, g, shape, sa, sb, np.float64)
-        if fn is None:
+        if name in compare:
             np.testing.assert_array_equal(out.reshape(full),
-                                          torch.eq(torch.tensor(a), torch.tensor(b)).double())
+                                          fn(torch.tensor(a), torch.tensor(b)).double(),
+                                          err_msg=name)
             assert not ga.any() and not gb.any()
             continue
         ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
@@ -698,7 +718,8 @@ def test_bad_arguments_raise_before_writing(rng):
         (lambda: K.unary_forward(99, x, 0.0, 0.0, np.empty(6)), "unary_forward: code"),
         (lambda: K.unary_forward(0, x, 0.0, 0.0, np.empty(5)), "unary_forward: out"),
         (lambda: K.unary_backward(0, x, x, x, 0.0, 0.0, np.empty(7)), "unary_backward: y, grad"),
-        (lambda: K.binary_forward(7, x, x, s6, c, c, np.empty(6)), "binary_forward: code"),
+        (lambda: K.binary_forward(len(scalar.BINARY_CODES), x, x, s6, c, c, np.empty(6)),
+         "binary_forward: code"),
         (lambda: K.binary_forward(0, x, x, s6, c, c, np.empty(5)), "binary_forward: out"),
         (lambda: K.binary_forward(0, x[:5], x, s6, c, c, np.empty(6)), "binary_forward: a "),
         (lambda: K.binary_forward(0, x, x, s6, c, (0,) * 4 + (4, 1), np.empty(6)),

@@ -35,6 +35,7 @@ UNARY = {
     "sigmoid": (ops.sigmoid, lambda x: 1 / (1 + np.exp(-x)), "sigmoid"),
     "tanh": (ops.tanh, np.tanh, "tanh"),
     "relu": (ops.relu, lambda x: np.maximum(x, 0), "relu"),
+    "sign": (ops.sign, np.sign, "sign"),
 }
 
 CASES = {
@@ -287,3 +288,244 @@ def test_a_number_to_the_power_of_a_tensor(rng):
     for bad in (0, -2.0, float("inf"), True, "2", 1j):
         with pytest.raises(TypeError, match="positive finite real number as the base"):
             bad ** ops.convert_to_tensor(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# comparisons, sign, argmax / argmin
+
+COMPARISONS = {"equal": (np.equal, "eq"), "not_equal": (np.not_equal, "ne"),
+               "greater": (np.greater, "gt"), "greater_equal": (np.greater_equal, "ge"),
+               "less": (np.less, "lt"), "less_equal": (np.less_equal, "le")}
+COMPARE_SHAPES = [((2, 3, 4), (3, 1)), ((3, 1), (2, 1, 3, 4)), ((), ()), ((3, 4), ()),
+                  ((), (2, 3)), ((0, 3), (3,))]
+
+
+def _ties_and_nan(shape, rng):
+    """Small integers (operands tie often), the last one NaN."""
+    x = rng.integers(-2, 3, shape).astype(np.float64)
+    if x.size:
+        x.reshape(-1)[-1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("shapes", COMPARE_SHAPES, ids=str)
+@pytest.mark.parametrize("name", sorted(COMPARISONS))
+def test_comparisons_match_numpy_float64(name, shapes, rng):
+    """1.0 / 0.0 in the operands' float dtype, broadcasting to the higher rank, 0-d operands,
+    NaN (false except for not_equal), numbers on either side."""
+    fn, ref = getattr(ops, name), COMPARISONS[name][0]
+    a, b = _ties_and_nan(shapes[0], rng), _ties_and_nan(shapes[1], rng)
+    got = fn(ops.convert_to_tensor(a), ops.convert_to_tensor(b))
+    want = ref(a, b).astype(np.float64)
+    assert isinstance(got, nb.Tensor) and got.dtype == np.float64 and got.shape == want.shape
+    np.testing.assert_array_equal(np.asarray(got), want)
+    for v in (0.0, 1, np.float64(-1.0), np.nan):
+        np.testing.assert_array_equal(np.asarray(fn(ops.convert_to_tensor(a), v)), ref(a, v))
+        np.testing.assert_array_equal(np.asarray(fn(v, ops.convert_to_tensor(a))), ref(v, a))
+    f32 = fn(ops.convert_to_tensor(a.astype(np.float32)), b)
+    assert f32.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(f32), want)
+
+
+def test_comparisons_agree_with_torch(rng):
+    torch = pytest.importorskip("torch")
+    for name, (_, tname) in COMPARISONS.items():
+        for sa, sb in COMPARE_SHAPES:
+            a, b = _ties_and_nan(sa, rng), _ties_and_nan(sb, rng)
+            got = getattr(ops, name)(ops.convert_to_tensor(a), ops.convert_to_tensor(b))
+            want = getattr(torch, tname)(torch.tensor(a), torch.tensor(b)).double().numpy()
+            np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"{name} {sa} {sb}")
+
+
+def test_comparison_operators_on_tensors_and_variables(rng):
+    a, b = _ties_and_nan((3, 4), rng), _ties_and_nan((4,), rng)
+    x, y = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
+    cases = [(x < y, a < b), (x <= y, a <= b), (x > y, a > b), (x >= y, a >= b),
+             (x > 0, a > 0), (0 < x, 0 < a), (1.5 >= x, 1.5 >= a), (-1 <= x, -1 <= a),
+             (np.zeros(4) < x, 0 < a), (np.float32(1) > x, 1 > a), (b <= x, b <= a)]
+    for k, (got, want) in enumerate(cases):
+        assert isinstance(got, nb.Tensor) and got.dtype == np.float64, k
+        np.testing.assert_array_equal(np.asarray(got), want.astype(np.float64), err_msg=str(k))
+    x32 = ops.convert_to_tensor(a.astype(np.float32))
+    assert (x32 > 0).dtype == (0.5 <= x32).dtype == np.float32
+    assert bool(ops.mean(x32[0]) < 100.0)          # one element: a Python truth value
+    w = nb.Sequential([nb.layers.Dense(3)], input_shape=(2,)).trainable_weights[0]
+    np.testing.assert_array_equal(np.asarray(w > 0), (np.asarray(w) > 0).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(0 >= w), (np.asarray(w) <= 0).astype(np.float32))
+    # == and != stay identity comparisons (tensors and variables key dictionaries and sets);
+    # ops.equal / not_equal are the elementwise forms
+    assert (x == x) is True and (x != x) is False
+    assert (x == ops.convert_to_tensor(a)) is False
+    assert {x: 1, y: 2}[x] == 1 and (w == w) is True and (w != w) is False
+
+
+def test_comparisons_pass_no_gradient(rng):
+    """The tape sees a comparison as a constant (as where's condition): None for a target
+    made only of comparisons; a mask multiplying x gives the gradient torch gives."""
+    torch = pytest.importorskip("torch")
+    a = _apart((3, 4), rng)
+    x = ops.convert_to_tensor(a)
+    with nb.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        counted = ops.sum(x > 0) + ops.sum(ops.not_equal(0.5, x))
+        masked = ops.sum(x * (x > 0.1) + ops.where(x <= -0.2, x * x, 0.0))
+        direct = x >= 0
+    assert tape.gradient(counted, x) is None
+    assert tape.gradient(direct, x, output_gradients=np.ones((3, 4))) is None
+    tx = torch.tensor(a, requires_grad=True)
+    (tx * (tx > 0.1) + torch.where(tx <= -0.2, tx * tx, 0.0)).sum().backward()
+    np.testing.assert_allclose(np.asarray(tape.gradient(masked, x)), tx.grad.numpy(),
+                               rtol=1e-12)
+    assert gradcheck(lambda u, v: ops.where(u > v, u * v, u - v) + u * ops.less_equal(u, 0.3)
+                     + v * ops.greater_equal(0.2, v) * ops.equal(u, v), a, _apart((4,), rng))
+
+
+def test_sign_edges_and_zero_gradient():
+    torch = pytest.importorskip("torch")
+    a = np.array([np.nan, -0.0, 0.0, -np.inf, np.inf, -1e-300, 2.5])
+    for dtype in (np.float64, np.float32):
+        x = ops.convert_to_tensor(a.astype(dtype))
+        with nb.GradientTape() as tape:
+            tape.watch(x)
+            y = ops.sign(x)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(y), np.sign(a.astype(dtype)))   # NaN: NaN
+        g = tape.gradient(y, x, output_gradients=np.ones(7))
+        np.testing.assert_array_equal(np.asarray(g), np.zeros(7))
+    tx = torch.tensor(a[1:], requires_grad=True)             # torch.sign(NaN) is 0, not NaN
+    torch.sign(tx).sum().backward()
+    np.testing.assert_array_equal(np.asarray(ops.sign(a[1:])), torch.sign(tx).detach().numpy())
+    np.testing.assert_array_equal(tx.grad.numpy(), np.zeros(6))
+    np.testing.assert_array_equal(np.asarray(np.sign(ops.convert_to_tensor(a))), np.sign(a))
+
+
+ARG_CASES = [((3, 4), None, False), ((3, 4), 1, False), ((3, 4), 0, True), ((2, 3, 4), -1, True),
+             ((2, 3, 4), 1, False), ((2, 3, 4), None, True), ((5,), 0, False), ((), None, False)]
+
+
+@pytest.mark.parametrize("case", ARG_CASES, ids=str)
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+def test_argmax_argmin_match_numpy_and_torch(name, case, rng):
+    """int64 indices, the first one on ties, a NaN counting as the extreme (as NumPy and
+    torch); the tape passes no gradient."""
+    shape, axis, keepdims = case
+    a = rng.integers(-2, 3, shape).astype(np.float64)          # ties
+    if a.ndim == 3:
+        a[1, 2, 1] = a[0, 1, 3] = np.nan
+    xs = [a, a.astype(np.float32)] + ([a.astype(np.int64)] if not np.isnan(a).any() else [])
+    for x in xs:
+        t = ops.convert_to_tensor(x)
+        with nb.GradientTape() as tape:
+            tape.watch(t)
+            got = getattr(ops, name)(t, axis=axis, keepdims=keepdims)
+        want = getattr(np, name)(x, axis=axis, keepdims=keepdims)
+        assert isinstance(got, nb.Tensor) and got.dtype == np.int64 and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got), want)
+        assert tape.gradient(got, t) is None
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(a)
+    want = getattr(torch, name)(tx, dim=axis, keepdim=keepdims) if axis is not None else \
+        getattr(torch, name)(tx)
+    if axis is not None or not keepdims:
+        np.testing.assert_array_equal(np.asarray(getattr(ops, name)(a, axis, keepdims)),
+                                      want.numpy())
+
+
+def test_accuracy_and_thresholds_written_with_ops(rng):
+    """What a course writes as keras.ops: an accuracy from argmax and equal, a threshold with
+    where, both in float32."""
+    y = rng.standard_normal((8, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, 8)
+    labels[:3] = np.argmax(y[:3], -1)
+    acc = ops.mean(ops.cast(ops.equal(ops.argmax(y, -1), labels), "float32"))
+    assert acc.dtype == np.float32 and float(acc) == np.mean(np.argmax(y, -1) == labels)
+    p = ops.sigmoid(ops.convert_to_tensor(y))
+    hard = ops.where(p > 0.5, 1.0, 0.0)
+    np.testing.assert_array_equal(np.asarray(hard), (1 / (1 + np.exp(-y)) > 0.5).astype(float))
+    np.testing.assert_array_equal(np.asarray(ops.take(y[0], ops.argmax(y[0]))), y[0].max())
+
+
+def test_comparison_sign_and_argmax_errors(rng):
+    x = ops.convert_to_tensor(rng.standard_normal((3, 4)))
+    with pytest.raises(ValueError, match=r"greater: shapes \(3, 4\) and \(3,\) do not broadcast"):
+        x > np.ones(3)
+    with pytest.raises(TypeError, match="less: expected numbers"):
+        ops.less(x, "a")
+    with pytest.raises(ValueError, match="argmax: axis 2 out of range for 2 dimensions"):
+        ops.argmax(x, axis=2)
+    with pytest.raises(ValueError, match=r"argmin: the axis to search is empty \(shape \(3, 0\)"):
+        ops.argmin(np.ones((3, 0)), axis=1)
+    with pytest.raises(ValueError, match="argmax: the array to search is empty"):
+        ops.argmax(np.ones(0))
+    np.testing.assert_array_equal(np.asarray(ops.argmax(np.ones((0, 3)), axis=1)),
+                                  np.zeros(0, np.int64))
+
+
+def test_comparisons_sign_and_argmax_in_a_graph_save_and_load(rng, tmp_path):
+    inp = nb.Input((4,), dtype="float64")
+    outs = [inp > 0, 0.5 <= inp, ops.equal(inp, 1.0), ops.not_equal(inp, inp * 2.0),
+            ops.less(inp, np.linspace(-1, 1, 4)), ops.sign(inp), ops.argmax(inp, axis=-1),
+            ops.argmin(inp, axis=1, keepdims=True)]
+    model = nb.Model(inp, outs)
+    x = rng.integers(-2, 3, (5, 4)).astype(np.float64)            # ties (models refuse NaN)
+    wants = [x > 0, 0.5 <= x, x == 1.0, x != x * 2.0, x < np.linspace(-1, 1, 4), np.sign(x),
+             np.argmax(x, -1), np.argmin(x, 1, keepdims=True)]
+    got = model.predict(x)
+    for k, (g, w) in enumerate(zip(got, wants)):
+        np.testing.assert_array_equal(g, w.astype(np.float64) if w.dtype == bool else w,
+                                      err_msg=str(k))
+    model.save(tmp_path / "compare.npz")
+    for g, h in zip(got, nb.load_model(tmp_path / "compare.npz").predict(x)):
+        np.testing.assert_array_equal(g, h)
+    # a leaky relu and a hinge written with comparisons: gradients through where and the masks
+    leaky = nb.Model(inp, ops.where(inp > 0, inp, 0.1 * inp) + inp * ops.sign(inp) * (inp < 1))
+    assert gradcheck(leaky, _apart((5, 4), rng))
+
+
+def test_custom_loss_with_comparisons_trains_as_the_builtin(rng):
+    """Huber written with where and a comparison trains as the built-in "huber"."""
+    class MyHuber(nb.losses.Loss):
+        def call(self, y_true, y_pred):
+            err = ops.abs(y_pred - y_true)
+            return ops.mean(ops.where(err <= 1.0, 0.5 * err * err, err - 0.5), axis=-1)
+
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = 3.0 * x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+    nb.seed(0)
+    a = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,))
+    b = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,))
+    b.set_weights(a.get_weights())
+    a.compile(nb.optimizers.SGD(0.1), MyHuber())
+    b.compile(nb.optimizers.SGD(0.1), "huber")
+    ha = a.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    hb = b.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-5)
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_comparisons_sign_and_argmax_on_cuda(allow_cuda, rng):
+    """The same results on the CUDA backend (tiny shapes: the simulator), on the device."""
+    a, b = _ties_and_nan((2, 3), rng), _ties_and_nan((3,), rng)
+    x = ops.convert_to_tensor(a, device="cuda")
+    y = ops.convert_to_tensor(b, device="cuda")
+    for name, (ref, _) in COMPARISONS.items():
+        got = getattr(ops, name)(x, y)
+        assert got.device == "cuda" and got.dtype == np.float64
+        np.testing.assert_array_equal(np.asarray(got), ref(a, b).astype(np.float64))
+    np.testing.assert_array_equal(np.asarray(0 < x), (0 < a).astype(np.float64))
+    np.testing.assert_array_equal(np.asarray(ops.sign(x)), np.sign(a))
+    idx = ops.argmax(x, axis=-1)
+    assert idx.device == "cuda" and idx.dtype == np.int64
+    np.testing.assert_array_equal(np.asarray(idx), np.argmax(a, -1))
+    np.testing.assert_array_equal(np.asarray(ops.argmin(y)), np.argmin(b))
+    c = _apart((2, 3), rng)
+    grads = []
+    for device in ("cpu", "cuda"):
+        t = ops.convert_to_tensor(c, device=device)
+        with nb.GradientTape() as tape:
+            tape.watch(t)
+            loss = ops.sum(ops.where(t > 0, t * t, -t) + ops.sign(t) * t)
+        grads.append(np.asarray(tape.gradient(loss, t)))
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], np.where(c > 0, 2 * c, -1.0) + np.sign(c))

@@ -75,7 +75,9 @@ def _ops():
 _UFUNCS = {"add": "add", "subtract": "subtract", "multiply": "multiply", "true_divide": "divide",
            "divide": "divide", "matmul": "matmul", "negative": "negative", "power": "power",
            "maximum": "maximum", "minimum": "minimum", "square": "square", "sqrt": "sqrt",
-           "exp": "exp", "log": "log", "absolute": "abs", "tanh": "tanh"}
+           "exp": "exp", "log": "log", "absolute": "abs", "tanh": "tanh", "sign": "sign",
+           "greater": "greater", "greater_equal": "greater_equal", "less": "less",
+           "less_equal": "less_equal"}
 
 
 class _TensorLike:
@@ -194,6 +196,22 @@ class _TensorLike:
             raise TypeError(f"base ** tensor takes a positive finite real number as the base, "
                             f"got {base!r}")
         return _ops().exp(self * math.log(base))
+
+    # ``t < u`` and the like are the elementwise comparisons of nb.ops (1.0 / 0.0 floats, no
+    # gradient); ``0 < t`` comes here reflected. ``==`` and ``!=`` stay identity comparisons
+    # (tensors and variables are dictionary keys and set members): nb.ops.equal / not_equal
+    # are the elementwise forms.
+    def __lt__(self, other):
+        return _ops().less(self, other)
+
+    def __le__(self, other):
+        return _ops().less_equal(self, other)
+
+    def __gt__(self, other):
+        return _ops().greater(self, other)
+
+    def __ge__(self, other):
+        return _ops().greater_equal(self, other)
 
     def __neg__(self):
         return _ops().negative(self)

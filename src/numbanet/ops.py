@@ -26,7 +26,9 @@ __all__ = ["convert_to_tensor", "add", "subtract", "multiply", "divide", "negati
            "matmul", "sum", "mean", "max", "square", "sqrt", "exp", "log", "abs", "maximum",
            "minimum", "clip", "where", "reshape", "transpose", "concatenate", "stack", "take",
            "softmax", "log_softmax", "sigmoid", "tanh", "relu", "getitem", "expand_dims",
-           "squeeze", "broadcast_to", "stop_gradient", "zeros_like", "ones_like", "cast"]
+           "squeeze", "broadcast_to", "stop_gradient", "zeros_like", "ones_like", "cast",
+           "sign", "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
+           "argmax", "argmin"]
 
 _U = {name: i for i, name in enumerate(UNARY_CODES)}
 _B = {name: i for i, name in enumerate(BINARY_CODES)}
@@ -266,10 +268,38 @@ class _Binary(Op):
                 reduce_to(be, fb, sb) if need[1] else None]
 
 
+class _Compare(_Binary):
+    """An elementwise comparison: 1.0 where true, else 0.0, in the operands' float dtype. It is
+    not differentiable: the tape sees its result as a constant (as ``where``'s condition), so
+    no gradient reaches the operands through it."""
+
+    def run(self, x, y):
+        be = backend_of(x, y)
+        dt = _float_dtype([x, y])
+        out, _ = self.forward(be, _value(be, x, dt, self.name), _value(be, y, dt, self.name))
+        return _wrap(be, out, self, None, [None, None])
+
+    def backward(self, ctx, g, need):
+        return [None, None]
+
+
+class _Sign(_Unary):
+    """sign(x): -1, 0 or 1 (NaN stays NaN); its gradient is zero (as torch.sign's)."""
+
+    def backward(self, ctx, g, need):
+        be, a = ctx[:2]
+        return [be.zeros(_shape(a), a.dtype)]
+
+
 _ADD, _SUB, _MUL, _DIV = (_Binary(n) for n in ("add", "subtract", "multiply", "divide"))
-_MAXIMUM, _MINIMUM, _EQUAL = (_Binary(n) for n in ("maximum", "minimum", "equal"))
+_MAXIMUM, _MINIMUM = _Binary("maximum"), _Binary("minimum")
+_EQUAL, _NOT_EQUAL, _GREATER, _GREATER_EQUAL, _LESS, _LESS_EQUAL = (
+    _Compare(n) for n in ("equal", "not_equal", "greater", "greater_equal", "less",
+                          "less_equal"))
 _NEG, _SQUARE, _SQRT, _EXP, _LOG, _ABS, _POWER, _CLIP, _AFFINE, _RDIV = (
-    _Unary(n) for n in UNARY_CODES)
+    _Unary(n) for n in ("neg", "square", "sqrt", "exp", "log", "abs", "power", "clip", "affine",
+                        "rdiv"))
+_SIGN = _Sign("sign")
 _SIGMOID, _TANH, _RELU = (_ActivationOp(n) for n in ("sigmoid", "tanh", "relu"))
 
 
@@ -381,6 +411,51 @@ def maximum(x, y):
 def minimum(x, y):
     """Elementwise minimum (broadcasting; ties split the gradient equally)."""
     return _MINIMUM.run(x, y)
+
+
+def sign(x):
+    """-1 where x < 0, 0 where x == 0, 1 where x > 0, NaN where x is NaN (as ``np.sign``;
+    ``torch.sign`` gives 0 for NaN). Its gradient is zero everywhere (as torch)."""
+    return _SIGN.run(x)
+
+
+# The comparisons: numbanet has no bool tensors, so they give floats, 1.0 where true and 0.0
+# where false (false wherever an operand is NaN, except for not_equal), in the operands' float
+# dtype (float32 unless a tensor operand is float64; integer operands are compared as such
+# floats, exact up to 2**24 in float32). ``where`` takes them as conditions, ``cast`` /
+# ``mean`` / ``sum`` count them. They are not differentiable: no gradient flows through them.
+# The operators ``<  <=  >  >=`` call them; ``==`` and ``!=`` stay identity comparisons (tensors
+# and variables are dictionary keys and set members), so ``equal`` / ``not_equal`` are the
+# elementwise forms.
+
+def equal(x, y):
+    """1.0 where x == y, else 0.0 (broadcasting; numbers allowed on either side)."""
+    return _EQUAL.run(x, y)
+
+
+def not_equal(x, y):
+    """1.0 where x != y (and where either is NaN), else 0.0."""
+    return _NOT_EQUAL.run(x, y)
+
+
+def greater(x, y):
+    """1.0 where x > y, else 0.0 (``x > y``)."""
+    return _GREATER.run(x, y)
+
+
+def greater_equal(x, y):
+    """1.0 where x >= y, else 0.0 (``x >= y``)."""
+    return _GREATER_EQUAL.run(x, y)
+
+
+def less(x, y):
+    """1.0 where x < y, else 0.0 (``x < y``)."""
+    return _LESS.run(x, y)
+
+
+def less_equal(x, y):
+    """1.0 where x <= y, else 0.0 (``x <= y``)."""
+    return _LESS_EQUAL.run(x, y)
 
 
 def sigmoid(x):
@@ -559,6 +634,46 @@ def mean(x, axis=None, keepdims=False):
 def max(x, axis=None, keepdims=False):  # noqa: A001
     """Maximum over ``axis`` (NaN propagates; ties share the gradient equally)."""
     return _MAX.run(x, axis, keepdims)
+
+
+class _ArgReduce(Op):
+    """argmax / argmin: the index of the first largest (smallest) element along ``axis``, a NaN
+    counting as both (as NumPy and torch). Indices are integers (int64, as NumPy and torch), a
+    tensor on the operand's device that the tape takes as a constant; they are found by NumPy
+    on a host copy of the operand."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def run(self, x, axis=None, keepdims=False):
+        be = backend_of(x)
+        a = x.backend.to_numpy(x.value) if isinstance(x, _TensorLike) else np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{self.name}: expected numbers, got dtype {a.dtype}")
+        if axis is not None:
+            axis = _axis(axis, a.ndim, self.name)
+        if (a.shape[axis] if axis is not None else a.size) == 0:
+            raise ValueError(f"{self.name}: the {'axis' if axis is not None else 'array'} to "
+                             f"search is empty (shape {a.shape}, axis {axis})")
+        idx = getattr(np, self.name)(a, axis=axis, keepdims=bool(keepdims))
+        return _wrap(be, to_backend(be, np.asarray(idx, np.int64)), self, None, [None])
+
+    def backward(self, ctx, g, need):
+        return [None]
+
+
+_ARGMAX, _ARGMIN = _ArgReduce("argmax"), _ArgReduce("argmin")
+
+
+def argmax(x, axis=None, keepdims=False):
+    """Indices (int64) of the maxima along ``axis`` (of the flattened array when None); the
+    first one on ties; not differentiable."""
+    return _ARGMAX.run(x, axis, keepdims)
+
+
+def argmin(x, axis=None, keepdims=False):
+    """Indices (int64) of the minima along ``axis``; the first one on ties."""
+    return _ARGMIN.run(x, axis, keepdims)
 
 
 # ---------------------------------------------------------------------------------------------
