@@ -3,6 +3,8 @@ and central differences (self- and cross-attention, T_q != T_k, key_dim != value
 padding and attention masks, fully masked rows, dropout); the position embeddings; the encoder and
 decoder blocks against compositions of the reference ops; masks, saving, and a transformer that
 learns to reverse sequences."""
+import re
+
 import numpy as np
 import pytest
 
@@ -180,6 +182,119 @@ def test_mha_bad_arguments():
         mha(x, x, attention_mask=np.ones((2, 3, 4), bool))
     with pytest.raises(TypeError, match="value is required"):
         mha(x)
+
+
+BROADCAST_MASKS = {   # name: shape of a mask broadcastable to (n, tq, tk) = (2, 3, 5)
+    "padding (batch, 1, T_k)": (2, 1, 5),
+    "per query (batch, T_q, 1)": (2, 3, 1),
+    "shared (1, T_q, T_k)": (1, 3, 5),
+    "shared keys (1, 1, T_k)": (1, 1, 5),
+    "2-D (T_q, T_k)": (3, 5),
+    "2-D (1, T_k)": (1, 5),
+}
+
+
+@pytest.mark.parametrize("shape", list(BROADCAST_MASKS.values()), ids=list(BROADCAST_MASKS))
+@pytest.mark.parametrize("step_masks", [False, True])
+def test_mha_attention_mask_broadcasts_like_keras(shape, step_masks, rng):
+    """An attention_mask broadcastable to (batch, T_q, T_k) (Keras broadcasts it; a
+    (batch, 1, T_k) padding mask is the common way to write it) gives exactly what its explicit
+    expansion gives, outputs, scores and gradients; with query/value/key masks it combines by
+    logical and (Keras), the expansion and-ed with those masks by hand."""
+    n, tq, tk = 2, 3, 5
+    q, v = rng.standard_normal((n, tq, 4)), rng.standard_normal((n, tk, 3))
+    mask = rng.random(shape) > 0.3
+    mask[..., 0] = True                             # every row attends to some key
+    full = np.broadcast_to(mask, (n, tq, tk))
+    kwargs, explicit = {}, full
+    if step_masks:
+        qm, vm, km = (rng.random((n, t)) > 0.3 for t in (tq, tk, tk))
+        kwargs = dict(query_mask=qm, value_mask=vm, key_mask=km)
+        explicit = full & qm[:, :, None] & vm[:, None, :] & km[:, None, :]
+    mha = L.MultiHeadAttention(2, 2, dtype="float64")
+    g = rng.standard_normal((n, tq, 4))
+    out, scores, grads = _grads(mha, [q, v], g, attention_mask=mask, **kwargs)
+    want, want_s, want_g = _grads(mha, [q, v], g, attention_mask=explicit.copy())
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(scores, want_s)
+    for a, b in zip(grads, want_g):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(want, ref.mha(mha.params, q, v, None, 2, 2, 2, explicit)[0],
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["padding (batch, 1, T_k)", "2-D (T_q, T_k)"])
+def test_mha_broadcast_mask_against_torch_multihead_attention(kind, rng):
+    """A (batch, 1, T_k) attention_mask is torch's key_padding_mask, a (T_q, T_k) one its
+    attn_mask (both True where torch may not attend): torch.nn.MultiheadAttention in float64,
+    outputs and the gradients of the inputs and of every weight."""
+    torch = pytest.importorskip("torch")
+    n, tq, tk, h, kd, dv, dk = 2, 3, 5, 2, 2, 3, 4
+    e = h * kd                                      # torch's query and output width
+    q, v, k = (rng.standard_normal(s) for s in ((n, tq, e), (n, tk, dv), (n, tk, dk)))
+    mask = rng.random(BROADCAST_MASKS[kind]) > 0.3
+    mask[..., 0] = True
+    mha = L.MultiHeadAttention(h, kd, dtype="float64")
+    g = rng.standard_normal((n, tq, e))
+    out, _, grads = _grads(mha, [q, v, k], g, attention_mask=mask)
+    t = torch.nn.MultiheadAttention(e, h, kdim=dk, vdim=dv, batch_first=True,
+                                    dtype=torch.float64)
+    p = {name: np.asarray(a) for name, a in mha.params.items()}
+    with torch.no_grad():
+        for name in ("query", "key", "value"):
+            getattr(t, f"{name[0]}_proj_weight").copy_(torch.tensor(p[f"{name}_kernel"].T))
+        t.in_proj_bias.copy_(torch.tensor(np.concatenate(
+            [p[f"{name}_bias"] for name in ("query", "key", "value")])))
+        t.out_proj.weight.copy_(torch.tensor(p["output_kernel"].T))
+        t.out_proj.bias.copy_(torch.tensor(p["output_bias"]))
+    tq_, tv_, tk_ = (torch.tensor(a, requires_grad=True) for a in (q, v, k))
+    blocked = torch.tensor(~mask)
+    masks = dict(key_padding_mask=blocked[:, 0]) if mask.ndim == 3 else dict(attn_mask=blocked)
+    o, _ = t(tq_, tk_, tv_, need_weights=False, **masks)
+    (o * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(out, o.detach().numpy(), rtol=1e-10, atol=1e-12)
+    bias = t.in_proj_bias.grad.numpy()
+    want = [tq_.grad, tv_.grad, tk_.grad]
+    by_name = {"query_kernel": t.q_proj_weight.grad.T, "query_bias": bias[:e],
+               "key_kernel": t.k_proj_weight.grad.T, "key_bias": bias[e:2 * e],
+               "value_kernel": t.v_proj_weight.grad.T, "value_bias": bias[2 * e:],
+               "output_kernel": t.out_proj.weight.grad.T, "output_bias": t.out_proj.bias.grad}
+    want += [by_name[w.name.split("/")[-1]] for w in mha.trainable_weights]
+    for got, w in zip(grads, want):
+        np.testing.assert_allclose(got, np.asarray(w), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 5), (3, 5, 1), (5, 3), (5,), (2, 3, 4), (3, 1, 5),
+                                   (1, 2, 3, 5)])
+def test_mha_attention_mask_that_does_not_broadcast_is_refused(shape, rng):
+    """Wrong lengths, swapped axes, a 1-D or a 4-D mask: an error naming the layer, the
+    expected and the received shape."""
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention.*attention_mask must be "
+                                         r"broadcastable to \(batch, T_q, T_k\) = \(2, 3, 5\)"
+                                         r".*got " + re.escape(str(shape))):
+        L.MultiHeadAttention(2, 2)(q, v, attention_mask=np.ones(shape, bool))
+
+
+def test_transformer_blocks_take_broadcast_attention_masks(rng):
+    """The encoder's attention_mask and the decoder's decoder/encoder_attention_mask reach the
+    attention layers as given: a (batch, 1, T_k) mask gives what its expansion gives."""
+    x, enc = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 5, 6))
+    self_mask = np.array([[[1, 1, 1, 0]], [[1, 1, 1, 1]]], bool)
+    cross_mask = np.array([[[1, 1, 0, 0, 0]], [[1, 1, 1, 1, 0]]], bool)
+    full = lambda m, t: np.broadcast_to(m, (2, t, m.shape[-1])).copy()   # noqa: E731
+    encoder = L.TransformerEncoder(5, 2, dtype="float64")
+    np.testing.assert_array_equal(np.asarray(encoder(x, attention_mask=self_mask)),
+                                  np.asarray(encoder(x, attention_mask=full(self_mask, 4))))
+    dec = L.TransformerDecoder(5, 2, dtype="float64")
+    np.testing.assert_array_equal(
+        np.asarray(dec(x, enc, decoder_attention_mask=self_mask,
+                       encoder_attention_mask=cross_mask)),
+        np.asarray(dec(x, enc, decoder_attention_mask=full(self_mask, 4),
+                       encoder_attention_mask=full(cross_mask, 4))))
+    with pytest.raises(ValueError, match=r"cross_attention.*attention_mask must be broadcastable"
+                                         r".*\(2, 4, 5\).*got \(2, 4, 4\)"):
+        dec(x, enc, encoder_attention_mask=full(self_mask, 4))
 
 
 def test_mha_called_with_and_without_a_key(rng):

@@ -121,3 +121,30 @@ def test_channels_last_conv1d_and_pools_on_cuda_match_cpu(small_sim, rng):
         results.append([np.asarray(out)] + [np.asarray(g) for g in grads])
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_mask_broadcast_on_cuda(small_sim, rng):
+    """A (batch, 1, T_k) attention_mask with a query mask on the CUDA backend gives what the
+    CPU gives with the explicitly expanded mask (outputs, input and weight gradients)."""
+    from numbanet.backend import get_backend
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    mask = rng.random((2, 1, 5)) > 0.3
+    mask[..., 0] = True
+    qm = np.array([[1, 0, 1], [1, 1, 1]], bool)
+    g = rng.standard_normal((2, 3, 4))
+    mha = L.MultiHeadAttention(2, 2, dtype="float64")
+    results = []
+    for device, kwargs in (("cpu", dict(attention_mask=np.broadcast_to(mask, (2, 3, 5)) &
+                                        qm[:, :, None])),
+                           ("cuda", dict(attention_mask=mask, query_mask=qm))):
+        mha._move_to(get_backend(device))
+        ts = [nb.ops.convert_to_tensor(a, device=device) for a in (q, v)]
+        with nb.GradientTape() as tape:
+            tape.watch(ts)
+            out = mha(*ts, **kwargs)
+            loss = nb.ops.sum(out * g)
+        assert out.backend.name == device
+        grads = tape.gradient(loss, ts + mha.trainable_weights)
+        results.append([np.asarray(out)] + [np.asarray(x) for x in grads])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)

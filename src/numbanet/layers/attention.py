@@ -52,11 +52,13 @@ class MultiHeadAttention(Seeded, Layer):
     projections, scores scaled by 1/sqrt(key_dim), and the columns of its value_dim of the value
     projection; the heads' outputs side by side go through the output projection (to
     ``output_shape`` features, the query's by default). ``attention_mask`` (batch, T_q, T_k) is
-    True where a query may attend to a key; it combines with the causal mask and with the masks
-    of the inputs (``Embedding(mask_zero=True)``: padded keys are not attended to, padded queries
-    attend to nothing). A query that may attend to no key gets all-zero weights (its output is
-    the output bias). ``return_attention_scores=True`` also returns the attention weights
-    (batch, heads, T_q, T_k), before dropout.
+    True where a query may attend to a key; as in Keras any mask broadcastable to that shape will
+    do (a (batch, 1, T_k) padding mask, a (T_q, T_k) one). It combines (logical and) with the
+    causal mask and with the masks of the inputs (``Embedding(mask_zero=True)``, or
+    ``query_mask`` / ``value_mask`` / ``key_mask``: padded keys are not attended to, padded
+    queries attend to nothing). A query that may attend to no key gets all-zero weights (its
+    output is the output bias). ``return_attention_scores=True`` also returns the attention
+    weights (batch, heads, T_q, T_k), before dropout.
     """
 
     output_layout = "channels_last"
@@ -198,13 +200,12 @@ class MultiHeadAttention(Seeded, Layer):
         m = np.ones((n, tq, tk), dtype=bool)
         if attention_mask is not None:
             am = np.asarray(be.to_numpy(attention_mask))
-            if am.shape != (n, tq, tk):
-                if am.ndim == 2 and am.shape == (tq, tk):
-                    am = np.broadcast_to(am, (n, tq, tk))
-                else:
-                    raise ValueError(f"{self!r}: attention_mask must be (batch, T_q, T_k) = "
-                                     f"{(n, tq, tk)}, got {am.shape}")
-            m &= am.astype(bool)
+            if am.ndim not in (2, 3) or \
+                    any(a not in (1, b) for a, b in zip(am.shape[::-1], (tk, tq, n))):
+                raise ValueError(f"{self!r}: attention_mask must be broadcastable to (batch, "
+                                 f"T_q, T_k) = {(n, tq, tk)} (e.g. a (batch, 1, T_k) padding "
+                                 f"mask or a (T_q, T_k) one), got {am.shape}")
+            m &= am.astype(bool)                    # broadcasts its 1-sized axes (Keras)
         if query_mask is not None:
             m &= np.asarray(be.to_numpy(query_mask)).reshape(n, tq, 1).astype(bool)
         if key_mask is not None:
@@ -530,7 +531,8 @@ class TransformerEncoder(_TransformerBlock):
     Dense(width)), each with dropout, a residual connection and LayerNormalization (after the
     sum, or before the block with ``norm_first=True``). Called as ``encoder(x,
     padding_mask=None, attention_mask=None)``; the padding mask (by default the input's mask)
-    keeps padded steps from being attended to."""
+    keeps padded steps from being attended to, the attention mask ((batch, T, T) or
+    broadcastable to it) restricts further."""
 
     tensor_kwargs = ("padding_mask", "attention_mask")
     free_axes = (0,)
@@ -575,8 +577,8 @@ class TransformerDecoder(_TransformerBlock):
     then the feedforward network; each with dropout, a residual connection and
     LayerNormalization. Masks: ``decoder_padding_mask`` / ``encoder_padding_mask`` (by default
     the inputs' masks) keep padded steps from being attended to; ``decoder_attention_mask`` /
-    ``encoder_attention_mask`` (batch, T_q, T_k) restrict further; ``use_causal_mask=False``
-    turns the causal mask off."""
+    ``encoder_attention_mask`` (batch, T_q, T_k), or broadcastable to it, restrict further;
+    ``use_causal_mask=False`` turns the causal mask off."""
 
     multi_input = True
     tensor_kwargs = ("decoder_padding_mask", "decoder_attention_mask", "encoder_padding_mask",
