@@ -1,6 +1,8 @@
 """numbanet.optimizers: trajectories against torch.optim, clipping, state round trip, validation."""
 import json
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -1302,6 +1304,79 @@ def test_a_variable_left_out_keeps_its_state(how):
         step(skip)
     for a, b in zip(model.get_weights(), tw):
         np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("make", [lambda: O.Adam(0.05), lambda: O.SGD(0.05, momentum=0.9),
+                                  lambda: O.Lookahead(O.Adam(0.05), k=2)],
+                         ids=["Adam", "SGD-momentum", "Lookahead"])
+@pytest.mark.parametrize("how", ["frozen", "apply_gradients"])
+def test_state_left_out_survives_save_and_load(how, make, tmp_path):
+    """The state of weights left out of the last updates (a layer frozen in fit, a None
+    gradient in apply_gradients) is saved with the model: train, leave the middle layer out,
+    train, save, load, take it back, train gives bit for bit the weights of the same run without
+    the save. It was dropped from the file, so the layer came back with fresh moments."""
+    import numbanet as nb
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+
+    def train(model, leave_out):
+        if how == "frozen":
+            model.layers[1].trainable = not leave_out
+            model.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+            return
+        for _ in range(2):
+            with nb.GradientTape() as tape:
+                loss = nb.losses.MeanSquaredError()(y, model(x, training=True))
+            weights = model.trainable_weights
+            grads = tape.gradient(loss, weights)
+            if leave_out:
+                grads[2] = grads[3] = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)     # "no gradient for ..."
+                model.optimizer.apply_gradients(zip(grads, weights))
+
+    def run(save):
+        nb.seed(0)
+        model = _two_layer_mlp(nb)
+        model.compile(make(), "mse")
+        train(model, False)
+        train(model, True)
+        if save:
+            path = tmp_path / f"{save}.npz"
+            model.save(path)
+            model = nb.load_model(path)
+        train(model, False)
+        return model.get_weights()
+
+    for a, b in zip(run(None), run("saved")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_model_file_without_left_out_state_still_loads(tmp_path):
+    """A file saved before the state of a frozen layer was written (entries of the trainable
+    weights only) loads; the frozen layer starts again from fresh moments, as it did."""
+    import numbanet as nb
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+    nb.seed(0)
+    model = _two_layer_mlp(nb)
+    model.compile(O.Adam(0.05), "mse")
+    model.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    model.layers[1].trainable = False
+    model.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    path, old = tmp_path / "new.npz", tmp_path / "old.npz"
+    model.save(path)
+    with np.load(path) as f:
+        arrays = dict(f)
+    frozen = [k for k in arrays if re.fullmatch(r"optimizer/\w+/[45]", k)]  # layer 1's
+    assert sorted(frozen) == [f"optimizer/{n}/{i}" for n in ("m", "v") for i in (4, 5)]
+    np.savez(old, **{k: v for k, v in arrays.items() if k not in frozen})
+    back = nb.load_model(old)
+    back.layers[1].trainable = True
+    state = back.optimizer.variable_state(back.trainable_weights)
+    np.testing.assert_array_equal(state["m/4"], arrays["optimizer/m/2"])
+    assert not np.any(state["m/2"]) and not np.any(state["v/3"])
+    back.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
 
 
 def test_one_optimizer_taking_turns_on_two_models_keeps_both_states():

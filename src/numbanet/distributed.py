@@ -427,11 +427,11 @@ def broadcast_weights(model, root=0, optimizer_state=True):
         _bcast_inplace(b, layer.backend, root, "broadcast_weights (buffers)")
     opt = getattr(model, "optimizer", None)
     if optimizer_state and opt is not None:
-        trainable = model.trainable_weights
-        state = opt.variable_state(trainable) if s.rank == root and opt.iterations > 0 else None
+        variables = model._optimizer_variables()      # a frozen layer's kept state too
+        state = opt.variable_state(variables) if s.rank == root and opt.iterations > 0 else None
         state = broadcast(state, root, "broadcast_weights (optimizer state)")
         if state is not None and s.rank != root:
-            opt.set_variable_state(state, trainable)
+            opt.set_variable_state(state, variables)
 
 
 def average_buffers(model):

@@ -291,6 +291,18 @@ class Model(Layer, functional._GraphLayer):
         """The trainable weights (a cached list: the optimizer caches its runs by it)."""
         return self._info().trainable
 
+    def _optimizer_variables(self):
+        """The variables the optimizer state is saved and loaded for: the trainable weights
+        (their indices are those of older files), then the other parameters (a frozen layer's),
+        whose state the optimizer keeps for when they are trained again."""
+        out = self.trainable_weights
+        seen = set(out)
+        for v in self.weights:
+            if v.kind == "param" and v not in seen:
+                seen.add(v)
+                out.append(v)
+        return out
+
     @property
     def non_trainable_weights(self):
         if not self._trainable:
@@ -1483,7 +1495,7 @@ class Model(Layer, functional._GraphLayer):
         comp = self._compile_config()
         if comp is not None:
             config["compile"] = comp
-            state = self.optimizer.variable_state(self.trainable_weights)
+            state = self.optimizer.variable_state(self._optimizer_variables())
             arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in state.items()})
         arrays["config"] = np.array(json.dumps(config))
         _check_savable(arrays)
@@ -1787,7 +1799,7 @@ def load_model(path, device=None, compile=True):
             if version == 1:
                 opt.set_state(state)
             else:
-                opt.set_variable_state(state, model.trainable_weights)
+                opt.set_variable_state(state, model._optimizer_variables())
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"load_model: {path!r} is not a valid numbanet model file "
                          f"(missing or malformed {e})") from None

@@ -358,10 +358,12 @@ class Optimizer(Declared):
         self._join_state(per_var, other, new, names)
 
     def variable_state(self, variables):
-        """The state for saving: per-variable entries ``name/<index in variables>``."""
+        """The state for saving: per-variable entries ``name/<index in variables>``, those the
+        last update left out (a frozen layer's, kept for when it is trained again) included."""
         if not self.elementwise or self._layout is None:
             return self.get_state()
         per_var, other = self._split_state(self._layout)
+        per_var = {**self._parked, **per_var}
         index = {v: i for i, v in enumerate(variables)}
         state = dict(other)
         for (name, v), value in per_var.items():
@@ -370,8 +372,8 @@ class Optimizer(Declared):
         return state
 
     def set_variable_state(self, state, variables):
-        """Restore ``variable_state`` output for ``variables`` (grouped as this optimizer will
-        update them)."""
+        """Restore ``variable_state`` output for ``variables``; the next update regroups it (the
+        entries of variables it leaves out are kept aside for when they come back)."""
         if not self.elementwise:
             self.set_state(state)
             return
