@@ -651,6 +651,89 @@ def test_tape_semantics(rng):
     assert tape.gradient(out, dense.trainable_weights) == [None, None]
 
 
+def test_a_frozen_discriminator_is_not_trained_by_a_custom_loop_over_all_weights(rng):
+    """A GAN generator step that freezes the discriminator and applies the gradients of all
+    the weights: the discriminator's weights get None (as torch's requires_grad=False
+    parameters; TensorFlow does not watch a non-trainable variable) and stay unchanged; the
+    generator follows torch's SGD. They used to get a gradient and be trained."""
+    torch = pytest.importorskip("torch")
+    nb.seed(int(rng.integers(1 << 30)))
+    gen = nb.Sequential([L.Dense(3, activation="tanh")], input_shape=(2,), dtype="float64")
+    disc = nb.Sequential([L.Dense(4, activation="tanh"), L.Dense(1)], input_shape=(3,),
+                         dtype="float64")
+    gan = nb.Sequential([gen, disc])
+    z = rng.standard_normal((5, 2))
+    disc.trainable = False
+    tw = [torch.tensor(w, requires_grad=True) for w in gan.get_weights()]
+    for t in tw[2:]:
+        t.requires_grad_(False)                     # torch's frozen discriminator
+    topt = torch.optim.SGD(tw, lr=0.1)
+    opt = nb.optimizers.SGD(0.1)
+    frozen = disc.get_weights()
+    for _ in range(2):
+        with nb.GradientTape() as tape:
+            loss = nb.ops.mean(nb.ops.square(gan(z, training=True) - 1.0))
+        grads = tape.gradient(loss, gan.weights)
+        assert [g is None for g in grads] == [False, False, True, True, True, True]
+        with pytest.warns(RuntimeWarning, match="no gradient for"):
+            opt.apply_gradients(zip(grads, gan.weights))
+        topt.zero_grad()
+        h = torch.tanh(torch.tanh(torch.tensor(z) @ tw[0] + tw[1]) @ tw[2] + tw[3])
+        ((h @ tw[4] + tw[5] - 1.0) ** 2).mean().backward()
+        assert all(t.grad is None for t in tw[2:])
+        topt.step()
+    for a, b in zip(frozen, disc.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, t in zip(gan.get_weights(), tw):
+        np.testing.assert_allclose(a, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_an_unwatched_weight_gets_no_gradient_unless_watched(rng):
+    """A frozen layer's weight or a non-trainable weight (add_weight(trainable=False)) gets
+    None from tape.gradient, whichever else the tape recorded; tape.watch(weight) asks for its
+    gradient (TensorFlow's tape.watch), which is then torch's with requires_grad=True."""
+    torch = pytest.importorskip("torch")
+
+    class Scale(L.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight("w", input_shape[-1:], initializer="ones")
+            self.s = self.add_weight("s", input_shape[-1:], initializer="ones",
+                                     trainable=False)
+            super().build(input_shape)
+
+        def call(self, x):
+            return x * self.w * self.s
+
+    nb.seed(int(rng.integers(1 << 30)))
+    x = rng.standard_normal((4, 3))
+    inp = nb.Input((3,), dtype="float64")
+    first = L.Dense(3, activation="tanh", dtype="float64")
+    scale = Scale(dtype="float64")
+    model = nb.Model(inp, L.Dense(2, dtype="float64")(scale(first(inp))))
+    first.trainable = False
+    kernel, bias = first.weights
+    w, s = scale.w, scale.s
+    assert not kernel.trainable and not s.trainable and w.trainable
+
+    def grads(watch=()):
+        with nb.GradientTape() as tape:
+            tape.watch(list(watch))
+            loss = nb.ops.sum(nb.ops.square(model(x)))
+        return tape.gradient(loss, [kernel, bias, w, s])
+
+    assert [g is None for g in grads()] == [True, True, False, True]
+    got = grads([kernel, s])
+    assert [g is None for g in got] == [False, True, False, False]
+    tk, tb, tw_, ts = (torch.tensor(np.asarray(v.value), requires_grad=True)
+                       for v in (kernel, bias, w, s))
+    top = model.layers[-1]
+    h = torch.tanh(torch.tensor(x) @ tk + tb) * tw_ * ts
+    (h @ torch.tensor(np.asarray(top.params["kernel"])) +
+     torch.tensor(np.asarray(top.params["bias"]))).square().sum().backward()
+    for g, t in zip([got[0], got[2], got[3]], (tk, tw_, ts)):
+        np.testing.assert_allclose(np.asarray(g), t.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
 def test_a_variable_requested_twice_gets_its_gradient_at_both_places(rng):
     """The weights of an encoder and of the autoencoder around it, concatenated, name the
     encoder's weights twice: each place gets the gradient (as TensorFlow); the first was None."""

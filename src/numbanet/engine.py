@@ -847,7 +847,10 @@ class GradientTape:
     ``tape.watch``), in the order given; None for a source the target does not depend on (as
     TensorFlow). A non-scalar target needs ``output_gradients`` (the gradient of some scalar with
     respect to it). A tape gives one ``gradient`` unless ``persistent=True``. Trainable weights
-    are watched automatically (``watch_accessed_variables=False`` turns that off).
+    are watched automatically (``watch_accessed_variables=False`` turns that off); any other
+    weight (a frozen layer's, a buffer) gets None unless ``tape.watch(weight)``, as a
+    non-trainable TensorFlow variable or a torch tensor with ``requires_grad=False``: a custom
+    loop applying the gradients of ``model.weights`` does not train a frozen layer.
     """
 
     def __init__(self, persistent=False, watch_accessed_variables=True):
@@ -962,17 +965,21 @@ class GradientTape:
                 raise ValueError(f"GradientTape.gradient: output_gradients has shape "
                                  f"{tuple(og.shape)}, the target {target.shape}")
             seed = be.asarray(og, dtype=target.dtype).reshape(target.shape)
-        variables = [s for s in srcs if isinstance(s, Variable)]
-        sink = TapeSink(variables)
+        # a variable this tape does not watch (a frozen layer's, a buffer) gets None, so that
+        # apply_gradients(zip(grads, model.weights)) leaves it alone
+        watched = [isinstance(s, Variable) and self._var_watched(s) for s in srcs]
+        sink = TapeSink([s for s, w in zip(srcs, watched) if w])
         tensor_ids = [id(s) for s in srcs if isinstance(s, Tensor)]
         got = backprop(self._entries, {id(target): seed}, sink, tensor_ids, self._from_gradient)
         if id(target) in tensor_ids and got.get(id(target)) is None:
             got[id(target)] = seed
         out, vi = [], 0
-        for s in srcs:
-            if isinstance(s, Variable):
+        for s, w in zip(srcs, watched):
+            if w:
                 g = sink.result(vi)
                 vi += 1
+            elif isinstance(s, Variable):
+                g = None
             else:
                 g = got.get(id(s))
             out.append(None if g is None else Tensor(g, s.backend))
