@@ -317,3 +317,15 @@ def test_layer_get_and_set_weights(rng):
         bn.set_weights([np.ones(2)] + new[1:])
     with pytest.raises(RuntimeError, match="not built"):
         L.Dense(2).set_weights([])
+
+
+def test_a_layer_frozen_before_build_freezes_the_sublayers_its_build_creates(rng):
+    """Keras: trainable = False on a layer freezes all of it, also the sublayers its build()
+    creates afterwards (a TransformerEncoder frozen before its first call listed 16 trainable
+    weights, which fit would have trained)."""
+    enc = L.TransformerEncoder(8, 2)
+    enc.trainable = False
+    enc(rng.standard_normal((2, 3, 4)).astype(np.float32))
+    assert enc.trainable_weights == [] and len(enc.non_trainable_weights) == 16
+    enc.trainable = True
+    assert len(enc.trainable_weights) == 16

@@ -193,7 +193,8 @@ class Layer:
 
     def __setattr__(self, name, value):
         """Layers set as attributes (one, or a list) are this layer's sublayers (Keras): their
-        weights are part of its weights and they move and freeze with it."""
+        weights are part of its weights and they move and freeze with it (one attached to a
+        frozen layer, e.g. in its ``build`` after ``trainable = False``, is frozen too)."""
         subs = self.__dict__.get("_sublayers")
         if subs is not None and not name.startswith("_"):
             if isinstance(value, Layer) and value is not self:
@@ -203,6 +204,9 @@ class Layer:
                 subs[name] = list(value)
             elif name in subs:
                 del subs[name]
+            if name in subs and not self._trainable:
+                for layer in subs[name]:
+                    layer.trainable = False
         object.__setattr__(self, name, value)
 
     # -- trainability -----------------------------------------------------------------------------
