@@ -557,3 +557,109 @@ def test_validation_losses_use_the_validation_sample_weights(rng):
         model().fit(x, y, verbose=0, validation_data=(x, y, w, w))
     with pytest.raises(ValueError, match=r"fit validation_data: sample_weight must have shape"):
         model().fit(x, y, verbose=0, validation_data=(x, y, w[:3]))
+
+
+def test_train_on_batch_is_one_adam_step_as_torch_and_fit(rng):
+    """train_on_batch takes one optimizer step on exactly the batch given: the step of torch's
+    Adam on the same batch and loss, and of fit on that one batch (batch_size = its size)."""
+    torch = pytest.importorskip("torch")
+    x, y = rng.standard_normal((7, 5)), rng.integers(0, 3, 7)
+
+    def model():
+        m = mlp(units=4, dtype="float64")
+        m.compile(nb.optimizers.Adam(learning_rate=0.05), "sparse_categorical_crossentropy")
+        return m
+    a, b = model(), model()
+    b.set_weights(a.get_weights())
+    ws = [torch.tensor(w, requires_grad=True) for w in a.get_weights()]
+    topt = torch.optim.Adam(ws, lr=0.05, eps=1e-7, foreach=False)
+    for step in range(3):
+        xb, yb = x[step:step + 5], y[step:step + 5]
+        topt.zero_grad()
+        h = torch.tanh(torch.tensor(xb) @ ws[0] + ws[1])
+        tloss = torch.nn.functional.cross_entropy(h @ ws[2] + ws[3], torch.tensor(yb))
+        tloss.backward()
+        topt.step()
+        loss = a.train_on_batch(xb, yb)
+        assert isinstance(loss, float) and loss == pytest.approx(tloss.item(), rel=1e-12)
+        hist = b.fit(xb, yb, batch_size=5, epochs=1, shuffle=False, verbose=0)
+        assert hist.history["loss"] == [loss]
+        for got, fit_w, want in zip(a.get_weights(), b.get_weights(), ws):
+            np.testing.assert_array_equal(got, fit_w)
+            np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_on_batch_methods_return_keras_values(rng):
+    """train_on_batch / test_on_batch: the loss as a float for
+    one output and no metrics, else [loss, *output losses, *metrics] in evaluate's order, or
+    the dict with return_dict=True; train_on_batch's metrics are those of its batch alone
+    (taken before the update), test_on_batch is evaluate on one batch, predict_on_batch is
+    predict."""
+    x, y = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
+    m = mlp(dtype="float64")
+    m.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = m.predict(x)
+    logs = m.train_on_batch(x[:4], y[:4], return_dict=True)
+    assert list(logs) == ["loss", "accuracy"]
+    assert logs["accuracy"] == np.mean(before[:4].argmax(1) == y[:4])
+    pred = m.predict(x[4:])
+    got = m.train_on_batch(x[4:], y[4:])            # the metric restarts with each batch
+    assert isinstance(got, list) and got[1] == np.mean(pred.argmax(1) == y[4:])
+    ev = m.evaluate(x, y, batch_size=8)
+    assert m.test_on_batch(x, y, return_dict=True) == ev
+    assert m.test_on_batch(x, y) == [ev["loss"], ev["accuracy"]]
+    np.testing.assert_array_equal(m.predict_on_batch(x), m.predict(x))
+    m.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    loss = m.test_on_batch(x, y)
+    assert isinstance(loss, float) and loss == m.evaluate(x, y)["loss"]
+    w = rng.uniform(0.5, 2.0, 8)
+    assert m.test_on_batch(x, y, sample_weight=w) == \
+        pytest.approx(m.evaluate(x, y, sample_weight=w)["loss"], rel=1e-12)
+    with pytest.raises(ValueError, match="train_on_batch: return_dict must be"):
+        m.train_on_batch(x, y, return_dict="yes")
+    with pytest.raises(RuntimeError, match=r"train_on_batch: call compile"):
+        mlp().train_on_batch(x, y)
+    # several outputs: per-output losses between the loss and the metrics, as evaluate has them
+    inp = nb.Input((5,))
+    h = L.Dense(4, activation="tanh")(inp)
+    two = nb.Model(inp, [L.Dense(3, activation="softmax", name="cls")(h),
+                         L.Dense(1, name="reg")(h)])
+    two.compile(nb.optimizers.SGD(0.1), ["sparse_categorical_crossentropy", "mse"],
+                metrics={"cls": ["accuracy"]}, loss_weights=[1.0, 0.5])
+    yr = rng.standard_normal((8, 1))
+    ev = two.evaluate(x, [y, yr], batch_size=8)
+    assert list(ev) == ["loss", "cls_loss", "reg_loss", "cls_accuracy"]
+    assert two.test_on_batch(x, [y, yr]) == list(ev.values())
+    logs = two.train_on_batch(x, [y, yr], return_dict=True)
+    assert list(logs) == list(ev) and logs["loss"] == pytest.approx(ev["loss"], rel=1e-12)
+    assert logs["reg_loss"] == pytest.approx(ev["reg_loss"], rel=1e-12)
+    assert two.train_on_batch(x, [y, yr])[0] < logs["loss"]
+
+
+def test_train_on_batch_trains_what_is_trainable_now(rng):
+    """A GAN's alternating train_on_batch calls: a discriminator frozen after its compile and
+    then used inside the combined model is left alone when the combined model trains, and is
+    trained by its own train_on_batch once trainable again. As in Keras 3, ``trainable`` is
+    read at each step, not when compiling (Keras 2 froze it at compile time)."""
+    d = nb.Sequential([L.Dense(4, activation="tanh"), L.Dense(1, activation="sigmoid")],
+                      input_shape=(3,))
+    d.compile(nb.optimizers.Adam(0.01), "binary_crossentropy", metrics=["accuracy"])
+    g = nb.Sequential([L.Dense(3)], input_shape=(2,))
+    d.trainable = False
+    gan = nb.Sequential([g, d], input_shape=(2,))
+    gan.compile(nb.optimizers.Adam(0.01), "binary_crossentropy")
+    real, z = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    d_before, g_before = d.get_weights(), g.get_weights()
+    loss = gan.train_on_batch(z, np.ones(6))
+    assert isinstance(loss, float)
+    assert all(np.array_equal(a, b) for a, b in zip(d_before, d.get_weights()))
+    assert not any(np.array_equal(a, b) for a, b in zip(g_before, g.get_weights()))
+    d.train_on_batch(real, np.ones(6))              # still frozen: nothing moves
+    assert all(np.array_equal(a, b) for a, b in zip(d_before, d.get_weights()))
+    d.trainable = True
+    g_before = g.get_weights()
+    fake = g.predict_on_batch(z)
+    d_loss = d.train_on_batch(np.concatenate([real, fake]), np.r_[np.ones(6), np.zeros(6)])
+    assert len(d_loss) == 2
+    assert not any(np.array_equal(a, b) for a, b in zip(d_before, d.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(g_before, g.get_weights()))

@@ -1172,15 +1172,67 @@ class Model(Layer, functional._GraphLayer):
 
     def train_step(self, x, y, sample_weight=None):
         """One optimizer step on one batch; returns the batch's loss."""
-        self._require_compiled("train_step")
+        return self._train_batch(x, y, sample_weight, None, "train_step")
+
+    def _train_batch(self, x, y, sample_weight, class_weight, where, logs=False):
+        """One optimizer step on the batch ``(x, y)``: its loss, or with ``logs`` the dict
+        ``evaluate`` would report for that batch (taken before the update, metrics of this
+        batch alone). The weights trained are those trainable now (Keras 3 reads
+        ``trainable`` at each step, not at compile)."""
+        self._require_compiled(where)
         self._follow_layers()
-        xs, ys = self._prepare(x, y, "train_step")
+        xs, ys = self._prepare(x, y, where)
         info = self._info()
-        w = self._sample_weights(ys, sample_weight, None, "train_step", info)
+        w = self._sample_weights(ys, sample_weight, class_weight, where, info)
         wb = None if w is None else self.backend.asarray(w, self.dtype)
-        loss, _, _ = self._step(self._device_batch(xs, None, info), self._device_targets(ys), wb,
-                                info)
-        return loss
+        per_keys = self._per_output_keys() if logs else []
+        loss, outs, per = self._step(self._device_batch(xs, None, info), self._device_targets(ys),
+                                     wb, info, per_output=bool(per_keys))
+        if not logs:
+            return loss
+        result = {"loss": loss, **dict(zip(per_keys, per or ()))}
+        if self.metrics:
+            for m in self.metrics:
+                m.reset()
+            self._update_metrics(ys, outs, getattr(self, "_last_masks", None))
+            result.update({m.name: m.result() for m in self.metrics})
+        return result
+
+    def _per_output_keys(self):
+        """``<output>_loss`` of each loss-carrying output, as ``fit`` and ``evaluate`` report
+        them (only for several outputs)."""
+        names = self._out_names()
+        return [f"{names[k]}_loss" for k, l in enumerate(self.output_losses)
+                if l is not None] if len(names) > 1 else []
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
+                       return_dict=False):
+        """One optimizer step on exactly this batch (Keras), e.g. a GAN's alternating updates.
+        Returns the loss (a float) for a model with one output and no metrics, else the list
+        [loss, *per-output losses, *metrics] in ``evaluate``'s order, or that dict with
+        ``return_dict``; the values are those of the forward pass before the update, the
+        metrics of this batch alone."""
+        validation.FLAG(return_dict, "return_dict", "train_on_batch")     # before the step
+        return _keras_result(self._train_batch(x, y, sample_weight, class_weight,
+                                               "train_on_batch", logs=True), return_dict,
+                             "train_on_batch")
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Loss and metrics of exactly this batch, in inference mode (Keras): what
+        ``evaluate(x, y, batch_size=len(x), return_dict=return_dict)`` gives."""
+        self._require_compiled("test_on_batch")
+        self._follow_layers()
+        xs, ys = self._prepare(x, y, "test_on_batch")
+        weights = self._sample_weights(ys, sample_weight, None, "test_on_batch")
+        return _keras_result(self._evaluate(xs, ys, len(xs[0]), weights), return_dict,
+                             "test_on_batch")
+
+    def predict_on_batch(self, x):
+        """Model outputs for exactly this batch (one forward pass), as ``predict`` gives them."""
+        self._follow_layers()
+        xs = self._check_x(x)
+        self._ensure_built_on(xs)
+        return self._predict(xs, len(xs[0]))
 
     def _sample_weights(self, ys, sample_weight, class_weight, where, info=None):
         """Per-sample weights (float64, (N,)) from ``sample_weight``, ``class_weight`` and the
@@ -1321,11 +1373,8 @@ class Model(Layer, functional._GraphLayer):
         self.history = history
         self.stop_training, self.stop_reason = False, None
         be = self.backend
-        names = self._out_names()
-        # "<output>_loss" of each loss-carrying output, as evaluate reports them (only for
-        # several outputs: a single-output model reads back nothing more than its loss)
-        per_keys = [f"{names[k]}_loss" for k, l in enumerate(self.output_losses)
-                    if l is not None] if len(names) > 1 else []
+        # a single-output model reads back nothing more than its loss
+        per_keys = self._per_output_keys()
         cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch)
@@ -1441,6 +1490,9 @@ class Model(Layer, functional._GraphLayer):
         self._follow_layers()
         xs = self._check_x(x)
         self._ensure_built_on(xs)
+        return self._predict(xs, batch_size)
+
+    def _predict(self, xs, batch_size):
         n = len(xs[0])
         parts = None
         for s in range(0, n, batch_size):
@@ -1516,6 +1568,15 @@ class Model(Layer, functional._GraphLayer):
         arrays = _read_npz(path, "load_weights")
         _set_arrays(self, arrays, path, "load_weights")
         return self
+
+
+def _keras_result(logs, return_dict, where):
+    """Keras' return convention for ``evaluate`` and the ``*_on_batch`` methods: the dict of
+    logs, or its one value (the loss, a float), or its values as a list in the dict's order."""
+    if validation.FLAG(return_dict, "return_dict", where):
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
 
 
 def _step_args(values, ins, kw, listed, kw_spec):
