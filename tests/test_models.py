@@ -663,3 +663,24 @@ def test_train_on_batch_trains_what_is_trainable_now(rng):
     assert len(d_loss) == 2
     assert not any(np.array_equal(a, b) for a, b in zip(d_before, d.get_weights()))
     assert all(np.array_equal(a, b) for a, b in zip(g_before, g.get_weights()))
+
+
+def test_evaluate_return_dict_false_gives_keras_values(rng):
+    """evaluate returns numbanet's dict by default; return_dict=False gives Keras' values: the
+    loss (a float) for one output and no metrics, else [loss, *output losses, *metrics]."""
+    x, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
+    m = mlp(dtype="float64")
+    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    ev = m.evaluate(x, y, batch_size=4)
+    assert ev == m.evaluate(x, y, batch_size=4, return_dict=True)
+    assert m.evaluate(x, y, batch_size=4, return_dict=False) == [ev["loss"], ev["accuracy"]]
+    m.compile("adam", "sparse_categorical_crossentropy")
+    loss = m.evaluate(x, y, batch_size=4, return_dict=False)
+    assert isinstance(loss, float) and loss == ev["loss"]
+    inp = nb.Input((5,))
+    two = nb.Model(inp, [L.Dense(3, activation="softmax")(inp), L.Dense(1)(inp)])
+    two.compile("adam", ["sparse_categorical_crossentropy", "mse"])
+    yr = rng.standard_normal((9, 1))
+    assert two.evaluate(x, [y, yr], return_dict=False) == list(two.evaluate(x, [y, yr]).values())
+    with pytest.raises(ValueError, match="evaluate: return_dict must be"):
+        m.evaluate(x, y, return_dict=None)

@@ -1471,8 +1471,12 @@ class Model(Layer, functional._GraphLayer):
         result.update({m.name: m.result() for m in self.metrics})
         return result
 
-    def evaluate(self, x, y, batch_size=32, verbose=0, sample_weight=None):
-        """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``."""
+    def evaluate(self, x, y, batch_size=32, verbose=0, sample_weight=None, return_dict=True):
+        """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``.
+
+        numbanet returns the dict by default (Keras' default is ``return_dict=False``);
+        ``return_dict=False`` gives Keras' values: the loss as a float for a model with one
+        output and no metrics, else the list [loss, *per-output losses, *metrics]."""
         self._require_compiled("evaluate")
         self._follow_layers()
         batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
@@ -1481,7 +1485,7 @@ class Model(Layer, functional._GraphLayer):
         result = self._evaluate(xs, ys, batch_size, weights)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
-        return result
+        return _keras_result(result, return_dict, "evaluate")
 
     def predict(self, x, batch_size=32, verbose=0):
         """Model outputs for ``x`` as a NumPy array (a list of arrays for several outputs),
