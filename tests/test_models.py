@@ -684,3 +684,28 @@ def test_evaluate_return_dict_false_gives_keras_values(rng):
     assert two.evaluate(x, [y, yr], return_dict=False) == list(two.evaluate(x, [y, yr]).values())
     with pytest.raises(ValueError, match="evaluate: return_dict must be"):
         m.evaluate(x, y, return_dict=None)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict", "train_on_batch",
+                                    "test_on_batch", "predict_on_batch"])
+def test_unbuilt_sequential_builds_on_the_data(rng, method):
+    """A Sequential without input_shape builds itself on the first data it is given, as a call
+    does: the same model (dtype from the data) whichever method sees it first."""
+    x, y = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    args = (x,) if "predict" in method else (x, y)
+    kwargs = {"verbose": 0, "shuffle": False, "batch_size": 6} if method == "fit" else {}
+    nb.seed(1)
+    m = nb.Sequential([L.Dense(4, activation="tanh"), L.Dense(2)])
+    m.compile(nb.optimizers.SGD(0.1), "mse")
+    got = getattr(m, method)(*args, **kwargs)
+    assert m.built and m.input_shape == (3,) and m.dtype == np.float64
+    nb.seed(1)
+    called = nb.Sequential([L.Dense(4, activation="tanh"), L.Dense(2)])
+    called(x)
+    called.compile(nb.optimizers.SGD(0.1), "mse")
+    want = getattr(called, method)(*args, **kwargs)
+    if method == "fit":
+        got, want = got.history, want.history
+    np.testing.assert_equal(got, want)
+    for a, b in zip(m.get_weights(), called.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -936,12 +936,12 @@ class Model(Layer, functional._GraphLayer):
         return self._info().out_shapes
 
     def _prepare(self, x, y, where):
-        if self._plan is None and isinstance(self, Sequential):
-            self._require_built(where)
         info = self._info()
         xs = self._check_x(x, "x", info)
         if self._plan is None:
             self._ensure_built_on(xs)
+            if self._plan is not None:      # a Sequential built from x: check x as its input
+                xs = self._check_x(x, "x", self._info())
         if self.__dict__.get("_compiled_for") != self._output_count():
             self._compile_outputs()
             info = self._info()
