@@ -709,3 +709,36 @@ def test_unbuilt_sequential_builds_on_the_data(rng, method):
     np.testing.assert_equal(got, want)
     for a, b in zip(m.get_weights(), called.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_keras2_input_shape_and_input_dim_arguments(rng):
+    """Dense(2, input_shape=(3,)) / input_dim=3 (Keras 2 style, still taken by Keras 3): the
+    first layer of a Sequential builds it for that shape, in the constructor or through add;
+    elsewhere the argument is ignored. It is not part of the layer's config, and the model's
+    config round-trips. nb.layers.Input is nb.Input."""
+    assert L.Input is nb.Input
+    m = nb.Sequential([L.Dense(4, activation="tanh", input_shape=(3,)), L.Dense(2)])
+    assert m.built and m.input_shape == (3,) and m.output_shape == (2,)
+    assert "input_shape" not in m.layers[0].get_config()
+    again = nb.Sequential.from_config(json.loads(json.dumps(m.get_config())))
+    assert again.input_shape == (3,) and again.output_shape == (2,)
+    m = nb.Sequential()
+    m.add(L.Dense(4, input_dim=3))
+    assert m.built and m.output_shape == (4,)
+    m.add(L.Dense(2))                               # a built model is built again (Keras)
+    assert m.output_shape == (2,) and len(m.trainable_weights) == 4
+    x = rng.standard_normal((5, 3))
+    assert m.predict(x).shape == (5, 2)
+    conv = nb.Sequential([L.Conv2D(2, 3, input_shape=(1, 6, 6)), L.Flatten()])
+    assert conv.output_shape == (32,)
+    lstm = nb.Sequential([L.LSTM(3, input_shape=(None, 2))])
+    assert lstm.input_shape == (None, 2)
+    inp = nb.Input((3,))                            # not first in a Sequential: ignored
+    out = L.Dense(2, input_shape=(7,))(inp)
+    assert nb.Model(inp, out).output_shape == (2,)
+    with pytest.raises(ValueError, match=r"Dense: input_shape must be a tuple of positive ints"):
+        L.Dense(2, input_shape=(0,))
+    with pytest.raises(ValueError, match=r"Dense: input_dim must be a positive integer, got 0"):
+        L.Dense(2, input_dim=0)
+    with pytest.raises(TypeError, match=r"Dense: unexpected keyword argument 'input_length'"):
+        L.Dense(2, input_length=3)

@@ -1653,7 +1653,11 @@ def _output_names(plan):
 # Sequential
 
 class Sequential(Model):
-    """A linear stack of layers (Keras-shaped API): a functional graph that is a chain."""
+    """A linear stack of layers (Keras-shaped API): a functional graph that is a chain.
+
+    It is built for ``input_shape``, else for the ``input_shape=`` (or ``input_dim=``) its first
+    layer was given (Keras 2 style), else on the first data it sees (a call, ``fit``,
+    ``evaluate``, ``predict``, ``*_on_batch``)."""
 
     def __init__(self, layers=None, input_shape=None, device="cpu", dtype=None, name=None,
                  trainable=True):
@@ -1661,18 +1665,41 @@ class Sequential(Model):
                          device=device, trainable=trainable)
         self._layers = []
         for layer in layers or []:
-            self.add(layer)
+            self._append(layer)
+        if input_shape is None and self._layers:
+            input_shape = getattr(self._layers[0], "_declared_input_shape", None)
         if input_shape is not None:
             self.build(input_shape)
 
     def add(self, layer):
+        """Append ``layer``; a built model is built again with it (Keras), as is one whose first
+        layer declared its ``input_shape``."""
+        self._append(layer)
+        shape = self.input_shape if self._plan is not None else \
+            self.__dict__.get("_input_shape_") or \
+            getattr(self._layers[0], "_declared_input_shape", None)
+        if shape is not None:
+            self._rebuild(shape)
+
+    def _append(self, layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
-        if self._plan is not None:
-            raise RuntimeError("Sequential.add: the model is already built; add layers first")
         if any(l.name == layer.name for l in self._layers):
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         self._layers.append(layer)
+
+    def _rebuild(self, shape):
+        """Build the chain again over the current layers for ``shape`` (the outputs and what
+        compile resolved per output follow)."""
+        self._plan = None
+        self.built = False
+        for key in ("_n_outputs", "_out_shapes"):
+            self.__dict__.pop(key, None)
+        self._compiled_for = None
+        self.input_shape = shape
+        engine.structure_changed()
+        if self._layers:
+            self.build(shape)
 
     @property
     def layers(self):

@@ -30,6 +30,8 @@ for _cls in (
     REGISTRY.register(_cls)
 del _cls
 
+from ..functional import Input  # noqa: E402  (Keras has it in keras.layers too)
+
 
 def get(name):
     """A layer class by its name (used when loading a saved model)."""

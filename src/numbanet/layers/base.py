@@ -164,6 +164,15 @@ class Layer:
     def __init__(self, name=None, dtype=None, trainable=True, **unknown):
         object.__setattr__(self, "_sublayers", {})  # attribute name -> [layers] (see __setattr__)
         where = type(self).__name__
+        # Keras 2's input_shape= / input_dim= (Keras 3 still takes them): the per-sample input
+        # shape a Sequential starting with this layer is built for; ignored elsewhere, and not
+        # part of the layer's config (the Sequential's config holds its input shape)
+        declared = unknown.pop("input_shape", None)
+        input_dim = unknown.pop("input_dim", None)
+        if input_dim is not None:
+            declared = (check_positive_int(input_dim, "input_dim", where),)
+        self._declared_input_shape = None if declared is None else \
+            check_shape(declared, where, "input_shape")
         if unknown:
             # a Keras argument numbanet does not implement (dropout=, stateful=...) reaches
             # here through the subclasses' **kwargs: name the layer, not Layer.__init__
