@@ -742,3 +742,56 @@ def test_keras2_input_shape_and_input_dim_arguments(rng):
         L.Dense(2, input_dim=0)
     with pytest.raises(TypeError, match=r"Dense: unexpected keyword argument 'input_length'"):
         L.Dense(2, input_length=3)
+
+
+def test_sequential_pop_removes_the_last_layer(rng):
+    """pop() removes and returns the last layer and builds the model again without it (Keras),
+    e.g. to put a new head on a trained body; popping an empty model is an error."""
+    m = mlp(units=4, out=3)
+    body, head = m.layers
+    assert m.pop() is head and m.layers == [body] and m.output_shape == (4,)
+    x = rng.standard_normal((5, 5)).astype(np.float32)
+    np.testing.assert_allclose(m.predict(x), np.tanh(x @ m.get_weights()[0] + m.get_weights()[1]),
+                               rtol=1e-5, atol=1e-6)
+    m.add(L.Dense(1))
+    m.compile("adam", "mse")
+    assert m.output_shape == (1,) and np.isfinite(m.train_on_batch(x, np.ones((5, 1))))
+    m.pop()
+    m.pop()
+    assert not m.built and m.layers == []
+    m.add(L.Dense(2))                               # the input shape is remembered
+    assert m.built and m.input_shape == (5,) and m.output_shape == (2,)
+    m.pop()
+    with pytest.raises(ValueError, match="Sequential.pop: .* has no layers to remove"):
+        m.pop()
+    unbuilt = nb.Sequential([L.Dense(3), L.Dense(2)])
+    unbuilt.pop()
+    assert not unbuilt.built and unbuilt.predict(x).shape == (5, 3)
+
+
+def test_a_callback_setting_stop_training_ends_fit(rng):
+    """A callback's ``self.model.stop_training = True`` (Keras) ends fit after the current
+    batch or epoch; the next fit starts afresh."""
+    x, y = rng.standard_normal((12, 5)), rng.integers(0, 3, 12)
+
+    class StopAt(nb.callbacks.Callback):
+        def __init__(self, epoch=None, batch=None):
+            super().__init__()
+            self.epoch, self.batch, self.batches = epoch, batch, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+            if batch == self.batch:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == self.epoch:
+                self.model.stop_training = True
+    m = mlp()
+    m.compile("adam", "sparse_categorical_crossentropy")
+    h = m.fit(x, y, epochs=10, batch_size=4, verbose=0, callbacks=[StopAt(epoch=2)])
+    assert len(h.history["loss"]) == 3 and m.stop_training
+    stop = StopAt(batch=1)
+    h = m.fit(x, y, epochs=10, batch_size=4, verbose=0, callbacks=[stop])
+    assert len(h.history["loss"]) == 1 and stop.batches == 2
+    assert len(m.fit(x, y, epochs=2, verbose=0).history["loss"]) == 2

@@ -1688,9 +1688,20 @@ class Sequential(Model):
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         self._layers.append(layer)
 
+    def pop(self):
+        """Remove the last layer and return it (Keras); the model is built again without it,
+        for the same input shape."""
+        if not self._layers:
+            raise ValueError(f"Sequential.pop: {self.name!r} has no layers to remove")
+        shape = self.input_shape
+        layer = self._layers.pop()
+        self._rebuild(shape)
+        return layer
+
     def _rebuild(self, shape):
         """Build the chain again over the current layers for ``shape`` (the outputs and what
-        compile resolved per output follow)."""
+        compile resolved per output follow); with no layers (or no shape) it stays unbuilt,
+        remembering ``shape`` for the next ``add``."""
         self._plan = None
         self.built = False
         for key in ("_n_outputs", "_out_shapes"):
@@ -1698,7 +1709,7 @@ class Sequential(Model):
         self._compiled_for = None
         self.input_shape = shape
         engine.structure_changed()
-        if self._layers:
+        if self._layers and shape is not None:
             self.build(shape)
 
     @property
