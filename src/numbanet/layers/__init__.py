@@ -7,8 +7,8 @@ from .base import Layer
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
                    GlobalAvgPool2D, GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D,
                    UpSampling2D)
-from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, LeakyReLU, Permute, ReLU,
-                   Reshape, Sigmoid, Softmax, Softplus, Tanh)
+from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, Lambda, LeakyReLU, Permute,
+                   ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN

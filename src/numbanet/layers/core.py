@@ -1,4 +1,4 @@
-"""Dense, Flatten, Reshape, Permute, Dropout and the activation layers."""
+"""Dense, Flatten, Reshape, Permute, Dropout, Lambda and the activation layers."""
 import math
 
 import numpy as np
@@ -391,3 +391,42 @@ class GELU(Activation):
     def __init__(self, approximate=False, **kwargs):
         self.approximate = bool(approximate)
         super().__init__("gelu_tanh" if self.approximate else "gelu", **kwargs)
+
+
+class Lambda(Layer):
+    """A function of tensors as a layer (Keras' ``Lambda``), e.g.
+    ``Lambda(lambda t: nb.ops.square(t))``: written with ``nb.ops`` and differentiated like a
+    layer's ``call``; called on a list, the function gets the list. ``arguments``: keyword
+    arguments passed to the function. ``output_shape`` is taken for Keras code and not needed:
+    the output's shape comes from running the function. A model holding a Lambda has no config
+    (its function is Python code): save its weights with ``save_weights``."""
+
+    def __init__(self, function, output_shape=None, arguments=None, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(function):
+            raise TypeError(f"Lambda: function must be callable, got {type(function).__name__}")
+        if output_shape is not None and not callable(output_shape) and \
+                not isinstance(output_shape, (tuple, list)):
+            raise TypeError(f"Lambda: output_shape must be a tuple, a function or None, got "
+                            f"{output_shape!r}")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise TypeError(f"Lambda: arguments must be a dict of keyword arguments, got "
+                            f"{type(arguments).__name__}")
+        self.function, self.arguments = function, dict(arguments or {})
+
+    def __call__(self, inputs, *args, **kwargs):
+        if not self.built and not self._inbound_nodes:      # one input, or a list of them
+            self.multi_input = isinstance(inputs, (list, tuple))
+        return super().__call__(inputs, *args, **kwargs)
+
+    def checks_input_shape(self):
+        return False                    # any input the function takes, as a call() layer
+
+    def call(self, inputs):
+        return self.function(inputs, **self.arguments)
+
+    def get_config(self):
+        raise NotImplementedError(
+            f"{self!r} wraps a Python function, which cannot be saved as a config; save the "
+            f"weights with save_weights(path) and rebuild the model in code before "
+            f"load_weights(path)")
