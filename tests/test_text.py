@@ -448,3 +448,9 @@ def test_evaluations_agree_with_gensim(kv, tmp_path):
         assert (opr, opp, osr, osp, ooov) == pytest.approx((pr, pp, sr, sp, oov), rel=1e-5)
         ours = kv.evaluate_word_analogies(questions, **kw)
         assert ours == theirs.evaluate_word_analogies(str(questions), **kw)
+
+
+def test_text_vectorization_is_in_layers_too():
+    """Keras code imports it from keras.layers."""
+    assert nb.layers.TextVectorization is nb.text.TextVectorization
+    assert nb.layers.get("TextVectorization") is nb.text.TextVectorization

@@ -41,3 +41,6 @@ def get(name):
 def register(cls):
     """Make a layer class known to ``load_model``."""
     return REGISTRY.register(cls)
+
+
+from ..text.vectorization import TextVectorization  # noqa: E402  (keras.layers has it too)
