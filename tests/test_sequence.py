@@ -472,3 +472,23 @@ def test_text_vectorization_in_a_model_saves_its_vocabulary(tmp_path, rng):
     np.testing.assert_array_equal(loaded.predict(texts), model.predict(texts))
     assert loaded.layers[1].get_vocabulary() == tv.get_vocabulary()
     np.testing.assert_array_equal(loaded.predict(["good movie"]), model.predict(["good movie"]))
+
+
+def test_a_channels_first_conv1d_feeding_a_recurrent_or_attention_layer_is_refused():
+    """LSTM, GRU, Bidirectional, MultiHeadAttention and the Transformer blocks read (batch,
+    steps, features); a (batch, channels, length) Conv1D / pool output fed straight to them
+    would be read with the channels as steps."""
+    def conv_into(make, fmt=None):
+        inp = nb.Input((6, 10))
+        h = L.Conv1D(4, 3, padding="same", data_format=fmt)(inp)
+        return make()(h) if make is not L.MultiHeadAttention else L.MultiHeadAttention(2, 2)(h, h)
+    for make in (lambda: L.LSTM(3), lambda: L.Bidirectional(L.GRU(3)), L.MultiHeadAttention,
+                 lambda: L.TransformerEncoder(8, 2)):
+        with pytest.raises(ValueError, match=r"reads \(batch, steps, features\).*conv1d"):
+            conv_into(make, "channels_first")
+        with pytest.raises(ValueError, match="channels would be read as steps"):
+            conv_into(make)
+        conv_into(make, "channels_last")                 # (batch, steps, filters): fine
+    inp = nb.Input((6, 10))
+    h = L.Permute((2, 1))(L.MaxPool1D(2)(inp))           # made steps-major by hand: fine
+    assert L.LSTM(3)(h).shape == (None, 3)

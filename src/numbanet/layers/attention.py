@@ -61,7 +61,7 @@ class MultiHeadAttention(Seeded, Layer):
     weights (batch, heads, T_q, T_k), before dropout.
     """
 
-    output_layout = "channels_last"
+    output_layout = input_layout = "channels_last"
     _config_attrs = {"output_shape": "output_dim"}
 
     multi_input = True
@@ -418,7 +418,7 @@ class SinePositionEncoding(Layer):
 
     supports_masking = True
     free_axes = (0,)
-    output_layout = "channels_last"
+    output_layout = input_layout = "channels_last"
 
     def __init__(self, max_wavelength=10000, **kwargs):
         super().__init__(**kwargs)
@@ -457,7 +457,7 @@ class _TransformerBlock(Layer):
 
     supports_masking = True
     uses_mask = True
-    output_layout = "channels_last"
+    output_layout = input_layout = "channels_last"
 
     def __init__(self, intermediate_dim, num_heads, dropout=0.0, activation="relu",
                  norm_first=False, layer_norm_epsilon=1e-5, kernel_initializer="glorot_uniform",

@@ -156,6 +156,9 @@ class Layer:
     #: "channels_first" for (batch, channels, length), "keep" for the inputs' layout when they
     #: agree (elementwise layers: Dropout, activations, normalization, merges), None: unknown
     output_layout = None
+    #: the layout a layer reads its 3-D inputs in, when it has one: "channels_last" for the
+    #: recurrent and attention layers, which take (batch, steps, features)
+    input_layout = None
     #: constructor arguments a subclass fixes itself (left out of its config), and arguments
     #: stored under another attribute name ({argument: attribute})
     _config_skip = ()
@@ -280,7 +283,16 @@ class Layer:
     def check_layout(self, layouts):
         """Refuse, when a graph is built, inputs this layer would read in the wrong layout.
         ``layouts``: per input, None (unknown) or (layout, the layer that gave it) (see
-        ``output_layout``). Nothing to check here."""
+        ``output_layout``); here: a (batch, channels, length) input of a layer that reads
+        (batch, steps, features) (``input_layout``)."""
+        for got in layouts:
+            if self.input_layout == "channels_last" and got is not None and \
+                    got[0] == "channels_first":
+                raise ValueError(
+                    f"{self!r}: reads (batch, steps, features), but its input comes from "
+                    f"{got[1]!r}, whose output is (batch, channels, length) (channels_first): "
+                    f"the channels would be read as steps. Give {got[1]!r} "
+                    f"data_format=\"channels_last\", or put Permute((2, 1)) between them")
 
     def output_dtypes(self, n):
         """The dtypes of the call's ``n`` outputs."""

@@ -35,6 +35,7 @@ class _RNN(Layer):
     uses_mask = True
     free_axes = (0,)
     output_layout = "channels_last"         # with return_sequences: (batch, steps, units)
+    input_layout = "channels_last"
 
     def __init__(self, units, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -335,7 +336,7 @@ class Bidirectional(Layer):
     tensor_kwargs = ("initial_state",)
     uses_mask = True
     free_axes = (0,)
-    output_layout = "channels_last"
+    output_layout = input_layout = "channels_last"
     MODES = ("concat", "sum", "mul", "ave", None)
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
