@@ -11,7 +11,10 @@ from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, Lambda, Leaky
                    ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
+from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from .reshaping import (Cropping2D, Identity, RepeatVector, TimeDistributed, UpSampling1D,
+                        ZeroPadding1D, ZeroPadding2D)
 from .sequence import (AveragePooling1D, AvgPool1D, Conv1D, Embedding, GlobalAveragePooling1D,
                        GlobalMaxPooling1D, Masking, MaxPool1D, MaxPooling1D)
 
@@ -26,7 +29,9 @@ for _cls in (
         Minimum, Concatenate, Embedding, Masking, Conv1D, MaxPool1D, AvgPool1D,
         GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional,
         Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding,
-        SinePositionEncoding, TransformerEncoder, TransformerDecoder):
+        SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
+        TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
+        Normalization):
     REGISTRY.register(_cls)
 del _cls
 

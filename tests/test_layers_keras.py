@@ -1,0 +1,407 @@
+"""Keras' reshaping, wrapper and preprocessing layers (RepeatVector, TimeDistributed, Rescaling,
+Normalization, ZeroPadding1D/2D, Cropping2D, UpSampling1D, Identity): values and gradients
+against PyTorch float64 (NumPy where torch has no twin) and finite differences, shapes, masks,
+configs, save/load in Sequential and functional models, and bad arguments."""
+import json
+
+import numpy as np
+import pytest
+
+import numbanet as nb
+from numbanet.testing import gradcheck
+
+L = nb.layers
+NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
+       "Cropping2D", "UpSampling1D", "Rescaling", "Normalization"]
+
+
+def _round_trip(layer):
+    """The layer rebuilt from its config as saved (JSON); the config must come back equal."""
+    entry = json.loads(json.dumps({"class_name": type(layer).__name__,
+                                   "config": layer.get_config()}))
+    again = L.REGISTRY.deserialize(entry)
+    assert again.get_config() == layer.get_config()
+    return again
+
+
+def _save_load(model, x, tmp_path):
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = nb.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.get_config() == model.get_config()
+    return loaded
+
+
+def test_new_layers_are_registered():
+    for name in NEW:
+        assert L.get(name) is getattr(L, name)
+
+
+# ---------------------------------------------------------------------------------- RepeatVector
+def test_repeat_vector_values_gradients_config(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((3, 4))
+    layer = L.RepeatVector(5)
+    out = layer(x)
+    assert out.shape == (3, 5, 4) and layer.output_shape == (5, 4)
+    np.testing.assert_array_equal(np.asarray(out),
+                                  torch.tensor(x).unsqueeze(1).expand(3, 5, 4).numpy())
+    assert gradcheck(L.RepeatVector(3), x)
+    assert _round_trip(layer).n == 5
+    assert layer.get_config()["n"] == 5
+    with pytest.raises(ValueError, match=r"RepeatVector 'r': n must be .*got 0"):
+        L.RepeatVector(0, name="r")
+    with pytest.raises(ValueError, match=r"expects 2-D input \(batch, features\), got input "
+                                         r"shape \(None, 2, 3\)"):
+        L.RepeatVector(2)(rng.standard_normal((1, 2, 3)))
+
+
+def test_repeat_vector_seq2seq_model_trains_saves_and_checks_layouts(rng, tmp_path):
+    """An LSTM encoder -> RepeatVector -> LSTM decoder -> TimeDistributed(Dense), as the
+    course's seq2seq examples; RepeatVector's output is (batch, steps, features)."""
+    x, y = rng.standard_normal((8, 5, 3)), rng.standard_normal((8, 6, 2))
+    model = nb.Sequential([L.LSTM(4, input_shape=(5, 3)), L.RepeatVector(6),
+                           L.LSTM(4, return_sequences=True), L.TimeDistributed(L.Dense(2))])
+    assert model.output_shape == (6, 2)
+    model.compile("adam", "mse")
+    hist = model.fit(x, y, epochs=3, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    _save_load(model, x, tmp_path)
+    inp = nb.Input((4,))
+    with pytest.raises(ValueError, match=r"whose output is \(batch, steps, features\)"):
+        L.Conv1D(2, 3)(L.RepeatVector(5)(inp))
+
+
+# ------------------------------------------------------------------------------- TimeDistributed
+def test_time_distributed_dense_matches_torch_and_steps_once(rng, monkeypatch):
+    torch = pytest.importorskip("torch")
+    x, y = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 2))
+    dense = L.Dense(2, activation="tanh")
+    model = nb.Sequential([L.TimeDistributed(dense, input_shape=(4, 5))], dtype="float64")
+    td = model.layers[0]
+    assert td.output_shape == (None, 2)          # the steps may change between calls
+    assert [v.name for v in td.trainable_weights] == [v.name for v in dense.trainable_weights]
+    w = [torch.tensor(v, requires_grad=True) for v in model.get_weights()]
+    out = torch.tanh(torch.tensor(x) @ w[0] + w[1])
+    np.testing.assert_allclose(model.predict(x), out.detach().numpy(), rtol=1e-12)
+    tloss = torch.nn.functional.mse_loss(out, torch.tensor(y))
+    tloss.backward()
+    model.compile(nb.optimizers.SGD(1.0), "mse")
+    assert model.train_on_batch(x, y) == pytest.approx(tloss.item(), rel=1e-12)
+    for got, t in zip(model.get_weights(), w):
+        np.testing.assert_allclose(got, (t - t.grad).detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert gradcheck(L.TimeDistributed(L.Dense(3, activation="sigmoid")), x)
+    assert gradcheck(model, x)
+    # one call of the inner layer on (batch * steps, ...), not one per step
+    shapes = []
+    inner_forward = dense._forward
+    monkeypatch.setattr(dense, "_forward", lambda a, *args, **kw: (
+        shapes.append(tuple(a.shape)), inner_forward(a, *args, **kw))[1])
+    td(x)
+    assert shapes == [(12, 5)]
+
+
+def test_time_distributed_conv2d_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 1, 6, 6))             # (batch, frames, channels, h, w)
+    td = L.TimeDistributed(L.Conv2D(2, 3, padding="same"))
+    out = np.asarray(td(x))
+    assert out.shape == (2, 3, 2, 6, 6) and td.output_shape == (None, 2, 6, 6)
+    k, b = (torch.tensor(v) for v in td.get_weights())
+    want = torch.nn.functional.conv2d(torch.tensor(x).reshape(6, 1, 6, 6), k, b, padding=1)
+    np.testing.assert_allclose(out, want.reshape(2, 3, 2, 6, 6).numpy(), rtol=1e-10, atol=1e-12)
+    assert gradcheck(nb.Sequential([L.TimeDistributed(L.Conv2D(2, 3))]), x[:, :2])  # + weights
+
+
+def test_time_distributed_dropout_variable_steps_and_masks(rng):
+    x = rng.standard_normal((4, 5, 3))
+    td = L.TimeDistributed(L.Dropout(0.5, seed=1))
+    np.testing.assert_array_equal(np.asarray(td(x)), x)                  # inference
+    dropped = np.asarray(td(x, training=True))
+    kept = dropped != 0
+    assert 0 < kept.mean() < 1
+    np.testing.assert_allclose(dropped[kept], 2 * x[kept])
+    # the steps may change from call to call, also in a functional model
+    inp = nb.Input((None, 3))
+    model = nb.Model(inp, L.TimeDistributed(L.Dense(2))(inp))
+    assert model.output_shape == (None, 2)
+    assert model.predict(x).shape == (4, 5, 2) and model.predict(x[:, :2]).shape == (4, 2, 2)
+    # a (batch, steps) mask passes through to the recurrent layer after it
+    ids = np.array([[3, 1, 0, 0], [2, 2, 2, 0]])
+    emb = L.Embedding(5, 3, mask_zero=True)
+    t = L.TimeDistributed(L.Dense(4))(emb(ids))
+    np.testing.assert_array_equal(np.asarray(t.mask), ids != 0)
+    seq = nb.Sequential([L.Embedding(5, 3, mask_zero=True), L.TimeDistributed(L.Dense(4)),
+                         L.SimpleRNN(2)])
+    padded = np.array([[3, 1, 0, 0]])
+    emb, td, rnn = seq.layers
+    np.testing.assert_allclose(seq.predict(padded), np.asarray(rnn(td(emb(padded[:, :2])))),
+                               rtol=1e-6)
+
+
+def test_time_distributed_config_nests_the_layer_and_saves(rng, tmp_path):
+    td = L.TimeDistributed(L.Dense(3, activation="relu", name="inner"), name="td")
+    cfg = td.get_config()
+    assert cfg["layer"]["class_name"] == "Dense"
+    assert cfg["layer"]["config"]["units"] == 3 and cfg["layer"]["config"]["name"] == "inner"
+    again = _round_trip(td)
+    assert type(again.layer) is L.Dense and again.layer.activation == "relu"
+    x = rng.standard_normal((2, 4, 5))
+    inp = nb.Input((4, 5))
+    model = nb.Model(inp, L.TimeDistributed(L.Dense(3))(inp))
+    loaded = _save_load(model, x, tmp_path)
+    assert len(loaded.trainable_weights) == 2
+    frames = rng.standard_normal((2, 3, 1, 8, 8))
+    cnn = nb.Sequential([L.TimeDistributed(L.Conv2D(2, 3), input_shape=(3, 1, 8, 8)),
+                         L.TimeDistributed(L.Flatten()), L.LSTM(3)])
+    assert cnn.output_shape == (3,)
+    _save_load(cnn, frames, tmp_path)
+
+
+def test_time_distributed_bad_arguments(rng):
+    with pytest.raises(ValueError, match=r"TimeDistributed: layer must be a Layer instance, "
+                                         r"got int"):
+        L.TimeDistributed(3)
+    with pytest.raises(ValueError, match=r"TimeDistributed: layer must take one input, got "
+                                         r"Add"):
+        L.TimeDistributed(L.Add())
+    with pytest.raises(ValueError, match=r"TimeDistributed 'td': expects input of at least 3 "
+                                         r"dimensions \(batch, steps, \.\.\.\), got input shape "
+                                         r"\(None, 4\)"):
+        L.TimeDistributed(L.Dense(2), name="td")(rng.standard_normal((2, 4)))
+    with pytest.raises(ValueError, match=r"gives several outputs"):
+        L.TimeDistributed(L.LSTM(2, return_state=True))(rng.standard_normal((2, 3, 4, 5)))
+
+
+# --------------------------------------------------------------------------------- Rescaling
+def test_rescaling(rng, tmp_path):
+    x = rng.uniform(0, 255, (4, 3))
+    layer = L.Rescaling(1 / 127.5, offset=-1)
+    np.testing.assert_allclose(np.asarray(layer(x)), x / 127.5 - 1, rtol=1e-14)
+    assert layer.get_config()["scale"] == 1 / 127.5 and layer.get_config()["offset"] == -1.0
+    assert _round_trip(layer).offset == -1.0
+    assert gradcheck(L.Rescaling(0.5, 2.0), rng.standard_normal((2, 3, 4)))
+    model = nb.Sequential([L.Rescaling(1 / 255, input_shape=(3,)), L.Dense(2)])
+    _save_load(model, x, tmp_path)
+    with pytest.raises(ValueError, match=r"Rescaling 'r': scale must be a finite float, got "
+                                         r"'big'"):
+        L.Rescaling("big", name="r")
+    with pytest.raises(ValueError, match=r"offset must be a finite float, got nan"):
+        L.Rescaling(1.0, offset=float("nan"))
+
+
+# ------------------------------------------------------------------------------- Normalization
+def _keras_normalize(x, mean, var, invert=False):
+    """Keras 3's formula, in torch float64."""
+    import torch
+    x, mean, var = (torch.tensor(np.asarray(v, dtype=np.float64)) for v in (x, mean, var))
+    std = torch.clamp(torch.sqrt(var), min=1e-7)
+    return (mean + x * std if invert else (x - mean) / std).numpy()
+
+
+def test_normalization_adapt_matches_keras_formula(rng):
+    pytest.importorskip("torch")
+    data = rng.standard_normal((50, 4)) * [1, 2, 3, 0] + [0, 1, -2, 5]  # a constant feature too
+    layer = L.Normalization()
+    layer.adapt(data)
+    mean, var = (np.asarray(v) for v in layer.get_weights())
+    np.testing.assert_allclose(mean, data.mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(var, data.var(0), rtol=1e-12, atol=1e-12)  # population variance
+    np.testing.assert_allclose(np.asarray(layer(data)), _keras_normalize(data, mean, var),
+                               rtol=1e-12, atol=1e-12)
+    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 2
+    steady = L.Normalization()
+    steady.adapt(rng.standard_normal((20, 4)) * 3 + 1)
+    assert gradcheck(steady, rng.standard_normal((3, 4)))
+    inverse = L.Normalization(mean=mean, variance=var, invert=True)
+    np.testing.assert_allclose(np.asarray(inverse(layer(data))), data, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(inverse(data)),
+                               _keras_normalize(data, mean, var, invert=True), rtol=1e-12)
+
+
+def test_normalization_keras_docstring_examples():
+    """The three examples of Keras' Normalization docstring give Keras' printed values."""
+    layer = L.Normalization(axis=None)
+    layer.adapt(np.array([1., 2., 3., 4., 5.], dtype="float32"))
+    np.testing.assert_allclose(np.asarray(layer(np.array([1., 2., 3.], dtype="float32"))),
+                               [-1.4142135, -0.70710677, 0.], rtol=1e-6)
+    data = np.array([[0., 7., 4.], [2., 9., 6.], [0., 7., 4.], [2., 9., 6.]], dtype="float32")
+    layer = L.Normalization(axis=-1)
+    layer.adapt(data)
+    np.testing.assert_allclose(np.asarray(layer(data[:1])), [[-1., -1., -1.]], rtol=1e-6)
+    layer = L.Normalization(mean=3., variance=2.)
+    np.testing.assert_allclose(np.asarray(layer(np.array([[1.], [2.], [3.]], dtype="float32"))),
+                               [[-1.4142135], [-0.70710677], [0.]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis, keep", [(-1, (2,)), (1, (1,)), ((1, 2), (1, 2)), (None, ())])
+def test_normalization_axes(rng, axis, keep):
+    """``axis`` names the axes (batch axis 0 included) with a mean and variance per index."""
+    data = rng.standard_normal((6, 2, 3)) * 2 + 1
+    layer = L.Normalization(axis=axis)
+    layer.adapt(data)
+    reduce = tuple(a for a in range(3) if a not in keep)
+    mean = data.mean(axis=reduce, keepdims=True)
+    var = data.var(axis=reduce, keepdims=True)
+    assert layer.get_weights()[0].shape == (tuple(data.shape[a] for a in keep) or (1,))
+    np.testing.assert_allclose(np.asarray(layer(data)), (data - mean) / np.sqrt(var),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_normalization_given_statistics_config_and_save(rng, tmp_path):
+    layer = L.Normalization(mean=[1.0, 2.0, 3.0], variance=4.0)
+    x = rng.standard_normal((5, 3))
+    np.testing.assert_allclose(np.asarray(layer(x)), (x - [1, 2, 3]) / 2, rtol=1e-12)
+    assert layer.get_config()["mean"] == [1.0, 2.0, 3.0] and \
+        layer.get_config()["variance"] == 4.0 and layer.get_config()["axis"] == [-1]
+    np.testing.assert_allclose(np.asarray(_round_trip(layer)(x)), np.asarray(layer(x)))
+    # adapted statistics are weights saved with the model; training leaves them alone
+    data = rng.standard_normal((40, 3)) * 5 + 2
+    norm = L.Normalization()
+    norm.adapt(data)
+    stats = norm.get_weights()
+    model = nb.Sequential([norm, L.Dense(1)])
+    model.compile("adam", "mse")
+    model.fit(data, data[:, :1], epochs=2, verbose=0)
+    for a, b in zip(norm.get_weights(), stats):
+        np.testing.assert_array_equal(a, b)
+    loaded = _save_load(model, data, tmp_path)
+    for a, b in zip(loaded.layers[0].get_weights(), stats):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    inp = nb.Input((3,))
+    fn = nb.Model(inp, L.Dense(2)(L.Normalization(mean=0.5, variance=2.0)(inp)))
+    _save_load(fn, data, tmp_path)
+
+
+def test_normalization_bad_arguments(rng):
+    with pytest.raises(ValueError, match=r"Normalization 'n': give both mean and variance, "
+                                         r"or neither"):
+        L.Normalization(mean=1.0, name="n")
+    with pytest.raises(ValueError, match=r"axis must be an int, a tuple of ints or None, got "
+                                         r"'x'"):
+        L.Normalization(axis="x")
+    with pytest.raises(ValueError, match=r"invert must be"):
+        L.Normalization(invert="yes")
+    with pytest.raises(ValueError, match=r"axis \(0,\) keeps the batch axis 0"):
+        L.Normalization(axis=0).adapt(rng.standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"axis \(3,\) out of range for input of shape "
+                                         r"\(None, 3\)"):
+        L.Normalization(axis=3)(rng.standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"mean of shape \(2,\) does not broadcast to the kept "
+                                         r"axes' shape \(3,\)"):
+        L.Normalization(mean=[0.0, 1.0], variance=1.0)(rng.standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"adapt\(\) is for a layer without mean= and "
+                                         r"variance="):
+        L.Normalization(mean=0.0, variance=1.0).adapt(rng.standard_normal((4, 3)))
+    layer = L.Normalization()
+    layer.adapt(rng.standard_normal((4, 3)))
+    with pytest.raises(ValueError, match=r"adapt\(\) data of shape \(4, 2\) does not fit"):
+        layer.adapt(rng.standard_normal((4, 2)))
+    with pytest.raises(ValueError, match=r"adapt\(\) takes a numeric array"):
+        L.Normalization().adapt(np.array(["a", "b"]))
+
+
+# ------------------------------------------------------------------ padding, cropping, upsampling
+@pytest.mark.parametrize("padding, pairs", [(1, ((1, 1), (1, 1))), ((2, 0), ((2, 2), (0, 0))),
+                                            (((1, 2), (0, 3)), ((1, 2), (0, 3)))])
+def test_zero_padding2d_and_cropping2d(rng, padding, pairs):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 5, 6))
+    (t, b), (l, r) = pairs
+    pad = L.ZeroPadding2D(padding)
+    out = np.asarray(pad(x))
+    want = torch.nn.functional.pad(torch.tensor(x), (l, r, t, b)).numpy()
+    np.testing.assert_array_equal(out, want)
+    assert pad.output_shape == (3, 5 + t + b, 6 + l + r)
+    crop = L.Cropping2D(padding)
+    np.testing.assert_array_equal(np.asarray(crop(out)), x)
+    assert gradcheck(L.ZeroPadding2D(padding), x)
+    assert gradcheck(L.Cropping2D(padding), x)
+    assert _round_trip(pad).padding == pairs and _round_trip(crop).cropping == pairs
+
+
+def test_padding_and_cropping_in_models_and_bad_arguments(rng, tmp_path):
+    x = rng.standard_normal((2, 1, 6, 6))
+    model = nb.Sequential([L.Conv2D(2, 3, input_shape=(1, 6, 6)), L.ZeroPadding2D(1),
+                           L.Cropping2D(((0, 1), (2, 0))), L.Flatten(), L.Dense(2)])
+    assert model.output_shape == (2,) and model.layers[2].output_shape == (2, 5, 4)
+    model.compile("sgd", "mse")
+    model.fit(x, rng.standard_normal((2, 2)), epochs=1, verbose=0)
+    _save_load(model, x, tmp_path)
+    assert L.ZeroPadding2D().padding == ((1, 1), (1, 1))
+    assert L.Cropping2D().cropping == ((0, 0), (0, 0))
+    with pytest.raises(ValueError, match=r"ZeroPadding2D 'z': padding must be an int, 2 ints "
+                                         r"\(height, width\) or 2 pairs .* got -1"):
+        L.ZeroPadding2D(-1, name="z")
+    with pytest.raises(ValueError, match=r"Cropping2D 'c': cropping must be .* got \(1, 2, 3\)"):
+        L.Cropping2D((1, 2, 3), name="c")
+    with pytest.raises(ValueError, match=r"cropping \(3, 3\) leaves nothing of height 6"):
+        L.Cropping2D(3)(x)
+    with pytest.raises(ValueError, match=r"expects 4-D input \(batch, channels, height, "
+                                         r"width\), got input shape \(None, 6\)"):
+        L.ZeroPadding2D()(rng.standard_normal((2, 6)))
+
+
+@pytest.mark.parametrize("data_format", [None, "channels_first"])
+def test_upsampling1d_and_zero_padding1d(rng, data_format):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 4, 3))
+    steps = 2 if data_format == "channels_first" else 1           # the axis of the steps
+    up = L.UpSampling1D(3, data_format=data_format)
+    want = torch.repeat_interleave(torch.tensor(x), 3, dim=steps).numpy()
+    np.testing.assert_array_equal(np.asarray(up(x)), want)
+    free = [None if a == steps else d for a, d in enumerate(want.shape)]   # free steps
+    assert up.output_shape == tuple(free[1:])
+    assert gradcheck(L.UpSampling1D(2, data_format=data_format), x)
+    pad = L.ZeroPadding1D((1, 2), data_format=data_format)
+    tpad = (1, 2) if steps == 2 else (0, 0, 1, 2)
+    np.testing.assert_array_equal(np.asarray(pad(x)),
+                                  torch.nn.functional.pad(torch.tensor(x), tpad).numpy())
+    assert gradcheck(L.ZeroPadding1D(2, data_format=data_format), x)
+    assert _round_trip(up).size == 3 and _round_trip(pad).padding == (1, 2)
+    assert _round_trip(pad).data_format == pad.data_format
+
+
+def test_1d_layers_in_models_layouts_and_bad_arguments(rng, tmp_path):
+    ids = rng.integers(1, 9, (3, 5))
+    model = nb.Sequential([L.Embedding(9, 4), L.UpSampling1D(2), L.ZeroPadding1D(1),
+                           L.Conv1D(2, 3, data_format="channels_last"),
+                           L.GlobalMaxPooling1D()])
+    assert model.predict(ids).shape == (3, 2)
+    _save_load(model, ids, tmp_path)
+    # variable steps in a functional model
+    inp = nb.Input((None, 4))
+    fn = nb.Model(inp, L.ZeroPadding1D(2)(L.UpSampling1D(2)(inp)))
+    assert fn.output_shape == (None, 4)
+    assert fn.predict(rng.standard_normal((1, 3, 4))).shape == (1, 10, 4)
+    # left at the default, a channels_first input is refused; told, it is taken
+    seq = nb.Input((4, 10))
+    with pytest.raises(ValueError, match=r"UpSampling1D .*whose output is \(batch, channels, "
+                                         r"length\).*data_format=\"channels_first\""):
+        L.UpSampling1D()(L.Conv1D(2, 3)(seq))
+    assert L.ZeroPadding1D(data_format="channels_first")(L.Conv1D(2, 3)(seq)).shape == \
+        (None, 2, 10)
+    with pytest.raises(ValueError, match=r"UpSampling1D 'u': size must be"):
+        L.UpSampling1D(0, name="u")
+    with pytest.raises(ValueError, match=r"ZeroPadding1D 'p': padding must be an int or a pair "
+                                         r"\(before, after\) of ints >= 0, got \(1, 2, 3\)"):
+        L.ZeroPadding1D((1, 2, 3), name="p")
+    with pytest.raises(ValueError, match=r"data_format must be"):
+        L.UpSampling1D(data_format="nhwc")
+    with pytest.raises(ValueError, match=r"expects 3-D input \(batch, steps, features\)"):
+        L.UpSampling1D()(rng.standard_normal((2, 3)))
+
+
+# ------------------------------------------------------------------------------------ Identity
+def test_identity(rng, tmp_path):
+    x = rng.standard_normal((2, 3, 4))
+    out = L.Identity()(x)
+    np.testing.assert_array_equal(np.asarray(out), x)
+    assert gradcheck(L.Identity(), x)
+    ids = np.array([[1, 2, 0]])
+    t = L.Identity()(L.Embedding(4, 2, mask_zero=True)(ids))
+    np.testing.assert_array_equal(np.asarray(t.mask), ids != 0)
+    _round_trip(L.Identity(name="i"))
+    model = nb.Sequential([L.Identity(input_shape=(3, 4)), L.Flatten(), L.Dense(1)])
+    _save_load(model, x, tmp_path)
