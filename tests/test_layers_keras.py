@@ -405,3 +405,32 @@ def test_identity(rng, tmp_path):
     _round_trip(L.Identity(name="i"))
     model = nb.Sequential([L.Identity(input_shape=(3, 4)), L.Flatten(), L.Dense(1)])
     _save_load(model, x, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------- CUDA
+def test_layers_on_the_cuda_backend_match_the_cpu(allow_cuda, rng):
+    """The layers run on the CUDA backend (Numba's simulator here) as on the CPU, training and
+    adapting there too."""
+    x = rng.standard_normal((2, 3, 4))
+    norm = L.Normalization()
+    norm.adapt(x)
+    model = nb.Sequential([norm, L.Rescaling(0.5, 1.0), L.UpSampling1D(2), L.ZeroPadding1D(1),
+                           L.Identity(), L.TimeDistributed(L.Dense(2))], input_shape=(3, 4),
+                          dtype="float64")
+    want = model.predict(x)
+    gpu = model.to("cuda")
+    np.testing.assert_allclose(gpu.predict(x), want, rtol=1e-10)
+    gpu.compile("sgd", "mse")
+    assert np.isfinite(gpu.train_on_batch(x, rng.standard_normal((2, 8, 2))))
+    rep = nb.Sequential([L.RepeatVector(3), L.TimeDistributed(L.Dense(2))], input_shape=(4,),
+                        dtype="float64")
+    want = rep.predict(x[:, 0])
+    np.testing.assert_allclose(rep.to("cuda").predict(x[:, 0]), want, rtol=1e-10)
+    img = rng.standard_normal((1, 2, 3, 3))
+    crop = nb.Sequential([L.ZeroPadding2D(1), L.Cropping2D(((1, 0), (0, 1)))],
+                         input_shape=(2, 3, 3), dtype="float64", device="cuda")
+    np.testing.assert_array_equal(crop.predict(img)[:, :, :3, 1:], img)
+    adapted = L.Normalization()
+    on_gpu = nb.Sequential([adapted], input_shape=(4,), dtype="float64", device="cuda")
+    adapted.adapt(x[:, 0])
+    np.testing.assert_allclose(on_gpu.predict(x[:, 0]).std(0), 1.0, rtol=1e-10)
