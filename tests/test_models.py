@@ -834,3 +834,32 @@ def test_lambda_layer_runs_an_ops_function_in_sequential_and_graph_models(rng, t
         L.Lambda(3)
     with pytest.raises(TypeError, match=r"Lambda: output_shape must be a tuple"):
         L.Lambda(ops.tanh, output_shape="big")
+
+
+def test_a_call_layer_called_on_a_list_gets_the_list(rng):
+    """A user layer defining only call() and called on [a, b] gets the list (Keras' Sampling
+    layer of the VAE tutorial), in a graph and eagerly; it was refused ('takes one input, got a
+    list of 2') unless the class declared multi_input. Gradients match finite differences and
+    torch's for the reparameterization z = mean + exp(log_var / 2) * eps."""
+    torch = pytest.importorskip("torch")
+    ops = nb.ops
+    eps = rng.standard_normal((1, 2))
+
+    class Sampling(L.Layer):
+        def call(self, inputs):
+            z_mean, z_log_var = inputs
+            return z_mean + ops.exp(0.5 * z_log_var) * eps
+
+    inp = nb.Input((3,), dtype="float64")
+    z = Sampling()([L.Dense(2)(inp), L.Dense(2)(inp)])
+    model = nb.Model(inp, z)
+    assert model.output_shape == (2,)
+    x = rng.standard_normal((4, 3))
+    w = [torch.tensor(v) for v in model.get_weights()]
+    mean, log_var = torch.tensor(x) @ w[0] + w[1], torch.tensor(x) @ w[2] + w[3]
+    want = (mean + torch.exp(0.5 * log_var) * torch.tensor(eps)).numpy()
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-12)
+    assert nb.testing.gradcheck(model, x)
+    a, b = rng.standard_normal((4, 2)), rng.standard_normal((4, 2))
+    np.testing.assert_allclose(np.asarray(Sampling()([a, b])), a + np.exp(0.5 * b) * eps,
+                               rtol=1e-12)

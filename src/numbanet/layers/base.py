@@ -464,6 +464,10 @@ class Layer:
     # -- calling --------------------------------------------------------------------------------
     def __call__(self, inputs, *args, **kwargs):
         from .. import functional
+        if not self.multi_input and isinstance(inputs, (list, tuple)) and not self.built and \
+                not self._inbound_nodes and type(self)._forward is Layer._forward and \
+                type(self).call is not Layer.call:
+            self.multi_input = True     # a call() layer first called on a list takes lists (Keras)
         if functional.is_symbolic(inputs):
             return functional.call_symbolic(self, inputs, args, kwargs)
         return self._call_eager(inputs, *args, **kwargs)

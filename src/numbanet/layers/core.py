@@ -414,11 +414,6 @@ class Lambda(Layer):
                             f"{type(arguments).__name__}")
         self.function, self.arguments = function, dict(arguments or {})
 
-    def __call__(self, inputs, *args, **kwargs):
-        if not self.built and not self._inbound_nodes:      # one input, or a list of them
-            self.multi_input = isinstance(inputs, (list, tuple))
-        return super().__call__(inputs, *args, **kwargs)
-
     def checks_input_shape(self):
         return False                    # any input the function takes, as a call() layer
 
