@@ -334,3 +334,36 @@ def test_keras_class_names_log_under_their_names(rng):
     result = model.evaluate(x, y)
     assert result["sparse_categorical_accuracy"] == pytest.approx(acc)
     assert result["categorical_accuracy"] == pytest.approx(acc)
+
+
+def test_a_function_is_a_metric_averaged_as_keras_does(rng, tmp_path):
+    """compile(metrics=[fn]) with fn(y_true, y_pred) written with nb.ops (Keras' custom metric
+    functions) logs the mean of its values under the function's name, val_ too, so
+    EarlyStopping can monitor it; it was 'unknown metric <function ...>'. Per-sample values
+    give the mean over samples, one value per batch the mean over batches (Keras'
+    MeanMetricWrapper). A saved model loads with compile=False; compiled, the error says so."""
+    def abs_err(y_true, y_pred):
+        return nb.ops.mean(nb.ops.abs(y_pred - y_true), axis=-1)
+
+    def batch_max(y_true, y_pred):
+        return nb.ops.max(y_pred)
+
+    x, y = rng.standard_normal((10, 3)), rng.standard_normal((10, 1))
+    model = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,), dtype="float64")
+    model.compile(nb.optimizers.SGD(1e-12), "mse", metrics=[abs_err, batch_max])
+    pred = model.predict(x)
+    got = model.evaluate(x, y, batch_size=4)
+    assert got["abs_err"] == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-12)
+    assert got["batch_max"] == pytest.approx(np.mean([pred[s:s + 4].max() for s in (0, 4, 8)]),
+                                             rel=1e-12)
+    history = model.fit(x, y, epochs=2, batch_size=4, validation_data=(x, y), verbose=0,
+                        callbacks=[nb.callbacks.EarlyStopping("val_abs_err", patience=5)])
+    assert history.history["val_abs_err"][-1] == pytest.approx(got["abs_err"], rel=1e-8)
+    model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"metric 'abs_err' is the Python function 'abs_err'.*"
+                                         r"compile=False"):
+        nb.load_model(tmp_path / "m.npz")
+    np.testing.assert_allclose(nb.load_model(tmp_path / "m.npz", compile=False).predict(x), pred,
+                               rtol=1e-8)
+    with pytest.raises(TypeError, match=r"MeanMetricWrapper: fn must be a function"):
+        nb.metrics.MeanMetricWrapper(3)

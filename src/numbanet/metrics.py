@@ -197,6 +197,37 @@ class Mean(Metric):
         self._add(values, sample_weight)
 
 
+class MeanMetricWrapper(Metric):
+    """A function ``fn(y_true, y_pred)`` as a metric (Keras' ``metrics=[my_metric]``): the mean
+    of the values it returns (per sample, or one per batch), logged under the function's name.
+    A saved model keeps only that name, the function being Python code: load it with
+    ``load_model(path, compile=False)`` and compile again with the function."""
+
+    def __init__(self, fn, name=None):
+        if not callable(fn):
+            raise TypeError(f"MeanMetricWrapper: fn must be a function (y_true, y_pred) -> "
+                            f"values, got {type(fn).__name__}")
+        self.fn = fn
+        super().__init__(name or getattr(fn, "__name__", None))
+
+    def update(self, y_true, y_pred, sample_weight=None):
+        values = np.asarray(self.fn(y_true, y_pred), dtype=np.float64)
+        if values.ndim and len(values) != len(y_pred):      # not per sample: one value
+            values = values.mean().reshape(1)
+            sample_weight = None
+        self._add(values, sample_weight)
+
+    def get_config(self):
+        return {"fn": getattr(self.fn, "__name__", repr(self.fn)), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        raise ValueError(f"metric {config.get('name')!r} is the Python function "
+                         f"{config.get('fn')!r}, which a saved model does not hold: load it "
+                         f"with load_model(path, compile=False) and compile it again with the "
+                         f"function")
+
+
 class BinaryAccuracy(Metric):
     """Fraction of output values on the right side of ``threshold``: ``y_pred > threshold``
     against ``y_true > 0.5``, over every output unit (so several sigmoid units count as several
@@ -426,16 +457,20 @@ register(Recall, "recall")
 register(F1Score, "f1", "f1_score")
 register(MeanSquaredError, "mse", "mean_squared_error")
 register(MeanAbsoluteError, "mae", "mean_absolute_error")
+register(MeanMetricWrapper)
 _CANONICAL = {"acc": "accuracy"}
 
 
 def get(metric, loss=None):
-    """A metric instance from a name (case-insensitive) or an instance (returned as is).
+    """A metric instance from a name (case-insensitive), an instance (returned as is) or a
+    function (y_true, y_pred) (a ``MeanMetricWrapper``).
 
     The metric logs under the given name ("acc" logs as "accuracy"). Metrics with a
     ``threshold`` get 0 instead of 0.5 when ``loss`` works on logits.
     """
     key = metric.lower() if isinstance(metric, str) else None
+    if callable(metric) and not isinstance(metric, (Metric, type)):
+        return MeanMetricWrapper(metric)
     if key not in REGISTRY.names:
         found = REGISTRY.get(metric)
         if isinstance(found, Mean):
