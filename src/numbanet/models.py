@@ -478,8 +478,11 @@ class Model(Layer, functional._GraphLayer):
         """Call the model's ``build(input_shape)`` once, before its first call (Keras), with
         the per-sample shape of its input (batch axis excluded, as layers get it; a list for
         several inputs). ``specs``: (shape, dtype) per input; a float64 input makes a model
-        without a dtype float64, so the weights ``build`` creates match it."""
-        if self.dtype is None and any(np.dtype(d) == np.float64 for _, d in specs):
+        without a dtype float64, so the weights ``build`` creates match it, unless its first
+        layer is built already (a Sequential of built models): the data is cast to its dtype."""
+        first = (self.__dict__.get("_layers") or [None])[0]
+        if self.dtype is None and not getattr(first, "built", False) and \
+                any(np.dtype(d) == np.float64 for _, d in specs):
             self.dtype = np.dtype(np.float64)
         shapes = [s for s, _ in specs]
         shape = shapes[0] if len(shapes) == 1 else shapes
@@ -958,7 +961,8 @@ class Model(Layer, functional._GraphLayer):
             if not self.built and self._defines_build():
                 self._build_own([(a.shape[1:], a.dtype) for a in xs])
             be = self.backend
-            sample = [be.asarray(a[:1]) for a in xs]
+            sample = [be.asarray(a[:1]) for a in xs] if self._plan is None else \
+                self._device_batch([a[:1] for a in xs])     # cast as the built graph's inputs
             with engine.stop_recording():
                 out, _ = self._forward(sample if len(sample) > 1 else sample[0], False)
             outs = functional.flatten(out)
