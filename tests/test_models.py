@@ -865,6 +865,73 @@ def test_a_call_layer_called_on_a_list_gets_the_list(rng):
                                rtol=1e-12)
 
 
+def test_fit_runs_a_subclass_train_step_as_keras_3(rng):
+    """A subclass overriding train_step(self, data) (Keras 3's VAE and GAN tutorials) compiles
+    without a loss and fit runs it on each batch: data is x alone (fit(x)) or (x, y), its
+    returned dict is the logs, a metrics property's trackers are reset each epoch. Before,
+    compile wanted a loss, the metrics property could not be set, fit required y and ran its
+    own step. The weights equal torch's SGD loop on the same batches."""
+    torch = pytest.importorskip("torch")
+    ops = nb.ops
+
+    class Regressor(nb.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(1)
+            self.tracker = nb.metrics.Mean(name="loss")
+            self.seen = []
+
+        @property
+        def metrics(self):
+            return [self.tracker]
+
+        def call(self, x, training=False):
+            return self.dense(x)
+
+        def train_step(self, data):
+            x, y = data if isinstance(data, tuple) else (data, ops.sum(data, axis=1,
+                                                                        keepdims=True))
+            self.seen.append(len(x))
+            with nb.GradientTape() as tape:
+                loss = ops.mean(ops.square(self(x) - y))
+            grads = tape.gradient(loss, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            self.tracker.update_state(loss)
+            return {"loss": self.tracker.result(), "batch": loss}
+
+    x, y = rng.standard_normal((10, 3)), rng.standard_normal((10, 1))
+    model = Regressor()
+    model.compile(optimizer=nb.optimizers.SGD(0.1))
+    model(x[:1].astype(np.float32))
+    w = [torch.tensor(v.astype(np.float64), requires_grad=True) for v in model.get_weights()]
+    history = model.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    assert model.seen == [4, 4, 2] * 2
+    losses = []
+    for _ in range(2):
+        for s in (0, 4, 8):
+            loss = ((torch.tensor(x[s:s + 4]) @ w[0] + w[1] - torch.tensor(y[s:s + 4])) ** 2).mean()
+            losses.append(loss.item())
+            loss.backward()
+            with torch.no_grad():
+                for t in w:
+                    t -= 0.1 * t.grad
+                    t.grad.zero_()
+    for got, t in zip(model.get_weights(), w):
+        np.testing.assert_allclose(got, t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history.history["loss"], [np.mean(losses[:3]), np.mean(losses[3:])],
+                               rtol=1e-5)
+    np.testing.assert_allclose(history.history["batch"], [losses[2], losses[5]], rtol=1e-5)
+    model.fit(x, epochs=1, batch_size=5, verbose=0)        # data is x alone
+    assert model.seen[-2:] == [5, 5]
+    with pytest.raises(ValueError, match=r"fit: Regressor overrides train_step\(data\); fit then "
+                                         r"takes no validation_split"):
+        model.fit(x, y, validation_split=0.2)
+    with pytest.raises(ValueError, match=r"same number of samples, got sizes \[9, 10\]"):
+        model.fit(x, y[:9])
+    with pytest.raises(ValueError, match="compile: a loss is required"):
+        nb.Sequential([L.Dense(1)]).compile("sgd")
+
+
 def test_a_sequential_of_built_models_takes_float64_data(rng):
     """Sequential([generator, discriminator]) without input_shape, both built in float32, is
     built on the first data it gets in their dtype: the float64 noise of np.random (a GAN

@@ -140,6 +140,8 @@ class Model(Layer, functional._GraphLayer):
 
     # -- structure --------------------------------------------------------------------------------
     def __setattr__(self, name, value):
+        if name == "metrics" and isinstance(getattr(type(self), "metrics", None), property):
+            return      # a subclass lists its own metrics (Keras 3's custom train_step)
         tracked = self.__dict__.get("_tracked")
         if tracked is not None and not name.startswith("_"):
             if isinstance(value, Layer) and value is not self:
@@ -727,10 +729,12 @@ class Model(Layer, functional._GraphLayer):
         """Choose the optimizer, the loss(es) and the metrics (names or instances). With several
         outputs, ``loss``, ``metrics`` and ``loss_weights`` may be a list (in output order) or a
         dict by output name; one loss (or a flat list of metrics) applies to every output."""
-        if loss is None:
+        if loss is None and not self._custom_train_step():
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         self.optimizer = optimizers_module.get(optimizer)
         self.optimizer.backend = self.backend
+        if loss is None:                # train_step computes its own loss
+            return
         self._loss_spec, self._metric_spec, self._weight_spec = loss, metrics, loss_weights
         self._compiled_for = None
         if self.built:
@@ -1296,7 +1300,7 @@ class Model(Layer, functional._GraphLayer):
                     m.update(y, pred)
 
     # -- fit, evaluate, predict -----------------------------------------------------------------
-    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
+    def fit(self, x, y=None, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0,
             class_weight=None, sample_weight=None, distributed=False):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``history`` dict holds the
@@ -1317,6 +1321,17 @@ class Model(Layer, functional._GraphLayer):
         epochs = check_positive_int(epochs, "epochs", "fit", allow_zero=True)
         initial_epoch = check_positive_int(initial_epoch, "initial_epoch", "fit", allow_zero=True)
         batch_size = check_positive_int(batch_size, "batch_size", "fit")
+        if self._custom_train_step():
+            unsupported = [k for k, v in (("validation_split", validation_split),
+                                          ("validation_data", validation_data),
+                                          ("class_weight", class_weight),
+                                          ("distributed", distributed)) if v]
+            if unsupported:
+                raise ValueError(f"fit: {type(self).__name__} overrides train_step(data); fit "
+                                 f"then takes no {', '.join(unsupported)} (evaluate it in a "
+                                 f"callback instead)")
+            return self._fit_train_step(x, y, sample_weight, epochs, batch_size, shuffle, seed,
+                                        verbose, callbacks, initial_epoch)
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be a float in [0, 1), got "
@@ -1435,6 +1450,63 @@ class Model(Layer, functional._GraphLayer):
         cb.on_train_end()
         if sync is not None:
             sync.end()
+        return history
+
+    def _custom_train_step(self):
+        """True when a subclass overrides ``train_step(self, data)`` (Keras 3's custom step)."""
+        return type(self).train_step is not Model.train_step
+
+    def _fit_train_step(self, x, y, sample_weight, epochs, batch_size, shuffle, seed, verbose,
+                        callbacks, initial_epoch):
+        """``fit`` for a subclass overriding ``train_step(self, data)``, as Keras 3 runs it:
+        each batch goes to ``train_step`` as ``x``, ``(x, y)`` or ``(x, y, sample_weight)``
+        (arrays, lists or dicts of arrays sliced alike), its returned dict (floats, tensors or
+        metric results) is the batch's logs, the last batch's are the epoch's, and
+        ``self.metrics`` are reset at the start of each epoch."""
+        data = tuple(v for v in (x, y, sample_weight) if v is not None)
+        if y is None and sample_weight is not None:
+            data = (x, None, sample_weight)
+        sizes = {len(a) for a in _leaves(data)}
+        if len(sizes) != 1:
+            raise ValueError(f"fit: x, y and sample_weight must have the same number of "
+                             f"samples, got sizes {sorted(sizes)}")
+        n = sizes.pop()
+        rng = np.random.default_rng(seed) if seed is not None else _random.spawn()
+        history = callbacks_module.History()
+        cbs = list(callbacks or [])
+        if not any(isinstance(c, callbacks_module.TerminateOnNaN) for c in cbs):
+            cbs.append(callbacks_module.TerminateOnNaN())
+        if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
+            cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
+        steps = -(-n // batch_size)
+        cb = callbacks_module.CallbackList(cbs + [history], self,
+                                           {"epochs": epochs, "steps": steps, "verbose": verbose})
+        self.history = history
+        self.stop_training, self.stop_reason = False, None
+        cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cb.on_epoch_begin(epoch)
+            for m in self.metrics:
+                m.reset_state()
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            logs = {}
+            for step in range(steps):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                cb.on_train_batch_begin(step)
+                batch = _take(data, idx)
+                with engine.training_scope(True):
+                    out = self.train_step(batch[0] if len(batch) == 1 else batch)
+                if not isinstance(out, dict):
+                    raise TypeError(f"{type(self).__name__}.train_step must return a dict of "
+                                    f"metric values, got {type(out).__name__}")
+                logs = {k: float(np.asarray(v)) for k, v in out.items()}
+                cb.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            cb.on_epoch_end(epoch, dict(logs))
+            if self.stop_training:
+                break
+        cb.on_train_end()
         return history
 
     def _evaluate(self, xs, ys, batch_size, weights=None):
@@ -1576,6 +1648,26 @@ class Model(Layer, functional._GraphLayer):
         arrays = _read_npz(path, "load_weights")
         _set_arrays(self, arrays, path, "load_weights")
         return self
+
+
+def _leaves(data):
+    """The arrays of a nest of tuples, lists and dicts."""
+    if isinstance(data, dict):
+        data = list(data.values())
+    if isinstance(data, (list, tuple)):
+        for v in data:
+            yield from _leaves(v)
+    elif data is not None:
+        yield data
+
+
+def _take(data, idx):
+    """The rows ``idx`` of every array of a nest of tuples, lists and dicts."""
+    if isinstance(data, dict):
+        return {k: _take(v, idx) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_take(v, idx) for v in data)
+    return None if data is None else np.asarray(data)[idx]
 
 
 def _keras_result(logs, return_dict, where):
