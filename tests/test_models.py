@@ -932,6 +932,31 @@ def test_fit_runs_a_subclass_train_step_as_keras_3(rng):
         nb.Sequential([L.Dense(1)]).compile("sgd")
 
 
+def test_training_a_wholly_frozen_model_warns_as_keras_3(rng):
+    """The Keras 2 GAN recipe (discriminator.trainable = False after its compile) leaves the
+    discriminator untrained under Keras 3's rule (trainable read at each step): its
+    train_on_batch and fit now say so, with Keras 3's warning, instead of silently returning a
+    loss. The combined model, whose generator trains, does not warn."""
+    import warnings
+    d = nb.Sequential([L.Dense(1, activation="sigmoid")], input_shape=(3,))
+    d.compile("adam", "binary_crossentropy")
+    d.trainable = False
+    gan = nb.Sequential([nb.Sequential([L.Dense(3)], input_shape=(2,)), d])
+    gan.compile("adam", "binary_crossentropy")
+    real, z = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    with pytest.warns(UserWarning, match=r"train_on_batch: Sequential '.*' has no trainable "
+                                         r"weights .*set it back to True") as caught:
+        d.train_on_batch(real, np.ones(6))
+    assert caught[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"fit: Sequential '.*' has no trainable weights"):
+        d.fit(real, np.ones(6), verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gan.train_on_batch(z, np.ones(6))
+        d.trainable = True
+        d.train_on_batch(real, np.ones(6))
+
+
 def test_a_sequential_of_built_models_takes_float64_data(rng):
     """Sequential([generator, discriminator]) without input_shape, both built in float32, is
     built on the first data it gets in their dtype: the float64 noise of np.random (a GAN

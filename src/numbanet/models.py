@@ -1190,6 +1190,7 @@ class Model(Layer, functional._GraphLayer):
         self._require_compiled(where)
         self._follow_layers()
         xs, ys = self._prepare(x, y, where)
+        self._warn_if_frozen(where, 3)
         info = self._info()
         w = self._sample_weights(ys, sample_weight, class_weight, where, info)
         wb = None if w is None else self.backend.asarray(w, self.dtype)
@@ -1205,6 +1206,15 @@ class Model(Layer, functional._GraphLayer):
             self._update_metrics(ys, outs, getattr(self, "_last_masks", None))
             result.update({m.name: m.result() for m in self.metrics})
         return result
+
+    def _warn_if_frozen(self, where, stacklevel):
+        """Keras 3's warning for a step with nothing to train (a GAN's discriminator left
+        frozen after building the combined model trains silently no more)."""
+        if not self._info().trainable:
+            warnings.warn(f"{where}: {self!r} has no trainable weights (trainable=False, or "
+                          f"every layer frozen), so its weights stay unchanged; trainable is "
+                          f"read at each step (Keras 3): set it back to True to train this "
+                          f"model", UserWarning, stacklevel=stacklevel + 1)
 
     def _per_output_keys(self):
         """``<output>_loss`` of each loss-carrying output, as ``fit`` and ``evaluate`` report
@@ -1339,6 +1349,7 @@ class Model(Layer, functional._GraphLayer):
         if verbose not in (0, 1, 2, "auto"):
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         xs, ys = self._prepare(x, y, "fit")
+        self._warn_if_frozen("fit", 2)
         n = len(xs[0])
         if getattr(self.optimizer, "needs_closure", False) and \
                 batch_size < n * (1.0 - validation_split):
