@@ -1389,19 +1389,7 @@ class Model(Layer, functional._GraphLayer):
             for layer in self._own_layers():
                 if getattr(layer, "rng", None) is not None:
                     layer.rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
-        history = callbacks_module.History()
-        cbs = list(callbacks or [])
-        if not any(isinstance(c, callbacks_module.TerminateOnNaN) for c in cbs):
-            cbs.append(callbacks_module.TerminateOnNaN())
-        if sync is not None:
-            cbs, verbose = sync.begin(cbs, verbose)
-        if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
-            cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
-        steps = -(-n // batch_size)
-        cb = callbacks_module.CallbackList(cbs + [history], self,
-                                           {"epochs": epochs, "steps": steps, "verbose": verbose})
-        self.history = history
-        self.stop_training, self.stop_reason = False, None
+        cb, history, steps = self._fit_callbacks(callbacks, verbose, epochs, n, batch_size, sync)
         be = self.backend
         # a single-output model reads back nothing more than its loss
         per_keys = self._per_output_keys()
@@ -1463,6 +1451,25 @@ class Model(Layer, functional._GraphLayer):
             sync.end()
         return history
 
+    def _fit_callbacks(self, callbacks, verbose, epochs, n, batch_size, sync=None):
+        """``fit``'s callbacks (the user's, TerminateOnNaN, the progress bar unless ``verbose``
+        is 0, then a new History, which becomes ``self.history``) as one CallbackList; returns
+        it, the History and the steps per epoch. Resets ``stop_training``."""
+        history = callbacks_module.History()
+        cbs = list(callbacks or [])
+        if not any(isinstance(c, callbacks_module.TerminateOnNaN) for c in cbs):
+            cbs.append(callbacks_module.TerminateOnNaN())
+        if sync is not None:
+            cbs, verbose = sync.begin(cbs, verbose)
+        if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
+            cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
+        steps = -(-n // batch_size)
+        cb = callbacks_module.CallbackList(cbs + [history], self,
+                                           {"epochs": epochs, "steps": steps, "verbose": verbose})
+        self.history = history
+        self.stop_training, self.stop_reason = False, None
+        return cb, history, steps
+
     def _custom_train_step(self):
         """True when a subclass overrides ``train_step(self, data)`` (Keras 3's custom step)."""
         return type(self).train_step is not Model.train_step
@@ -1483,17 +1490,7 @@ class Model(Layer, functional._GraphLayer):
                              f"samples, got sizes {sorted(sizes)}")
         n = sizes.pop()
         rng = np.random.default_rng(seed) if seed is not None else _random.spawn()
-        history = callbacks_module.History()
-        cbs = list(callbacks or [])
-        if not any(isinstance(c, callbacks_module.TerminateOnNaN) for c in cbs):
-            cbs.append(callbacks_module.TerminateOnNaN())
-        if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
-            cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
-        steps = -(-n // batch_size)
-        cb = callbacks_module.CallbackList(cbs + [history], self,
-                                           {"epochs": epochs, "steps": steps, "verbose": verbose})
-        self.history = history
-        self.stop_training, self.stop_reason = False, None
+        cb, history, steps = self._fit_callbacks(callbacks, verbose, epochs, n, batch_size)
         cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch)

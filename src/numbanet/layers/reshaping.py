@@ -7,7 +7,7 @@ import numpy as np
 from .. import engine, ops
 from ..registry import serialize
 from .base import Layer, check_positive_int, fmt_shape
-from .sequence import _LAYOUT_TEXT, _check_data_format
+from .sequence import _LAYOUT_TEXT, _StepsFirst1D
 
 __all__ = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
            "Cropping2D", "UpSampling1D"]
@@ -137,15 +137,9 @@ def _padding_pairs(value, dims, name, where, axes):
     raise ValueError(f"{where}: {name} must be {form} of ints >= 0, got {value!r}")
 
 
-class _Steps1D:
-    """``data_format`` of the 1-D layers here: None is Keras' (batch, steps, features)
-    ("channels_last"); "channels_first" is (batch, channels, length), the default of Conv1D.
-    Left at None, a graph refuses input from a channels_first Conv1D or 1-D pool."""
-
-    def _set_data_format(self, data_format, where):
-        self._format_given = _check_data_format(data_format, where) is not None
-        self.data_format = data_format or "channels_last"
-        self._keep_specs(data_format=data_format)
+class _Steps1D(_StepsFirst1D):
+    """The 1-D layers here, along the steps of (batch, steps, features) by default (see
+    ``_StepsFirst1D``)."""
 
     @property
     def _steps_axis(self):
@@ -156,15 +150,9 @@ class _Steps1D:
     def output_layout(self):
         return self.data_format
 
-    def check_layout(self, layouts):
-        got = layouts[0]
-        if self._format_given or got is None or got[0] != "channels_first":
-            return
-        raise ValueError(
-            f"{self!r}: its input comes from {got[1]!r}, whose output is (batch, channels, "
-            f"length) (channels_first), but data_format is not given, which means channels_last "
-            f"(batch, steps, features). Pass data_format=\"channels_first\" here, or give "
-            f"{got[1]!r} data_format=\"channels_last\" (Keras layout)")
+    @property
+    def free_axes(self):
+        return (self._steps_axis,)
 
     def _check_rank(self, input_shape):
         if len(input_shape) != 2:
@@ -207,10 +195,6 @@ class ZeroPadding1D(_Steps1D, Layer):
         self.padding = _padding_pairs(padding, 1, "padding", where, "")[0]
         self._set_data_format(data_format, where)
 
-    @property
-    def free_axes(self):
-        return (self._steps_axis,)
-
     def compute_output_shape(self, input_shape):
         self._check_rank(input_shape)
         out = list(input_shape)
@@ -231,10 +215,6 @@ class UpSampling1D(_Steps1D, Layer):
         where = f"UpSampling1D {self.name!r}"
         self.size = check_positive_int(size, "size", where)
         self._set_data_format(data_format, where)
-
-    @property
-    def free_axes(self):
-        return (self._steps_axis,)
 
     def compute_output_shape(self, input_shape):
         self._check_rank(input_shape)

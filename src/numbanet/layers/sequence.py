@@ -443,21 +443,17 @@ class AvgPool1D(_Pool1D):
     kind = "avg"
 
 
-class _GlobalPool1D(Layer):
-    """Pooling over all the steps: (batch, steps, features) -> (batch, features) with
-    ``data_format="channels_last"`` (Keras; the default, None), or (batch, channels, length) ->
-    (batch, channels) with "channels_first". Masked steps are left out. Left at the default,
-    it refuses (when a graph is built) an input from a channels_first Conv1D or 1-D pool."""
+class _StepsFirst1D:
+    """``data_format`` of the 1-D layers whose default (None) is Keras' (batch, steps,
+    features) ("channels_last"; "channels_first" is (batch, channels, length), Conv1D's
+    default). Left at None, a graph refuses input from a channels_first Conv1D or 1-D pool;
+    ``_misread`` says what reading it would do."""
 
-    uses_mask = True
+    _misread = "it would read the channels as steps"
 
-    def __init__(self, data_format=None, keepdims=False, **kwargs):
-        super().__init__(**kwargs)
-        where = f"{type(self).__name__} {self.name!r}"
+    def _set_data_format(self, data_format, where):
         self._format_given = _check_data_format(data_format, where) is not None
-        if not isinstance(keepdims, (bool, np.bool_)):
-            raise ValueError(f"{where}: keepdims must be True or False, got {keepdims!r}")
-        self.data_format, self.keepdims = data_format or "channels_last", bool(keepdims)
+        self.data_format = data_format or "channels_last"
         self._keep_specs(data_format=data_format)
 
     def check_layout(self, layouts):
@@ -467,9 +463,26 @@ class _GlobalPool1D(Layer):
         raise ValueError(
             f"{self!r}: its input comes from {got[1]!r}, whose output is (batch, channels, "
             f"length) (channels_first), but data_format is not given, which means channels_last "
-            f"(batch, steps, features): it would pool over the channels. Pass "
-            f"data_format=\"channels_first\" here (pool over the length), or give {got[1]!r} "
-            f"data_format=\"channels_last\" (Keras layout)")
+            f"(batch, steps, features): {self._misread}. Pass data_format=\"channels_first\" "
+            f"here, or give {got[1]!r} data_format=\"channels_last\" (Keras layout)")
+
+
+class _GlobalPool1D(_StepsFirst1D, Layer):
+    """Pooling over all the steps: (batch, steps, features) -> (batch, features) with
+    ``data_format="channels_last"`` (Keras; the default, None), or (batch, channels, length) ->
+    (batch, channels) with "channels_first". Masked steps are left out. Left at the default,
+    it refuses (when a graph is built) an input from a channels_first Conv1D or 1-D pool."""
+
+    uses_mask = True
+    _misread = "it would pool over the channels"
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        where = f"{type(self).__name__} {self.name!r}"
+        self._set_data_format(data_format, where)
+        if not isinstance(keepdims, (bool, np.bool_)):
+            raise ValueError(f"{where}: keepdims must be True or False, got {keepdims!r}")
+        self.keepdims = bool(keepdims)
 
     @property
     def _axis(self):
