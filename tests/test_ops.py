@@ -529,3 +529,11 @@ def test_comparisons_sign_and_argmax_on_cuda(allow_cuda, rng):
         grads.append(np.asarray(tape.gradient(loss, t)))
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_array_equal(grads[0], np.where(c > 0, 2 * c, -1.0) + np.sign(c))
+
+
+def test_shape_as_keras_ops_shape(rng):
+    t = ops.convert_to_tensor(rng.standard_normal((2, 3)))
+    assert ops.shape(t) == (2, 3) and ops.shape(ops.sum(t)) == () and ops.shape([1, 2]) == (2,)
+    inp = nb.Input((None, 4))
+    assert ops.shape(inp) == (None, None, 4)
+    assert ops.shape(inp * 2.0) == (None, None, 4)        # a graph tensor, not an op node

@@ -28,7 +28,7 @@ __all__ = ["convert_to_tensor", "add", "subtract", "multiply", "divide", "negati
            "softmax", "log_softmax", "sigmoid", "tanh", "relu", "getitem", "expand_dims",
            "squeeze", "broadcast_to", "stop_gradient", "zeros_like", "ones_like", "cast",
            "sign", "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
-           "argmax", "argmin"]
+           "argmax", "argmin", "shape"]
 
 _U = {name: i for i, name in enumerate(UNARY_CODES)}
 _B = {name: i for i, name in enumerate(BINARY_CODES)}
@@ -1186,6 +1186,12 @@ def stop_gradient(x):
     return Tensor(t.value, t.backend)
 
 
+def shape(x):
+    """The shape of ``x`` as a tuple of ints (Keras' ``ops.shape``, the same as ``x.shape``);
+    on a graph tensor the sizes known only at run time (the batch...) are None."""
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
 def zeros_like(x, dtype=None):
     t = convert_to_tensor(x)
     return Tensor(t.backend.zeros(t.shape, dtype or t.dtype), t.backend)
@@ -1251,6 +1257,6 @@ def _graph_aware(fn):
 
 
 for _name in __all__:
-    if _name not in ("convert_to_tensor",):
+    if _name not in ("convert_to_tensor", "shape"):
         globals()[_name] = _graph_aware(globals()[_name])
 del _name
