@@ -973,3 +973,17 @@ def test_a_sequential_of_built_models_takes_float64_data(rng):
     assert gan.dtype == np.float32
     assert loss == pytest.approx(float(-np.mean(np.log(want))), rel=1e-5)
     np.testing.assert_allclose(nb.Sequential([g, d]).predict(z), gan.predict(z), rtol=1e-6)
+
+
+def test_sequential_add_of_a_layer_that_does_not_fit_leaves_the_model_as_it_was():
+    model = nb.Sequential([nb.layers.Dense(4)], input_shape=(3,))
+    model.compile("sgd", "mse")
+    x = np.ones((2, 3), np.float32)
+    before, out = model.get_weights(), model.predict(x)
+    with pytest.raises(ValueError, match=r"Conv2D 'conv2d'.*4-D input"):
+        model.add(nb.layers.Conv2D(2, 3))
+    assert len(model.layers) == 1 and model.built
+    np.testing.assert_array_equal(model.predict(x), out)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    model.add(nb.layers.Dense(1))
+    assert model.predict(x).shape == (2, 1)

@@ -1778,12 +1778,19 @@ class Sequential(Model):
     def add(self, layer):
         """Append ``layer``; a built model is built again with it (Keras), as is one whose first
         layer declared its ``input_shape``."""
+        was_built = self._plan is not None
         self._append(layer)
-        shape = self.input_shape if self._plan is not None else \
+        shape = self.input_shape if was_built else \
             self.__dict__.get("_input_shape_") or \
             getattr(self._layers[0], "_declared_input_shape", None)
-        if shape is not None:
+        if shape is None:
+            return
+        try:
             self._rebuild(shape)
+        except Exception:
+            self._layers.pop()          # a layer that does not fit leaves the model as it was
+            self._rebuild(shape if was_built else None)
+            raise
 
     def _append(self, layer):
         if not isinstance(layer, Layer):
