@@ -929,6 +929,8 @@ def test_fit_runs_a_subclass_train_step_as_keras_3(rng):
         model.fit(x, y, validation_split=0.2)
     with pytest.raises(ValueError, match=r"same number of samples, got sizes \[9, 10\]"):
         model.fit(x, y[:9])
+    with pytest.raises(ValueError, match=r"verbose must be 0, 1, 2 or 'auto', got 3"):
+        model.fit(x, y, verbose=3)
     with pytest.raises(ValueError, match="compile: a loss is required"):
         nb.Sequential([L.Dense(1)]).compile("sgd")
 

@@ -1331,6 +1331,8 @@ class Model(Layer, functional._GraphLayer):
         epochs = check_positive_int(epochs, "epochs", "fit", allow_zero=True)
         initial_epoch = check_positive_int(initial_epoch, "initial_epoch", "fit", allow_zero=True)
         batch_size = check_positive_int(batch_size, "batch_size", "fit")
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         if self._custom_train_step():
             unsupported = [k for k, v in (("validation_split", validation_split),
                                           ("validation_data", validation_data),
@@ -1346,8 +1348,6 @@ class Model(Layer, functional._GraphLayer):
                 or not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be a float in [0, 1), got "
                              f"{validation_split!r}")
-        if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         xs, ys = self._prepare(x, y, "fit")
         self._warn_if_frozen("fit", 2)
         n = len(xs[0])
