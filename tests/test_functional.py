@@ -309,7 +309,8 @@ def test_subclassed_model_builds_and_trains_its_own_weights(rng, tmp_path):
     model.trainable = False
     frozen = model.get_weights()
     assert model.trainable_weights == []
-    model.fit(x, target, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="no trainable weights"):
+        model.fit(x, target, epochs=1, verbose=0)
     for a, b in zip(frozen, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     # an unbuilt Sequential called on data builds itself the same way
@@ -495,8 +496,9 @@ def test_per_output_losses_are_logged_unweighted_in_training_and_evaluation(rng)
         def on_train_batch_end(self, batch, logs=None):
             batches.append(dict(logs))
     model.trainable = False
-    history = model.fit(x, [yc, yr], epochs=2, batch_size=16, verbose=0, validation_split=0.2,
-                        callbacks=[Batches()])
+    with pytest.warns(UserWarning, match="no trainable weights"):
+        history = model.fit(x, [yc, yr], epochs=2, batch_size=16, verbose=0,
+                            validation_split=0.2, callbacks=[Batches()])
     assert list(history.history) == ["loss", "cls_loss", "reg_loss", "val_loss",
                                      "val_cls_loss", "val_reg_loss"]
     train = model.evaluate(x[:32], [yc[:32], yr[:32]])

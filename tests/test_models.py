@@ -982,8 +982,8 @@ def test_sequential_add_of_a_layer_that_does_not_fit_leaves_the_model_as_it_was(
     model.compile("sgd", "mse")
     x = np.ones((2, 3), np.float32)
     before, out = model.get_weights(), model.predict(x)
-    with pytest.raises(ValueError, match=r"Conv2D 'conv2d'.*4-D input"):
-        model.add(nb.layers.Conv2D(2, 3))
+    with pytest.raises(ValueError, match=r"Conv2D 'conv'.*4-D input"):
+        model.add(nb.layers.Conv2D(2, 3, name="conv"))
     assert len(model.layers) == 1 and model.built
     np.testing.assert_array_equal(model.predict(x), out)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
