@@ -367,3 +367,12 @@ def test_a_function_is_a_metric_averaged_as_keras_does(rng, tmp_path):
                                rtol=1e-8)
     with pytest.raises(TypeError, match=r"MeanMetricWrapper: fn must be a function"):
         nb.metrics.MeanMetricWrapper(3)
+
+
+def test_a_function_metric_giving_one_value_takes_sample_weights_as_one_batch():
+    """A function returning one number per batch counts once per batch, weights or not (a
+    weight per sample has nothing per sample to weight)."""
+    metric = M.MeanMetricWrapper(lambda t, p: np.mean(np.abs(np.asarray(t) - p)), name="l1")
+    metric.update_state(np.zeros((3, 1)), np.ones((3, 1)), sample_weight=[1.0, 2.0, 3.0])
+    metric.update_state(np.zeros((2, 1)), np.full((2, 1), 3.0))
+    assert metric.result() == pytest.approx(2.0)

@@ -212,7 +212,7 @@ class MeanMetricWrapper(Metric):
 
     def update(self, y_true, y_pred, sample_weight=None):
         values = np.asarray(self.fn(y_true, y_pred), dtype=np.float64)
-        if values.ndim and len(values) != len(y_pred):      # not per sample: one value
+        if values.ndim == 0 or len(values) != len(y_pred):  # not per sample: one value
             values = values.mean().reshape(1)
             sample_weight = None
         self._add(values, sample_weight)
