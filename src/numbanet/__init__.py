@@ -7,7 +7,7 @@
 __version__ = "0.1.0"
 
 from . import (callbacks, data, datasets, initializers, layers, losses, metrics, ops,
-               optimizers, regularizers, schedules, testing, text)
+               optimizers, regularizers, schedules, testing, text, utils)
 from .backend import cuda_available, get_backend
 from .engine import GradientTape, Tensor, Variable, device
 from .functional import Input
@@ -18,4 +18,4 @@ from .random import seed
 __all__ = ["Model", "Sequential", "Input", "load_model", "GradientTape", "Tensor", "Variable",
            "device", "seed", "cuda_available", "get_backend", "layers", "ops", "optimizers",
            "losses", "metrics", "callbacks", "data", "datasets", "initializers", "regularizers",
-           "schedules", "plot_history", "testing"]
+           "schedules", "plot_history", "testing", "utils"]
