@@ -989,3 +989,34 @@ def test_sequential_add_of_a_layer_that_does_not_fit_leaves_the_model_as_it_was(
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     model.add(nb.layers.Dense(1))
     assert model.predict(x).shape == (2, 1)
+
+
+def test_sequential_takes_an_input_first_as_keras3(rng, tmp_path):
+    """Keras 3 writes ``Sequential([keras.Input(shape), ...])`` (or ``add(keras.Input(...))``):
+    the Input fixes the input shape (and a float dtype) and is not a layer of the stack."""
+    m = nb.Sequential([nb.Input((6,)), L.Dense(4, activation="tanh", name="h"),
+                       L.Dense(2, name="o")])
+    assert m.built and m.input_shape == (6,) and [l.name for l in m.layers] == ["h", "o"]
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    w = m.get_weights()
+    np.testing.assert_allclose(m.predict(x), np.tanh(x @ w[0] + w[1]) @ w[2] + w[3],
+                               rtol=1e-5, atol=1e-6)
+    m.compile("sgd", "mse")
+    assert np.isfinite(m.train_on_batch(x, np.zeros((5, 2), np.float32)))
+    m.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(nb.load_model(tmp_path / "m.npz").predict(x), m.predict(x))
+
+    step = nb.Sequential()
+    step.add(nb.Input((3,), dtype="float64"))
+    assert not step.built
+    step.add(L.Dense(2, name="d"))
+    assert step.built and step.input_shape == (3,) and step.dtype == np.float64
+
+    ids = nb.Sequential([nb.Input((4,), dtype="int32"), L.Embedding(10, 3, name="e")])
+    assert ids.output_shape == (4, 3)
+    assert ids.predict(np.array([[1, 2, 3, 9]])).shape == (1, 4, 3)
+
+    with pytest.raises(ValueError, match=r"an Input can only come first.*after 1 layer"):
+        nb.Sequential([L.Dense(2, name="a"), nb.Input((3,))])
+    with pytest.raises(ValueError, match=r"an Input can only come first, once"):
+        nb.Sequential([nb.Input((3,)), nb.Input((3,)), L.Dense(2, name="b")])

@@ -1770,16 +1770,19 @@ class Sequential(Model):
         self._layers = []
         for layer in layers or []:
             self._append(layer)
+        if input_shape is None:
+            input_shape = self.__dict__.get("_input_shape_")
         if input_shape is None and self._layers:
             input_shape = getattr(self._layers[0], "_declared_input_shape", None)
-        if input_shape is not None:
+        if input_shape is not None and self._layers:
             self.build(input_shape)
 
     def add(self, layer):
         """Append ``layer``; a built model is built again with it (Keras), as is one whose first
         layer declared its ``input_shape``."""
         was_built = self._plan is not None
-        self._append(layer)
+        if self._append(layer):
+            return
         shape = self.input_shape if was_built else \
             self.__dict__.get("_input_shape_") or \
             getattr(self._layers[0], "_declared_input_shape", None)
@@ -1793,6 +1796,22 @@ class Sequential(Model):
             raise
 
     def _append(self, layer):
+        """Append a layer; an ``nb.Input(shape)`` (or its InputLayer) first in the stack, as
+        Keras 3 writes ``Sequential([keras.Input(shape), ...])``, only fixes the input shape and
+        dtype (returns True then)."""
+        if isinstance(layer, functional.SymbolicTensor) and \
+                isinstance(layer.node.layer, functional.InputLayer):
+            layer = layer.node.layer
+        if isinstance(layer, functional.InputLayer):
+            if self._layers or self.__dict__.get("_input_given"):
+                raise ValueError(f"Sequential {self.name!r}: an Input can only come first, "
+                                 f"once, before any layer; got {layer.name!r} after "
+                                 f"{len(self._layers)} layer(s)")
+            self.__dict__["_input_given"] = True
+            if layer.input_dtype.kind == "f" and self.dtype is None:
+                self.dtype = layer.input_dtype
+            self.input_shape = layer.input_shape
+            return True
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a Layer, got {type(layer).__name__}")
         if any(l.name == layer.name for l in self._layers):
