@@ -88,11 +88,54 @@ CASES = {
     "broadcast_to": (lambda x: ops.broadcast_to(x, (2, 3, 4)),
                      lambda x: np.broadcast_to(x, (2, 3, 4)),
                      lambda t, x: x.expand(2, 3, 4), [(3, 1)], _real),
+    "leaky_relu": (ops.leaky_relu, lambda x: np.where(x > 0, x, 0.2 * x),
+                   lambda t, x: t.nn.functional.leaky_relu(x, 0.2), [(3, 4)], _apart),
+    "elu": (lambda x: ops.elu(x, 0.7), lambda x: np.where(x > 0, x, 0.7 * np.expm1(x)),
+            lambda t, x: t.nn.functional.elu(x, 0.7), [(3, 4)], _apart),
+    "gelu": (ops.gelu, lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi)
+                                                         * (x + 0.044715 * x ** 3))),
+             lambda t, x: t.nn.functional.gelu(x, approximate="tanh"), [(3, 4)], _real),
+    "gelu_exact": (lambda x: ops.gelu(x, approximate=False),
+                   lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2))),
+                   lambda t, x: t.nn.functional.gelu(x), [(3, 4)], _real),
+    "softplus": (ops.softplus, lambda x: np.logaddexp(0.0, x),
+                 lambda t, x: t.nn.functional.softplus(x), [(3, 4)], lambda s, r: 15 * _real(s, r)),
+    "silu": (ops.silu, lambda x: x / (1 + np.exp(-x)), lambda t, x: t.nn.functional.silu(x),
+             [(3, 4)], _real),
+    "selu": (ops.selu, lambda x: 1.0507009873554805 * np.where(
+        x > 0, x, 1.6732632423543772 * np.expm1(x)), lambda t, x: t.nn.functional.selu(x),
+        [(3, 4)], _apart),
+    "relu6": (ops.relu6, lambda x: np.clip(x, 0, 6), lambda t, x: t.nn.functional.relu6(x),
+              [(3, 4)], lambda s, r: 4 * _apart(s, r)),
+    "min": (lambda x: ops.min(x, axis=(0, 2), keepdims=True),
+            lambda x: np.min(x, axis=(0, 2), keepdims=True),
+            lambda t, x: t.amin(x, dim=(0, 2), keepdim=True), [(2, 3, 4)], _apart),
+    "var": (lambda x: ops.var(x, axis=1), lambda x: np.var(x, axis=1),
+            lambda t, x: t.var(x, dim=1, unbiased=False), [(2, 3, 4)], _real),
+    "std_all": (ops.std, np.std, lambda t, x: t.std(x, unbiased=False), [(3, 4)], _real),
+    "norm": (lambda x: ops.norm(x, axis=-1), lambda x: np.linalg.norm(x, axis=-1),
+             lambda t, x: t.linalg.vector_norm(x, dim=-1), [(2, 3, 4)], _real),
+    "norm_l1": (lambda x: ops.norm(x, ord=1, axis=0, keepdims=True),
+                lambda x: np.abs(x).sum(axis=0, keepdims=True),
+                lambda t, x: t.linalg.vector_norm(x, ord=1, dim=0, keepdim=True), [(3, 4)],
+                _apart),
+    "logsumexp": (lambda x: ops.logsumexp(x, axis=1),
+                  lambda x: np.log(np.exp(x).sum(axis=1)),
+                  lambda t, x: t.logsumexp(x, dim=1), [(2, 3, 4)], _real),
+    "logsumexp_all": (lambda x: ops.logsumexp(x, keepdims=True),
+                      lambda x: np.log(np.exp(x).sum(keepdims=True)),
+                      lambda t, x: t.logsumexp(x.reshape(-1), dim=0).reshape(1, 1),
+                      [(3, 4)], _real),
     "operators": (lambda x, y: (2.0 - x) * y / 3.0 + x @ y.T - (-x) ** 2 + 1.5 / (y * y + 1),
                   lambda x, y: (2.0 - x) * y / 3.0 + x @ y.T - (-x) ** 2 + 1.5 / (y * y + 1),
                   lambda t, x, y: (2.0 - x) * y / 3.0 + x @ y.T - (-x) ** 2 + 1.5 / (y * y + 1),
                   [(3, 3), (3, 3)], _real),
 }
+
+
+def _erf(x):
+    from scipy.special import erf
+    return erf(x)
 
 
 def _softmax(x, axis):
@@ -537,3 +580,90 @@ def test_shape_as_keras_ops_shape(rng):
     inp = nb.Input((None, 4))
     assert ops.shape(inp) == (None, None, 4)
     assert ops.shape(inp * 2.0) == (None, None, 4)        # a graph tensor, not an op node
+
+
+def test_logsumexp_does_not_overflow_or_underflow():
+    x = ops.convert_to_tensor(np.array([[1000.0, 1000.0], [-1000.0, -1001.0]]))
+    np.testing.assert_allclose(np.asarray(ops.logsumexp(x, axis=1)),
+                               [1000.0 + np.log(2.0), -1000.0 + np.log1p(np.exp(-1.0))],
+                               rtol=1e-15)
+    with nb.GradientTape() as tape:
+        tape.watch(x)
+        out = ops.sum(ops.logsumexp(x, axis=-1))
+    np.testing.assert_allclose(np.asarray(tape.gradient(out, x)),
+                               [[0.5, 0.5], [1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(1.0))]],
+                               rtol=1e-14)
+
+
+def test_constant_makers(rng):
+    z = ops.zeros((2, 3))
+    assert isinstance(z, nb.Tensor) and z.dtype == np.float32 and z.shape == (2, 3)
+    np.testing.assert_array_equal(np.asarray(z), np.zeros((2, 3)))
+    o = ops.ones(4, dtype="float64")
+    assert o.dtype == np.float64 and np.asarray(o).tolist() == [1.0] * 4
+    a = ops.arange(5)
+    assert a.dtype == np.int64 and np.asarray(a).tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(np.asarray(ops.arange(0.0, 1.0, 0.25)), [0, 0.25, 0.5, 0.75])
+    assert ops.arange(1, 7, 2, dtype="float64").dtype == np.float64
+    labels = rng.integers(0, 4, (3, 2))
+    oh = ops.one_hot(ops.convert_to_tensor(labels), 5)
+    assert oh.shape == (3, 2, 5) and oh.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(oh), np.eye(5)[labels])
+    x = ops.convert_to_tensor(rng.standard_normal((3, 2)))
+    with nb.GradientTape() as tape:              # constants in a differentiated expression
+        tape.watch(x)
+        out = ops.sum(x * ops.ones((3, 2), "float64") + ops.zeros(2, "float64"))
+    np.testing.assert_array_equal(np.asarray(tape.gradient(out, x)), np.ones((3, 2)))
+
+
+def test_new_ops_bad_arguments():
+    x = ops.convert_to_tensor(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="norm: ord must be None, 2 or 1.*3"):
+        ops.norm(x, ord=3)
+    with pytest.raises(ValueError, match="leaky_relu: negative_slope must be a finite number"):
+        ops.leaky_relu(x, negative_slope="a")
+    with pytest.raises(TypeError, match="gelu: approximate must be True or False"):
+        ops.gelu(x, approximate="tanh")
+    with pytest.raises(ValueError, match=r"zeros: shape must be non-negative ints.*-1"):
+        ops.zeros((2, -1))
+    with pytest.raises(ValueError, match="ones: dtype must be a float or integer dtype"):
+        ops.ones(2, dtype="bool")
+    with pytest.raises(ValueError, match="one_hot: labels must be in"):
+        ops.one_hot(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="one_hot: num_classes must be a positive integer"):
+        ops.one_hot(np.array([0]), 2.0)
+
+
+def test_new_ops_in_a_graph_save_and_load(rng, tmp_path):
+    inp = nb.Input((4,), dtype="float64")
+    outs = [ops.gelu(inp), ops.leaky_relu(inp, 0.1), ops.logsumexp(inp, axis=-1),
+            ops.std(inp, axis=1, keepdims=True), ops.norm(inp, axis=-1), ops.min(inp, axis=-1),
+            ops.swish(inp)]
+    model = nb.Model(inp, outs)
+    x = rng.standard_normal((5, 4))
+    got = model.predict(x)
+    model.save(tmp_path / "m.npz")
+    for g, h in zip(got, nb.load_model(tmp_path / "m.npz").predict(x)):
+        np.testing.assert_array_equal(g, h)
+    np.testing.assert_allclose(got[2], np.log(np.exp(x).sum(-1)), rtol=1e-12)
+    np.testing.assert_allclose(got[6], x / (1 + np.exp(-x)), rtol=1e-12)
+    assert gradcheck(nb.Model(inp, ops.sum(outs[0] * outs[1], axis=-1) + outs[3][:, 0]
+                              + outs[5]), _apart((5, 4), rng))
+
+
+def test_new_ops_on_cuda(allow_cuda, rng):
+    """Activation ops and the composite reductions on the CUDA backend (simulator): the same
+    values and gradients as on the CPU."""
+    x = _apart((2, 3), rng)
+    res = []
+    for device in ("cpu", "cuda"):
+        t = ops.convert_to_tensor(x, device=device)
+        with nb.GradientTape() as tape:
+            tape.watch(t)
+            out = ops.sum(ops.elu(t, 0.5) * ops.gelu(t, approximate=False) + ops.softplus(t)) \
+                + ops.sum(ops.logsumexp(t, axis=0)) + ops.sum(ops.var(t, axis=1))
+        assert out.device == device
+        res.append((np.asarray(out), np.asarray(tape.gradient(out, t))))
+    np.testing.assert_allclose(res[1][0], res[0][0], rtol=1e-12)
+    np.testing.assert_allclose(res[1][1], res[0][1], rtol=1e-12, atol=1e-14)
+    assert ops.one_hot(ops.convert_to_tensor(np.array([1, 0]), device="cuda"), 2).device == "cuda"

@@ -28,7 +28,9 @@ __all__ = ["convert_to_tensor", "add", "subtract", "multiply", "divide", "negati
            "softmax", "log_softmax", "sigmoid", "tanh", "relu", "getitem", "expand_dims",
            "squeeze", "broadcast_to", "stop_gradient", "zeros_like", "ones_like", "cast",
            "sign", "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
-           "argmax", "argmin", "shape"]
+           "argmax", "argmin", "shape", "leaky_relu", "elu", "gelu", "softplus", "silu",
+           "swish", "selu", "relu6", "min", "var", "std", "norm", "logsumexp", "zeros", "ones",
+           "arange", "one_hot"]
 
 _U = {name: i for i, name in enumerate(UNARY_CODES)}
 _B = {name: i for i, name in enumerate(BINARY_CODES)}
@@ -203,22 +205,23 @@ class _Unary(Op):
 
 
 class _ActivationOp(Op):
-    """sigmoid, tanh, relu through the activation kernels (``<name>_forward``/``_backward``)."""
+    """An activation through its kernels (``<name>_forward``/``_backward``, ``alpha``: the
+    leaky_relu slope or the elu alpha)."""
 
     def __init__(self, name):
         self.name = name
 
-    def run(self, x):
+    def run(self, x, alpha=0.0):
         be = backend_of(x)
         a = _value(be, x, _float_dtype([x]), self.name)
         out = be.empty(_shape(a), a.dtype)
-        getattr(be, self.name + "_forward")(_flat(be, a), 0.0, _flat(be, out))
-        return _wrap(be, out, self, (be, a, out), [x])
+        getattr(be, self.name + "_forward")(_flat(be, a), float(alpha), _flat(be, out))
+        return _wrap(be, out, self, (be, a, out, float(alpha)), [x])
 
     def backward(self, ctx, g, need):
-        be, a, out = ctx
+        be, a, out, alpha = ctx
         gin = be.empty(_shape(a), a.dtype)
-        getattr(be, self.name + "_backward")(_flat(be, a), _flat(be, out), _flat(be, g), 0.0,
+        getattr(be, self.name + "_backward")(_flat(be, a), _flat(be, out), _flat(be, g), alpha,
                                              _flat(be, gin))
         return [gin]
 
@@ -300,7 +303,9 @@ _NEG, _SQUARE, _SQRT, _EXP, _LOG, _ABS, _POWER, _CLIP, _AFFINE, _RDIV = (
     _Unary(n) for n in ("neg", "square", "sqrt", "exp", "log", "abs", "power", "clip", "affine",
                         "rdiv"))
 _SIGN = _Sign("sign")
-_SIGMOID, _TANH, _RELU = (_ActivationOp(n) for n in ("sigmoid", "tanh", "relu"))
+_ACTIVATIONS = {n: _ActivationOp(n) for n in ("sigmoid", "tanh", "relu", "leaky_relu", "elu",
+                                               "gelu", "gelu_tanh", "softplus")}
+_SIGMOID, _TANH, _RELU = _ACTIVATIONS["sigmoid"], _ACTIVATIONS["tanh"], _ACTIVATIONS["relu"]
 
 
 def _scalar_operand(v):
@@ -470,6 +475,54 @@ def relu(x):
     return _RELU.run(x)
 
 
+def leaky_relu(x, negative_slope=0.2):
+    """x where x > 0, else negative_slope * x (Keras' default slope 0.2)."""
+    return _ACTIVATIONS["leaky_relu"].run(x, _number(negative_slope, "leaky_relu",
+                                                     "negative_slope"))
+
+
+def elu(x, alpha=1.0):
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+    return _ACTIVATIONS["elu"].run(x, _number(alpha, "elu", "alpha"))
+
+
+def gelu(x, approximate=True):
+    """x * Phi(x); ``approximate=True`` (Keras' default) is the tanh form, False the exact erf
+    one (torch's default)."""
+    if not isinstance(approximate, (bool, np.bool_)):
+        raise TypeError(f"gelu: approximate must be True or False, got {approximate!r}")
+    return _ACTIVATIONS["gelu_tanh" if approximate else "gelu"].run(x)
+
+
+def softplus(x):
+    """log(1 + exp(x)), stable for large |x|."""
+    return _ACTIVATIONS["softplus"].run(x)
+
+
+def silu(x):
+    """x * sigmoid(x) (swish)."""
+    return multiply(x, sigmoid(x))
+
+
+swish = silu
+
+
+def selu(x):
+    """scale * elu(x, alpha) with the self-normalizing constants of Klambauer et al. 2017."""
+    return multiply(elu(x, 1.6732632423543772), 1.0507009873554805)
+
+
+def relu6(x):
+    """min(max(x, 0), 6)."""
+    return minimum(relu(x), 6.0)
+
+
+def _number(v, what, name):
+    if not _is_number(v) or not math.isfinite(v):
+        raise ValueError(f"{what}: {name} must be a finite number, got {v!r}")
+    return float(v)
+
+
 # ---------------------------------------------------------------------------------------------
 # where
 
@@ -634,6 +687,41 @@ def mean(x, axis=None, keepdims=False):
 def max(x, axis=None, keepdims=False):  # noqa: A001
     """Maximum over ``axis`` (NaN propagates; ties share the gradient equally)."""
     return _MAX.run(x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001
+    """Minimum over ``axis`` (as ``-max(-x)``: NaN propagates, ties share the gradient)."""
+    return negative(max(negative(x), axis, keepdims))
+
+
+def var(x, axis=None, keepdims=False):
+    """Variance over ``axis`` (population: divided by the count, as Keras and NumPy)."""
+    centred = subtract(x, mean(x, axis, keepdims=True))
+    return mean(square(centred), axis, keepdims)
+
+
+def std(x, axis=None, keepdims=False):
+    """Standard deviation over ``axis`` (population)."""
+    return sqrt(var(x, axis, keepdims))
+
+
+def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
+    """Vector norm over ``axis`` (all elements when None): ``ord`` None or 2 (Euclidean), or 1.
+    The Euclidean norm's gradient is x / norm (NaN at an all-zero slice, as sqrt's)."""
+    if ord in (None, 2) and not isinstance(ord, bool):
+        return sqrt(sum(square(x), axis, keepdims))
+    if ord == 1 and not isinstance(ord, bool):
+        return sum(abs(x), axis, keepdims)
+    raise ValueError(f"norm: ord must be None, 2 or 1 (vector norms), got {ord!r}")
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over ``axis``, shifted by the maximum so it neither overflows nor
+    underflows (an all -inf slice gives NaN)."""
+    shift = stop_gradient(max(x, axis, keepdims=True))
+    out = log(sum(exp(subtract(x, shift)), axis, keepdims=True))
+    out = add(out, shift)
+    return out if keepdims else reshape(out, _shape(max(shift, axis, keepdims=False)))
 
 
 class _ArgReduce(Op):
@@ -1190,6 +1278,56 @@ def shape(x):
     """The shape of ``x`` as a tuple of ints (Keras' ``ops.shape``, the same as ``x.shape``);
     on a graph tensor the sizes known only at run time (the batch...) are None."""
     return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _constant(array, dtype, device, what):
+    dtype = np.dtype("float32" if dtype is None else dtype)
+    if dtype.kind not in "iuf":
+        raise ValueError(f"{what}: dtype must be a float or integer dtype, got {dtype}")
+    return convert_to_tensor(array.astype(dtype, copy=False), dtype=dtype, device=device)
+
+
+def zeros(shape, dtype="float32", device=None):
+    """A new tensor of zeros (a constant: no gradient)."""
+    return _constant(np.zeros(_shape_arg(shape, "zeros")), dtype, device, "zeros")
+
+
+def ones(shape, dtype="float32", device=None):
+    """A new tensor of ones (a constant)."""
+    return _constant(np.ones(_shape_arg(shape, "ones")), dtype, device, "ones")
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None):
+    """Evenly spaced values in [start, stop) (``arange(n)``: 0..n-1), int64 for integer
+    arguments as NumPy, else float32 unless ``dtype`` says otherwise."""
+    values = np.arange(start, stop, step) if stop is not None else np.arange(start, step=step)
+    if dtype is None:
+        dtype = np.int64 if values.dtype.kind in "iu" else np.float32
+    return _constant(values, dtype, device, "arange")
+
+
+def one_hot(x, num_classes, dtype="float32"):
+    """Integer labels -> one-hot rows along a new last axis (a constant, on ``x``'s device);
+    labels out of [0, num_classes) raise (``numbanet.data.one_hot``'s checks)."""
+    from .data import one_hot as host_one_hot
+    device = x.device if isinstance(x, _TensorLike) else None
+    labels = x.numpy() if isinstance(x, _TensorLike) else np.asarray(x)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(f"one_hot: num_classes must be a positive integer, got {num_classes!r}")
+    return _constant(host_one_hot(labels, int(num_classes)), dtype, device, "one_hot")
+
+
+def _shape_arg(shape, what):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{what}: shape must be an int or a tuple of ints, got "
+                         f"{shape!r}") from None
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
+               for d in shape):
+        raise ValueError(f"{what}: shape must be non-negative ints, got {shape!r}")
+    return shape
 
 
 def zeros_like(x, dtype=None):
