@@ -250,7 +250,9 @@ def _weighted_cases(rng, n=9, classes=3):
             (M.BinaryAccuracy(), binary_t, binary_p), (M.MeanSquaredError(), real_t, real_p),
             (M.MeanAbsoluteError(), real_t, real_p),
             (M.Precision(), labels, probs), (M.Recall(average="weighted"), labels, probs),
-            (M.F1Score(average="micro"), labels, probs), (M.F1Score(), binary_t, binary_p)]
+            (M.F1Score(average="micro"), labels, probs), (M.F1Score(), binary_t, binary_p),
+            (M.AUC(), binary_t, binary_p), (M.AUC(curve="PR"), binary_t, binary_p),
+            (M.RootMeanSquaredError(), real_t, real_p)]
 
 
 def test_integer_sample_weights_count_each_sample_that_many_times(rng):
@@ -376,3 +378,109 @@ def test_a_function_metric_giving_one_value_takes_sample_weights_as_one_batch():
     metric.update_state(np.zeros((3, 1)), np.ones((3, 1)), sample_weight=[1.0, 2.0, 3.0])
     metric.update_state(np.zeros((2, 1)), np.full((2, 1), 3.0))
     assert metric.result() == pytest.approx(2.0)
+
+
+
+# -- AUC and RootMeanSquaredError
+
+
+def _mann_whitney(t, p, w):
+    """Exact ROC area: the weighted fraction of (positive, negative) pairs ranked right, ties
+    counting half."""
+    pos, neg = t > 0.5, t <= 0.5
+    wp, wn = w[pos][:, None] * w[neg][None, :], p[pos][:, None] - p[neg][None, :]
+    return float(np.sum(wp * ((wn > 0) + 0.5 * (wn == 0))) / np.sum(wp))
+
+
+def test_auc_keras_examples():
+    m = M.AUC(num_thresholds=3)
+    m.update_state([0, 0, 1, 1], [0, 0.5, 0.3, 0.9])
+    assert m.result() == pytest.approx(0.75, abs=1e-15)
+    m.reset_state()
+    m.update_state([0, 0, 1, 1], [0, 0.5, 0.3, 0.9], sample_weight=[1, 0, 0, 1])
+    assert m.result() == 1.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_auc_roc_is_exact_when_thresholds_separate_the_predictions(rng, weighted):
+    """Predictions in the middle of the threshold bins (ties included): every threshold point
+    is a point of the exact ROC curve, so the trapezoids give the Mann-Whitney statistic."""
+    n = 300
+    t = rng.integers(0, 2, n).astype(float)
+    k = rng.integers(0, 199, n) + 40 * (t > 0)                    # informative, not perfect
+    p = (np.minimum(k, 198) + 0.5) / 199
+    w = rng.uniform(0.1, 3.0, n) if weighted else np.ones(n)
+    m = M.AUC()
+    for part in np.array_split(np.arange(n), 4):                   # batches accumulate
+        m.update_state(t[part, None], p[part, None], sample_weight=w[part] if weighted else None)
+    assert m.result() == pytest.approx(_mann_whitney(t, p, w), rel=1e-12)
+    bounds = [M.AUC(summation_method=s) for s in ("minoring", "majoring")]
+    for b in bounds:
+        b.update_state(t, p, sample_weight=w if weighted else None)
+    assert bounds[0].result() <= m.result() <= bounds[1].result()
+
+
+def test_auc_precision_recall_curve_by_hand():
+    """Three thresholds (-1e-7, 0.5, 1 + 1e-7): tp = [2, 1, 0], fp = [2, 0, 0]; Davis and
+    Goadrich's interpolation over the two intervals; minoring/majoring as Riemann sums of
+    precision over recall."""
+    t, p = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
+    m = M.AUC(num_thresholds=3, curve="PR")
+    m.update_state(t, p)
+    assert m.result() == pytest.approx((1 + 2 / 3 * np.log(4)) / 6 + 0.5, rel=1e-14)
+    lo, hi = M.AUC(num_thresholds=3, curve="PR", summation_method="minoring"), \
+        M.AUC(num_thresholds=3, curve="PR", summation_method="majoring")
+    lo.update_state(t, p)
+    hi.update_state(t, p)
+    # recall [1, 0.5, 0], precision [0.5, 1, 0]
+    assert lo.result() == pytest.approx(0.5 * 0.5 + 0.5 * 0.0)
+    assert hi.result() == pytest.approx(0.5 * 1.0 + 0.5 * 1.0)
+
+
+def test_auc_thresholds_logits_and_units(rng):
+    t = rng.integers(0, 2, (40, 3)).astype(float)
+    z = rng.standard_normal((40, 3)) + 2.0 * t
+    probs = 1 / (1 + np.exp(-z))
+    a, b = M.AUC(from_logits=True), M.AUC()
+    a.update_state(t, z)
+    b.update_state(t, probs)
+    assert a.result() == pytest.approx(b.result(), rel=1e-12)
+    flat = M.AUC()                            # several units: every unit a binary decision
+    flat.update_state(t.reshape(-1, 1), probs.reshape(-1, 1))
+    assert flat.result() == pytest.approx(b.result(), rel=1e-12)
+    given = M.AUC(thresholds=[0.75, 0.25, 0.5])
+    assert given.num_thresholds == 5 and given.thresholds == [0.25, 0.5, 0.75]
+    again = M.AUC.from_config(given.get_config())
+    assert again.get_config() == given.get_config()
+    assert M.get("auc").name == "auc"
+    assert M.get("auc", nb.losses.BinaryCrossentropy(from_logits=True)).from_logits is True
+
+
+def test_auc_bad_arguments():
+    with pytest.raises(ValueError, match="`num_thresholds` must be .*received num_thresholds=1"):
+        M.AUC(num_thresholds=1)
+    with pytest.raises(ValueError, match="`curve` must be .*received curve='roc'"):
+        M.AUC(curve="roc")
+    with pytest.raises(ValueError, match=r"thresholds must lie in \[0, 1\]"):
+        M.AUC(thresholds=[0.5, 1.5])
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*from_logits=True"):
+        M.AUC().update_state([0, 1], [-0.5, 2.0])
+
+
+def test_rmse_and_auc_in_fit_and_save_load(rng, tmp_path):
+    nb.seed(0)
+    x = rng.standard_normal((80, 3))
+    y = (x[:, :1] + 0.3 * rng.standard_normal((80, 1)) > 0).astype(float)
+    model = nb.Sequential([nb.layers.Dense(1, activation="sigmoid")], input_shape=(3,),
+                          dtype="float64")
+    model.compile(nb.optimizers.Adam(0.05), "binary_crossentropy",
+                  metrics=["auc", M.RootMeanSquaredError()])
+    history = model.fit(x, y, epochs=3, batch_size=16, validation_data=(x, y), verbose=0)
+    pred = model.predict(x)
+    ref = M.AUC()
+    ref.update_state(y, pred)
+    assert history.history["val_auc"][-1] == pytest.approx(ref.result(), rel=1e-12)
+    assert history.history["val_root_mean_squared_error"][-1] == pytest.approx(
+        np.sqrt(np.mean((pred - y) ** 2)), rel=1e-10)
+    model.save(tmp_path / "m.npz")
+    assert nb.load_model(tmp_path / "m.npz").evaluate(x, y) == pytest.approx(model.evaluate(x, y))

@@ -9,7 +9,8 @@ and F1). ``fit`` and ``evaluate`` pass no sample weights to metrics (Keras' ``me
 ``fit``/``evaluate`` hand every metric the batch's targets and the model's outputs as NumPy
 arrays; ``result()`` is the value over everything seen since the last ``reset()``. By name in
 ``compile(metrics=[...])``: "accuracy" ("acc"), "binary_accuracy", "top_k_accuracy",
-"precision", "recall", "f1" ("f1_score"), "mse", "mae" (and their long Keras names). A metric
+"precision", "recall", "f1" ("f1_score"), "auc", "mse", "mae", "rmse" (and their long Keras
+names). A metric
 made from a name logs under that name ("mse" -> ``history["mse"]``, ``history["val_mse"]``).
 
 Classification metrics read the model's outputs in one of two ways:
@@ -403,6 +404,96 @@ class MeanAbsoluteError(MeanSquaredError):
         self._add(np.abs(self._errors(y_true, y_pred)), sample_weight)
 
 
+class RootMeanSquaredError(MeanSquaredError):
+    """sqrt of the mean of (y_true - y_pred)**2 over every output value seen."""
+    name = "root_mean_squared_error"
+
+    def result(self):
+        return float(np.sqrt(super().result()))
+
+
+class AUC(Metric):
+    """Area under the ROC (or precision-recall) curve of binary predictions, as Keras' ``AUC``:
+    weighted true/false positive and negative counts at fixed thresholds (``num_thresholds``
+    evenly spaced in [0, 1] plus -1e-7 and 1 + 1e-7, or the given ``thresholds`` between those),
+    a prediction counting as positive above a threshold, then a Riemann sum over the curve's
+    points: ``summation_method`` "interpolation" (trapezoids; for "PR", Davis & Goadrich's
+    interpolation of the counts), "minoring" or "majoring" (lower and upper bounds). Every output
+    unit is a separate binary decision (Keras' ``multi_label=False``); targets 0/1 (positive
+    above 0.5); predictions probabilities in [0, 1], or logits with ``from_logits=True``.
+    With distinct prediction values separated by thresholds, the ROC area is exact (ties count
+    half)."""
+    name = "auc"
+    EPSILON = 1e-7
+
+    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation",
+                 name=None, thresholds=None, from_logits=False):
+        self.curve = _check(self, "curve", curve, V.OneOf("ROC", "PR"))
+        self.summation_method = _check(self, "summation_method", summation_method,
+                                       V.OneOf("interpolation", "minoring", "majoring"))
+        self.from_logits = _check(self, "from_logits", from_logits, V.FLAG)
+        if thresholds is None:
+            n = _check(self, "num_thresholds", num_thresholds, V.Integer(2))
+            inner = [(i + 1) / (n - 1) for i in range(n - 2)]
+        else:
+            inner = sorted(float(t) for t in thresholds)
+            if not all(0.0 <= t <= 1.0 for t in inner):
+                raise ValueError(f"AUC: thresholds must lie in [0, 1], got {thresholds!r}")
+        self.thresholds = None if thresholds is None else inner
+        self.num_thresholds = len(inner) + 2
+        self._edges = np.array([-self.EPSILON] + inner + [1.0 + self.EPSILON])
+        super().__init__(name)
+
+    def reset(self):
+        self.tp, self.fp, self.tn, self.fn = (np.zeros(len(self._edges)) for _ in range(4))
+
+    def update(self, y_true, y_pred, sample_weight=None):
+        scores = _scores(y_pred).astype(np.float64)
+        positive = _same_size(y_true, scores, "AUC").reshape(-1) > 0.5
+        w = np.ones(len(scores)) if sample_weight is None else \
+            _row_weights(self, sample_weight, len(scores))
+        w = np.repeat(w, scores.shape[1])
+        p = scores.reshape(-1)
+        if self.from_logits:
+            p = 1.0 / (1.0 + np.exp(-p))
+        elif p.size and not (np.all(p >= 0.0) and np.all(p <= 1.0)):
+            raise ValueError(f"AUC: predictions must be probabilities in [0, 1] (or pass "
+                             f"from_logits=True), got values from {np.nanmin(p)} to "
+                             f"{np.nanmax(p)}")
+        # predictions above edge j: those past searchsorted's count of edges below them
+        above = np.searchsorted(self._edges, p, side="left")
+        for cells, weights in ((("tp", "fn"), w * positive), (("fp", "tn"), w * ~positive)):
+            hist = np.bincount(above, weights=weights, minlength=len(self._edges) + 1)
+            counted = np.cumsum(hist[::-1])[::-1][1:]         # weight above each edge
+            setattr(self, cells[0], getattr(self, cells[0]) + counted)
+            setattr(self, cells[1], getattr(self, cells[1]) + weights.sum() - counted)
+
+    def result(self):
+        tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            return self._interpolated_pr()
+        recall = _ratio(tp, tp + fn)
+        x, y = (_ratio(fp, fp + tn), recall) if self.curve == "ROC" else \
+            (recall, _ratio(tp, tp + fp))
+        pair = np.stack([y[:-1], y[1:]])
+        heights = {"interpolation": pair.mean(axis=0), "minoring": pair.min(axis=0),
+                   "majoring": pair.max(axis=0)}[self.summation_method]
+        return float(np.sum((x[:-1] - x[1:]) * heights))
+
+    def _interpolated_pr(self):
+        """Precision interpolated between thresholds as Davis & Goadrich (2006): true and
+        predicted positives vary linearly, so each interval adds
+        slope * (dTP + intercept * log(P_A / P_B)) / positives."""
+        tp, p = self.tp, self.tp + self.fp
+        dtp, dp = tp[:-1] - tp[1:], p[:-1] - p[1:]
+        slope = _ratio(dtp, np.maximum(dp, 0))
+        intercept = tp[1:] - slope * p[1:]
+        both = (p[:-1] > 0) & (p[1:] > 0)
+        ratio = np.where(both, _ratio(p[:-1], np.where(both, p[1:], 1.0)), 1.0)
+        return float(np.sum(_ratio(slope * (dtp + intercept * np.log(ratio)),
+                                   np.maximum(tp[1:] + self.fn[1:], 0))))
+
+
 def confusion_matrix(y_true, y_pred, num_classes=None):
     """Counts ``cm[i, j]`` of samples of true class ``i`` predicted as class ``j`` (rows: truth,
     columns: prediction, as scikit-learn), an int64 array of shape (classes, classes).
@@ -457,6 +548,8 @@ register(Recall, "recall")
 register(F1Score, "f1", "f1_score")
 register(MeanSquaredError, "mse", "mean_squared_error")
 register(MeanAbsoluteError, "mae", "mean_absolute_error")
+register(RootMeanSquaredError, "rmse", "root_mean_squared_error")
+register(AUC, "auc")
 register(MeanMetricWrapper)
 _CANONICAL = {"acc": "accuracy"}
 
@@ -479,6 +572,10 @@ def get(metric, loss=None):
         return found
     cls = REGISTRY.names[key]
     kwargs = {"name": _CANONICAL.get(key, key)}
-    if getattr(loss, "from_logits", False) and "threshold" in inspect.signature(cls).parameters:
-        kwargs["threshold"] = 0.0
+    if getattr(loss, "from_logits", False):
+        params = inspect.signature(cls).parameters
+        if "threshold" in params:
+            kwargs["threshold"] = 0.0
+        if "from_logits" in params:
+            kwargs["from_logits"] = True
     return cls(**kwargs)
