@@ -442,3 +442,35 @@ def test_compile_notice_speaks_only_when_the_first_step_is_slow(data):
                callbacks=[C.CompileNotice(after=0.5, stream=out)])
     time.sleep(0.7)
     assert out.getvalue() == ""
+
+
+def test_lambda_callback_and_keras2_batch_hooks(data):
+    """LambdaCallback runs the functions given for each hook; a Callback subclass defining
+    Keras 2's on_batch_begin/on_batch_end gets them called for every training step."""
+    x, y = data
+    seen = []
+    lam = C.LambdaCallback(on_train_begin=lambda logs: seen.append("begin"),
+                           on_epoch_end=lambda epoch, logs: seen.append((epoch, logs["loss"])),
+                           on_batch_end=lambda batch, logs: seen.append(batch))
+
+    class OldStyle(C.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_batch_begin(self, batch, logs=None):
+            self.batches.append(("b", batch))
+
+        def on_batch_end(self, batch, logs=None):
+            self.batches.append(("e", batch))
+
+    old = OldStyle()
+    model = tiny()
+    history = model.fit(x, y, epochs=2, batch_size=BATCH, callbacks=[lam, old], verbose=0)
+    assert seen == ["begin", 0, 1, 2, (0, history.history["loss"][0]), 0, 1, 2,
+                    (1, history.history["loss"][1])]
+    assert old.batches == [(k, b) for _ in range(2) for b in range(3) for k in "be"]
+    with pytest.raises(TypeError, match="LambdaCallback: unknown hook 'on_epoch_ended'"):
+        C.LambdaCallback(on_epoch_ended=print)
+    with pytest.raises(TypeError, match="LambdaCallback: on_epoch_end must be a function, got int"):
+        C.LambdaCallback(on_epoch_end=3)

@@ -26,7 +26,9 @@ from . import validation as V
 
 
 class Callback:
-    """Base class: override any hook. ``self.model`` is set by ``fit``."""
+    """Base class: override any hook. ``self.model`` is set by ``fit``. Keras 2's
+    ``on_batch_begin``/``on_batch_end`` are run by the default ``on_train_batch_begin``/
+    ``on_train_batch_end`` (as Keras 3 keeps them)."""
 
     def __init__(self):
         self.model = None
@@ -42,8 +44,10 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
-    def on_train_batch_begin(self, batch, logs=None): pass
-    def on_train_batch_end(self, batch, logs=None): pass
+    def on_train_batch_begin(self, batch, logs=None): self.on_batch_begin(batch, logs)
+    def on_train_batch_end(self, batch, logs=None): self.on_batch_end(batch, logs)
+    def on_batch_begin(self, batch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
     def on_test_begin(self, logs=None): pass
     def on_test_end(self, logs=None): pass
     def on_test_batch_begin(self, batch, logs=None): pass
@@ -111,6 +115,30 @@ class CallbackList(Callback):
     def on_epoch_end(self, epoch, logs=None): self._call("on_epoch_end", epoch, logs)
     def on_train_batch_begin(self, batch, logs=None): self._call("on_train_batch_begin", batch, logs)
     def on_train_batch_end(self, batch, logs=None): self._call("on_train_batch_end", batch, logs)
+
+
+class LambdaCallback(Callback):
+    """A callback of functions (Keras' ``LambdaCallback``): ``on_epoch_begin(epoch, logs)``,
+    ``on_epoch_end(epoch, logs)``, ``on_train_begin(logs)``, ``on_train_end(logs)``,
+    ``on_train_batch_begin(batch, logs)``, ``on_train_batch_end(batch, logs)`` (and any other
+    hook by its name, e.g. ``on_batch_end``); the hooks not given do nothing."""
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
+                 on_train_end=None, on_train_batch_begin=None, on_train_batch_end=None,
+                 **kwargs):
+        super().__init__()
+        hooks = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
+                     on_train_begin=on_train_begin, on_train_end=on_train_end,
+                     on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end, **kwargs)
+        for name, fn in hooks.items():
+            if not (name.startswith("on_") and callable(getattr(Callback, name, None))):
+                raise TypeError(f"LambdaCallback: unknown hook {name!r}")
+            if fn is not None and not callable(fn):
+                raise TypeError(f"LambdaCallback: {name} must be a function, got "
+                                f"{type(fn).__name__}")
+            if fn is not None:
+                setattr(self, name, fn)
 
 
 class History(Callback):
