@@ -226,6 +226,7 @@ class ProgbarLogger(Callback):
         if not self.bar:
             return
         now, done = time.perf_counter(), batch + 1
+        self.seen = done
         if self.t1 is None:
             self.t1 = now
         per_step = (now - self.t1) / (done - 1) if done > 1 else None
@@ -240,7 +241,8 @@ class ProgbarLogger(Callback):
         elapsed = time.perf_counter() - self.t0
         values = self._values(logs or {})
         if self.bar:
-            self._out().write(f"\r{self.steps}/{self.steps} [{'=' * self.width}] - "
+            n = self.steps or self.seen                 # steps unknown: a generator's
+            self._out().write(f"\r{n}/{n} [{'=' * self.width}] - "
                               f"{_fmt_time(elapsed)} - {values}\x1b[K\n")
         else:
             self._out().write(f"Epoch {epoch + 1}/{self.params.get('epochs')} - "

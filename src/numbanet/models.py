@@ -1189,14 +1189,9 @@ class Model(Layer, functional._GraphLayer):
         ``trainable`` at each step, not at compile)."""
         self._require_compiled(where)
         self._follow_layers()
-        xs, ys = self._prepare(x, y, where)
-        self._warn_if_frozen(where, 3)
-        info = self._info()
-        w = self._sample_weights(ys, sample_weight, class_weight, where, info)
-        wb = None if w is None else self.backend.asarray(w, self.dtype)
         per_keys = self._per_output_keys() if logs else []
-        loss, outs, per = self._step(self._device_batch(xs, None, info), self._device_targets(ys),
-                                     wb, info, per_output=bool(per_keys))
+        loss, outs, per, ys = self._batch_step(x, y, sample_weight, class_weight, where,
+                                               bool(per_keys), 4)
         if not logs:
             return loss
         result = {"loss": loss, **dict(zip(per_keys, per or ()))}
@@ -1206,6 +1201,18 @@ class Model(Layer, functional._GraphLayer):
             self._update_metrics(ys, outs, getattr(self, "_last_masks", None))
             result.update({m.name: m.result() for m in self.metrics})
         return result
+
+    def _batch_step(self, x, y, sample_weight, class_weight, where, per_output, stacklevel):
+        """One optimizer step on the batch ``(x, y)`` as given: (loss, outputs, per-output
+        losses, the checked host targets)."""
+        xs, ys = self._prepare(x, y, where)
+        self._warn_if_frozen(where, stacklevel)
+        info = self._info()
+        w = self._sample_weights(ys, sample_weight, class_weight, where, info)
+        wb = None if w is None else self.backend.asarray(w, self.dtype)
+        loss, outs, per = self._step(self._device_batch(xs, None, info), self._device_targets(ys),
+                                     wb, info, per_output=per_output)
+        return loss, outs, per, ys
 
     def _warn_if_frozen(self, where, stacklevel):
         """Keras 3's warning for a step with nothing to train (a GAN's discriminator left
@@ -1312,7 +1319,8 @@ class Model(Layer, functional._GraphLayer):
     # -- fit, evaluate, predict -----------------------------------------------------------------
     def fit(self, x, y=None, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, seed=None, verbose=1, callbacks=None, initial_epoch=0,
-            class_weight=None, sample_weight=None, distributed=False):
+            class_weight=None, sample_weight=None, distributed=False, steps_per_epoch=None,
+            validation_steps=None):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``history`` dict holds the
         per-epoch ``loss``, metrics and their ``val_`` counterparts.
 
@@ -1320,6 +1328,15 @@ class Model(Layer, functional._GraphLayer):
         outputs. ``sample_weight`` (one weight per sample) and ``class_weight`` ({class index:
         weight}) scale each sample's loss, Keras-style: the batch loss is sum(w * loss) / batch
         size.
+
+        ``x`` may instead give the data as batches (Keras' generators and ``PyDataset``, a
+        PyTorch ``DataLoader``): a generator or iterator, an iterable of batches, or an object
+        with ``__len__`` and ``__getitem__(i)`` (batch i; its ``on_epoch_end()`` runs after each
+        epoch), each batch ``(x, y)`` or ``(x, y, sample_weight)``. An epoch is one pass over it,
+        or ``steps_per_epoch`` batches (then a generator continues where it stopped); batches
+        come in the source's order (``shuffle``, ``batch_size``, ``y``, ``sample_weight`` and
+        ``validation_split`` do not apply). ``validation_data`` may be such a source too
+        (``validation_steps`` batches of it, else all).
 
         ``distributed=True`` trains data-parallel over MPI (``numbanet.distributed``, run under
         ``mpirun``): ``batch_size`` is the global batch, every rank shuffles alike and takes its
@@ -1333,6 +1350,20 @@ class Model(Layer, functional._GraphLayer):
         batch_size = check_positive_int(batch_size, "batch_size", "fit")
         if verbose not in (0, 1, 2, "auto"):
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        if _batch_source(x):
+            given = [k for k, v in (("y", y is not None), ("sample_weight", sample_weight is not None),
+                                    ("validation_split", validation_split),
+                                    ("distributed", distributed)) if v]
+            if given:
+                raise ValueError(f"fit: x gives the data as batches of (x, y) or (x, y, "
+                                 f"sample_weight); it takes no {', '.join(given)}")
+            return self._fit_batches(_Batches(x, steps_per_epoch, "fit"), epochs, validation_data,
+                                     validation_steps, class_weight, verbose, callbacks,
+                                     initial_epoch)
+        if steps_per_epoch is not None or validation_steps is not None:
+            raise ValueError("fit: steps_per_epoch and validation_steps are for data given as "
+                             "batches (a generator, a DataLoader...); with arrays, batch_size "
+                             "sets the steps")
         if self._custom_train_step():
             unsupported = [k for k, v in (("validation_split", validation_split),
                                           ("validation_data", validation_data),
@@ -1451,7 +1482,7 @@ class Model(Layer, functional._GraphLayer):
             sync.end()
         return history
 
-    def _fit_callbacks(self, callbacks, verbose, epochs, n, batch_size, sync=None):
+    def _fit_callbacks(self, callbacks, verbose, epochs, n, batch_size, sync=None, steps=None):
         """``fit``'s callbacks (the user's, TerminateOnNaN, the progress bar unless ``verbose``
         is 0, then a new History, which becomes ``self.history``) as one CallbackList; returns
         it, the History and the steps per epoch. Resets ``stop_training``."""
@@ -1463,7 +1494,8 @@ class Model(Layer, functional._GraphLayer):
             cbs, verbose = sync.begin(cbs, verbose)
         if verbose and not any(isinstance(c, callbacks_module.ProgbarLogger) for c in cbs):
             cbs.append(callbacks_module.ProgbarLogger(1 if verbose == "auto" else verbose))
-        steps = -(-n // batch_size)
+        if n is not None:
+            steps = -(-n // batch_size)
         cb = callbacks_module.CallbackList(cbs + [history], self,
                                            {"epochs": epochs, "steps": steps, "verbose": verbose})
         self.history = history
@@ -1517,20 +1549,111 @@ class Model(Layer, functional._GraphLayer):
         cb.on_train_end()
         return history
 
+    def _fit_batches(self, batches, epochs, validation_data, validation_steps, class_weight,
+                     verbose, callbacks, initial_epoch):
+        """``fit`` on data given as batches (``_Batches``): the loss averaged over the samples
+        of the epoch, the metrics accumulated over it, as with arrays; a subclass's own
+        ``train_step(data)`` gets each batch as given."""
+        custom = self._custom_train_step()
+        if isinstance(class_weight, str) or (custom and class_weight):
+            raise ValueError(f"fit: class_weight={class_weight!r} is not taken with data given "
+                             f"as batches" + ("" if custom else " (\"balanced\" needs every "
+                                                               "target first); pass a dict"))
+        if custom and validation_data is not None:
+            raise ValueError(f"fit: {type(self).__name__} overrides train_step(data); fit then "
+                             f"takes no validation_data (evaluate it in a callback instead)")
+        val = None
+        if validation_data is not None:
+            if _batch_source(validation_data):
+                val = _Batches(validation_data, validation_steps, "fit validation_data")
+            elif validation_steps is not None:
+                raise ValueError("fit: validation_steps is for validation_data given as batches")
+            elif not isinstance(validation_data, (tuple, list)) or \
+                    len(validation_data) not in (2, 3):
+                raise ValueError("fit: validation_data must be (x_val, y_val), (x_val, y_val, "
+                                 "sample_weight_val) or a source of such batches")
+            else:
+                val = [tuple(validation_data)]          # one batch of arrays, split by _evaluate
+        cb, history, _ = self._fit_callbacks(callbacks, verbose, epochs, None, None,
+                                             steps=batches.steps)
+        per_keys = [] if custom else self._per_output_keys()
+        cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cb.on_epoch_begin(epoch)
+            for m in self.metrics:
+                m.reset()
+            total, seen, logs = 0.0, 0, {}
+            per_total = np.zeros(len(per_keys))
+            for step, batch in enumerate(batches.epoch()):
+                cb.on_train_batch_begin(step)
+                if custom:
+                    with engine.training_scope(True):
+                        out = self.train_step(batch if len(batch) > 1 else batch[0])
+                    logs = {k: float(np.asarray(v)) for k, v in out.items()}
+                    cb.on_train_batch_end(step, logs)
+                    if self.stop_training:
+                        break
+                    continue
+                value, outs, per, ys_host = self._batch_step(
+                    *(batch + (None,) * (3 - len(batch))), class_weight, "fit",
+                    bool(per_keys), 3)
+                size = len(ys_host[self._info().first])
+                total, seen = total + value * size, seen + size
+                if per_keys:
+                    per_total += np.asarray(per) * size
+                if self.metrics:
+                    self._update_metrics(ys_host, outs, getattr(self, "_last_masks", None))
+                logs = {"loss": total / seen,
+                        **{k: float(v) / seen for k, v in zip(per_keys, per_total)},
+                        **{m.name: m.result() for m in self.metrics}, "batch_loss": value}
+                cb.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            if batches.ran_out:
+                warnings.warn(f"fit: the training data ran out after {epoch} epoch(s) (a "
+                              f"generator that ended); training stopped. Pass "
+                              f"steps_per_epoch or a source that can be iterated again",
+                              RuntimeWarning, stacklevel=3)
+                break
+            logs.pop("batch_loss", None)
+            if val is not None and not self.stop_reason:
+                logs.update({f"val_{k}": v for k, v in self._evaluate_batches(
+                    val.epoch() if isinstance(val, _Batches) else val, 32).items()})
+            cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cb.on_train_end()
+        return history
+
+    def _evaluate_batches(self, batches, batch_size):
+        """``_evaluate`` over batches of (x, y[, sample_weight]) (each split by ``batch_size``),
+        the loss and metrics over all their samples."""
+        def chunks():
+            for batch in batches:
+                x, y = batch[0], batch[1] if len(batch) > 1 else None
+                xs, ys = self._prepare(x, y, "evaluate")
+                w = self._sample_weights(ys, batch[2] if len(batch) > 2 else None, None,
+                                         "evaluate")
+                yield from _array_chunks(xs, ys, batch_size, w)
+        return self._evaluate_chunks(chunks())
+
     def _evaluate(self, xs, ys, batch_size, weights=None):
+        return self._evaluate_chunks(_array_chunks(xs, ys, batch_size, weights))
+
+    def _evaluate_chunks(self, chunks):
+        """Loss and metrics over chunks of (inputs, host targets, host weights or None)."""
         be = self.backend
         for m in self.metrics:
             m.reset()
-        n = len(xs[0])
+        n = 0
         names = self._out_names()
         totals = np.zeros(len(names))
         total = 0.0
         active = [k for k, l in enumerate(self.output_losses) if l is not None]
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            xb = self._device_batch([a[sl] for a in xs])
-            ys_host = [None if v is None else v[sl] for v in ys]
-            wb = None if weights is None else be.asarray(weights[sl], self.dtype)
+        for xs_part, ys_host, w in chunks:
+            xb = self._device_batch(xs_part)
+            wb = None if w is None else be.asarray(w, self.dtype)
+            n += len(xb[0])
             x = xb if len(xb) > 1 else xb[0]
             with engine.training_scope(False):
                 out, ctx = self._forward(x, False)
@@ -1547,6 +1670,8 @@ class Model(Layer, functional._GraphLayer):
                     totals[k] += float(be.to_numpy(r)[0]) * size
             if self.metrics:
                 self._update_metrics(ys_host, outs, self._output_masks(ctx))
+        if n == 0:
+            raise ValueError("evaluate: the data holds no samples")
         penalty = self._value(self._regularize(gradients=False))
         result = {"loss": total / n + penalty}
         if len(names) > 1:
@@ -1555,42 +1680,72 @@ class Model(Layer, functional._GraphLayer):
         result.update({m.name: m.result() for m in self.metrics})
         return result
 
-    def evaluate(self, x, y, batch_size=32, verbose=0, sample_weight=None, return_dict=True):
+    def evaluate(self, x, y=None, batch_size=32, verbose=0, sample_weight=None, return_dict=True,
+                 steps=None):
         """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``.
 
         numbanet returns the dict by default (Keras' default is ``return_dict=False``);
         ``return_dict=False`` gives Keras' values: the loss as a float for a model with one
-        output and no metrics, else the list [loss, *per-output losses, *metrics]."""
+        output and no metrics, else the list [loss, *per-output losses, *metrics]. ``x`` may
+        give the data as batches, as for ``fit`` (``steps`` of them, else all)."""
         self._require_compiled("evaluate")
         self._follow_layers()
         batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
-        xs, ys = self._prepare(x, y, "evaluate")
-        weights = self._sample_weights(ys, sample_weight, None, "evaluate")
-        result = self._evaluate(xs, ys, batch_size, weights)
+        if _batch_source(x):
+            if y is not None or sample_weight is not None:
+                raise ValueError("evaluate: x gives the data as batches of (x, y) or (x, y, "
+                                 "sample_weight); it takes no y or sample_weight")
+            result = self._evaluate_batches(_Batches(x, steps, "evaluate").epoch(), batch_size)
+        else:
+            if steps is not None:
+                raise ValueError("evaluate: steps is for data given as batches")
+            xs, ys = self._prepare(x, y, "evaluate")
+            weights = self._sample_weights(ys, sample_weight, None, "evaluate")
+            result = self._evaluate(xs, ys, batch_size, weights)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
         return _keras_result(result, return_dict, "evaluate")
 
-    def predict(self, x, batch_size=32, verbose=0):
+    def predict(self, x, batch_size=32, verbose=0, steps=None):
         """Model outputs for ``x`` as a NumPy array (a list of arrays for several outputs),
-        in inference mode."""
+        in inference mode. ``x`` may give the inputs as batches, as for ``fit`` (each batch
+        ``x`` or a tuple whose first item is ``x``; ``steps`` of them, else all)."""
         batch_size = check_positive_int(batch_size, "batch_size", "predict")
         self._follow_layers()
+        if _batch_source(x):
+            def chunks():
+                for (item,) in _Batches(x, steps, "predict", inputs_only=True).epoch():
+                    # (x, y...) as a tuple, or as a DataLoader's list for a one-input model
+                    if isinstance(item, tuple) or isinstance(item, list) and \
+                            len(item) in (2, 3) and (self._plan is None or self._single_in):
+                        item = item[0]
+                    xs = self._check_x(item)
+                    self._ensure_built_on(xs)
+                    for start in range(0, len(xs[0]), batch_size):
+                        yield [a[start:start + batch_size] for a in xs]
+            return self._predict_chunks(chunks())
+        if steps is not None:
+            raise ValueError("predict: steps is for data given as batches")
         xs = self._check_x(x)
         self._ensure_built_on(xs)
         return self._predict(xs, batch_size)
 
     def _predict(self, xs, batch_size):
-        n = len(xs[0])
+        return self._predict_chunks([a[s:s + batch_size] for a in xs]
+                                    for s in range(0, len(xs[0]), batch_size))
+
+    def _predict_chunks(self, chunks):
         parts = None
-        for s in range(0, n, batch_size):
-            xb = self._device_batch([a[s:s + batch_size] for a in xs])
+        for xs_part in chunks:
+            xb = self._device_batch(xs_part)
             with engine.training_scope(False), engine.stop_recording():
                 out, _ = self._forward(xb if len(xb) > 1 else xb[0], False)
             outs = [np.array(self.backend.to_numpy(o), copy=True)
                     for o in self._outputs_list(out)]
             parts = [[o] for o in outs] if parts is None else [p + [o] for p, o in
                                                                zip(parts, outs)]
+        if parts is None:
+            raise ValueError("predict: the data holds no samples")
         res = [np.concatenate(p) for p in parts]
         return res[0] if len(res) == 1 else res
 
@@ -1656,6 +1811,71 @@ class Model(Layer, functional._GraphLayer):
         arrays = _read_npz(path, "load_weights")
         _set_arrays(self, arrays, path, "load_weights")
         return self
+
+
+def _batch_source(x):
+    """True for data given as batches: a generator or iterator, an iterable of batches (a
+    PyTorch DataLoader...) or a sequence of batches with ``__len__``/``__getitem__`` (Keras'
+    ``PyDataset``); not arrays, lists, tuples, dicts or anything array-like."""
+    if x is None or isinstance(x, (np.ndarray, list, tuple, dict, str, bytes,
+                                   engine._TensorLike)) \
+            or hasattr(x, "__array__") or hasattr(x, "shape"):
+        return False
+    return hasattr(x, "__iter__") or hasattr(x, "__next__") or \
+        (hasattr(x, "__getitem__") and hasattr(x, "__len__"))
+
+
+class _Batches:
+    """The batches of a batch source, one epoch at a time, as tuples (x, y[, sample_weight])
+    (``inputs_only``: each item as given, in a 1-tuple)."""
+
+    def __init__(self, source, steps, where, inputs_only=False):
+        if steps is not None:
+            steps = check_positive_int(steps, "steps" if where != "fit" else "steps_per_epoch",
+                                       where)
+        self.source, self.where, self.inputs_only = source, where, inputs_only
+        self.iterator = source if hasattr(source, "__next__") else None
+        self.indexed = self.iterator is None and hasattr(source, "__getitem__") and \
+            hasattr(source, "__len__")
+        known = len(source) if hasattr(source, "__len__") and self.iterator is None else None
+        self.steps = steps if steps is not None else known
+        self.limit = steps
+        self.ran_out = False
+
+    def epoch(self):
+        if self.indexed:
+            items = (self.source[i] for i in range(len(self.source)))
+        else:
+            items = self.iterator if self.iterator is not None else iter(self.source)
+        count = 0
+        while self.limit is None or count < self.limit:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            count += 1
+            yield self._unpack(item, count)
+        if count == 0 and self.iterator is not None:
+            self.ran_out = True
+        if self.indexed and hasattr(self.source, "on_epoch_end"):
+            self.source.on_epoch_end()
+
+    def _unpack(self, item, count):
+        if self.inputs_only:
+            return (item,)
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(f"{self.where}: batch {count} of the data is a "
+                             f"{type(item).__name__}{f' of {len(item)} items' if isinstance(item, (tuple, list)) else ''}; "
+                             f"expected (x, y) or (x, y, sample_weight)")
+        return tuple(item)
+
+
+def _array_chunks(xs, ys, batch_size, weights=None):
+    """(inputs, host targets, host weights or None) of each batch of arrays."""
+    for start in range(0, len(xs[0]), batch_size):
+        sl = slice(start, start + batch_size)
+        yield ([a[sl] for a in xs], [None if v is None else v[sl] for v in ys],
+               None if weights is None else weights[sl])
 
 
 def _leaves(data):
