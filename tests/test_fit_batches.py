@@ -184,3 +184,38 @@ def test_bad_batch_sources(data):
         m.evaluate(iter([]))
     with pytest.warns(RuntimeWarning, match="ran out"):
         m.fit(iter([]), epochs=1, verbose=0)
+
+
+def test_batches_with_a_custom_test_step(data):
+    """A subclass's test_step evaluates generator validation data and evaluate(source), each
+    batch as given; with numbanet's own evaluation the values are those of the arrays."""
+    x, y, _ = data
+
+    class WithTestStep(nb.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(2, activation="softmax")
+            self.sizes = []
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+        def test_step(self, batch):
+            xb, yb = batch
+            self.sizes.append(len(xb))
+            return {"batch": float(yb[0])}
+
+    def numbered():                    # batch k's targets are all k: 0, 1, 2, 3, ...
+        k = 0
+        while True:
+            yield x[:B], np.full(B, k)
+            k += 1
+
+    nb.seed(1)
+    m = WithTestStep()
+    m.compile(nb.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    h = m.fit(gen(x, y), steps_per_epoch=3, epochs=2, verbose=0,
+              validation_data=numbered(), validation_steps=2)
+    assert m.sizes == [B, B, B, B]
+    assert h.history["val_batch"] == [1.0, 3.0]          # the last of each epoch's two
+    assert m.evaluate(numbered(), steps=3) == {"batch": 2.0}

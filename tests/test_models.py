@@ -925,7 +925,10 @@ def test_fit_runs_a_subclass_train_step_as_keras_3(rng):
     model.fit(x, epochs=1, batch_size=5, verbose=0)        # data is x alone
     assert model.seen[-2:] == [5, 5]
     with pytest.raises(ValueError, match=r"fit: Regressor overrides train_step\(data\); fit then "
-                                         r"takes no validation_split"):
+                                         r"takes no class_weight"):
+        model.fit(x, y, class_weight={0: 1.0})
+    with pytest.raises(ValueError, match=r"fit validation: Regressor was compiled without a "
+                                         r"loss"):      # no test_step, no loss to evaluate
         model.fit(x, y, validation_split=0.2)
     with pytest.raises(ValueError, match=r"same number of samples, got sizes \[9, 10\]"):
         model.fit(x, y[:9])

@@ -734,6 +734,7 @@ class Model(Layer, functional._GraphLayer):
         self.optimizer = optimizers_module.get(optimizer)
         self.optimizer.backend = self.backend
         if loss is None:                # train_step computes its own loss
+            self._loss_spec, self._compiled_for = None, None
             return
         self._loss_spec, self._metric_spec, self._weight_spec = loss, metrics, loss_weights
         self._compiled_for = None
@@ -1238,15 +1239,32 @@ class Model(Layer, functional._GraphLayer):
         ``return_dict``; the values are those of the forward pass before the update, the
         metrics of this batch alone."""
         validation.FLAG(return_dict, "return_dict", "train_on_batch")     # before the step
+        if self._custom_train_step():       # Keras 3: the subclass's train_step(data)
+            if class_weight is not None:
+                raise ValueError(f"train_on_batch: {type(self).__name__} overrides "
+                                 f"train_step(data), which takes no class_weight (pass "
+                                 f"sample_weight)")
+            self._require_compiled("train_on_batch")
+            self._follow_layers()
+            data, _ = _step_data(x, y, sample_weight, "train_on_batch")
+            return _keras_result(self._run_step("train_step", data), return_dict,
+                                 "train_on_batch")
         return _keras_result(self._train_batch(x, y, sample_weight, class_weight,
                                                "train_on_batch", logs=True), return_dict,
                              "train_on_batch")
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss and metrics of exactly this batch, in inference mode (Keras): what
-        ``evaluate(x, y, batch_size=len(x), return_dict=return_dict)`` gives."""
+        ``evaluate(x, y, batch_size=len(x), return_dict=return_dict)`` gives; a subclass's
+        ``test_step(self, data)`` gets the batch (metrics not reset, as Keras 3)."""
         self._require_compiled("test_on_batch")
         self._follow_layers()
+        validation.FLAG(return_dict, "return_dict", "test_on_batch")
+        if self._custom_test_step():
+            data, _ = _step_data(x, y, sample_weight, "test_on_batch")
+            return _keras_result(self._run_step("test_step", data), return_dict,
+                                 "test_on_batch")
+        self._require_loss("test_on_batch")
         xs, ys = self._prepare(x, y, "test_on_batch")
         weights = self._sample_weights(ys, sample_weight, None, "test_on_batch")
         return _keras_result(self._evaluate(xs, ys, len(xs[0]), weights), return_dict,
@@ -1364,21 +1382,28 @@ class Model(Layer, functional._GraphLayer):
             raise ValueError("fit: steps_per_epoch and validation_steps are for data given as "
                              "batches (a generator, a DataLoader...); with arrays, batch_size "
                              "sets the steps")
-        if self._custom_train_step():
-            unsupported = [k for k, v in (("validation_split", validation_split),
-                                          ("validation_data", validation_data),
-                                          ("class_weight", class_weight),
-                                          ("distributed", distributed)) if v]
-            if unsupported:
-                raise ValueError(f"fit: {type(self).__name__} overrides train_step(data); fit "
-                                 f"then takes no {', '.join(unsupported)} (evaluate it in a "
-                                 f"callback instead)")
-            return self._fit_train_step(x, y, sample_weight, epochs, batch_size, shuffle, seed,
-                                        verbose, callbacks, initial_epoch)
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be a float in [0, 1), got "
                              f"{validation_split!r}")
+        own_test = self._custom_test_step() and (validation_data is not None or
+                                                 validation_split > 0)
+        if self._custom_train_step() or own_test:
+            unsupported = [k for k, v in (("class_weight", self._custom_train_step() and
+                                           class_weight is not None),
+                                          ("distributed", distributed)) if v]
+            if unsupported:
+                raise ValueError(f"fit: {type(self).__name__} overrides "
+                                 f"{'train_step' if self._custom_train_step() else 'test_step'}"
+                                 f"(data); fit then takes no {', '.join(unsupported)}")
+        if validation_data is not None:
+            _validation_tuple(validation_data, own_test)
+        if self._custom_train_step():
+            if (validation_data is not None or validation_split > 0) and not own_test:
+                self._require_loss("fit validation")
+            return self._fit_train_step(x, y, sample_weight, epochs, batch_size, shuffle, seed,
+                                        verbose, callbacks, initial_epoch, validation_split,
+                                        validation_data)
         xs, ys = self._prepare(x, y, "fit")
         self._warn_if_frozen("fit", 2)
         n = len(xs[0])
@@ -1397,6 +1422,8 @@ class Model(Layer, functional._GraphLayer):
                                  f"{n - n_val} training and {n_val} validation samples of {n}")
             val = ([a[-n_val:] for a in xs], [None if v is None else v[-n_val:] for v in ys],
                    None if sample_weight is None else sample_weight[-n_val:])
+            if own_test:                # test_step gets the rows of x and y as given
+                own_test = _take((x, y, sample_weight), slice(n - n_val, n))
             xs, ys = [a[:-n_val] for a in xs], [None if v is None else v[:-n_val] for v in ys]
             n -= n_val
             if sample_weight is not None:
@@ -1404,13 +1431,13 @@ class Model(Layer, functional._GraphLayer):
         first = next(k for k, l in enumerate(self.output_losses) if l is not None)
         self.output_losses[first].adapt(ys[first])
         weights = self._sample_weights(ys, sample_weight, class_weight, "fit")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("fit: validation_data must be (x_val, y_val) or (x_val, y_val, "
-                                 "sample_weight_val)")
+        if validation_data is not None and own_test:
+            own_test = _validation_tuple(validation_data, True)
+            _step_data(*own_test, "fit validation_data")   # its sizes, before training
+        elif validation_data is not None:
             vx, vy = self._prepare(*validation_data[:2], "fit validation_data")
             val = (vx, vy, validation_data[2] if len(validation_data) == 3 else None)
-        if val is not None:
+        if val is not None and not own_test:
             validation_data = (val[0], val[1],
                                self._sample_weights(val[1], val[2], None, "fit validation_data"))
         sync = distributed_module.FitSync.start(self, distributed)      # None: one process
@@ -1468,7 +1495,10 @@ class Model(Layer, functional._GraphLayer):
                     **{m.name: m.result() for m in self.metrics}}
             if sync is not None:
                 sync.end_epoch(logs)
-            if validation_data is not None and not self.stop_reason:
+            if own_test and not self.stop_reason:
+                logs.update({f"val_{k}": v for k, v in
+                             self._test_step_logs(*own_test, batch_size, "fit").items()})
+            elif validation_data is not None and not self.stop_reason:
                 val = self._evaluate(*validation_data[:2], batch_size, validation_data[2]) \
                     if sync is None else sync.evaluate(validation_data, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -1506,21 +1536,60 @@ class Model(Layer, functional._GraphLayer):
         """True when a subclass overrides ``train_step(self, data)`` (Keras 3's custom step)."""
         return type(self).train_step is not Model.train_step
 
+    def _custom_test_step(self):
+        """True when a subclass defines Keras 3's ``test_step(self, data)``."""
+        return callable(getattr(type(self), "test_step", None))
+
+    def _require_loss(self, where):
+        """numbanet's own evaluation needs the loss given to ``compile``."""
+        if getattr(self, "_loss_spec", None) is None:
+            raise ValueError(f"{where}: {type(self).__name__} was compiled without a loss, so "
+                             f"it has nothing to evaluate: define test_step(self, data) or "
+                             f"compile(optimizer, loss=...)")
+
+    def _run_step(self, name, data):
+        """Keras 3's step: ``self.train_step`` or ``self.test_step`` on one batch (``x``,
+        ``(x, y)`` or ``(x, y, sample_weight)``); its dict as floats."""
+        with engine.training_scope(name == "train_step"):
+            out = getattr(self, name)(data[0] if len(data) == 1 else data)
+        if not isinstance(out, dict):
+            raise TypeError(f"{type(self).__name__}.{name} must return a dict of metric "
+                            f"values, got {type(out).__name__}")
+        return {k: float(np.asarray(v)) for k, v in out.items()}
+
+    def _test_step_logs(self, x, y, sample_weight, batch_size, where):
+        """Keras 3's ``evaluate`` with a subclass's ``test_step``: ``self.metrics`` reset,
+        each batch to ``test_step``, the dict of the last batch returned."""
+        data, n = _step_data(x, y, sample_weight, where)
+        for m in self.metrics:
+            m.reset_state()
+        logs = {}
+        for start in range(0, n, batch_size):
+            logs = self._run_step("test_step", _take(data, slice(start, start + batch_size)))
+        return logs
+
     def _fit_train_step(self, x, y, sample_weight, epochs, batch_size, shuffle, seed, verbose,
-                        callbacks, initial_epoch):
+                        callbacks, initial_epoch, validation_split=0.0, validation_data=None):
         """``fit`` for a subclass overriding ``train_step(self, data)``, as Keras 3 runs it:
         each batch goes to ``train_step`` as ``x``, ``(x, y)`` or ``(x, y, sample_weight)``
         (arrays, lists or dicts of arrays sliced alike), its returned dict (floats, tensors or
         metric results) is the batch's logs, the last batch's are the epoch's, and
-        ``self.metrics`` are reset at the start of each epoch."""
-        data = tuple(v for v in (x, y, sample_weight) if v is not None)
-        if y is None and sample_weight is not None:
-            data = (x, None, sample_weight)
-        sizes = {len(a) for a in _leaves(data)}
-        if len(sizes) != 1:
-            raise ValueError(f"fit: x, y and sample_weight must have the same number of "
-                             f"samples, got sizes {sorted(sizes)}")
-        n = sizes.pop()
+        ``self.metrics`` are reset at the start of each epoch. The validation data (the last
+        ``validation_split`` of the samples, or ``validation_data``) is evaluated after each
+        epoch as ``evaluate`` does (``test_step`` if defined), logged with ``val_`` prefixes."""
+        data, n = _step_data(x, y, sample_weight, "fit")
+        val = None
+        if validation_data is not None:
+            val = _validation_tuple(validation_data, self._custom_test_step())
+        elif validation_split > 0:
+            n_val = int(n * validation_split)
+            if n_val < 1 or n_val >= n:
+                raise ValueError(f"fit: validation_split={validation_split} leaves "
+                                 f"{n - n_val} training and {n_val} validation samples of {n}")
+            val = _take((x, y, sample_weight), slice(n - n_val, n))
+            data, n = _take(data, slice(0, n - n_val)), n - n_val
+        if val is not None:
+            _step_data(*val, "fit validation_data")         # its sizes, before training
         rng = np.random.default_rng(seed) if seed is not None else _random.spawn()
         cb, history, steps = self._fit_callbacks(callbacks, verbose, epochs, n, batch_size)
         cb.on_train_begin()
@@ -1533,17 +1602,15 @@ class Model(Layer, functional._GraphLayer):
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 cb.on_train_batch_begin(step)
-                batch = _take(data, idx)
-                with engine.training_scope(True):
-                    out = self.train_step(batch[0] if len(batch) == 1 else batch)
-                if not isinstance(out, dict):
-                    raise TypeError(f"{type(self).__name__}.train_step must return a dict of "
-                                    f"metric values, got {type(out).__name__}")
-                logs = {k: float(np.asarray(v)) for k, v in out.items()}
+                logs = self._run_step("train_step", _take(data, idx))
                 cb.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
-            cb.on_epoch_end(epoch, dict(logs))
+            logs = dict(logs)
+            if val is not None and not self.stop_reason:
+                logs.update({f"val_{k}": v for k, v in
+                             self._evaluate_logs(*val, batch_size, "fit validation_data").items()})
+            cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         cb.on_train_end()
@@ -1559,21 +1626,16 @@ class Model(Layer, functional._GraphLayer):
             raise ValueError(f"fit: class_weight={class_weight!r} is not taken with data given "
                              f"as batches" + ("" if custom else " (\"balanced\" needs every "
                                                                "target first); pass a dict"))
-        if custom and validation_data is not None:
-            raise ValueError(f"fit: {type(self).__name__} overrides train_step(data); fit then "
-                             f"takes no validation_data (evaluate it in a callback instead)")
-        val = None
+        val = None                                  # (x, y, sample_weight) or a _Batches
         if validation_data is not None:
             if _batch_source(validation_data):
                 val = _Batches(validation_data, validation_steps, "fit validation_data")
             elif validation_steps is not None:
                 raise ValueError("fit: validation_steps is for validation_data given as batches")
-            elif not isinstance(validation_data, (tuple, list)) or \
-                    len(validation_data) not in (2, 3):
-                raise ValueError("fit: validation_data must be (x_val, y_val), (x_val, y_val, "
-                                 "sample_weight_val) or a source of such batches")
             else:
-                val = [tuple(validation_data)]          # one batch of arrays, split by _evaluate
+                val = _validation_tuple(validation_data, self._custom_test_step())
+            if not self._custom_test_step():
+                self._require_loss("fit validation")
         cb, history, _ = self._fit_callbacks(callbacks, verbose, epochs, None, None,
                                              steps=batches.steps)
         per_keys = [] if custom else self._per_output_keys()
@@ -1587,9 +1649,7 @@ class Model(Layer, functional._GraphLayer):
             for step, batch in enumerate(batches.epoch()):
                 cb.on_train_batch_begin(step)
                 if custom:
-                    with engine.training_scope(True):
-                        out = self.train_step(batch if len(batch) > 1 else batch[0])
-                    logs = {k: float(np.asarray(v)) for k, v in out.items()}
+                    logs = self._run_step("train_step", batch)
                     cb.on_train_batch_end(step, logs)
                     if self.stop_training:
                         break
@@ -1617,8 +1677,9 @@ class Model(Layer, functional._GraphLayer):
                 break
             logs.pop("batch_loss", None)
             if val is not None and not self.stop_reason:
-                logs.update({f"val_{k}": v for k, v in self._evaluate_batches(
-                    val.epoch() if isinstance(val, _Batches) else val, 32).items()})
+                vx, vy, vw = (val, None, None) if isinstance(val, _Batches) else val
+                logs.update({f"val_{k}": v for k, v in self._evaluate_logs(
+                    vx, vy, vw, 32, "fit validation_data").items()})
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
@@ -1643,7 +1704,8 @@ class Model(Layer, functional._GraphLayer):
     def _evaluate_chunks(self, chunks):
         """Loss and metrics over chunks of (inputs, host targets, host weights or None)."""
         be = self.backend
-        for m in self.metrics:
+        metrics = [m for ms in self.output_metrics for m in ms]     # not a metrics property's
+        for m in metrics:
             m.reset()
         n = 0
         names = self._out_names()
@@ -1668,7 +1730,7 @@ class Model(Layer, functional._GraphLayer):
                 total += float(be.to_numpy(v)[0]) * size
                 if len(names) > 1:
                     totals[k] += float(be.to_numpy(r)[0]) * size
-            if self.metrics:
+            if metrics:
                 self._update_metrics(ys_host, outs, self._output_masks(ctx))
         if n == 0:
             raise ValueError("evaluate: the data holds no samples")
@@ -1677,12 +1739,42 @@ class Model(Layer, functional._GraphLayer):
         if len(names) > 1:
             for k in active:
                 result[f"{names[k]}_loss"] = float(totals[k] / n)
-        result.update({m.name: m.result() for m in self.metrics})
+        result.update({m.name: m.result() for m in metrics})
         return result
 
-    def evaluate(self, x, y=None, batch_size=32, verbose=0, sample_weight=None, return_dict=True,
-                 steps=None):
-        """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``.
+    def _evaluate_logs(self, x, y, sample_weight, batch_size, where, steps=None):
+        """``evaluate``'s dict: a subclass's ``test_step`` on each batch, or numbanet's own
+        evaluation with the compiled loss and metrics; ``x`` may be a batch source (or its
+        ``_Batches``)."""
+        if isinstance(x, _Batches) or _batch_source(x):
+            if y is not None or sample_weight is not None:
+                raise ValueError(f"{where}: x gives the data as batches of (x, y) or (x, y, "
+                                 f"sample_weight); it takes no y or sample_weight")
+            batches = (x if isinstance(x, _Batches) else _Batches(x, steps, where)).epoch()
+            if not self._custom_test_step():
+                self._require_loss(where)
+                return self._evaluate_batches(batches, batch_size)
+            for m in self.metrics:
+                m.reset_state()
+            logs = {}
+            for batch in batches:
+                logs = self._run_step("test_step", batch)
+            return logs
+        if steps is not None:
+            raise ValueError(f"{where}: steps is for data given as batches")
+        if self._custom_test_step():
+            return self._test_step_logs(x, y, sample_weight, batch_size, where)
+        self._require_loss(where)
+        xs, ys = self._prepare(x, y, where)
+        weights = self._sample_weights(ys, sample_weight, None, where)
+        return self._evaluate(xs, ys, batch_size, weights)
+
+    def evaluate(self, x, y=None, batch_size=32, verbose=0, sample_weight=None,
+                 return_dict=True, steps=None):
+        """Loss and metrics over ``(x, y)`` -> ``{"loss": ..., "accuracy": ...}``; a subclass
+        defining Keras 3's ``test_step(self, data)`` gets each batch (``x``, ``(x, y)`` or
+        ``(x, y, sample_weight)``) after ``self.metrics`` are reset, and the result is the dict
+        of the last batch.
 
         numbanet returns the dict by default (Keras' default is ``return_dict=False``);
         ``return_dict=False`` gives Keras' values: the loss as a float for a model with one
@@ -1691,17 +1783,8 @@ class Model(Layer, functional._GraphLayer):
         self._require_compiled("evaluate")
         self._follow_layers()
         batch_size = check_positive_int(batch_size, "batch_size", "evaluate")
-        if _batch_source(x):
-            if y is not None or sample_weight is not None:
-                raise ValueError("evaluate: x gives the data as batches of (x, y) or (x, y, "
-                                 "sample_weight); it takes no y or sample_weight")
-            result = self._evaluate_batches(_Batches(x, steps, "evaluate").epoch(), batch_size)
-        else:
-            if steps is not None:
-                raise ValueError("evaluate: steps is for data given as batches")
-            xs, ys = self._prepare(x, y, "evaluate")
-            weights = self._sample_weights(ys, sample_weight, None, "evaluate")
-            result = self._evaluate(xs, ys, batch_size, weights)
+        validation.FLAG(return_dict, "return_dict", "evaluate")
+        result = self._evaluate_logs(x, y, sample_weight, batch_size, "evaluate", steps)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
         return _keras_result(result, return_dict, "evaluate")
@@ -1887,6 +1970,32 @@ def _leaves(data):
             yield from _leaves(v)
     elif data is not None:
         yield data
+
+
+def _step_data(x, y, sample_weight, where):
+    """What Keras 3 hands a custom step: ``(x,)``, ``(x, y)``, ``(x, y, sample_weight)`` or
+    ``(x, None, sample_weight)``, and the number of samples (the same in every array)."""
+    data = tuple(v for v in (x, y, sample_weight) if v is not None)
+    if y is None and sample_weight is not None:
+        data = (x, None, sample_weight)
+    sizes = {len(a) for a in _leaves(data)}
+    if len(sizes) != 1:
+        raise ValueError(f"{where}: x, y and sample_weight must have the same number of "
+                         f"samples, got sizes {sorted(sizes)}")
+    return data, sizes.pop()
+
+
+def _validation_tuple(validation_data, x_alone):
+    """``fit``'s ``validation_data`` as (x, y, sample_weight); ``(x_val,)`` only for a
+    subclass's ``test_step``."""
+    lengths = (1, 2, 3) if x_alone else (2, 3)
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in lengths:
+        got = f"a {type(validation_data).__name__}" + (
+            f" of {len(validation_data)} items" if isinstance(validation_data, (tuple, list))
+            else "")
+        raise ValueError(f"fit: validation_data must be {'(x_val,), ' if x_alone else ''}"
+                         f"(x_val, y_val) or (x_val, y_val, sample_weight_val), got {got}")
+    return tuple(validation_data) + (None,) * (3 - len(validation_data))
 
 
 def _take(data, idx):
