@@ -315,6 +315,36 @@ def test_batches_validates_eagerly():
         batches(np.float32(3))
 
 
+def test_dataloader_passes_again_in_a_new_order_and_trains(rng):
+    x = np.arange(20)
+    y = x + 100
+    loader = nb.data.DataLoader(x, y, batch_size=6, shuffle=True, seed=4)
+    assert len(loader) == 4 and len(nb.data.DataLoader(x, batch_size=6, drop_last=True)) == 3
+    first, second = ([yb.tolist() for _, yb in loader] for _ in range(2))
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(100, 120))
+    assert first != second                              # each pass a new order
+    again = nb.data.DataLoader(x, y, batch_size=6, shuffle=True, seed=4)
+    assert [yb.tolist() for _, yb in again] == first    # seeded: the same passes
+    for xb, yb in loader:
+        np.testing.assert_array_equal(xb + 100, yb)
+    plain = nb.data.DataLoader(x, batch_size=8)
+    assert [b.tolist() for b in plain] == [b.tolist() for b in batches(x, batch_size=8)]
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        nb.data.DataLoader(x, batch_size=0)
+    # fit takes it as a re-iterable source: every epoch a whole pass
+    xs = rng.standard_normal((40, 3))
+    ys = xs @ np.array([[1.0], [-1.0], [0.5]])
+    nb.seed(0)
+    a = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,), dtype="float64")
+    b = nb.Sequential([nb.layers.Dense(1)], input_shape=(3,), dtype="float64")
+    b.set_weights(a.get_weights())
+    for m in (a, b):
+        m.compile(nb.optimizers.SGD(0.1), "mse")
+    ha = a.fit(nb.data.DataLoader(xs, ys, batch_size=16), epochs=3, verbose=0)
+    hb = b.fit(xs, ys, batch_size=16, shuffle=False, epochs=3, verbose=0)
+    np.testing.assert_array_equal(ha.history["loss"], hb.history["loss"])
+
+
 # ----------------------------------------------------------------------------- cross-validation
 
 def test_kfold_partitions_every_sample_once():

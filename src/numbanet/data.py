@@ -13,8 +13,8 @@ import numpy as np
 
 from . import random as _random
 
-__all__ = ["one_hot", "Standardizer", "train_test_split", "batches", "KFold", "StratifiedKFold",
-           "cross_validate"]
+__all__ = ["one_hot", "Standardizer", "train_test_split", "batches", "DataLoader", "KFold",
+           "StratifiedKFold", "cross_validate"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -388,6 +388,28 @@ def batches(x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False)
     if seed is not None and not shuffle:
         _rng_from(func, seed)  # validate only
     return _iterate(x, y, batch_size, order, drop_last)
+
+
+class DataLoader:
+    """The mini-batches of ``batches``, re-iterable as PyTorch's ``DataLoader``: every pass
+    (each ``for`` loop, each epoch of ``fit(loader)``) starts again, in a new order with
+    ``shuffle=True`` (the orders drawn from ``np.random.default_rng(seed)``, or from a
+    generator spawned off numbanet's global one). ``len(loader)`` is the number of batches."""
+
+    def __init__(self, x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False):
+        batches(x, y, batch_size, shuffle, seed, drop_last)        # the checks
+        self.x = _as_array("DataLoader", "x", x)
+        self.y = None if y is None else _as_array("DataLoader", "y", y)
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self._rng = _rng_from("DataLoader", seed) if shuffle else None
+
+    def __iter__(self):
+        order = self._rng.permutation(len(self.x)) if self.shuffle else None
+        return _iterate(self.x, self.y, self.batch_size, order, self.drop_last)
+
+    def __len__(self):
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
 def _iterate(x, y, batch_size, order, drop_last):
