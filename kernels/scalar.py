@@ -1237,6 +1237,47 @@ def recurrent_dims(kernel, gates, arrays):
     return n, t, units
 
 
+# ------------------------------------------------------------------------------- image warps
+# Affine warps of (N, C, H, W) images (RandomRotation, RandomZoom): output pixel (h, w) samples
+# the input at (sy, sx) = (m0 h + m1 w + m2, m3 h + m4 w + m5), pixel centres at integers, with
+# the four (bilinear) or one (nearest) input pixels around it; an index outside the image is
+# mapped by the fill mode (as scipy.ndimage's modes for order 0 and 1): "constant" (the fill
+# value), "reflect" (d c b a | a b c d | d c b a), "wrap" (a b c d | a b c d), "nearest" (a a |
+# a b c d | d d).
+FILL_MODES = ("constant", "reflect", "wrap", "nearest")
+
+
+def fill_index(i, n, mode):
+    """Index ``i`` of an axis of ``n`` pixels under fill mode code ``mode`` (FILL_MODES): an
+    index in [0, n), or -1 where "constant" fills."""
+    if i >= 0 and i < n:
+        return i
+    if mode == 0:
+        return -1
+    if mode == 1:
+        i = i % (2 * n)
+        return i if i < n else 2 * n - 1 - i
+    if mode == 2:
+        return i % n
+    return 0 if i < 0 else n - 1
+
+
+def warp_tap(m0, m1, m2, m3, m4, m5, h, w, k, bilinear):
+    """Tap ``k`` (0-3 for bilinear, 0 for nearest) of output pixel (h, w): (input row, input
+    column, weight), the row and column before the fill mode (``fill_index``)."""
+    sy = m0 * h + m1 * w + m2
+    sx = m3 * h + m4 * w + m5
+    if bilinear:
+        y0 = math.floor(sy)
+        x0 = math.floor(sx)
+        fy = sy - y0
+        fx = sx - x0
+        dy = k // 2
+        dx = k - 2 * dy
+        return int(y0) + dy, int(x0) + dx, (fy if dy else 1.0 - fy) * (fx if dx else 1.0 - fx)
+    return int(math.floor(sy + 0.5)), int(math.floor(sx + 0.5)), 1.0
+
+
 # ------------------------------------------------------------------------------- random numbers
 # Philox4x32-10 (Salmon et al., SC'11), the counter-based generator of both targets (the CUDA
 # backend's uniform and normal fills, word2vec's draws on either target: the tests check that the

@@ -495,6 +495,42 @@ def translate_forward(x, dy, dx):
     return out
 
 
+_SCIPY_MODES = {0: "grid-constant", 1: "reflect", 2: "grid-wrap", 3: "nearest"}
+
+
+def warp_forward(x, mats, mode, fill, bilinear):
+    """scipy.ndimage.map_coordinates of each (n, c) plane at (m0 h + m1 w + m2,
+    m3 h + m4 w + m5): order 1 (bilinear) or 0 (nearest), fill modes 0-3 as scipy's
+    grid-constant / reflect / grid-wrap / nearest."""
+    from scipy import ndimage
+    x = np.asarray(x, np.float64)
+    N, C, H, W = x.shape
+    hh, ww = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64),
+                         indexing="ij")
+    out = np.empty_like(x)
+    for n in range(N):
+        m = np.asarray(mats[n], np.float64)
+        coords = [m[0] * hh + m[1] * ww + m[2], m[3] * hh + m[4] * ww + m[5]]
+        for c in range(C):
+            out[n, c] = ndimage.map_coordinates(x[n, c], coords, order=1 if bilinear else 0,
+                                                mode=_SCIPY_MODES[mode], cval=fill)
+    return out
+
+
+def warp_backward(grad_out, mats, mode, bilinear):
+    """The transpose of warp_forward (fill 0), built column by column from unit images."""
+    g = np.asarray(grad_out, np.float64)
+    N, C, H, W = g.shape
+    gin = np.zeros_like(g)
+    for n in range(N):
+        for j in range(H * W):
+            unit = np.zeros((1, 1, H, W))
+            unit.reshape(-1)[j] = 1.0
+            column = warp_forward(unit, [mats[n]], mode, 0.0, bilinear)[0, 0]
+            gin[n, :, j // W, j % W] = np.tensordot(g[n], column, axes=([1, 2], [0, 1]))
+    return gin
+
+
 def translate_backward(grad_out, dy, dx):
     """The transpose of translate_forward: each output gradient goes back to its source pixel."""
     g = np.asarray(grad_out, np.float64)

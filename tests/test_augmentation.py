@@ -12,8 +12,8 @@ import numbanet as nb
 import reference as ref
 from numbanet.backend import get_backend, kernel_names
 from numbanet.kernels.cpu import augmentation as K
-from numbanet.layers.augmentation import (GaussianNoise, RandomFlip, RandomTranslation,
-                                          SpatialDropout2D)
+from numbanet.layers.augmentation import (GaussianNoise, RandomFlip, RandomRotation,
+                                          RandomTranslation, RandomZoom, SpatialDropout2D)
 from numbanet.testing import gradcheck
 
 DTYPES = [np.float32, np.float64]
@@ -21,9 +21,10 @@ ITYPES = [np.int32, np.int64]
 # Size-1 and odd/ragged shapes, and one above the parallel threshold (prange path).
 SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 2, 5, 1), (1, 2, 1, 6), (4, 8, 96, 96)]
 PUBLIC = sorted(["spatial_dropout2d_forward", "spatial_dropout2d_backward", "flip_forward",
-                 "flip_backward", "translate_forward", "translate_backward",
-                 "gaussian_noise_forward", "box_muller"])
-LAYERS = (SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise)
+                 "flip_backward", "translate_forward", "translate_backward", "warp_forward",
+                 "warp_backward", "gaussian_noise_forward", "box_muller"])
+LAYERS = (SpatialDropout2D, RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
+          GaussianNoise)
 
 
 def assert_close(actual, expected, dtype):
@@ -101,6 +102,56 @@ def test_translate_kernels(shape, dtype, itype, rng):
     assert np.isclose(lhs, rhs, rtol=1e-12, atol=1e-10)
 
 
+def rotations(rng, n, h, w, scale=1.0):
+    """Per-sample warp matrices: a random rotation and zoom about the centre, then a shift."""
+    mats = np.empty((n, 6))
+    for k in range(n):
+        t, z = rng.uniform(-np.pi, np.pi), rng.uniform(0.6, 1.6) * scale
+        a, b, c, d = z * np.cos(t), z * np.sin(t), -z * np.sin(t), z * np.cos(t)
+        ch, cw = (h - 1) / 2 + rng.uniform(-1, 1), (w - 1) / 2 + rng.uniform(-1, 1)
+        mats[k] = [a, b, ch - a * ch - b * cw, c, d, cw - c * ch - d * cw]
+    return mats
+
+
+WARP_SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 2, 6, 1), (2, 1, 7, 7)]
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype, bilinear", [(np.float32, True), (np.float64, True),
+                                             (np.float64, False)])
+@pytest.mark.parametrize("shape", WARP_SHAPES)
+def test_warp_kernels_match_scipy(shape, dtype, bilinear, mode, rng):
+    """Against scipy.ndimage.map_coordinates (order 1 or 0, its fill modes), coordinates far
+    outside the image included (zoom out 1.6x and shifted); the backward kernel against the
+    transpose of the reference. Nearest sampling in float64 only (a float32 coordinate may round
+    the other way at a half pixel)."""
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    mats = rotations(rng, shape[0], *shape[2:]).astype(dtype)
+    out = poisoned(shape, dtype)
+    K.warp_forward(x, mats, mode, 0.75, bilinear, out)
+    assert_close(out, ref.warp_forward(x, mats, mode, 0.75, bilinear), dtype)
+    gi = poisoned(shape, dtype)
+    K.warp_backward(g, mats, mode, bilinear, gi)
+    assert_close(gi, ref.warp_backward(g, mats, mode, bilinear), dtype)
+
+
+def test_warp_kernels_large_and_exact_rotations(rng):
+    """A quarter turn about the centre is np.rot90 (counter-clockwise), exactly, on the prange
+    path; its backward the inverse turn."""
+    x = rng.standard_normal((6, 8, 96, 96))
+    c = 47.5
+    quarter = np.tile([0.0, 1.0, c - c, -1.0, 0.0, c + c], (6, 1))
+    out = np.empty_like(x)
+    K.warp_forward(x, quarter, 1, 0.0, True, out)
+    np.testing.assert_allclose(out, np.rot90(x, 1, axes=(2, 3)), rtol=0, atol=1e-12)
+    K.warp_forward(x, quarter, 0, 0.0, False, out)
+    np.testing.assert_array_equal(out, np.rot90(x, 1, axes=(2, 3)))
+    gi = np.empty_like(x)
+    K.warp_backward(x, quarter, 0, True, gi)
+    np.testing.assert_allclose(gi, np.rot90(x, -1, axes=(2, 3)), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 7, 1000, (1 << 18) + 5])
 def test_noise_kernels(n, dtype, rng):
@@ -131,6 +182,7 @@ def test_box_muller_statistics_and_extremes():
 def make(cls, seed=None, **kw):
     args = {SpatialDropout2D: dict(rate=0.5), RandomFlip: {},
             RandomTranslation: dict(height_factor=0.5, width_factor=(-0.4, 0.6)),
+            RandomRotation: dict(factor=0.2), RandomZoom: dict(height_factor=(-0.3, 0.4)),
             GaussianNoise: dict(stddev=0.7)}[cls]
     return cls(**{**args, **kw}, seed=seed)
 
@@ -218,6 +270,51 @@ def test_translation_range(hf, wf, hrange, wrange, rng):
     np.testing.assert_array_equal(y[:50], ref.translate_forward(x[:50], dy[:50], dx[:50]))
 
 
+def test_rotation_and_zoom_layers_follow_their_matrices(rng):
+    """Outputs are the warp reference with the matrices the layer drew; the drawn angles and
+    zooms fill their ranges; a quarter turn rotates counter-clockwise; zooming out shrinks."""
+    x = rng.standard_normal((400, 1, 5, 6))
+    rot = RandomRotation((0.1, 0.2), seed=3)
+    y = rot.forward(x, training=True)
+    mats = np.asarray(rot.matrices)
+    np.testing.assert_allclose(y[:20], ref.warp_forward(x[:20], mats[:20], 1, 0.0, True),
+                               rtol=1e-12, atol=1e-12)
+    turns = np.arctan2(mats[:, 1], mats[:, 0]) / (2 * np.pi)
+    assert 0.1 <= turns.min() < 0.11 and 0.19 < turns.max() <= 0.2
+    np.testing.assert_allclose(mats[:, 0] ** 2 + mats[:, 1] ** 2, 1.0, rtol=1e-12)
+    square = rng.standard_normal((2, 3, 4, 4))
+    np.testing.assert_allclose(RandomRotation((0.25, 0.25)).forward(square, training=True),
+                               np.rot90(square, 1, axes=(2, 3)), atol=1e-12)
+    zoom = RandomZoom((0.2, 0.5), (-0.5, -0.1), fill_mode="constant", fill_value=2.0, seed=4)
+    y = zoom.forward(x, training=True)
+    mats = np.asarray(zoom.matrices)
+    np.testing.assert_allclose(y[:20], ref.warp_forward(x[:20], mats[:20], 0, 2.0, True),
+                               rtol=1e-12, atol=1e-12)
+    assert 1.2 <= mats[:, 0].min() < 1.22 and 1.48 < mats[:, 0].max() <= 1.5
+    assert 0.5 <= mats[:, 4].min() < 0.52 and 0.88 < mats[:, 4].max() <= 0.9
+    assert np.all(mats[:, [1, 3]] == 0)
+    same = RandomZoom(0.3, seed=5)                        # no width_factor: aspect kept
+    same.forward(x, training=True)
+    np.testing.assert_array_equal(np.asarray(same.matrices)[:, 0],
+                                  np.asarray(same.matrices)[:, 4])
+    out = RandomZoom((1.0, 1.0), fill_mode="constant").forward(np.ones((1, 1, 9, 9)),
+                                                                  training=True)
+    assert out[0, 0, 4, 4] == 1.0 and out[0, 0, 0, 0] == 0.0  # 2x zoomed out: a border
+
+
+def test_rotation_and_zoom_train_in_a_model(rng):
+    nb.seed(0)
+    model = nb.Sequential([RandomRotation(0.05), RandomZoom(0.1), nb.layers.Flatten(),
+                           nb.layers.Dense(2, activation="softmax")], input_shape=(1, 6, 6))
+    x = rng.standard_normal((64, 1, 6, 6)).astype(np.float32)
+    y = (x[:, 0, :3].sum(axis=(1, 2)) > 0).astype(np.int64)
+    model.compile(nb.optimizers.Adam(0.05), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    np.testing.assert_array_equal(model.predict(x[:4]), model.predict(x[:4]))   # inference
+
+
 def test_gaussian_noise_statistics(rng):
     x = rng.standard_normal((50, 3, 8, 8)).astype(np.float32)
     layer = GaussianNoise(0.25, seed=2)
@@ -273,13 +370,21 @@ def test_configs():
     (lambda: GaussianNoise(float("inf")), "stddev must be"),
     (lambda: GaussianNoise(0.1, seed=-3), "seed must be"),
     (lambda: RandomFlip(seed=1.5), "seed must be"),
+    (lambda: RandomRotation(-0.1), "factor must be a float >= 0 or a pair.*-0.1"),
+    (lambda: RandomRotation((0.3, 0.1)), "factor must be"),
+    (lambda: RandomRotation(0.1, fill_mode="mirror"), "fill_mode must be one of.*'mirror'"),
+    (lambda: RandomRotation(0.1, interpolation="bicubic"), "interpolation must be.*'bicubic'"),
+    (lambda: RandomRotation(0.1, fill_value=float("nan")), "fill_value must be a finite"),
+    (lambda: RandomZoom((-1.0, 0.2)), r"height_factor must be .* above -1.*\(-1.0, 0.2\)"),
+    (lambda: RandomZoom(0.2, 1.5), "width_factor must be .* above -1.*1.5"),
 ])
 def test_bad_arguments(make_bad, match):
     with pytest.raises(ValueError, match=match):
         make_bad()
 
 
-@pytest.mark.parametrize("cls", [SpatialDropout2D, RandomFlip, RandomTranslation])
+@pytest.mark.parametrize("cls", [SpatialDropout2D, RandomFlip, RandomTranslation, RandomRotation,
+                                 RandomZoom])
 def test_image_layers_need_nchw(cls):
     with pytest.raises(ValueError, match="4-D NCHW"):
         make(cls).forward(np.zeros((2, 3, 4)), training=True)
@@ -352,6 +457,15 @@ def test_cuda_kernels_match_cpu(shape, dtype, gpu, rng):
                        ("translate_forward", dy, dx), ("translate_backward", dy, dx)):
         cpu, dev = run_both(cuda, G, name, [x, a, b], [shape], dtype)
         np.testing.assert_array_equal(dev[0], cpu[0], err_msg=name)
+    mats = rotations(rng, n, *shape[2:]).astype(dtype)
+    for mode in range(4):
+        for bilinear in (True, False):
+            cpu, dev = run_both(cuda, G, "warp_forward", [x, mats, mode, 0.5, bilinear], [shape],
+                                dtype)
+            assert_close(dev[0], cpu[0], dtype)
+            cpu, dev = run_both(cuda, G, "warp_backward", [g, mats, mode, bilinear], [shape],
+                                dtype)
+            assert_close(dev[0], cpu[0], dtype)
     size = x.size
     uu = rng.random(2 * size).astype(dtype)
     cpu, dev = run_both(cuda, G, "box_muller", [uu], [(size,)], dtype)
@@ -392,6 +506,16 @@ def test_cuda_layers(gpu, rng):
     np.testing.assert_array_equal(be.to_numpy(layer.backward(dg)),
                                   ref.translate_backward(g, sy, sx))
 
+    for layer in (on_cuda(RandomRotation(0.3, seed=5)),
+                  on_cuda(RandomZoom(0.4, fill_mode="wrap", interpolation="nearest", seed=6))):
+        y = be.to_numpy(layer.forward(dx, training=True))
+        mats = be.to_numpy(layer.matrices)
+        mode = ("constant", "reflect", "wrap", "nearest").index(layer.fill_mode)
+        bilinear = layer.interpolation == "bilinear"
+        assert_close(y, ref.warp_forward(x, mats, mode, 0.0, bilinear), np.float64)
+        assert_close(be.to_numpy(layer.backward(dg)), ref.warp_backward(g, mats, mode, bilinear),
+                     np.float64)
+
     layer = on_cuda(GaussianNoise(0.5, seed=4))
     y1 = be.to_numpy(layer.forward(dx, training=True))
     u = be.to_numpy(be.uniform((2 * x.size,), np.float64, np.random.default_rng(4)))
@@ -416,7 +540,7 @@ def test_cuda_kernels_compile_to_ptx_for_sm90():
     from numbanet.kernels.cuda import _common
     from numbanet.kernels.cuda import augmentation  # noqa: F401  (registers the kernels)
     names = [k.name for k in _common.KERNELS if k.name.startswith("augmentation.")]
-    assert len(names) == 6
+    assert len(names) == 8
     result = _cuda.kernel_resources(names=names)
     if "skip" in result:
         pytest.skip(result["skip"])

@@ -6,6 +6,9 @@
   forward loops on the gradient. Translations are whole pixels (nearest, no interpolation) and
   fill with zeros (Keras ``fill_mode="constant"``, ``fill_value=0``). Outputs must not alias
   inputs in the flip and translation kernels (they read other positions than they write).
+* Affine warps (rotations, zooms) sample each output pixel from the input with per-sample
+  (N, 6) matrices (kernels/scalar.py ``warp_tap``: bilinear or nearest, a fill mode outside the
+  image); the backward kernel adds each gradient back to the pixels it was sampled from.
 * Gaussian noise is elementwise on flat arrays: ``out = x + stddev * noise``. ``box_muller`` turns
   uniforms into standard normal numbers; the GaussianNoise layer uses it on a device (with the
   backend's ``uniform``), while on the CPU numpy's ``standard_normal`` is faster (this twin,
@@ -19,6 +22,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import scalar
 from ._threads import split_kernel
 
 _PAR_MIN = 1 << 18
@@ -152,6 +156,58 @@ def translate_forward(x, dy, dx, out):
 def translate_backward(grad_out, dy, dx, grad_in):
     """The gradient of translate_forward: grad_out shifted back by (-dy, -dx), zero-filled."""
     _translate(grad_out, dy, dx, -1, grad_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# affine warps (bilinear or nearest sampling, kernels/scalar.py warp_tap)
+
+_fill_index = njit(inline="always")(scalar.fill_index)
+_warp_tap = njit(inline="always")(scalar.warp_tap)
+
+
+@split_kernel(0, _PAR_MIN)
+def warp_forward(x, mats, mode, fill, bilinear, out):
+    """out[n, c, h, w] = x[n, c] sampled at (m0 h + m1 w + m2, m3 h + m4 w + m5) with
+    m = mats[n] ((N, 6)), bilinearly or at the nearest pixel; outside the image ``mode`` (a
+    code of scalar.FILL_MODES) decides, "constant" reading ``fill``. ``out`` must not alias
+    ``x``."""
+    nc, hh, ww = x.shape[1], x.shape[2], x.shape[3]
+    taps = 4 if bilinear else 1
+    for p in prange(x.shape[0] * nc):
+        n = p // nc
+        c = p - n * nc
+        m = mats[n]
+        for h in range(hh):
+            for w in range(ww):
+                v = 0.0
+                for k in range(taps):
+                    iy, ix, wt = _warp_tap(m[0], m[1], m[2], m[3], m[4], m[5], h, w, k,
+                                           bilinear)
+                    iy, ix = _fill_index(iy, hh, mode), _fill_index(ix, ww, mode)
+                    v += wt * (x[n, c, iy, ix] if iy >= 0 and ix >= 0 else fill)
+                out[n, c, h, w] = v
+
+
+@split_kernel(0, _PAR_MIN)
+def warp_backward(grad_out, mats, mode, bilinear, grad_in):
+    """The gradient of warp_forward with respect to ``x``: each output gradient added, times
+    its weights, to the input pixels it was sampled from (none where the fill applied)."""
+    nc, hh, ww = grad_in.shape[1], grad_in.shape[2], grad_in.shape[3]
+    taps = 4 if bilinear else 1
+    for p in prange(grad_in.shape[0] * nc):
+        n = p // nc
+        c = p - n * nc
+        m = mats[n]
+        grad_in[n, c] = 0.0
+        for h in range(hh):
+            for w in range(ww):
+                g = grad_out[n, c, h, w]
+                for k in range(taps):
+                    iy, ix, wt = _warp_tap(m[0], m[1], m[2], m[3], m[4], m[5], h, w, k,
+                                           bilinear)
+                    iy, ix = _fill_index(iy, hh, mode), _fill_index(ix, ww, mode)
+                    if iy >= 0 and ix >= 0:
+                        grad_in[n, c, iy, ix] += wt * g
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,14 +5,17 @@ Every kernel is a grid-stride loop over the output elements (coalesced writes). 
 runs on flat views with the plane size ``H*W`` as a parameter; flips and translations index the
 (N, C, H, W) arrays, the backward passes reuse the forward kernels (a flip is its own inverse, a
 translation's adjoint is the opposite shift). The per-sample flag/shift arrays are int32 or int64
-(both of one call the same type).
+(both of one call the same type). The affine warp's forward pass is a grid-stride loop over the
+output pixels; its backward pass takes one block per image plane and adds with atomics.
 """
 import math
 
 import numpy as np
 from numba import cuda
 
-from ._common import A1, A4, Float, Int, L1, flat, grid_1d, kernel
+from .. import scalar
+from ._common import (A1, A2, A4, Bool, Float, Int, L1, config, device, flat, grid_1d, kernel,
+                      nchw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +125,77 @@ def translate_backward(grad_out, dy, dx, grad_in):
     """The gradient of translate_forward: grad_out shifted back by (-dy, -dx), zero-filled."""
     if grad_out.size:
         _translate[grid_1d(grad_out.size)](grad_out, dy, dx, -1, grad_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# affine warps (kernels/scalar.py warp_tap, fill_index)
+
+_warp_tap = device(scalar.warp_tap)
+_fill_index = device(scalar.fill_index)
+
+
+@kernel
+def _warp_fwd(x: A4, mats: A2, mode: Int, fill: Float, bilinear: Bool, out: A4):
+    nc = x.shape[1]
+    hh = x.shape[2]
+    ww = x.shape[3]
+    taps = 4 if bilinear else 1
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        n, c, h, w = nchw(i, nc, hh, ww)
+        v = 0.0
+        for k in range(taps):
+            iy, ix, wt = _warp_tap(mats[n, 0], mats[n, 1], mats[n, 2], mats[n, 3], mats[n, 4],
+                                   mats[n, 5], h, w, k, bilinear)
+            iy = _fill_index(iy, hh, mode)
+            ix = _fill_index(ix, ww, mode)
+            v += wt * (x[n, c, iy, ix] if iy >= 0 and ix >= 0 else fill)
+        out[n, c, h, w] = v
+
+
+def warp_forward(x, mats, mode, fill, bilinear, out):
+    """out[n, c, h, w] = x[n, c] sampled at (m0 h + m1 w + m2, m3 h + m4 w + m5) with
+    m = mats[n] ((N, 6)), bilinearly or at the nearest pixel; outside the image ``mode`` (a
+    code of scalar.FILL_MODES) decides, "constant" reading ``fill``. ``out`` must not alias
+    ``x``."""
+    if x.size:
+        _warp_fwd[grid_1d(x.size)](x, mats, mode, fill, bilinear, out)
+
+
+@kernel
+def _warp_bwd(grad_out: A4, mats: A2, mode: Int, bilinear: Bool, grad_in: A4):
+    nc = grad_in.shape[1]
+    hh = grad_in.shape[2]
+    ww = grad_in.shape[3]
+    taps = 4 if bilinear else 1
+    zero = grad_in.dtype.type(0)
+    for plane in range(cuda.blockIdx.x, grad_in.shape[0] * nc, cuda.gridDim.x):
+        n = plane // nc
+        c = plane - n * nc
+        for q in range(cuda.threadIdx.x, hh * ww, cuda.blockDim.x):
+            grad_in[n, c, q // ww, q % ww] = zero
+        cuda.syncthreads()
+        for q in range(cuda.threadIdx.x, hh * ww, cuda.blockDim.x):
+            h = q // ww
+            w = q - h * ww
+            g = grad_out[n, c, h, w]
+            for k in range(taps):
+                iy, ix, wt = _warp_tap(mats[n, 0], mats[n, 1], mats[n, 2], mats[n, 3],
+                                       mats[n, 4], mats[n, 5], h, w, k, bilinear)
+                iy = _fill_index(iy, hh, mode)
+                ix = _fill_index(ix, ww, mode)
+                if iy >= 0 and ix >= 0:
+                    cuda.atomic.add(grad_in, (n, c, iy, ix), grad_in.dtype.type(wt * g))
+        cuda.syncthreads()
+
+
+def warp_backward(grad_out, mats, mode, bilinear, grad_in):
+    """The gradient of warp_forward with respect to ``x``: each output gradient added, times
+    its weights, to the input pixels it was sampled from (one block per image plane: it clears
+    the plane, then adds with atomics)."""
+    if grad_in.size:
+        planes = grad_in.shape[0] * grad_in.shape[1]
+        _warp_bwd[min(planes, config.max_blocks), config.threads](grad_out, mats, mode,
+                                                                   bilinear, grad_in)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ the rest (activations, losses, optimizer updates, elementwise) from the kernels'
 """
 import functools
 import inspect
+import math
 
 import numpy as np
 
@@ -173,6 +174,9 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
     x3, g3, x2, g2 = f(n, c, s), f(n, c, s), f(n, feat), f(n, feat)
     flips = i64(np.arange(n) % 2)
     shifts = i64((np.arange(n) % 3) - 1)
+    cos, sin, mid = math.cos(0.3), math.sin(0.3), (hw - 1) / 2
+    warp = on(be, np.tile(np.array([cos, sin, mid - cos * mid - sin * mid, -sin, cos,
+                                    mid + sin * mid - cos * mid], dt), (n, 1)))
     return {
         "dense_forward": (f(n, feat), f(feat, feat), f(feat), e(n, feat)),
         "dense_forward_activation": (f(n, feat), f(feat, feat), f(feat), RELU, 0.0, e(n, feat),
@@ -218,6 +222,9 @@ def _structured_calls(be, dt, n, c, k, hw, feat, **_):
         "flip_backward": (f(n, c, hw, hw), flips, flips, e(n, c, hw, hw)),
         "translate_forward": (f(n, c, hw, hw), shifts, shifts, e(n, c, hw, hw)),
         "translate_backward": (f(n, c, hw, hw), shifts, shifts, e(n, c, hw, hw)),
+        # a small rotation about the image centre, reflected at the edges, bilinear
+        "warp_forward": (f(n, c, hw, hw), warp, 1, 0.0, True, e(n, c, hw, hw)),
+        "warp_backward": (f(n, c, hw, hw), warp, 1, True, e(n, c, hw, hw)),
         "box_muller": (on(be, uniform((2 * n * feat,), dt)), e(n * feat)),
     }
 

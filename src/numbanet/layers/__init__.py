@@ -1,7 +1,8 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
 from .attention import (MultiHeadAttention, PositionalEmbedding, SinePositionEncoding,
                         TransformerDecoder, TransformerEncoder)
-from .augmentation import GaussianNoise, RandomFlip, RandomTranslation, SpatialDropout2D
+from .augmentation import (GaussianNoise, RandomFlip, RandomRotation, RandomTranslation,
+                           RandomZoom, SpatialDropout2D)
 from ..registry import Registry
 from .base import Layer
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
@@ -24,7 +25,8 @@ LAYERS = REGISTRY.classes
 for _cls in (
         Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Reshape, Permute, Dropout, Activation, ReLU,
         LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, BatchNormalization,
-        LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, GaussianNoise,
+        LayerNormalization, SpatialDropout2D, RandomFlip, RandomTranslation, RandomRotation,
+        RandomZoom, GaussianNoise,
         GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Subtract, Multiply, Average, Maximum,
         Minimum, Concatenate, Embedding, Masking, Conv1D, MaxPool1D, AvgPool1D,
         GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN, LSTM, GRU, Bidirectional,
