@@ -1,5 +1,6 @@
 """Keras' reshaping, wrapper and preprocessing layers (RepeatVector, TimeDistributed, Rescaling,
-Normalization, ZeroPadding1D/2D, Cropping2D, UpSampling1D, Identity): values and gradients
+Normalization, ZeroPadding1D/2D, Cropping2D, UpSampling1D, Identity) and the layers written
+with ``nb.ops`` after them (Attention, AdditiveAttention, ...): values and gradients
 against PyTorch float64 (NumPy where torch has no twin) and finite differences, shapes, masks,
 configs, save/load in Sequential and functional models, and bad arguments."""
 import json
@@ -12,7 +13,8 @@ from numbanet.testing import gradcheck
 
 L = nb.layers
 NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
-       "Cropping2D", "UpSampling1D", "Rescaling", "Normalization"]
+       "Cropping2D", "UpSampling1D", "Rescaling", "Normalization", "Attention",
+       "AdditiveAttention"]
 
 
 def _round_trip(layer):
@@ -434,3 +436,197 @@ def test_layers_on_the_cuda_backend_match_the_cpu(allow_cuda, rng):
     on_gpu = nb.Sequential([adapted], input_shape=(4,), dtype="float64", device="cuda")
     adapted.adapt(x[:, 0])
     np.testing.assert_allclose(on_gpu.predict(x[:, 0]).std(0), 1.0, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ Attention, AdditiveAttention
+def _torch_attention(q, v, k, scores_fn, v_mask=None, q_mask=None, causal=False):
+    """softmax(scores + mask) @ v, the query mask zeroing outputs (Keras), in torch float64."""
+    import torch
+    q, v, k = (torch.tensor(a) for a in (q, v, k))
+    s = scores_fn(q, k)
+    keep = torch.ones_like(s)
+    if v_mask is not None:
+        keep = keep * torch.tensor(v_mask, dtype=s.dtype)[:, None, :]
+    if causal:
+        keep = keep * torch.tril(torch.ones(s.shape[1:], dtype=s.dtype))
+    w = torch.softmax(s - 1e9 * (1 - keep), dim=-1)
+    out = w @ v
+    if q_mask is not None:
+        out = out * torch.tensor(q_mask, dtype=s.dtype)[:, :, None]
+    return out.numpy(), w.numpy()
+
+
+def _scores(kind, weights):
+    import torch
+    if kind == "dot":
+        return lambda q, k: (q @ k.transpose(1, 2)) * float(weights[0][0])
+    if kind == "concat":
+        return lambda q, k: float(weights[1][0]) * torch.tanh(
+            float(weights[0][0]) * (q[:, :, None] + k[:, None])).sum(-1)
+    scale = torch.tensor(weights[0])
+    return lambda q, k: (scale * torch.tanh(q[:, :, None] + k[:, None])).sum(-1)
+
+
+@pytest.mark.parametrize("kind", ["dot", "concat", "additive"])
+@pytest.mark.parametrize("with_key, causal", [(False, False), (True, False), (True, True)])
+def test_attention_matches_torch(kind, with_key, causal, rng):
+    pytest.importorskip("torch")
+    q, v, k = (rng.standard_normal(s) for s in ((2, 3, 4), (2, 5, 6), (2, 5, 4)))
+    if not with_key:
+        v = k
+    layer = L.AdditiveAttention() if kind == "additive" else \
+        L.Attention(use_scale=True, score_mode=kind)
+    inputs = [q, v, k] if with_key else [q, v]
+    layer(inputs)
+    weights = [rng.uniform(0.5, 1.5, w.shape) for w in layer.get_weights()]
+    layer.set_weights(weights)
+    out, w = layer(inputs, return_attention_scores=True, use_causal_mask=causal)
+    want_out, want_w = _torch_attention(q, v, k, _scores(kind, weights), causal=causal)
+    np.testing.assert_allclose(np.asarray(out), want_out, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(w), want_w, rtol=1e-12, atol=1e-13)
+    assert out.shape == (2, 3, v.shape[2]) and w.shape == (2, 3, 5)
+    if causal:
+        assert np.all(np.asarray(w)[:, np.triu_indices(3, 1)[0], np.triu_indices(3, 1)[1]] == 0)
+
+
+def test_attention_defaults_match_keras(rng):
+    pytest.importorskip("torch")
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 6, 4))
+    plain = L.Attention()
+    want, _ = _torch_attention(q, v, v, lambda a, b: a @ b.transpose(1, 2))
+    np.testing.assert_allclose(np.asarray(plain([q, v])), want, rtol=1e-12, atol=1e-13)
+    assert plain.weights == [] and plain.get_config() == {
+        "name": plain.name, "dtype": "float64", "use_scale": False, "score_mode": "dot",
+        "dropout": 0.0, "seed": None}
+    add = L.AdditiveAttention(name="add")
+    add([q, v])
+    assert [w.shape for w in add.get_weights()] == [(4,)]
+    assert add.get_config() == {"name": "add", "dtype": "float64", "use_scale": True,
+                                "dropout": 0.0, "seed": None}
+    unscaled = L.AdditiveAttention(use_scale=False)
+    want, _ = _torch_attention(q, v, v, _scores("additive", [np.ones(4)]))
+    np.testing.assert_allclose(np.asarray(unscaled([q, v])), want, rtol=1e-12, atol=1e-13)
+    assert unscaled.weights == []
+    for layer in (plain, add, unscaled, L.Attention(use_scale=True, score_mode="concat",
+                                                    dropout=0.25, seed=3)):
+        _round_trip(layer)
+
+
+@pytest.mark.parametrize("kind", ["dot", "concat", "additive"])
+def test_attention_masks_from_embeddings(kind, rng):
+    """The value's mask keeps padded values out, the query's zeroes padded queries' outputs
+    and is the output's mask (Keras)."""
+    pytest.importorskip("torch")
+    q_ids = np.array([[3, 1, 0], [2, 0, 0]])
+    v_ids = np.array([[1, 2, 3, 0], [4, 0, 0, 0]])
+    emb = L.Embedding(5, 4, mask_zero=True, dtype="float64")
+    tq, tv = emb(q_ids), emb(v_ids)
+    layer = L.AdditiveAttention() if kind == "additive" else \
+        L.Attention(use_scale=True, score_mode=kind)
+    out, w = layer([tq, tv], return_attention_scores=True, use_causal_mask=kind == "dot")
+    np.testing.assert_array_equal(np.asarray(out.mask), q_ids != 0)
+    want_out, want_w = _torch_attention(np.asarray(tq), np.asarray(tv), np.asarray(tv),
+                                        _scores(kind, layer.get_weights()), v_mask=v_ids != 0,
+                                        q_mask=q_ids != 0, causal=kind == "dot")
+    np.testing.assert_allclose(np.asarray(out), want_out, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(w), want_w, rtol=1e-12, atol=1e-13)
+    assert np.all(np.asarray(w)[:, :, 3] == 0) and np.all(np.asarray(w)[1, :, 1:] == 0)
+    assert np.all(np.asarray(out)[1, 1:] == 0)
+
+
+@pytest.mark.parametrize("kind", ["dot", "concat", "additive"])
+def test_attention_gradients(kind, rng):
+    """Every input (query, value, key) and weight, with masks and the causal mask."""
+    q, v, k = (rng.standard_normal(s) for s in ((2, 3, 4), (2, 4, 3), (2, 4, 4)))
+    for with_key in (False, True):
+        ins = [nb.Input((None, 4), dtype="float64"),
+               nb.Input((None, 3 if with_key else 4), dtype="float64")]
+        if with_key:
+            ins.append(nb.Input((None, 4), dtype="float64"))
+        layer = L.AdditiveAttention() if kind == "additive" else \
+            L.Attention(use_scale=True, score_mode=kind)
+        out, w = layer(ins, return_attention_scores=True, use_causal_mask=with_key)
+        model = nb.Model(ins, [out, w])
+        assert gradcheck(model, [q, v, k] if with_key else [q, k])
+
+
+def test_attention_dropout_drops_weights_in_training_only(rng):
+    q, v = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 6, 2))
+    layer = L.Attention(dropout=0.5, seed=1)
+    out, w = layer([q, v], return_attention_scores=True, training=True)
+    w = np.asarray(w)
+    full = np.asarray(layer([q, v], return_attention_scores=True)[1])
+    kept = w != 0
+    assert 0.3 < kept.mean() < 0.7
+    np.testing.assert_allclose(w[kept], 2.0 * full[kept], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out), np.einsum("nqv,nvd->nqd", w, v), rtol=1e-5,
+                               atol=1e-6)
+    again = L.Attention(dropout=0.5, seed=1)
+    np.testing.assert_array_equal(
+        np.asarray(again([q, v], return_attention_scores=True, training=True)[1]), w)
+    # the gradient through the dropped weights, the draw replayed by the seed
+    x = [rng.standard_normal((2, 3, 2)), rng.standard_normal((2, 4, 2))]
+
+    def fn(a, b):
+        return L.Attention(dropout=0.4, seed=5, dtype="float64")([a, b], training=True)
+    assert gradcheck(fn, *x)
+
+
+def test_attention_in_models_trains_and_saves(rng, tmp_path):
+    """A small seq2seq-style model: an embedded (masked) query attends over an embedded
+    sequence; Sequential-free functional graph with both layers, saved and loaded."""
+    ids = rng.integers(0, 6, (16, 5))
+    ids[:, 3:] *= rng.integers(0, 2, (16, 2))
+    y = rng.standard_normal((16, 1))
+    inp = nb.Input((None,), dtype="int32")
+    emb = L.Embedding(6, 4, mask_zero=True)(inp)
+    a = L.Attention(use_scale=True, score_mode="concat", dropout=0.1, seed=0)(
+        [emb, emb], use_causal_mask=True)
+    b = L.AdditiveAttention(dropout=0.1, seed=0)([emb, a, emb])
+    model = nb.Model(inp, L.Dense(1)(L.GlobalAveragePooling1D()(b)))
+    model.compile("adam", "mse")
+    hist = model.fit(ids, y, epochs=4, batch_size=4, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_load(model, ids, tmp_path)
+    inputs = [nb.Input((None, 3)), nb.Input((None, 3))]
+    out, scores = L.Attention()(inputs, return_attention_scores=True)
+    assert out.shape == (None, None, 3) and scores.shape == (None, None, None)
+
+
+def test_attention_bad_arguments_and_inputs(rng):
+    with pytest.raises(ValueError, match=r"Attention 'a': score_mode must be one of 'dot', "
+                                         r"'concat', got 'add'"):
+        L.Attention(score_mode="add", name="a")
+    with pytest.raises(ValueError, match=r"dropout must be a finite number >= 0 and < 1, got 1"):
+        L.Attention(dropout=1)
+    with pytest.raises(ValueError, match=r"use_scale must be True or False, got 'yes'"):
+        L.AdditiveAttention(use_scale="yes")
+    with pytest.raises(TypeError, match=r"AdditiveAttention: unexpected keyword argument "
+                                        r"'score_mode'"):
+        L.AdditiveAttention(score_mode="dot")
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    with pytest.raises(ValueError, match=r"is called on \[query, value\] or \[query, value, "
+                                         r"key\], got 1 inputs"):
+        L.Attention()([q])
+    with pytest.raises(ValueError, match=r"query and value \(the key\) must have the same "
+                                         r"number of features, got \(None, 3, 4\) and "
+                                         r"\(None, 5, 2\)"):
+        L.Attention()([q, v[:, :, :2]])
+    with pytest.raises(ValueError, match=r"key and value must have the same number of steps"):
+        L.Attention()([q, v, v[:, :4]])
+    with pytest.raises(ValueError, match=r"query, value and key must share the batch"):
+        L.Attention()([q, v[:1]])
+    with pytest.raises(ValueError, match=r"must be \(batch, time, features\)"):
+        L.Attention()([q[:, 0], v[:, 0]])
+
+
+def test_attention_on_the_cuda_backend_matches_the_cpu(allow_cuda, rng):
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 4))
+    ins = [nb.Input((None, 4), dtype="float64"), nb.Input((None, 4), dtype="float64")]
+    a = L.Attention(use_scale=True)(ins, use_causal_mask=True)
+    model = nb.Model(ins, L.AdditiveAttention()([a, ins[1]]))
+    want = model.predict([q, v])
+    gpu = model.to("cuda")
+    np.testing.assert_allclose(gpu.predict([q, v]), want, rtol=1e-10)
+    gpu.compile("sgd", "mse")
+    assert np.isfinite(gpu.train_on_batch([q, v], rng.standard_normal((2, 3, 4))))

@@ -1,6 +1,6 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
-from .attention import (MultiHeadAttention, PositionalEmbedding, SinePositionEncoding,
-                        TransformerDecoder, TransformerEncoder)
+from .attention import (AdditiveAttention, Attention, MultiHeadAttention, PositionalEmbedding,
+                        SinePositionEncoding, TransformerDecoder, TransformerEncoder)
 from .augmentation import (GaussianNoise, RandomFlip, RandomRotation, RandomTranslation,
                            RandomZoom, SpatialDropout2D)
 from ..registry import Registry
@@ -33,7 +33,7 @@ for _cls in (
         Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding,
         SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
-        Normalization):
+        Normalization, Attention, AdditiveAttention):
     REGISTRY.register(_cls)
 del _cls
 

@@ -1,4 +1,5 @@
-"""Attention: MultiHeadAttention, token and position embeddings, and the Transformer's encoder and
+"""Attention: Attention (Luong) and AdditiveAttention (Bahdanau), written with ``nb.ops``;
+MultiHeadAttention, token and position embeddings, and the Transformer's encoder and
 decoder blocks (keras_hub's layers of those names).
 
 MultiHeadAttention runs all heads and the whole batch at once: the three input projections are
@@ -12,12 +13,13 @@ import math
 
 import numpy as np
 
-from .. import initializers, ops
+from .. import engine, initializers, ops
+from .. import validation as V
 from .base import Layer, Seeded, check_positive_int, check_step_mask, fmt_shape
 from .core import Dense, Dropout
 from .normalization import LayerNormalization
 
-__all__ = ["MultiHeadAttention", "PositionalEmbedding", "SinePositionEncoding",
+__all__ = ["Attention", "AdditiveAttention", "MultiHeadAttention", "PositionalEmbedding", "SinePositionEncoding",
            "TransformerEncoder", "TransformerDecoder"]
 
 
@@ -660,3 +662,166 @@ class TransformerDecoder(_TransformerBlock):
                                    attention_mask=encoder_attention_mask, training=training),
                                    training=training), training)
         return self._feedforward(x, training)
+
+
+class Attention(Seeded, Layer):
+    """Dot-product (Luong) attention (Keras): called on ``[query, value]`` or ``[query, value,
+    key]`` ((batch, T_q, dim), (batch, T_v, dim_v), (batch, T_v, dim); the key defaults to the
+    value), it returns softmax(scores) @ value, (batch, T_q, dim_v).
+
+    ``score_mode="dot"``: scores = query @ key^T, times a trainable scalar ``scale`` (starting
+    at 1) with ``use_scale=True``; ``"concat"``: scores[i, j] = concat_score_weight *
+    sum(tanh(scale * (query_i + key_j))) (a trainable scalar ``concat_score_weight``, the
+    ``scale`` factor only with ``use_scale``). ``dropout`` drops attention weights in training
+    (``seed`` for its generator). Call arguments: ``use_causal_mask=True`` keeps query i from
+    attending to values j > i; ``return_attention_scores=True`` also returns the weights
+    (batch, T_q, T_v) after masking, softmax and dropout. Masks (Keras): the value's mask
+    (``Embedding(mask_zero=True)``) keeps masked values out (their scores get -1e9 before the
+    softmax), the query's zeroes the outputs of masked queries and is the output's mask; a
+    key's mask is ignored, as in Keras. Written with ``nb.ops``: the gradients come from the
+    tape."""
+
+    multi_input = True
+    uses_mask = True
+    supports_masking = True
+    output_layout = input_layout = "channels_last"
+    SCORE_MODES = ("dot", "concat")
+
+    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"{type(self).__name__} {self.name!r}"
+        self.use_scale = V.FLAG(use_scale, "use_scale", where)
+        self.score_mode = V.OneOf(*self.SCORE_MODES)(score_mode, "score_mode", where)
+        self.dropout = V.Number(low=0, high=1, high_open=True)(dropout, "dropout", where)
+        self._set_seed(seed, where)
+
+    def _check_shapes(self, shapes):
+        names = ("query", "value", "key")
+        if len(shapes) not in (2, 3):
+            raise ValueError(f"{self!r}: is called on [query, value] or [query, value, key], got "
+                             f"{len(shapes)} inputs")
+        for name, s in zip(names, shapes):
+            if len(s) != 2 or s[1] is None:
+                raise ValueError(f"{self!r}: {name} must be (batch, time, features) with known "
+                                 f"features, got {fmt_shape(s)}")
+        q, v = shapes[0], shapes[1]
+        k = shapes[2] if len(shapes) == 3 else v
+        if q[1] != k[1]:
+            which = "key" if len(shapes) == 3 else "value (the key)"
+            raise ValueError(f"{self!r}: query and {which} must have the same number of "
+                             f"features, got {fmt_shape(q)} and {fmt_shape(k)}")
+        if len(shapes) == 3 and None not in (v[0], k[0]) and v[0] != k[0]:
+            raise ValueError(f"{self!r}: key and value must have the same number of steps, got "
+                             f"{k[0]} and {v[0]}")
+
+    def compute_output_shape(self, input_shape):
+        self._check_shapes([tuple(s) for s in input_shape])
+        return (input_shape[0][0], input_shape[1][1])
+
+    def output_shape_for(self, input_shape, return_attention_scores=False, **kwargs):
+        out = self.compute_output_shape(input_shape)
+        if return_attention_scores:
+            return [out, (input_shape[0][0], input_shape[1][0])]
+        return out
+
+    def compute_mask(self, inputs, mask):
+        """The query's mask (Keras)."""
+        return mask[0] if isinstance(mask, (list, tuple)) else None
+
+    def build(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        self._check_shapes(shapes)
+        super().build(shapes)
+        self.input_shape = _relax_time(shapes)      # the time axes may differ between calls
+        self.output_shape = self.compute_output_shape(self.input_shape)
+
+    def check_input(self, x, index=0):
+        """A key given to a layer built on [query, value] is checked against the query's
+        features (the scores need them equal)."""
+        if index == 2 and len(self.input_shape) == 2:
+            got = tuple(int(d) for d in x.shape)
+            if len(got) != 3 or got[2] != self.input_shape[0][1]:
+                raise ValueError(f"{self!r}: a key must be (batch, time, "
+                                 f"{self.input_shape[0][1]}) (the query's features), got {got}")
+            index = 0
+        return super().check_input(x, index)
+
+    def create_params(self, input_shape):
+        self.scale = self.add_weight("scale", (), "ones") if self.use_scale else None
+        self.concat_score_weight = self.add_weight("concat_score_weight", (), "ones") \
+            if self.score_mode == "concat" else None
+        self._new_rng()
+
+    def _scores(self, q, k):
+        """(batch, T_q, T_v) scores of queries against keys."""
+        if self.score_mode == "dot":
+            scores = ops.matmul(q, ops.transpose(k, (0, 2, 1)))
+            return scores * self.scale if self.scale is not None else scores
+        s = ops.expand_dims(q, 2) + ops.expand_dims(k, 1)       # (batch, T_q, T_v, dim)
+        if self.scale is not None:
+            s = self.scale * s
+        return self.concat_score_weight * ops.sum(ops.tanh(s), axis=-1)
+
+    def _steps_mask(self, m, shape, what):
+        n, t = shape
+        if tuple(int(d) for d in m.shape) != (n, t):
+            raise ValueError(f"{self!r}: the {what} mask must be (batch, time) = {(n, t)}, got "
+                             f"{tuple(int(d) for d in m.shape)}")
+        return m
+
+    def call(self, inputs, mask=None, training=False, return_attention_scores=False,
+             use_causal_mask=False):
+        q, v = inputs[0], inputs[1]
+        k = inputs[2] if len(inputs) == 3 else v
+        n, tq, tv = int(q.shape[0]), int(q.shape[1]), int(v.shape[1])
+        if int(k.shape[1]) != tv or int(v.shape[0]) != n or int(k.shape[0]) != n:
+            raise ValueError(f"{self!r}: query, value and key must share the batch, key and "
+                             f"value the steps; got {tuple(q.shape)}, {tuple(v.shape)}, "
+                             f"{tuple(k.shape)}")
+        if int(k.shape[2]) != int(q.shape[2]):
+            raise ValueError(f"{self!r}: query and key must have the same number of features, "
+                             f"got {tuple(q.shape)} and {tuple(k.shape)}")
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [None, None]
+        q_mask, v_mask = masks[0], masks[1]
+        scores = self._scores(q, k)
+        keep = None                                 # 1 where query i may attend to value j
+        if v_mask is not None:
+            keep = ops.reshape(self._steps_mask(v_mask, (n, tv), "value"), (n, 1, tv))
+        if use_causal_mask:
+            causal = engine.Tensor(self.backend.asarray(np.tril(np.ones((tq, tv), self.dtype))),
+                                   self.backend)
+            keep = causal if keep is None else ops.multiply(keep, causal)
+        if keep is not None:
+            scores = scores - ops.subtract(1.0, keep) * 1e9
+        weights = ops.softmax(scores, axis=-1)
+        if training and self.dropout > 0.0:
+            u = self.backend.uniform((n, tq, tv), self.dtype, self.rng)
+            weights = weights * (ops.greater_equal(u, self.dropout) * (1.0 / (1.0 - self.dropout)))
+        out = ops.matmul(weights, v)
+        if q_mask is not None:
+            out = out * ops.reshape(self._steps_mask(q_mask, (n, tq), "query"), (n, tq, 1))
+        return [out, weights] if return_attention_scores else out
+
+
+class AdditiveAttention(Attention):
+    """Additive (Bahdanau) attention (Keras): as :class:`Attention`, with scores[i, j] =
+    sum(scale * tanh(query_i + key_j)) over the features, ``scale`` a trainable per-feature
+    vector (glorot-uniform) with ``use_scale=True`` (the default), ones otherwise."""
+
+    _config_skip = ("score_mode",)
+
+    def __init__(self, use_scale=True, dropout=0.0, **kwargs):
+        if "score_mode" in kwargs:
+            raise TypeError("AdditiveAttention: unexpected keyword argument 'score_mode' (its "
+                            "scores are additive; Attention takes score_mode)")
+        super().__init__(use_scale=use_scale, dropout=dropout, **kwargs)
+
+    def create_params(self, input_shape):
+        dim = input_shape[2][1] if len(input_shape) == 3 else input_shape[1][1]
+        self.scale = self.add_weight("scale", (dim,), "glorot_uniform") if self.use_scale \
+            else None
+        self._new_rng()
+
+    def _scores(self, q, k):
+        t = ops.tanh(ops.expand_dims(q, 2) + ops.expand_dims(k, 1))   # (batch, T_q, T_v, dim)
+        return ops.sum(t * self.scale if self.scale is not None else t, axis=-1)
