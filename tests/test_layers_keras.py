@@ -14,7 +14,7 @@ from numbanet.testing import gradcheck
 L = nb.layers
 NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
        "Cropping2D", "UpSampling1D", "Rescaling", "Normalization", "Attention",
-       "AdditiveAttention"]
+       "AdditiveAttention", "Dot"]
 
 
 def _round_trip(layer):
@@ -630,3 +630,93 @@ def test_attention_on_the_cuda_backend_matches_the_cpu(allow_cuda, rng):
     np.testing.assert_allclose(gpu.predict([q, v]), want, rtol=1e-10)
     gpu.compile("sgd", "mse")
     assert np.isfinite(gpu.train_on_batch([q, v], rng.standard_normal((2, 3, 4))))
+
+
+# ------------------------------------------------------------------------------------------ Dot
+@pytest.mark.parametrize("shapes, axes, spec", [
+    (((3, 4), (3, 4)), 1, "nd,nd->n"),
+    (((3, 4), (3, 4)), -1, "nd,nd->n"),
+    (((2, 3, 4), (2, 5, 4)), (2, 2), "ntd,nsd->nts"),
+    (((2, 3, 4), (2, 3, 5)), 1, "ntd,nts->nds"),
+    (((2, 5, 3), (2, 4, 5)), (1, 2), "ntd,nst->nds"),
+    (((2, 4), (2, 3, 4)), (1, -1), "nd,ntd->nt"),
+    (((2, 3, 4), (2, 4)), (-1, 1), "ntd,nd->nt"),
+    (((2, 2, 3, 4), (2, 4, 5)), (3, 1), "nabd,nde->nabe"),
+])
+def test_dot_matches_numpy_and_torch(shapes, axes, spec, rng):
+    torch = pytest.importorskip("torch")
+    x, y = (rng.standard_normal(s) for s in shapes)
+    layer = L.Dot(axes)
+    out = np.asarray(layer([x, y]))
+    want = np.einsum(spec, x, y)
+    want = want[:, None] if want.ndim == 1 else want
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-13)
+    assert layer.compute_output_shape([s[1:] for s in shapes]) == want.shape[1:]
+    cos = np.asarray(L.Dot(axes, normalize=True)([x, y]))
+    a0, a1 = (a % len(s) for a, s in zip((axes,) * 2 if isinstance(axes, int) else axes,
+                                          shapes))
+    nx = torch.nn.functional.normalize(torch.tensor(x), dim=a0).numpy()
+    ny = torch.nn.functional.normalize(torch.tensor(y), dim=a1).numpy()
+    want = np.einsum(spec, nx, ny)
+    np.testing.assert_allclose(cos, want[:, None] if want.ndim == 1 else want, rtol=1e-12,
+                               atol=1e-13)
+    for normalize in (False, True):
+        ins = [nb.Input(s[1:], dtype="float64") for s in shapes]
+        assert gradcheck(nb.Model(ins, L.Dot(axes, normalize=normalize)(ins)), [x, y])
+
+
+def test_dot_keras_example_cosine_and_zero_vectors():
+    x = np.arange(10.0).reshape(1, 5, 2)
+    y = np.arange(10.0, 20.0).reshape(1, 2, 5)
+    np.testing.assert_array_equal(np.asarray(L.Dot(axes=(1, 2))([x, y])),
+                                  [[[260, 360], [320, 445]]])
+    a = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    b = np.array([[0.0, 2.0], [6.0, 8.0], [1.0, 1.0]])
+    np.testing.assert_allclose(np.asarray(L.Dot(1, normalize=True)([a, b])),
+                               [[0.0], [1.0], [0.0]], atol=1e-15)
+    # a zero vector: the output is 0 and its gradient finite, that of x / 1e-7 (the floor)
+    t = [nb.ops.convert_to_tensor(a), nb.ops.convert_to_tensor(b)]
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        s = nb.ops.sum(L.Dot(1, normalize=True)(t))
+    g = np.asarray(tape.gradient(s, t[0]))
+    assert np.isfinite(g).all()
+    np.testing.assert_allclose(g[2], b[2] / np.sqrt(2) / 1e-7, rtol=1e-12)
+
+
+def test_dot_in_a_trained_word2vec_style_model(rng, tmp_path):
+    """The Keras word2vec/recommender shape: two embedded ids, their dot product a logit."""
+    pairs, labels = rng.integers(0, 8, (32, 2)), rng.integers(0, 2, (32, 1)).astype(float)
+    target, context = nb.Input((1,), dtype="int32"), nb.Input((1,), dtype="int32")
+    t = L.Flatten()(L.Embedding(8, 4)(target))
+    c = L.Flatten()(L.Embedding(8, 4)(context))
+    model = nb.Model([target, context], L.Dense(1, activation="sigmoid")(L.Dot(axes=1)([t, c])))
+    assert model.output_shape == (1,)
+    model.compile("adam", "binary_crossentropy")
+    hist = model.fit([pairs[:, :1], pairs[:, 1:]], labels, epochs=5, batch_size=8, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_load(model, [pairs[:, :1], pairs[:, 1:]], tmp_path)
+    layer = L.Dot((2, -1), normalize=True, name="d")
+    assert _round_trip(layer).axes == [2, -1] and layer.get_config()["normalize"] is True
+    ins = [nb.Input((None, 4)), nb.Input((None, 4))]
+    assert L.Dot((2, 2))(ins).shape == (None, None, None)
+
+
+def test_dot_bad_arguments_and_inputs(rng):
+    for axes in (0, (1, 0), (1, 2, 3), 1.5, "1", True):
+        with pytest.raises(ValueError, match=r"Dot 'd': axes must be a non-zero int or a pair "
+                                             r"of non-zero ints \(axis 0 is the batch\), got"):
+            L.Dot(axes, name="d")
+    with pytest.raises(ValueError, match=r"normalize must be True or False, got 1"):
+        L.Dot(1, normalize=1)
+    x = rng.standard_normal((2, 3))
+    with pytest.raises(ValueError, match=r"takes exactly 2 inputs, got 3"):
+        L.Dot(1)([x, x, x])
+    with pytest.raises(ValueError, match=r"the contracted axes differ in size: axis 1 of input "
+                                         r"0 \(None, 3\) is 3, axis 1 of input 1 \(None, 4\) "
+                                         r"is 4"):
+        L.Dot(1)([x, rng.standard_normal((2, 4))])
+    with pytest.raises(ValueError, match=r"axes 2 has no axis 2 in input 0 of rank 2"):
+        L.Dot(2)([x, x])
+    with pytest.raises(ValueError, match=r"must share the batch"):
+        L.Dot(1)([x, rng.standard_normal((3, 3))])

@@ -10,7 +10,7 @@ from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalA
                    UpSampling2D)
 from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, Lambda, LeakyReLU, Permute,
                    ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
-from .merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
+from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
 from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
@@ -33,7 +33,7 @@ for _cls in (
         Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding,
         SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
-        Normalization, Attention, AdditiveAttention):
+        Normalization, Attention, AdditiveAttention, Dot):
     REGISTRY.register(_cls)
 del _cls
 

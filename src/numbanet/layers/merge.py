@@ -1,6 +1,10 @@
 """Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum (inputs of one shape) and
-Concatenate (along an axis). Each takes a list of inputs and runs the elementwise and strided
-copy kernels of ``kernels/<device>/ops.py``."""
+Concatenate (along an axis), each running the elementwise and strided copy kernels of
+``kernels/<device>/ops.py``; Dot (a batched dot product along an axis of each input), written
+with ``nb.ops``. Each takes a list of inputs."""
+import math
+
+from .. import ops
 from .. import ops as _ops
 from .. import validation as V
 from .base import Layer, fmt_shape
@@ -155,3 +159,85 @@ class Concatenate(_Merge):
 
     def _backward(self, ctx, grad_out, sink, need):
         return _ops._CONCATENATE.backward(ctx, grad_out, need)
+
+
+class Dot(Layer):
+    """The dot product of two inputs along an axis of each (Keras): ``Dot(axes=1)`` on two
+    (batch, d) inputs gives (batch, 1) (word2vec's and recommenders' similarity scores);
+    ``axes=(2, 2)`` on (batch, t, d) and (batch, s, d) gives (batch, t, s). ``axes``: an int
+    (the same axis of both) or a pair, counted with the batch axis (0, the batch, is not
+    allowed; negative ones from the end). The output's shape is the first input's without the
+    batch and its axis, then the second's likewise; (batch, 1) when nothing is left.
+    ``normalize=True`` L2-normalizes both along their axes first (Keras' epsilon 1e-7): the
+    cosine similarity. Written with ``nb.ops`` (a batched matmul)."""
+
+    multi_input = True
+
+    def __init__(self, axes, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Dot {self.name!r}"
+        pair = list(axes) if isinstance(axes, (tuple, list)) else None
+        if not (V.is_int(axes) and axes != 0) and not (
+                pair is not None and len(pair) == 2 and all(V.is_int(a) and a != 0
+                                                            for a in pair)):
+            raise ValueError(f"{where}: axes must be a non-zero int or a pair of non-zero ints "
+                             f"(axis 0 is the batch), got {axes!r}")
+        self.axes = int(axes) if pair is None else [int(a) for a in pair]
+        self.normalize = V.FLAG(normalize, "normalize", where)
+
+    def _resolved(self, ranks):
+        """The two contracted axes, counted with the batch axis, for inputs of ``ranks``
+        (batch included)."""
+        axes = [self.axes] * 2 if V.is_int(self.axes) else list(self.axes)
+        out = []
+        for i, (a, r) in enumerate(zip(axes, ranks)):
+            b = a + r if a < 0 else a
+            if not 1 <= b < r:
+                raise ValueError(f"{self!r}: axes {self.axes} has no axis {a} in input {i} of "
+                                 f"rank {r} (the batch included)")
+            out.append(b)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        if len(shapes) != 2:
+            raise ValueError(f"{self!r}: takes exactly 2 inputs, got {len(shapes)}")
+        a0, a1 = self._resolved([len(s) + 1 for s in shapes])
+        d0, d1 = shapes[0][a0 - 1], shapes[1][a1 - 1]
+        if d0 is not None and d1 is not None and d0 != d1:
+            raise ValueError(f"{self!r}: the contracted axes differ in size: axis {a0} of input "
+                             f"0 {fmt_shape(shapes[0])} is {d0}, axis {a1} of input 1 "
+                             f"{fmt_shape(shapes[1])} is {d1}")
+        rest = [d for k, d in enumerate(shapes[0]) if k != a0 - 1] + \
+            [d for k, d in enumerate(shapes[1]) if k != a1 - 1]
+        return tuple(rest) or (1,)
+
+    def build(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        super().build(shapes)
+        # the axes not contracted may change size between calls
+        axes = self._resolved([len(s) + 1 for s in shapes])
+        self.input_shape = [tuple(d if k == a - 1 else None for k, d in enumerate(s))
+                            for s, a in zip(shapes, axes)]
+        self.output_shape = self.compute_output_shape(self.input_shape)
+
+    def call(self, inputs):
+        x, y = inputs
+        xs, ys = tuple(int(d) for d in x.shape), tuple(int(d) for d in y.shape)
+        a0, a1 = self._resolved([len(xs), len(ys)])
+        if xs[0] != ys[0] or xs[a0] != ys[a1]:
+            raise ValueError(f"{self!r}: the inputs must share the batch and the size of the "
+                             f"contracted axes {a0} and {a1}, got shapes {xs} and {ys}")
+        if self.normalize:
+            from .normalization import l2_normalize
+            x, y = l2_normalize(x, a0, 1e-7), l2_normalize(y, a1, 1e-7)
+        n, k = xs[0], xs[a0]
+        x_rest = [d for i, d in enumerate(xs) if i not in (0, a0)]
+        y_rest = [d for i, d in enumerate(ys) if i not in (0, a1)]
+        # x as (batch, rest, k), y as (batch, k, rest): one batched matmul
+        x3 = ops.reshape(ops.transpose(x, [i for i in range(len(xs)) if i != a0] + [a0]),
+                         (n, math.prod(x_rest), k))
+        y3 = ops.reshape(ops.transpose(y, [0, a1] + [i for i in range(1, len(ys)) if i != a1]),
+                         (n, k, math.prod(y_rest)))
+        return ops.reshape(ops.matmul(x3, y3), (n, *x_rest, *y_rest) if x_rest or y_rest
+                           else (n, 1))

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .. import initializers
+from .. import initializers, ops
 from .. import validation as V
 from .base import Layer, check_features
 
@@ -233,3 +233,12 @@ class LayerNormalization(_Normalization):
         be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd,
                               accumulate, self._x2(grad_in), gg, gb)
         return grad_in if need else None
+
+
+def l2_normalize(x, axis, epsilon):
+    """``x / max(||x||, epsilon)`` along ``axis`` (an int or a tuple of ints), with ``nb.ops``
+    (Keras' ``ops.normalize``: ``x * min(rsqrt(sum(x^2)), 1 / epsilon)``). The floor sits under
+    the square root (sqrt(max(sum(x^2), epsilon^2))), so a zero vector gets a zero gradient,
+    not 0 * inf."""
+    squares = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x / ops.sqrt(ops.maximum(squares, epsilon * epsilon))
