@@ -14,7 +14,7 @@ from numbanet.testing import gradcheck
 L = nb.layers
 NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
        "Cropping2D", "UpSampling1D", "Rescaling", "Normalization", "Attention",
-       "AdditiveAttention", "Dot"]
+       "AdditiveAttention", "Dot", "PReLU", "ActivityRegularization"]
 
 
 def _round_trip(layer):
@@ -720,3 +720,101 @@ def test_dot_bad_arguments_and_inputs(rng):
         L.Dot(2)([x, x])
     with pytest.raises(ValueError, match=r"must share the batch"):
         L.Dot(1)([x, rng.standard_normal((3, 3))])
+
+
+# ---------------------------------------------------------------------------------------- PReLU
+@pytest.mark.parametrize("shape, shared_axes, torch_weight", [
+    ((3, 4), None, None),
+    ((2, 3, 4, 5), [2, 3], (3,)),
+    ((2, 3, 4, 5), (1, 2, 3), (1,)),
+    ((2, 5, 3), 1, None),
+])
+def test_prelu_matches_torch(shape, shared_axes, torch_weight, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal(shape)
+    layer = L.PReLU(shared_axes=shared_axes)
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.maximum(x, 0))   # alpha starts at 0
+    alpha = rng.uniform(-0.5, 0.5, layer.get_weights()[0].shape)
+    layer.set_weights([alpha])
+    out = np.asarray(layer(x))
+    tx, ta = torch.tensor(x), torch.tensor(alpha)
+    if torch_weight is not None:        # torch's PReLU: one alpha per channel (or one in all)
+        want = torch.nn.functional.prelu(tx, ta.reshape(torch_weight))
+    else:
+        want = torch.where(tx >= 0, tx, ta * tx)
+    np.testing.assert_allclose(out, want.numpy(), rtol=1e-14)
+    assert gradcheck(layer, x)
+    again = _round_trip(layer)
+    assert again.shared_axes == layer.shared_axes and again.get_config()["alpha_initializer"] \
+        == "Zeros"
+
+
+def test_prelu_in_a_trained_conv_model_with_a_regularizer(rng, tmp_path):
+    x, y = rng.standard_normal((8, 2, 5, 5)), rng.standard_normal((8, 1))
+    prelu = L.PReLU(alpha_initializer=nb.initializers.Constant(0.25), shared_axes=[2, 3],
+                    alpha_regularizer=nb.regularizers.L2(0.5))
+    model = nb.Sequential([L.Conv2D(3, 3, input_shape=(2, 5, 5)), prelu, L.Flatten(),
+                           L.Dense(1)], dtype="float64")
+    model.compile("adam", "mse")
+    before = prelu.get_weights()[0].copy()
+    np.testing.assert_array_equal(before, 0.25)
+    loss = model.evaluate(x, y, batch_size=8, verbose=0)
+    loss = loss["loss"] if isinstance(loss, dict) else loss
+    mse = np.mean((model.predict(x) - y) ** 2)
+    np.testing.assert_allclose(loss, mse + 0.5 * np.sum(before ** 2), rtol=1e-10)
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0)
+    assert prelu.get_weights()[0].shape == (3, 1, 1)
+    assert not np.array_equal(prelu.get_weights()[0], before)
+    _save_load(model, x, tmp_path)
+
+
+def test_prelu_bad_arguments(rng):
+    for axes in (0, [1, 0], "1", [1.5]):
+        with pytest.raises(ValueError, match=r"PReLU 'p': shared_axes must be None, an int or a "
+                                             r"list of ints >= 1"):
+            L.PReLU(shared_axes=axes, name="p")
+    with pytest.raises(ValueError, match=r"alpha_initializer"):
+        L.PReLU(alpha_initializer="nope")
+    with pytest.raises(ValueError, match=r"alpha_regularizer: unknown regularizer 'l3'"):
+        L.PReLU(alpha_regularizer="l3")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'alpha_constraint'"):
+        L.PReLU(alpha_constraint="non_neg")
+    with pytest.raises(ValueError, match=r"shared_axes \[3\] names axis 3, but the input shape "
+                                         r"\(None, 2, 3\) has axes 1..2"):
+        L.PReLU(shared_axes=3)(rng.standard_normal((1, 2, 3)))
+    with pytest.raises(ValueError, match=r"alpha needs known sizes .* share it with "
+                                         r"shared_axes=\[1\]"):
+        nb.Sequential([L.PReLU(input_shape=(None, 3))])
+
+
+# ------------------------------------------------------------------------ ActivityRegularization
+def test_activity_regularization_adds_the_keras_penalty(rng, tmp_path):
+    x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 2))
+    layer = L.ActivityRegularization(l1=0.1, l2=0.2)
+    out = layer(x)
+    np.testing.assert_array_equal(np.asarray(out), x)
+    want = (0.1 * np.abs(x).sum() + 0.2 * (x ** 2).sum()) / 6
+    np.testing.assert_allclose(float(layer.losses[0]), want, rtol=1e-13)
+    assert L.ActivityRegularization()(x) is not None and L.ActivityRegularization().losses == []
+
+    def fn(t):
+        reg = L.ActivityRegularization(l1=0.1, l2=0.2, dtype="float64")
+        h = reg(nb.ops.tanh(t))
+        return [h, reg.losses[0]]
+    assert gradcheck(fn, x + 0.1)           # input and penalty (|x| away from its kink)
+    dense = L.Dense(3)
+    model = nb.Sequential([dense, L.ActivityRegularization(l2=0.5), L.Dense(2)],
+                          input_shape=(4,), dtype="float64")
+    model.compile("sgd", "mse")
+    h = x @ dense.get_weights()[0] + dense.get_weights()[1]
+    loss = model.evaluate(x, y, batch_size=6, verbose=0)
+    loss = loss["loss"] if isinstance(loss, dict) else loss
+    np.testing.assert_allclose(loss, np.mean((model.predict(x) - y) ** 2) +
+                               0.5 * np.sum(h ** 2) / 6, rtol=1e-10)
+    hist = model.fit(x, y, epochs=5, batch_size=6, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_load(model, x, tmp_path)
+    assert _round_trip(L.ActivityRegularization(l1=0.5, name="a")).l1 == 0.5
+    with pytest.raises(ValueError, match=r"ActivityRegularization 'a': l2 must be a finite "
+                                         r"non-negative number, got -1"):
+        L.ActivityRegularization(l2=-1, name="a")

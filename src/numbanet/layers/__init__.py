@@ -8,8 +8,8 @@ from .base import Layer
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
                    GlobalAvgPool2D, GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D,
                    UpSampling2D)
-from .core import (ELU, GELU, Activation, Dense, Dropout, Flatten, Lambda, LeakyReLU, Permute,
-                   ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
+from .core import (ELU, GELU, Activation, ActivityRegularization, Dense, Dropout, Flatten, Lambda,
+                   LeakyReLU, Permute, PReLU, ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization, LayerNormalization
 from .preprocessing import Normalization, Rescaling
@@ -33,7 +33,7 @@ for _cls in (
         Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding,
         SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
-        Normalization, Attention, AdditiveAttention, Dot):
+        Normalization, Attention, AdditiveAttention, Dot, PReLU, ActivityRegularization):
     REGISTRY.register(_cls)
 del _cls
 

@@ -1,11 +1,12 @@
-"""Dense, Flatten, Reshape, Permute, Dropout, Lambda and the activation layers."""
+"""Dense, Flatten, Reshape, Permute, Dropout, Lambda and the activation layers; PReLU and
+ActivityRegularization, written with ``nb.ops``."""
 import math
 
 import numpy as np
 
-from .. import activations, initializers
+from .. import activations, initializers, ops
 from .. import validation as V
-from .base import Layer, Seeded, check_features, check_positive_int
+from .base import Layer, Seeded, check_features, check_positive_int, fmt_shape
 
 
 def _last(layer, what):
@@ -425,3 +426,96 @@ class Lambda(Layer):
             f"{self!r} wraps a Python function, which cannot be saved as a config; save the "
             f"weights with save_weights(path) and rebuild the model in code before "
             f"load_weights(path)")
+
+
+def _penalty(x, l1, l2):
+    """l1 * sum|x| + l2 * sum(x^2) with ``nb.ops`` (a regularizer's formula, differentiable)."""
+    total = None
+    if l1:
+        total = l1 * ops.sum(ops.abs(x))
+    if l2:
+        term = l2 * ops.sum(ops.square(x))
+        total = term if total is None else total + term
+    return total
+
+
+class PReLU(Layer):
+    """Parametric ReLU (Keras): ``x`` where x >= 0, ``alpha * x`` elsewhere, with a trainable
+    ``alpha`` per input entry (Keras' default initializer: zeros, a plain ReLU at first).
+    ``shared_axes`` (axes counted with the batch, an int or a list) share one alpha along
+    them: for NCHW images ``shared_axes=[2, 3]`` gives one per channel, as ``torch.nn.PReLU(C)``
+    (Keras' ``[1, 2]`` is the same for its NHWC images). ``alpha_regularizer`` adds its penalty
+    of alpha to the loss at each call; ``alpha_constraint`` is not supported. Written with
+    ``nb.ops``."""
+
+    supports_masking = True
+    output_layout = "keep"
+
+    def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, shared_axes=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        where = f"PReLU {self.name!r}"
+        self.alpha_initializer = initializers.get(alpha_initializer,
+                                                  f"{where} alpha_initializer")
+        self._keep_specs(alpha_initializer=alpha_initializer)
+        from .. import regularizers
+        self.alpha_regularizer = regularizers.get(alpha_regularizer,
+                                                  f"{where} alpha_regularizer")
+        axes = [shared_axes] if V.is_int(shared_axes) else shared_axes
+        if shared_axes is not None and (not isinstance(axes, (list, tuple)) or not all(
+                V.is_int(a) and a >= 1 for a in axes)):
+            raise ValueError(f"{where}: shared_axes must be None, an int or a list of ints >= 1 "
+                             f"(axis 0 is the batch), got {shared_axes!r}")
+        self.shared_axes = None if shared_axes is None else sorted({int(a) for a in axes})
+
+    @property
+    def free_axes(self):
+        """The shared axes (one alpha along them) may change size between calls."""
+        return tuple(a - 1 for a in self.shared_axes or ()) or None
+
+    def compute_output_shape(self, input_shape):
+        bad = [a for a in self.shared_axes or () if a > len(input_shape)]
+        if bad:
+            raise ValueError(f"{self!r}: shared_axes {self.shared_axes} names axis {bad[0]}, "
+                             f"but the input shape {fmt_shape(input_shape)} has axes 1.."
+                             f"{len(input_shape)} besides the batch")
+        unknown = [k + 1 for k, d in enumerate(input_shape)
+                   if d is None and k + 1 not in (self.shared_axes or ())]
+        if unknown:
+            raise ValueError(f"{self!r}: alpha needs known sizes on the axes it does not share, "
+                             f"got input shape {fmt_shape(input_shape)} (axis {unknown[0]}); "
+                             f"share it with shared_axes=[{unknown[0]}]")
+        return input_shape
+
+    def create_params(self, input_shape):
+        shape = tuple(1 if k + 1 in (self.shared_axes or ()) else d
+                      for k, d in enumerate(input_shape))
+        self.alpha = self.add_weight("alpha", shape, self.alpha_initializer)
+
+    def call(self, x):
+        if self.alpha_regularizer is not None:
+            penalty = _penalty(self.alpha, self.alpha_regularizer.l1, self.alpha_regularizer.l2)
+            if penalty is not None:
+                self.add_loss(penalty)
+        return ops.relu(x) - self.alpha * ops.relu(-x)
+
+
+class ActivityRegularization(Layer):
+    """Passes its input through and adds ``(l1 * sum|x| + l2 * sum(x^2)) / batch`` to the loss
+    (Keras: an activity regularizer's penalty divided by the batch size)."""
+
+    supports_masking = True
+    free_axes = "all"
+    output_layout = "keep"
+
+    def __init__(self, l1=0.0, l2=0.0, **kwargs):
+        super().__init__(**kwargs)
+        from ..regularizers import _factor
+        where = f"ActivityRegularization {self.name!r}"
+        self.l1, self.l2 = _factor(l1, "l1", where), _factor(l2, "l2", where)
+
+    def call(self, x):
+        penalty = _penalty(x, self.l1, self.l2)
+        if penalty is not None:
+            self.add_loss(penalty / float(x.shape[0]))
+        return x
