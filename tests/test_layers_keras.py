@@ -14,7 +14,8 @@ from numbanet.testing import gradcheck
 L = nb.layers
 NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
        "Cropping2D", "UpSampling1D", "Rescaling", "Normalization", "Attention",
-       "AdditiveAttention", "Dot", "PReLU", "ActivityRegularization"]
+       "AdditiveAttention", "Dot", "PReLU", "ActivityRegularization",
+       "GroupNormalization", "UnitNormalization"]
 
 
 def _round_trip(layer):
@@ -818,3 +819,104 @@ def test_activity_regularization_adds_the_keras_penalty(rng, tmp_path):
     with pytest.raises(ValueError, match=r"ActivityRegularization 'a': l2 must be a finite "
                                          r"non-negative number, got -1"):
         L.ActivityRegularization(l2=-1, name="a")
+
+
+# ---------------------------------------------------------------- Group- and UnitNormalization
+@pytest.mark.parametrize("shape, groups, axis", [
+    ((2, 6, 4, 5), 3, 1),
+    ((3, 8), 4, 1),
+    ((2, 4, 3, 3), -1, 1),
+    ((2, 4, 3, 3), 1, 1),
+    ((2, 5, 6), 2, -1),
+    ((2, 6, 5, 1, 2), 6, 1),
+])
+def test_group_normalization_matches_torch(shape, groups, axis, rng):
+    torch = pytest.importorskip("torch")
+    x = 2.0 + 3.0 * rng.standard_normal(shape)
+    layer = L.GroupNormalization(groups=groups, axis=axis)
+    np.testing.assert_allclose(np.asarray(layer(x)).mean(), 0.0, atol=1e-10)
+    c = shape[axis]
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    layer.set_weights([gamma, beta])
+    tx = torch.tensor(np.moveaxis(x, axis, 1))
+    want = torch.nn.functional.group_norm(tx, c if groups == -1 else groups,
+                                          torch.tensor(gamma), torch.tensor(beta), eps=1e-3)
+    np.testing.assert_allclose(np.asarray(layer(x)), np.moveaxis(want.numpy(), 1, axis),
+                               rtol=1e-12, atol=1e-12)
+    assert gradcheck(layer, x)
+    assert _round_trip(layer).groups == groups
+
+
+def test_group_normalization_options_model_and_bad_arguments(rng, tmp_path):
+    x = rng.standard_normal((2, 4, 3, 3))
+    plain = L.GroupNormalization(2, center=False, scale=False, epsilon=1e-5)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(np.asarray(plain(x)), torch.nn.functional.group_norm(
+        torch.tensor(x), 2, eps=1e-5).numpy(), rtol=1e-12, atol=1e-12)
+    assert plain.weights == [] and gradcheck(plain, x)
+    # the spatial axes may change between calls
+    np.testing.assert_allclose(np.asarray(plain(x[:, :, :2, :1])), torch.nn.functional.group_norm(
+        torch.tensor(x[:, :, :2, :1]), 2, eps=1e-5).numpy(), rtol=1e-12, atol=1e-12)
+    model = nb.Sequential([L.Conv2D(4, 3, padding="same", input_shape=(2, 5, 5)),
+                           L.GroupNormalization(groups=2), L.GlobalAveragePooling2D(),
+                           L.Dense(1)], dtype="float64")
+    model.compile("adam", "mse")
+    xs, y = rng.standard_normal((8, 2, 5, 5)), rng.standard_normal((8, 1))
+    hist = model.fit(xs, y, epochs=4, batch_size=4, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_load(model, xs, tmp_path)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=r"GroupNormalization 'g': groups must be a positive "
+                                             r"int or -1"):
+            L.GroupNormalization(bad, name="g")
+    with pytest.raises(ValueError, match=r"axis must be a non-zero int"):
+        L.GroupNormalization(axis=0)
+    with pytest.raises(ValueError, match=r"the 4 channels on axis 1 \(input shape \(None, 4, 3, "
+                                         r"3\)\) do not split into groups=3 equal groups"):
+        L.GroupNormalization(3)(x)
+    with pytest.raises(ValueError, match=r"do not split into groups=32"):
+        L.GroupNormalization()(x)
+    with pytest.raises(ValueError, match=r"axis 4 is not a non-batch axis"):
+        L.GroupNormalization(2, axis=4)(x)
+
+
+@pytest.mark.parametrize("shape, axis", [((3, 5), -1), ((2, 3, 4, 5), [2, 3]), ((2, 3, 4), 1),
+                                         ((2, 3, 4), (1, -1))])
+def test_unit_normalization_matches_torch(shape, axis, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal(shape)
+    layer = L.UnitNormalization(axis=axis)
+    dims = tuple(a % len(shape) for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
+    tx = torch.tensor(x)
+    want = tx / torch.clamp(torch.sqrt((tx ** 2).sum(dims, keepdim=True)), min=1e-12)
+    np.testing.assert_allclose(np.asarray(layer(x)), want.numpy(), rtol=1e-13)
+    if len(dims) == 1:
+        np.testing.assert_allclose(np.asarray(layer(x)), torch.nn.functional.normalize(
+            tx, dim=dims[0]).numpy(), rtol=1e-13)
+    assert gradcheck(layer, x)
+    assert _round_trip(layer).axis == (list(axis) if isinstance(axis, (list, tuple)) else axis)
+
+
+def test_unit_normalization_zero_rows_model_and_bad_arguments(rng, tmp_path):
+    x = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 4.0]])
+    t = nb.ops.convert_to_tensor(x)
+    with nb.GradientTape() as tape:
+        tape.watch(t)
+        out = L.UnitNormalization()(t)
+        s = nb.ops.sum(out * np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(np.asarray(out), [[0, 0, 0], [0.6, 0, 0.8]])
+    assert np.isfinite(np.asarray(tape.gradient(s, t))).all()
+    xs, y = rng.standard_normal((8, 4)), rng.standard_normal((8, 2))
+    model = nb.Sequential([L.Dense(3), L.UnitNormalization(), L.Dense(2)], input_shape=(4,))
+    model.compile("adam", "mse")
+    hist = model.fit(xs, y, epochs=4, batch_size=4, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(L.UnitNormalization()(xs)), axis=1), 1.0,
+                               rtol=1e-12)
+    _save_load(model, xs, tmp_path)
+    for bad in (0, [1, 0], "x", []):
+        with pytest.raises(ValueError, match=r"UnitNormalization 'u': axis must be a non-zero "
+                                             r"int or a list of them"):
+            L.UnitNormalization(axis=bad, name="u")
+    with pytest.raises(ValueError, match=r"axis 3 is not a non-batch axis of inputs of rank 2"):
+        L.UnitNormalization(axis=3)(xs)

@@ -11,7 +11,8 @@ from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalA
 from .core import (ELU, GELU, Activation, ActivityRegularization, Dense, Dropout, Flatten, Lambda,
                    LeakyReLU, Permute, PReLU, ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
-from .normalization import BatchNormalization, LayerNormalization
+from .normalization import (BatchNormalization, GroupNormalization, LayerNormalization,
+                            UnitNormalization)
 from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from .reshaping import (Cropping2D, Identity, RepeatVector, TimeDistributed, UpSampling1D,
@@ -33,7 +34,8 @@ for _cls in (
         Conv2DTranspose, UpSampling2D, MultiHeadAttention, PositionalEmbedding,
         SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
-        Normalization, Attention, AdditiveAttention, Dot, PReLU, ActivityRegularization):
+        Normalization, Attention, AdditiveAttention, Dot, PReLU, ActivityRegularization,
+        GroupNormalization, UnitNormalization):
     REGISTRY.register(_cls)
 del _cls
 

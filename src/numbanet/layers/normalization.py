@@ -1,11 +1,12 @@
-"""BatchNormalization and LayerNormalization (kernels: numbanet.kernels.<device>.normalization)."""
+"""BatchNormalization and LayerNormalization (kernels: numbanet.kernels.<device>.normalization);
+GroupNormalization and UnitNormalization, written with ``nb.ops``."""
 import math
 
 import numpy as np
 
 from .. import initializers, ops
 from .. import validation as V
-from .base import Layer, check_features
+from .base import Layer, check_features, fmt_shape
 
 
 def _check_initializer(init, name, where):
@@ -233,6 +234,112 @@ class LayerNormalization(_Normalization):
         be.layernorm_backward(self._x2(x), self._x2(grad_out), self._gamma(), mean, invstd,
                               accumulate, self._x2(grad_in), gg, gb)
         return grad_in if need else None
+
+
+class GroupNormalization(_Normalization):
+    """Group normalization (Wu & He, 2018; Keras): the channels on ``axis`` split into
+    ``groups`` groups of consecutive channels, each sample normalized over each group's
+    channels and all the other non-batch axes (biased variance), then a per-channel
+    ``gamma``/``beta``. ``groups=-1`` is one group per channel (instance normalization), 1 is
+    LayerNormalization over everything. Same in training and inference.
+
+    ``axis=1`` by default, as BatchNormalization here: the channels of NCHW images (as
+    ``torch.nn.GroupNorm``) and the features of (batch, features); Keras' default -1 is the
+    channels of its NHWC images, so pass ``axis=-1`` for (batch, steps, features). The other
+    axes may change size between calls. Written with ``nb.ops``."""
+
+    def __init__(self, groups=32, axis=1, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones", **kwargs):
+        super().__init__(epsilon, center, scale, gamma_initializer, beta_initializer, **kwargs)
+        where = f"GroupNormalization {self.name!r}"
+        if not _is_int(groups) or not (groups >= 1 or groups == -1):
+            raise ValueError(f"{where}: groups must be a positive int or -1 (one group per "
+                             f"channel), got {groups!r}")
+        self.groups = int(groups)
+        if not _is_int(axis) or axis == 0:
+            raise ValueError(f"{where}: axis must be a non-zero int (axis 0 is the batch axis), "
+                             f"got {axis!r}")
+        self.axis = int(axis)
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise ValueError(f"{self!r}: axis {self.axis} is not a non-batch axis of input shape "
+                             f"{fmt_shape(input_shape)}")
+        a = self.axis % rank
+        c = input_shape[a - 1]
+        if c is None:
+            raise ValueError(f"{self!r}: needs a known number of channels on axis {self.axis}, "
+                             f"got input shape {fmt_shape(input_shape)}")
+        groups = c if self.groups == -1 else self.groups
+        if groups > c or c % groups:
+            raise ValueError(f"{self!r}: the {c} channels on axis {self.axis} (input shape "
+                             f"{fmt_shape(input_shape)}) do not split into groups={self.groups} "
+                             f"equal groups; give a divisor of {c} (or -1)")
+        self._a, self._groups = a, groups
+        self.param_shape = (c,)
+        self.free_axes = tuple(i for i in range(rank - 1) if i != a - 1)
+        return input_shape
+
+    def create_params(self, input_shape):
+        self.gamma = self.add_weight("gamma", self.param_shape, self.gamma_initializer) \
+            if self.scale else None
+        self.beta = self.add_weight("beta", self.param_shape, self.beta_initializer) \
+            if self.center else None
+        self._constants()
+
+    def call(self, x):
+        shape = tuple(int(d) for d in x.shape)
+        a, g, c = self._a, self._groups, shape[self._a]
+        if c != self.param_shape[0]:
+            raise ValueError(f"{self!r}: was built for {self.param_shape[0]} channels on axis "
+                             f"{self.axis}, got input shape {shape}")
+        # (batch, before the axis, group, channels of the group, after the axis)
+        grouped = ops.reshape(x, (shape[0], math.prod(shape[1:a]), g, c // g,
+                                  math.prod(shape[a + 1:])))
+        mean = ops.mean(grouped, axis=(1, 3, 4), keepdims=True)
+        centered = grouped - mean
+        var = ops.mean(ops.square(centered), axis=(1, 3, 4), keepdims=True)
+        y = ops.reshape(centered / ops.sqrt(var + self.epsilon), shape)
+        per_channel = tuple(c if k == a else 1 for k in range(len(shape)))
+        if self.gamma is not None:
+            y = y * ops.reshape(self.gamma, per_channel)
+        if self.beta is not None:
+            y = y + ops.reshape(self.beta, per_channel)
+        return y
+
+
+class UnitNormalization(Layer):
+    """Scales each sample to unit L2 norm along ``axis`` (an int or a list of ints, the batch
+    axis 0 excluded; Keras): ``x / max(||x||, 1e-12)``, as ``torch.nn.functional.normalize``.
+    Written with ``nb.ops``."""
+
+    supports_masking = True
+    free_axes = "all"
+    output_layout = "keep"
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        axes = list(axis) if isinstance(axis, (tuple, list)) else [axis]
+        if not axes or not all(_is_int(a) and a != 0 for a in axes):
+            raise ValueError(f"UnitNormalization {self.name!r}: axis must be a non-zero int or "
+                             f"a list of them (axis 0 is the batch axis), got {axis!r}")
+        self.axis = [int(a) for a in axes] if isinstance(axis, (tuple, list)) else int(axis)
+
+    def _axes(self, rank):
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        bad = [a for a in axes if not -rank <= a < rank or a % rank == 0]
+        if bad:
+            raise ValueError(f"{self!r}: axis {self.axis} is not a non-batch axis of inputs of "
+                             f"rank {rank} (the batch included)")
+        return tuple(sorted({a % rank for a in axes}))
+
+    def compute_output_shape(self, input_shape):
+        self._axes(len(input_shape) + 1)
+        return input_shape
+
+    def call(self, x):
+        return l2_normalize(x, self._axes(len(x.shape)), 1e-12)
 
 
 def l2_normalize(x, axis, epsilon):
