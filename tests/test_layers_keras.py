@@ -803,6 +803,12 @@ def test_activity_regularization_adds_the_keras_penalty(rng, tmp_path):
         h = reg(nb.ops.tanh(t))
         return [h, reg.losses[0]]
     assert gradcheck(fn, x + 0.1)           # input and penalty (|x| away from its kink)
+    # a call() returning its input passes the output's gradient on (it gave zeros before)
+    for layer in (L.ActivityRegularization(), L.ActivityRegularization(l1=0.1, l2=0.2)):
+        assert gradcheck(layer, x + 0.1)
+        g = rng.standard_normal(x.shape)
+        layer.forward(x, training=True)
+        np.testing.assert_array_equal(layer.backward(g), g)
     dense = L.Dense(3)
     model = nb.Sequential([dense, L.ActivityRegularization(l2=0.5), L.Dense(2)],
                           input_shape=(4,), dtype="float64")

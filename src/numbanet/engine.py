@@ -794,8 +794,8 @@ def backprop(entries, seeds, sink, input_ids=(), refuse=()):
                     if refuse and id(t) in refuse:
                         raise RuntimeError(_SECOND_ORDER)
                     live.add(id(t))
-    if not chosen:
-        return {i: None for i in input_ids}
+    if not chosen:          # nothing recorded leads to a seed: an input seeded itself (a
+        return {i: seeds.get(i) for i in input_ids}     # call() returning its input) or none
     # what depends on a wanted input or parameter
     dep = set(input_ids)
     memo = {}
