@@ -1,4 +1,4 @@
-"""Augmentation and spatial dropout: the CPU kernels against float64 references (and the
+"""Augmentation, spatial and Gaussian dropout: the CPU kernels against float64 references (and the
 backward kernels as exact transposes of the forward ones); the layers (gradcheck in training,
 identity at inference, seeding, statistics, config, bad arguments); the CUDA kernels and the
 layers on the CUDA backend in Numba's simulator; PTX of the CUDA kernels for sm_90."""
@@ -12,8 +12,9 @@ import numbanet as nb
 import reference as ref
 from numbanet.backend import get_backend, kernel_names
 from numbanet.kernels.cpu import augmentation as K
-from numbanet.layers.augmentation import (GaussianNoise, RandomFlip, RandomRotation,
-                                          RandomTranslation, RandomZoom, SpatialDropout2D)
+from numbanet.layers.augmentation import (GaussianDropout, GaussianNoise, RandomFlip,
+                                          RandomRotation, RandomTranslation, RandomZoom,
+                                          SpatialDropout2D)
 from numbanet.testing import gradcheck
 
 DTYPES = [np.float32, np.float64]
@@ -24,7 +25,7 @@ PUBLIC = sorted(["spatial_dropout2d_forward", "spatial_dropout2d_backward", "fli
                  "flip_backward", "translate_forward", "translate_backward", "warp_forward",
                  "warp_backward", "gaussian_noise_forward", "box_muller"])
 LAYERS = (SpatialDropout2D, RandomFlip, RandomTranslation, RandomRotation, RandomZoom,
-          GaussianNoise)
+          GaussianNoise, GaussianDropout)
 
 
 def assert_close(actual, expected, dtype):
@@ -183,7 +184,7 @@ def make(cls, seed=None, **kw):
     args = {SpatialDropout2D: dict(rate=0.5), RandomFlip: {},
             RandomTranslation: dict(height_factor=0.5, width_factor=(-0.4, 0.6)),
             RandomRotation: dict(factor=0.2), RandomZoom: dict(height_factor=(-0.3, 0.4)),
-            GaussianNoise: dict(stddev=0.7)}[cls]
+            GaussianNoise: dict(stddev=0.7), GaussianDropout: dict(rate=0.3)}[cls]
     return cls(**{**args, **kw}, seed=seed)
 
 
@@ -323,6 +324,28 @@ def test_gaussian_noise_statistics(rng):
     assert GaussianNoise(0.0).forward(x, training=True) is x
 
 
+def test_gaussian_dropout_keras_formula_and_statistics(rng):
+    """x * (1 + sqrt(rate / (1 - rate)) * z), z the layer generator's standard normals (the
+    draws GaussianNoise makes); mean 1 and Keras' standard deviation of the factor."""
+    x = rng.random((50, 3, 8, 8)) + 1.0
+    y = GaussianDropout(0.2, seed=3).forward(x, training=True)
+    z = np.random.default_rng(3).standard_normal(x.size).reshape(x.shape)
+    np.testing.assert_allclose(y, x * (1 + np.sqrt(0.2 / 0.8) * z), rtol=1e-14)
+    factor = y / x
+    assert abs(factor.mean() - 1.0) < 0.02 and abs(factor.std() - 0.5) < 0.02
+    assert GaussianDropout(0.0).forward(x, training=True) is x
+    g = rng.standard_normal(x.shape)
+    layer = GaussianDropout(0.2, seed=3)
+    layer.forward(x, training=True)
+    np.testing.assert_allclose(layer.backward(g), g * factor, rtol=1e-14)
+    model = nb.Sequential([nb.layers.Dense(4), GaussianDropout(0.3), nb.layers.Dense(1)],
+                          input_shape=(3,))
+    model.compile("adam", "mse")
+    hist = model.fit(rng.standard_normal((16, 3)), rng.standard_normal((16, 1)), epochs=3,
+                     batch_size=4, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+
+
 def test_spatial_dropout_statistics(rng):
     x = rng.random((200, 10, 3, 3)) + 1.0                 # no zeros in the input
     y = SpatialDropout2D(0.3, seed=4).forward(x, training=True)
@@ -377,6 +400,9 @@ def test_configs():
     (lambda: RandomRotation(0.1, fill_value=float("nan")), "fill_value must be a finite"),
     (lambda: RandomZoom((-1.0, 0.2)), r"height_factor must be .* above -1.*\(-1.0, 0.2\)"),
     (lambda: RandomZoom(0.2, 1.5), "width_factor must be .* above -1.*1.5"),
+    (lambda: GaussianDropout(1.0, name="g"), r"GaussianDropout 'g': rate must be a float in "
+                                             r"\[0, 1\), got 1.0"),
+    (lambda: GaussianDropout(None), "rate must be"),
 ])
 def test_bad_arguments(make_bad, match):
     with pytest.raises(ValueError, match=match):
@@ -523,6 +549,13 @@ def test_cuda_layers(gpu, rng):
     assert layer.backward(dg) is dg
     y2 = be.to_numpy(on_cuda(GaussianNoise(0.5, seed=4)).forward(dx, training=True))
     np.testing.assert_array_equal(y1, y2)
+
+    layer = on_cuda(GaussianDropout(0.5, seed=5))
+    y = be.to_numpy(layer.forward(dx, training=True))
+    u = be.to_numpy(be.uniform((2 * x.size,), np.float64, np.random.default_rng(5)))
+    factor = 1.0 + ref.box_muller(u).reshape(x.shape)            # sqrt(0.5 / 0.5) = 1
+    assert_close(y, x * factor, np.float64)
+    assert_close(be.to_numpy(layer.backward(dg)), g * factor, np.float64)
 
     for cls in LAYERS:
         layer = on_cuda(make(cls, seed=0))

@@ -15,7 +15,7 @@ L = nb.layers
 NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
        "Cropping2D", "UpSampling1D", "Rescaling", "Normalization", "Attention",
        "AdditiveAttention", "Dot", "PReLU", "ActivityRegularization",
-       "GroupNormalization", "UnitNormalization"]
+       "GroupNormalization", "UnitNormalization", "GaussianDropout", "Cropping1D"]
 
 
 def _round_trip(layer):
@@ -926,3 +926,66 @@ def test_unit_normalization_zero_rows_model_and_bad_arguments(rng, tmp_path):
             L.UnitNormalization(axis=bad, name="u")
     with pytest.raises(ValueError, match=r"axis 3 is not a non-batch axis of inputs of rank 2"):
         L.UnitNormalization(axis=3)(xs)
+
+
+# ----------------------------------------------------------------------------------- Cropping1D
+@pytest.mark.parametrize("data_format", [None, "channels_first"])
+@pytest.mark.parametrize("cropping, pair", [(1, (1, 1)), ((0, 2), (0, 2)), ((2, 0), (2, 0))])
+def test_cropping1d(rng, data_format, cropping, pair):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 5, 4))
+    layer = L.Cropping1D(cropping, data_format=data_format)
+    steps = 2 if data_format == "channels_first" else 1
+    tx = torch.tensor(x).narrow(steps, pair[0], x.shape[steps] - sum(pair))
+    np.testing.assert_array_equal(np.asarray(layer(x)), tx.numpy())
+    assert gradcheck(L.Cropping1D(cropping, data_format=data_format), x)
+    assert _round_trip(layer).cropping == pair and layer.get_config()["cropping"] == list(pair)
+    # the inverse of ZeroPadding1D
+    np.testing.assert_array_equal(np.asarray(layer(L.ZeroPadding1D(
+        cropping, data_format=data_format)(x))), x)
+
+
+def test_cropping1d_in_models_and_bad_arguments(rng, tmp_path):
+    assert L.Cropping1D().get_config()["cropping"] == [1, 1]          # Keras' default
+    ids, y = rng.integers(1, 9, (8, 6)), rng.standard_normal((8, 1))
+    model = nb.Sequential([L.Embedding(9, 4), L.Cropping1D((1, 2)),
+                           L.Conv1D(2, 2, data_format="channels_last"),
+                           L.GlobalAveragePooling1D(), L.Dense(1)])
+    model.compile("adam", "mse")
+    hist = model.fit(ids, y, epochs=3, batch_size=4, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    _save_load(model, ids, tmp_path)
+    inp = nb.Input((None, 4))
+    fn = nb.Model(inp, L.Cropping1D(2)(inp))
+    assert fn.predict(rng.standard_normal((1, 7, 4))).shape == (1, 3, 4)
+    with pytest.raises(ValueError, match=r"Cropping1D 'c': cropping must be an int or a pair "
+                                         r"\(before, after\) of ints >= 0, got -1"):
+        L.Cropping1D(-1, name="c")
+    with pytest.raises(ValueError, match=r"cropping \(2, 3\) leaves nothing of 5 steps"):
+        L.Cropping1D((2, 3))(rng.standard_normal((1, 5, 2)))
+    with pytest.raises(ValueError, match=r"cropping \(2, 2\) leaves nothing of 4 steps"):
+        fn_small = nb.Model(inp, L.Cropping1D((2, 2))(inp))
+        fn_small.predict(rng.standard_normal((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"Cropping1D .*whose output is \(batch, channels, "
+                                         r"length\)"):
+        L.Cropping1D()(L.Conv1D(2, 3)(nb.Input((4, 10))))
+    with pytest.raises(ValueError, match=r"expects 3-D input"):
+        L.Cropping1D()(rng.standard_normal((2, 3)))
+
+
+def test_new_layers_on_the_cuda_backend_match_the_cpu(allow_cuda, rng):
+    """Dot, PReLU, GroupNormalization, UnitNormalization, Cropping1D and ActivityRegularization
+    on the CUDA backend (Numba's simulator here) as on the CPU, training there too."""
+    x = rng.standard_normal((2, 5, 4))
+    inp = nb.Input((5, 4), dtype="float64")
+    h = L.Cropping1D((1, 0))(inp)
+    h = L.PReLU(alpha_initializer=nb.initializers.Constant(0.2), shared_axes=[1])(h)
+    h = L.GroupNormalization(2, axis=-1)(h)
+    h = L.ActivityRegularization(l2=0.01)(L.UnitNormalization()(h))
+    out = L.Dot((2, 2), normalize=True)([h, inp])
+    model = nb.Model(inp, out)
+    want = model.predict(x)
+    gpu = model.to("cuda")
+    np.testing.assert_allclose(gpu.predict(x), want, rtol=1e-10, atol=1e-12)
+    gpu.compile("sgd", "mse")
+    assert np.isfinite(gpu.train_on_batch(x, rng.standard_normal((2, 4, 5))))

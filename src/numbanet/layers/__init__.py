@@ -1,8 +1,8 @@
 """Layers (Keras names, PyTorch's NCHW image layout)."""
 from .attention import (AdditiveAttention, Attention, MultiHeadAttention, PositionalEmbedding,
                         SinePositionEncoding, TransformerDecoder, TransformerEncoder)
-from .augmentation import (GaussianNoise, RandomFlip, RandomRotation, RandomTranslation,
-                           RandomZoom, SpatialDropout2D)
+from .augmentation import (GaussianDropout, GaussianNoise, RandomFlip, RandomRotation,
+                           RandomTranslation, RandomZoom, SpatialDropout2D)
 from ..registry import Registry
 from .base import Layer
 from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalAveragePooling2D,
@@ -15,8 +15,8 @@ from .normalization import (BatchNormalization, GroupNormalization, LayerNormali
                             UnitNormalization)
 from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
-from .reshaping import (Cropping2D, Identity, RepeatVector, TimeDistributed, UpSampling1D,
-                        ZeroPadding1D, ZeroPadding2D)
+from .reshaping import (Cropping1D, Cropping2D, Identity, RepeatVector, TimeDistributed,
+                        UpSampling1D, ZeroPadding1D, ZeroPadding2D)
 from .sequence import (AveragePooling1D, AvgPool1D, Conv1D, Embedding, GlobalAveragePooling1D,
                        GlobalMaxPooling1D, Masking, MaxPool1D, MaxPooling1D)
 
@@ -35,7 +35,7 @@ for _cls in (
         SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
         Normalization, Attention, AdditiveAttention, Dot, PReLU, ActivityRegularization,
-        GroupNormalization, UnitNormalization):
+        GroupNormalization, UnitNormalization, GaussianDropout, Cropping1D):
     REGISTRY.register(_cls)
 del _cls
 

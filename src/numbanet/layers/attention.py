@@ -795,7 +795,8 @@ class Attention(Seeded, Layer):
             scores = scores - ops.subtract(1.0, keep) * 1e9
         weights = ops.softmax(scores, axis=-1)
         if training and self.dropout > 0.0:
-            u = self.backend.uniform((n, tq, tv), self.dtype, self.rng)
+            u = engine.Tensor(self.backend.uniform((n, tq, tv), self.dtype, self.rng),
+                              self.backend)
             weights = weights * (ops.greater_equal(u, self.dropout) * (1.0 / (1.0 - self.dropout)))
         out = ops.matmul(weights, v)
         if q_mask is not None:

@@ -1,5 +1,6 @@
 """Random layers active only in training: SpatialDropout2D, RandomFlip, RandomTranslation,
-RandomRotation, RandomZoom and GaussianNoise (NCHW images for all but the last).
+RandomRotation, RandomZoom, GaussianNoise and GaussianDropout (NCHW images for the first
+five).
 
 With ``training=False`` each is the identity, forward and backward. In training each call draws
 new random numbers from the layer's own numpy Generator (``seed=`` or, without one, spawned from
@@ -14,11 +15,12 @@ import math
 
 import numpy as np
 
+from .. import engine, ops
 from ..kernels.scalar import FILL_MODES
 from .base import Layer, Seeded
 
 __all__ = ["SpatialDropout2D", "RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom",
-           "GaussianNoise"]
+           "GaussianNoise", "GaussianDropout"]
 
 
 def _is_real(value):
@@ -39,6 +41,18 @@ class _RandomLayer(Seeded, Layer):
 
     def create_params(self, input_shape):
         self._new_rng()
+
+    def _standard_normal(self, size):
+        """``size`` standard normal draws as a flat backend array: on a device the backend's
+        uniforms go through the ``box_muller`` kernel there (no host draw, no transfer); on the
+        CPU the layer's generator draws them (numpy's ziggurat: ~3x faster than uniforms and
+        Box-Muller)."""
+        be = self.backend
+        if be.is_device:
+            noise = be.empty((size,), self.dtype)
+            be.box_muller(be.uniform((2 * size,), self.dtype, self.rng), noise)
+            return noise
+        return self.rng.standard_normal(size, dtype=self.dtype)
 
 
 class _ImageLayer(_RandomLayer):
@@ -302,11 +316,7 @@ class GaussianNoise(_RandomLayer):
             return x, None
         be = self.backend
         size = int(np.prod(x.shape))
-        if be.is_device:            # generated on the device: no host draw, no transfer
-            noise = be.empty((size,), self.dtype)
-            be.box_muller(be.uniform((2 * size,), self.dtype, self.rng), noise)
-        else:                       # numpy's ziggurat: ~3x faster than uniforms + Box-Muller
-            noise = self.rng.standard_normal(size, dtype=self.dtype)
+        noise = self._standard_normal(size)
         out = be.empty(x.shape, self.dtype)
         be.gaussian_noise_forward(x.reshape(size), noise, self.stddev, out.reshape(size))
         return out, None
@@ -314,3 +324,28 @@ class GaussianNoise(_RandomLayer):
     def _backward(self, ctx, grad_out, sink, need):
         """The noise does not depend on the input: the gradient passes through unchanged."""
         return grad_out if need else None
+
+
+class GaussianDropout(_RandomLayer):
+    """Multiplicative Gaussian noise in training (Keras): ``x * (1 + stddev * z)`` with ``z``
+    standard normal and ``stddev = sqrt(rate / (1 - rate))`` (the variance of inverted dropout
+    at ``rate``, mean 1); the identity in inference. The draws are GaussianNoise's (same
+    generator and seeding); the product is written with ``nb.ops``, so the gradient is the
+    input's factor."""
+
+    supports_masking = True
+    output_layout = "keep"
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if not _is_real(rate) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"{self._where()}: rate must be a float in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x
+        shape = tuple(int(d) for d in x.shape)
+        z = ops.reshape(engine.Tensor(self._standard_normal(math.prod(shape)), self.backend),
+                        shape)
+        return x * (z * math.sqrt(self.rate / (1.0 - self.rate)) + 1.0)

@@ -1,7 +1,7 @@
 """Keras' reshaping and wrapper layers written with ``nb.ops`` (their gradients come from the
 tape of the call): Identity, RepeatVector, TimeDistributed, ZeroPadding1D, ZeroPadding2D,
-Cropping2D and UpSampling1D. Images are NCHW, as for Conv2D; 1-D inputs are (batch, steps,
-features) unless ``data_format="channels_first"`` says (batch, channels, length)."""
+Cropping1D, Cropping2D and UpSampling1D. Images are NCHW, as for Conv2D; 1-D inputs are
+(batch, steps, features) unless ``data_format="channels_first"`` says (batch, channels, length)."""
 import numpy as np
 
 from .. import engine, ops
@@ -10,7 +10,7 @@ from .base import Layer, check_positive_int, fmt_shape
 from .sequence import _LAYOUT_TEXT, _StepsFirst1D
 
 __all__ = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
-           "Cropping2D", "UpSampling1D"]
+           "Cropping1D", "Cropping2D", "UpSampling1D"]
 
 
 class Identity(Layer):
@@ -203,6 +203,41 @@ class ZeroPadding1D(_Steps1D, Layer):
 
     def call(self, x):
         return _pad(self, x, [self.padding], 1 + self._steps_axis)
+
+
+class Cropping1D(_Steps1D, Layer):
+    """Removes steps at the start and end of (batch, steps, features) input (Keras), or of
+    (batch, channels, length) with ``data_format="channels_first"``. ``cropping``: an int (both
+    ends) or a pair (start, end)."""
+
+    def __init__(self, cropping=(1, 1), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Cropping1D {self.name!r}"
+        self.cropping = _padding_pairs(cropping, 1, "cropping", where, "")[0]
+        self._set_data_format(data_format, where)
+
+    def _cropped(self, steps):
+        if steps is None:
+            return None
+        left = steps - self.cropping[0] - self.cropping[1]
+        if left < 1:
+            raise ValueError(f"{self!r}: cropping {self.cropping} leaves nothing of {steps} "
+                             f"steps")
+        return left
+
+    def compute_output_shape(self, input_shape):
+        self._check_rank(input_shape)
+        out = list(input_shape)
+        out[self._steps_axis] = self._cropped(out[self._steps_axis])
+        return tuple(out)
+
+    def call(self, x):
+        axis = 1 + self._steps_axis
+        steps = int(x.shape[axis])
+        self._cropped(steps)
+        key = [slice(None)] * 3
+        key[axis] = slice(self.cropping[0], steps - self.cropping[1])
+        return ops.getitem(x, tuple(key))
 
 
 class UpSampling1D(_Steps1D, Layer):
