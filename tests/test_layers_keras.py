@@ -15,7 +15,8 @@ L = nb.layers
 NEW = ["Identity", "RepeatVector", "TimeDistributed", "ZeroPadding1D", "ZeroPadding2D",
        "Cropping2D", "UpSampling1D", "Rescaling", "Normalization", "Attention",
        "AdditiveAttention", "Dot", "PReLU", "ActivityRegularization",
-       "GroupNormalization", "UnitNormalization", "GaussianDropout", "Cropping1D"]
+       "GroupNormalization", "UnitNormalization", "GaussianDropout", "Cropping1D",
+       "CategoryEncoding"]
 
 
 def _round_trip(layer):
@@ -989,3 +990,92 @@ def test_new_layers_on_the_cuda_backend_match_the_cpu(allow_cuda, rng):
     np.testing.assert_allclose(gpu.predict(x), want, rtol=1e-10, atol=1e-12)
     gpu.compile("sgd", "mse")
     assert np.isfinite(gpu.train_on_batch(x, rng.standard_normal((2, 4, 5))))
+
+
+# ------------------------------------------------------------------------------ CategoryEncoding
+def test_category_encoding_keras_docstring_examples():
+    ids = np.array([[0, 1], [0, 0], [1, 2], [3, 1]])
+    np.testing.assert_array_equal(np.asarray(L.CategoryEncoding(4, "one_hot")(
+        np.array([3, 2, 0, 1]))), np.eye(4)[[3, 2, 0, 1]])
+    np.testing.assert_array_equal(np.asarray(L.CategoryEncoding(num_tokens=4)(ids)),
+                                  [[1, 1, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0], [0, 1, 0, 1]])
+    weights = np.array([[.1, .2], [.1, .1], [.2, .3], [.4, .2]])
+    np.testing.assert_allclose(np.asarray(L.CategoryEncoding(4, output_mode="count")(
+        ids, count_weights=weights)), [[.1, .2, 0, 0], [.2, 0, 0, 0], [0, .2, .3, 0],
+                                       [0, .2, 0, .4]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(7,), (7, 1), (7, 3), (1, 5)])
+def test_category_encoding_matches_torch(shape, rng):
+    torch = pytest.importorskip("torch")
+    ids = rng.integers(0, 6, shape)
+    hot = torch.nn.functional.one_hot(torch.tensor(ids), 6).double()
+    one = np.asarray(L.CategoryEncoding(6, "one_hot")(ids))
+    want = hot.numpy()
+    if len(shape) == 2 and shape[1] == 1:
+        want = want[:, 0]
+    np.testing.assert_array_equal(one, want)
+    rows = hot if len(shape) == 2 else hot[:, None]
+    np.testing.assert_array_equal(np.asarray(L.CategoryEncoding(6)(ids)),
+                                  rows.amax(1).numpy())
+    np.testing.assert_array_equal(np.asarray(L.CategoryEncoding(6, "count")(ids)),
+                                  rows.sum(1).numpy())
+    np.testing.assert_array_equal(np.asarray(L.CategoryEncoding(6, "count")(ids)),
+                                  [np.bincount(np.ravel(r), minlength=6) for r in ids])
+    w = rng.standard_normal(shape)
+    want = (rows * torch.tensor(w if len(shape) == 2 else w[:, None])[..., None]).sum(1)
+    layer = L.CategoryEncoding(6, "count", dtype="float64")
+    np.testing.assert_allclose(np.asarray(layer(ids, count_weights=w)), want.numpy(),
+                               rtol=1e-14)
+    assert gradcheck(lambda t: layer(ids, count_weights=t), w)       # d out / d count_weights
+
+
+def test_category_encoding_in_models_config_and_bad_arguments(rng, tmp_path):
+    ids, y = rng.integers(0, 5, (16, 3)), rng.standard_normal((16, 1))
+    model = nb.Sequential([L.CategoryEncoding(5, "count", input_shape=(3,)), L.Dense(1)])
+    assert model.output_shape == (1,)
+    model.compile("adam", "mse")
+    hist = model.fit(ids, y, epochs=5, batch_size=4, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_load(model, ids, tmp_path)
+    inp, w = nb.Input((None,), dtype="int32"), nb.Input((None,))
+    fn = nb.Model([inp, w], L.CategoryEncoding(5, "count")(inp, count_weights=w))
+    np.testing.assert_allclose(fn.predict([ids[:2], np.ones((2, 3))]),
+                               [np.bincount(r, minlength=5) for r in ids[:2]])
+    assert fn.predict([ids[:2, :2], np.ones((2, 2))]).shape == (2, 5)   # k may change
+    layer = L.CategoryEncoding(num_tokens=9, output_mode="binary", name="c")
+    assert layer.output_mode == "multi_hot" and _round_trip(layer).num_tokens == 9
+    assert layer.get_config() == {"name": "c", "dtype": None, "num_tokens": 9,
+                                  "output_mode": "multi_hot"}
+    with pytest.raises(ValueError, match=r"CategoryEncoding 'c': num_tokens must be set"):
+        L.CategoryEncoding(name="c")
+    with pytest.raises(ValueError, match=r"num_tokens must be a positive integer, got 0"):
+        L.CategoryEncoding(0)
+    with pytest.raises(ValueError, match=r"output_mode must be one of 'multi_hot', 'one_hot', "
+                                         r"'count', got 'tf_idf'"):
+        L.CategoryEncoding(3, "tf_idf")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'sparse'"):
+        L.CategoryEncoding(3, sparse=True)
+    with pytest.raises(ValueError, match=r"ids must be integers in \[0, 3\) \(num_tokens=3\), "
+                                         r"got 3"):
+        L.CategoryEncoding(3)(np.array([[0, 3]]))
+    with pytest.raises(ValueError, match=r"got -1"):
+        L.CategoryEncoding(3)(np.array([[-1, 0]]))
+    with pytest.raises(ValueError, match=r"got 1.5"):
+        L.CategoryEncoding(3)(np.array([[1.5, 0.0]]))
+    with pytest.raises(ValueError, match=r"count_weights is for output_mode='count', not "
+                                         r"'multi_hot'"):
+        L.CategoryEncoding(3)(np.array([[1, 0]]), count_weights=np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"count_weights must have the ids' shape \(1, 2\), "
+                                         r"got \(1, 3\)"):
+        L.CategoryEncoding(3, "count")(np.array([[1, 0]]), count_weights=np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"expects ids of shape \(batch,\) or \(batch, k\)"):
+        L.CategoryEncoding(3)(np.zeros((2, 2, 2), dtype=int))
+
+
+def test_category_encoding_on_the_cuda_backend(allow_cuda, rng):
+    ids = rng.integers(0, 4, (3, 5))
+    model = nb.Sequential([L.CategoryEncoding(4, "count"), L.Dense(2)], input_shape=(5,),
+                          dtype="float64")
+    want = model.predict(ids)
+    np.testing.assert_allclose(model.to("cuda").predict(ids), want, rtol=1e-10)

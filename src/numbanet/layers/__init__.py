@@ -13,7 +13,7 @@ from .core import (ELU, GELU, Activation, ActivityRegularization, Dense, Dropout
 from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from .normalization import (BatchNormalization, GroupNormalization, LayerNormalization,
                             UnitNormalization)
-from .preprocessing import Normalization, Rescaling
+from .preprocessing import CategoryEncoding, Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from .reshaping import (Cropping1D, Cropping2D, Identity, RepeatVector, TimeDistributed,
                         UpSampling1D, ZeroPadding1D, ZeroPadding2D)
@@ -35,7 +35,8 @@ for _cls in (
         SinePositionEncoding, TransformerEncoder, TransformerDecoder, Identity, RepeatVector,
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
         Normalization, Attention, AdditiveAttention, Dot, PReLU, ActivityRegularization,
-        GroupNormalization, UnitNormalization, GaussianDropout, Cropping1D):
+        GroupNormalization, UnitNormalization, GaussianDropout, Cropping1D,
+        CategoryEncoding):
     REGISTRY.register(_cls)
 del _cls
 

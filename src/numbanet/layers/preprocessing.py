@@ -1,11 +1,12 @@
-"""Keras' Rescaling and Normalization preprocessing layers, written with ``nb.ops``."""
+"""Keras' Rescaling, Normalization and CategoryEncoding preprocessing layers, written with
+``nb.ops``."""
 import numpy as np
 
 from .. import engine, ops
 from .. import validation as V
 from .base import Layer, fmt_shape
 
-__all__ = ["Rescaling", "Normalization"]
+__all__ = ["Rescaling", "Normalization", "CategoryEncoding"]
 
 #: Keras' backend.epsilon(): the floor of the standard deviation Normalization divides by
 EPSILON = 1e-7
@@ -147,3 +148,73 @@ class Normalization(Layer):
         mean, var = self._broadcast("mean"), self._broadcast("variance")
         std = ops.maximum(ops.sqrt(var), EPSILON)
         return mean + x * std if self.invert else (x - mean) / std
+
+
+class CategoryEncoding(Layer):
+    """Integer ids in [0, num_tokens) to float vectors of ``num_tokens`` entries (Keras).
+
+    ``output_mode="multi_hot"``: (batch, k) ids -> (batch, num_tokens), 1 for each id present
+    in the sample; ``"count"``: how many times each occurs (weighted by the call argument
+    ``count_weights``, of the ids' shape, when given; the output is differentiable in them);
+    ``"one_hot"``: (batch,) or (batch, 1) -> (batch, num_tokens), (batch, k) ->
+    (batch, k, num_tokens). A (batch,) input is one id per sample in every mode (Keras'
+    multi_hot and count would encode the whole batch as one sample). Ids out of range are a
+    ValueError. Written with ``nb.ops`` (comparisons with 0..num_tokens-1, then a max or a
+    sum); ``sparse=True`` is not supported."""
+
+    input_kind = "int"
+    tensor_kwargs = ("count_weights",)
+    MODES = ("multi_hot", "one_hot", "count")
+
+    def __init__(self, num_tokens=None, output_mode="multi_hot", **kwargs):
+        super().__init__(**kwargs)
+        where = f"CategoryEncoding {self.name!r}"
+        if num_tokens is None:
+            raise ValueError(f"{where}: num_tokens must be set (the number of distinct ids, "
+                             f"which are 0..num_tokens-1), got None")
+        self.num_tokens = V.Integer(1)(num_tokens, "num_tokens", where)
+        if output_mode == "binary":                 # Keras' former name
+            output_mode = "multi_hot"
+        self.output_mode = V.OneOf(*self.MODES)(output_mode, "output_mode", where)
+
+    @property
+    def free_axes(self):
+        """The number of ids per sample may change between calls, except for one_hot (whose
+        output keeps that axis unless it is 1)."""
+        return None if self.output_mode == "one_hot" else "all"
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) > 1:
+            raise ValueError(f"{self!r}: expects ids of shape (batch,) or (batch, k), got input "
+                             f"shape {fmt_shape(input_shape)}")
+        if self.output_mode == "one_hot" and input_shape and input_shape[0] != 1:
+            return (input_shape[0], self.num_tokens)
+        return (self.num_tokens,)
+
+    def call(self, inputs, count_weights=None):
+        be = self.backend
+        ids = be.to_numpy(inputs.value)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_tokens or
+                         (ids.dtype.kind == "f" and not np.all(ids == np.floor(ids)))):
+            bad = ids[(ids < 0) | (ids >= self.num_tokens) | (ids != np.floor(ids))][0]
+            raise ValueError(f"{self!r}: ids must be integers in [0, {self.num_tokens}) "
+                             f"(num_tokens={self.num_tokens}), got {bad.item()!r}")
+        if count_weights is not None:
+            if self.output_mode != "count":
+                raise ValueError(f"{self!r}: count_weights is for output_mode='count', not "
+                                 f"{self.output_mode!r}")
+            if tuple(count_weights.shape) != tuple(inputs.shape):
+                raise ValueError(f"{self!r}: count_weights must have the ids' shape "
+                                 f"{tuple(inputs.shape)}, got {tuple(count_weights.shape)}")
+        n = int(inputs.shape[0])
+        k = int(inputs.shape[1]) if len(inputs.shape) == 2 else 1
+        tokens = engine.Tensor(be.asarray(np.arange(self.num_tokens, dtype=self.dtype)), be)
+        hot = ops.equal(ops.reshape(ops.cast(inputs, self.dtype), (n, k, 1)), tokens)
+        if self.output_mode == "one_hot":
+            return ops.reshape(hot, (n, self.num_tokens) if k == 1 or len(inputs.shape) == 1
+                               else (n, k, self.num_tokens))
+        if self.output_mode == "multi_hot":
+            return ops.max(hot, axis=1)
+        if count_weights is not None:
+            hot = hot * ops.reshape(ops.cast(count_weights, self.dtype), (n, k, 1))
+        return ops.sum(hot, axis=1)
