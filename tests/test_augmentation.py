@@ -324,7 +324,7 @@ def test_gaussian_noise_statistics(rng):
     assert GaussianNoise(0.0).forward(x, training=True) is x
 
 
-def test_gaussian_dropout_keras_formula_and_statistics(rng):
+def test_gaussian_dropout_keras_formula_and_statistics(rng, tmp_path):
     """x * (1 + sqrt(rate / (1 - rate)) * z), z the layer generator's standard normals (the
     draws GaussianNoise makes); mean 1 and Keras' standard deviation of the factor."""
     x = rng.random((50, 3, 8, 8)) + 1.0
@@ -341,9 +341,13 @@ def test_gaussian_dropout_keras_formula_and_statistics(rng):
     model = nb.Sequential([nb.layers.Dense(4), GaussianDropout(0.3), nb.layers.Dense(1)],
                           input_shape=(3,))
     model.compile("adam", "mse")
-    hist = model.fit(rng.standard_normal((16, 3)), rng.standard_normal((16, 1)), epochs=3,
-                     batch_size=4, verbose=0)
+    xs = rng.standard_normal((16, 3))
+    hist = model.fit(xs, rng.standard_normal((16, 1)), epochs=3, batch_size=4, verbose=0)
     assert np.isfinite(hist.history["loss"]).all()
+    model.save(tmp_path / "m.npz")
+    loaded = nb.load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(xs), model.predict(xs))
+    assert loaded.layers[1].get_config() == model.layers[1].get_config()
 
 
 def test_spatial_dropout_statistics(rng):

@@ -19,8 +19,8 @@ from .base import Layer, Seeded, check_positive_int, check_step_mask, fmt_shape
 from .core import Dense, Dropout
 from .normalization import LayerNormalization
 
-__all__ = ["Attention", "AdditiveAttention", "MultiHeadAttention", "PositionalEmbedding", "SinePositionEncoding",
-           "TransformerEncoder", "TransformerDecoder"]
+__all__ = ["Attention", "AdditiveAttention", "MultiHeadAttention", "PositionalEmbedding",
+           "SinePositionEncoding", "TransformerEncoder", "TransformerDecoder"]
 
 
 def _bmm(be, a, b, batch, a_strides, b_strides, m, n, k, lda, ldb, ta, tb, out):
