@@ -1079,3 +1079,19 @@ def test_category_encoding_on_the_cuda_backend(allow_cuda, rng):
                           dtype="float64")
     want = model.predict(ids)
     np.testing.assert_allclose(model.to("cuda").predict(ids), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["dot", "concat", "additive"])
+def test_attention_edge_shapes(kind, rng):
+    """One query, one value, one feature; a query longer than the values with the causal
+    mask (its later rows see every value)."""
+    pytest.importorskip("torch")
+    for q, v, k in (((1, 1, 1), (1, 1, 2), (1, 1, 1)), ((3, 6, 2), (3, 2, 3), (3, 2, 2))):
+        q, v, k = (rng.standard_normal(s) for s in (q, v, k))
+        layer = L.AdditiveAttention() if kind == "additive" else \
+            L.Attention(use_scale=True, score_mode=kind)
+        out, w = layer([q, v, k], return_attention_scores=True, use_causal_mask=True)
+        want_out, want_w = _torch_attention(q, v, k, _scores(kind, layer.get_weights()),
+                                            causal=True)
+        np.testing.assert_allclose(np.asarray(out), want_out, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(np.asarray(w), want_w, rtol=1e-12, atol=1e-13)
