@@ -124,11 +124,12 @@ def test_layers_and_schedules_registries():
 # ------------------------------------------------------------------ declarations and configs
 def test_declared_losses_have_signatures_and_configs_from_them():
     sig = inspect.signature(nb.losses.Tversky)
-    assert list(sig.parameters) == ["alpha", "beta", "smooth", "name"]
+    assert list(sig.parameters) == ["alpha", "beta", "smooth", "name", "reduction"]
     loss = nb.losses.Tversky(0.2, 0.8, name="t")
-    assert loss.get_config() == {"alpha": 0.2, "beta": 0.8, "smooth": 1e-7, "name": "t"}
+    assert loss.get_config() == {"alpha": 0.2, "beta": 0.8, "smooth": 1e-7, "name": "t",
+                                 "reduction": "sum_over_batch_size"}
     assert list(inspect.signature(nb.losses.BinaryCrossentropy).parameters) == \
-        ["from_logits", "class_weight", "name"]
+        ["from_logits", "class_weight", "name", "reduction"]
     with pytest.raises(TypeError, match="Huber"):
         nb.losses.Huber(1.0, "h", 3)
 
@@ -150,7 +151,7 @@ def test_a_new_pointwise_loss_is_a_declaration(rng):
         kernel = "mse"
     y, p = rng.standard_normal((2, 5, 3))
     assert Scaled()(y, p) == pytest.approx(nb.losses.MeanSquaredError()(y, p))
-    assert Scaled().get_config() == {"name": "Scaled"}
+    assert Scaled().get_config() == {"name": "Scaled", "reduction": "sum_over_batch_size"}
 
 
 def test_class_weights_are_one_implementation(rng):

@@ -2,14 +2,16 @@
 
 ``<loss>_forward(y_true, y_pred, [hyper...], weights, out)`` writes
 ``out[0] = sum_i weights[i] * l_i / N`` for (N, D) C-contiguous ``y_true``/``y_pred`` and (N,)
-``weights`` of ``y_pred``'s dtype, accumulated in float64; ``<loss>_backward(..., weights, grad)``
-writes its gradient with respect to ``y_pred`` (row i scaled by ``weights[i] / N``; ``grad`` may
-alias ``y_pred``). The per-sample loss ``l_i`` is the mean over the sample's D elements for
-elementwise losses (mse, mae, huber, log_cosh, msle, hinge, squared_hinge, binary crossentropy and
-binary focal), the sum over the D classes for crossentropies, categorical focal and KL divergence,
-and one number per sample for Dice / Jaccard / Tversky (soft scores over the sample's elements).
-The two embedding losses take their own inputs (``contrastive``: x1, x2, y; ``triplet_margin``:
-anchor, positive, negative) and write one gradient per embedding input.
+``weights`` of ``y_pred``'s dtype, accumulated in float64 (an ``out`` of N entries, N != 1, gets
+the weighted per-sample losses ``weights[i] * l_i`` instead: the values of reduction=None);
+``<loss>_backward(..., weights, grad)`` writes its gradient with respect to ``y_pred`` (row i
+scaled by ``weights[i] / N``; ``grad`` may alias ``y_pred``). The per-sample loss ``l_i`` is the
+mean over the sample's D elements for elementwise losses (mse, mae, huber, log_cosh, msle, hinge,
+squared_hinge, binary crossentropy and binary focal), the sum over the D classes for
+crossentropies, categorical focal and KL divergence, and one number per sample for Dice /
+Jaccard / Tversky (soft scores over the sample's elements). The two embedding losses take their
+own inputs (``contrastive``: x1, x2, y; ``triplet_margin``: anchor, positive, negative) and write
+one gradient per embedding input.
 
 Probability inputs follow Keras: clipped to [eps, 1 - eps] (categorical ones first divided by
 their row sum), with the exact gradient of that clipped expression (zero where clipping binds).
@@ -302,14 +304,21 @@ def _{stem}_row_grad(y_true, y_pred, r{args}, k, grad):
 """
 
 # The public kernels: out[0] = scale * sum_r w_r l_r / N (N elements for a mean over elements)
-# and its gradient, each compiled serially for inputs below the parallel threshold and with
-# parallel=True above, each copy at its first use (_threads.split_parallel).
+# or, when ``out`` has one entry per row instead, out[r] = scale * w_r l_r (over the row's D
+# elements for a mean), and its gradient, each compiled serially for inputs below the parallel
+# threshold and with parallel=True above, each copy at its first use (_threads.split_parallel).
 _KERNELS = """
 def {name}_forward({inputs}, {hyper}weights, out):
-    {check}total = 0.0
+    {check}rows = out.size != 1
+    k = {row_scale}
+    total = 0.0
     for r in prange({x}.shape[0]):
-        total += weights[r] * {row}({inputs}, r{args})
-    out[0] = {scale} * total / {x}.{count}
+        v = weights[r] * {row}({inputs}, r{args})
+        if rows:
+            out[r] = v * k
+        total += v
+    if not rows:
+        out[0] = {scale} * total / {x}.{count}
 
 
 def {name}_backward({inputs}, {hyper}weights, {grads}):
@@ -352,6 +361,8 @@ def _make(loss):
             args="".join(", " + a for a in loss.args.split(", ") if a),
             grads=", ".join(loss.grads),
             count="size" if loss.pointwise and not loss.per_row else "shape[0]",
+            row_scale=f"{loss.scale} / {x}.shape[1]" if loss.pointwise and not loss.per_row
+            else loss.scale,
             check=f"_check_labels(labels, {x}.shape[1])\n    " if "labels" in loss.inputs else "")
     par_min = _PAR_MIN_CHEAP if loss.cheap else _PAR_MIN
     for suffix, options in (("_forward", {"fastmath": _FM}), ("_backward", {})):

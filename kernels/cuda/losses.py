@@ -1,6 +1,7 @@
 """Loss kernels on the GPU with per-sample weights: the same names, arguments and semantics as
-kernels/cpu/losses.py (``out[0] = sum_i weights[i] * l_i / N``; gradients of that, ``grad`` may
-alias ``y_pred``), per-element maths from kernels/scalar.py. Every call is one launch:
+kernels/cpu/losses.py (``out[0] = sum_i weights[i] * l_i / N``, or ``out[i] = weights[i] * l_i``
+for an ``out`` of N != 1 entries; gradients of the former, ``grad`` may alias ``y_pred``),
+per-element maths from kernels/scalar.py. Every call is one launch:
 
 * elementwise losses: a grid-stride loop over the flat arrays (sample index ``i // D`` picks the
   weight); the forward accumulates float64 per thread and ends in a deterministic grid reduction
@@ -58,6 +59,13 @@ def _pointwise(loss):
 
     def fwd(t: A1, p: A1, a: Float, b: Float, c: Float, e: Float, w: A1, d: Int, scale: Float,
             out: A1, partials: D1, count: N1):
+        if out.size != 1:                       # per-sample values: a thread per row
+            for r in range(cuda.grid(1), p.size // d, cuda.gridsize(1)):
+                s = 0.0
+                for i in range(r * d, r * d + d):
+                    s += term(t[i], p[i], a, b, c, e)
+                out[r] = w[r] * s * scale
+            return
         sh = cuda.shared.array(MAX_THREADS, np.float64)
         flag = cuda.shared.array(1, np.int32)
         acc = 0.0
@@ -107,9 +115,14 @@ def fwd({inputs}, {args}w: A1, scale: Float, out: A1, partials: D1, count: N1):
     for g in range(cuda.blockIdx.x, (rows + rpb - 1) // rpb, cuda.gridDim.x):
         r = g * rpb + cuda.threadIdx.y
         v = row(sh, {names}, r, r < rows{arg_names})
-        if r < rows:
+        if out.size != 1:                       # per-sample values: the row's total
+            v = row_sum(sh, v)
+            if r < rows and cuda.threadIdx.x == 0:
+                out[r] = w[r] * v * scale
+        elif r < rows:
             acc += w[r] * v
-    grid_sum_store(shb, flag, acc, partials, count, out, scale)
+    if out.size == 1:
+        grid_sum_store(shb, flag, acc, partials, count, out, scale)
 
 
 def bwd({inputs}, {args}w: A1, scale: Float, {grads}):
@@ -410,8 +423,11 @@ _LOSSES = {}        # name -> (kernels, launch function, per-element)
 def _launch(entry, which, inputs, args, scale, weights, res):
     kernels, launch, per_element = entry
     n = inputs[1].shape[0]
-    launch(kernels, which, inputs, args,
-           scale * (_inv(inputs[1].size) if per_element else _inv(n)), weights, res)
+    if which == 0 and res[0].size != 1:         # per-sample values: scale (over D) per row
+        scale = scale * _inv(inputs[1].shape[1]) if per_element else scale
+    else:
+        scale = scale * (_inv(inputs[1].size) if per_element else _inv(n))
+    launch(kernels, which, inputs, args, scale, weights, res)
 
 
 for _loss in scalar.LOSSES:

@@ -19,7 +19,16 @@ Per-sample losses: the mean over the sample's elements for elementwise losses (M
 LogCosh, MSLE, hinges, binary crossentropy and binary focal), the sum over classes for
 crossentropies, categorical focal and KL divergence, one soft score per sample for Dice, Jaccard
 and Tversky.
+
+``reduction`` (Keras 3): "sum_over_batch_size" (the default) and "mean" as above, "sum",
+"mean_with_sample_weight" (the weighted sum over the sum of the sample weights), or None / "none":
+the values themselves, as Keras reduces only the last axis ((N, T, D) predictions give (N, T);
+Dice, Jaccard and Tversky give one value per sample, (N,)), times the sample weights. The
+functional losses (``binary_crossentropy(y_true, y_pred, from_logits=False)``, ...) return those
+values unweighted; on tensors they are differentiable (the forward kernels write one value per
+row, the backward kernels take the incoming gradient as row weights).
 """
+import inspect
 import math
 
 import numpy as np
@@ -32,6 +41,10 @@ from .validation import Number
 
 EPSILON = 1e-7
 CLIP = "clip"       # in a loss's ``args``: EPSILON, for the probability kernels only
+# Keras 3's reductions: "mean" is "sum_over_batch_size"; "mean_with_sample_weight" divides the
+# weighted sum by the sum of the sample weights; None and "none" give the per-sample values.
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
+_MEAN = ("sum_over_batch_size", "mean")
 
 
 def _shapes_match(expected, got):
@@ -55,17 +68,19 @@ class Loss(Declared):
     returning per-sample (or per-element) losses or a scalar: ``fit`` trains with it without a
     hand-written gradient (a tape of ``call`` gives it), sample weights scale the per-sample
     values, and the result is their sum over the number of values (Keras'
-    ``sum_over_batch_size``; ``reduction="sum"`` sums). Register it with ``register(MyLoss)``
-    to load a model compiled with it.
+    ``sum_over_batch_size``; any other ``reduction`` as for the built-in losses). Register it
+    with ``register(MyLoss)`` to load a model compiled with it.
     """
 
     kernel = None
     params = {}
+    _keyword_only = ("reduction",)
     args = None
     fuses_with = None          # the output activation whose gradient this loss can absorb
     sparse = False             # integer class labels instead of targets shaped like y_pred
     has_logits = False         # a <kernel>_logits kernel pair exists (from_logits=True works)
     rowwise = False            # per row of the last axis (classes): extra axes are positions
+    samplewise = False         # reduction=None: one value per sample (its elements flattened)
     target_kind = None         # class weights: "binary", "categorical" or "sparse"
     targets = None             # target domain: "probabilities", "distributions", "signs", "counts"
 
@@ -78,9 +93,7 @@ class Loss(Declared):
         if cls.target_kind:
             out.append(("class_weight", None, None))       # checked by ClassWeights
         out.append(("name", None, V.Text(optional=True)))
-        if cls.call is not Loss.call or cls is Loss:       # custom losses only
-            out.append(("reduction", "sum_over_batch_size",
-                        V.OneOf("sum_over_batch_size", "sum")))
+        out.append(("reduction", "sum_over_batch_size", V.OneOf(*REDUCTIONS, optional=True)))
         return out
 
     def __init__(self, *args, **kwargs):
@@ -135,37 +148,70 @@ class Loss(Declared):
             return a
         return a.reshape(shape[0], math.prod(shape[1:]) if len(shape) > 1 else 1)
 
+    def _rows(self, y_true, y_pred):
+        """(targets, 2-D predictions, shape of the values) of the per-sample values: a row per
+        position of the last axis, which Keras reduces alone; a row per sample for
+        ``samplewise`` losses."""
+        shape = tuple(int(d) for d in y_pred.shape)
+        if self.samplewise:
+            return self._targets(y_true), self._2d(y_pred), shape[:1]
+        rows = math.prod(shape[:-1])
+        t = y_true.reshape(rows) if self.sparse else y_true.reshape(rows, shape[-1])
+        return t, y_pred.reshape(rows, shape[-1]), shape[:-1]
+
     def _targets(self, y_true):
         if self.sparse:
             return y_true.reshape(math.prod(y_true.shape)) if len(y_true.shape) > 1 \
                 else y_true
         return self._2d(y_true)
 
-    def _weights(self, backend, weights, n, dtype, rows=None):
+    def _weights(self, backend, weights, n, dtype, rows=None, values=None):
         """The backend weights of ``dtype``, one per row: ``weights`` (one per sample) checked
         and repeated for each position of a sample when ``rows`` > n, or ones (cached per
-        backend, size and dtype) when None."""
+        backend, size, dtype and factor) when None; for a scalar loss of ``values`` per-sample
+        values, times the reduction's factor on the kernels' mean (``_factor``)."""
         rows = n if rows is None else rows
+        if weights is not None and tuple(weights.shape) not in ((n,), (n, 1)):
+            raise ValueError(f"{self.name}: weights must have shape ({n},) (one per sample), got "
+                             f"{tuple(weights.shape)}")
+        f = 1.0 if values is None else self._factor(backend, weights, values)
         if weights is None:
             cache = self.__dict__.setdefault("_ones", {})
-            key = (backend.name, int(rows), np.dtype(dtype).str)
+            key = (backend.name, int(rows), np.dtype(dtype).str, f)
             if key not in cache:
-                cache[key] = backend.full((int(rows),), 1.0, dtype)
+                cache[key] = backend.full((int(rows),), f, dtype)
             return cache[key]
-        shape = tuple(weights.shape)
-        if shape not in ((n,), (n, 1)):
-            raise ValueError(f"{self.name}: weights must have shape ({n},) (one per sample), got "
-                             f"{shape}")
-        if rows != n:
-            host = np.repeat(backend.to_numpy(weights).reshape(n), rows // n)
+        if rows != n or f != 1.0:
+            host = np.repeat(backend.to_numpy(weights).reshape(n), rows // n) * f
             return backend.asarray(host, dtype)
         return backend.asarray(weights.reshape(n), dtype)
+
+    def _scalar(self):
+        """Refuse reduction=None where a scalar loss is needed (a model, ``gradient``)."""
+        if self.reduction in (None, "none"):
+            raise ValueError(f"{self.name}: reduction={self.reduction!r} gives per-sample "
+                             f"values; a model's loss and gradient() need a scalar reduction "
+                             f"({', '.join(repr(r) for r in REDUCTIONS[:4])})")
+
+    def _factor(self, backend, weights, values):
+        """What turns the kernels' mean of ``values`` per-sample values into the reduction: 1,
+        ``values`` (the sum) or ``values`` / sum(sample weights) ("mean_with_sample_weight", 0
+        when they sum to 0)."""
+        self._scalar()
+        if self.reduction == "sum":
+            return float(values)
+        if self.reduction == "mean_with_sample_weight" and weights is not None:
+            total = float(np.sum(backend.to_numpy(weights), dtype=np.float64))
+            return values / total if total else 0.0
+        return 1.0
 
     def _setup(self, backend, y_true, y_pred, weights, logits):
         """(kernel name, hyperparameters, targets, 2-D predictions, weights) of a kernel call."""
         name, args = self._kernel(logits or self.from_logits)
         p = self._2d(y_pred)
-        w = self._weights(backend, weights, y_pred.shape[0], y_pred.dtype, p.shape[0])
+        s = tuple(y_pred.shape)
+        w = self._weights(backend, weights, s[0], y_pred.dtype, p.shape[0],
+                          s[0] if self.samplewise or len(s) < 2 else math.prod(s[:-1]))
         return name, args, self._targets(y_true), p, w
 
     def forward(self, backend, y_true, y_pred, weights=None, logits=False):
@@ -218,7 +264,8 @@ class Loss(Declared):
         w = np.ones(pshape[0]) if weights is None else \
             np.asarray(backend.to_numpy(weights), dtype=np.float64).reshape(-1)
         row_w = np.repeat(w, rows // pshape[0]) * m
-        valid = m.sum()
+        self._scalar()
+        valid = {"sum": 1.0, "mean_with_sample_weight": row_w.sum()}.get(self.reduction, m.sum())
         row_w *= rows / valid if valid > 0 else 0.0
         p2 = y_pred.reshape((rows,) + pshape[len(mshape):]) if len(pshape) > len(mshape) + 1 \
             else y_pred.reshape(rows, pshape[-1])
@@ -234,21 +281,30 @@ class Loss(Declared):
                          pshape, gradients)
 
     def _reduce(self, values, weights):
-        """A custom loss's ``call`` result reduced to a scalar tensor: per-sample values times
-        the sample weights, summed, over the number of values (or summed)."""
+        """Per-sample (or per-element) values times the (N,) sample weights, reduced as Keras
+        does: summed, over the number of values, over the sum of the weights
+        ("mean_with_sample_weight") or not at all (None, "none")."""
         from . import ops
         if values.ndim == 0:
             return values
         if weights is not None:
             w = weights if isinstance(weights, engine._TensorLike) else \
                 engine.Tensor(weights, values.backend)
-            w = ops.reshape(w, (values.shape[0],) + (1,) * (values.ndim - 1))
-            values = ops.multiply(values, w)
+            values = ops.multiply(values, ops.reshape(w, (values.shape[0],)
+                                                      + (1,) * (values.ndim - 1)))
+        if self.reduction in (None, "none"):
+            return values
         total = ops.sum(values)
-        return total if self.reduction == "sum" else ops.divide(total, float(values.size))
+        if self.reduction == "sum":
+            return total
+        if self.reduction == "mean_with_sample_weight" and weights is not None:
+            s = float(ops.sum(w))                          # Keras: 0 when they sum to 0
+            return ops.divide(total, s) if s else ops.multiply(total, 0.0)
+        return ops.divide(total, float(values.size))
 
     def _custom(self, backend, y_true, y_pred, weights, gradients):
         """Value (and gradient) of a custom loss through a tape of its ``call``."""
+        self._scalar()
         tape = engine.GradientTape()
         yp = engine.Tensor(y_pred, backend)
         yt = engine.Tensor(y_true, backend)
@@ -324,7 +380,8 @@ class Loss(Declared):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The loss: a float for NumPy inputs; a scalar Tensor (recorded on the active gradient
-        tapes) when ``y_pred`` is a tensor."""
+        tapes) when ``y_pred`` is a tensor; the per-sample values (an array, a Tensor) with
+        reduction None."""
         if isinstance(y_pred, engine._TensorLike) or isinstance(y_true, engine._TensorLike):
             return _loss_tensor(self, y_true, y_pred, sample_weight)
         if self.is_custom:
@@ -336,8 +393,12 @@ class Loss(Declared):
                     self.call(engine.convert_to_tensor(y_true, device="cpu"),
                               engine.Tensor(yp))), None if sample_weight is None
                     else np.asarray(sample_weight, dtype=yp.dtype))
-            return float(out)
+            return out.numpy() if out.ndim else float(out)
         y_true, y_pred = self._host(y_true, y_pred)
+        if self.reduction not in _MEAN:        # per-sample values, reduced (or not) as tensors
+            with engine.stop_recording():
+                out = _loss_tensor(self, y_true, y_pred, sample_weight)
+            return out.numpy() if out.ndim else float(out)
         w = self._host_weights(y_true, sample_weight, len(y_pred), y_pred.dtype)
         return float(self.forward(get_backend("cpu"), y_true, y_pred, w)[0])
 
@@ -390,6 +451,9 @@ def _loss_tensor(loss, y_true, y_pred, sample_weight):
     yt = be.asarray(t_host)
     wb = None if w is None else be.asarray(w)
     pv = yp.value if yp.ndim > 1 else yp.value.reshape(yp.shape[0], 1)
+    if loss.reduction not in _MEAN:
+        return loss._reduce(_per_sample(loss, be, yt, pv, yp.shape, y_pred), None if w is None
+                            else engine.convert_to_tensor(w, dtype=yp.dtype, device=be.name))
     value = loss.forward(be, yt, pv, wb)
     out = engine.Tensor(value.reshape(()), be)
     if engine.recording():
@@ -397,6 +461,37 @@ def _loss_tensor(loss, y_true, y_pred, sample_weight):
                       [None, y_pred if isinstance(y_pred, (engine.Tensor, engine.Variable))
                        else None], [out])
     return out
+
+
+class _PerSampleOp(_LossOp):
+    """A built-in loss's per-sample values as a recorded op: backward is its gradient kernel with
+    the incoming gradient times the number of rows as row weights (the kernel scales row i by
+    weights[i] / rows)."""
+
+    def backward(self, ctx, g, need):
+        be, name, args, t, p, shape = ctx
+        rows = p.shape[0]
+        w = be.empty((rows,), p.dtype)
+        be.scale(be.kernel_view(g, (rows,)), float(rows), w)
+        grad = be.empty(tuple(shape), p.dtype)
+        getattr(be, name + "_backward")(t, p, *args, w, be.kernel_view(grad, tuple(p.shape)))
+        return [None, grad]
+
+
+def _per_sample(loss, be, yt, pv, shape, y_pred):
+    """The unweighted per-sample values of a built-in loss (``_rows``) as a Tensor from its
+    forward kernel writing one value per row, recorded on the active tapes."""
+    name, args = loss._kernel(loss.from_logits)
+    t, p, vshape = loss._rows(yt, pv)
+    out = be.empty((p.shape[0],), p.dtype)
+    getattr(be, name + "_forward")(t, p, *args, loss._weights(be, None, p.shape[0], p.dtype),
+                                   out)
+    values = engine.Tensor(out.reshape(vshape), be)
+    if engine.recording():
+        engine.record(_PerSampleOp(loss), (be, name, args, t, p, shape),
+                      [None, y_pred if isinstance(y_pred, (engine.Tensor, engine.Variable))
+                       else None], [values])
+    return values
 
 
 # ------------------------------------------------------------------------------------ target checks
@@ -691,6 +786,7 @@ class Dice(Loss):
     so an empty target predicted empty scores 1 (loss 0) and the loss never divides by zero."""
     kernel = "dice"
     params = {"smooth": (EPSILON, V.POSITIVE)}
+    samplewise = True
 
 
 @register("jaccard", "iou")
@@ -698,6 +794,7 @@ class Jaccard(Loss):
     """Soft Jaccard (IoU) loss per sample: 1 - (sum(y p) + s) / (sum(y) + sum(p) - sum(y p) + s)."""
     kernel = "jaccard"
     params = {"smooth": (EPSILON, V.POSITIVE)}
+    samplewise = True
 
 
 @register("tversky")
@@ -708,6 +805,7 @@ class Tversky(Loss):
     kernel = "tversky"
     params = {"alpha": (0.5, V.NON_NEGATIVE), "beta": (0.5, V.NON_NEGATIVE),
               "smooth": (EPSILON, V.POSITIVE)}
+    samplewise = True
 
 
 # --------------------------------------------------------------------------------------- embeddings
@@ -764,11 +862,14 @@ class _EmbeddingLoss(Loss):
         return None
 
     def forward(self, backend, *arrays, weights=None):
-        """sum_i w_i l_i / N as a (1,) backend array."""
+        """sum_i w_i l_i / N as a (1,) backend array (reduced as ``reduction`` says; the (N,)
+        values w_i l_i for None)."""
         emb, labels, weights = self._split(arrays, weights)
         x = [self._2d(a) for a in emb]
-        w = self._weights(backend, weights, x[0].shape[0], emb[0].dtype)
-        out = backend.empty((1,), emb[0].dtype)
+        none = self.reduction in (None, "none")
+        n = x[0].shape[0]
+        w = self._weights(backend, weights, n, emb[0].dtype, values=None if none else n)
+        out = backend.empty((n if none else 1,), emb[0].dtype)
         getattr(backend, self.kernel + "_forward")(*x, *labels, *self._kernel(False)[1], w, out)
         return out
 
@@ -776,14 +877,15 @@ class _EmbeddingLoss(Loss):
         """The gradient with respect to each embedding input, backend arrays shaped like them."""
         emb, labels, weights = self._split(arrays, weights)
         x = [self._2d(a) for a in emb]
-        w = self._weights(backend, weights, x[0].shape[0], emb[0].dtype)
+        w = self._weights(backend, weights, x[0].shape[0], emb[0].dtype, values=x[0].shape[0])
         grads = [backend.empty(emb[0].shape, emb[0].dtype) for _ in emb]
         getattr(backend, self.kernel + "_backward")(*x, *labels, *self._kernel(False)[1], w,
                                                     *[self._2d(g) for g in grads])
         return tuple(grads)
 
     def __call__(self, *arrays, sample_weight=None):
-        return float(self.forward(get_backend("cpu"), *self._host_arrays(arrays, sample_weight))[0])
+        out = self.forward(get_backend("cpu"), *self._host_arrays(arrays, sample_weight))
+        return out if self.reduction in (None, "none") else float(out[0])
 
     def gradient(self, *arrays, sample_weight=None):
         return self.backward(get_backend("cpu"), *self._host_arrays(arrays, sample_weight))
@@ -810,3 +912,45 @@ class TripletMarginLoss(_EmbeddingLoss):
     params = {"margin": (1.0, V.NON_NEGATIVE), "p": (2.0, Number(low=1)),
               "eps": (1e-6, V.NON_NEGATIVE)}
     inputs = ("anchor", "positive", "negative")
+
+
+# ------------------------------------------------------------------------------ functional losses
+def _function(cls, name):
+    """Keras' functional form of ``cls``: ``name(y_true, y_pred, **hyperparameters)``, the
+    per-sample values (``reduction=None``: over the last axis; no sample or class weights), a
+    Tensor on the gradient tapes for tensor inputs, an array for NumPy ones."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    sig = inspect.Signature([inspect.Parameter("y_true", kind), inspect.Parameter("y_pred", kind)]
+                            + [p for n, p in cls.__signature__.parameters.items()
+                               if n not in ("class_weight", "name", "reduction")])
+
+    def fn(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        options = dict(bound.arguments)
+        y_true, y_pred = options.pop("y_true"), options.pop("y_pred")
+        return cls(**options, reduction=None)(y_true, y_pred)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__signature__, fn.__module__ = sig, __name__
+    fn.__doc__ = f"Per-sample values of :class:`{cls.__name__}` (Keras' ``losses.{name}``)."
+    return fn
+
+
+mean_squared_error = _function(MeanSquaredError, "mean_squared_error")
+mean_absolute_error = _function(MeanAbsoluteError, "mean_absolute_error")
+mean_squared_logarithmic_error = _function(MeanSquaredLogarithmicError,
+                                           "mean_squared_logarithmic_error")
+huber = _function(Huber, "huber")
+log_cosh = _function(LogCosh, "log_cosh")
+poisson = _function(Poisson, "poisson")
+hinge = _function(Hinge, "hinge")
+squared_hinge = _function(SquaredHinge, "squared_hinge")
+kl_divergence = _function(KLDivergence, "kl_divergence")
+binary_crossentropy = _function(BinaryCrossentropy, "binary_crossentropy")
+categorical_crossentropy = _function(CategoricalCrossentropy, "categorical_crossentropy")
+sparse_categorical_crossentropy = _function(SparseCategoricalCrossentropy,
+                                            "sparse_categorical_crossentropy")
+binary_focal_crossentropy = _function(BinaryFocalCrossentropy, "binary_focal_crossentropy")
+categorical_focal_crossentropy = _function(CategoricalFocalCrossentropy,
+                                           "categorical_focal_crossentropy")
