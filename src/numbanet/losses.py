@@ -216,7 +216,8 @@ class Loss(Declared):
 
     def forward(self, backend, y_true, y_pred, weights=None, logits=False):
         """sum_i w_i l_i / N as a backend array of shape (1,) (N rows: samples, or positions
-        of the samples for per-position outputs)."""
+        of the samples for per-position outputs), or the sum, or the "mean_with_sample_weight",
+        as ``reduction`` says."""
         return self.value_and_grad(backend, y_true, y_pred, weights, False, logits)[0]
 
     def backward(self, backend, y_true, y_pred, weights=None, logits=False):
