@@ -11,6 +11,7 @@ from .conv import (AveragePooling2D, AvgPool2D, Conv2D, Conv2DTranspose, GlobalA
 from .core import (ELU, GELU, Activation, ActivityRegularization, Dense, Dropout, Flatten, Lambda,
                    LeakyReLU, Permute, PReLU, ReLU, Reshape, Sigmoid, Softmax, Softplus, Tanh)
 from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
+from .lookup import Discretization, Hashing, IntegerLookup, StringLookup
 from .normalization import (BatchNormalization, GroupNormalization, LayerNormalization,
                             UnitNormalization)
 from .preprocessing import CategoryEncoding, Normalization, Rescaling
@@ -36,7 +37,7 @@ for _cls in (
         TimeDistributed, ZeroPadding1D, ZeroPadding2D, Cropping2D, UpSampling1D, Rescaling,
         Normalization, Attention, AdditiveAttention, Dot, PReLU, ActivityRegularization,
         GroupNormalization, UnitNormalization, GaussianDropout, Cropping1D,
-        CategoryEncoding):
+        CategoryEncoding, StringLookup, IntegerLookup, Hashing, Discretization):
     REGISTRY.register(_cls)
 del _cls
 

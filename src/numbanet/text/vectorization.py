@@ -15,7 +15,8 @@ from collections import Counter
 
 import numpy as np
 
-from ..layers.base import Layer, check_positive_int
+from ..layers.base import check_positive_int
+from ..layers.lookup import HostLayer, read_vocabulary_file
 
 __all__ = ["TextVectorization"]
 
@@ -26,7 +27,7 @@ _SPLIT = ("whitespace", "character")
 _MODES = ("int", "multi_hot", "count")
 
 
-class TextVectorization(Layer):
+class TextVectorization(HostLayer):
     """Text -> token ids. ``standardize``: "lower_and_strip_punctuation" (default), "lower",
     "strip_punctuation", None, or a function of one string; ``split``: "whitespace",
     "character" (every character, spaces included), None (the whole text one token), or a
@@ -130,7 +131,7 @@ class TextVectorization(Layer):
         """Use ``vocabulary``: tokens in index order (a leading "" and "[UNK]" are optional), or
         as in Keras the path of a text file (UTF-8) with one token per line."""
         if isinstance(vocabulary, (str, os.PathLike)):
-            vocabulary = self._read_vocabulary(vocabulary)
+            vocabulary = read_vocabulary_file(repr(self), vocabulary)
         vocab = [str(v) for v in vocabulary]
         if vocab[:2] == [PAD, OOV]:
             vocab = vocab[2:]
@@ -142,19 +143,6 @@ class TextVectorization(Layer):
                              f"max_tokens={self.max_tokens}")
         self._set(vocab)
 
-    def _read_vocabulary(self, path):
-        """The lines of a vocabulary file (without their line endings)."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().split("\n")
-        except OSError as e:
-            raise ValueError(f"{self!r}: vocabulary given as a string is the path of a file with "
-                             f"one token per line; cannot read {os.fspath(path)!r}: "
-                             f"{e.strerror or e}") from None
-        if lines and lines[-1] == "":
-            lines.pop()                                  # the last line's newline
-        return [line[:-1] if line.endswith("\r") else line for line in lines]
-
     def get_vocabulary(self):
         """The tokens in index order: "", "[UNK]", then the learned ones."""
         return list(self._vocab)
@@ -163,10 +151,7 @@ class TextVectorization(Layer):
         return len(self._vocab)
 
     # -- calling --------------------------------------------------------------------------------------
-    def __call__(self, inputs, *args, **kwargs):
-        from .. import functional
-        if functional.is_symbolic(inputs):
-            return functional.call_symbolic(self, inputs, args, kwargs)
+    def compute(self, inputs):
         return self.vectorize(inputs)
 
     def vectorize(self, texts):
@@ -189,31 +174,18 @@ class TextVectorization(Layer):
             out[r, :len(row)] = row
         return out
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
+    def check_input_shape(self, shape):
         if shape not in ((), (1,)):
             raise ValueError(f"{self!r}: expects texts of shape (batch,) or (batch, 1), got "
                              f"{(None,) + shape}")
-        self.input_shape = shape
-        self.output_shape = self.compute_output_shape(shape)
-        self.built = True
 
     def compute_output_shape(self, input_shape):
         if self.output_mode != "int":
             return (len(self._vocab),)
         return (self.output_sequence_length,)
 
-    def output_dtypes(self, n):
-        return [np.dtype(np.int64 if self.output_mode == "int" else np.float32)] * n
-
-    def check_input(self, x, index=0):
-        return x
-
-    def _forward(self, x, training):
-        return self.backend.asarray(self.vectorize(x)), None
-
-    def _backward(self, ctx, grad_out, sink, need):
-        return None
+    def output_dtype(self):
+        return np.dtype(np.int64 if self.output_mode == "int" else np.float32)
 
     def get_config(self):
         for what in ("standardize", "split"):
