@@ -102,8 +102,9 @@ def test_integer_lookup_keras_docstring_examples():
         L.IntegerLookup(vocabulary=IVOCAB, output_mode="one_hot")(np.array([12, 36, 1138, 42, 7])),
         [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]])
     data4 = np.array([[12, 1138, 42, 42], [42, 7, 36, 7]])
-    np.testing.assert_array_equal(L.IntegerLookup(vocabulary=IVOCAB, output_mode="multi_hot")(data4),
-                                  [[0, 1, 0, 1, 1], [1, 0, 1, 0, 1]])
+    np.testing.assert_array_equal(
+        L.IntegerLookup(vocabulary=IVOCAB, output_mode="multi_hot")(data4),
+        [[0, 1, 0, 1, 1], [1, 0, 1, 0, 1]])
     np.testing.assert_array_equal(L.IntegerLookup(vocabulary=IVOCAB, output_mode="count")(data4),
                                   [[0, 1, 0, 1, 2], [2, 0, 1, 0, 1]])
     np.testing.assert_allclose(

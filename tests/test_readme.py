@@ -44,3 +44,10 @@ def test_attention_example_runs(tmp_path, monkeypatch, capsys):
     out = _run("## Attention and transformers", tmp_path, monkeypatch, capsys)
     assert float(out[0]) >= 0.95
     assert out[1] == "(1, 3, 16) (1, 2, 3, 5)"
+
+
+def test_tabular_lookup_example_runs(tmp_path, monkeypatch, capsys):
+    code = _block("### Tabular data with Keras' preprocessing layers")
+    out = _run("### Tabular data with Keras' preprocessing layers", tmp_path, monkeypatch,
+               capsys)
+    assert out[-1] == re.findall(r"# (\[.*\])", code)[0]

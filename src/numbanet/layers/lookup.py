@@ -162,7 +162,7 @@ def stable_hash64(value, salt=None):
     return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "little")
 
 
-# -- StringLookup and IntegerLookup ------------------------------------------------------------------
+# -- StringLookup and IntegerLookup ---------------------------------------------------------
 class _IndexLookup(HostLayer):
     """The vocabulary lookup behind StringLookup and IntegerLookup (Keras' IndexLookup).
 
