@@ -438,6 +438,24 @@ def test_encoded_lookups_hashing_and_discretization_in_one_model(rng, tmp_path):
     assert nb.Model(ids_in, emb).predict(age).shape == (48, 1, 2)
 
 
+def test_integer_lookup_first_in_a_sequential(rng, tmp_path):
+    ids = rng.choice([5, 6, 7, 8], (12, 2))
+    lookup = L.IntegerLookup(output_mode="multi_hot")
+    lookup.adapt(ids[:6])
+    model = nb.Sequential([lookup, L.Dense(2)], input_shape=(2,))
+    assert model.output_shape == (2,)
+    model.compile("adam", "mse")
+    model.fit(ids, rng.standard_normal((12, 2)), epochs=1, verbose=0)
+    dense = model.layers[-1]
+    index = L.IntegerLookup(vocabulary=lookup.get_vocabulary())(ids)
+    want = _encode_ref(index, lookup.vocabulary_size(), "multi_hot") @ \
+        dense.params["kernel"].astype(float) + dense.params["bias"]
+    np.testing.assert_allclose(model.predict(ids), want, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "seq.npz")
+    np.testing.assert_array_equal(nb.load_model(tmp_path / "seq.npz").predict(ids),
+                                  model.predict(ids))
+
+
 def test_lookup_model_on_the_cuda_backend(allow_cuda, rng):
     color, code, age, _ = _structured_data(rng, 8)
     i = L.IntegerLookup(output_mode="multi_hot")
@@ -569,6 +587,8 @@ def test_bad_arguments_and_inputs_are_named():
         L.Hashing(3, output_mode="tf_idf")
     with pytest.raises(ValueError, match=r"not both; got num_bins=3 and bin_boundaries=\[1\]"):
         L.Discretization([1], num_bins=3)
+    with pytest.raises(ValueError, match=r"num_bins must be a positive integer, got 0"):
+        L.Discretization(num_bins=0)
     with pytest.raises(ValueError, match=r"got neither"):
         L.Discretization()
     with pytest.raises(ValueError, match=r"increasing order, got \[2, 1\]"):

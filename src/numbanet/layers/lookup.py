@@ -664,7 +664,7 @@ class Discretization(HostLayer):
                              f"got sparse={sparse!r}")
         self.sparse = False
         if num_bins is not None:
-            num_bins = V.Integer(0)(num_bins, "num_bins", where)
+            num_bins = V.Integer(1)(num_bins, "num_bins", where)
         if num_bins is not None and bin_boundaries is not None:
             raise ValueError(f"{where}: give num_bins (and adapt()) or bin_boundaries, not both; "
                              f"got num_bins={num_bins!r} and bin_boundaries={bin_boundaries!r}")
