@@ -478,7 +478,10 @@ def test_configs_round_trip():
                               "output_mode": "int", "pad_to_max_tokens": False,
                               "sparse": False, "salt": None,
                               "vocabulary": ["", "?", "?", "y", "x"], "idf_weights": None,
-                              "encoding": "utf-8"}
+                              "has_input_vocabulary": False, "encoding": "utf-8"}
+    again.adapt([["z"]])                    # an adapted vocabulary may be adapted again
+    assert again.get_vocabulary() == ["", "?", "?", "z"]
+    assert _round_trip(L.StringLookup(vocabulary=["k"])).get_config()["has_input_vocabulary"]
     t = L.IntegerLookup(output_mode="tf_idf", max_tokens=8, pad_to_max_tokens=True)
     t.adapt(np.array([[1, 2], [2, 3]]))
     again = _round_trip(t)

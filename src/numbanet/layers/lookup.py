@@ -181,6 +181,8 @@ class _IndexLookup(HostLayer):
                  pad_to_max_tokens=False, sparse=False, salt=None, name=None, **kwargs):
         kwargs.pop("dtype", None)
         kwargs.pop("vocabulary_size", None)             # Keras' config key, derived here
+        # Keras' hidden argument: False for a vocabulary that adapt() learned (in a config)
+        has_input_vocabulary = kwargs.pop("has_input_vocabulary", vocabulary is not None)
         super().__init__(name=name, **kwargs)
         where = f"{type(self).__name__} {self.name!r}"
         if max_tokens is not None:
@@ -214,9 +216,9 @@ class _IndexLookup(HostLayer):
         self.oov_token = None if oov_token is None else self._token(oov_token, "oov_token")
         self.salt = _salt_pair(where, salt)
         self._tokens, self._index, self._idf = [], {}, None
-        self._has_input_vocabulary = vocabulary is not None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary, idf_weights)
+        self._has_input_vocabulary = bool(has_input_vocabulary)
 
     # -- per value type (the subclasses) ---------------------------------------------------------
     def _token(self, value, what):
@@ -442,7 +444,7 @@ class _IndexLookup(HostLayer):
                   "output_mode": self.output_mode, "pad_to_max_tokens": self.pad_to_max_tokens,
                   "sparse": False, "salt": self.salt,
                   "vocabulary": self.get_vocabulary() if self._tokens else None,
-                  "idf_weights": None}
+                  "idf_weights": None, "has_input_vocabulary": self._has_input_vocabulary}
         if self._idf is not None and self._tokens:
             config["idf_weights"] = [float(w) for w in self._idf[:self.vocabulary_size()]]
         if not self.trainable:
