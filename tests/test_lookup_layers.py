@@ -2,10 +2,9 @@
 Keras' docstring examples, adapt, OOV and mask indices, invert round trips, every output_mode
 against NumPy (and torch's one_hot / bincount / bucketize), the stable hash, Keras' quantile
 boundaries, a structured-data model trained and saved, configs and bad arguments."""
-import json
-
 import numpy as np
 import pytest
+from test_layers_keras import _round_trip
 
 import numbanet as nb
 from numbanet.layers import lookup as LK
@@ -13,14 +12,6 @@ from numbanet.layers import lookup as LK
 L = nb.layers
 VOCAB = ["a", "b", "c", "d"]
 IVOCAB = [12, 36, 1138, 42]
-
-
-def _round_trip(layer):
-    entry = json.loads(json.dumps({"class_name": type(layer).__name__,
-                                   "config": layer.get_config()}))
-    again = L.REGISTRY.deserialize(entry)
-    assert again.get_config() == layer.get_config()
-    return again
 
 
 def _encode_ref(ids, depth, mode, weights=None):

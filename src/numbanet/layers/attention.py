@@ -45,6 +45,17 @@ def _heads_apart(be, x, n, h, t, d, out):
     be.strided_copy(ops._flat(be, x), 0, shape, xs, False, ops._flat(be, out), 0, os_)
 
 
+def _check_qvk(layer, shapes, form):
+    """Two or three inputs [query, value(, key)], each (batch, time, features) with known
+    features; ``form`` says how the layer is called."""
+    if len(shapes) not in (2, 3):
+        raise ValueError(f"{layer!r}: {form}, got {len(shapes)} inputs")
+    for name, s in zip(("query", "value", "key"), shapes):
+        if len(s) != 2 or s[1] is None:
+            raise ValueError(f"{layer!r}: {name} must be (batch, time, features) with known "
+                             f"features, got {fmt_shape(s)}")
+
+
 class MultiHeadAttention(Seeded, Layer):
     """Multi-head attention (Keras): ``mha(query, value, key=None, attention_mask=None,
     use_causal_mask=False, return_attention_scores=False, training=None)`` on (batch, time,
@@ -112,14 +123,7 @@ class MultiHeadAttention(Seeded, Layer):
 
     # -- shapes and weights -----------------------------------------------------------------------
     def _check_shapes(self, shapes):
-        names = ("query", "value", "key")
-        if len(shapes) not in (2, 3):
-            raise ValueError(f"{self!r}: expects query, value and optionally key, got "
-                             f"{len(shapes)} inputs")
-        for name, s in zip(names, shapes):
-            if len(s) != 2 or s[1] is None:
-                raise ValueError(f"{self!r}: {name} must be (batch, time, features) with known "
-                                 f"features, got {fmt_shape(s)}")
+        _check_qvk(self, shapes, "expects query, value and optionally key")
         if len(shapes) == 3 and None not in (shapes[1][0], shapes[2][0]) and \
                 shapes[1][0] != shapes[2][0]:
             raise ValueError(f"{self!r}: key and value must have the same number of steps, got "
@@ -696,14 +700,7 @@ class Attention(Seeded, Layer):
         self._set_seed(seed, where)
 
     def _check_shapes(self, shapes):
-        names = ("query", "value", "key")
-        if len(shapes) not in (2, 3):
-            raise ValueError(f"{self!r}: is called on [query, value] or [query, value, key], got "
-                             f"{len(shapes)} inputs")
-        for name, s in zip(names, shapes):
-            if len(s) != 2 or s[1] is None:
-                raise ValueError(f"{self!r}: {name} must be (batch, time, features) with known "
-                                 f"features, got {fmt_shape(s)}")
+        _check_qvk(self, shapes, "is called on [query, value] or [query, value, key]")
         q, v = shapes[0], shapes[1]
         k = shapes[2] if len(shapes) == 3 else v
         if q[1] != k[1]:
