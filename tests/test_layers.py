@@ -161,6 +161,9 @@ def test_forward_checks_the_features_its_weights_were_built_for(make, built, wro
     (lambda: L.Reshape((2, -1, -1)), "at most one -1"),
     (lambda: L.Dense(3, dtype="int32"), "float32 or float64, got 'int32'"),
     (lambda: L.LeakyReLU(negative_slope=float("nan")), "negative_slope"),
+    (lambda: L.LSTM(3, dropout=1.0), r"^LSTM 'lstm.*': dropout must be .*< 1, got 1.0$"),
+    (lambda: L.GRU(3, recurrent_dropout=0.1),
+     r"^GRU 'gru.*': recurrent_dropout is not supported.*got recurrent_dropout=0.1$"),
 ])
 def test_bad_arguments_raise_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
@@ -168,9 +171,8 @@ def test_bad_arguments_raise_clear_errors(make, match):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: L.LSTM(3, dropout=0.2), r"^LSTM: unexpected keyword argument 'dropout'"),
     (lambda: L.LSTM(3, stateful=True), r"^LSTM: unexpected keyword argument 'stateful'"),
-    (lambda: L.GRU(3, recurrent_dropout=0.1), r"^GRU: .*'recurrent_dropout'"),
+    (lambda: L.GRU(3, implementation=2), r"^GRU: .*'implementation'"),
     (lambda: L.SimpleRNN(3, unroll=True), r"^SimpleRNN: .*'unroll'"),
     (lambda: L.MultiHeadAttention(2, 2, attention_axes=(1,)),
      r"^MultiHeadAttention: unexpected keyword argument 'attention_axes'"),
@@ -187,8 +189,9 @@ def test_unsupported_keyword_arguments_name_the_layer(make, match):
     takes, instead of ``Layer.__init__() got an unexpected keyword argument``."""
     with pytest.raises(TypeError, match=match):
         make()
-    lstm = str(pytest.raises(TypeError, L.LSTM, 3, dropout=0.2).value)
-    assert "units" in lstm and "return_sequences" in lstm and "dropout'" in lstm
+    lstm = str(pytest.raises(TypeError, L.LSTM, 3, stateful=True).value)
+    assert "units" in lstm and "return_sequences" in lstm and "stateful'" in lstm
+    assert "dropout, recurrent_dropout, seed" in lstm
 
 
 def test_reshape_that_does_not_fit():

@@ -785,10 +785,12 @@ class Seeded:
         self.rng = np.random.default_rng(self.seed) if self.seed is not None else _random.spawn()
 
     def rng_state(self):
-        return self.rng.bit_generator.state
+        """The generator's state (None for a layer that draws nothing and has no generator)."""
+        return None if self.rng is None else self.rng.bit_generator.state
 
     def set_rng_state(self, state):
-        self.rng.bit_generator.state = state
+        if state is not None:
+            self.rng.bit_generator.state = state
 
 
 class _CallContext:

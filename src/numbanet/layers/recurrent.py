@@ -8,6 +8,14 @@ launch per step on the GPU). Backward is the recurrence's BPTT kernel (one call 
 launches per step on the GPU), then the input projection's weight and input gradients as two
 GEMMs over all steps.
 
+``dropout`` (Keras): in training, one Bernoulli mask per sequence and input feature, shape
+(batch, 1, features), the same for every step (Keras draws the cell's mask once per call), kept
+values scaled by 1 / (1 - dropout), multiplies the inputs before the input projection; the
+identity in inference. The mask is drawn as ``Dropout``'s is (the layer's own generator, ``seed=``)
+and applied with the elementwise multiply of ``nb.ops``, so the kernels are unchanged.
+``recurrent_dropout`` (dropout of the state between steps) would need the recurrence kernels
+changed and is refused unless 0.
+
 Weights (Keras 3): ``kernel`` (input_dim, G * units), ``recurrent_kernel`` (units, G * units),
 ``bias`` (G * units,) (GRU: (2, 3 * units), row 0 the input bias, row 1 the recurrent bias);
 gates in Keras' order: LSTM i, f, c, o; GRU z, r, h (``reset_after=True``). Masked steps (a mask
@@ -20,14 +28,17 @@ import numpy as np
 
 from .. import activations, initializers, ops
 from .. import validation as V
-from .base import (Layer, check_features, check_positive_int, check_step_mask,
+from .base import (Layer, Seeded, check_features, check_positive_int, check_step_mask,
                    fmt_shape)
 
 __all__ = ["SimpleRNN", "LSTM", "GRU", "Bidirectional"]
 
+_RATE = V.Number(low=0, high=1, high_open=True)
 
-class _RNN(Layer):
-    """Shared by SimpleRNN, LSTM and GRU: building, masks, states, output selection."""
+
+class _RNN(Seeded, Layer):
+    """Shared by SimpleRNN, LSTM and GRU: building, masks, states, input dropout, output
+    selection."""
 
     gates = 1
     states = 1                  # state arrays: h (and c for LSTM)
@@ -40,7 +51,7 @@ class _RNN(Layer):
     def __init__(self, units, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", return_sequences=False, return_state=False,
-                 go_backwards=False, **kwargs):
+                 go_backwards=False, dropout=0.0, recurrent_dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         where = f"{type(self).__name__} {self.name!r}"
         self.units = check_positive_int(units, "units", where)
@@ -51,6 +62,15 @@ class _RNN(Layer):
         self.return_sequences = V.FLAG(return_sequences, "return_sequences", where)
         self.return_state = V.FLAG(return_state, "return_state", where)
         self.go_backwards = V.FLAG(go_backwards, "go_backwards", where)
+        self.dropout = _RATE(dropout, "dropout", where)
+        if not V.is_real(recurrent_dropout) or recurrent_dropout != 0:
+            raise ValueError(f"{where}: recurrent_dropout is not supported by numbanet's "
+                             f"recurrent layers (it would need their recurrence kernels "
+                             f"changed); use recurrent_dropout=0 (dropout= drops the inputs), "
+                             f"got recurrent_dropout={recurrent_dropout!r}")
+        self.recurrent_dropout = 0.0
+        self._set_seed(seed, where)
+        self._dropout_mask = None
         self._inits = self._keep_specs(kernel_initializer=kernel_initializer,
                                        recurrent_initializer=recurrent_initializer,
                                        bias_initializer=bias_initializer)
@@ -80,6 +100,8 @@ class _RNN(Layer):
         if self.use_bias:
             self._create_bias()
         self._bias_size = self._bias_shape()
+        if self.dropout > 0.0:          # without dropout no generator: nb.seed's stream as before
+            self._new_rng()
 
     def _bias_shape(self):
         return (self.gates * self.units,)
@@ -100,6 +122,23 @@ class _RNN(Layer):
     def set_backend(self, backend):
         super().set_backend(backend)
         self.__dict__.pop("_zero_bias", None)
+        self._dropout_mask = None
+
+    @property
+    def dropout_mask(self):
+        """The (batch, 1, features) input mask of the last call in training, the same for
+        every step (None in inference or with ``dropout=0``)."""
+        return self._dropout_mask
+
+    def _draw_dropout_mask(self, n, d):
+        """A new (n, 1, d) mask: 1 / (1 - dropout) where kept, else 0 (Dropout's kernel on
+        ones, from uniforms of the layer's generator)."""
+        be = self.backend
+        u = be.uniform((n * d,), self.dtype, self.rng)
+        mask, scratch = be.empty((n, 1, d), self.dtype), be.empty((n * d,), self.dtype)
+        be.dropout_forward(be.full((n * d,), 1.0, self.dtype), u, self.dropout,
+                           be.kernel_view(mask, (n * d,)), scratch)
+        return mask
 
     def compute_mask(self, inputs, mask):
         out = mask if self.return_sequences else None
@@ -142,6 +181,11 @@ class _RNN(Layer):
             raise ValueError(f"{self!r}: got a sequence of 0 steps")
         check_features(self, x, 2, "kernel")
         u, g = self.units, self.gates
+        drop = None
+        if training and self.dropout > 0.0:
+            drop = self._draw_dropout_mask(n, d)
+            x, _ = ops._MUL.forward(be, x, drop)             # broadcast over the time axis
+        self._dropout_mask = drop
         x2 = be.kernel_view(x, (n * t, d))
         xp = be.empty((n, t, g * u), self.dtype)
         be.dense_forward(x2, self.params["kernel"], self._input_bias(),
@@ -154,12 +198,12 @@ class _RNN(Layer):
         outputs = [hs if self.return_sequences else last]
         if self.return_state:
             outputs += [last] + [_last_step(be, s) for s in saved[1:self.states]]
-        ctx = (x2, (n, t, d), h0, m, hs, saved, given)
+        ctx = (x2, (n, t, d), h0, m, hs, saved, given, drop)
         return (outputs if self.return_state else outputs[0]), ctx
 
     def _backward(self, ctx, grad_out, sink, need):
         be = self.backend
-        x2, (n, t, d), h0, m, hs, saved, given = ctx
+        x2, (n, t, d), h0, m, hs, saved, given, drop = ctx
         u, g = self.units, self.gates
         gs = list(grad_out) if self.return_state else [grad_out]
         grad_hs = gs[0] if self.return_sequences else be.zeros((n, t, u), self.dtype)
@@ -187,6 +231,8 @@ class _RNN(Layer):
             grad_x = be.empty((n, t, d), self.dtype)
             be.dense_backward_input(gxp2, self.params["kernel"],
                                     be.kernel_view(grad_x, (n * t, d)))
+            if drop is not None:
+                grad_x, _ = ops._MUL.forward(be, grad_x, drop)
         if not given:
             return grad_x
         return [grad_x] + [gs_ if k else None for gs_, k in zip(grad_states, needs[1:])]
@@ -330,7 +376,8 @@ class Bidirectional(Layer):
     sequence and merges the two: ``merge_mode`` "concat" (default), "sum", "mul", "ave", or None
     (a list of both). The backward layer's sequence output is put back in time order first.
     ``forward_layer`` and ``backward_layer`` are the two layers (Keras); with ``return_state``
-    the forward states come before the backward ones."""
+    the forward states come before the backward ones. Each draws its own ``dropout`` masks; with
+    a ``seed`` the two copies share it, and so their masks (as in Keras)."""
     _config_skip = ("layer", "merge_mode", "backward_layer")  # written below
 
     tensor_kwargs = ("initial_state",)
