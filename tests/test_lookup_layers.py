@@ -122,7 +122,7 @@ def test_discretization_keras_docstring_examples():
     layer = L.Discretization(num_bins=4, epsilon=0.01)
     layer.adapt(x)
     np.testing.assert_array_equal(layer(x), [[0, 2, 3, 2], [1, 3, 3, 1]])
-    # Keras' own summary algorithm: the boundaries it gives for these 8 values
+    # the boundaries Keras' summary gives for these 8 values
     np.testing.assert_allclose(layer.bin_boundaries, [0.0, 0.5, 1.3], rtol=1e-6)
 
 
@@ -331,26 +331,37 @@ def test_tf_idf_adapt_is_keras_formula(rng):
 
 
 # ------------------------------------------------------------------------------- Discretization
-def test_discretization_adapt_is_keras_quantile_summary(rng):
-    x = rng.normal(size=(1000, 3))
+def _type4_quantiles(values, fractions):
+    """float64 reference: the sorted values with the i-th smallest of n at (i+1)/n, linear in
+    between (Hyndman and Fan's type 4), by hand."""
+    v = np.sort(np.asarray(values, np.float64).ravel())
+    pos = np.asarray(fractions) * len(v) - 1
+    lo = np.clip(np.floor(pos).astype(int), 0, len(v) - 1)
+    hi = np.clip(lo + 1, 0, len(v) - 1)
+    t = np.clip(pos - np.floor(pos), 0, 1)
+    return np.where(pos < 0, v[0], v[lo] + t * (v[hi] - v[lo]))
+
+
+def test_discretization_adapt_gives_the_quantiles(rng):
+    x = rng.normal(size=(1000, 3)).astype(np.float32)
     layer = L.Discretization(num_bins=5)
     layer.adapt(x)
     b = np.asarray(layer.bin_boundaries)
     assert b.shape == (4,) and np.all(np.diff(b) > 0)
-    # approximate quantiles: within epsilon-ish of numpy's exact ones (rank error)
     ranks = [np.mean(x.ravel() < v) for v in b]
     np.testing.assert_allclose(ranks, [0.2, 0.4, 0.6, 0.8], atol=0.02)
     counts = np.bincount(layer(x).ravel(), minlength=5)
     assert counts.min() > 0.17 * x.size and counts.max() < 0.23 * x.size
-    # Keras' algorithm, step by step (summarize, then merge and compress with 1/num_bins)
-    s = LK.summarize(x.astype(np.float32), 0.01)
-    assert s.shape[1] == 100 and np.all(np.diff(s[0]) >= 0)
-    np.testing.assert_allclose(b, LK.compress_summary(
-        LK.merge_summaries(s, np.array([[], []], np.float32), 0.01), 0.2)[0, :-1], rtol=0)
-    # several batches give the same boundaries as one (for data this evenly split)
+    np.testing.assert_allclose(b, _type4_quantiles(x, [0.2, 0.4, 0.6, 0.8]), rtol=1e-12)
+    # several batches give the same boundaries as one
     batched = L.Discretization(num_bins=5)
     batched.adapt([x[:500], x[500:]])
-    np.testing.assert_allclose(batched.bin_boundaries, b, atol=0.05)
+    np.testing.assert_array_equal(batched.bin_boundaries, b)
+    few = L.Discretization(num_bins=3)            # fewer values than the fractions resolve
+    few.adapt(np.array([2.0, 7.0]))
+    np.testing.assert_allclose(few.bin_boundaries, _type4_quantiles([2.0, 7.0], [1 / 3, 2 / 3]))
+    with pytest.raises(ValueError, match="adapt\\(\\) got no data"):
+        L.Discretization(num_bins=3).adapt([])
 
 
 @pytest.mark.parametrize("mode", ["one_hot", "multi_hot", "count"])

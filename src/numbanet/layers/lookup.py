@@ -649,9 +649,10 @@ class Discretization(HostLayer):
     """Real values to the index of their bin (Keras' Discretization): ``bin_boundaries``
     [b0, b1, ...] make the bins (-inf, b0), [b0, b1), ..., [b_last, inf), index = the number of
     boundaries <= the value (``np.digitize``). Or ``num_bins`` and ``adapt(data)``: the
-    boundaries are the data's approximate quantiles by Keras 3's own NumPy algorithm
-    (``summarize`` / ``merge_summaries`` / ``compress_summary`` below, with error tolerance
-    ``epsilon``), so they match Keras'. The input is cast to float32 first, as in Keras.
+    boundaries are the data's ``num_bins``-quantiles, computed exactly (see ``adapt``); Keras'
+    quantile sketch gives the same for up to 1/``epsilon`` values and approximates them within
+    ``epsilon`` beyond, so ``epsilon`` is kept for its config only. The input is cast to float32
+    first, as in Keras.
     ``output_mode``: "int" (int32 indices, Keras' dtype, of the input's shape), "one_hot",
     "multi_hot" or "count" (float32 rows of len(bin_boundaries) + 1)."""
 
@@ -681,29 +682,32 @@ class Discretization(HostLayer):
             bin_boundaries = b.tolist()
         self.epsilon = V.Number(low=0, high=1, low_open=True)(epsilon, "epsilon", where)
         self.bin_boundaries, self.num_bins = bin_boundaries, num_bins
-        self._summary = np.array([[], []], dtype="float32")
 
     def adapt(self, data, steps=None):
-        """Set the boundaries to the approximate ``num_bins``-quantiles of ``data`` (an array,
-        or an iterable of batches, ``steps`` of them at most)."""
+        """Set the boundaries to the ``num_bins``-quantiles of ``data`` (an array, or an
+        iterable of batches, ``steps`` of them at most): the value at cumulative fraction
+        k/num_bins of the sorted float32 values, the i-th smallest of n standing at (i+1)/n and
+        linear in between (Hyndman and Fan's type 4, NumPy's "interpolated_inverted_cdf")."""
         if self.num_bins is None:
             raise ValueError(f"{self!r}: adapt() needs num_bins; this layer was given "
                              f"bin_boundaries")
-        summary = np.array([[], []], dtype="float32")
         if isinstance(data, np.ndarray) or hasattr(data, "numpy") or not hasattr(data,
                                                                                  "__iter__"):
             batches = [data]
         else:
             batches = (b for i, b in enumerate(data) if steps is None or i < steps)
+        parts = []
         for b in batches:
             a = np.asarray(b.numpy() if hasattr(b, "numpy") else b)
             if a.dtype.kind not in "fiub" or a.size == 0:
                 raise ValueError(f"{self!r}: adapt() takes numbers, got an array of shape "
                                  f"{a.shape} and dtype {a.dtype}")
-            summary = merge_summaries(summarize(a.astype("float32"), self.epsilon), summary,
-                                      self.epsilon)
-        self._summary = summary
-        self.bin_boundaries = get_bin_boundaries(summary, self.num_bins).tolist()
+            parts.append(a.astype(np.float32).reshape(-1))
+        if not parts:
+            raise ValueError(f"{self!r}: adapt() got no data")
+        fractions = np.arange(1, self.num_bins) / self.num_bins
+        self.bin_boundaries = np.quantile(np.concatenate(parts).astype(np.float64), fractions,
+                                          method="interpolated_inverted_cdf").tolist()
 
     def _depth(self):
         return len(self.bin_boundaries) + 1 if self.bin_boundaries is not None else \
@@ -750,40 +754,3 @@ class Discretization(HostLayer):
             layer.bin_boundaries = list(boundaries)
             return layer
         return cls(**config)
-
-
-# Keras 3's quantile summaries (keras/src/layers/preprocessing/discretization.py), unchanged.
-def summarize(values, epsilon):
-    """A sorted 1-D sample as (values, weights): about 1/epsilon values spaced evenly."""
-    values = np.sort(np.reshape(values, [-1]))
-    elements = np.size(values)
-    increment = elements / (1.0 / epsilon)
-    step = max(increment, 1)
-    start = step - 1
-    boundaries = values[int(start)::int(step)]
-    weights = np.ones_like(boundaries) * step
-    return np.stack([boundaries, weights])
-
-
-def merge_summaries(prev_summary, next_summary, epsilon):
-    """Two summaries merged by value, then compressed to ``epsilon``."""
-    merged = np.concatenate((prev_summary, next_summary), axis=1)
-    merged = np.take(merged, np.argsort(merged[0]), axis=1)
-    return compress_summary(merged, epsilon)
-
-
-def get_bin_boundaries(summary, num_bins):
-    return compress_summary(summary, 1.0 / num_bins)[0, :-1]
-
-
-def compress_summary(summary, epsilon):
-    """The summary interpolated at cumulative-weight fractions epsilon, 2 epsilon, ..., 1."""
-    if summary.shape[1] * epsilon < 1:
-        return summary
-    percents = epsilon + np.arange(0.0, 1.0, epsilon)
-    cum_weights = summary[1].cumsum()
-    cum_weight_percents = cum_weights / cum_weights[-1]
-    new_bins = np.interp(percents, cum_weight_percents, summary[0])
-    cum_weights = np.interp(percents, cum_weight_percents, cum_weights)
-    new_weights = cum_weights - np.concatenate((np.array([0]), cum_weights[:-1]))
-    return np.stack((new_bins, new_weights)).astype("float32")
