@@ -45,6 +45,20 @@ def assert_close(got, want, dtype, what=""):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
+def assert_sgd_step_like_torch(model, x, y, out, weights):
+    """One ``train_on_batch`` of ``model`` with SGD(1.0) on the mean squared error equals
+    torch's: the loss of ``out`` (torch's output computed from ``weights``, tensors that
+    require grad, in ``model.get_weights()``'s order) and every weight minus its gradient."""
+    import torch
+    import numbanet as nb
+    tloss = torch.nn.functional.mse_loss(out, torch.tensor(y))
+    tloss.backward()
+    model.compile(nb.optimizers.SGD(1.0), "mse")
+    assert model.train_on_batch(x, y) == pytest.approx(tloss.item(), rel=1e-12)
+    for got, t in zip(model.get_weights(), weights):
+        np.testing.assert_allclose(got, (t - t.grad).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
 def dev(a):
     """A host array on the device (numba.cuda: the simulator unless a real GPU run is asked)."""
     from numba import cuda

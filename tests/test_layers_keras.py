@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_sgd_step_like_torch
 
 import numbanet as nb
 from numbanet.testing import gradcheck
@@ -89,12 +90,7 @@ def test_time_distributed_dense_matches_torch_and_steps_once(rng, monkeypatch):
     w = [torch.tensor(v, requires_grad=True) for v in model.get_weights()]
     out = torch.tanh(torch.tensor(x) @ w[0] + w[1])
     np.testing.assert_allclose(model.predict(x), out.detach().numpy(), rtol=1e-12)
-    tloss = torch.nn.functional.mse_loss(out, torch.tensor(y))
-    tloss.backward()
-    model.compile(nb.optimizers.SGD(1.0), "mse")
-    assert model.train_on_batch(x, y) == pytest.approx(tloss.item(), rel=1e-12)
-    for got, t in zip(model.get_weights(), w):
-        np.testing.assert_allclose(got, (t - t.grad).detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert_sgd_step_like_torch(model, x, y, out, w)
     assert gradcheck(L.TimeDistributed(L.Dense(3, activation="sigmoid")), x)
     assert gradcheck(model, x)
     # one call of the inner layer on (batch * steps, ...), not one per step

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_sgd_step_like_torch
 
 import numbanet as nb
 
@@ -813,12 +814,7 @@ def test_lambda_layer_runs_an_ops_function_in_sequential_and_graph_models(rng, t
     w = [torch.tensor(v, requires_grad=True) for v in m.get_weights()]
     out = ((torch.tensor(x) @ w[0] + w[1]) ** 2 * 0.5) @ w[2] + w[3]
     np.testing.assert_allclose(m.predict(x), out.detach().numpy(), rtol=1e-12)
-    tloss = torch.nn.functional.mse_loss(out, torch.tensor(y))
-    tloss.backward()
-    m.compile(nb.optimizers.SGD(1.0), "mse")
-    assert m.train_on_batch(x, y) == pytest.approx(tloss.item(), rel=1e-12)
-    for got, t in zip(m.get_weights(), w):
-        np.testing.assert_allclose(got, (t - t.grad).detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert_sgd_step_like_torch(m, x, y, out, w)
     assert nb.testing.gradcheck(m, x)
     inp = nb.Input((3,), dtype="float64")
     mean, log_var = L.Dense(2)(inp), L.Dense(2)(inp)

@@ -632,6 +632,12 @@ def test_new_ops_bad_arguments():
         ops.one_hot(np.array([0, 3]), 3)
     with pytest.raises(ValueError, match="one_hot: num_classes must be a positive integer"):
         ops.one_hot(np.array([0]), 2.0)
+    with pytest.raises(ValueError, match="arange: start must be a finite number, got 'a'"):
+        ops.arange("a")
+    with pytest.raises(ValueError, match="arange: stop must be a finite number, got nan"):
+        ops.arange(0, float("nan"))
+    with pytest.raises(ValueError, match="arange: step must not be 0"):
+        ops.arange(0, 5, 0)
 
 
 def test_new_ops_in_a_graph_save_and_load(rng, tmp_path):

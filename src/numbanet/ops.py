@@ -1300,6 +1300,12 @@ def ones(shape, dtype="float32", device=None):
 def arange(start, stop=None, step=1, dtype=None, device=None):
     """Evenly spaced values in [start, stop) (``arange(n)``: 0..n-1), int64 for integer
     arguments as NumPy, else float32 unless ``dtype`` says otherwise."""
+    bounds = (("start", start), ("stop", stop), ("step", step))
+    for name, v in bounds:
+        if not (v is None and name == "stop") and (not _is_number(v) or not math.isfinite(v)):
+            raise ValueError(f"arange: {name} must be a finite number, got {v!r}")
+    if step == 0:
+        raise ValueError("arange: step must not be 0, got 0")
     values = np.arange(start, stop, step) if stop is not None else np.arange(start, step=step)
     if dtype is None:
         dtype = np.int64 if values.dtype.kind in "iu" else np.float32

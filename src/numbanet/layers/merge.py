@@ -4,7 +4,6 @@ Concatenate (along an axis), each running the elementwise and strided copy kerne
 with ``nb.ops``. Each takes a list of inputs."""
 import math
 
-from .. import ops
 from .. import ops as _ops
 from .. import validation as V
 from .base import Layer, fmt_shape
@@ -235,9 +234,9 @@ class Dot(Layer):
         x_rest = [d for i, d in enumerate(xs) if i not in (0, a0)]
         y_rest = [d for i, d in enumerate(ys) if i not in (0, a1)]
         # x as (batch, rest, k), y as (batch, k, rest): one batched matmul
-        x3 = ops.reshape(ops.transpose(x, [i for i in range(len(xs)) if i != a0] + [a0]),
+        x3 = _ops.reshape(_ops.transpose(x, [i for i in range(len(xs)) if i != a0] + [a0]),
                          (n, math.prod(x_rest), k))
-        y3 = ops.reshape(ops.transpose(y, [0, a1] + [i for i in range(1, len(ys)) if i != a1]),
+        y3 = _ops.reshape(_ops.transpose(y, [0, a1] + [i for i in range(1, len(ys)) if i != a1]),
                          (n, k, math.prod(y_rest)))
-        return ops.reshape(ops.matmul(x3, y3), (n, *x_rest, *y_rest) if x_rest or y_rest
+        return _ops.reshape(_ops.matmul(x3, y3), (n, *x_rest, *y_rest) if x_rest or y_rest
                            else (n, 1))

@@ -377,7 +377,7 @@ class Bidirectional(Layer):
     (a list of both). The backward layer's sequence output is put back in time order first.
     ``forward_layer`` and ``backward_layer`` are the two layers (Keras); with ``return_state``
     the forward states come before the backward ones. Each draws its own ``dropout`` masks; with
-    a ``seed`` the two copies share it, and so their masks (as in Keras)."""
+    a ``seed`` the two copies share it, and so draw the same masks."""
     _config_skip = ("layer", "merge_mode", "backward_layer")  # written below
 
     tensor_kwargs = ("initial_state",)
