@@ -34,34 +34,33 @@ def par_shape(name):
     return (n // 16 + 1, 16)
 
 
+def loss_inputs(tkind, pkind, shape, rng):
+    """float64 (y_true, y_pred) of predictions ``shape`` (batch, ..., last axis): targets of
+    kind ``tkind`` ("real", "pos", "pm1", "unit", "mask", "dist": rows summing to 1 along the
+    last axis, or "labels": int64 class ids of shape[:-1]), predictions of kind ``pkind``
+    ("real", "pos", "prob": in (0.02, 0.98))."""
+    if tkind == "labels":
+        t = rng.integers(0, shape[-1], size=shape[:-1])
+    else:
+        t = {"real": lambda: rng.standard_normal(shape),
+             "pos": lambda: rng.uniform(0.0, 3.0, shape),
+             "pm1": lambda: np.where(rng.random(shape) < 0.5, -1.0, 1.0),
+             "unit": lambda: rng.random(shape),
+             "mask": lambda: (rng.random(shape) < 0.5).astype(np.float64),
+             "dist": lambda: rng.random(shape)}[tkind]()
+        if tkind == "dist":
+            t /= t.sum(axis=-1, keepdims=True)
+    p = {"real": lambda: 2.0 * rng.standard_normal(shape),
+         "pos": lambda: rng.uniform(0.0, 3.0, shape),
+         "prob": lambda: rng.uniform(0.02, 0.98, shape)}[pkind]()
+    return t, p
+
+
 def make_inputs(name, shape, dtype, rng, label_dtype=np.int64):
     """(y_true, y_pred) for the loss ``name``."""
     _, tkind, pkind = LOSSES[name]
-    n, c = shape
-    if tkind == "real":
-        t = rng.standard_normal(shape)
-    elif tkind == "pos":
-        t = rng.uniform(0.0, 3.0, shape)
-    elif tkind == "pm1":
-        t = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
-    elif tkind == "unit":
-        t = rng.random(shape)
-    elif tkind == "mask":
-        t = (rng.random(shape) < 0.5).astype(np.float64)
-    elif tkind == "dist":
-        t = rng.random(shape)
-        t /= t.sum(axis=1, keepdims=True)
-    else:
-        t = rng.integers(0, c, size=n).astype(label_dtype)
-    if pkind == "real":
-        p = 2.0 * rng.standard_normal(shape)
-    elif pkind == "pos":
-        p = rng.uniform(0.0, 3.0, shape)
-    else:
-        p = rng.uniform(0.02, 0.98, shape)
-    if tkind != "labels":
-        t = t.astype(dtype)
-    return t, p.astype(dtype)
+    t, p = loss_inputs(tkind, pkind, shape, rng)
+    return (t.astype(label_dtype) if tkind == "labels" else t.astype(dtype)), p.astype(dtype)
 
 
 def make_weights(n, dtype, rng):

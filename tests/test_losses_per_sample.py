@@ -7,7 +7,8 @@ import inspect
 import numpy as np
 import pytest
 from conftest import run_pair
-from test_kernels_losses import EMBEDDING, LOSSES, embedding_case, make_inputs, make_weights
+from test_kernels_losses import (EMBEDDING, LOSSES, embedding_case, loss_inputs, make_inputs,
+                                 make_weights)
 
 import numbanet as nb
 import reference as ref
@@ -179,24 +180,7 @@ CASES = {
 def data(case, shape, rng):
     """(y_true, y_pred) float64 for ``case`` and prediction ``shape`` (batch, ..., last)."""
     _, _, tk, pk = CASES[case]
-    if tk == "real":
-        t = rng.standard_normal(shape)
-    elif tk == "pos":
-        t = rng.uniform(0, 3, shape)
-    elif tk == "pm1":
-        t = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
-    elif tk == "unit":
-        t = rng.random(shape)
-    elif tk == "mask":
-        t = (rng.random(shape) < 0.5).astype(np.float64)
-    elif tk == "dist":
-        t = rng.random(shape) + 0.05
-        t /= t.sum(-1, keepdims=True)
-    else:
-        t = rng.integers(0, shape[-1], shape[:-1])
-    p = {"real": lambda: 2 * rng.standard_normal(shape), "pos": lambda: rng.uniform(0, 3, shape),
-         "prob": lambda: rng.uniform(0.02, 0.98, shape)}[pk]()
-    return t, p
+    return loss_inputs(tk, pk, shape, rng)
 
 
 def expected(case, t, p):
